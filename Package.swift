@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+// preftune: preference fine-tuning service for diffusion models.
+// No package dependencies: SQLite and OpenBLAS are system libraries.
+// Layers point one way: Numerics → Diffusion → Training → (Store, HTTP) → Service → executables.
+import PackageDescription
+
+let package = Package(
+    name: "preftune",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "preftune", targets: ["preftune"]),
+        .executable(name: "preftune-bench", targets: ["preftune-bench"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+
+        .target(name: "Numerics", dependencies: ["COpenBLAS"]),
+        .target(name: "Diffusion", dependencies: ["Numerics"]),
+        .target(name: "Training", dependencies: ["Numerics", "Diffusion"]),
+
+        .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
+        .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
+
+        // Golden reference files and the helpers that read them, shared by the test targets.
+        .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
+        .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "GoldenFixtures"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

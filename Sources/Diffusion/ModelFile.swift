@@ -1,0 +1,72 @@
+import Foundation
+import Numerics
+
+/// A `resmlp` model on disk: a safetensors file with every parameter as F32
+/// under its SPEC §2 name and the architecture in `__metadata__["config"]`.
+/// Loads with `safetensors.torch.load_file` into a PyTorch module with these names.
+public struct ModelFile {
+    public let config: ModelConfig
+    public let parameters: FloatBuffer
+    public let metadata: [String: String]
+
+    public init(config: ModelConfig, parameters: FloatBuffer, metadata: [String: String] = [:]) {
+        self.config = config
+        self.parameters = parameters
+        self.metadata = metadata
+    }
+
+    /// Reads and checks a model file: the config must parse, and the tensors must be
+    /// exactly the ones the config implies, each F32 of the right shape.
+    public static func load(_ path: String) throws -> ModelFile {
+        let file = try SafeTensorsFile(contentsOf: path)
+        guard let configText = file.metadata["config"] else {
+            throw SafeTensorsError("\(path): no model config in __metadata__[\"config\"]")
+        }
+        let config: ModelConfig
+        do { config = try ModelConfig.parse(configText) } catch {
+            throw SafeTensorsError("\(path): model config is invalid: \(error)")
+        }
+        let parameters = try loadParameters(file, config: config, prefix: "")
+        return ModelFile(config: config, parameters: parameters, metadata: file.metadata)
+    }
+
+    /// Copies the parameters named `prefix + name` out of `file` into a fresh buffer in
+    /// `config`'s layout. Unknown tensors under the prefix are an error: they mean the
+    /// file was made for another architecture.
+    public static func loadParameters(_ file: SafeTensorsFile, config: ModelConfig, prefix: String) throws -> FloatBuffer {
+        let layout = ParameterLayout(config)
+        let parameters = FloatBuffer(count: layout.totalCount)
+        for entry in layout.entries {
+            let name = prefix + entry.name
+            // A model without a condition never reads null_cond; files may leave it out.
+            if entry.name == "null_cond", config.condition == .none, file.info(name) == nil { continue }
+            guard file.info(name) != nil else {
+                throw SafeTensorsError("\(file.source): missing tensor '\(name)' required by the config")
+            }
+            try file.copyFloats(name, shape: entry.shape, into: parameters.pointer + entry.offset)
+        }
+        if prefix.isEmpty {
+            let unexpected = file.names.filter { layout[$0] == nil }
+            if let first = unexpected.first {
+                throw SafeTensorsError("\(file.source): tensor '\(first)' does not belong to a resmlp with this config (\(unexpected.count) unexpected)")
+            }
+        }
+        return parameters
+    }
+
+    public func serialized() -> [UInt8] {
+        let layout = ParameterLayout(config)
+        var writer = SafeTensorsWriter(metadata: metadata.merging(["config": config.json, "format": "pt"]) { _, new in new })
+        // Python tools list tensors by name; write them in that order.
+        for entry in layout.entries.sorted(by: { $0.name < $1.name }) {
+            writer.add(entry.name, shape: entry.shape,
+                       floats: UnsafeBufferPointer(start: parameters.pointer + entry.offset, count: entry.count))
+        }
+        return writer.serialized()
+    }
+
+    /// Writes atomically (temp file, fsync, rename).
+    public func write(to path: String) throws {
+        try AtomicFile.write(serialized(), to: path)
+    }
+}

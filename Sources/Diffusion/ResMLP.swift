@@ -1,0 +1,409 @@
+import Foundation
+import Numerics
+
+/// The `resmlp` conditional noise predictor ε_θ(x, t, c) of SPEC §2, forward
+/// and backward by hand (no autograd), in the manner of llm.c: one parameter
+/// buffer, one gradient buffer, activations in a workspace allocated once.
+///
+/// Forward, batch of B, all row-major:
+///   φ(t) = [cos(t·f_k), sin(t·f_k)],  f_k = exp(−ln(10000)·k/(F/2))
+///   e = time_mlp.2(SiLU(time_mlp.0(φ)));  s = SiLU(e + c)
+///   h = in_proj(x)
+///   per block: [scale | shift] = mod(s);  u = LN(h)·(1 + scale) + shift;  h += fc2(SiLU(fc1(u)))
+///   out = out_proj(LN(h))
+public struct ResMLP: Sendable {
+    public let config: ModelConfig
+    public let layout: ParameterLayout
+    let offsets: Offsets
+    /// f_k for k = 0…F/2−1.
+    let frequencies: [Float]
+
+    public init(config: ModelConfig) {
+        self.config = config
+        self.layout = ParameterLayout(config)
+        self.offsets = Offsets(layout: layout, config: config)
+        let half = config.timeFreqDim / 2
+        // Float32 throughout, as the PyTorch reference: exp(−ln(10000)·k / half).
+        let logScale = Float(-Foundation.log(10000.0))
+        frequencies = (0..<half).map { k in Float(Foundation.exp(Double(logScale * Float(k) / Float(half)))) }
+    }
+
+    public var parameterCount: Int { layout.totalCount }
+
+    public func makeWorkspace(maxBatch: Int) -> ResMLPWorkspace { ResMLPWorkspace(config: config, maxBatch: maxBatch) }
+
+    /// Fresh parameters initialised as SPEC §2, from `seed`.
+    public func initialParameters(seed: UInt64) -> FloatBuffer {
+        let parameters = FloatBuffer(count: layout.totalCount)
+        var random = Philox(seed: seed, stream: 0x1A17)
+        for entry in layout.entries {
+            let p = parameters.pointer + entry.offset
+            switch entry.initialization {
+            case .zeros: p.update(repeating: 0, count: entry.count)
+            case .ones: p.update(repeating: 1, count: entry.count)
+            case let .normal(std): random.fillNormal(p, count: entry.count, std: std)
+            case .uniformFanIn:
+                let bound = 1 / Float(entry.fanIn).squareRoot()
+                random.fillUniform(p, count: entry.count, low: -bound, high: bound)
+            }
+        }
+        return parameters
+    }
+
+    /// Byte offsets of every parameter the forward pass touches.
+    struct Offsets: Sendable {
+        struct Block: Sendable { let norm: (weight: Int, bias: Int), fc1: (weight: Int, bias: Int), fc2: (weight: Int, bias: Int) }
+        let time0: (weight: Int, bias: Int), time2: (weight: Int, bias: Int)
+        let condEmbed: Int?, condProj: (weight: Int, bias: Int)?, nullCond: Int
+        let inProj: (weight: Int, bias: Int)
+        /// blocks.0.mod.weight; the others follow it ([depth·2H, H] in all).
+        let modWeight: Int, modBias: Int
+        let blocks: [Block]
+        let outNorm: (weight: Int, bias: Int), outProj: (weight: Int, bias: Int)
+
+        init(layout: ParameterLayout, config: ModelConfig) {
+            func pair(_ name: String) -> (weight: Int, bias: Int) {
+                (layout.offset(of: "\(name).weight"), layout.offset(of: "\(name).bias"))
+            }
+            time0 = pair("time_mlp.0")
+            time2 = pair("time_mlp.2")
+            condEmbed = layout["cond_embed.weight"]?.offset
+            condProj = layout["cond_proj.weight"] != nil ? pair("cond_proj") : nil
+            nullCond = layout.offset(of: "null_cond")
+            inProj = pair("in_proj")
+            modWeight = layout.offset(of: "blocks.0.mod.weight")
+            modBias = layout.offset(of: "blocks.0.mod.bias")
+            blocks = (0..<config.depth).map { i in
+                Block(norm: pair("blocks.\(i).norm"), fc1: pair("blocks.\(i).fc1"), fc2: pair("blocks.\(i).fc2"))
+            }
+            outNorm = pair("out_norm")
+            outProj = pair("out_proj")
+        }
+    }
+
+    // MARK: - Time features
+
+    /// φ(t) for each row: cos in the first F/2 columns, sin in the last.
+    func timeFeatures(_ timesteps: UnsafePointer<Float>, into phi: UnsafeMutablePointer<Float>, batch: Int) {
+        let half = frequencies.count
+        for b in 0..<batch {
+            let t = timesteps[b]
+            for k in 0..<half {
+                let argument = Double(t * frequencies[k])
+                phi[b * 2 * half + k] = Float(cos(argument))
+                phi[b * 2 * half + half + k] = Float(sin(argument))
+            }
+        }
+    }
+
+    // MARK: - Condition vector (SPEC §2 step 3)
+
+    /// c for each row: mean token embedding, projected vector, or null_cond; zeros for `none`.
+    func conditionForward(_ p: UnsafePointer<Float>, _ ws: ResMLPWorkspace, batch: Int) {
+        let H = config.hidden
+        let c = ws.condition.pointer
+        switch config.condition {
+        case let .text(_, maxTokens):
+            let embedding = p + offsets.condEmbed!
+            ws.tokens.withUnsafeBufferPointer { tokens in
+                for b in 0..<batch {
+                    let row = c + b * H
+                    row.update(repeating: 0, count: H)
+                    var count = 0
+                    for slot in 0..<maxTokens {
+                        let id = Int(tokens[b * maxTokens + slot])
+                        if id == 0 { continue }
+                        Elementwise.add(embedding + id * H, into: row, count: H)
+                        count += 1
+                    }
+                    ws.tokenCounts[b] = count
+                    if count == 0 {
+                        row.update(from: p + offsets.nullCond, count: H)
+                    } else {
+                        Elementwise.scale(row, by: 1 / Float(count), count: H)
+                    }
+                }
+            }
+        case let .vector(dim):
+            let projection = offsets.condProj!
+            BLAS.sgemm(transB: true, m: batch, n: H, k: dim, a: ws.conditionInput.pointer, lda: dim,
+                       b: p + projection.weight, ldb: dim, c: c, ldc: H)
+            Elementwise.addBias(p + projection.bias, to: c, rows: batch, columns: H, stride: H)
+            for b in 0..<batch where ws.conditionIsNull[b] != 0 {
+                (c + b * H).update(from: p + offsets.nullCond, count: H)
+            }
+        case .none:
+            c.update(repeating: 0, count: batch * H)
+        }
+    }
+
+    /// Routes ∂L/∂c back to the embedding rows, the projection, or null_cond.
+    func conditionBackward(_ dC: UnsafeMutablePointer<Float>, _ ws: ResMLPWorkspace, batch: Int, gradients g: UnsafeMutablePointer<Float>) {
+        let H = config.hidden
+        switch config.condition {
+        case let .text(_, maxTokens):
+            let dEmbedding = g + offsets.condEmbed!
+            ws.tokens.withUnsafeBufferPointer { tokens in
+                for b in 0..<batch {
+                    let count = ws.tokenCounts[b]
+                    if count == 0 {
+                        Elementwise.add(dC + b * H, into: g + offsets.nullCond, count: H)
+                        continue
+                    }
+                    let share = 1 / Float(count)
+                    for slot in 0..<maxTokens {
+                        let id = Int(tokens[b * maxTokens + slot])
+                        if id != 0 { Elementwise.addScaled(dC + b * H, share, into: dEmbedding + id * H, count: H) }
+                    }
+                }
+            }
+        case let .vector(dim):
+            // Null rows took null_cond instead of the projection: their gradient goes there.
+            for b in 0..<batch where ws.conditionIsNull[b] != 0 {
+                Elementwise.add(dC + b * H, into: g + offsets.nullCond, count: H)
+                (dC + b * H).update(repeating: 0, count: H)
+            }
+            let projection = offsets.condProj!
+            BLAS.sgemm(transA: true, m: H, n: dim, k: batch, a: dC, lda: H, b: ws.conditionInput.pointer, ldb: dim,
+                       beta: 1, c: g + projection.weight, ldc: dim)
+            Elementwise.accumulateColumnSums(dC, rows: batch, columns: H, stride: H, into: g + projection.bias)
+        case .none:
+            break
+        }
+    }
+
+    // MARK: - Forward
+
+    /// Runs the model on the first `batch` rows of the workspace inputs; the prediction is in `ws.output`.
+    public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int) {
+        precondition(parameters.count == layout.totalCount, "parameters do not match this model")
+        precondition(batch <= ws.maxBatch, "batch \(batch) exceeds the workspace's \(ws.maxBatch)")
+        let p = UnsafePointer(parameters.pointer)
+        let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
+        let modWidth = 2 * H * config.depth
+
+        // 1–2. Time embedding e.
+        timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: B)
+        linear(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, output: ws.time0.pointer, outputs: H, batch: B)
+        Elementwise.siluForward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, out: ws.time0Activation.pointer, count: B * H)
+        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: B)
+
+        // 3. s = SiLU(e + c).
+        conditionForward(p, ws, batch: B)
+        Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: B * H)
+        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: B * H)
+
+        // 4. h = in_proj(x).
+        linear(p, offsets.inProj, input: ws.x.pointer, inputs: D, output: ws.h.pointer, outputs: H, batch: B)
+
+        // 5. Blocks; the modulation of all blocks in one GEMM.
+        linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: B)
+        for (i, block) in offsets.blocks.enumerated() {
+            let a = ws.blocks[i]
+            LayerNorm.forward(ws.h.pointer, gamma: p + block.norm.weight, beta: p + block.norm.bias,
+                              normalized: a.normalized.pointer, rstd: a.rstd.pointer, out: a.normOut.pointer, rows: B, width: H)
+            modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer, batch: B)
+            linear(p, block.fc1, input: a.u.pointer, inputs: H, output: a.fc1.pointer, outputs: M, batch: B)
+            Elementwise.siluForward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, out: a.fc1Activation.pointer, count: B * M)
+            // h += fc2(…): the GEMM accumulates straight into the residual stream.
+            BLAS.sgemm(transB: true, m: B, n: H, k: M, a: a.fc1Activation.pointer, lda: M, b: p + block.fc2.weight, ldb: M,
+                       beta: 1, c: ws.h.pointer, ldc: H)
+            Elementwise.addBias(p + block.fc2.bias, to: ws.h.pointer, rows: B, columns: H, stride: H)
+        }
+
+        // 6. out = out_proj(LN(h)).
+        LayerNorm.forward(ws.h.pointer, gamma: p + offsets.outNorm.weight, beta: p + offsets.outNorm.bias,
+                          normalized: ws.outNormalized.pointer, rstd: ws.outRstd.pointer, out: ws.outNormOut.pointer, rows: B, width: H)
+        linear(p, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, output: ws.output.pointer, outputs: D, batch: B)
+    }
+
+    /// y = x·Wᵀ + b for W stored [outputs, inputs].
+    @inline(__always)
+    func linear(_ p: UnsafePointer<Float>, _ offsets: (weight: Int, bias: Int), input: UnsafePointer<Float>, inputs: Int,
+                output: UnsafeMutablePointer<Float>, outputs: Int, batch: Int) {
+        BLAS.sgemm(transB: true, m: batch, n: outputs, k: inputs, a: input, lda: inputs, b: p + offsets.weight, ldb: inputs,
+                   c: output, ldc: outputs)
+        Elementwise.addBias(p + offsets.bias, to: output, rows: batch, columns: outputs, stride: outputs)
+    }
+
+    /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
+    @inline(__always)
+    func linearBackward(_ p: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ offsets: (weight: Int, bias: Int),
+                        input: UnsafePointer<Float>, inputs: Int, dOutput: UnsafePointer<Float>, outputs: Int,
+                        dInput: UnsafeMutablePointer<Float>?, batch: Int) {
+        BLAS.sgemm(transA: true, m: outputs, n: inputs, k: batch, a: dOutput, lda: outputs, b: input, ldb: inputs,
+                   beta: 1, c: g + offsets.weight, ldc: inputs)
+        Elementwise.accumulateColumnSums(dOutput, rows: batch, columns: outputs, stride: outputs, into: g + offsets.bias)
+        if let dInput {
+            BLAS.sgemm(m: batch, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p + offsets.weight, ldb: inputs,
+                       c: dInput, ldc: inputs)
+        }
+    }
+
+    /// u = y·(1 + scale) + shift, with [scale | shift] a row slice of the modulation matrix.
+    func modulate(_ y: UnsafePointer<Float>, modulation: UnsafePointer<Float>, stride: Int, into u: UnsafeMutablePointer<Float>, batch: Int) {
+        let H = config.hidden
+        for b in 0..<batch {
+            let scale = modulation + b * stride, shift = scale + H
+            let yr = y + b * H, ur = u + b * H
+            for j in 0..<H { ur[j] = yr[j] * (1 + scale[j]) + shift[j] }
+        }
+    }
+
+    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du.
+    func modulateBackward(_ dU: UnsafePointer<Float>, y: UnsafePointer<Float>, modulation: UnsafePointer<Float>,
+                          dModulation: UnsafeMutablePointer<Float>, stride: Int, dY: UnsafeMutablePointer<Float>, batch: Int) {
+        let H = config.hidden
+        for b in 0..<batch {
+            let scale = modulation + b * stride
+            let dScale = dModulation + b * stride, dShift = dScale + H
+            let du = dU + b * H, yr = y + b * H, dy = dY + b * H
+            for j in 0..<H {
+                dy[j] = du[j] * (1 + scale[j])
+                dScale[j] = du[j] * yr[j]
+                dShift[j] = du[j]
+            }
+        }
+    }
+
+    // MARK: - Backward
+
+    /// Adds ∂L/∂θ to `gradients`, given ∂L/∂out for the batch of the last `forward` on this workspace.
+    public func backward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int,
+                         dOutput: UnsafePointer<Float>, gradients: FloatBuffer) {
+        precondition(gradients.count == layout.totalCount, "gradients do not match this model")
+        let p = UnsafePointer(parameters.pointer), g = gradients.pointer
+        let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
+        let modWidth = 2 * H * config.depth
+        let dH = ws.dH.pointer, dNorm = ws.dNorm.pointer
+
+        // 6. out_proj and out_norm.
+        linearBackward(p, g, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, dOutput: dOutput, outputs: D,
+                       dInput: dNorm, batch: B)
+        dH.update(repeating: 0, count: B * H)
+        LayerNorm.backward(dOut: dNorm, normalized: ws.outNormalized.pointer, rstd: ws.outRstd.pointer,
+                           gamma: p + offsets.outNorm.weight, dX: dH,
+                           dGamma: g + offsets.outNorm.weight, dBeta: g + offsets.outNorm.bias, rows: B, width: H)
+
+        // 5. Blocks in reverse; dH carries the residual gradient through each.
+        for (i, block) in offsets.blocks.enumerated().reversed() {
+            let a = ws.blocks[i]
+            linearBackward(p, g, block.fc2, input: a.fc1Activation.pointer, inputs: M, dOutput: dH, outputs: H,
+                           dInput: ws.dWide.pointer, batch: B)
+            Elementwise.siluBackward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, dOut: ws.dWide.pointer, dA: ws.dWide.pointer, count: B * M)
+            linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
+                           dInput: ws.dU.pointer, batch: B)
+            modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
+                             dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm, batch: B)
+            LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
+                               gamma: p + block.norm.weight, dX: dH,
+                               dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
+        }
+        linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
+                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B)
+
+        // 4. in_proj: x needs no gradient.
+        linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B)
+
+        // 3. s = SiLU(e + c): the same gradient reaches e and c.
+        Elementwise.siluBackward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, dOut: ws.dS.pointer,
+                                 dA: ws.dS.pointer, count: B * H)
+        linearBackward(p, g, offsets.time2, input: ws.time0Activation.pointer, inputs: H, dOutput: ws.dS.pointer, outputs: H,
+                       dInput: ws.dU.pointer, batch: B)
+        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g)
+
+        // 2. time_mlp.0: φ(t) needs no gradient.
+        Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: B * H)
+        linearBackward(p, g, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, dOutput: ws.dU.pointer, outputs: H,
+                       dInput: nil, batch: B)
+    }
+}
+
+/// Inputs, activations and backward scratch of one `ResMLP` for up to `maxBatch`
+/// rows, allocated once (per job, not per step).
+public final class ResMLPWorkspace {
+    public let maxBatch: Int
+
+    // Inputs, filled by the caller before `forward`.
+    /// Noisy samples x_t, [B, D].
+    public let x: FloatBuffer
+    /// Timesteps as Float32, [B].
+    public let timesteps: FloatBuffer
+    /// Token ids, [B, max_tokens] (text models).
+    public var tokens: [Int32]
+    /// Condition vectors, [B, dim] (vector models), and per-row null flags.
+    public let conditionInput: FloatBuffer
+    public var conditionIsNull: [UInt8]
+
+    // Outputs.
+    /// ε prediction, [B, D].
+    public let output: FloatBuffer
+    /// The condition vector c of each row, [B, H] (SPEC §2 step 3).
+    public let condition: FloatBuffer
+
+    struct BlockActivations {
+        let normalized: FloatBuffer, rstd: FloatBuffer, normOut: FloatBuffer, u: FloatBuffer
+        let fc1: FloatBuffer, fc1Sigmoid: FloatBuffer, fc1Activation: FloatBuffer
+    }
+
+    let timeFeatures: FloatBuffer, time0: FloatBuffer, time0Sigmoid: FloatBuffer, time0Activation: FloatBuffer
+    /// e + c, then its sigmoid and s = SiLU(e + c).
+    let conditioned: FloatBuffer, conditionedSigmoid: FloatBuffer, s: FloatBuffer
+    var tokenCounts: [Int]
+    let h: FloatBuffer, modulation: FloatBuffer
+    let blocks: [BlockActivations]
+    let outNormalized: FloatBuffer, outRstd: FloatBuffer, outNormOut: FloatBuffer
+    // Backward scratch.
+    let dH: FloatBuffer, dNorm: FloatBuffer, dU: FloatBuffer, dWide: FloatBuffer, dModulation: FloatBuffer, dS: FloatBuffer
+
+    init(config: ModelConfig, maxBatch: Int) {
+        precondition(maxBatch > 0, "workspace needs at least one row")
+        self.maxBatch = maxBatch
+        let B = maxBatch, H = config.hidden, D = config.sampleSize, M = config.mlpHidden, F = config.timeFreqDim
+        let modWidth = 2 * H * config.depth
+        x = FloatBuffer(count: B * D)
+        timesteps = FloatBuffer(count: B)
+        switch config.condition {
+        case let .text(_, maxTokens):
+            tokens = [Int32](repeating: 0, count: B * maxTokens)
+            conditionInput = FloatBuffer(count: 0)
+        case let .vector(dim):
+            tokens = []
+            conditionInput = FloatBuffer(count: B * dim)
+        case .none:
+            tokens = []
+            conditionInput = FloatBuffer(count: 0)
+        }
+        conditionIsNull = [UInt8](repeating: 0, count: B)
+        output = FloatBuffer(count: B * D)
+        condition = FloatBuffer(count: B * H)
+        timeFeatures = FloatBuffer(count: B * F)
+        time0 = FloatBuffer(count: B * H)
+        time0Sigmoid = FloatBuffer(count: B * H)
+        time0Activation = FloatBuffer(count: B * H)
+        conditioned = FloatBuffer(count: B * H)
+        conditionedSigmoid = FloatBuffer(count: B * H)
+        s = FloatBuffer(count: B * H)
+        tokenCounts = [Int](repeating: 0, count: B)
+        h = FloatBuffer(count: B * H)
+        modulation = FloatBuffer(count: B * modWidth)
+        blocks = (0..<config.depth).map { _ in
+            BlockActivations(normalized: FloatBuffer(count: B * H), rstd: FloatBuffer(count: B),
+                             normOut: FloatBuffer(count: B * H), u: FloatBuffer(count: B * H),
+                             fc1: FloatBuffer(count: B * M), fc1Sigmoid: FloatBuffer(count: B * M),
+                             fc1Activation: FloatBuffer(count: B * M))
+        }
+        outNormalized = FloatBuffer(count: B * H)
+        outRstd = FloatBuffer(count: B)
+        outNormOut = FloatBuffer(count: B * H)
+        dH = FloatBuffer(count: B * H)
+        dNorm = FloatBuffer(count: B * H)
+        dU = FloatBuffer(count: B * H)
+        dWide = FloatBuffer(count: B * max(M, H))
+        dModulation = FloatBuffer(count: B * modWidth)
+        dS = FloatBuffer(count: B * H)
+    }
+
+    /// The time features φ(t) of the last forward pass, [B, F].
+    public var lastTimeFeatures: FloatBuffer { timeFeatures }
+}

@@ -1,0 +1,3 @@
+import Numerics
+KernelSelection.ensureFastestKernels()
+print("preftune (BLAS kernels: \(BLASRuntime.coreName))")
