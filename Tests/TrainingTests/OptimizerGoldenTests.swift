@@ -1,0 +1,78 @@
+import Foundation
+import GoldenFixtures
+import Numerics
+import Testing
+import Training
+
+@Suite struct OptimizerGoldenTests {
+    @Test("AdamW matches torch.optim.AdamW", arguments: GoldenFixtures.files("adamw"))
+    func adamW(path: String) throws {
+        let file = try SafeTensorsFile(contentsOf: path)
+        let metadata = file.metadata
+        let steps = Int(metadata["steps"]!)!
+        let betas = try JSONDecoder().decode([Double].self, from: Data(metadata["betas"]!.utf8))
+        let parameters = FloatBuffer(try file.floats("param0"))
+        let grads = try file.floats("grads")
+        #expect(grads.count == steps * parameters.count)
+        let optimizer = AdamW(parameterCount: parameters.count, hyperparameters: .init(
+            beta1: betas[0], beta2: betas[1], epsilon: Double(metadata["eps"]!)!, weightDecay: Double(metadata["weight_decay"]!)!))
+        let gradients = FloatBuffer(count: parameters.count)
+        for step in 0..<steps {
+            gradients.pointer.update(from: Array(grads[(step * parameters.count)..<((step + 1) * parameters.count)]), count: parameters.count)
+            optimizer.update(parameters, gradients: gradients, learningRate: Double(metadata["lr"]!)!)
+        }
+        let expected = try file.floats("expected.param")
+        let mismatch = GoldenFixtures.forwardMismatch(parameters.array, expected)
+        #expect(mismatch == nil, "\(mismatch ?? "")")
+        #expect(optimizer.step == steps)
+    }
+
+    @Test("global-norm clipping matches clip_grad_norm_", arguments: GoldenFixtures.files("clip_grad_norm"))
+    func clipping(path: String) throws {
+        let file = try SafeTensorsFile(contentsOf: path)
+        let a = try file.floats("grad.a"), b = try file.floats("grad.b")
+        let gradients = FloatBuffer(a + b)
+        let norm = GradientClipping.clipGlobalNorm(gradients, maxNorm: Double(file.metadata["max_norm"]!)!)
+        let expectedNorm = Double(file.metadata["expected_total_norm"]!)!
+        #expect(abs(norm - expectedNorm) <= 1e-4 * expectedNorm)
+        let expected = try file.floats("expected.a") + file.floats("expected.b")
+        let mismatch = GoldenFixtures.forwardMismatch(gradients.array, expected)
+        #expect(mismatch == nil, "\(mismatch ?? "")")
+    }
+}
+
+@Suite struct ScheduleAndEMATests {
+    @Test func warmupRampsLinearlyThenHolds() {
+        let schedule = LearningRateSchedule.constantWithWarmup
+        #expect(schedule.multiplier(step: 0, warmupSteps: 4, totalSteps: 10) == 0)
+        #expect(schedule.multiplier(step: 2, warmupSteps: 4, totalSteps: 10) == 0.5)
+        #expect(schedule.multiplier(step: 4, warmupSteps: 4, totalSteps: 10) == 1)
+        #expect(LearningRateSchedule.constant.multiplier(step: 0, warmupSteps: 4, totalSteps: 10) == 1)
+    }
+
+    @Test func linearAndCosineDecayToZero() {
+        #expect(LearningRateSchedule.linear.multiplier(step: 2, warmupSteps: 2, totalSteps: 10) == 1)
+        #expect(LearningRateSchedule.linear.multiplier(step: 6, warmupSteps: 2, totalSteps: 10) == 0.5)
+        #expect(LearningRateSchedule.linear.multiplier(step: 10, warmupSteps: 2, totalSteps: 10) == 0)
+        #expect(abs(LearningRateSchedule.cosine.multiplier(step: 6, warmupSteps: 2, totalSteps: 10) - 0.5) < 1e-12)
+        #expect(abs(LearningRateSchedule.cosine.multiplier(step: 10, warmupSteps: 2, totalSteps: 10)) < 1e-12)
+        #expect(abs(LearningRateSchedule.cosine.multiplier(step: 1, warmupSteps: 2, totalSteps: 10) - 0.5) < 1e-12)
+    }
+
+    @Test func emaMovesTowardTheParameters() {
+        let parameters = FloatBuffer([0, 0])
+        let ema = ExponentialMovingAverage(copying: parameters, decay: 0.9)
+        parameters.pointer.update(from: [1, -2], count: 2)
+        ema.update(from: parameters)
+        #expect(abs(ema.weights[0] - 0.1) < 1e-7 && abs(ema.weights[1] + 0.2) < 1e-7)
+        ema.update(from: parameters)
+        #expect(abs(ema.weights[0] - 0.19) < 1e-6)
+    }
+
+    @Test func clippingLeavesSmallGradientsAlone() {
+        let gradients = FloatBuffer([0.3, 0.4])
+        let norm = GradientClipping.clipGlobalNorm(gradients, maxNorm: 1)
+        #expect(abs(norm - 0.5) < 1e-7)
+        #expect(gradients.array == [0.3, 0.4])
+    }
+}
