@@ -1,0 +1,82 @@
+import Foundation
+import Numerics
+import Testing
+
+@Suite struct PhiloxTests {
+    /// Known-answer test from the Random123 distribution (kat_vectors: philox4x32 10 rounds).
+    @Test func matchesRandom123KnownAnswer() {
+        let philox = Philox(seed: 0x299F_31D0_A409_3822, stream: 0x0370_7344_1319_8A2E)
+        #expect(philox.block(0x85A3_08D3_243F_6A88) == SIMD4(0xD16C_FE09, 0x94FD_CCEB, 0x5001_E420, 0x2412_6EA1))
+        #expect(Philox(seed: 0).block(0) == SIMD4(0x6627_E8D5, 0xE169_C58D, 0xBC57_AC4C, 0x9B00_DBD8))
+    }
+
+    @Test func filling_in_pieces_equals_filling_at_once() {
+        var whole = Philox(seed: 3), pieces = Philox(seed: 3)
+        var a = [Float](repeating: 0, count: 64), b = [Float](repeating: 0, count: 64)
+        a.withUnsafeMutableBufferPointer { whole.fillNormal($0.baseAddress!, count: 64) }
+        b.withUnsafeMutableBufferPointer { p in
+            pieces.fillNormal(p.baseAddress!, count: 32)
+            pieces.fillNormal(p.baseAddress! + 32, count: 32)
+        }
+        #expect(a == b)
+        #expect(whole == pieces)
+    }
+
+    @Test func normalsHaveUnitMoments() {
+        var random = Philox(seed: 11)
+        let values = random.normals(200_000).map(Double.init)
+        let mean = values.reduce(0, +) / Double(values.count)
+        let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count)
+        #expect(abs(mean) < 0.01 && abs(variance - 1) < 0.01)
+    }
+
+    @Test func uniformIntegersCoverTheirRange() {
+        var random = Philox(seed: 5)
+        var seen = Set<Int>()
+        for _ in 0..<1000 { seen.insert(random.nextInt(below: 7)) }
+        #expect(seen == Set(0..<7))
+    }
+}
+
+@Suite struct ElementwiseTests {
+    @Test func vectorExpIsAccurate() {
+        for x in stride(from: Float(-80), through: 80, by: 0.37) {
+            let expected = Foundation.exp(Double(x))
+            #expect(abs(Double(Elementwise.exp(x)) - expected) <= 4e-7 * expected, "exp(\(x))")
+        }
+    }
+
+    @Test func nonFiniteValuesAreFound() {
+        var values = [Float](repeating: 1, count: 37)
+        #expect(Elementwise.allFinite(values, count: values.count))
+        values[35] = .nan
+        #expect(!Elementwise.allFinite(values, count: values.count))
+        values[35] = 1
+        values[3] = -.infinity
+        #expect(!Elementwise.allFinite(values, count: values.count))
+    }
+
+    @Test func sgemmHandlesEveryTransposeCase() {
+        // A [2,3], B [3,2]; stored transposed where asked.
+        let a: [Float] = [1, 2, 3, 4, 5, 6], aT: [Float] = [1, 4, 2, 5, 3, 6]
+        let b: [Float] = [7, 8, 9, 10, 11, 12], bT: [Float] = [7, 9, 11, 8, 10, 12]
+        let expected: [Float] = [58, 64, 139, 154]
+        for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+            var c = [Float](repeating: 0, count: 4)
+            BLAS.sgemm(transA: transA, transB: transB, m: 2, n: 2, k: 3, a: transA ? aT : a, lda: transA ? 2 : 3,
+                       b: transB ? bT : b, ldb: transB ? 3 : 2, c: &c, ldc: 2)
+            #expect(c == expected, "transA \(transA) transB \(transB)")
+        }
+    }
+}
+
+@Suite struct KernelSelectionTests {
+    @Test func picksAVX512KernelsWhenTheCPUHasThem() {
+        let sapphireRapids = "processor : 0\nflags\t\t: fpu sse avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16\n"
+        #expect(KernelSelection.preferredCoreType(cpuFlags: KernelSelection.cpuFlags(cpuinfo: sapphireRapids)) == "COOPERLAKE")
+        let skylake: Set = ["avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"]
+        #expect(KernelSelection.preferredCoreType(cpuFlags: skylake) == "SKYLAKEX")
+        #expect(KernelSelection.preferredCoreType(cpuFlags: ["avx2", "fma", "avx"]) == "HASWELL")
+        #expect(KernelSelection.preferredCoreType(cpuFlags: ["sse2"]) == nil)
+    }
+}
