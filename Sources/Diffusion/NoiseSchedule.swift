@@ -81,4 +81,16 @@ public struct NoiseSchedule: Sendable {
         let half = count / 2
         return (0..<count).map { i in i < half ? start + step * Float(i) : end - step * Float(count - i - 1) }
     }
+
+    /// Forward noising x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε for `rows` rows of `width` values, each at its own t.
+    public func addNoise(x0: UnsafePointer<Float>, noise: UnsafePointer<Float>, timesteps: UnsafePointer<Float>,
+                         into xt: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        for row in 0..<rows {
+            let alphaBar = alphasCumprod[Int(timesteps[row])]
+            let signal = alphaBar.squareRoot(), noiseScale = (1 - alphaBar).squareRoot()
+            for j in 0..<width {
+                xt[row * width + j] = signal * x0[row * width + j] + noiseScale * noise[row * width + j]
+            }
+        }
+    }
 }

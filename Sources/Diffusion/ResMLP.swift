@@ -340,6 +340,8 @@ public final class ResMLPWorkspace {
     public let output: FloatBuffer
     /// The condition vector c of each row, [B, H] (SPEC §2 step 3).
     public let condition: FloatBuffer
+    /// ∂L/∂output, [B, D]: objectives write it, `backward` reads it.
+    public let outputGradient: FloatBuffer
 
     struct BlockActivations {
         let normalized: FloatBuffer, rstd: FloatBuffer, normOut: FloatBuffer, u: FloatBuffer
@@ -377,6 +379,7 @@ public final class ResMLPWorkspace {
         conditionIsNull = [UInt8](repeating: 0, count: B)
         output = FloatBuffer(count: B * D)
         condition = FloatBuffer(count: B * H)
+        outputGradient = FloatBuffer(count: B * D)
         timeFeatures = FloatBuffer(count: B * F)
         time0 = FloatBuffer(count: B * H)
         time0Sigmoid = FloatBuffer(count: B * H)

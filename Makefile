@@ -1,0 +1,28 @@
+# preftune — build, test and benchmark. Every target installs missing system
+# packages first (scripts/ensure-deps.sh; apt-get, with sudo when not root).
+SWIFT ?= swift
+# Tests run optimised: the numerics are many times slower in a debug build.
+TEST_FLAGS = -c release -Xswiftc -enable-testing
+
+.PHONY: all deps build test bench clean
+
+all: build
+
+deps:
+	@scripts/ensure-deps.sh
+
+build: deps
+	$(SWIFT) build -c release
+
+test:
+	@scripts/ensure-deps.sh python
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
+
+# JSON lines on stdout, one measurement per line: {"name", "value", "unit", …}.
+bench: deps
+	$(SWIFT) build -c release --product preftune-bench
+	$(SWIFT) run -c release --skip-build preftune-bench
+
+clean:
+	rm -rf .build

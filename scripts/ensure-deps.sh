@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what preftune needs on a fresh Debian/Ubuntu machine that has only
+# the Swift toolchain: the SQLite and OpenBLAS development packages, and (for
+# the interoperability tests) python3 with numpy and safetensors.
+# Installs only what is missing; says what to do where it cannot.
+set -euo pipefail
+
+want_python=${1:-}   # "python" when the caller runs tests that need it
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "preftune: need root to run: $*" >&2
+    echo "preftune: run it as root (or install sudo) and try again." >&2
+    exit 1
+  fi
+}
+
+missing=()
+[ -f /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
+if ! ls /usr/include/cblas.h /usr/include/*/cblas.h >/dev/null 2>&1 \
+   || ! ls /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so >/dev/null 2>&1; then
+  missing+=(libopenblas-dev)
+fi
+if [ "$want_python" = python ]; then
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+  command -v python3 >/dev/null 2>&1 || missing+=(python3-pip)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "preftune: missing ${missing[*]} and this is not a Debian-like system (no apt-get)." >&2
+    echo "preftune: install SQLite and OpenBLAS (CBLAS) development files with your package manager." >&2
+    exit 1
+  fi
+  echo "preftune: installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$want_python" = python ] && ! python3 -c "import numpy, safetensors" >/dev/null 2>&1; then
+  echo "preftune: installing numpy and safetensors for python3"
+  # Debian 12 marks its python as externally managed (PEP 668); these two
+  # packages are test-only, so install them for the user either way.
+  python3 -m pip install --quiet --disable-pip-version-check numpy safetensors 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages numpy safetensors
+  python3 -c "import numpy, safetensors" || { echo "preftune: numpy/safetensors did not install" >&2; exit 1; }
+fi
