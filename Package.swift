@@ -4,6 +4,10 @@
 // Layers point one way: Numerics → Diffusion → Training → (Store, HTTP) → Service → executables.
 import PackageDescription
 
+// Float.squareRoot() goes through C's sqrtf, whose errno side effect keeps LLVM
+// from vectorising loops that take square roots (AdamW); we never read errno.
+let numericsSettings: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-fno-math-errno"])]
+
 let package = Package(
     name: "preftune",
     platforms: [.macOS(.v14)],
@@ -15,9 +19,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "Numerics", dependencies: ["COpenBLAS"]),
-        .target(name: "Diffusion", dependencies: ["Numerics"]),
-        .target(name: "Training", dependencies: ["Numerics", "Diffusion"]),
+        .target(name: "Numerics", dependencies: ["COpenBLAS"], swiftSettings: numericsSettings),
+        .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
+        .target(name: "Training", dependencies: ["Numerics", "Diffusion"], swiftSettings: numericsSettings),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),

@@ -138,7 +138,8 @@ public struct ResMLP: Sendable {
     }
 
     /// Routes ∂L/∂c back to the embedding rows, the projection, or null_cond.
-    func conditionBackward(_ dC: UnsafeMutablePointer<Float>, _ ws: ResMLPWorkspace, batch: Int, gradients g: UnsafeMutablePointer<Float>) {
+    func conditionBackward(_ dC: UnsafeMutablePointer<Float>, _ ws: ResMLPWorkspace, batch: Int,
+                           gradients g: UnsafeMutablePointer<Float>, mode: GradientMode) {
         let H = config.hidden
         switch config.condition {
         case let .text(_, maxTokens):
@@ -165,7 +166,7 @@ public struct ResMLP: Sendable {
             }
             let projection = offsets.condProj!
             BLAS.sgemm(transA: true, m: H, n: dim, k: batch, a: dC, lda: H, b: ws.conditionInput.pointer, ldb: dim,
-                       beta: 1, c: g + projection.weight, ldc: dim)
+                       beta: mode == .accumulate ? 1 : 0, c: g + projection.weight, ldc: dim)
             Elementwise.accumulateColumnSums(dC, rows: batch, columns: H, stride: H, into: g + projection.bias)
         case .none:
             break
@@ -226,13 +227,13 @@ public struct ResMLP: Sendable {
         Elementwise.addBias(p + offsets.bias, to: output, rows: batch, columns: outputs, stride: outputs)
     }
 
-    /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
+    /// dW (+)= dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
     @inline(__always)
     func linearBackward(_ p: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ offsets: (weight: Int, bias: Int),
                         input: UnsafePointer<Float>, inputs: Int, dOutput: UnsafePointer<Float>, outputs: Int,
-                        dInput: UnsafeMutablePointer<Float>?, batch: Int) {
+                        dInput: UnsafeMutablePointer<Float>?, batch: Int, mode: GradientMode) {
         BLAS.sgemm(transA: true, m: outputs, n: inputs, k: batch, a: dOutput, lda: outputs, b: input, ldb: inputs,
-                   beta: 1, c: g + offsets.weight, ldc: inputs)
+                   beta: mode == .accumulate ? 1 : 0, c: g + offsets.weight, ldc: inputs)
         Elementwise.accumulateColumnSums(dOutput, rows: batch, columns: outputs, stride: outputs, into: g + offsets.bias)
         if let dInput {
             BLAS.sgemm(m: batch, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p + offsets.weight, ldb: inputs,
@@ -268,18 +269,27 @@ public struct ResMLP: Sendable {
 
     // MARK: - Backward
 
-    /// Adds ∂L/∂θ to `gradients`, given ∂L/∂out for the batch of the last `forward` on this workspace.
+    /// Whether `backward` replaces the gradients (the first micro-batch of an
+    /// optimizer step — no separate zeroing pass over the buffer) or adds to them.
+    public enum GradientMode: Sendable { case overwrite, accumulate }
+
+    /// Writes or adds ∂L/∂θ into `gradients`, given ∂L/∂out for the batch of the
+    /// last `forward` on this workspace.
     public func backward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int,
-                         dOutput: UnsafePointer<Float>, gradients: FloatBuffer) {
+                         dOutput: UnsafePointer<Float>, gradients: FloatBuffer, mode: GradientMode) {
         precondition(gradients.count == layout.totalCount, "gradients do not match this model")
         let p = UnsafePointer(parameters.pointer), g = gradients.pointer
+        if mode == .overwrite {
+            // Linear weights are written by their GEMM; everything else is a sum that starts at zero.
+            for entry in layout.entries where !entry.isLinearWeight { (g + entry.offset).update(repeating: 0, count: entry.count) }
+        }
         let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
         let modWidth = 2 * H * config.depth
         let dH = ws.dH.pointer, dNorm = ws.dNorm.pointer
 
         // 6. out_proj and out_norm.
         linearBackward(p, g, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, dOutput: dOutput, outputs: D,
-                       dInput: dNorm, batch: B)
+                       dInput: dNorm, batch: B, mode: mode)
         dH.update(repeating: 0, count: B * H)
         LayerNorm.backward(dOut: dNorm, normalized: ws.outNormalized.pointer, rstd: ws.outRstd.pointer,
                            gamma: p + offsets.outNorm.weight, dX: dH,
@@ -289,10 +299,10 @@ public struct ResMLP: Sendable {
         for (i, block) in offsets.blocks.enumerated().reversed() {
             let a = ws.blocks[i]
             linearBackward(p, g, block.fc2, input: a.fc1Activation.pointer, inputs: M, dOutput: dH, outputs: H,
-                           dInput: ws.dWide.pointer, batch: B)
+                           dInput: ws.dWide.pointer, batch: B, mode: mode)
             Elementwise.siluBackward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, dOut: ws.dWide.pointer, dA: ws.dWide.pointer, count: B * M)
             linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
-                           dInput: ws.dU.pointer, batch: B)
+                           dInput: ws.dU.pointer, batch: B, mode: mode)
             modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
                              dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm, batch: B)
             LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
@@ -300,22 +310,22 @@ public struct ResMLP: Sendable {
                                dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
         }
         linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
-                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B)
+                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B, mode: mode)
 
         // 4. in_proj: x needs no gradient.
-        linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B)
+        linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B, mode: mode)
 
         // 3. s = SiLU(e + c): the same gradient reaches e and c.
         Elementwise.siluBackward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, dOut: ws.dS.pointer,
                                  dA: ws.dS.pointer, count: B * H)
         linearBackward(p, g, offsets.time2, input: ws.time0Activation.pointer, inputs: H, dOutput: ws.dS.pointer, outputs: H,
-                       dInput: ws.dU.pointer, batch: B)
-        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g)
+                       dInput: ws.dU.pointer, batch: B, mode: mode)
+        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g, mode: mode)
 
         // 2. time_mlp.0: φ(t) needs no gradient.
         Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: B * H)
         linearBackward(p, g, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, dOutput: ws.dU.pointer, outputs: H,
-                       dInput: nil, batch: B)
+                       dInput: nil, batch: B, mode: mode)
     }
 }
 

@@ -7,64 +7,48 @@ public enum Elementwise {
 
     // MARK: exp and SiLU
 
-    /// exp(x) with a Cephes-style degree-5 polynomial: a few ulp of `expf`,
-    /// vectorised (the libm call is per element and dominated SiLU's cost).
+    /// exp(x) by a Cephes-style degree-5 polynomial, within a few ulp of `expf`.
+    /// Only arithmetic, selects and bit casts — no libm call, no trapping
+    /// float→int conversion — so loops over it auto-vectorise. Rounding to the
+    /// nearest integer n uses the 1.5·2^23 trick, whose bit pattern also gives n.
     @inline(__always)
-    public static func exp(_ input: Vector) -> Vector {
-        let x = input.clamped(lowerBound: Vector(repeating: -87.3), upperBound: Vector(repeating: 88.3))
-        let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
-        var r = x - n * 0.693_359_375
-        r = r + n * 2.121_944_4e-4
-        let r2 = r * r
-        var p = Vector(repeating: 1.987_569_15e-4)
+    public static func exp(_ input: Float) -> Float {
+        var x = input > 88.3 ? 88.3 : input
+        x = x < -87.3 ? -87.3 : x
+        let magic: Float = 12_582_912  // 1.5·2^23
+        let shifted = x * 1.442_695_04 + magic
+        let n = shifted - magic
+        let r = (x - n * 0.693_359_375) + n * 2.121_944_4e-4
+        var p: Float = 1.987_569_15e-4
         p = p * r + 1.398_199_95e-3
         p = p * r + 8.333_451_9e-3
         p = p * r + 4.166_579_59e-2
         p = p * r + 1.666_666_55e-1
         p = p * r + 5.000_000_12e-1
-        let poly = p * r2 + r + 1
-        let exponent = (SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(n)) &+ 127) &<< 23
-        return poly * unsafeBitCast(exponent, to: Vector.self)
+        let poly = p * (r * r) + r + 1
+        let twoToN = Float(bitPattern: (shifted.bitPattern &- 0x4B40_0000 &+ 127) &<< 23)
+        return poly * twoToN
     }
 
     @inline(__always)
-    public static func exp(_ x: Float) -> Float { exp(Vector(repeating: x))[0] }
-
-    @inline(__always)
-    public static func sigmoid(_ x: Vector) -> Vector { 1 / (1 + exp(-x)) }
+    public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
     /// SiLU forward: out = a·σ(a); σ(a) is kept for the backward pass.
     public static func siluForward(_ a: UnsafePointer<Float>, sigmoid: UnsafeMutablePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i + 8 <= count {
-            let x = load(a + i)
-            let s = Self.sigmoid(x)
-            store(s, sigmoid + i)
-            store(x * s, out + i)
-            i += 8
-        }
-        while i < count {
-            let s = 1 / (1 + exp(-a[i]))
+        for i in 0..<count {
+            let s = Self.sigmoid(a[i])
             sigmoid[i] = s
             out[i] = a[i] * s
-            i += 1
         }
     }
 
     /// SiLU backward: da = dout · σ(a)·(1 + a·(1 − σ(a))).
     public static func siluBackward(_ a: UnsafePointer<Float>, sigmoid: UnsafePointer<Float>,
                                     dOut: UnsafePointer<Float>, dA: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i + 8 <= count {
-            let x = load(a + i), s = load(sigmoid + i)
-            store(load(dOut + i) * s * (1 + x * (1 - s)), dA + i)
-            i += 8
-        }
-        while i < count {
+        for i in 0..<count {
             let s = sigmoid[i]
             dA[i] = dOut[i] * s * (1 + a[i] * (1 - s))
-            i += 1
         }
     }
 
@@ -106,21 +90,39 @@ public enum Elementwise {
         while i < count { x[i] *= alpha; i += 1 }
     }
 
-    /// Σ x² accumulated in Float64 so that long buffers keep their precision.
+    /// Σ x², each fixed-size chunk summed in Float32 lanes then Float64, chunks
+    /// combined in order: the same bits for any thread count.
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
-        var total = 0.0
-        var start = 0
-        while start < count {
-            let end = min(count, start + 4096)
-            var partial = Vector()
-            var i = start
-            while i + 8 <= end { let v = load(x + i); partial += v * v; i += 8 }
-            var block = Double(partial.sum())
-            while i < end { block += Double(x[i] * x[i]); i += 1 }
-            total += block
-            start = end
+        let chunkSize = Parallel.chunkSize
+        let chunks = (count + chunkSize - 1) / chunkSize
+        var partials = [Double](repeating: 0, count: max(chunks, 1))
+        partials.withUnsafeMutableBufferPointer { partials in
+            let shared = UncheckedSendable((x, partials.baseAddress!))
+            Parallel.forEachChunk(count: count, chunkSize: chunkSize) { range in
+                let (x, partials) = shared.value
+                var lanes = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+                var total = 0.0
+                var i = range.lowerBound
+                // Float32 lanes over short runs keep the loop vectorised; Float64 across runs keeps precision.
+                while i < range.upperBound {
+                    let end = min(range.upperBound, i + 1024)
+                    var run: Float = 0
+                    while i + 8 <= end {
+                        lanes.0 += x[i] * x[i]; lanes.1 += x[i + 1] * x[i + 1]
+                        lanes.2 += x[i + 2] * x[i + 2]; lanes.3 += x[i + 3] * x[i + 3]
+                        lanes.4 += x[i + 4] * x[i + 4]; lanes.5 += x[i + 5] * x[i + 5]
+                        lanes.6 += x[i + 6] * x[i + 6]; lanes.7 += x[i + 7] * x[i + 7]
+                        i += 8
+                    }
+                    while i < end { run += x[i] * x[i]; i += 1 }
+                    total += Double(run) + Double(lanes.0) + Double(lanes.1) + Double(lanes.2) + Double(lanes.3)
+                        + Double(lanes.4) + Double(lanes.5) + Double(lanes.6) + Double(lanes.7)
+                    lanes = (0, 0, 0, 0, 0, 0, 0, 0)
+                }
+                partials[range.lowerBound / chunkSize] = total
+            }
         }
-        return total
+        return partials.reduce(0, +)
     }
 
     /// True when every value is finite.

@@ -2,13 +2,18 @@
 import Glibc
 #endif
 
-/// OpenBLAS reads `OPENBLAS_CORETYPE` once, when the library is loaded, and on
-/// CPUs newer than its own release (0.3.21 on Debian 12) it falls back to old
-/// kernels: on a Sapphire Rapids Xeon it picks Prescott (SSE3), about 5× slower
-/// than its AVX-512 SkylakeX kernels. Entry points call `ensureFastestKernels`
-/// first thing; when the variable is unset it sets the best core type this CPU
-/// supports and re-executes the process so that the library loads with it.
-/// A value already in the environment is always respected.
+/// OpenBLAS reads its settings from the environment once, when the library is
+/// loaded. Two of them matter here:
+/// - `OPENBLAS_CORETYPE`: on CPUs newer than its own release (0.3.21 on Debian 12)
+///   OpenBLAS falls back to old kernels — on a Sapphire Rapids Xeon it picks
+///   Prescott (SSE3), about 5× slower than its AVX-512 SkylakeX kernels.
+/// - `OPENBLAS_THREAD_TIMEOUT`: after each call its worker threads spin for 2^N
+///   cycles (default 2^28, ~0.1 s) before sleeping, stealing the core from the
+///   element-wise and optimizer work that runs between GEMMs. 2^16 cycles is
+///   a few tens of microseconds.
+/// Entry points call `ensureFastestKernels` first thing; when either variable is
+/// unset it sets it and re-executes the process so the library loads with it.
+/// Values already in the environment are always respected.
 public enum KernelSelection {
     /// The OpenBLAS core type for this CPU's instruction set, or nil when the
     /// library's own detection is as good as anything we could choose.
@@ -31,14 +36,22 @@ public enum KernelSelection {
         return []
     }
 
-    /// Re-executes the current process with `OPENBLAS_CORETYPE` set when it is
-    /// unset and a better core type is known. Returns normally otherwise.
+    /// Re-executes the current process with the settings above when they are
+    /// unset. Returns normally otherwise (or when re-executing fails).
+    public static let threadTimeout = "16"
+
     public static func ensureFastestKernels() {
         #if os(Linux)
-        guard getenv("OPENBLAS_CORETYPE") == nil,
-              let coreType = preferredCoreType(cpuFlags: cpuFlags())
-        else { return }
-        setenv("OPENBLAS_CORETYPE", coreType, 1)
+        var changed = false
+        if getenv("OPENBLAS_CORETYPE") == nil, let coreType = preferredCoreType(cpuFlags: cpuFlags()) {
+            setenv("OPENBLAS_CORETYPE", coreType, 1)
+            changed = true
+        }
+        if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
+            setenv("OPENBLAS_THREAD_TIMEOUT", threadTimeout, 1)
+            changed = true
+        }
+        guard changed else { return }
         let arguments = CommandLine.arguments
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         argv.append(nil)

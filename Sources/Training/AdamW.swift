@@ -43,22 +43,41 @@ public final class AdamW {
         secondMoment.pointer.update(from: v, count: v.count)
     }
 
-    public func update(_ parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Double) {
+    /// One update of every parameter. `gradientScale` multiplies each gradient as
+    /// it is read — the clipping coefficient, applied without a pass of its own.
+    public func update(_ parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Double,
+                       gradientScale: Float = 1) {
         precondition(parameters.count == gradients.count && parameters.count == firstMoment.count)
         step += 1
         let h = hyperparameters
-        let decay = Float(1 - lr * h.weightDecay)
-        let oneMinusBeta1 = Float(1 - h.beta1), beta2 = Float(h.beta2), oneMinusBeta2 = Float(1 - h.beta2)
-        let stepSize = Float(lr / (1 - pow(h.beta1, Double(step))))
-        let correction2 = Float((1 - pow(h.beta2, Double(step))).squareRoot())
-        let epsilon = Float(h.epsilon)
-        let p = parameters.pointer, g = gradients.pointer, m = firstMoment.pointer, v = secondMoment.pointer
-        for i in 0..<parameters.count {
-            p[i] *= decay
-            let gi = g[i]
-            m[i] = m[i] + oneMinusBeta1 * (gi - m[i])
-            v[i] = v[i] * beta2 + oneMinusBeta2 * gi * gi
-            p[i] -= stepSize * (m[i] / (v[i].squareRoot() / correction2 + epsilon))
+        let coefficients = Coefficients(
+            decay: Float(1 - lr * h.weightDecay), oneMinusBeta1: Float(1 - h.beta1),
+            beta2: Float(h.beta2), oneMinusBeta2: Float(1 - h.beta2),
+            stepSize: Float(lr / (1 - pow(h.beta1, Double(step)))),
+            correction2: Float((1 - pow(h.beta2, Double(step))).squareRoot()),
+            epsilon: Float(h.epsilon), gradientScale: gradientScale)
+        let buffers = UncheckedSendable((parameters.pointer, gradients.pointer, firstMoment.pointer, secondMoment.pointer))
+        Parallel.forEachChunk(count: parameters.count) { range in
+            let (p, g, m, v) = buffers.value
+            Self.update(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
+                        count: range.count, coefficients)
+        }
+    }
+
+    struct Coefficients {
+        let decay, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, correction2, epsilon, gradientScale: Float
+    }
+
+    private static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                               _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                               count: Int, _ c: Coefficients) {
+        for i in 0..<count {
+            let gi = g[i] * c.gradientScale
+            let mi = m[i] + c.oneMinusBeta1 * (gi - m[i])
+            let vi = v[i] * c.beta2 + c.oneMinusBeta2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] * c.decay - c.stepSize * (mi / (vi.squareRoot() / c.correction2 + c.epsilon))
         }
     }
 }

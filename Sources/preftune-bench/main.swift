@@ -1,3 +1,214 @@
+import Diffusion
+import Foundation
 import Numerics
+import Training
+
+// The benchmark runs on the kernels the service would use.
 KernelSelection.ensureFastestKernels()
-print("preftune (BLAS kernels: \(BLASRuntime.coreName))")
+
+/// One JSON object per line on stdout: {"name", "value", "unit", …extra fields}.
+func emit(_ name: String, _ value: Double, _ unit: String, _ extra: [String: Any] = [:]) {
+    var object: [String: Any] = ["name": name, "value": (value * 100).rounded() / 100, "unit": unit]
+    object.merge(extra) { a, _ in a }
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+    fflush(nil)
+}
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+/// Runs `body` in windows of at least `seconds`, returns the median rate (work units per second).
+func measure(windows: Int = 3, seconds: Double, warmup: Int = 2, work: Double, _ body: () -> Void) -> (median: Double, low: Double, high: Double) {
+    for _ in 0..<warmup { body() }
+    var rates: [Double] = []
+    for _ in 0..<windows {
+        var iterations = 0
+        let start = now()
+        var elapsed = 0.0
+        repeat { body(); iterations += 1; elapsed = now() - start } while elapsed < seconds
+        rates.append(work * Double(iterations) / elapsed)
+    }
+    rates.sort()
+    return (rates[rates.count / 2], rates.first!, rates.last!)
+}
+
+struct BenchConfig {
+    let name: String
+    let config: ModelConfig
+    let batch: Int
+}
+
+let benchConfigs = [
+    BenchConfig(name: "bench-s", config: ModelConfig(sampleShape: [1, 8, 8], hidden: 256, depth: 4, mlpRatio: 2, timeFreqDim: 128,
+                                                      condition: .text(vocab: 1024, maxTokens: 16)), batch: 64),
+    BenchConfig(name: "bench-m", config: ModelConfig(sampleShape: [3, 16, 16], hidden: 512, depth: 6, mlpRatio: 4, timeFreqDim: 256,
+                                                      condition: .text(vocab: 4096, maxTokens: 16)), batch: 128),
+]
+
+/// Multiply-adds per row the model needs: forward, weight gradients, and input
+/// gradients except where the input needs none (φ(t), x, the condition vector input).
+func usefulFLOPsPerRow(_ c: ModelConfig) -> Double {
+    let H = c.hidden, F = c.timeFreqDim, D = c.sampleSize, M = c.mlpHidden
+    var conditionInputs = 0
+    if case let .vector(dim) = c.condition { conditionInputs = dim }
+    let forward = F * H + H * H + conditionInputs * H + D * H + c.depth * (2 * H * H + H * M + M * H) + H * D
+    let backward = 2 * forward - F * H - D * H - conditionInputs * H
+    return 2 * Double(forward + backward)
+}
+
+/// The GEMMs one training step issues: (m, n, k, transA, transB).
+func gemmShapes(_ c: ModelConfig, batch B: Int) -> [(Int, Int, Int, Bool, Bool)] {
+    let H = c.hidden, F = c.timeFreqDim, D = c.sampleSize, M = c.mlpHidden
+    let layers = [(F, H), (H, H), (D, H), (H, 2 * H * c.depth), (H, M), (M, H), (H, D)]  // (in, out)
+    var shapes: [(Int, Int, Int, Bool, Bool)] = []
+    for (inputs, outputs) in layers {
+        shapes.append((B, outputs, inputs, false, true))   // y = x·Wᵀ
+        shapes.append((outputs, inputs, B, true, false))   // dW = dyᵀ·x
+        shapes.append((B, inputs, outputs, false, false))  // dx = dy·W
+    }
+    var seen = Set<String>()
+    return shapes.filter { seen.insert("\($0.0)x\($0.1)x\($0.2)\($0.3)\($0.4)").inserted }
+}
+
+func benchSGEMM(m: Int, n: Int, k: Int, transA: Bool, transB: Bool) -> Double {
+    let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+    var random = Philox(seed: 1)
+    random.fillUniform(a.pointer, count: a.count, low: -1, high: 1)
+    random.fillUniform(b.pointer, count: b.count, low: -1, high: 1)
+    let rate = measure(windows: 3, seconds: 0.15, work: 2 * Double(m * n * k) / 1e9) {
+        BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.pointer, lda: transA ? m : k,
+                   b: b.pointer, ldb: transB ? k : n, c: c.pointer, ldc: n)
+    }
+    return rate.median
+}
+
+/// One SFT training step as SPEC §7: draw a batch, noise it, forward, backward, clip at 1.0, AdamW.
+final class SFTStepBench {
+    let model: ResMLP
+    let schedule: NoiseSchedule
+    let batch: Int
+    let parameters: FloatBuffer, gradients: FloatBuffer
+    let optimizer: AdamW
+    let workspace: ResMLPWorkspace
+    let dataset: FloatBuffer, prompts: [Int32], rows = 4096
+    let x0: FloatBuffer, noise: FloatBuffer
+    var random = Philox(seed: 2024)
+
+    init(_ bench: BenchConfig) {
+        model = ResMLP(config: bench.config)
+        schedule = NoiseSchedule(bench.config.schedule)
+        batch = bench.batch
+        parameters = model.initialParameters(seed: 0)
+        // Random weights everywhere, so no layer is a zero shortcut.
+        random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
+        gradients = FloatBuffer(count: model.parameterCount)
+        optimizer = AdamW(parameterCount: model.parameterCount)
+        workspace = model.makeWorkspace(maxBatch: batch)
+        let D = bench.config.sampleSize
+        dataset = FloatBuffer(count: rows * D)
+        random.fillUniform(dataset.pointer, count: dataset.count, low: -1, high: 1)
+        guard case let .text(vocab, maxTokens) = bench.config.condition else { fatalError("bench configs are text models") }
+        prompts = (0..<rows * maxTokens).map { i in i % maxTokens < 6 ? Int32(1 + i % (vocab - 1)) : 0 }
+        x0 = FloatBuffer(count: batch * D)
+        noise = FloatBuffer(count: batch * D)
+    }
+
+    func step() -> Double {
+        let D = model.config.sampleSize
+        guard case let .text(_, maxTokens) = model.config.condition else { return 0 }
+        for b in 0..<batch {
+            let row = random.nextInt(below: rows)
+            (x0.pointer + b * D).update(from: dataset.pointer + row * D, count: D)
+            for slot in 0..<maxTokens { workspace.tokens[b * maxTokens + slot] = prompts[row * maxTokens + slot] }
+            workspace.timesteps[b] = Float(random.nextInt(below: schedule.count))
+        }
+        random.fillNormal(noise.pointer, count: batch * D)
+        schedule.addNoise(x0: x0.pointer, noise: noise.pointer, timesteps: workspace.timesteps.pointer,
+                          into: workspace.x.pointer, rows: batch, width: D)
+        let loss = SFTObjective.lossAndGradient(model: model, parameters: parameters, workspace: workspace,
+                                                batch: batch, noise: noise.pointer, gradients: gradients)
+        let norm = GradientClipping.globalNorm(gradients)
+        optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1))
+        return loss
+    }
+}
+
+let arguments = Set(CommandLine.arguments.dropFirst())
+let quick = arguments.contains("--quick")
+if arguments.isDisjoint(with: ["--kernels", "--phases", "--adam", "--profile-m"]) {
+emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName])
+
+var bestSGEMM = 0.0
+let reference = benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false)
+emit("sgemm/1024x1024x1024", reference, "GFLOP/s", ["trans": "NN", "note": "reference shape"])
+for bench in benchConfigs {
+    for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
+        let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
+        bestSGEMM = max(bestSGEMM, rate)
+        emit("sgemm/\(m)x\(n)x\(k)", rate, "GFLOP/s", ["trans": (transA ? "T" : "N") + (transB ? "T" : "N"), "config": bench.name])
+    }
+}
+
+for bench in benchConfigs {
+    let sft = SFTStepBench(bench)
+    let rate = measure(seconds: quick ? 0.5 : 2, work: Double(bench.batch)) { _ = sft.step() }
+    emit("\(bench.name)/sft_step", rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+    if bench.name == "bench-m" {
+        let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
+        emit("bench-m/sft_step_useful", useful, "GFLOP/s", [
+            "best_model_sgemm": (bestSGEMM * 10).rounded() / 10, "fraction_of_best_sgemm": (useful / bestSGEMM * 1000).rounded() / 1000,
+            "flops_per_row": usefulFLOPsPerRow(bench.config),
+        ])
+    }
+}
+
+}
+
+if arguments.contains("--phases") {
+    for bench in benchConfigs {
+        let s = SFTStepBench(bench)
+        for _ in 0..<3 { _ = s.step() }
+        var t = [Double](repeating: 0, count: 5)
+        for _ in 0..<10 {
+            var a = now()
+            t[0] += now() - a; a = now()
+            s.model.forward(s.parameters, s.workspace, batch: s.batch); t[1] += now() - a; a = now()
+            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer, gradients: s.gradients, mode: .overwrite); t[2] += now() - a; a = now()
+            GradientClipping.clipGlobalNorm(s.gradients, maxNorm: 1); t[3] += now() - a; a = now()
+            s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4); t[4] += now() - a
+        }
+        print(bench.name, "params", s.model.parameterCount, "ms per step: zero, fwd, bwd, clip, adamw", t.map { ($0 * 100).rounded() })
+    }
+}
+
+if arguments.contains("--kernels") {
+    let n = 128 * 2048
+    let a = FloatBuffer(count: n), s = FloatBuffer(count: n), o = FloatBuffer(count: n)
+    var r = Philox(seed: 1); r.fillNormal(a.pointer, count: n)
+    let silu = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.siluForward(a.pointer, sigmoid: s.pointer, out: o.pointer, count: n) }
+    print("silu forward Gelem/s", silu.median)
+    let back = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.siluBackward(a.pointer, sigmoid: s.pointer, dOut: a.pointer, dA: o.pointer, count: n) }
+    print("silu backward Gelem/s", back.median)
+    let gamma = FloatBuffer(count: 512, value: 1), beta = FloatBuffer(count: 512), rstd = FloatBuffer(count: 512)
+    let ln = measure(seconds: 0.3, work: Double(n) / 1e9) { LayerNorm.forward(a.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: s.pointer, rstd: rstd.pointer, out: o.pointer, rows: n / 512, width: 512) }
+    print("layernorm forward Gelem/s", ln.median)
+    let bias = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.addBias(gamma.pointer, to: o.pointer, rows: n / 512, columns: 512, stride: 512) }
+    print("add bias Gelem/s", bias.median)
+}
+
+if arguments.contains("--adam") {
+    for n in [1_974_848, 19_036_928] {
+        let p = FloatBuffer(count: n, value: 1), g = FloatBuffer(count: n, value: 0.01)
+        let opt = AdamW(parameterCount: n)
+        let r = measure(seconds: 0.5, work: Double(n) / 1e9) { opt.update(p, gradients: g, learningRate: 1e-4) }
+        print("adamw n=\(n): \(1e-9 * Double(n) / r.median * 1e3) ms")
+        let c = measure(seconds: 0.5, work: Double(n) / 1e9) { _ = GradientClipping.globalNorm(g) }
+        print("norm n=\(n): \(1e-9 * Double(n) / c.median * 1e3) ms")
+    }
+}
+
+if arguments.contains("--profile-m") {
+    let s = SFTStepBench(benchConfigs[1])
+    for _ in 0..<40 { _ = s.step() }
+}
