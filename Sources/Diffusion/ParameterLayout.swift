@@ -13,9 +13,6 @@ public struct ParameterLayout: Sendable {
         public let shape: [Int]
         public let offset: Int
         public var count: Int { shape.reduce(1, *) }
-        /// Linear weights get their gradient from one GEMM that can overwrite;
-        /// every other gradient is summed over rows and must start from zero.
-        public var isLinearWeight: Bool { fanIn > 0 && name.hasSuffix(".weight") }
         /// Fan-in of the Linear layer this tensor belongs to (0 for non-Linear tensors).
         let fanIn: Int
         let initialization: Initialization

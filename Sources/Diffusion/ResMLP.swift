@@ -17,6 +17,9 @@ public struct ResMLP: Sendable {
     let offsets: Offsets
     /// f_k for k = 0…F/2−1.
     let frequencies: [Float]
+    /// φ(t) for every integer t < T, [T, F]: training and sampling use integer
+    /// timesteps, and a row copy is much cheaper than F sin/cos evaluations.
+    let timeFeatureTable: [Float]
 
     public init(config: ModelConfig) {
         self.config = config
@@ -25,7 +28,17 @@ public struct ResMLP: Sendable {
         let half = config.timeFreqDim / 2
         // Float32 throughout, as the PyTorch reference: exp(−ln(10000)·k / half).
         let logScale = Float(-Foundation.log(10000.0))
-        frequencies = (0..<half).map { k in Float(Foundation.exp(Double(logScale * Float(k) / Float(half)))) }
+        let frequencies = (0..<half).map { k in Float(Foundation.exp(Double(logScale * Float(k) / Float(half)))) }
+        self.frequencies = frequencies
+        var table = [Float](repeating: 0, count: config.schedule.numTrainTimesteps * 2 * half)
+        for t in 0..<config.schedule.numTrainTimesteps {
+            for k in 0..<half {
+                let argument = Double(Float(t) * frequencies[k])
+                table[t * 2 * half + k] = Float(cos(argument))
+                table[t * 2 * half + half + k] = Float(sin(argument))
+            }
+        }
+        timeFeatureTable = table
     }
 
     public var parameterCount: Int { layout.totalCount }
@@ -86,8 +99,15 @@ public struct ResMLP: Sendable {
     /// φ(t) for each row: cos in the first F/2 columns, sin in the last.
     func timeFeatures(_ timesteps: UnsafePointer<Float>, into phi: UnsafeMutablePointer<Float>, batch: Int) {
         let half = frequencies.count
+        let steps = config.schedule.numTrainTimesteps
         for b in 0..<batch {
             let t = timesteps[b]
+            if t >= 0, t < Float(steps), t == t.rounded(.towardZero) {
+                timeFeatureTable.withUnsafeBufferPointer { table in
+                    (phi + b * 2 * half).update(from: table.baseAddress! + Int(t) * 2 * half, count: 2 * half)
+                }
+                continue
+            }
             for k in 0..<half {
                 let argument = Double(t * frequencies[k])
                 phi[b * 2 * half + k] = Float(cos(argument))
@@ -139,7 +159,7 @@ public struct ResMLP: Sendable {
 
     /// Routes ∂L/∂c back to the embedding rows, the projection, or null_cond.
     func conditionBackward(_ dC: UnsafeMutablePointer<Float>, _ ws: ResMLPWorkspace, batch: Int,
-                           gradients g: UnsafeMutablePointer<Float>, mode: GradientMode) {
+                           gradients g: UnsafeMutablePointer<Float>) {
         let H = config.hidden
         switch config.condition {
         case let .text(_, maxTokens):
@@ -166,7 +186,7 @@ public struct ResMLP: Sendable {
             }
             let projection = offsets.condProj!
             BLAS.sgemm(transA: true, m: H, n: dim, k: batch, a: dC, lda: H, b: ws.conditionInput.pointer, ldb: dim,
-                       beta: mode == .accumulate ? 1 : 0, c: g + projection.weight, ldc: dim)
+                       beta: 1, c: g + projection.weight, ldc: dim)
             Elementwise.accumulateColumnSums(dC, rows: batch, columns: H, stride: H, into: g + projection.bias)
         case .none:
             break
@@ -227,13 +247,13 @@ public struct ResMLP: Sendable {
         Elementwise.addBias(p + offsets.bias, to: output, rows: batch, columns: outputs, stride: outputs)
     }
 
-    /// dW (+)= dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
+    /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
     @inline(__always)
     func linearBackward(_ p: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ offsets: (weight: Int, bias: Int),
                         input: UnsafePointer<Float>, inputs: Int, dOutput: UnsafePointer<Float>, outputs: Int,
-                        dInput: UnsafeMutablePointer<Float>?, batch: Int, mode: GradientMode) {
+                        dInput: UnsafeMutablePointer<Float>?, batch: Int) {
         BLAS.sgemm(transA: true, m: outputs, n: inputs, k: batch, a: dOutput, lda: outputs, b: input, ldb: inputs,
-                   beta: mode == .accumulate ? 1 : 0, c: g + offsets.weight, ldc: inputs)
+                   beta: 1, c: g + offsets.weight, ldc: inputs)
         Elementwise.accumulateColumnSums(dOutput, rows: batch, columns: outputs, stride: outputs, into: g + offsets.bias)
         if let dInput {
             BLAS.sgemm(m: batch, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p + offsets.weight, ldb: inputs,
@@ -269,27 +289,21 @@ public struct ResMLP: Sendable {
 
     // MARK: - Backward
 
-    /// Whether `backward` replaces the gradients (the first micro-batch of an
-    /// optimizer step — no separate zeroing pass over the buffer) or adds to them.
-    public enum GradientMode: Sendable { case overwrite, accumulate }
-
-    /// Writes or adds ∂L/∂θ into `gradients`, given ∂L/∂out for the batch of the
-    /// last `forward` on this workspace.
+    /// Adds ∂L/∂θ to `gradients`, given ∂L/∂out for the batch of the last `forward`
+    /// on this workspace. Gradients accumulate (micro-batches add up); AdamW leaves
+    /// the buffer zeroed as it consumes it, so no step pays a separate zeroing pass
+    /// (OpenBLAS would make one for β = 0 anyway).
     public func backward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int,
-                         dOutput: UnsafePointer<Float>, gradients: FloatBuffer, mode: GradientMode) {
+                         dOutput: UnsafePointer<Float>, gradients: FloatBuffer) {
         precondition(gradients.count == layout.totalCount, "gradients do not match this model")
         let p = UnsafePointer(parameters.pointer), g = gradients.pointer
-        if mode == .overwrite {
-            // Linear weights are written by their GEMM; everything else is a sum that starts at zero.
-            for entry in layout.entries where !entry.isLinearWeight { (g + entry.offset).update(repeating: 0, count: entry.count) }
-        }
         let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
         let modWidth = 2 * H * config.depth
         let dH = ws.dH.pointer, dNorm = ws.dNorm.pointer
 
         // 6. out_proj and out_norm.
         linearBackward(p, g, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, dOutput: dOutput, outputs: D,
-                       dInput: dNorm, batch: B, mode: mode)
+                       dInput: dNorm, batch: B)
         dH.update(repeating: 0, count: B * H)
         LayerNorm.backward(dOut: dNorm, normalized: ws.outNormalized.pointer, rstd: ws.outRstd.pointer,
                            gamma: p + offsets.outNorm.weight, dX: dH,
@@ -299,10 +313,10 @@ public struct ResMLP: Sendable {
         for (i, block) in offsets.blocks.enumerated().reversed() {
             let a = ws.blocks[i]
             linearBackward(p, g, block.fc2, input: a.fc1Activation.pointer, inputs: M, dOutput: dH, outputs: H,
-                           dInput: ws.dWide.pointer, batch: B, mode: mode)
+                           dInput: ws.dWide.pointer, batch: B)
             Elementwise.siluBackward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, dOut: ws.dWide.pointer, dA: ws.dWide.pointer, count: B * M)
             linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
-                           dInput: ws.dU.pointer, batch: B, mode: mode)
+                           dInput: ws.dU.pointer, batch: B)
             modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
                              dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm, batch: B)
             LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
@@ -310,22 +324,22 @@ public struct ResMLP: Sendable {
                                dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
         }
         linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
-                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B, mode: mode)
+                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B)
 
         // 4. in_proj: x needs no gradient.
-        linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B, mode: mode)
+        linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B)
 
         // 3. s = SiLU(e + c): the same gradient reaches e and c.
         Elementwise.siluBackward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, dOut: ws.dS.pointer,
                                  dA: ws.dS.pointer, count: B * H)
         linearBackward(p, g, offsets.time2, input: ws.time0Activation.pointer, inputs: H, dOutput: ws.dS.pointer, outputs: H,
-                       dInput: ws.dU.pointer, batch: B, mode: mode)
-        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g, mode: mode)
+                       dInput: ws.dU.pointer, batch: B)
+        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g)
 
         // 2. time_mlp.0: φ(t) needs no gradient.
         Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: B * H)
         linearBackward(p, g, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, dOutput: ws.dU.pointer, outputs: H,
-                       dInput: nil, batch: B, mode: mode)
+                       dInput: nil, batch: B)
     }
 }
 

@@ -100,24 +100,16 @@ public enum Elementwise {
             let shared = UncheckedSendable((x, partials.baseAddress!))
             Parallel.forEachChunk(count: count, chunkSize: chunkSize) { range in
                 let (x, partials) = shared.value
-                var lanes = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+                // Float32 lanes over short runs keep the loop vectorised; Float64 across runs keeps precision.
                 var total = 0.0
                 var i = range.lowerBound
-                // Float32 lanes over short runs keep the loop vectorised; Float64 across runs keeps precision.
                 while i < range.upperBound {
                     let end = min(range.upperBound, i + 1024)
+                    var lanes = Vector()
+                    while i + 8 <= end { let v = load(x + i); lanes += v * v; i += 8 }
                     var run: Float = 0
-                    while i + 8 <= end {
-                        lanes.0 += x[i] * x[i]; lanes.1 += x[i + 1] * x[i + 1]
-                        lanes.2 += x[i + 2] * x[i + 2]; lanes.3 += x[i + 3] * x[i + 3]
-                        lanes.4 += x[i + 4] * x[i + 4]; lanes.5 += x[i + 5] * x[i + 5]
-                        lanes.6 += x[i + 6] * x[i + 6]; lanes.7 += x[i + 7] * x[i + 7]
-                        i += 8
-                    }
                     while i < end { run += x[i] * x[i]; i += 1 }
-                    total += Double(run) + Double(lanes.0) + Double(lanes.1) + Double(lanes.2) + Double(lanes.3)
-                        + Double(lanes.4) + Double(lanes.5) + Double(lanes.6) + Double(lanes.7)
-                    lanes = (0, 0, 0, 0, 0, 0, 0, 0)
+                    total += Double(lanes.sum()) + Double(run)
                 }
                 partials[range.lowerBound / chunkSize] = total
             }

@@ -6,7 +6,8 @@ import Numerics
 /// update written as torch writes it so the rounding matches:
 ///   m ← lerp(m, g, 1 − β1);  v ← β2·v + (1 − β2)·g²
 ///   p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
-/// One loop over the whole parameter buffer.
+/// One loop over the whole parameter buffer, which also zeroes each gradient
+/// once read: the buffer is ready for the next step's accumulation.
 public final class AdamW {
     public struct Hyperparameters: Codable, Equatable, Sendable {
         public var beta1: Double = 0.9
@@ -45,6 +46,7 @@ public final class AdamW {
 
     /// One update of every parameter. `gradientScale` multiplies each gradient as
     /// it is read — the clipping coefficient, applied without a pass of its own.
+    /// The gradients are consumed: zero on return.
     public func update(_ parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Double,
                        gradientScale: Float = 1) {
         precondition(parameters.count == gradients.count && parameters.count == firstMoment.count)
@@ -68,7 +70,7 @@ public final class AdamW {
         let decay, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, correction2, epsilon, gradientScale: Float
     }
 
-    private static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+    private static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>,
                                _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
                                count: Int, _ c: Coefficients) {
         for i in 0..<count {
@@ -78,6 +80,7 @@ public final class AdamW {
             m[i] = mi
             v[i] = vi
             p[i] = p[i] * c.decay - c.stepSize * (mi / (vi.squareRoot() / c.correction2 + c.epsilon))
+            g[i] = 0
         }
     }
 }

@@ -174,7 +174,7 @@ if arguments.contains("--phases") {
             var a = now()
             t[0] += now() - a; a = now()
             s.model.forward(s.parameters, s.workspace, batch: s.batch); t[1] += now() - a; a = now()
-            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer, gradients: s.gradients, mode: .overwrite); t[2] += now() - a; a = now()
+            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer, gradients: s.gradients); t[2] += now() - a; a = now()
             GradientClipping.clipGlobalNorm(s.gradients, maxNorm: 1); t[3] += now() - a; a = now()
             s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4); t[4] += now() - a
         }
@@ -210,5 +210,5 @@ if arguments.contains("--adam") {
 
 if arguments.contains("--profile-m") {
     let s = SFTStepBench(benchConfigs[1])
-    for _ in 0..<40 { _ = s.step() }
+    for _ in 0..<150 { _ = s.step() }
 }

@@ -37,7 +37,7 @@ import Testing
         }
         _ = loss()
         let gradients = FloatBuffer(count: model.parameterCount)
-        model.backward(parameters, workspace, batch: batch, dOutput: upstream, gradients: gradients, mode: .overwrite)
+        model.backward(parameters, workspace, batch: batch, dOutput: upstream, gradients: gradients)
 
         let h: Float = 1e-2
         for entry in model.layout.entries {

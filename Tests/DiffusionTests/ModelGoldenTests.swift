@@ -30,7 +30,7 @@ import Testing
         model.forward(parameters, workspace, batch: batch)
         let upstream = try file.floats("upstream", shape: [batch, config.sampleSize])
         let gradients = FloatBuffer(count: model.parameterCount)
-        model.backward(parameters, workspace, batch: batch, dOutput: upstream, gradients: gradients, mode: .overwrite)
+        model.backward(parameters, workspace, batch: batch, dOutput: upstream, gradients: gradients)
         return Run(file: file, model: model, workspace: workspace, parameters: parameters, gradients: gradients)
     }
 

@@ -25,6 +25,27 @@ import Training
         let mismatch = GoldenFixtures.forwardMismatch(parameters.array, expected)
         #expect(mismatch == nil, "\(mismatch ?? "")")
         #expect(optimizer.step == steps)
+        #expect(gradients.array.allSatisfy { $0 == 0 }, "AdamW leaves the gradients zeroed for the next step")
+    }
+
+    @Test("AdamW with a gradient scale equals AdamW on clipped gradients", arguments: GoldenFixtures.files("adamw"))
+    func fusedClipping(path: String) throws {
+        let file = try SafeTensorsFile(contentsOf: path)
+        let start = try file.floats("param0"), grads = try file.floats("grads")
+        let count = start.count
+        let clipped = FloatBuffer(start), fused = FloatBuffer(start)
+        let first = AdamW(parameterCount: count), second = AdamW(parameterCount: count)
+        let g1 = FloatBuffer(count: count), g2 = FloatBuffer(count: count)
+        for step in 0..<(grads.count / count) {
+            let slice = Array(grads[(step * count)..<((step + 1) * count)])
+            g1.pointer.update(from: slice, count: count)
+            g2.pointer.update(from: slice, count: count)
+            let norm = GradientClipping.clipGlobalNorm(g1, maxNorm: 0.1)
+            first.update(clipped, gradients: g1, learningRate: 0.01)
+            second.update(fused, gradients: g2, learningRate: 0.01,
+                          gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 0.1))
+        }
+        #expect(clipped.array == fused.array, "the same float operations in the same order")
     }
 
     @Test("global-norm clipping matches clip_grad_norm_", arguments: GoldenFixtures.files("clip_grad_norm"))
