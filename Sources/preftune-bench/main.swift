@@ -134,81 +134,85 @@ final class SFTStepBench {
     }
 }
 
-let arguments = Set(CommandLine.arguments.dropFirst())
+/// Where a step's time goes, in milliseconds per step (GEMMs dominate forward and backward).
+func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
+    let s = SFTStepBench(bench)
+    for _ in 0..<3 { _ = s.step() }
+    var totals: [String: Double] = [:]
+    for _ in 0..<steps {
+        var mark = now()
+        func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
+        s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
+        s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
+                         gradients: s.gradients); lap("backward")
+        let norm = GradientClipping.globalNorm(s.gradients); lap("clip_norm")
+        s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
+                           gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1)); lap("adamw")
+    }
+    return totals.mapValues { $0 * 1000 / Double(steps) }
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.contains("--help") {
+    print("""
+    usage: preftune-bench [--quick] [--profile bench-s|bench-m]
+      (default)   every measurement, one JSON object per line
+      --quick     shorter measuring windows
+      --profile   run 200 SFT steps of one config and nothing else (for perf record)
+    """)
+    exit(0)
+}
+if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.count {
+    guard let bench = benchConfigs.first(where: { $0.name == arguments[index + 1] }) else {
+        FileHandle.standardError.write(Data("unknown config \(arguments[index + 1])\n".utf8))
+        exit(2)
+    }
+    let sft = SFTStepBench(bench)
+    for _ in 0..<200 { _ = sft.step() }
+    exit(0)
+}
 let quick = arguments.contains("--quick")
-if arguments.isDisjoint(with: ["--kernels", "--phases", "--adam", "--profile-m"]) {
+let window = quick ? 0.5 : 2.0
+
 emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName])
 
-var bestSGEMM = 0.0
-let reference = benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false)
-emit("sgemm/1024x1024x1024", reference, "GFLOP/s", ["trans": "NN", "note": "reference shape"])
+// SGEMM: a 1024³ reference and every shape a training step issues, named by M×N×K
+// (rate over all transpose layouts of that shape; each layout's rate alongside).
+emit("sgemm/1024x1024x1024", benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false), "GFLOP/s",
+     ["trans": ["NN"], "note": "reference shape, not used by the model"])
+var bestModelSGEMM = 0.0
+var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
 for bench in benchConfigs {
     for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
         let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
-        bestSGEMM = max(bestSGEMM, rate)
-        emit("sgemm/\(m)x\(n)x\(k)", rate, "GFLOP/s", ["trans": (transA ? "T" : "N") + (transB ? "T" : "N"), "config": bench.name])
+        bestModelSGEMM = max(bestModelSGEMM, rate)
+        let name = "sgemm/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
+        if let i = shapeRates.firstIndex(where: { $0.name == name }) {
+            shapeRates[i].layouts[layout] = rate
+        } else {
+            shapeRates.append((name, bench.name, [layout: rate], 2 * Double(m * n * k)))
+        }
     }
+}
+for shape in shapeRates {
+    // The same work in each layout: the combined rate is the harmonic mean.
+    let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
+    emit(shape.name, combined, "GFLOP/s", ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }])
 }
 
 for bench in benchConfigs {
     let sft = SFTStepBench(bench)
-    let rate = measure(seconds: quick ? 0.5 : 2, work: Double(bench.batch)) { _ = sft.step() }
+    let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
     emit("\(bench.name)/sft_step", rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
     if bench.name == "bench-m" {
         let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
         emit("bench-m/sft_step_useful", useful, "GFLOP/s", [
-            "best_model_sgemm": (bestSGEMM * 10).rounded() / 10, "fraction_of_best_sgemm": (useful / bestSGEMM * 1000).rounded() / 1000,
+            "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
+            "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
             "flops_per_row": usefulFLOPsPerRow(bench.config),
         ])
     }
-}
-
-}
-
-if arguments.contains("--phases") {
-    for bench in benchConfigs {
-        let s = SFTStepBench(bench)
-        for _ in 0..<3 { _ = s.step() }
-        var t = [Double](repeating: 0, count: 5)
-        for _ in 0..<10 {
-            var a = now()
-            t[0] += now() - a; a = now()
-            s.model.forward(s.parameters, s.workspace, batch: s.batch); t[1] += now() - a; a = now()
-            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer, gradients: s.gradients); t[2] += now() - a; a = now()
-            GradientClipping.clipGlobalNorm(s.gradients, maxNorm: 1); t[3] += now() - a; a = now()
-            s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4); t[4] += now() - a
-        }
-        print(bench.name, "params", s.model.parameterCount, "ms per step: zero, fwd, bwd, clip, adamw", t.map { ($0 * 100).rounded() })
+    for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key }) {
+        emit("\(bench.name)/sft_step/\(phase)", milliseconds, "ms", ["batch": bench.batch])
     }
-}
-
-if arguments.contains("--kernels") {
-    let n = 128 * 2048
-    let a = FloatBuffer(count: n), s = FloatBuffer(count: n), o = FloatBuffer(count: n)
-    var r = Philox(seed: 1); r.fillNormal(a.pointer, count: n)
-    let silu = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.siluForward(a.pointer, sigmoid: s.pointer, out: o.pointer, count: n) }
-    print("silu forward Gelem/s", silu.median)
-    let back = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.siluBackward(a.pointer, sigmoid: s.pointer, dOut: a.pointer, dA: o.pointer, count: n) }
-    print("silu backward Gelem/s", back.median)
-    let gamma = FloatBuffer(count: 512, value: 1), beta = FloatBuffer(count: 512), rstd = FloatBuffer(count: 512)
-    let ln = measure(seconds: 0.3, work: Double(n) / 1e9) { LayerNorm.forward(a.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: s.pointer, rstd: rstd.pointer, out: o.pointer, rows: n / 512, width: 512) }
-    print("layernorm forward Gelem/s", ln.median)
-    let bias = measure(seconds: 0.3, work: Double(n) / 1e9) { Elementwise.addBias(gamma.pointer, to: o.pointer, rows: n / 512, columns: 512, stride: 512) }
-    print("add bias Gelem/s", bias.median)
-}
-
-if arguments.contains("--adam") {
-    for n in [1_974_848, 19_036_928] {
-        let p = FloatBuffer(count: n, value: 1), g = FloatBuffer(count: n, value: 0.01)
-        let opt = AdamW(parameterCount: n)
-        let r = measure(seconds: 0.5, work: Double(n) / 1e9) { opt.update(p, gradients: g, learningRate: 1e-4) }
-        print("adamw n=\(n): \(1e-9 * Double(n) / r.median * 1e3) ms")
-        let c = measure(seconds: 0.5, work: Double(n) / 1e9) { _ = GradientClipping.globalNorm(g) }
-        print("norm n=\(n): \(1e-9 * Double(n) / c.median * 1e3) ms")
-    }
-}
-
-if arguments.contains("--profile-m") {
-    let s = SFTStepBench(benchConfigs[1])
-    for _ in 0..<150 { _ = s.step() }
 }
