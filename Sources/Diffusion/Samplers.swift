@@ -1,0 +1,224 @@
+import Foundation
+import Numerics
+
+public enum SamplerKind: String, Codable, Sendable, CaseIterable {
+    /// DDIM, η = 0, no clipping (diffusers DDIMScheduler, leading spacing, ᾱ_prev = 1 past the end).
+    case ddim
+    /// Ancestral DDPM with `fixed_small` variance, no clipping, no noise at the last step.
+    case ddpm
+    /// DPM-Solver++ multistep, order 2, midpoint, lower order at the final step, final σ = 0.
+    case dpmpp2m
+}
+
+/// A sampling step, as the sampler saw it: the input x of step k, its timesteps,
+/// the model's conditional prediction and the guided one. DRO's replay buffer
+/// stores exactly these (the input of step k, not its output).
+public struct SamplerStep {
+    public let index: Int
+    public let batch: Int
+    /// x_{t_k}, [B, D] — the input of this step.
+    public let x: UnsafePointer<Float>
+    /// t_k for each row.
+    public let timesteps: UnsafePointer<Float>
+    /// ε(x, t, c), [B, D].
+    public let conditionalPrediction: UnsafePointer<Float>
+    /// ε(x, t, ∅) + w·(ε(x, t, c) − ε(x, t, ∅)), [B, D] (the conditional prediction when w = 1).
+    public let guidedPrediction: UnsafePointer<Float>
+}
+
+/// Runs a sampler over a batch. Reproduces diffusers' schedulers with the
+/// settings of SPEC §4; classifier-free guidance runs the conditional and the
+/// null rows in one forward pass of 2B rows. Buffers are allocated once, for
+/// `maxBatch` rows, when the sampler is made.
+public final class Sampler {
+    public let model: ResMLP
+    public let kind: SamplerKind
+    public let schedule: NoiseSchedule
+    public let maxBatch: Int
+    let workspace: ResMLPWorkspace
+    let guided: FloatBuffer
+    /// x̂₀ of the previous step (DPM-Solver++ keeps one model output of history).
+    let previousPrediction: FloatBuffer
+    let current: FloatBuffer
+    let stepNoise: FloatBuffer
+    var rowTimesteps: [Float]
+
+    public init(model: ResMLP, kind: SamplerKind, maxBatch: Int) {
+        self.model = model
+        self.kind = kind
+        self.schedule = NoiseSchedule(model.config.schedule)
+        self.maxBatch = maxBatch
+        workspace = model.makeWorkspace(maxBatch: 2 * maxBatch)
+        let D = model.config.sampleSize
+        guided = FloatBuffer(count: maxBatch * D)
+        previousPrediction = FloatBuffer(count: maxBatch * D)
+        current = FloatBuffer(count: maxBatch * D)
+        stepNoise = FloatBuffer(count: maxBatch * D)
+        rowTimesteps = [Float](repeating: 0, count: maxBatch)
+    }
+
+    // MARK: - Timestep grids
+
+    /// The grid this sampler uses for `steps` steps: leading spacing for DDIM and
+    /// DDPM (t_i = (N−1−i)·⌊T/N⌋), round(linspace(0, T−1, N+1)) reversed without
+    /// its last entry for DPM-Solver++.
+    public func timesteps(steps: Int) -> [Int] {
+        let T = schedule.count
+        switch kind {
+        case .ddim, .ddpm:
+            return Self.leadingTimesteps(steps: steps, trainSteps: T)
+        case .dpmpp2m:
+            let points = (0...steps).map { i -> Int in
+                let value = Double(T - 1) * Double(i) / Double(steps)
+                return Int(value.rounded(.toNearestOrEven))
+            }
+            return Array(points.reversed().dropLast())
+        }
+    }
+
+    public static func leadingTimesteps(steps: Int, trainSteps: Int) -> [Int] {
+        let ratio = trainSteps / steps
+        return (0..<steps).map { (steps - 1 - $0) * ratio }
+    }
+
+    // MARK: - Sampling
+
+    /// Denoises `x` (x_T in, x₀ out) for `batch` rows.
+    /// - grid: per-row timesteps, [B, N] row-major; nil for this sampler's own grid with `steps` steps.
+    /// - fillNoise: DDPM's per-step noise; called with the step index and a [B, D] buffer to fill.
+    /// - observe: called at every step, before the update.
+    public func sample(
+        parameters: FloatBuffer, x: UnsafeMutablePointer<Float>, batch: Int, conditions: Conditions,
+        guidance: Float, steps: Int, grid: [Int]? = nil,
+        fillNoise: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil,
+        observe: ((SamplerStep) -> Void)? = nil
+    ) {
+        precondition(batch <= maxBatch, "batch \(batch) exceeds the sampler's \(maxBatch)")
+        precondition(conditions.count == batch, "one condition per row")
+        let config = model.config, D = config.sampleSize
+        let rows = guidance == 1 ? batch : 2 * batch
+        let grid = grid ?? Array(repeating: timesteps(steps: steps), count: batch).flatMap { $0 }
+        precondition(grid.count == batch * steps, "the timestep grid must be [B, steps]")
+        conditions.write(into: workspace, at: 0, config: config)
+        if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
+
+        for step in 0..<steps {
+            for b in 0..<batch { rowTimesteps[b] = Float(grid[b * steps + step]) }
+            for copy in stride(from: 0, to: rows, by: batch) {
+                (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
+                for b in 0..<batch { workspace.timesteps[copy + b] = rowTimesteps[b] }
+            }
+            model.forward(parameters, workspace, batch: rows)
+            let conditional = workspace.output.pointer
+            if rows > batch {
+                let unconditional = conditional + batch * D
+                for i in 0..<(batch * D) { guided[i] = unconditional[i] + guidance * (conditional[i] - unconditional[i]) }
+            } else {
+                guided.pointer.update(from: conditional, count: batch * D)
+            }
+            if let observe {
+                rowTimesteps.withUnsafeBufferPointer { t in
+                    observe(SamplerStep(index: step, batch: batch, x: x, timesteps: t.baseAddress!,
+                                        conditionalPrediction: conditional, guidedPrediction: guided.pointer))
+                }
+            }
+            if kind == .ddpm, step < steps - 1 {
+                if let fillNoise { fillNoise(step, stepNoise.pointer, batch * D) } else { stepNoise.fill(0) }
+            }
+            for b in 0..<batch {
+                let t = grid[b * steps + step]
+                let previous = step + 1 < steps ? grid[b * steps + step + 1] : -1
+                let earlier = step > 0 ? grid[b * steps + step - 1] : -1
+                let row = b * D
+                switch kind {
+                case .ddim: ddimStep(x + row, epsilon: guided.pointer + row, t: t, previous: previous, width: D)
+                case .ddpm: ddpmStep(x + row, epsilon: guided.pointer + row, noise: step < steps - 1 ? stepNoise.pointer + row : nil,
+                                     t: t, previous: previous, width: D)
+                case .dpmpp2m:
+                    dpmSolverStep(x + row, epsilon: guided.pointer + row, history: previousPrediction.pointer + row,
+                                  prediction: current.pointer + row, t: t, previous: previous, earlier: earlier,
+                                  firstOrder: step == 0 || step == steps - 1, width: D)
+                }
+            }
+        }
+    }
+
+    /// ᾱ at t, or 1 before the start of the schedule.
+    @inline(__always) func alphaBar(_ t: Int) -> Float { t >= 0 ? schedule.alphasCumprod[t] : 1 }
+
+    /// DDIM (η = 0): x̂₀ = (x − √(1−ᾱ_t)·ε)/√ᾱ_t;  x_prev = √ᾱ_prev·x̂₀ + √(1−ᾱ_prev)·ε.
+    func ddimStep(_ x: UnsafeMutablePointer<Float>, epsilon: UnsafePointer<Float>, t: Int, previous: Int, width: Int) {
+        let alpha = alphaBar(t), alphaPrevious = alphaBar(previous)
+        let noiseScale = (1 - alpha).squareRoot(), signalScale = alpha.squareRoot()
+        let previousSignal = alphaPrevious.squareRoot(), previousNoise = (1 - alphaPrevious).squareRoot()
+        for j in 0..<width {
+            let x0 = (x[j] - noiseScale * epsilon[j]) / signalScale
+            x[j] = previousSignal * x0 + previousNoise * epsilon[j]
+        }
+    }
+
+    /// DDPM posterior mean plus √(fixed_small variance)·noise:
+    /// mean = √ᾱ_prev·β_t/(1−ᾱ_t)·x̂₀ + √α_t·(1−ᾱ_prev)/(1−ᾱ_t)·x_t,
+    /// variance = (1−ᾱ_prev)/(1−ᾱ_t)·β_t (clamped at 1e−20), with α_t = ᾱ_t/ᾱ_prev, β_t = 1 − α_t.
+    func ddpmStep(_ x: UnsafeMutablePointer<Float>, epsilon: UnsafePointer<Float>, noise: UnsafePointer<Float>?,
+                  t: Int, previous: Int, width: Int) {
+        let alpha = alphaBar(t), alphaPrevious = alphaBar(previous)
+        let beta = 1 - alpha, betaPrevious = 1 - alphaPrevious
+        let currentAlpha = alpha / alphaPrevious, currentBeta = 1 - currentAlpha
+        let x0Coefficient = alphaPrevious.squareRoot() * currentBeta / beta
+        let sampleCoefficient = currentAlpha.squareRoot() * betaPrevious / beta
+        let std = max(betaPrevious / beta * currentBeta, 1e-20).squareRoot()
+        let noiseScale = beta.squareRoot(), signalScale = alpha.squareRoot()
+        for j in 0..<width {
+            let x0 = (x[j] - noiseScale * epsilon[j]) / signalScale
+            var next = x0Coefficient * x0 + sampleCoefficient * x[j]
+            if let noise { next += std * noise[j] }
+            x[j] = next
+        }
+    }
+
+    /// DPM-Solver++(2M), data prediction. With σ = √((1−ᾱ)/ᾱ), α_σ = 1/√(σ²+1), σ_σ = σ·α_σ,
+    /// λ = log α_σ − log σ_σ, h = λ_t − λ_s:
+    ///   first order:  x_t = (σ_t/σ_s)·x − α_t·(e^{−h} − 1)·D0
+    ///   second order: … − ½·α_t·(e^{−h} − 1)·D1,  D1 = (D0 − D_prev)·h/h₀
+    /// where D0 = x̂₀ of this step and D_prev that of the previous step.
+    func dpmSolverStep(_ x: UnsafeMutablePointer<Float>, epsilon: UnsafePointer<Float>,
+                       history: UnsafeMutablePointer<Float>, prediction: UnsafeMutablePointer<Float>,
+                       t: Int, previous: Int, earlier: Int, firstOrder: Bool, width: Int) {
+        func sigma(_ step: Int) -> Float {
+            let a = schedule.alphasCumprod[step]
+            return ((1 - a) / a).squareRoot()
+        }
+        func alphaSigma(_ s: Float) -> (alpha: Float, sigma: Float) {
+            let alpha = 1 / (s * s + 1).squareRoot()
+            return (alpha, s * alpha)
+        }
+        let source = alphaSigma(sigma(t))
+        // Convert ε to the data prediction x̂₀ = (x − σ_s·ε)/α_s.
+        for j in 0..<width { prediction[j] = (x[j] - source.sigma * epsilon[j]) / source.alpha }
+
+        if previous < 0 {
+            // Final σ = 0: the first-order update reduces to x̂₀ exactly.
+            x.update(from: prediction, count: width)
+        } else {
+            let target = alphaSigma(sigma(previous))
+            let lambdaT = Foundation.log(target.alpha) - Foundation.log(target.sigma)
+            let lambdaS = Foundation.log(source.alpha) - Foundation.log(source.sigma)
+            let h = lambdaT - lambdaS
+            let ratio = target.sigma / source.sigma
+            let d0Coefficient = target.alpha * (Foundation.exp(-h) - 1)
+            if firstOrder || earlier < 0 {
+                for j in 0..<width { x[j] = ratio * x[j] - d0Coefficient * prediction[j] }
+            } else {
+                let before = alphaSigma(sigma(earlier))
+                let lambdaEarlier = Foundation.log(before.alpha) - Foundation.log(before.sigma)
+                let r0 = (lambdaS - lambdaEarlier) / h
+                for j in 0..<width {
+                    let d1 = (1 / r0) * (prediction[j] - history[j])
+                    x[j] = ratio * x[j] - d0Coefficient * prediction[j] - 0.5 * d0Coefficient * d1
+                }
+            }
+        }
+        history.update(from: prediction, count: width)
+    }
+}
