@@ -92,6 +92,7 @@ final class SFTStepBench {
     let workspace: ResMLPWorkspace
     let dataset: FloatBuffer, prompts: [Int32], rows = 4096
     let x0: FloatBuffer, noise: FloatBuffer
+    let scratch: ObjectiveScratch
     var random = Philox(seed: 2024)
 
     init(_ bench: BenchConfig) {
@@ -111,6 +112,7 @@ final class SFTStepBench {
         prompts = (0..<rows * maxTokens).map { i in i % maxTokens < 6 ? Int32(1 + i % (vocab - 1)) : 0 }
         x0 = FloatBuffer(count: batch * D)
         noise = FloatBuffer(count: batch * D)
+        scratch = ObjectiveScratch(config: bench.config, maxRows: batch)
     }
 
     func step() -> Double {
@@ -125,8 +127,9 @@ final class SFTStepBench {
         random.fillNormal(noise.pointer, count: batch * D)
         schedule.addNoise(x0: x0.pointer, noise: noise.pointer, timesteps: workspace.timesteps.pointer,
                           into: workspace.x.pointer, rows: batch, width: D)
-        let loss = SFTObjective.lossAndGradient(model: model, parameters: parameters, workspace: workspace,
-                                                batch: batch, noise: noise.pointer, gradients: gradients)
+        let loss = SFTObjective().lossAndGradient(ObjectiveContext(
+            model: model, theta: parameters, reference: nil, workspace: workspace, examples: batch,
+            targets: noise.pointer, scratch: scratch, gradients: gradients)).loss
         let norm = GradientClipping.globalNorm(gradients)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
                          gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1))

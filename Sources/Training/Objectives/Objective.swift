@@ -1,0 +1,115 @@
+import Diffusion
+import Foundation
+import Numerics
+
+/// What an objective reports for one batch: the loss and its named statistics (SPEC §5).
+public struct ObjectiveResult: Sendable {
+    public var loss: Double
+    public var statistics: [String: Double]
+}
+
+/// Everything an objective needs for one batch of `examples`. The workspace
+/// inputs (x_t, t, condition) of all `examples × rowsPerExample` rows are filled;
+/// `targets` holds each row's regression target ε.
+public struct ObjectiveContext {
+    public let model: ResMLP
+    public let theta: FloatBuffer
+    /// The frozen starting model of the job (nil for objectives that need none).
+    public let reference: FloatBuffer?
+    public let workspace: ResMLPWorkspace
+    public let examples: Int
+    public let targets: UnsafePointer<Float>
+    /// KTO's per-example label.
+    public let desirable: [Bool]
+    public let scratch: ObjectiveScratch
+    /// ∂L/∂θ is added here.
+    public let gradients: FloatBuffer
+
+    public init(model: ResMLP, theta: FloatBuffer, reference: FloatBuffer?, workspace: ResMLPWorkspace, examples: Int,
+                targets: UnsafePointer<Float>, desirable: [Bool] = [], scratch: ObjectiveScratch, gradients: FloatBuffer) {
+        self.model = model
+        self.theta = theta
+        self.reference = reference
+        self.workspace = workspace
+        self.examples = examples
+        self.targets = targets
+        self.desirable = desirable
+        self.scratch = scratch
+        self.gradients = gradients
+    }
+}
+
+public protocol Objective: Sendable {
+    /// Model rows per example: 1 (sft, kto) or 2 (a pair: dpo, rpo; expert and policy: dro).
+    var rowsPerExample: Int { get }
+    var needsReference: Bool { get }
+    func lossAndGradient(_ context: ObjectiveContext) -> ObjectiveResult
+}
+
+/// Per-batch buffers shared by the objectives, allocated once per job.
+public final class ObjectiveScratch {
+    public let maxRows: Int
+    /// The reference model's prediction, [rows, D], and condition vectors, [rows, H].
+    let referenceOutput: FloatBuffer
+    let referenceCondition: FloatBuffer
+    /// Per-row mean squared errors of θ and ref, and ∂L/∂mse_θ per row.
+    var thetaMSE: [Double]
+    var referenceMSE: [Double]
+    var dMSE: [Double]
+
+    public init(config: ModelConfig, maxRows: Int) {
+        self.maxRows = maxRows
+        referenceOutput = FloatBuffer(count: maxRows * config.sampleSize)
+        referenceCondition = FloatBuffer(count: maxRows * config.hidden)
+        thetaMSE = [Double](repeating: 0, count: maxRows)
+        referenceMSE = [Double](repeating: 0, count: maxRows)
+        dMSE = [Double](repeating: 0, count: maxRows)
+    }
+}
+
+extension ObjectiveContext {
+    var rowWidth: Int { model.config.sampleSize }
+
+    /// mse(a, b) per row: the mean over D of (a − b)².
+    static func rowMSE(_ prediction: UnsafePointer<Float>, _ target: UnsafePointer<Float>, rows: Int, width: Int,
+                       into mse: inout [Double]) {
+        for row in 0..<rows {
+            var sum: Float = 0
+            let p = prediction + row * width, t = target + row * width
+            for j in 0..<width { let d = p[j] - t[j]; sum += d * d }
+            mse[row] = Double(sum) / Double(width)
+        }
+    }
+
+    /// Runs the reference model on the workspace inputs and keeps its per-row mse
+    /// (and its condition vectors). Run before θ's forward: the passes share the workspace.
+    func runReference(rows: Int) {
+        guard let reference else { preconditionFailure("this objective needs the reference model") }
+        model.forward(reference, workspace, batch: rows)
+        scratch.referenceOutput.pointer.update(from: workspace.output.pointer, count: rows * rowWidth)
+        scratch.referenceCondition.pointer.update(from: workspace.condition.pointer, count: rows * model.config.hidden)
+        Self.rowMSE(scratch.referenceOutput.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
+    }
+
+    /// Runs θ's forward pass and computes its per-row mse.
+    func runTheta(rows: Int) {
+        model.forward(theta, workspace, batch: rows)
+        Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
+    }
+
+    /// Backpropagates ∂L/∂mse_θ (in `scratch.dMSE`) through θ:
+    /// ∂L/∂out_ij = ∂L/∂mse_i · 2(out_ij − target_ij)/D.
+    func backpropagateMSE(rows: Int) {
+        let D = rowWidth
+        let out = workspace.output.pointer, dOut = workspace.outputGradient.pointer
+        for row in 0..<rows {
+            let scale = Float(scratch.dMSE[row] * 2 / Double(D))
+            for j in 0..<D { dOut[row * D + j] = scale * (out[row * D + j] - targets[row * D + j]) }
+        }
+        model.backward(theta, workspace, batch: rows, dOutput: dOut, gradients: gradients)
+    }
+}
+
+/// log σ(z), stable for large |z|.
+@inline(__always) func logSigmoid(_ z: Double) -> Double { z >= 0 ? -Foundation.log1p(Foundation.exp(-z)) : z - Foundation.log1p(Foundation.exp(z)) }
+@inline(__always) func sigmoid(_ z: Double) -> Double { z >= 0 ? 1 / (1 + Foundation.exp(-z)) : Foundation.exp(z) / (1 + Foundation.exp(z)) }
