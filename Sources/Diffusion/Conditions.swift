@@ -50,3 +50,33 @@ public struct Conditions: Sendable, Equatable {
         }
     }
 }
+
+extension Conditions {
+    /// Rows `rows` of these conditions, in that order.
+    public func selecting(_ rows: [Int], config: ModelConfig) -> Conditions {
+        var result = Conditions.null(count: rows.count, config: config)
+        for (i, row) in rows.enumerated() { result.setRow(i, from: self, row: row, config: config) }
+        return result
+    }
+
+    public mutating func setRow(_ row: Int, from other: Conditions, row source: Int, config: ModelConfig) {
+        switch config.condition {
+        case let .text(_, maxTokens):
+            for k in 0..<maxTokens { tokens[row * maxTokens + k] = other.tokens[source * maxTokens + k] }
+        case let .vector(dim):
+            for k in 0..<dim { vectors[row * dim + k] = other.vectors[source * dim + k] }
+            isNull[row] = other.isNull[source]
+        case .none:
+            break
+        }
+    }
+
+    /// Replaces a row by the null condition (prompt dropout).
+    public mutating func setNull(_ row: Int, config: ModelConfig) {
+        switch config.condition {
+        case let .text(_, maxTokens): for k in 0..<maxTokens { tokens[row * maxTokens + k] = 0 }
+        case .vector: isNull[row] = 1
+        case .none: break
+        }
+    }
+}

@@ -22,11 +22,11 @@ public struct ObjectiveContext {
     /// KTO's per-example label.
     public let desirable: [Bool]
     public let scratch: ObjectiveScratch
-    /// ∂L/∂θ is added here.
-    public let gradients: FloatBuffer
+    /// ∂L/∂θ is added here; nil evaluates the loss only (validation).
+    public let gradients: FloatBuffer?
 
     public init(model: ResMLP, theta: FloatBuffer, reference: FloatBuffer?, workspace: ResMLPWorkspace, examples: Int,
-                targets: UnsafePointer<Float>, desirable: [Bool] = [], scratch: ObjectiveScratch, gradients: FloatBuffer) {
+                targets: UnsafePointer<Float>, desirable: [Bool] = [], scratch: ObjectiveScratch, gradients: FloatBuffer?) {
         self.model = model
         self.theta = theta
         self.reference = reference
@@ -100,6 +100,7 @@ extension ObjectiveContext {
     /// Backpropagates ∂L/∂mse_θ (in `scratch.dMSE`) through θ:
     /// ∂L/∂out_ij = ∂L/∂mse_i · 2(out_ij − target_ij)/D.
     func backpropagateMSE(rows: Int) {
+        guard let gradients else { return }
         let D = rowWidth
         let out = workspace.output.pointer, dOut = workspace.outputGradient.pointer
         for row in 0..<rows {

@@ -1,0 +1,145 @@
+import Diffusion
+import Numerics
+
+/// The newest `capacity` policy trajectories. Each stores, per sampling step k,
+/// the step's input x_{t_k}, its timestep t_k and the policy's own conditional
+/// prediction ε^π_k — the input of step k, not its output — together with the
+/// prompt's condition (after dropout) and which expert demonstration it was drawn for.
+public final class ReplayBuffer {
+    public let capacity: Int
+    public let steps: Int
+    public let width: Int
+    let config: ModelConfig
+    /// [capacity, steps, width]
+    let inputs: FloatBuffer
+    let predictions: FloatBuffer
+    /// [capacity, steps]
+    var timesteps: [Float]
+    var experts: [Int]
+    var conditions: Conditions
+    /// Trajectories stored (≤ capacity) and the slot the next one goes to.
+    public private(set) var count = 0
+    private(set) var head = 0
+
+    public init(capacity: Int, steps: Int, config: ModelConfig) {
+        self.capacity = capacity
+        self.steps = steps
+        self.width = config.sampleSize
+        self.config = config
+        inputs = FloatBuffer(count: capacity * steps * config.sampleSize)
+        predictions = FloatBuffer(count: capacity * steps * config.sampleSize)
+        timesteps = [Float](repeating: 0, count: capacity * steps)
+        experts = [Int](repeating: 0, count: capacity)
+        conditions = Conditions.null(count: capacity, config: config)
+    }
+
+    /// Reserves the slot for a new trajectory (evicting the oldest when full).
+    func beginTrajectory(expert: Int, condition: Conditions, row: Int) -> Int {
+        let slot = head
+        experts[slot] = expert
+        conditions.setRow(slot, from: condition, row: row, config: config)
+        head = (head + 1) % capacity
+        count = min(count + 1, capacity)
+        return slot
+    }
+
+    func record(slot: Int, step: Int, input: UnsafePointer<Float>, timestep: Float, prediction: UnsafePointer<Float>) {
+        let offset = (slot * steps + step) * width
+        (inputs.pointer + offset).update(from: input, count: width)
+        (predictions.pointer + offset).update(from: prediction, count: width)
+        timesteps[slot * steps + step] = timestep
+    }
+
+    // MARK: Saving and restoring (training state)
+
+    func save(into writer: inout SafeTensorsWriter) {
+        writer.add("replay.inputs", shape: [capacity, steps, width], floats: inputs.buffer.map { $0 })
+        writer.add("replay.predictions", shape: [capacity, steps, width], floats: predictions.buffer.map { $0 })
+        writer.add("replay.timesteps", shape: [capacity, steps], floats: timesteps)
+        writer.add("replay.experts", shape: [capacity], int64s: experts.map(Int64.init))
+        writer.add("replay.tokens", shape: [conditions.tokens.count], int64s: conditions.tokens.map(Int64.init))
+        writer.add("replay.vectors", shape: [conditions.vectors.count], floats: conditions.vectors)
+        writer.add("replay.is_null", shape: [conditions.isNull.count], uint8s: conditions.isNull)
+        writer.add("replay.position", shape: [2], int64s: [Int64(count), Int64(head)])
+    }
+
+    func restore(from file: SafeTensorsFile) throws {
+        try file.copyFloats("replay.inputs", shape: [capacity, steps, width], into: inputs.pointer)
+        try file.copyFloats("replay.predictions", shape: [capacity, steps, width], into: predictions.pointer)
+        timesteps = try file.floats("replay.timesteps", shape: [capacity, steps])
+        experts = try file.integers("replay.experts", shape: [capacity])
+        conditions.tokens = try file.integers("replay.tokens", shape: [conditions.tokens.count]).map { Int32($0) }
+        conditions.vectors = try file.floats("replay.vectors", shape: [conditions.vectors.count])
+        conditions.isNull = try file.integers("replay.is_null", shape: [conditions.isNull.count]).map { UInt8($0) }
+        let position = try file.integers("replay.position", shape: [2])
+        count = position[0]
+        head = position[1]
+    }
+}
+
+/// DRO's online policy samples (as the official implementation): a copy of θ,
+/// refreshed every `policy_sync_every` optimizer steps, samples trajectories for
+/// the prompts of the expert rows drawn at each micro-step, from x_T ~ N(0, I),
+/// with a per-sample timestep grid (the leading grid plus an offset in [0, ⌊T/N⌋))
+/// when `perturb_timesteps` is on.
+public final class PolicyRollouts {
+    public let policy: FloatBuffer
+    public let buffer: ReplayBuffer
+    let sampler: Sampler
+    let steps: Int
+    let guidance: Float
+    let perturbTimesteps: Bool
+    let noise: FloatBuffer
+    var grid: [Int]
+
+    public init(model: ResMLP, theta: FloatBuffer, sampler kind: SamplerKind, steps: Int, guidance: Float,
+                perturbTimesteps: Bool, bufferSize: Int, rolloutBatch: Int) {
+        policy = theta.copy()
+        buffer = ReplayBuffer(capacity: bufferSize, steps: steps, config: model.config)
+        sampler = Sampler(model: model, kind: kind, maxBatch: rolloutBatch)
+        self.steps = steps
+        self.guidance = guidance
+        self.perturbTimesteps = perturbTimesteps
+        noise = FloatBuffer(count: rolloutBatch * model.config.sampleSize)
+        grid = [Int](repeating: 0, count: rolloutBatch * steps)
+    }
+
+    public func synchronize(with theta: FloatBuffer) { policy.copy(from: theta) }
+
+    /// Samples one trajectory per expert row (for its condition) and stores every step.
+    func rollout(experts: [Int], conditions: Conditions, random: inout Philox) {
+        let batch = experts.count, D = sampler.model.config.sampleSize
+        random.fillNormal(noise.pointer, count: batch * D)
+        let trainSteps = sampler.schedule.count
+        let leading = Sampler.leadingTimesteps(steps: steps, trainSteps: trainSteps)
+        let ratio = trainSteps / steps
+        for b in 0..<batch {
+            let offset = perturbTimesteps ? random.nextInt(below: max(ratio, 1)) : 0
+            let base = perturbTimesteps ? leading : sampler.timesteps(steps: steps)
+            for k in 0..<steps { grid[b * steps + k] = base[k] + offset }
+        }
+        slots = (0..<batch).map { buffer.beginTrajectory(expert: experts[$0], condition: conditions, row: $0) }
+        sample(batch: batch, conditions: conditions, noiseSeed: random.nextUInt64())
+    }
+
+    private var slots: [Int] = []
+
+    private func sample(batch: Int, conditions: Conditions, noiseSeed: UInt64) {
+        sampler.sample(parameters: policy, x: noise.pointer, batch: batch, conditions: conditions, guidance: guidance,
+                       steps: steps, grid: Array(grid.prefix(batch * steps)),
+                       fillNoise: { step, out, count in
+                           // DDPM's per-step noise: a counter range of its own per step.
+                           var generator = Philox(seed: noiseSeed, stream: 0xDD9, counter: UInt64(step * (count + 1) / 2))
+                           generator.fillNormal(out, count: count)
+                       },
+                       observe: { [unowned self] step in self.record(step) })
+    }
+
+    private func record(_ step: SamplerStep) {
+        let D = sampler.model.config.sampleSize
+        for b in 0..<step.batch {
+            buffer.record(slot: slots[b], step: step.index, input: step.x + b * D, timestep: step.timesteps[b],
+                          prediction: step.conditionalPrediction + b * D)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Diffusion
+import Foundation
+
+public struct HyperparameterError: Error, CustomStringConvertible, Equatable {
+    /// The offending key, e.g. "learning_rate".
+    public let param: String
+    public let message: String
+    public var description: String { message }
+}
+
+/// A job's training settings with every default resolved. Keys are the API's
+/// snake_case names; each method accepts the common keys plus its own.
+public struct Hyperparameters: Equatable, Sendable, Codable {
+    // Common.
+    /// Optimizer steps to run; from `n_epochs` when only that is given.
+    public var nSteps: Int?
+    public var nEpochs: Int?
+    public var batchSize = 16
+    public var learningRate = 1e-4
+    public var lrScheduler = LearningRateSchedule.constant
+    public var warmupSteps = 0
+    public var weightDecay = 1e-2
+    public var maxGradNorm = 1.0
+    public var gradientAccumulationSteps = 1
+    /// EMA of θ; checkpoints publish the EMA weights when set.
+    public var emaDecay: Double?
+    public var checkpointEvery = 100
+    public var logEvery = 10
+    public var promptDropout = 0.0
+    // dpo, kto, rpo.
+    public var beta: Double?
+    public var lambdaDesirable: Double?
+    public var lambdaUndesirable: Double?
+    public var tau: Double?
+    // dro.
+    public var margin: Double?
+    public var policySampler: SamplerKind?
+    public var policySteps: Int?
+    public var policyGuidance: Double?
+    public var perturbTimesteps: Bool?
+    public var bufferSize: Int?
+    public var bufferBatchSize: Int?
+    public var policySyncEvery: Int?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case nSteps = "n_steps", nEpochs = "n_epochs", batchSize = "batch_size", learningRate = "learning_rate"
+        case lrScheduler = "lr_scheduler", warmupSteps = "warmup_steps", weightDecay = "weight_decay"
+        case maxGradNorm = "max_grad_norm", gradientAccumulationSteps = "gradient_accumulation_steps"
+        case emaDecay = "ema_decay", checkpointEvery = "checkpoint_every", logEvery = "log_every"
+        case promptDropout = "prompt_dropout", beta, lambdaDesirable = "lambda_desirable"
+        case lambdaUndesirable = "lambda_undesirable", tau, margin, policySampler = "policy_sampler"
+        case policySteps = "policy_steps", policyGuidance = "policy_guidance", perturbTimesteps = "perturb_timesteps"
+        case bufferSize = "buffer_size", bufferBatchSize = "buffer_batch_size", policySyncEvery = "policy_sync_every"
+    }
+
+    static let commonKeys: Set<CodingKeys> = [
+        .nSteps, .nEpochs, .batchSize, .learningRate, .lrScheduler, .warmupSteps, .weightDecay, .maxGradNorm,
+        .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .promptDropout,
+    ]
+
+    static func methodKeys(_ method: Method) -> Set<CodingKeys> {
+        switch method {
+        case .sft: []
+        case .dpo: [.beta]
+        case .kto: [.beta, .lambdaDesirable, .lambdaUndesirable]
+        case .rpo: [.beta, .tau]
+        case .dro: [.margin, .policySampler, .policySteps, .policyGuidance, .perturbTimesteps, .bufferSize,
+                    .bufferBatchSize, .policySyncEvery]
+        }
+    }
+
+    public init() {}
+
+    /// Validates `values` (the request's `hyperparameters` object) for `method` and
+    /// fills in the defaults. Unknown keys and out-of-range values name the key.
+    public static func resolve(_ values: [String: Any], method: Method, datasetSize: Int? = nil) throws -> Hyperparameters {
+        let allowed = commonKeys.union(methodKeys(method))
+        for key in values.keys.sorted() {
+            guard let codingKey = CodingKeys(rawValue: key), allowed.contains(codingKey) else {
+                let valid = allowed.map(\.rawValue).sorted().joined(separator: ", ")
+                throw HyperparameterError(param: key, message: "unknown hyperparameter '\(key)' for method \(method.rawValue); valid keys: \(valid)")
+            }
+        }
+        func integer(_ key: CodingKeys, _ range: ClosedRange<Int>) throws -> Int? {
+            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
+            guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+                  let exact = Int(exactly: number.doubleValue) else {
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            guard range.contains(exact) else {
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be in \(range.lowerBound)...\(range.upperBound), got \(exact)")
+            }
+            return exact
+        }
+        func real(_ key: CodingKeys, _ range: ClosedRange<Double>, open: Bool = false) throws -> Double? {
+            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
+            guard let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue.isFinite else {
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be a number")
+            }
+            let x = number.doubleValue
+            guard range.contains(x), !(open && x == range.lowerBound) else {
+                let interval = open ? "(\(range.lowerBound), \(range.upperBound)]" : "[\(range.lowerBound), \(range.upperBound)]"
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be in \(interval), got \(x)")
+            }
+            return x
+        }
+        func text<T: RawRepresentable>(_ key: CodingKeys, _ type: T.Type) throws -> T? where T.RawValue == String {
+            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
+            guard let string = value as? String, let parsed = T(rawValue: string) else {
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be one of the supported names, got \(values[key.rawValue]!)")
+            }
+            return parsed
+        }
+
+        var h = Hyperparameters()
+        h.nSteps = try integer(.nSteps, 1...10_000_000)
+        h.nEpochs = try integer(.nEpochs, 1...100_000)
+        if h.nSteps != nil && h.nEpochs != nil {
+            throw HyperparameterError(param: "n_steps", message: "give n_steps or n_epochs, not both")
+        }
+        h.batchSize = try integer(.batchSize, 1...4096) ?? h.batchSize
+        h.learningRate = try real(.learningRate, 0...1e30, open: true) ?? defaultLearningRate(method)
+        if let schedule = values[CodingKeys.lrScheduler.rawValue] {
+            guard let name = schedule as? String, let parsed = LearningRateSchedule(rawValue: name) else {
+                throw HyperparameterError(param: "lr_scheduler", message: "lr_scheduler must be one of \(LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            h.lrScheduler = parsed
+        }
+        h.warmupSteps = try integer(.warmupSteps, 0...10_000_000) ?? 0
+        h.weightDecay = try real(.weightDecay, 0...1) ?? h.weightDecay
+        h.maxGradNorm = try real(.maxGradNorm, 0...1e6, open: true) ?? h.maxGradNorm
+        h.gradientAccumulationSteps = try integer(.gradientAccumulationSteps, 1...1024) ?? 1
+        h.emaDecay = try real(.emaDecay, 0...0.999_999)
+        h.checkpointEvery = try integer(.checkpointEvery, 1...10_000_000) ?? h.checkpointEvery
+        h.logEvery = try integer(.logEvery, 1...10_000_000) ?? h.logEvery
+        h.promptDropout = try real(.promptDropout, 0...1) ?? (method == .dro ? 0.2 : 0)
+        switch method {
+        case .sft:
+            break
+        case .dpo, .rpo:
+            h.beta = try real(.beta, 0...1e7, open: true) ?? 5000
+            if method == .rpo { h.tau = try real(.tau, 0...1e3, open: true) ?? 0.5 }
+        case .kto:
+            h.beta = try real(.beta, 0...1e7, open: true) ?? 1000
+            h.lambdaDesirable = try real(.lambdaDesirable, 0...1e3) ?? 1
+            h.lambdaUndesirable = try real(.lambdaUndesirable, 0...1e3) ?? 1
+        case .dro:
+            h.margin = try real(.margin, 0...1e6) ?? 1e-3
+            h.policySampler = try text(.policySampler, SamplerKind.self) ?? .dpmpp2m
+            h.policySteps = try integer(.policySteps, 1...1000) ?? 20
+            h.policyGuidance = try real(.policyGuidance, 0...100) ?? 1
+            if let value = values[CodingKeys.perturbTimesteps.rawValue] {
+                guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else {
+                    throw HyperparameterError(param: "perturb_timesteps", message: "perturb_timesteps must be true or false")
+                }
+                h.perturbTimesteps = number.boolValue
+            } else {
+                h.perturbTimesteps = true
+            }
+            h.bufferSize = try integer(.bufferSize, 1...1_000_000) ?? h.batchSize
+            h.bufferBatchSize = try integer(.bufferBatchSize, 1...4096) ?? h.batchSize
+            h.policySyncEvery = try integer(.policySyncEvery, 1...1_000_000) ?? 1
+            if h.bufferBatchSize! > h.bufferSize! {
+                throw HyperparameterError(param: "buffer_batch_size", message: "buffer_batch_size (\(h.bufferBatchSize!)) cannot exceed buffer_size (\(h.bufferSize!))")
+            }
+        }
+        if h.nSteps == nil && h.nEpochs == nil { h.nSteps = 1000 }
+        if let datasetSize { h.nSteps = h.totalSteps(datasetSize: datasetSize) }
+        return h
+    }
+
+    static func defaultLearningRate(_ method: Method) -> Double { method == .sft ? 1e-4 : 1e-5 }
+
+    /// Optimizer steps for a dataset of `datasetSize` examples.
+    public func totalSteps(datasetSize: Int) -> Int {
+        if let nSteps { return nSteps }
+        let perStep = batchSize * gradientAccumulationSteps
+        return max(1, (nEpochs ?? 1) * datasetSize / perStep)
+    }
+
+    /// The resolved values as the API shows them (snake_case, null-free).
+    public var json: [String: Any] {
+        let data = try! JSONEncoder().encode(self)
+        return (try! JSONSerialization.jsonObject(with: data)) as! [String: Any]
+    }
+}
