@@ -22,6 +22,8 @@ let package = Package(
         .target(name: "Numerics", dependencies: ["COpenBLAS"], swiftSettings: numericsSettings),
         .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
         .target(name: "Training", dependencies: ["Numerics", "Diffusion"], swiftSettings: numericsSettings),
+        // A procedural text-to-image world with a reward: demo data and alignment checks.
+        .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
@@ -30,7 +32,7 @@ let package = Package(
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
         .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "GoldenFixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

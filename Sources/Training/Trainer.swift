@@ -35,6 +35,12 @@ public struct TrainingFailure: Error, CustomStringConvertible, Equatable {
     public let message: String
     public let step: Int?
     public var description: String { message }
+
+    public init(code: String, message: String, step: Int?) {
+        self.code = code
+        self.message = message
+        self.step = step
+    }
 }
 
 /// Everything a training run is made of.
