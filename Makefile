@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench clean
+.PHONY: all deps build test bench eval clean
 
 all: build
 
@@ -23,6 +23,11 @@ test:
 bench: deps
 	$(SWIFT) build -c release --product preftune-bench
 	$(SWIFT) run -c release --skip-build preftune-bench
+
+# The five objectives compared on the ShapeWorld demo (a few minutes): a markdown table.
+eval: deps
+	$(SWIFT) build -c release --product preftune-eval
+	$(SWIFT) run -c release --skip-build preftune-eval
 
 clean:
 	rm -rf .build

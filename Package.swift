@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "preftune", targets: ["preftune"]),
         .executable(name: "preftune-bench", targets: ["preftune-bench"]),
+        .executable(name: "preftune-eval", targets: ["preftune-eval"]),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
@@ -27,6 +28,7 @@ let package = Package(
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
+        .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData"]),
 
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
