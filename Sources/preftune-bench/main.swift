@@ -155,13 +155,117 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
     return totals.mapValues { $0 * 1000 / Double(steps) }
 }
 
+/// A training step of any objective as SPEC §7: the reference forward where the
+/// objective needs it, θ forward and backward, clipping at 1.0, AdamW. Batch rows are
+/// examples (a dpo/rpo/dro row is a pair). DRO's policy rows come from a replay
+/// buffer filled once beforehand, as in training between refreshes.
+final class ObjectiveStepBench {
+    let model: ResMLP
+    let objective: any Objective
+    let batch: Int
+    let theta: FloatBuffer, reference: FloatBuffer, gradients: FloatBuffer
+    let optimizer: AdamW
+    let workspace: ResMLPWorkspace
+    let scratch: ObjectiveScratch
+    let targets: FloatBuffer
+    let desirable: [Bool]
+
+    init(_ bench: BenchConfig, objective: any Objective) {
+        model = ResMLP(config: bench.config)
+        self.objective = objective
+        batch = bench.batch
+        var random = Philox(seed: 99)
+        theta = model.initialParameters(seed: 0)
+        random.fillUniform(theta.pointer, count: theta.count, low: -0.05, high: 0.05)
+        reference = theta.copy()
+        // θ a little away from the reference, as during training.
+        for i in stride(from: 0, to: theta.count, by: 7) { theta[i] += 1e-3 }
+        gradients = FloatBuffer(count: model.parameterCount)
+        optimizer = AdamW(parameterCount: model.parameterCount)
+        let rows = batch * objective.rowsPerExample, D = bench.config.sampleSize
+        workspace = model.makeWorkspace(maxBatch: rows)
+        scratch = ObjectiveScratch(config: bench.config, maxRows: rows)
+        targets = FloatBuffer(count: rows * D)
+        random.fillNormal(workspace.x.pointer, count: rows * D)
+        random.fillNormal(targets.pointer, count: rows * D)
+        guard case let .text(vocab, maxTokens) = bench.config.condition else { fatalError("bench configs are text models") }
+        for b in 0..<batch {
+            let t = Float(random.nextInt(below: 1000))
+            for copy in 0..<objective.rowsPerExample {
+                let row = copy * batch + b
+                workspace.timesteps[row] = t
+                for slot in 0..<maxTokens { workspace.tokens[row * maxTokens + slot] = slot < 6 ? Int32(1 + (b * 7 + slot) % (vocab - 1)) : 0 }
+            }
+        }
+        desirable = (0..<batch).map { $0 % 2 == 0 }
+    }
+
+    func step() {
+        _ = objective.lossAndGradient(ObjectiveContext(
+            model: model, theta: theta, reference: reference, workspace: workspace, examples: batch,
+            targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
+        let norm = GradientClipping.globalNorm(gradients)
+        optimizer.update(theta, gradients: gradients, learningRate: 1e-5,
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1))
+    }
+}
+
+/// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts.
+func benchSampling(_ bench: BenchConfig, seconds: Double) -> (median: Double, low: Double, high: Double) {
+    let model = ResMLP(config: bench.config)
+    var random = Philox(seed: 5)
+    let parameters = model.initialParameters(seed: 0)
+    random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
+    let sampler = Sampler(model: model, kind: .dpmpp2m, maxBatch: bench.batch)
+    let x = FloatBuffer(count: bench.batch * bench.config.sampleSize)
+    let prompts = (0..<bench.batch).map { "prompt number \($0) with some words" }
+    let conditions = Conditions.prompts(prompts, config: bench.config)
+    return measure(windows: 3, seconds: seconds, warmup: 1, work: Double(bench.batch)) {
+        random.fillNormal(x.pointer, count: x.count)
+        sampler.sample(parameters: parameters, x: x.pointer, batch: bench.batch, conditions: conditions, guidance: 1, steps: 20)
+    }
+}
+
+/// DRO training end to end with the default buffer settings: every micro-step samples
+/// fresh policy trajectories for the batch's experts, then trains on them.
+func benchDROEndToEnd(_ bench: BenchConfig, steps: Int) -> Double {
+    let model = ResMLP(config: bench.config)
+    let D = bench.config.sampleSize
+    var random = Philox(seed: 8)
+    let examples = 4 * bench.batch
+    var lines: [String] = []
+    for i in 0..<examples {
+        var sample = [Float](repeating: 0, count: D)
+        sample.withUnsafeMutableBufferPointer { random.fillUniform($0.baseAddress!, count: D, low: -1, high: 1) }
+        lines.append(#"{"prompt":"prompt \#(i % 50) of the bench","sample":[\#(sample.map { String($0) }.joined(separator: ","))]}"#)
+    }
+    let data = try! Dataset.parse(Data(lines.joined(separator: "\n").utf8), method: .dro, config: bench.config)
+    let base = model.initialParameters(seed: 0)
+    random.fillUniform(base.pointer, count: base.count, low: -0.05, high: 0.05)
+    let hyperparameters = try! Hyperparameters.resolve(["n_steps": steps, "batch_size": bench.batch, "checkpoint_every": 1_000_000,
+                                                       "log_every": 1_000_000], method: .dro)
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-bench-\(UUID())").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let trainer = Trainer(job: TrainingJob(method: .dro, hyperparameters: hyperparameters, seed: 1, config: bench.config,
+                                           base: base, training: data), directory: directory, sink: SilentSink())
+    let start = now()
+    _ = try! trainer.run()
+    return Double(steps * bench.batch) / (now() - start)
+}
+
+final class SilentSink: TrainingSink {
+    func log(_ message: String) {}
+    func record(step: Int, metrics: [String: Double]) {}
+    func checkpointSaved(_ checkpoint: CheckpointRecord) {}
+}
+
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--profile bench-s|bench-m]
+    usage: preftune-bench [--quick] [--profile bench-s|bench-m [--sampling]]
       (default)   every measurement, one JSON object per line
       --quick     shorter measuring windows
-      --profile   run 200 SFT steps of one config and nothing else (for perf record)
+      --profile   run 200 SFT steps (or --sampling: 15 s of sampling) of one config, nothing else (for perf record)
     """)
     exit(0)
 }
@@ -170,8 +274,12 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
         FileHandle.standardError.write(Data("unknown config \(arguments[index + 1])\n".utf8))
         exit(2)
     }
-    let sft = SFTStepBench(bench)
-    for _ in 0..<200 { _ = sft.step() }
+    if arguments.contains("--sampling") {
+        _ = benchSampling(bench, seconds: 5)
+    } else {
+        let sft = SFTStepBench(bench)
+        for _ in 0..<200 { _ = sft.step() }
+    }
     exit(0)
 }
 let quick = arguments.contains("--quick")
@@ -218,4 +326,18 @@ for bench in benchConfigs {
     for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key }) {
         emit("\(bench.name)/sft_step/\(phase)", milliseconds, "ms", ["batch": bench.batch])
     }
+    let objectives: [(String, any Objective, String)] = [
+        ("dpo", DPOObjective(), "pairs/s"), ("kto", KTOObjective(), "rows/s"),
+        ("dro", DROObjective(), "pairs/s"), ("rpo", RPOObjective(), "pairs/s"),
+    ]
+    for (name, objective, unit) in objectives {
+        let step = ObjectiveStepBench(bench, objective: objective)
+        let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
+        emit("\(bench.name)/\(name)_step", rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+    }
+    let sampling = benchSampling(bench, seconds: window)
+    emit("\(bench.name)/sample_dpmpp2m_20", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
+    let endToEnd = benchDROEndToEnd(bench, steps: quick ? 3 : 8)
+    emit("\(bench.name)/dro_train_end_to_end", endToEnd, "pairs/s",
+         ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch"])
 }
