@@ -310,18 +310,26 @@ public final class Trainer {
     /// the experts noised at t_k, rows [B, 2B) the stored policy inputs with ε^π_k.
     func prepareDROBatch(random: inout Philox) -> Int {
         guard let rollouts else { preconditionFailure("dro needs rollouts") }
-        let h = job.hyperparameters, B = h.batchSize, D = job.config.sampleSize
-        let experts = nextExamples(h.bufferBatchSize ?? B)
+        let B = job.hyperparameters.batchSize
+        let experts = nextExamples(job.hyperparameters.bufferBatchSize ?? B)
         var conditions = job.training.conditions.selecting(experts, config: job.config)
         applyDropout(&conditions, random: &random)
         rollouts.rollout(experts: experts, conditions: conditions, random: &rolloutRandom)
 
-        let buffer = rollouts.buffer
-        let drawn = drawTrajectories(B, from: buffer.count, random: &random)
+        let drawn = drawTrajectories(B, from: rollouts.buffer.count, random: &random)
+        fillDRORows(slots: drawn, buffer: rollouts.buffer, data: job.training, random: &random)
+        return B
+    }
+
+    /// Rows [0, B) are the trajectories' experts noised with fresh ε̄ at a random step's t_k,
+    /// rows [B, 2B) the stored policy inputs at that step with target ε^π_k; both under the
+    /// trajectory's (dropped-out) condition.
+    func fillDRORows(slots: [Int], buffer: ReplayBuffer, data: Dataset, random: inout Philox) {
+        let B = slots.count, D = job.config.sampleSize
         var rowConditions = Conditions.null(count: B, config: job.config)
-        let samples = job.training.samples["sample"]!
+        let samples = data.samples["sample"]!
         random.fillNormal(targets.pointer, count: B * D)
-        for (b, slot) in drawn.enumerated() {
+        for (b, slot) in slots.enumerated() {
             let k = random.nextInt(below: buffer.steps)
             let t = buffer.timesteps[slot * buffer.steps + k]
             workspace.timesteps[b] = t
@@ -338,7 +346,6 @@ public final class Trainer {
                           into: workspace.x.pointer, rows: B, width: D)
         rowConditions.write(into: workspace, at: 0, config: job.config)
         rowConditions.write(into: workspace, at: B, config: job.config)
-        return B
     }
 
     /// `count` distinct slots when the buffer holds enough, otherwise with replacement.
@@ -394,29 +401,11 @@ public final class Trainer {
     }
 
     func prepareDROValidation(indices: [Int], data: Dataset, rollouts: PolicyRollouts, random: inout Philox) -> Int {
-        let B = indices.count, D = job.config.sampleSize
-        let conditions = data.conditions.selecting(indices, config: job.config)
-        rollouts.rollout(experts: indices, conditions: conditions, random: &random)
+        let B = indices.count
+        rollouts.rollout(experts: indices, conditions: data.conditions.selecting(indices, config: job.config), random: &random)
         let buffer = rollouts.buffer
-        random.fillNormal(targets.pointer, count: B * D)
-        let samples = data.samples["sample"]!
-        for b in 0..<B {
-            let slot = (buffer.head - B + b + buffer.capacity) % buffer.capacity
-            let k = random.nextInt(below: buffer.steps)
-            let t = buffer.timesteps[slot * buffer.steps + k]
-            workspace.timesteps[b] = t
-            workspace.timesteps[B + b] = t
-            samples.withUnsafeBufferPointer { source in
-                (cleanSamples.pointer + b * D).update(from: source.baseAddress! + indices[b] * D, count: D)
-            }
-            let offset = (slot * buffer.steps + k) * D
-            (workspace.x.pointer + (B + b) * D).update(from: buffer.inputs.pointer + offset, count: D)
-            (targets.pointer + (B + b) * D).update(from: buffer.predictions.pointer + offset, count: D)
-        }
-        schedule.addNoise(x0: cleanSamples.pointer, noise: targets.pointer, timesteps: workspace.timesteps.pointer,
-                          into: workspace.x.pointer, rows: B, width: D)
-        conditions.write(into: workspace, at: 0, config: job.config)
-        conditions.write(into: workspace, at: B, config: job.config)
+        let newest = (0..<B).map { (buffer.head - B + $0 + buffer.capacity) % buffer.capacity }
+        fillDRORows(slots: newest, buffer: buffer, data: data, random: &random)
         return B
     }
 
