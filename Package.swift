@@ -26,6 +26,9 @@ let package = Package(
         // A procedural text-to-image world with a reward: demo data and alignment checks.
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
+        // HTTP/1.1: knows nothing of jobs or routes.
+        .target(name: "HTTP"),
+
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData"]),
@@ -33,6 +36,7 @@ let package = Package(
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
         .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
+        .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
     ],

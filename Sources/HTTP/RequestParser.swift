@@ -1,0 +1,339 @@
+import Foundation
+
+/// An HTTP/1.1 request head: the request line and the header fields.
+public struct HTTPRequestHead: Sendable, Equatable {
+    public var method: String
+    /// The request target as sent (origin form: path and query).
+    public var target: String
+    /// Minor version of HTTP/1.x (0 or 1).
+    public var minorVersion: Int
+    /// Header fields in the order received; names as sent.
+    public var headers: [(name: String, value: String)]
+
+    public init(method: String, target: String, minorVersion: Int, headers: [(name: String, value: String)]) {
+        self.method = method
+        self.target = target
+        self.minorVersion = minorVersion
+        self.headers = headers
+    }
+
+    public static func == (a: HTTPRequestHead, b: HTTPRequestHead) -> Bool {
+        a.method == b.method && a.target == b.target && a.minorVersion == b.minorVersion
+            && a.headers.elementsEqual(b.headers) { $0.name == $1.name && $0.value == $1.value }
+    }
+
+    /// The first value of a header field, matched case-insensitively.
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    /// Whether the connection stays open after this request (HTTP/1.1 default; HTTP/1.0 only with keep-alive).
+    public var keepAlive: Bool {
+        let tokens = (header("connection") ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        return minorVersion >= 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+    }
+
+    /// Whether the client waits for `100 Continue` before sending the body.
+    public var expectsContinue: Bool { header("expect")?.lowercased() == "100-continue" }
+}
+
+/// What the parser found in the bytes it was fed, in order.
+public enum HTTPRequestEvent: Sendable, Equatable {
+    case head(HTTPRequestHead)
+    /// A piece of the body, de-chunked.
+    case body([UInt8])
+    /// The request is complete; the next bytes belong to the next (pipelined) request.
+    case end
+}
+
+/// Why a request cannot be parsed; each maps to the status a server answers with.
+public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let status: Int
+    public let message: String
+    public var description: String { "\(status): \(message)" }
+
+    static func badRequest(_ message: String) -> HTTPParseError { HTTPParseError(status: 400, message: message) }
+}
+
+/// An incremental HTTP/1.1 request parser: a pure state machine over bytes,
+/// separate from sockets and routing. Feed it whatever arrived — any split of
+/// the stream gives the same events — and it reports heads, body pieces and
+/// request ends, for any number of pipelined requests. Limits are enforced as
+/// bytes arrive, so a hostile client never makes it buffer more than them.
+public struct HTTPRequestParser: Sendable {
+    public struct Limits: Sendable {
+        /// Request line plus header fields (431 when exceeded).
+        public var headerBytes = 16 * 1024
+        /// Header fields per request (431).
+        public var headerCount = 100
+        /// Default body limit (413); a server may change it per request with `limitBody(to:)`.
+        public var bodyBytes = 1 << 20
+        public init(headerBytes: Int = 16 * 1024, headerCount: Int = 100, bodyBytes: Int = 1 << 20) {
+            self.headerBytes = headerBytes
+            self.headerCount = headerCount
+            self.bodyBytes = bodyBytes
+        }
+    }
+
+    enum State: Sendable, Equatable {
+        case head
+        case fixedBody(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers
+        /// After an error nothing more is parsed: the connection must close.
+        case failed
+    }
+
+    public let limits: Limits
+    var state = State.head
+    /// Bytes of the current head (or chunk-size line / trailer line) not yet complete.
+    var pending: [UInt8] = []
+    var bodyLimit: Int
+    var bodyReceived = 0
+    var trailerBytes = 0
+
+    public init(limits: Limits = Limits()) {
+        self.limits = limits
+        bodyLimit = limits.bodyBytes
+    }
+
+    /// Sets the body limit of the request whose head was just reported (e.g. larger for uploads).
+    public mutating func limitBody(to bytes: Int) throws {
+        bodyLimit = bytes
+        if case let .fixedBody(remaining) = state, remaining > bodyLimit {
+            state = .failed
+            throw HTTPParseError(status: 413, message: "request body of \(remaining) bytes is over the \(bodyLimit)-byte limit")
+        }
+    }
+
+    /// Parses `bytes`, returning the events they complete. After an error, the
+    /// connection should be answered with `error.status` and closed.
+    public mutating func feed(_ bytes: some Collection<UInt8>) throws -> [HTTPRequestEvent] {
+        var events: [HTTPRequestEvent] = []
+        var input = Array(bytes)[...]
+        do {
+            while !input.isEmpty {
+                switch state {
+                case .failed:
+                    throw HTTPParseError.badRequest("the connection already failed")
+                case .head:
+                    guard let head = try takeHead(&input) else { return events }
+                    events.append(.head(head))
+                    try startBody(for: head, events: &events)
+                case let .fixedBody(remaining):
+                    let piece = input.prefix(remaining)
+                    input = input.dropFirst(piece.count)
+                    events.append(.body(Array(piece)))
+                    if remaining == piece.count {
+                        state = .head
+                        events.append(.end)
+                    } else {
+                        state = .fixedBody(remaining: remaining - piece.count)
+                    }
+                case .chunkSize:
+                    guard let line = try takeLine(&input, limit: 1024, what: "chunk size line") else { return events }
+                    let digits = line.split(separator: UInt8(ascii: ";"), maxSplits: 1).first ?? []
+                    guard let size = Self.hexValue(digits) else { throw HTTPParseError.badRequest("invalid chunk size") }
+                    if size == 0 {
+                        state = .trailers
+                        trailerBytes = 0
+                    } else {
+                        bodyReceived += size
+                        guard bodyReceived <= bodyLimit else {
+                            throw HTTPParseError(status: 413, message: "request body is over the \(bodyLimit)-byte limit")
+                        }
+                        state = .chunkData(remaining: size)
+                    }
+                case let .chunkData(remaining):
+                    let piece = input.prefix(remaining)
+                    input = input.dropFirst(piece.count)
+                    events.append(.body(Array(piece)))
+                    state = remaining == piece.count ? .chunkDataEnd : .chunkData(remaining: remaining - piece.count)
+                case .chunkDataEnd:
+                    guard let line = try takeLine(&input, limit: 2, what: "chunk end") else { return events }
+                    guard line.isEmpty else { throw HTTPParseError.badRequest("chunk data is longer than its size") }
+                    state = .chunkSize
+                case .trailers:
+                    guard let line = try takeLine(&input, limit: limits.headerBytes, what: "trailer") else { return events }
+                    trailerBytes += line.count + 2
+                    guard trailerBytes <= limits.headerBytes else {
+                        throw HTTPParseError(status: 431, message: "trailer fields are over the \(limits.headerBytes)-byte limit")
+                    }
+                    if line.isEmpty {
+                        state = .head
+                        events.append(.end)
+                    }
+                }
+            }
+        } catch let error as HTTPParseError {
+            state = .failed
+            pending = []
+            throw error
+        }
+        return events
+    }
+
+    // MARK: - Head
+
+    /// Takes a complete head (up to and including the blank line) or buffers what there is.
+    mutating func takeHead(_ input: inout ArraySlice<UInt8>) throws -> HTTPRequestHead? {
+        // Tolerate blank lines before a request line (RFC 9112 §2.2).
+        if pending.isEmpty {
+            while let first = input.first, first == 0x0D || first == 0x0A { input = input.dropFirst() }
+            if input.isEmpty { return nil }
+        }
+        let searchStart = max(0, pending.count - 3)
+        pending.append(contentsOf: input)
+        guard let end = Self.headEnd(in: pending, from: searchStart) else {
+            guard pending.count <= limits.headerBytes else {
+                throw HTTPParseError(status: 431, message: "request head is over the \(limits.headerBytes)-byte limit")
+            }
+            input = input.dropFirst(input.count)
+            return nil
+        }
+        guard end <= limits.headerBytes else {
+            throw HTTPParseError(status: 431, message: "request head is over the \(limits.headerBytes)-byte limit")
+        }
+        let consumedFromInput = end - (pending.count - input.count)
+        input = input.dropFirst(consumedFromInput)
+        let head = try Self.parseHead(pending[0..<end], limits: limits)
+        pending = []
+        return head
+    }
+
+    /// Index just past the first CRLFCRLF (or LFLF) at or after `start`.
+    static func headEnd(in bytes: [UInt8], from start: Int) -> Int? {
+        var i = start
+        while i < bytes.count {
+            if bytes[i] == 0x0A {
+                if i + 1 < bytes.count, bytes[i + 1] == 0x0A { return i + 2 }
+                if i + 2 < bytes.count, bytes[i + 1] == 0x0D, bytes[i + 2] == 0x0A { return i + 3 }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    static func parseHead(_ bytes: ArraySlice<UInt8>, limits: Limits) throws -> HTTPRequestHead {
+        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line -> ArraySlice<UInt8> in
+            line.last == 0x0D ? line.dropLast() : line
+        }
+        while lines.last?.isEmpty == true { lines.removeLast() }
+        guard let requestLine = lines.first else { throw HTTPParseError.badRequest("empty request") }
+        let parts = requestLine.split(separator: 0x20, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw HTTPParseError.badRequest("malformed request line")
+        }
+        guard parts[0].allSatisfy(isTokenByte) else { throw HTTPParseError.badRequest("invalid method") }
+        guard parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw HTTPParseError.badRequest("invalid request target") }
+        let version = String(decoding: parts[2], as: UTF8.self)
+        let minor: Int
+        switch version {
+        case "HTTP/1.1": minor = 1
+        case "HTTP/1.0": minor = 0
+        default:
+            guard version.hasPrefix("HTTP/") else { throw HTTPParseError.badRequest("malformed HTTP version") }
+            throw HTTPParseError(status: 505, message: "\(version) is not supported; use HTTP/1.1")
+        }
+        var headers: [(name: String, value: String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw HTTPParseError.badRequest("header line without a colon") }
+            let name = line[line.startIndex..<colon]
+            guard !name.isEmpty, name.allSatisfy(isTokenByte) else {
+                throw HTTPParseError.badRequest("invalid header name (whitespace before the colon, or an obsolete line fold)")
+            }
+            let rawValue = line[(colon + 1)...]
+            guard rawValue.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
+                throw HTTPParseError.badRequest("control character in header \(String(decoding: name, as: UTF8.self))")
+            }
+            headers.append((String(decoding: name, as: UTF8.self),
+                            String(decoding: rawValue, as: UTF8.self).trimmingCharacters(in: .whitespaces)))
+            guard headers.count <= limits.headerCount else {
+                throw HTTPParseError(status: 431, message: "more than \(limits.headerCount) header fields")
+            }
+        }
+        return HTTPRequestHead(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: parts[1], as: UTF8.self),
+                               minorVersion: minor, headers: headers)
+    }
+
+    /// Decides how the body is framed (RFC 9112 §6): chunked, a Content-Length, or none.
+    mutating func startBody(for head: HTTPRequestHead, events: inout [HTTPRequestEvent]) throws {
+        bodyLimit = limits.bodyBytes
+        bodyReceived = 0
+        let encodings = head.headers.filter { $0.name.lowercased() == "transfer-encoding" }
+        let lengths = head.headers.filter { $0.name.lowercased() == "content-length" }.map(\.value)
+        if !encodings.isEmpty {
+            // Both framings at once is how request smuggling starts: refuse it.
+            guard lengths.isEmpty else { throw HTTPParseError.badRequest("both Transfer-Encoding and Content-Length") }
+            let codings = encodings.flatMap { $0.value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            guard codings == ["chunked"] else {
+                throw HTTPParseError(status: 501, message: "transfer coding \(codings.joined(separator: ", ")) is not supported; send chunked or Content-Length")
+            }
+            state = .chunkSize
+            return
+        }
+        guard let length = lengths.first else {
+            state = .head
+            events.append(.end)
+            return
+        }
+        guard lengths.allSatisfy({ $0 == length }), !length.isEmpty, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+              length.utf8.count <= 18, let size = Int(length)
+        else { throw HTTPParseError.badRequest("invalid Content-Length") }
+        guard size <= bodyLimit else {
+            throw HTTPParseError(status: 413, message: "request body of \(size) bytes is over the \(bodyLimit)-byte limit")
+        }
+        if size == 0 {
+            state = .head
+            events.append(.end)
+        } else {
+            state = .fixedBody(remaining: size)
+        }
+    }
+
+    // MARK: - Lines and bytes
+
+    /// Takes one CRLF- (or LF-) terminated line without its terminator, buffering partial lines.
+    mutating func takeLine(_ input: inout ArraySlice<UInt8>, limit: Int, what: String) throws -> ArraySlice<UInt8>? {
+        guard let newline = input.firstIndex(of: 0x0A) else {
+            pending.append(contentsOf: input)
+            input = input.dropFirst(input.count)
+            guard pending.count <= limit + 1 else { throw HTTPParseError.badRequest("\(what) is too long") }
+            return nil
+        }
+        var line = pending + input[input.startIndex..<newline]
+        input = input[(newline + 1)...]
+        pending = []
+        if line.last == 0x0D { line.removeLast() }
+        guard line.count <= limit else { throw HTTPParseError.badRequest("\(what) is too long") }
+        return line[...]
+    }
+
+    static func hexValue(_ digits: some Collection<UInt8>) -> Int? {
+        let trimmed = digits.filter { $0 != 0x20 && $0 != 0x09 }
+        guard !trimmed.isEmpty, trimmed.count <= 15 else { return nil }
+        var value = 0
+        for byte in trimmed {
+            switch byte {
+            case 0x30...0x39: value = value * 16 + Int(byte - 0x30)
+            case 0x41...0x46: value = value * 16 + Int(byte - 0x41 + 10)
+            case 0x61...0x66: value = value * 16 + Int(byte - 0x61 + 10)
+            default: return nil
+            }
+        }
+        return value
+    }
+
+    /// RFC 9110 token characters (method and header names).
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        default: false
+        }
+    }
+}
