@@ -17,10 +17,13 @@ as_root() {
   fi
 }
 
+# True when at least one path matches the glob.
+exists() { compgen -G "$1" >/dev/null; }
+
 missing=()
 [ -f /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
-if ! ls /usr/include/cblas.h /usr/include/*/cblas.h >/dev/null 2>&1 \
-   || ! ls /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so >/dev/null 2>&1; then
+if ! { exists "/usr/include/cblas.h" || exists "/usr/include/*/cblas.h"; } \
+   || ! { exists "/usr/lib/*/libopenblas.so" || exists "/usr/lib/libopenblas.so"; }; then
   missing+=(libopenblas-dev)
 fi
 if [ "$want_python" = python ]; then
