@@ -26,6 +26,8 @@ let package = Package(
         // A procedural text-to-image world with a reward: demo data and alignment checks.
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
+        // SQLite through the C API, with migrations from migrations/.
+        .target(name: "Store", dependencies: ["CSQLite"]),
         // HTTP/1.1: knows nothing of jobs or routes.
         .target(name: "HTTP"),
 
@@ -37,6 +39,7 @@ let package = Package(
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
         .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
     ],
