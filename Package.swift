@@ -28,8 +28,10 @@ let package = Package(
 
         // SQLite through the C API, with migrations from migrations/.
         .target(name: "Store", dependencies: ["CSQLite"]),
+        // epoll and eventfd, which Swift's Glibc module does not export.
+        .target(name: "CLinux"),
         // HTTP/1.1: knows nothing of jobs or routes.
-        .target(name: "HTTP"),
+        .target(name: "HTTP", dependencies: ["CLinux"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),

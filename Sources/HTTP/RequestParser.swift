@@ -66,12 +66,17 @@ public struct HTTPRequestParser: Sendable {
         public var headerBytes = 16 * 1024
         /// Header fields per request (431).
         public var headerCount = 100
-        /// Default body limit (413); a server may change it per request with `limitBody(to:)`.
+        /// Default body limit (413).
         public var bodyBytes = 1 << 20
-        public init(headerBytes: Int = 16 * 1024, headerCount: Int = 100, bodyBytes: Int = 1 << 20) {
+        /// A body limit per request, decided from its head as soon as the head is parsed
+        /// (e.g. larger for uploads); `bodyBytes` when nil.
+        public var bodyBytesForHead: (@Sendable (HTTPRequestHead) -> Int)?
+        public init(headerBytes: Int = 16 * 1024, headerCount: Int = 100, bodyBytes: Int = 1 << 20,
+                    bodyBytesForHead: (@Sendable (HTTPRequestHead) -> Int)? = nil) {
             self.headerBytes = headerBytes
             self.headerCount = headerCount
             self.bodyBytes = bodyBytes
+            self.bodyBytesForHead = bodyBytesForHead
         }
     }
 
@@ -99,14 +104,8 @@ public struct HTTPRequestParser: Sendable {
         bodyLimit = limits.bodyBytes
     }
 
-    /// Sets the body limit of the request whose head was just reported (e.g. larger for uploads).
-    public mutating func limitBody(to bytes: Int) throws {
-        bodyLimit = bytes
-        if case let .fixedBody(remaining) = state, remaining > bodyLimit {
-            state = .failed
-            throw HTTPParseError(status: 413, message: "request body of \(remaining) bytes is over the \(bodyLimit)-byte limit")
-        }
-    }
+    /// True between requests: no partial head or body is buffered.
+    public var isIdle: Bool { state == .head && pending.isEmpty }
 
     /// Parses `bytes`, returning the events they complete. After an error, the
     /// connection should be answered with `error.status` and closed.
@@ -260,7 +259,7 @@ public struct HTTPRequestParser: Sendable {
 
     /// Decides how the body is framed (RFC 9112 §6): chunked, a Content-Length, or none.
     mutating func startBody(for head: HTTPRequestHead, events: inout [HTTPRequestEvent]) throws {
-        bodyLimit = limits.bodyBytes
+        bodyLimit = limits.bodyBytesForHead?(head) ?? limits.bodyBytes
         bodyReceived = 0
         let encodings = head.headers.filter { $0.name.lowercased() == "transfer-encoding" }
         let lengths = head.headers.filter { $0.name.lowercased() == "content-length" }.map(\.value)

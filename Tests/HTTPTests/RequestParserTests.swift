@@ -99,13 +99,11 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(Self.status("GET / HTTP/1.1\r\nX: a\u{1}b\r\n\r\n") == 400)
     }
 
-    @Test func aServerCanRaiseTheBodyLimitPerRequest() throws {
-        var parser = HTTPRequestParser(limits: .init(bodyBytes: 4))
-        let head = bytes("POST /v1/files HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-        #expect(try parser.feed(head).count == 1)
-        try parser.limitBody(to: 100)
-        let events = try parser.feed(bytes("a\r\n0123456789\r\n0\r\n\r\n"))
-        #expect(events == [.body(bytes("0123456789")), .end])
+    @Test func theBodyLimitCanDependOnTheRequest() throws {
+        let limits = HTTPRequestParser.Limits(bodyBytes: 4, bodyBytesForHead: { $0.target == "/v1/files" ? 100 : 4 })
+        let upload = "POST /v1/files HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n"
+        #expect(try parse(bytes(upload), limits: limits).dropFirst() == [.body(bytes("0123456789")), .end])
+        #expect(Self.status("POST /v1/other HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", limits: limits) == 413)
     }
 
     @Test func afterAnErrorNothingMoreIsParsed() {

@@ -1,0 +1,26 @@
+// Linux calls the HTTP event loop needs that Swift's Glibc module does not
+// export (epoll, eventfd). epoll_event is a packed struct on x86-64, so the
+// shim passes plain arrays instead of mirroring it in Swift.
+#ifndef PREFTUNE_CLINUX_H
+#define PREFTUNE_CLINUX_H
+
+#include <stdint.h>
+
+enum {
+    PREFTUNE_EPOLLIN = 0x001,
+    PREFTUNE_EPOLLOUT = 0x004,
+    PREFTUNE_EPOLLERR = 0x008,
+    PREFTUNE_EPOLLHUP = 0x010,
+    PREFTUNE_EPOLLRDHUP = 0x2000,
+};
+
+int preftune_epoll_create(void);
+/// op: 1 add, 2 delete, 3 modify (EPOLL_CTL_*).
+int preftune_epoll_ctl(int epfd, int op, int fd, uint32_t events);
+/// Waits for up to `capacity` events; writes each one's fd and event mask.
+int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, int timeout_ms);
+int preftune_eventfd(void);
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int preftune_accept(int listener);
+
+#endif

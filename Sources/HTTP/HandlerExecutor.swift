@@ -1,0 +1,48 @@
+import Foundation
+
+/// Dedicated threads for request handlers (a `TaskExecutor`, SE-0417). Handlers do
+/// not share Swift's global cooperative pool — one thread per core — with whatever
+/// else the process runs there, so a busy pool cannot starve the API.
+final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var stopping = false
+
+    init(threads: Int, name: String) {
+        for i in 0..<max(1, threads) {
+            let thread = Thread { [unowned self] in self.work() }
+            thread.name = "\(name)-\(i)"
+            thread.start()
+        }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Lets the threads exit once the queue is empty.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopping { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+}

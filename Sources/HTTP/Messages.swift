@@ -1,0 +1,69 @@
+import Foundation
+
+/// A complete request as handlers see it.
+public struct HTTPRequest: Sendable {
+    public let head: HTTPRequestHead
+    public let body: [UInt8]
+
+    public init(head: HTTPRequestHead, body: [UInt8]) {
+        self.head = head
+        self.body = body
+    }
+
+    public var method: String { head.method }
+    /// The path without the query string.
+    public var path: String { String(head.target.split(separator: "?", maxSplits: 1).first ?? "") }
+    /// Query parameters, percent-decoded; the first value of a repeated name wins.
+    public var query: [String: String] {
+        guard let query = head.target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [:] }
+        var result: [String: String] = [:]
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            func decode(_ s: Substring) -> String { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
+            guard let name = parts.first.map(decode), result[name] == nil else { continue }
+            result[name] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return result
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public enum Body: Sendable {
+        case bytes([UInt8])
+        /// Sent chunked as pieces arrive; the connection holds no thread while waiting.
+        case stream(AsyncStream<[UInt8]>)
+    }
+
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: Body
+
+    public init(status: Int, headers: [(name: String, value: String)] = [], body: Body = .bytes([])) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public init(status: Int, contentType: String, body: String) {
+        self.init(status: status, headers: [("Content-Type", contentType)], body: .bytes(Array(body.utf8)))
+    }
+
+    static let reasons: [Int: String] = [
+        100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 400: "Bad Request",
+        401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+        409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+        429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+        501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+    ]
+
+    /// Status line and headers; framing (Content-Length or chunked) and Connection are added here.
+    func head(keepAlive: Bool, contentLength: Int?) -> [UInt8] {
+        var text = "HTTP/1.1 \(status) \(Self.reasons[status] ?? "Status")\r\n"
+        for (name, value) in headers where !["content-length", "transfer-encoding", "connection"].contains(name.lowercased()) {
+            text += "\(name): \(value)\r\n"
+        }
+        text += contentLength.map { "Content-Length: \($0)\r\n" } ?? "Transfer-Encoding: chunked\r\n"
+        text += keepAlive ? "" : "Connection: close\r\n"
+        return Array((text + "\r\n").utf8)
+    }
+}

@@ -1,0 +1,420 @@
+import CLinux
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
+
+/// The project's own HTTP/1.1 server: one epoll event loop thread owns every
+/// socket; handlers run as tasks off the loop and hand their responses back
+/// through a queue and an eventfd. Keep-alive, pipelined requests answered in
+/// order, Content-Length and chunked bodies both ways, `Expect: 100-continue`,
+/// streamed responses that hold no thread while idle, limits and timeouts, and
+/// graceful shutdown (stop accepting, finish what is in flight, then stop).
+public final class HTTPServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (see `port` after `start`).
+        public var port = 8080
+        public var limits = HTTPRequestParser.Limits()
+        public var maxConnections = 10_000
+        /// A connection with no request in progress is closed after this long.
+        public var idleTimeout: Double = 60
+        /// A request whose head or body stalls for this long gets 408 and the connection closes.
+        public var requestTimeout: Double = 30
+        /// Threads that run handlers and response streams, apart from the global pool.
+        public var handlerThreads = 2
+        public init() {}
+    }
+
+    enum Delivery: Sendable {
+        case response(connection: Int32, generation: UInt64, sequence: Int, HTTPResponse)
+        case chunk(connection: Int32, generation: UInt64, sequence: Int, [UInt8])
+        case end(connection: Int32, generation: UInt64, sequence: Int)
+    }
+
+    struct Shared: Sendable {
+        var inbox: [Delivery] = []
+        var port = 0
+        var shuttingDown = false
+        var running = false
+    }
+
+    let configuration: Configuration
+    let handler: HTTPHandler
+    let shared = Mutex(Shared())
+    let wakeFD: Int32
+    let stopped = Mutex(false)
+    let executor: HandlerExecutor
+
+    public init(configuration: Configuration, handler: @escaping HTTPHandler) {
+        self.configuration = configuration
+        self.handler = handler
+        wakeFD = preftune_eventfd()
+        executor = HandlerExecutor(threads: configuration.handlerThreads, name: "preftune-handler")
+    }
+
+    deinit {
+        executor.stop()
+        close(wakeFD)
+    }
+
+    /// The bound port, once started.
+    public var port: Int { shared.withLock { $0.port } }
+
+    /// Binds and starts the event loop on its own thread; returns the bound port.
+    @discardableResult
+    public func start() throws -> Int {
+        let listener = try Self.listen(host: configuration.host, port: configuration.port)
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        shared.withLock { $0.port = port; $0.running = true }
+        let loop = EventLoop(server: self, listener: listener)
+        let thread = Thread { loop.run() }
+        thread.name = "preftune-http"
+        thread.start()
+        return port
+    }
+
+    /// Stops accepting, lets in-flight requests and streams finish, then stops the loop.
+    public func shutdown() {
+        shared.withLock { $0.shuttingDown = true }
+        wake()
+    }
+
+    /// Blocks until the loop has stopped.
+    public func wait() {
+        while !stopped.withLock({ $0 }) { usleep(10_000) }
+    }
+
+    func deliver(_ delivery: Delivery) {
+        shared.withLock { $0.inbox.append(delivery) }
+        wake()
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    static func listen(host: String, port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw HTTPServerError("socket: \(String(cString: strerror(errno)))") }
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            close(fd)
+            throw HTTPServerError("\(host) is not an IPv4 address")
+        }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, Glibc.listen(fd, 1024) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw HTTPServerError("cannot listen on \(host):\(port): \(reason)")
+        }
+        return fd
+    }
+}
+
+public struct HTTPServerError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Everything the loop knows about one connection. Confined to the loop thread.
+final class Connection {
+    let fd: Int32
+    /// Distinguishes this connection from a later one that reuses the fd.
+    let generation: UInt64
+    var parser: HTTPRequestParser
+    var head: HTTPRequestHead?
+    var body: [UInt8] = []
+    var nextSequence = 0
+    var nextToSend = 0
+    var ready: [Int: HTTPResponse] = [:]
+    var keepAlive: [Int: Bool] = [:]
+    var streaming: (sequence: Int, task: Task<Void, Never>)?
+    var output: [UInt8] = []
+    var closeAfterFlush = false
+    var wantsWrite = false
+    var lastActivity: Double
+    var requestStarted: Double?
+
+    init(fd: Int32, generation: UInt64, limits: HTTPRequestParser.Limits, now: Double) {
+        self.fd = fd
+        self.generation = generation
+        parser = HTTPRequestParser(limits: limits)
+        lastActivity = now
+    }
+
+    var inFlight: Bool { nextSequence > nextToSend || head != nil }
+}
+
+final class EventLoop: @unchecked Sendable {
+    let server: HTTPServer
+    var listener: Int32
+    let epoll: Int32
+    var connections: [Int32: Connection] = [:]
+    var generation: UInt64 = 0
+
+    init(server: HTTPServer, listener: Int32) {
+        self.server = server
+        self.listener = listener
+        epoll = preftune_epoll_create()
+        add(listener, events: UInt32(PREFTUNE_EPOLLIN))
+        add(server.wakeFD, events: UInt32(PREFTUNE_EPOLLIN))
+    }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    static let readable = UInt32(PREFTUNE_EPOLLIN | PREFTUNE_EPOLLRDHUP)
+
+    func add(_ fd: Int32, events: UInt32) { _ = preftune_epoll_ctl(epoll, 1, fd, events) }
+
+    func setWriteInterest(_ connection: Connection, _ on: Bool) {
+        guard connection.wantsWrite != on else { return }
+        connection.wantsWrite = on
+        _ = preftune_epoll_ctl(epoll, 3, connection.fd, Self.readable | (on ? UInt32(PREFTUNE_EPOLLOUT) : 0))
+    }
+
+    func run() {
+        var fds = [Int32](repeating: 0, count: 256), events = [UInt32](repeating: 0, count: 256)
+        var lastSweep = Self.now()
+        while true {
+            let count = preftune_epoll_wait(epoll, &fds, &events, 256, 250)
+            for i in 0..<max(0, Int(count)) {
+                let fd = fds[i], flags = events[i]
+                if fd == listener { accept() }
+                else if fd == server.wakeFD { drainWakeups() }
+                else if let connection = connections[fd] {
+                    if flags & UInt32(PREFTUNE_EPOLLIN | PREFTUNE_EPOLLRDHUP | PREFTUNE_EPOLLHUP | PREFTUNE_EPOLLERR) != 0 { read(connection) }
+                    if flags & UInt32(PREFTUNE_EPOLLOUT) != 0, connections[fd] === connection { flush(connection) }
+                }
+            }
+            drainInbox()
+            let now = Self.now()
+            if now - lastSweep >= 0.25 {
+                sweepTimeouts(now: now)
+                lastSweep = now
+            }
+            if server.shared.withLock({ $0.shuttingDown }) {
+                if listener >= 0 {
+                    _ = preftune_epoll_ctl(epoll, 2, listener, 0)
+                    close(listener)
+                    listener = -1
+                }
+                for connection in connections.values where !connection.inFlight && connection.output.isEmpty { closeConnection(connection) }
+                if connections.isEmpty { break }
+            }
+        }
+        close(epoll)
+        server.stopped.withLock { $0 = true }
+    }
+
+    func drainWakeups() {
+        var value: UInt64 = 0
+        _ = Glibc.read(server.wakeFD, &value, 8)
+    }
+
+    func accept() {
+        while true {
+            let fd = preftune_accept(listener)
+            guard fd >= 0 else { return }
+            var yes: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
+            if connections.count >= server.configuration.maxConnections {
+                let response = HTTPResponse(status: 503, contentType: "application/json",
+                                            body: #"{"error":{"message":"the server has too many connections; retry shortly","type":"server_busy","param":null,"code":"too_many_connections"}}"#)
+                if case let .bytes(body) = response.body {
+                    let bytes = response.head(keepAlive: false, contentLength: body.count) + body
+                    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                }
+                close(fd)
+                continue
+            }
+            generation &+= 1
+            let connection = Connection(fd: fd, generation: generation, limits: server.configuration.limits, now: Self.now())
+            connections[fd] = connection
+            add(fd, events: Self.readable)
+        }
+    }
+
+    func read(_ connection: Connection) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while connections[connection.fd] === connection {
+            let n = buffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { closeConnection(connection); return }
+            if n < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { return }
+                if errno == EINTR { continue }
+                closeConnection(connection)
+                return
+            }
+            connection.lastActivity = Self.now()
+            if connection.closeAfterFlush { continue }  // after an error, ignore what follows
+            do {
+                for event in try connection.parser.feed(buffer[0..<n]) { handle(event, on: connection) }
+            } catch let error as HTTPParseError {
+                fail(connection, status: error.status, message: error.message)
+            } catch {
+                fail(connection, status: 400, message: "\(error)")
+            }
+        }
+    }
+
+    func handle(_ event: HTTPRequestEvent, on connection: Connection) {
+        switch event {
+        case let .head(head):
+            connection.head = head
+            connection.body = []
+            connection.requestStarted = Self.now()
+            let hasBody = head.header("content-length").map { $0 != "0" } ?? (head.header("transfer-encoding") != nil)
+            if head.expectsContinue && hasBody && head.minorVersion >= 1 {
+                write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), to: connection)
+            }
+        case let .body(piece):
+            connection.body += piece
+            connection.requestStarted = Self.now()
+        case .end:
+            guard let head = connection.head else { return }
+            let sequence = connection.nextSequence
+            connection.nextSequence += 1
+            connection.keepAlive[sequence] = head.keepAlive && !server.shared.withLock { $0.shuttingDown }
+            connection.head = nil
+            connection.requestStarted = nil
+            let request = HTTPRequest(head: head, body: connection.body)
+            connection.body = []
+            let (server, fd, generation) = (self.server, connection.fd, connection.generation)
+            Task(executorPreference: server.executor) {
+                let response = await server.handler(request)
+                server.deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
+            }
+        }
+    }
+
+    /// Answers a broken request and closes the connection once the answer is out.
+    func fail(_ connection: Connection, status: Int, message: String) {
+        let text = #"{"error":{"message":"\#(message.replacingOccurrences(of: "\"", with: "'"))","type":"invalid_request_error","param":null,"code":null}}"#
+        let sequence = connection.nextSequence
+        connection.nextSequence += 1
+        connection.keepAlive[sequence] = false
+        connection.head = nil
+        connection.requestStarted = nil
+        connection.closeAfterFlush = true
+        connection.ready[sequence] = HTTPResponse(status: status, contentType: "application/json", body: text)
+        sendReady(connection)
+    }
+
+    func drainInbox() {
+        let deliveries = server.shared.withLock { shared -> [HTTPServer.Delivery] in
+            defer { shared.inbox.removeAll(keepingCapacity: true) }
+            return shared.inbox
+        }
+        for delivery in deliveries {
+            switch delivery {
+            case let .response(fd, generation, sequence, response):
+                guard let connection = live(fd, generation) else { continue }
+                connection.ready[sequence] = response
+                sendReady(connection)
+            case let .chunk(fd, generation, sequence, bytes):
+                guard let connection = live(fd, generation), connection.streaming?.sequence == sequence, !bytes.isEmpty else { continue }
+                write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10], to: connection)
+            case let .end(fd, generation, sequence):
+                guard let connection = live(fd, generation), connection.streaming?.sequence == sequence else { continue }
+                connection.streaming = nil
+                write(Array("0\r\n\r\n".utf8), to: connection)
+                finishResponse(connection, sequence: sequence)
+            }
+        }
+    }
+
+    func live(_ fd: Int32, _ generation: UInt64) -> Connection? {
+        guard let connection = connections[fd], connection.generation == generation else { return nil }
+        return connection
+    }
+
+    /// Writes responses in request order, as far as they are ready.
+    func sendReady(_ connection: Connection) {
+        while connection.streaming == nil, connections[connection.fd] === connection,
+              let response = connection.ready.removeValue(forKey: connection.nextToSend) {
+            let sequence = connection.nextToSend
+            // Once shutting down, every response tells the client to go elsewhere next time.
+            let keepAlive = (connection.keepAlive[sequence] ?? false) && !server.shared.withLock { $0.shuttingDown }
+            connection.keepAlive[sequence] = keepAlive
+            switch response.body {
+            case let .bytes(body):
+                write(response.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
+                finishResponse(connection, sequence: sequence)
+            case let .stream(stream):
+                write(response.head(keepAlive: keepAlive, contentLength: nil), to: connection)
+                let (server, fd, generation) = (self.server, connection.fd, connection.generation)
+                let task = Task(executorPreference: server.executor) {
+                    for await piece in stream {
+                        server.deliver(.chunk(connection: fd, generation: generation, sequence: sequence, piece))
+                    }
+                    server.deliver(.end(connection: fd, generation: generation, sequence: sequence))
+                }
+                connection.streaming = (sequence, task)
+            }
+        }
+    }
+
+    func finishResponse(_ connection: Connection, sequence: Int) {
+        if connection.keepAlive.removeValue(forKey: sequence) == false { connection.closeAfterFlush = true }
+        connection.nextToSend = sequence + 1
+        connection.lastActivity = Self.now()
+        if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { closeConnection(connection); return }
+        sendReady(connection)
+    }
+
+    func write(_ bytes: [UInt8], to connection: Connection) {
+        connection.output += bytes
+        flush(connection)
+    }
+
+    func flush(_ connection: Connection) {
+        while !connection.output.isEmpty {
+            let n = connection.output.withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { setWriteInterest(connection, true); return }
+                closeConnection(connection)
+                return
+            }
+            connection.output.removeFirst(n)
+        }
+        setWriteInterest(connection, false)
+        if connection.closeAfterFlush, connection.streaming == nil, connection.nextToSend >= connection.nextSequence {
+            closeConnection(connection)
+        }
+    }
+
+    func sweepTimeouts(now: Double) {
+        let configuration = server.configuration
+        for connection in Array(connections.values) {
+            if let started = connection.requestStarted, now - started > configuration.requestTimeout {
+                fail(connection, status: 408, message: "the request was not received within \(Int(configuration.requestTimeout)) s")
+            } else if !connection.inFlight, connection.output.isEmpty, connection.parser.isIdle,
+                      now - connection.lastActivity > configuration.idleTimeout {
+                closeConnection(connection)
+            } else if !connection.parser.isIdle, connection.requestStarted == nil {
+                connection.requestStarted = now
+            }
+        }
+    }
+
+    func closeConnection(_ connection: Connection) {
+        guard connections[connection.fd] === connection else { return }
+        connection.streaming?.task.cancel()
+        connections[connection.fd] = nil
+        _ = preftune_epoll_ctl(epoll, 2, connection.fd, 0)
+        close(connection.fd)
+    }
+}

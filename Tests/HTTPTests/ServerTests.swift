@@ -1,0 +1,186 @@
+import Foundation
+import HTTP
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking loopback client that speaks raw bytes, so tests see exactly what the server sends.
+final class RawClient {
+    let fd: Int32
+    var received: [UInt8] = []
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        let status = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard status == 0 else { throw HTTPTestError("connect failed") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+
+    /// Reads until `predicate` holds for what arrived, the peer closes, or 5 s pass. Returns false on close/timeout.
+    @discardableResult
+    func read(until predicate: (String) -> Bool) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !predicate(text) {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { return false }
+            received += buffer[0..<n]
+        }
+        return true
+    }
+
+    var text: String { String(decoding: received, as: UTF8.self) }
+
+    /// True when the server has closed the connection (recv returns 0).
+    func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+}
+
+struct HTTPTestError: Error { let message: String; init(_ m: String) { message = m } }
+
+func count(_ needle: String, in haystack: String) -> Int { haystack.components(separatedBy: needle).count - 1 }
+
+@Suite(.serialized) struct ServerTests {
+    static func server(_ configure: (inout HTTPServer.Configuration) -> Void = { _ in },
+                       handler: @escaping HTTPHandler) throws -> HTTPServer {
+        var configuration = HTTPServer.Configuration()
+        configuration.port = 0
+        configure(&configuration)
+        let server = HTTPServer(configuration: configuration, handler: handler)
+        try server.start()
+        return server
+    }
+
+    static let echo: HTTPHandler = { request in
+        if request.path == "/slow" { try? await Task.sleep(for: .milliseconds(200)) }
+        return HTTPResponse(status: 200, contentType: "text/plain",
+                            body: "\(request.method) \(request.path) q=\(request.query["q"] ?? "") body=\(String(decoding: request.body, as: UTF8.self))")
+    }
+
+    @Test func keepAliveServesSeveralRequestsOnOneConnection() throws {
+        let server = try Self.server(handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /a?q=x%20y HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(client.read { $0.contains("q=x y body=") })
+        client.send("POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        #expect(client.read { $0.contains("POST /b q= body=hello") })
+        #expect(count("HTTP/1.1 200 OK", in: client.text) == 2)
+        #expect(!client.text.contains("Connection: close"))
+    }
+
+    @Test func pipelinedResponsesComeBackInRequestOrder() throws {
+        let server = try Self.server(handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\n\r\nGET /fast1 HTTP/1.1\r\n\r\nPOST /chunked HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        #expect(client.read { count("HTTP/1.1 200", in: $0) == 3 && $0.hasSuffix("body=abcde") })
+        let order = ["GET /slow", "GET /fast1", "POST /chunked"].map { client.text.range(of: $0)!.lowerBound }
+        #expect(order == order.sorted(), "responses out of order:\n\(client.text)")
+    }
+
+    @Test func streamedResponsesAreChunkedAsPiecesArrive() throws {
+        let server = try Self.server { _ in
+            // The producer runs on Dispatch, like a tailer fed by file events: not on Swift's global pool.
+            HTTPResponse(status: 200, headers: [("Content-Type", "text/plain")], body: .stream(AsyncStream { continuation in
+                let queue = DispatchQueue(label: "producer")
+                @Sendable func emit(_ lines: ArraySlice<String>) {
+                    guard let line = lines.first else { return continuation.finish() }
+                    continuation.yield(Array(line.utf8))
+                    queue.asyncAfter(deadline: .now() + .milliseconds(30)) { emit(lines.dropFirst()) }
+                }
+                queue.async { emit(["one\n", "two\n", "three\n"]) }
+            }))
+        }
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /logs HTTP/1.1\r\n\r\n")
+        #expect(client.read { $0.hasSuffix("0\r\n\r\n") })
+        #expect(client.text.contains("Transfer-Encoding: chunked"))
+        #expect(client.text.contains("4\r\none\n\r\n4\r\ntwo\n\r\n6\r\nthree\n\r\n0\r\n\r\n"))
+    }
+
+    @Test func expectContinueIsAnsweredBeforeTheBody() throws {
+        let server = try Self.server(handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("POST /upload HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        #expect(client.read { $0.contains("100 Continue\r\n\r\n") })
+        client.send("data")
+        #expect(client.read { $0.contains("body=data") })
+    }
+
+    @Test func limitsAnswerWithTheRightStatusAndClose() throws {
+        let server = try Self.server({ $0.limits = .init(headerBytes: 256, headerCount: 10, bodyBytes: 8,
+                                                         bodyBytesForHead: { $0.target == "/upload" ? 64 : 8 }) }, handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let big = try RawClient(port: server.port)
+        big.send("GET / HTTP/1.1\r\nX: \(String(repeating: "a", count: 400))\r\n\r\n")
+        #expect(big.read { $0.contains("\r\n\r\n") })
+        #expect(big.text.hasPrefix("HTTP/1.1 431"))
+        #expect(big.text.contains("Connection: close"))
+        let body = try RawClient(port: server.port)
+        body.send("POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\n")
+        #expect(body.read { $0.contains("\r\n\r\n") } && body.text.hasPrefix("HTTP/1.1 413"))
+        let upload = try RawClient(port: server.port)
+        upload.send("POST /upload HTTP/1.1\r\nContent-Length: 20\r\n\r\n01234567890123456789")
+        #expect(upload.read { $0.contains("body=01234567890123456789") })
+        let broken = try RawClient(port: server.port)
+        broken.send("NOT HTTP\r\n\r\n")
+        #expect(broken.read { $0.contains("\r\n\r\n") } && broken.text.hasPrefix("HTTP/1.1 400"))
+        #expect(broken.read { _ in false } == false, "closed after the error")
+    }
+
+    @Test func tooManyConnectionsGet503() throws {
+        let server = try Self.server({ $0.maxConnections = 2 }, handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let first = try RawClient(port: server.port), second = try RawClient(port: server.port)
+        first.send("GET /1 HTTP/1.1\r\n\r\n")
+        second.send("GET /2 HTTP/1.1\r\n\r\n")
+        #expect(first.read { $0.contains("GET /1") } && second.read { $0.contains("GET /2") })
+        let third = try RawClient(port: server.port)
+        #expect(third.read { $0.contains("\r\n\r\n") })
+        #expect(third.text.hasPrefix("HTTP/1.1 503"))
+    }
+
+    @Test func idleAndStalledConnectionsAreClosed() throws {
+        let server = try Self.server({ $0.idleTimeout = 0.5; $0.requestTimeout = 0.5 }, handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let idle = try RawClient(port: server.port)
+        #expect(idle.isClosedByPeer())
+        let stalled = try RawClient(port: server.port)
+        stalled.send("GET / HTTP/1.1\r\nHost: half")
+        #expect(stalled.read { $0.contains("\r\n\r\n") } && stalled.text.hasPrefix("HTTP/1.1 408"))
+    }
+
+    @Test func gracefulShutdownFinishesInFlightRequests() throws {
+        let server = try Self.server(handler: Self.echo)
+        let client = try RawClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\n\r\n")
+        usleep(50_000)
+        server.shutdown()
+        #expect(client.read { $0.contains("GET /slow") }, "the in-flight request is answered")
+        #expect(client.text.contains("Connection: close"))
+        server.wait()
+        #expect(throws: HTTPTestError.self) { try RawClient(port: server.port) }
+    }
+
+    @Test func manyConcurrentClients() throws {
+        let server = try Self.server(handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let clients = try (0..<200).map { _ in try RawClient(port: server.port) }
+        for (i, client) in clients.enumerated() { client.send("GET /c\(i) HTTP/1.1\r\n\r\n") }
+        for (i, client) in clients.enumerated() { #expect(client.read { $0.contains("GET /c\(i) ") }) }
+    }
+}
