@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench eval clean
+.PHONY: all deps build test bench eval run clean
 
 all: build
 
@@ -28,6 +28,11 @@ bench: deps
 eval: deps
 	$(SWIFT) build -c release --product preftune-eval
 	$(SWIFT) run -c release --skip-build preftune-eval
+
+# The API on 127.0.0.1:8080 with ./data (the first start writes ./data/admin.key).
+run: deps
+	$(SWIFT) build -c release --product preftune
+	$(SWIFT) run -c release --skip-build preftune serve --listen 127.0.0.1:8080 --data-dir ./data
 
 clean:
 	rm -rf .build

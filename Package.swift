@@ -33,7 +33,10 @@ let package = Package(
         // HTTP/1.1: knows nothing of jobs or routes.
         .target(name: "HTTP", dependencies: ["CLinux"]),
 
-        .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training"]),
+        // The API: routes, auth and the error envelope over Store and HTTP.
+        .target(name: "Service", dependencies: ["Store", "HTTP"]),
+
+        .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
         .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData"]),
 
@@ -42,6 +45,7 @@ let package = Package(
         .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
     ],

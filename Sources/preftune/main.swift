@@ -1,6 +1,9 @@
 import Diffusion
 import Foundation
+import HTTP
 import Numerics
+import Service
+import Store
 
 // OpenBLAS reads its core type when it loads: pick the fastest kernels before anything else.
 KernelSelection.ensureFastestKernels()
@@ -8,38 +11,129 @@ KernelSelection.ensureFastestKernels()
 let version = "0.1.0"
 let arguments = Array(CommandLine.arguments.dropFirst())
 
+func fail(_ message: String, status: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data("preftune: \(message)\n".utf8))
+    exit(status)
+}
+
+/// The value after `--name`, if given.
+func option(_ name: String, in arguments: [String]) -> String? {
+    guard let i = arguments.firstIndex(of: name) else { return nil }
+    guard i + 1 < arguments.count else { fail("\(name) needs a value", status: 2) }
+    return arguments[i + 1]
+}
+
 func printUsage() {
     print("""
     usage: preftune <command>
 
     commands:
-      --version              version, BLAS kernels and threads in use
-      inspect-model <file>   architecture and parameter count of a model safetensors file
-      help                   this text
+      serve [--listen 127.0.0.1:8080] [--data-dir ./data]
+                                   run the API; the first start on an empty data dir
+                                   writes an admin key to <data-dir>/admin.key
+      keys create --project NAME [--admin] [--data-dir ./data]
+      keys list [--data-dir ./data]
+      keys revoke KEY_ID [--data-dir ./data]
+      inspect-model <file>         architecture and parameter count of a model file
+      --version                    version, BLAS kernels and threads in use
+      help                         this text
     """)
+}
+
+func openDataDirectory(_ arguments: [String]) -> DataDirectory {
+    let path = option("--data-dir", in: arguments) ?? "./data"
+    do {
+        return try DataDirectory.open(path, migrations: try Migration.load(directory: Migration.defaultDirectory))
+    } catch {
+        fail("cannot open the data directory \(path): \(error)")
+    }
+}
+
+func serve(_ arguments: [String]) -> Never {
+    let listen = option("--listen", in: arguments) ?? "127.0.0.1:8080"
+    guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+        fail("--listen takes HOST:PORT, e.g. 127.0.0.1:8080", status: 2)
+    }
+    let data = openDataDirectory(arguments)
+    if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
+    let application = Application(dataDirectory: data)
+    var configuration = HTTPServer.Configuration()
+    configuration.host = String(listen[..<colon])
+    configuration.port = port
+    let server = HTTPServer(configuration: configuration) { await application.handle($0) }
+    do {
+        let bound = try server.start()
+        print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
+        fflush(nil)
+    } catch {
+        fail("\(error)")
+    }
+    // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish.
+    var sources: [DispatchSourceSignal] = []
+    for signalNumber in [SIGTERM, SIGINT] {
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler {
+            print("stopping: finishing requests in flight")
+            fflush(nil)
+            server.shutdown()
+        }
+        source.resume()
+        sources.append(source)
+    }
+    server.wait()
+    print("stopped")
+    exit(0)
+}
+
+func keys(_ arguments: [String]) -> Never {
+    let data = openDataDirectory(arguments)
+    do {
+        let keys = try data.database.read { APIKeys(connection: $0) }
+        switch arguments.first {
+        case "create":
+            guard let project = option("--project", in: arguments) else { fail("keys create needs --project NAME", status: 2) }
+            let created = try data.database.read { _ in try keys.create(project: project, admin: arguments.contains("--admin")) }
+            print("created \(created.id) for project \(project); the key (shown only now):")
+            print(created.secret)
+        case "list":
+            for record in try data.database.read({ _ in try keys.list() }) {
+                let state = record.revokedAt == nil ? "active" : "revoked"
+                print("\(record.id)  \(record.prefix)…  project \(record.projectName)\(record.isAdmin ? " (admin)" : "")  \(state)")
+            }
+        case "revoke":
+            guard arguments.count >= 2, !arguments[1].hasPrefix("--") else { fail("keys revoke needs a KEY_ID (see keys list)", status: 2) }
+            guard try data.database.read({ _ in try keys.revoke(arguments[1]) }) else { fail("no active key \(arguments[1])") }
+            print("revoked \(arguments[1])")
+        default:
+            fail("keys takes create, list or revoke", status: 2)
+        }
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
 }
 
 switch arguments.first {
 case "--version", "version":
     print("preftune \(version)")
     print("blas: OpenBLAS \(BLASRuntime.coreName) kernels, \(BLASRuntime.threadCount) threads (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
+case "serve":
+    serve(Array(arguments.dropFirst()))
+case "keys":
+    keys(Array(arguments.dropFirst()))
 case "inspect-model":
-    guard arguments.count == 2 else {
-        FileHandle.standardError.write(Data("usage: preftune inspect-model <file.safetensors>\n".utf8))
-        exit(2)
-    }
+    guard arguments.count == 2 else { fail("usage: preftune inspect-model <file.safetensors>", status: 2) }
     do {
         let model = try ModelFile.load(arguments[1])
         print("config: \(model.config.json)")
         print("parameters: \(model.parameters.count)")
     } catch {
-        FileHandle.standardError.write(Data("preftune: \(error)\n".utf8))
-        exit(1)
+        fail("\(error)")
     }
 case nil, "help", "--help", "-h":
     printUsage()
 default:
-    FileHandle.standardError.write(Data("preftune: unknown command '\(arguments[0])'\n".utf8))
     printUsage()
-    exit(2)
+    fail("unknown command '\(arguments[0])'", status: 2)
 }

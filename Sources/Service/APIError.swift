@@ -1,0 +1,46 @@
+import Foundation
+import HTTP
+
+/// An error a client caused or must know about, in the envelope OpenAI's SDKs
+/// parse: {"error": {"message", "type", "param", "code"}}.
+public struct APIError: Error, Sendable, Equatable {
+    public let status: Int
+    public let message: String
+    public let type: String
+    public let param: String?
+    public let code: String?
+
+    public init(status: Int, message: String, type: String = "invalid_request_error", param: String? = nil, code: String? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+    }
+
+    public static func invalid(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
+        APIError(status: 400, message: message, param: param, code: code)
+    }
+
+    public static func notFound(_ what: String, param: String? = nil) -> APIError {
+        APIError(status: 404, message: "\(what) not found", param: param, code: "not_found")
+    }
+
+    public static let unauthorized = APIError(
+        status: 401, message: "missing or invalid API key: send Authorization: Bearer <key> (preftune keys create makes one)",
+        type: "authentication_error", code: "invalid_api_key")
+
+    public var response: HTTPResponse {
+        let envelope: [String: Any] = ["error": [
+            "message": message, "type": type, "param": param.map { $0 as Any } ?? NSNull(), "code": code.map { $0 as Any } ?? NSNull(),
+        ]]
+        return JSON.response(status: status, envelope)
+    }
+}
+
+enum JSON {
+    static func response(status: Int = 200, _ object: Any) -> HTTPResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(Array(data)))
+    }
+}

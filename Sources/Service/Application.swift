@@ -1,0 +1,65 @@
+import Foundation
+import HTTP
+import Store
+
+/// The API: routes, authentication and the error envelope around the store.
+/// Handlers read like the endpoint's documentation; decoding errors, auth and
+/// the envelope live here, not in each handler.
+public final class Application: Sendable {
+    public let dataDirectory: DataDirectory
+    let router: Router
+
+    public init(dataDirectory: DataDirectory) {
+        self.dataDirectory = dataDirectory
+        var router = Router()
+        Self.addOperations(&router)
+        Self.addModels(&router, data: dataDirectory)
+        self.router = router
+    }
+
+    /// Answers one request: route, authenticate, run the handler, map errors to the envelope.
+    public func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        switch router.match(method: request.method, path: request.path) {
+        case let .failure(error):
+            return error.response
+        case let .success((route, parameters)):
+            var principal: Principal?
+            if route.authenticated {
+                guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer "),
+                      let found = try? dataDirectory.database.read({ try APIKeys(connection: $0).authenticate(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) })
+                else { return APIError.unauthorized.response }
+                principal = found
+            }
+            do {
+                return try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal))
+            } catch let error as APIError {
+                return error.response
+            } catch {
+                // Never a bare 500 body: the envelope, and the cause in the server log.
+                FileHandle.standardError.write(Data("preftune: \(request.method) \(request.path): \(error)\n".utf8))
+                return APIError(status: 500, message: "internal error; the server log has the details", type: "server_error").response
+            }
+        }
+    }
+
+    static func addOperations(_ router: inout Router) {
+        router.add("GET", "/healthz", authenticated: false) { _ in JSON.response(["status": "ok"]) }
+        router.add("GET", "/readyz", authenticated: false) { _ in JSON.response(["status": "ready"]) }
+    }
+
+    static func addModels(_ router: inout Router, data: DataDirectory) {
+        router.add("GET", "/v1/models") { context in
+            let project = context.principal!.projectID
+            let rows = try data.database.read {
+                try $0.rows("SELECT id, created_at, project_id FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?) ORDER BY created_at, id",
+                            [.text(project)])
+            }
+            let models: [[String: Any]] = rows.compactMap { row in
+                guard case let .text(id) = row[0], case let .integer(created) = row[1] else { return nil }
+                let owner: String = if case .text = row[2] { "project" } else { "preftune" }
+                return ["id": id, "object": "model", "created": created, "owned_by": owner]
+            }
+            return JSON.response(["object": "list", "data": models])
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import Store
+
+/// SQLite behind one lock: every access is serialized (a single writer; readers
+/// get their own connections when load calls for it). The connection never
+/// leaves the lock, which is what makes sharing this object safe.
+public final class Database: @unchecked Sendable {
+    private let lock = NSLock()
+    private let connection: SQLiteConnection
+
+    init(path: String) throws {
+        connection = try SQLiteConnection(path: path)
+    }
+
+    public func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(connection)
+    }
+
+    public func write<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try connection.transaction { try body(connection) }
+    }
+}
+
+/// The service's data directory: `preftune.db`, `files/`, `models/`, `jobs/`,
+/// and on first start an admin key in `admin.key` (mode 0600).
+public struct DataDirectory: Sendable {
+    public let path: String
+    public let database: Database
+    /// Set when this opening created the admin key (the first start on an empty directory).
+    public let createdAdminKey: Bool
+
+    public var databasePath: String { "\(path)/preftune.db" }
+    public var adminKeyPath: String { "\(path)/admin.key" }
+
+    public static func open(_ path: String, migrations: [Migration]) throws -> DataDirectory {
+        for folder in ["", "/files", "/models", "/jobs"] {
+            try FileManager.default.createDirectory(atPath: path + folder, withIntermediateDirectories: true)
+        }
+        let database = try Database(path: "\(path)/preftune.db")
+        try database.read { try Migrator.migrate($0, migrations: migrations) }
+        let hasKeys = try database.read { try !$0.rows("SELECT 1 FROM api_keys LIMIT 1").isEmpty }
+        var created = false
+        if !hasKeys {
+            let (_, secret) = try database.read { try APIKeys(connection: $0).create(project: "admin", admin: true) }
+            try Self.writePrivate(secret + "\n", to: "\(path)/admin.key")
+            created = true
+        }
+        return DataDirectory(path: path, database: database, createdAdminKey: created)
+    }
+
+    /// Writes a file readable by its owner only, atomically.
+    static func writePrivate(_ text: String, to path: String) throws {
+        let temporary = path + ".tmp"
+        let fd = Foundation.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw APIError(status: 500, message: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+        fsync(fd)
+        close(fd)
+        guard written == bytes.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw APIError(status: 500, message: "cannot write \(path)")
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Store
+import HTTP
+
+/// What a handler gets: the request, the path parameters, and who is asking.
+public struct RequestContext: Sendable {
+    public let request: HTTPRequest
+    public let parameters: [String: String]
+    public let principal: Principal?
+}
+
+public typealias Principal = Store.Principal
+
+/// Maps method and path to handlers. Patterns name their parameters:
+/// `/v1/fine_tuning/jobs/{id}/cancel`. An unknown path is 404, a known path with
+/// another method 405; both in the error envelope.
+public struct Router: Sendable {
+    public typealias Handler = @Sendable (RequestContext) async throws -> HTTPResponse
+
+    struct Route: Sendable {
+        let method: String
+        let segments: [String]
+        let authenticated: Bool
+        let handler: Handler
+    }
+
+    var routes: [Route] = []
+
+    public init() {}
+
+    public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, _ handler: @escaping Handler) {
+        routes.append(Route(method: method, segments: pattern.split(separator: "/").map(String.init), authenticated: authenticated,
+                            handler: handler))
+    }
+
+    /// The route for a request and its path parameters, or the error to answer with.
+    func match(method: String, path: String) -> Result<(Route, [String: String]), APIError> {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        var pathMatched = false
+        for route in routes where route.segments.count == segments.count {
+            var parameters: [String: String] = [:]
+            var matched = true
+            for (pattern, segment) in zip(route.segments, segments) {
+                if pattern.hasPrefix("{") && pattern.hasSuffix("}") {
+                    parameters[String(pattern.dropFirst().dropLast())] = segment.removingPercentEncoding ?? segment
+                } else if pattern != segment {
+                    matched = false
+                    break
+                }
+            }
+            guard matched else { continue }
+            pathMatched = true
+            if route.method == method { return .success((route, parameters)) }
+        }
+        return .failure(pathMatched
+            ? APIError(status: 405, message: "\(method) is not allowed on \(path)", code: "method_not_allowed")
+            : APIError(status: 404, message: "no such endpoint: \(method) \(path)", code: "unknown_url"))
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import HTTP
+import Service
+import Store
+import Testing
+
+/// The API served for real on a loopback port, over a fresh data directory.
+final class LiveService {
+    let directory: String
+    let data: DataDirectory
+    let server: HTTPServer
+    var base: String { "http://127.0.0.1:\(server.port)" }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-data-\(UUID())").path
+        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+        data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
+        let application = Application(dataDirectory: data)
+        var configuration = HTTPServer.Configuration()
+        configuration.port = 0
+        server = HTTPServer(configuration: configuration) { await application.handle($0) }
+        try server.start()
+    }
+
+    deinit {
+        server.shutdown()
+        server.wait()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    var adminKey: String { (try? String(contentsOfFile: data.adminKeyPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
+
+    func request(_ method: String, _ path: String, key: String? = nil) async throws -> (status: Int, json: [String: Any]) {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        let (body, response) = try await URLSession.shared.data(for: request)
+        let json = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
+        return ((response as! HTTPURLResponse).statusCode, json)
+    }
+}
+
+func errorCode(_ json: [String: Any]) -> String? { (json["error"] as? [String: Any])?["code"] as? String }
+
+@Suite struct ApplicationTests {
+    @Test func healthNeedsNoKeyButTheAPIDoes() async throws {
+        let service = try LiveService()
+        #expect(try await service.request("GET", "/healthz").status == 200)
+        let anonymous = try await service.request("GET", "/v1/models")
+        #expect(anonymous.status == 401 && errorCode(anonymous.json) == "invalid_api_key")
+        #expect(try await service.request("GET", "/v1/models", key: "sk-pt-wrong").status == 401)
+        let admin = try await service.request("GET", "/v1/models", key: service.adminKey)
+        #expect(admin.status == 200 && admin.json["object"] as? String == "list")
+    }
+
+    @Test func errorsComeInTheEnvelope() async throws {
+        let service = try LiveService()
+        let missing = try await service.request("GET", "/v1/nothing", key: service.adminKey)
+        #expect(missing.status == 404 && errorCode(missing.json) == "unknown_url")
+        let error = try #require(missing.json["error"] as? [String: Any])
+        #expect(Set(error.keys) == ["message", "type", "param", "code"])
+        let wrongMethod = try await service.request("DELETE", "/healthz")
+        #expect(wrongMethod.status == 405 && errorCode(wrongMethod.json) == "method_not_allowed")
+    }
+
+    @Test func aRevokedKeyStopsWorking() async throws {
+        let service = try LiveService()
+        let (id, secret) = try service.data.database.read { try APIKeys(connection: $0).create(project: "team") }
+        #expect(try await service.request("GET", "/v1/models", key: secret).status == 200)
+        try service.data.database.read { _ = try APIKeys(connection: $0).revoke(id) }
+        #expect(try await service.request("GET", "/v1/models", key: secret).status == 401)
+    }
+
+    @Test func projectsSeeOnlyTheirOwnModels() async throws {
+        let service = try LiveService()
+        let a = try service.data.database.read { try APIKeys(connection: $0).create(project: "a") }
+        let b = try service.data.database.read { try APIKeys(connection: $0).create(project: "b") }
+        try service.data.database.write { connection in
+            let projectA = try APIKeys(connection: connection).project(named: "a")
+            let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, '{}', 1)")
+            try insert.bind([.text("ft:base:a"), .text(projectA)])
+            try insert.step()
+            try insert.bind([.text("shared-base"), .null])
+            try insert.step()
+        }
+        func ids(_ key: String) async throws -> Set<String> {
+            let listed = try await service.request("GET", "/v1/models", key: key).json["data"] as? [[String: Any]] ?? []
+            return Set(listed.compactMap { $0["id"] as? String })
+        }
+        #expect(try await ids(a.secret) == ["ft:base:a", "shared-base"])
+        #expect(try await ids(b.secret) == ["shared-base"])
+    }
+
+    @Test func theFirstStartWritesAPrivateAdminKeyOnce() throws {
+        let service = try LiveService()
+        #expect(service.data.createdAdminKey)
+        let attributes = try FileManager.default.attributesOfItem(atPath: service.data.adminKeyPath)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+        let again = try DataDirectory.open(service.directory, migrations: try Migration.load(directory: migrations))
+        #expect(!again.createdAdminKey)
+    }
+}
