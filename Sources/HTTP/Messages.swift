@@ -3,11 +3,15 @@ import Foundation
 /// A complete request as handlers see it.
 public struct HTTPRequest: Sendable {
     public let head: HTTPRequestHead
+    /// The whole body, for routes that do not stream.
     public let body: [UInt8]
+    /// The body as it arrives, for routes the server streams (`Configuration.streamsBody`).
+    public let bodyStream: RequestBody?
 
-    public init(head: HTTPRequestHead, body: [UInt8]) {
+    public init(head: HTTPRequestHead, body: [UInt8], bodyStream: RequestBody? = nil) {
         self.head = head
         self.body = body
+        self.bodyStream = bodyStream
     }
 
     public var method: String { head.method }

@@ -26,11 +26,15 @@ public final class HTTPServer: Sendable {
         public var requestTimeout: Double = 30
         /// Threads that run handlers and response streams, apart from the global pool.
         public var handlerThreads = 2
+        /// Requests whose body the handler reads as it arrives (`HTTPRequest.bodyStream`),
+        /// e.g. uploads; the handler starts as soon as the head is in.
+        public var streamsBody: (@Sendable (HTTPRequestHead) -> Bool)?
         public init() {}
     }
 
     enum Delivery: Sendable {
         case response(connection: Int32, generation: UInt64, sequence: Int, HTTPResponse)
+        case resumeReading(connection: Int32, generation: UInt64)
         case chunk(connection: Int32, generation: UInt64, sequence: Int, [UInt8])
         case end(connection: Int32, generation: UInt64, sequence: Int)
     }
@@ -136,6 +140,9 @@ final class Connection {
     var parser: HTTPRequestParser
     var head: HTTPRequestHead?
     var body: [UInt8] = []
+    /// The streamed body of the request being read, if its route streams.
+    var bodyStream: RequestBody?
+    var readingPaused = false
     var nextSequence = 0
     var nextToSend = 0
     var ready: [Int: HTTPResponse] = [:]
@@ -154,7 +161,7 @@ final class Connection {
         lastActivity = now
     }
 
-    var inFlight: Bool { nextSequence > nextToSend || head != nil }
+    var inFlight: Bool { nextSequence > nextToSend || head != nil || bodyStream != nil }
 }
 
 final class EventLoop: @unchecked Sendable {
@@ -181,7 +188,19 @@ final class EventLoop: @unchecked Sendable {
     func setWriteInterest(_ connection: Connection, _ on: Bool) {
         guard connection.wantsWrite != on else { return }
         connection.wantsWrite = on
-        _ = preftune_epoll_ctl(epoll, 3, connection.fd, Self.readable | (on ? UInt32(PREFTUNE_EPOLLOUT) : 0))
+        updateInterest(connection)
+    }
+
+    func setReading(_ connection: Connection, paused: Bool) {
+        guard connection.readingPaused != paused else { return }
+        connection.readingPaused = paused
+        updateInterest(connection)
+        if !paused { read(connection) }
+    }
+
+    func updateInterest(_ connection: Connection) {
+        let events = (connection.readingPaused ? 0 : Self.readable) | (connection.wantsWrite ? UInt32(PREFTUNE_EPOLLOUT) : 0)
+        _ = preftune_epoll_ctl(epoll, 3, connection.fd, events)
     }
 
     func run() {
@@ -248,7 +267,7 @@ final class EventLoop: @unchecked Sendable {
 
     func read(_ connection: Connection) {
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while connections[connection.fd] === connection {
+        while connections[connection.fd] === connection, !connection.readingPaused {
             let n = buffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { closeConnection(connection); return }
             if n < 0 {
@@ -279,28 +298,50 @@ final class EventLoop: @unchecked Sendable {
             if head.expectsContinue && hasBody && head.minorVersion >= 1 {
                 write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), to: connection)
             }
+            if server.configuration.streamsBody?(head) == true {
+                let (server, fd, generation) = (self.server, connection.fd, connection.generation)
+                let body = RequestBody { server.deliver(.resumeReading(connection: fd, generation: generation)) }
+                connection.bodyStream = body
+                dispatch(HTTPRequest(head: head, body: [], bodyStream: body), on: connection)
+            }
         case let .body(piece):
-            connection.body += piece
             connection.requestStarted = Self.now()
+            if let stream = connection.bodyStream {
+                if stream.append(piece) { setReading(connection, paused: true) }
+            } else {
+                connection.body += piece
+            }
         case .end:
             guard let head = connection.head else { return }
-            let sequence = connection.nextSequence
-            connection.nextSequence += 1
-            connection.keepAlive[sequence] = head.keepAlive && !server.shared.withLock { $0.shuttingDown }
             connection.head = nil
             connection.requestStarted = nil
+            if let stream = connection.bodyStream {
+                stream.finish()
+                connection.bodyStream = nil
+                return
+            }
             let request = HTTPRequest(head: head, body: connection.body)
             connection.body = []
-            let (server, fd, generation) = (self.server, connection.fd, connection.generation)
-            Task(executorPreference: server.executor) {
-                let response = await server.handler(request)
-                server.deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
-            }
+            dispatch(request, on: connection)
+        }
+    }
+
+    /// Runs the handler on the server's executor; its response comes back through the inbox.
+    func dispatch(_ request: HTTPRequest, on connection: Connection) {
+        let sequence = connection.nextSequence
+        connection.nextSequence += 1
+        connection.keepAlive[sequence] = request.head.keepAlive && !server.shared.withLock { $0.shuttingDown }
+        let (server, fd, generation) = (self.server, connection.fd, connection.generation)
+        Task(executorPreference: server.executor) {
+            let response = await server.handler(request)
+            server.deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
         }
     }
 
     /// Answers a broken request and closes the connection once the answer is out.
     func fail(_ connection: Connection, status: Int, message: String) {
+        connection.bodyStream?.finish(error: message)
+        connection.bodyStream = nil
         let text = #"{"error":{"message":"\#(message.replacingOccurrences(of: "\"", with: "'"))","type":"invalid_request_error","param":null,"code":null}}"#
         let sequence = connection.nextSequence
         connection.nextSequence += 1
@@ -323,6 +364,9 @@ final class EventLoop: @unchecked Sendable {
                 guard let connection = live(fd, generation) else { continue }
                 connection.ready[sequence] = response
                 sendReady(connection)
+            case let .resumeReading(fd, generation):
+                guard let connection = live(fd, generation) else { continue }
+                setReading(connection, paused: false)
             case let .chunk(fd, generation, sequence, bytes):
                 guard let connection = live(fd, generation), connection.streaming?.sequence == sequence, !bytes.isEmpty else { continue }
                 write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10], to: connection)
@@ -413,6 +457,8 @@ final class EventLoop: @unchecked Sendable {
     func closeConnection(_ connection: Connection) {
         guard connections[connection.fd] === connection else { return }
         connection.streaming?.task.cancel()
+        connection.bodyStream?.finish(error: "the client closed the connection before the body was complete")
+        connection.bodyStream = nil
         connections[connection.fd] = nil
         _ = preftune_epoll_ctl(epoll, 2, connection.fd, 0)
         close(connection.fd)
