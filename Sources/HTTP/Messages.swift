@@ -36,6 +36,8 @@ public struct HTTPResponse: Sendable {
         case bytes([UInt8])
         /// Sent chunked as pieces arrive; the connection holds no thread while waiting.
         case stream(AsyncStream<[UInt8]>)
+        /// A file sent from disk as the socket drains, never held in memory whole.
+        case file(path: String, size: Int)
     }
 
     public var status: Int

@@ -148,6 +148,8 @@ final class Connection {
     var ready: [Int: HTTPResponse] = [:]
     var keepAlive: [Int: Bool] = [:]
     var streaming: (sequence: Int, task: Task<Void, Never>)?
+    /// A file being sent: its descriptor, the bytes left, and the response it belongs to.
+    var sendingFile: (fd: Int32, remaining: Int, sequence: Int)?
     var output: [UInt8] = []
     var closeAfterFlush = false
     var wantsWrite = false
@@ -161,7 +163,7 @@ final class Connection {
         lastActivity = now
     }
 
-    var inFlight: Bool { nextSequence > nextToSend || head != nil || bodyStream != nil }
+    var inFlight: Bool { nextSequence > nextToSend || head != nil || bodyStream != nil || sendingFile != nil }
 }
 
 final class EventLoop: @unchecked Sendable {
@@ -362,6 +364,16 @@ final class EventLoop: @unchecked Sendable {
             switch delivery {
             case let .response(fd, generation, sequence, response):
                 guard let connection = live(fd, generation) else { continue }
+                if let unread = connection.bodyStream, sequence == connection.nextSequence - 1 {
+                    // Answered before its body was read (e.g. 401): the rest of the body
+                    // cannot be skipped reliably, so the connection ends after this response.
+                    unread.finish(error: "the response was sent before the body was read")
+                    connection.bodyStream = nil
+                    connection.head = nil
+                    connection.requestStarted = nil
+                    connection.keepAlive[sequence] = false
+                    connection.closeAfterFlush = true
+                }
                 connection.ready[sequence] = response
                 sendReady(connection)
             case let .resumeReading(fd, generation):
@@ -386,7 +398,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Writes responses in request order, as far as they are ready.
     func sendReady(_ connection: Connection) {
-        while connection.streaming == nil, connections[connection.fd] === connection,
+        while connection.streaming == nil, connection.sendingFile == nil, connections[connection.fd] === connection,
               let response = connection.ready.removeValue(forKey: connection.nextToSend) {
             let sequence = connection.nextToSend
             // Once shutting down, every response tells the client to go elsewhere next time.
@@ -396,6 +408,17 @@ final class EventLoop: @unchecked Sendable {
             case let .bytes(body):
                 write(response.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
                 finishResponse(connection, sequence: sequence)
+            case let .file(path, size):
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    let missing = HTTPResponse(status: 404, contentType: "application/json",
+                                               body: #"{"error":{"message":"the file is no longer on disk","type":"invalid_request_error","param":null,"code":"not_found"}}"#)
+                    if case let .bytes(body) = missing.body { write(missing.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection) }
+                    finishResponse(connection, sequence: sequence)
+                    continue
+                }
+                connection.sendingFile = (fd, size, sequence)
+                write(response.head(keepAlive: keepAlive, contentLength: size), to: connection)
             case let .stream(stream):
                 write(response.head(keepAlive: keepAlive, contentLength: nil), to: connection)
                 let (server, fd, generation) = (self.server, connection.fd, connection.generation)
@@ -424,7 +447,8 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func flush(_ connection: Connection) {
-        while !connection.output.isEmpty {
+        while true {
+            if connection.output.isEmpty, !refillFromFile(connection) { break }
             let n = connection.output.withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
@@ -434,10 +458,34 @@ final class EventLoop: @unchecked Sendable {
             }
             connection.output.removeFirst(n)
         }
+        guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
         if connection.closeAfterFlush, connection.streaming == nil, connection.nextToSend >= connection.nextSequence {
             closeConnection(connection)
         }
+    }
+
+    /// Reads the next piece of a file being sent into the output; false when there is none.
+    func refillFromFile(_ connection: Connection) -> Bool {
+        guard let file = connection.sendingFile else { return false }
+        if file.remaining == 0 {
+            close(file.fd)
+            connection.sendingFile = nil
+            finishResponse(connection, sequence: file.sequence)
+            return !connection.output.isEmpty
+        }
+        var chunk = [UInt8](repeating: 0, count: min(file.remaining, 256 * 1024))
+        let n = chunk.withUnsafeMutableBytes { Glibc.read(file.fd, $0.baseAddress, $0.count) }
+        guard n > 0 else {
+            // The file shrank under us: the promised length cannot be honoured; end the connection.
+            close(file.fd)
+            connection.sendingFile = nil
+            closeConnection(connection)
+            return false
+        }
+        connection.output += chunk[0..<n]
+        connection.sendingFile = (file.fd, file.remaining - n, file.sequence)
+        return true
     }
 
     func sweepTimeouts(now: Double) {
@@ -459,6 +507,8 @@ final class EventLoop: @unchecked Sendable {
         connection.streaming?.task.cancel()
         connection.bodyStream?.finish(error: "the client closed the connection before the body was complete")
         connection.bodyStream = nil
+        if let file = connection.sendingFile { close(file.fd) }
+        connection.sendingFile = nil
         connections[connection.fd] = nil
         _ = preftune_epoll_ctl(epoll, 2, connection.fd, 0)
         close(connection.fd)

@@ -14,7 +14,17 @@ public final class Application: Sendable {
         var router = Router()
         Self.addOperations(&router)
         Self.addModels(&router, data: dataDirectory)
+        FilesAPI.add(to: &router, data: dataDirectory)
         self.router = router
+    }
+
+    /// What the server must know about the routes: which stream their body, and how large it may be.
+    public func configure(_ configuration: inout HTTPServer.Configuration) {
+        configuration.streamsBody = { $0.method == "POST" && $0.target.split(separator: "?").first == "/v1/files" }
+        let uploadLimit = FilesAPI.maximumUpload + (1 << 20)
+        configuration.limits.bodyBytesForHead = { head in
+            head.method == "POST" && head.target.split(separator: "?").first == "/v1/files" ? uploadLimit : 1 << 20
+        }
     }
 
     /// Answers one request: route, authenticate, run the handler, map errors to the envelope.

@@ -35,6 +35,7 @@ public struct DataDirectory: Sendable {
 
     public var databasePath: String { "\(path)/preftune.db" }
     public var adminKeyPath: String { "\(path)/admin.key" }
+    public func filePath(_ id: String) -> String { "\(path)/files/\(id)" }
 
     public static func open(_ path: String, migrations: [Migration]) throws -> DataDirectory {
         for folder in ["", "/files", "/models", "/jobs"] {

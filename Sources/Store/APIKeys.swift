@@ -28,7 +28,8 @@ public struct APIKeys {
     /// The database this store writes to.
     public var connectionPath: String { connection.path }
 
-    static func randomHex(bytes: Int) -> String {
+    /// Random bytes as hex, for ids and secrets.
+    public static func randomHex(bytes: Int) -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }

@@ -60,6 +60,7 @@ func serve(_ arguments: [String]) -> Never {
     var configuration = HTTPServer.Configuration()
     configuration.host = String(listen[..<colon])
     configuration.port = port
+    application.configure(&configuration)
     let server = HTTPServer(configuration: configuration) { await application.handle($0) }
     do {
         let bound = try server.start()

@@ -21,6 +21,7 @@ final class LiveService {
         let application = Application(dataDirectory: data)
         var configuration = HTTPServer.Configuration()
         configuration.port = 0
+        application.configure(&configuration)
         server = HTTPServer(configuration: configuration) { await application.handle($0) }
         try server.start()
     }

@@ -1,0 +1,180 @@
+import Foundation
+import HTTP
+import Store
+
+/// Files — `POST /v1/files` (multipart/form-data with `file` and `purpose`, as the
+/// OpenAI SDK sends it, streamed to disk), `GET /v1/files`, `GET /v1/files/{id}`,
+/// `GET /v1/files/{id}/content`, `DELETE /v1/files/{id}`.
+enum FilesAPI {
+    /// Largest upload accepted.
+    static let maximumUpload = 8 << 30
+
+    static func add(to router: inout Router, data: DataDirectory) {
+        router.add("POST", "/v1/files") { context in try await upload(context, data: data) }
+        router.add("GET", "/v1/files") { context in try list(context, data: data) }
+        router.add("GET", "/v1/files/{id}") { context in JSON.response(try find(context, data: data).object) }
+        router.add("GET", "/v1/files/{id}/content") { context in
+            let file = try find(context, data: data)
+            return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
+                                body: .file(path: data.filePath(file.id), size: file.bytes))
+        }
+        router.add("DELETE", "/v1/files/{id}") { context in
+            let file = try find(context, data: data)
+            try data.database.write { connection in
+                let update = try connection.prepare("UPDATE files SET deleted_at = ? WHERE id = ?")
+                try update.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(file.id)])
+                try update.step()
+            }
+            try? FileManager.default.removeItem(atPath: data.filePath(file.id))
+            return JSON.response(["id": file.id, "object": "file", "deleted": true])
+        }
+    }
+
+    struct FileRecord {
+        let id: String, filename: String, purpose: String, bytes: Int, createdAt: Int
+        var object: [String: Any] {
+            ["id": id, "object": "file", "bytes": bytes, "created_at": createdAt, "filename": filename, "purpose": purpose,
+             "status": "processed", "status_details": NSNull()]
+        }
+    }
+
+    static func record(_ row: [SQLiteValue]) -> FileRecord? {
+        guard case let .text(id) = row[0], case let .text(filename) = row[1], case let .text(purpose) = row[2],
+              case let .integer(bytes) = row[3], case let .integer(created) = row[4] else { return nil }
+        return FileRecord(id: id, filename: filename, purpose: purpose, bytes: Int(bytes), createdAt: Int(created))
+    }
+
+    /// The project's file named by the path; another project's file is 404, as a missing one.
+    static func find(_ context: RequestContext, data: DataDirectory) throws -> FileRecord {
+        let id = context.parameters["id"] ?? ""
+        let rows = try data.database.read {
+            try $0.rows("SELECT id, filename, purpose, bytes, created_at FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
+                        [.text(id), .text(context.principal!.projectID)])
+        }
+        guard let file = rows.first.flatMap(record) else { throw APIError.notFound("file \(id)", param: "id") }
+        return file
+    }
+
+    static func list(_ context: RequestContext, data: DataDirectory) throws -> HTTPResponse {
+        let query = context.request.query
+        let limit = try Pagination.limit(query["limit"], default: 10_000, maximum: 10_000)
+        var sql = "SELECT id, filename, purpose, bytes, created_at FROM files WHERE project_id = ? AND deleted_at IS NULL"
+        var arguments: [SQLiteValue] = [.text(context.principal!.projectID)]
+        if let purpose = query["purpose"] { sql += " AND purpose = ?"; arguments.append(.text(purpose)) }
+        if let after = query["after"] {
+            // rowid breaks ties between files made in the same second, in upload order.
+            sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM files WHERE id = ?)"
+            arguments.append(.text(after))
+        }
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        arguments.append(.integer(Int64(limit + 1)))
+        let rows = try data.database.read { try $0.rows(sql, arguments) }.compactMap(record)
+        let page = Array(rows.prefix(limit))
+        var list: [String: Any] = ["object": "list", "has_more": rows.count > limit]
+        list["data"] = page.map(\.object)
+        list["first_id"] = page.first.map { $0.id as Any } ?? NSNull()
+        list["last_id"] = page.last.map { $0.id as Any } ?? NSNull()
+        return JSON.response(list)
+    }
+
+    /// Streams the multipart body: the `file` part goes straight to a temporary file
+    /// beside its destination, renamed into place only when the upload is complete and valid.
+    static func upload(_ context: RequestContext, data: DataDirectory) async throws -> HTTPResponse {
+        guard let contentType = context.request.head.header("content-type"),
+              let boundary = MultipartParser.boundary(contentType: contentType) else {
+            throw APIError(status: 415, message: "upload a file as multipart/form-data with the fields `file` and `purpose`",
+                           code: "unsupported_media_type")
+        }
+        guard let body = context.request.bodyStream else {
+            throw APIError(status: 500, message: "uploads must be streamed", type: "server_error")
+        }
+        let id = "file-" + APIKeys.randomHex(bytes: 12)
+        let temporary = "\(data.path)/files/.upload-\(id)"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error") }
+        var keep = false
+        defer {
+            close(fd)
+            if !keep { unlink(temporary) }
+        }
+        var parser = MultipartParser(boundary: boundary)
+        var field: String?, filename: String?, purpose: [UInt8] = [], bytes = 0, sawFile = false
+        do {
+            while let piece = try await body.next() {
+                for event in try parser.feed(piece) {
+                    switch event {
+                    case let .partStart(name, file, _):
+                        field = name
+                        if name == "file" {
+                            guard !sawFile else { throw APIError.invalid("send one file per upload", param: "file") }
+                            sawFile = true
+                            filename = file ?? "upload"
+                        }
+                    case let .data(chunk):
+                        if field == "file" {
+                            bytes += chunk.count
+                            guard bytes <= maximumUpload else {
+                                throw APIError(status: 413, message: "files are limited to \(maximumUpload) bytes", param: "file")
+                            }
+                            try writeAll(chunk, to: fd)
+                        } else if field == "purpose" {
+                            purpose += chunk
+                            guard purpose.count <= 64 else { throw APIError.invalid("purpose is too long", param: "purpose") }
+                        }
+                    case .partEnd:
+                        field = nil
+                    case .end:
+                        break
+                    }
+                }
+            }
+        } catch let error as MultipartError {
+            throw APIError.invalid("the multipart body is malformed: \(error)")
+        } catch let error as HTTPServerError {
+            throw APIError.invalid("the upload was interrupted: \(error)")
+        }
+        guard parser.isComplete else { throw APIError.invalid("the multipart body ended before its closing boundary") }
+        guard sawFile else { throw APIError.invalid("missing the file field", param: "file") }
+        let purposeText = String(decoding: purpose, as: UTF8.self)
+        guard purposeText == "fine-tune" else {
+            throw APIError.invalid("purpose must be \"fine-tune\", got \"\(purposeText)\"", param: "purpose")
+        }
+        guard fsync(fd) == 0, rename(temporary, data.filePath(id)) == 0 else {
+            throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error")
+        }
+        keep = true
+        let file = FileRecord(id: id, filename: filename ?? "upload", purpose: purposeText, bytes: bytes,
+                              createdAt: Int(Date().timeIntervalSince1970))
+        try data.database.write { connection in
+            let insert = try connection.prepare(
+                "INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at) VALUES (?, ?, ?, ?, ?, 'processed', ?)")
+            try insert.bind([.text(id), .text(context.principal!.projectID), .text(file.filename), .text(file.purpose),
+                             .integer(Int64(bytes)), .integer(Int64(file.createdAt))])
+            try insert.step()
+        }
+        return JSON.response(file.object)
+    }
+
+    static func writeAll(_ bytes: [UInt8], to fd: Int32) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw APIError(status: errno == ENOSPC ? 507 : 500, message: "cannot store the upload: \(String(cString: strerror(errno)))",
+                               type: "server_error")
+            }
+            offset += n
+        }
+    }
+}
+
+enum Pagination {
+    static func limit(_ text: String?, default fallback: Int, maximum: Int) throws -> Int {
+        guard let text else { return fallback }
+        guard let value = Int(text), (1...maximum).contains(value) else {
+            throw APIError.invalid("limit must be an integer in 1...\(maximum)", param: "limit")
+        }
+        return value
+    }
+}

@@ -1,0 +1,23 @@
+import Foundation
+import Testing
+
+/// The official `openai` Python package, pointed at preftune, drives the API.
+/// `make test` installs it; without it this test fails and says how to install it.
+@Suite struct OpenAICompatibilityTests {
+    @Test func theOpenAISDKManagesFiles() async throws {
+        let service = try LiveService()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fixtures/interop/openai_files.py").standardized.path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, service.base + "/v1", service.adminKey, service.directory]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "openai SDK test failed (pip install openai, as make test does):\n\(text)")
+        #expect(text.contains("ok"))
+    }
+}
