@@ -13,7 +13,7 @@ public final class Application: Sendable {
         self.dataDirectory = dataDirectory
         var router = Router()
         Self.addOperations(&router)
-        Self.addModels(&router, data: dataDirectory)
+        ModelsAPI.add(to: &router, data: dataDirectory)
         FilesAPI.add(to: &router, data: dataDirectory)
         self.router = router
     }
@@ -55,21 +55,5 @@ public final class Application: Sendable {
     static func addOperations(_ router: inout Router) {
         router.add("GET", "/healthz", authenticated: false) { _ in JSON.response(["status": "ok"]) }
         router.add("GET", "/readyz", authenticated: false) { _ in JSON.response(["status": "ready"]) }
-    }
-
-    static func addModels(_ router: inout Router, data: DataDirectory) {
-        router.add("GET", "/v1/models") { context in
-            let project = context.principal!.projectID
-            let rows = try data.database.read {
-                try $0.rows("SELECT id, created_at, project_id FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?) ORDER BY created_at, id",
-                            [.text(project)])
-            }
-            let models: [[String: Any]] = rows.compactMap { row in
-                guard case let .text(id) = row[0], case let .integer(created) = row[1] else { return nil }
-                let owner: String = if case .text = row[2] { "project" } else { "preftune" }
-                return ["id": id, "object": "model", "created": created, "owned_by": owner]
-            }
-            return JSON.response(["object": "list", "data": models])
-        }
     }
 }

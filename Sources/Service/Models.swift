@@ -1,0 +1,130 @@
+import Diffusion
+import Foundation
+import HTTP
+import Numerics
+import Store
+
+/// Models — `POST /v1/models` creates a base model from an architecture config
+/// (`{"id", "config", "seed"}`, freshly initialised) or from an uploaded safetensors
+/// file (`{"id", "file"}`, validated against its config); `GET /v1/models`,
+/// `GET /v1/models/{id}`, `DELETE /v1/models/{id}`.
+enum ModelsAPI {
+    static func add(to router: inout Router, data: DataDirectory) {
+        router.add("GET", "/v1/models") { context in
+            let rows = try data.database.read {
+                try $0.rows("""
+                    SELECT id, created_at, project_id, config FROM models
+                    WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?) ORDER BY created_at, rowid
+                    """, [.text(context.principal!.projectID)])
+            }
+            return JSON.response(["object": "list", "data": rows.compactMap(object)])
+        }
+        router.add("GET", "/v1/models/{id}") { context in JSON.response(try find(context, data: data)) }
+        router.add("POST", "/v1/models") { context in try create(context, data: data) }
+        router.add("DELETE", "/v1/models/{id}") { context in
+            let model = try find(context, data: data)
+            guard (model["owned_by"] as? String) == "project" else {
+                throw APIError(status: 403, message: "shared models cannot be deleted by a project", type: "permission_error",
+                               param: "id", code: "forbidden")
+            }
+            try data.database.write { connection in
+                let update = try connection.prepare("UPDATE models SET deleted_at = ? WHERE id = ?")
+                try update.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(context.parameters["id"]!)])
+                try update.step()
+            }
+            return JSON.response(["id": context.parameters["id"]!, "object": "model", "deleted": true])
+        }
+    }
+
+    static func object(_ row: [SQLiteValue]) -> [String: Any]? {
+        guard case let .text(id) = row[0], case let .integer(created) = row[1], case let .text(config) = row[3] else { return nil }
+        let owner: String = if case .text = row[2] { "project" } else { "preftune" }
+        let parsed = (try? JSONSerialization.jsonObject(with: Data(config.utf8))) ?? [:]
+        return ["id": id, "object": "model", "created": created, "owned_by": owner, "config": parsed]
+    }
+
+    static func find(_ context: RequestContext, data: DataDirectory) throws -> [String: Any] {
+        let id = context.parameters["id"] ?? ""
+        let rows = try data.database.read {
+            try $0.rows("SELECT id, created_at, project_id, config FROM models WHERE id = ? AND deleted_at IS NULL AND (project_id IS NULL OR project_id = ?)",
+                        [.text(id), .text(context.principal!.projectID)])
+        }
+        guard let model = rows.first.flatMap(object) else { throw APIError.notFound("model \(id)", param: "id") }
+        return model
+    }
+
+    static func create(_ context: RequestContext, data: DataDirectory) throws -> HTTPResponse {
+        let body = try RequestJSON.object(context.request)
+        try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
+        guard let id = body["id"] as? String else { throw APIError.invalid("id is required: a name for the model", param: "id") }
+        guard (1...64).contains(id.count), id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
+              !id.hasPrefix("ft:") else {
+            throw APIError.invalid("id must be 1-64 letters, digits, '-', '_' or '.' (ft: names are for fine-tuned models)", param: "id")
+        }
+        let model: ModelFile
+        switch (body["config"], body["file"]) {
+        case let (config?, nil):
+            guard JSONSerialization.isValidJSONObject(config), let configData = try? JSONSerialization.data(withJSONObject: config) else {
+                throw APIError.invalid("config must be an object (SPEC §2)", param: "config")
+            }
+            let parsed: ModelConfig
+            do { parsed = try ModelConfig.parse(String(decoding: configData, as: UTF8.self)) } catch let error as ModelConfigError {
+                throw APIError.invalid(error.message, param: "config.\(error.param)")
+            }
+            guard parsed.sampleSize * parsed.hidden <= 1 << 28 else { throw APIError.invalid("the model is too large for this service", param: "config") }
+            let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
+            model = ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))
+        case let (nil, file as String):
+            let owned = try data.database.read {
+                try $0.rows("SELECT 1 FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL", [.text(file), .text(context.principal!.projectID)])
+            }
+            guard !owned.isEmpty else { throw APIError.notFound("file \(file)", param: "file") }
+            do { model = try ModelFile.load(data.filePath(file)) } catch {
+                throw APIError(status: 422, message: "the file is not a valid resmlp model: \(error)", param: "file", code: "invalid_model_file")
+            }
+        default:
+            throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
+        }
+        let directory = "\(data.path)/models/\(id)"
+        let inserted: Bool = try data.database.write { connection in
+            guard try connection.rows("SELECT 1 FROM models WHERE id = ?", [.text(id)]).isEmpty else { return false }
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try model.write(to: "\(directory)/model.safetensors")
+            let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, ?, ?)")
+            try insert.bind([.text(id), .text(context.principal!.projectID), .text(model.config.json), .integer(Int64(Date().timeIntervalSince1970))])
+            try insert.step()
+            return true
+        }
+        guard inserted else { throw APIError(status: 409, message: "a model named \(id) exists already", param: "id", code: "conflict") }
+        return JSON.response(try find(RequestContext(request: context.request, parameters: ["id": id], principal: context.principal), data: data))
+    }
+}
+
+/// Decoding request bodies: JSON objects only, with errors that name the field.
+enum RequestJSON {
+    static func object(_ request: HTTPRequest) throws -> [String: Any] {
+        let type = request.head.header("content-type")?.lowercased() ?? ""
+        guard type.hasPrefix("application/json") else {
+            throw APIError(status: 415, message: "send the request body as application/json", code: "unsupported_media_type")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any] else {
+            throw APIError.invalid("the request body is not a JSON object")
+        }
+        return object
+    }
+
+    static func allowOnly(_ keys: Set<String>, in object: [String: Any]) throws {
+        if let unknown = object.keys.sorted().first(where: { !keys.contains($0) }) {
+            throw APIError.invalid("unknown field \(unknown); expected \(keys.sorted().joined(separator: ", "))", param: unknown)
+        }
+    }
+
+    static func integer(_ value: Any?, param: String, range: ClosedRange<Int>) throws -> Int? {
+        guard let value, !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, String(cString: number.objCType) != "c", let exact = Int(exactly: number.doubleValue),
+              range.contains(exact) else {
+            throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
+        }
+        return exact
+    }
+}
