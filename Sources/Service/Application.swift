@@ -15,6 +15,7 @@ public final class Application: Sendable {
         Self.addOperations(&router)
         ModelsAPI.add(to: &router, data: dataDirectory)
         FilesAPI.add(to: &router, data: dataDirectory)
+        JobsAPI.add(to: &router, data: dataDirectory, store: SQLiteJobStore(database: dataDirectory.database))
         self.router = router
     }
 

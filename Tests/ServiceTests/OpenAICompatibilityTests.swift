@@ -4,10 +4,10 @@ import Testing
 /// The official `openai` Python package, pointed at preftune, drives the API.
 /// `make test` installs it; without it this test fails and says how to install it.
 @Suite struct OpenAICompatibilityTests {
-    @Test func theOpenAISDKManagesFiles() async throws {
+    @Test func theOpenAISDKManagesFilesAndJobs() async throws {
         let service = try LiveService()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../Fixtures/interop/openai_files.py").standardized.path
+            .appendingPathComponent("../Fixtures/interop/openai_sdk.py").standardized.path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script, service.base + "/v1", service.adminKey, service.directory]

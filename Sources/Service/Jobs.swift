@@ -1,0 +1,214 @@
+import Diffusion
+import Foundation
+import HTTP
+import Store
+import Training
+
+/// Fine-tuning jobs, shaped as OpenAI's: create, list (newest first, cursor
+/// paging), retrieve, cancel, pause, resume, events and checkpoints. Creating a
+/// job validates everything a request can get wrong before anything is stored;
+/// the dataset itself is validated in `validating_files`, off the request.
+enum JobsAPI {
+    static let active: Set<String> = ["validating_files", "queued", "running", "paused"]
+
+    static func add(to router: inout Router, data: DataDirectory, store: any JobStore) {
+        router.add("POST", "/v1/fine_tuning/jobs") { context in try create(context, data: data, store: store) }
+        router.add("GET", "/v1/fine_tuning/jobs") { context in
+            let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
+            let jobs = try store.jobs(project: context.principal!.projectID, after: context.request.query["after"], limit: limit + 1)
+            return JSON.response(["object": "list", "data": jobs.prefix(limit).map(object), "has_more": jobs.count > limit])
+        }
+        router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in JSON.response(object(try find(context, store: store))) }
+        for (action, from, to, verb) in [("cancel", active, "cancelled", "Cancelled"), ("pause", Set(["queued", "running"]), "paused", "Paused"),
+                                         ("resume", Set(["paused"]), "queued", "Resumed; queued")] {
+            router.add("POST", "/v1/fine_tuning/jobs/{id}/\(action)") { context in
+                let job = try find(context, store: store)
+                guard try store.transition(job.id, from: from, to: to, error: nil, event: "\(verb) by request", level: "info") else {
+                    throw APIError(status: 409, message: "cannot \(action) a job that is \(try store.job(job.id, project: nil)?.status ?? job.status)",
+                                   param: "id", code: "invalid_state")
+                }
+                return JSON.response(object(try store.job(job.id, project: nil)!))
+            }
+        }
+        router.add("GET", "/v1/fine_tuning/jobs/{id}/events") { context in
+            let job = try find(context, store: store)
+            let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 1000)
+            let before = try context.request.query["after"].map { cursor -> Int in
+                guard let sequence = cursor.split(separator: "-").last.flatMap({ Int($0) }) else {
+                    throw APIError.invalid("after must be an event id", param: "after")
+                }
+                return sequence
+            }
+            let events = try store.events(job.id, before: before, limit: limit + 1)
+            return JSON.response(["object": "list", "data": events.prefix(limit).map(eventObject), "has_more": events.count > limit])
+        }
+        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints") { context in
+            let job = try find(context, store: store)
+            let limit = try Pagination.limit(context.request.query["limit"], default: 10, maximum: 100)
+            let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
+            let data: [[String: Any]] = checkpoints.prefix(limit).map { row in
+                ["object": "fine_tuning.job.checkpoint", "id": row.id, "created_at": row.createdAt, "step_number": row.step,
+                 "metrics": (try? JSONSerialization.jsonObject(with: Data(row.metrics.utf8))) ?? [:], "fine_tuning_job_id": job.id,
+                 "fine_tuned_model_checkpoint": "ft:\(job.model):\(job.suffix ?? "preftune"):\(job.id):ckpt-step-\(row.step)"]
+            }
+            return JSON.response(["object": "list", "data": data, "has_more": checkpoints.count > limit])
+        }
+    }
+
+    static func find(_ context: RequestContext, store: any JobStore) throws -> JobRecord {
+        let id = context.parameters["id"] ?? ""
+        guard let job = try store.job(id, project: context.principal!.projectID) else { throw APIError.notFound("fine-tuning job \(id)", param: "id") }
+        return job
+    }
+
+    static func json(_ text: String?) -> Any { text.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } ?? NSNull() }
+
+    static func object(_ job: JobRecord) -> [String: Any] {
+        var result: [String: Any] = [
+            "id": job.id, "object": "fine_tuning.job", "model": job.model, "created_at": job.createdAt, "status": job.status,
+            "training_file": job.trainingFile, "method": json(job.method), "hyperparameters": json(job.hyperparameters),
+            "seed": job.seed, "metadata": json(job.metadata), "result_files": [String](), "trained_tokens": NSNull(),
+            "organization_id": job.projectID, "integrations": [Any](),
+        ]
+        result["validation_file"] = job.validationFile.map { $0 as Any } ?? NSNull()
+        result["finished_at"] = job.finishedAt.map { $0 as Any } ?? NSNull()
+        result["fine_tuned_model"] = job.fineTunedModel.map { $0 as Any } ?? NSNull()
+        result["error"] = job.error.map(json) ?? NSNull()
+        result["estimated_finish"] = job.estimatedFinish.map { $0 as Any } ?? NSNull()
+        result["user_provided_suffix"] = job.suffix.map { $0 as Any } ?? NSNull()
+        var progress: [String: Any] = ["step": job.step]
+        progress["total_steps"] = job.totalSteps.map { $0 as Any } ?? NSNull()
+        progress["samples_per_s"] = job.samplesPerSecond.map { $0 as Any } ?? NSNull()
+        result["progress"] = progress
+        return result
+    }
+
+    static func eventObject(_ event: EventRecord) -> [String: Any] {
+        ["object": "fine_tuning.job.event", "id": "ftevent-\(event.jobID.dropFirst("ftjob-".count))-\(event.sequence)",
+         "created_at": event.createdAt, "level": event.level, "message": event.message, "type": event.type, "data": json(event.data)]
+    }
+
+    // MARK: - Creating a job
+
+    static func create(_ context: RequestContext, data: DataDirectory, store: any JobStore) throws -> HTTPResponse {
+        let body = try RequestJSON.object(context.request)
+        try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
+        let project = context.principal!.projectID
+
+        guard let modelID = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
+        let configRows = try data.database.read {
+            try $0.rows("SELECT config FROM models WHERE id = ? AND deleted_at IS NULL AND (project_id IS NULL OR project_id = ?)",
+                        [.text(modelID), .text(project)])
+        }
+        guard case let .text(configText)? = configRows.first?.first, let config = try? ModelConfig.parse(configText) else {
+            throw APIError.notFound("model \(modelID)", param: "model")
+        }
+        func ownedFile(_ field: String) throws -> String? {
+            guard let value = body[field], !(value is NSNull) else { return nil }
+            guard let id = value as? String else { throw APIError.invalid("\(field) must be a file id", param: field) }
+            let rows = try data.database.read {
+                try $0.rows("SELECT 1 FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL", [.text(id), .text(project)])
+            }
+            guard !rows.isEmpty else { throw APIError.notFound("file \(id)", param: field) }
+            return id
+        }
+        guard let trainingFile = try ownedFile("training_file") else { throw APIError.invalid("training_file is required", param: "training_file") }
+        let validationFile = try ownedFile("validation_file")
+
+        guard let method = body["method"] as? [String: Any] else {
+            throw APIError.invalid("method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}", param: "method")
+        }
+        let typeName = method["type"] as? String ?? ""
+        guard let type = Training.Method(rawValue: typeName) else {
+            throw APIError.invalid("method.type must be one of \(Training.Method.allCases.map(\.rawValue).joined(separator: ", "))", param: "method.type")
+        }
+        if let extra = method.keys.sorted().first(where: { $0 != "type" && $0 != typeName }) {
+            throw APIError.invalid("unknown field method.\(extra)", param: "method.\(extra)")
+        }
+        let settings = method[typeName] as? [String: Any] ?? [:]
+        if let extra = settings.keys.sorted().first(where: { $0 != "hyperparameters" }) {
+            throw APIError.invalid("unknown field method.\(typeName).\(extra)", param: "method.\(typeName).\(extra)")
+        }
+        guard settings["hyperparameters"] == nil || settings["hyperparameters"] is [String: Any] else {
+            throw APIError.invalid("hyperparameters must be an object", param: "method.\(typeName).hyperparameters")
+        }
+        let hyperparameters: Hyperparameters
+        do {
+            hyperparameters = try Hyperparameters.resolve(settings["hyperparameters"] as? [String: Any] ?? [:], method: type)
+        } catch let error as HyperparameterError {
+            throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
+        }
+
+        let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? Int.random(in: 0...Int(Int32.max))
+        var suffix: String?
+        if let value = body["suffix"], !(value is NSNull) {
+            guard let text = value as? String, (1...40).contains(text.count),
+                  text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+                throw APIError.invalid("suffix must be 1-40 letters, digits, '-' or '_'", param: "suffix")
+            }
+            suffix = text
+        }
+        var metadata: [String: String] = [:]
+        if let value = body["metadata"], !(value is NSNull) {
+            guard let pairs = value as? [String: Any], pairs.count <= 16,
+                  pairs.allSatisfy({ $0.key.count <= 64 && ($0.value as? String).map { $0.count <= 512 } == true }) else {
+                throw APIError.invalid("metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)", param: "metadata")
+            }
+            metadata = pairs.mapValues { $0 as! String }
+        }
+        var webhook: String?
+        if let value = body["webhook_url"], !(value is NSNull) {
+            guard let text = value as? String, let url = URL(string: text), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url")
+            }
+            webhook = text
+        }
+
+        func text(_ object: Any) -> String {
+            String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+        }
+        let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
+        let job = JobRecord(id: id, projectID: project, model: modelID, trainingFile: trainingFile, validationFile: validationFile,
+                            method: text(["type": typeName, typeName: ["hyperparameters": hyperparameters.json]]),
+                            hyperparameters: text(hyperparameters.json), seed: seed, suffix: suffix, metadata: text(metadata),
+                            webhookURL: webhook, status: "validating_files", createdAt: Int(Date().timeIntervalSince1970))
+        try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
+        DispatchQueue.global(qos: .utility).async {
+            validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, data: data, store: store)
+        }
+        return JSON.response(object(job))
+    }
+
+    /// Reads every line of the training (and validation) file against the model;
+    /// the job goes on to `queued`, or ends `failed` with the first bad line.
+    static func validateFiles(_ job: JobRecord, config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters,
+                              data: DataDirectory, store: any JobStore) {
+        do {
+            let training: Dataset
+            do {
+                training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
+                if let validation = job.validationFile {
+                    do { _ = try Dataset.load(path: data.filePath(validation), method: method, config: config) } catch let error as DatasetError {
+                        try fail(job, field: "validation_file", error, store: store)
+                        return
+                    }
+                }
+            } catch let error as DatasetError {
+                try fail(job, field: "training_file", error, store: store)
+                return
+            }
+            try store.setTotalSteps(job.id, hyperparameters.totalSteps(datasetSize: training.count))
+            _ = try store.transition(job.id, from: ["validating_files"], to: "queued", error: nil,
+                                     event: "Validated files: \(training.count) examples; job queued", level: "info")
+        } catch {
+            FileHandle.standardError.write(Data("preftune: validating \(job.id): \(error)\n".utf8))
+        }
+    }
+
+    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws {
+        let message = "\(field.replacingOccurrences(of: "_", with: " ")) \(error)"
+        let detail = ["code": "invalid_\(field)", "message": message, "param": field]
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]), as: UTF8.self)
+        _ = try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error")
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+
+/// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
+public struct JobRecord: Sendable, Equatable {
+    public var id: String
+    public var projectID: String
+    public var model: String
+    public var trainingFile: String
+    public var validationFile: String?
+    public var method: String
+    public var hyperparameters: String
+    public var seed: Int
+    public var suffix: String?
+    public var metadata: String
+    public var webhookURL: String?
+    public var status: String
+    public var error: String?
+    public var fineTunedModel: String?
+    public var step: Int
+    public var totalSteps: Int?
+    public var samplesPerSecond: Double?
+    public var estimatedFinish: Int?
+    public var createdAt: Int
+    public var startedAt: Int?
+    public var finishedAt: Int?
+
+    public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
+                hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: String,
+                createdAt: Int) {
+        self.id = id
+        self.projectID = projectID
+        self.model = model
+        self.trainingFile = trainingFile
+        self.validationFile = validationFile
+        self.method = method
+        self.hyperparameters = hyperparameters
+        self.seed = seed
+        self.suffix = suffix
+        self.metadata = metadata
+        self.webhookURL = webhookURL
+        self.status = status
+        self.createdAt = createdAt
+        step = 0
+    }
+}
+
+public struct EventRecord: Sendable, Equatable {
+    public let jobID: String
+    /// Strictly increasing per job.
+    public let sequence: Int
+    public let createdAt: Int
+    public let level: String
+    public let type: String
+    public let message: String
+    /// JSON text, for metrics events.
+    public let data: String?
+}
+
+/// What the API and the workers need of job storage. SQLite implements it; a
+/// store for worker pools spread over machines (PostgreSQL) can implement it
+/// without touching handlers or workers.
+public protocol JobStore: Sendable {
+    func insert(_ job: JobRecord, firstEvent message: String) throws
+    /// The job if it belongs to the project (nil project: any).
+    func job(_ id: String, project: String?) throws -> JobRecord?
+    /// Newest first, after the job `after` (cursor paging).
+    func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord]
+    /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
+    func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool
+    func setTotalSteps(_ id: String, _ steps: Int) throws
+    func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws
+    /// Newest first, older than sequence `before` when given.
+    func events(_ jobID: String, before: Int?, limit: Int) throws -> [EventRecord]
+    /// Newest first.
+    func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow]
+}
+
+public struct CheckpointRow: Sendable, Equatable {
+    public let id: String
+    public let step: Int
+    public let metrics: String
+    public let createdAt: Int
+}
+
+public final class SQLiteJobStore: JobStore {
+    let database: Database
+
+    public init(database: Database) { self.database = database }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    static let columns = """
+        id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
+        status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at
+        """
+
+    static func record(_ row: [SQLiteValue]) -> JobRecord? {
+        func text(_ i: Int) -> String? { if case let .text(v) = row[i] { v } else { nil } }
+        func int(_ i: Int) -> Int? { if case let .integer(v) = row[i] { Int(v) } else { nil } }
+        guard let id = text(0), let project = text(1), let model = text(2), let training = text(3), let method = text(5),
+              let hyper = text(6), let seed = int(7), let metadata = text(9), let status = text(11), let created = int(18)
+        else { return nil }
+        var job = JobRecord(id: id, projectID: project, model: model, trainingFile: training, validationFile: text(4), method: method,
+                            hyperparameters: hyper, seed: seed, suffix: text(8), metadata: metadata, webhookURL: text(10),
+                            status: status, createdAt: created)
+        job.error = text(12)
+        job.fineTunedModel = text(13)
+        job.step = int(14) ?? 0
+        job.totalSteps = int(15)
+        if case let .real(rate) = row[16] { job.samplesPerSecond = rate }
+        job.estimatedFinish = int(17)
+        job.startedAt = int(19)
+        job.finishedAt = int(20)
+        return job
+    }
+
+    static func optional(_ text: String?) -> SQLiteValue { text.map(SQLiteValue.text) ?? .null }
+
+    public func insert(_ job: JobRecord, firstEvent message: String) throws {
+        try database.write { connection in
+            let insert = try connection.prepare("""
+                INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
+                                  metadata, webhook_url, status, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            try insert.bind([.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
+                             .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
+                             .text(job.metadata), Self.optional(job.webhookURL), .text(job.status), .integer(Int64(job.createdAt))])
+            try insert.step()
+            try Self.appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
+        }
+    }
+
+    public func job(_ id: String, project: String?) throws -> JobRecord? {
+        try database.read { connection in
+            let rows = try project.map {
+                try connection.rows("SELECT \(Self.columns) FROM jobs WHERE id = ? AND project_id = ?", [.text(id), .text($0)])
+            } ?? connection.rows("SELECT \(Self.columns) FROM jobs WHERE id = ?", [.text(id)])
+            return rows.first.flatMap(Self.record)
+        }
+    }
+
+    public func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord] {
+        try database.read { connection in
+            var sql = "SELECT \(Self.columns) FROM jobs WHERE project_id = ?"
+            var arguments: [SQLiteValue] = [.text(project)]
+            if let after {
+                sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?)"
+                arguments.append(.text(after))
+            }
+            sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+            arguments.append(.integer(Int64(limit)))
+            return try connection.rows(sql, arguments).compactMap(Self.record)
+        }
+    }
+
+    public func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool {
+        try database.write { connection in
+            let terminal = ["succeeded", "failed", "cancelled"].contains(to)
+            let placeholders = from.map { _ in "?" }.joined(separator: ", ")
+            let update = try connection.prepare("""
+                UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
+                       lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END
+                WHERE id = ? AND status IN (\(placeholders))
+                """)
+            try update.bind([.text(to), Self.optional(error), .integer(terminal ? 1 : 0), .integer(Self.now()), .integer(terminal ? 1 : 0),
+                             .text(id)] + from.sorted().map(SQLiteValue.text))
+            try update.step()
+            guard connection.changes == 1 else { return false }
+            try Self.appendEvent(connection, id, level: level, type: "message", message: event, data: nil)
+            return true
+        }
+    }
+
+    public func setTotalSteps(_ id: String, _ steps: Int) throws {
+        try database.write { connection in
+            let update = try connection.prepare("UPDATE jobs SET total_steps = ? WHERE id = ?")
+            try update.bind([.integer(Int64(steps)), .text(id)])
+            try update.step()
+        }
+    }
+
+    public func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws {
+        try database.write { try Self.appendEvent($0, jobID, level: level, type: type, message: message, data: data) }
+    }
+
+    /// Inside a write transaction: the next sequence number is taken and used atomically.
+    static func appendEvent(_ connection: SQLiteConnection, _ jobID: String, level: String, type: String, message: String, data: String?) throws {
+        let insert = try connection.prepare("""
+            INSERT INTO events (job_id, seq, created_at, level, type, message, data)
+            VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?), ?, ?, ?, ?, ?)
+            """)
+        try insert.bind([.text(jobID), .text(jobID), .integer(now()), .text(level), .text(type), .text(message), optional(data)])
+        try insert.step()
+    }
+
+    public func events(_ jobID: String, before: Int?, limit: Int) throws -> [EventRecord] {
+        try database.read { connection in
+            try connection.rows("""
+                SELECT seq, created_at, level, type, message, data FROM events
+                WHERE job_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+                """, [.text(jobID), .integer(Int64(before ?? Int.max)), .integer(Int64(limit))]).compactMap { row in
+                guard case let .integer(seq) = row[0], case let .integer(created) = row[1], case let .text(level) = row[2],
+                      case let .text(type) = row[3], case let .text(message) = row[4] else { return nil }
+                let data: String? = if case let .text(d) = row[5] { d } else { nil }
+                return EventRecord(jobID: jobID, sequence: Int(seq), createdAt: Int(created), level: level, type: type, message: message, data: data)
+            }
+        }
+    }
+
+    public func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow] {
+        try database.read { connection in
+            try connection.rows("SELECT id, step, metrics, created_at FROM checkpoints WHERE job_id = ? ORDER BY step DESC LIMIT ?",
+                                [.text(jobID), .integer(Int64(limit))]).compactMap { row in
+                guard case let .text(id) = row[0], case let .integer(step) = row[1], case let .text(metrics) = row[2],
+                      case let .integer(created) = row[3] else { return nil }
+                return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
+            }
+        }
+    }
+}

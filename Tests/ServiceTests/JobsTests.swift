@@ -1,0 +1,127 @@
+import Foundation
+import Service
+import Store
+import Testing
+
+extension LiveService {
+    /// A tiny text model and a valid training file for it.
+    func jobFixtures(lines: [String]? = nil) async throws -> (model: String, file: String) {
+        let created = try await post("/v1/models", ["id": "base-\(UUID().uuidString.prefix(8))", "config": ModelsTests.config])
+        let sample = "[" + Array(repeating: "0.1", count: 16).joined(separator: ",") + "]"
+        let text = (lines ?? (0..<12).map { #"{"prompt": "dot \#($0)", "sample": \#(sample)}"# }).joined(separator: "\n")
+        let uploaded = try await upload(Array(text.utf8))
+        return (created.json["id"] as! String, uploaded.json["id"] as! String)
+    }
+
+    func waitForStatus(_ id: String, notIn: Set<String>) async throws -> [String: Any] {
+        for _ in 0..<200 {
+            let job = try await request("GET", "/v1/fine_tuning/jobs/\(id)", key: adminKey).json
+            if let status = job["status"] as? String, !notIn.contains(status) { return job }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw HTTPTestFailure("job \(id) stayed in \(notIn)")
+    }
+}
+
+struct HTTPTestFailure: Error { let message: String; init(_ m: String) { message = m } }
+
+@Suite struct JobsTests {
+    static func dro(_ hyper: [String: Any] = ["n_steps": 5, "batch_size": 4]) -> [String: Any] {
+        ["type": "dro", "dro": ["hyperparameters": hyper]]
+    }
+
+    @Test func aJobIsValidatedThenQueuedAndCanBeCancelled() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        let created = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro(),
+                                                                        "seed": 42, "suffix": "demo", "metadata": ["team": "vision"]])
+        #expect(created.status == 200, "\(created.json)")
+        let id = try #require(created.json["id"] as? String)
+        #expect(id.hasPrefix("ftjob-") && created.json["object"] as? String == "fine_tuning.job" && created.json["seed"] as? Int == 42)
+        #expect((created.json["hyperparameters"] as? [String: Any])?["margin"] as? Double == 1e-3, "resolved defaults are shown")
+        let queued = try await service.waitForStatus(id, notIn: ["validating_files"])
+        #expect(queued["status"] as? String == "queued")
+        #expect((queued["progress"] as? [String: Any])?["total_steps"] as? Int == 5)
+
+        let cancelled = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
+        #expect(cancelled.json["status"] as? String == "cancelled" && cancelled.json["finished_at"] is Int)
+        let again = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
+        #expect(again.status == 409 && errorCode(again.json) == "invalid_state")
+
+        let events = try await service.request("GET", "/v1/fine_tuning/jobs/\(id)/events", key: service.adminKey).json["data"] as? [[String: Any]] ?? []
+        #expect(events.map { $0["message"] as? String ?? "" }.first == "Cancelled by request", "newest first")
+        #expect(events.count == 3 && events.allSatisfy { $0["object"] as? String == "fine_tuning.job.event" })
+        let older = try await service.request("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1&after=\(events[0]["id"] as! String)", key: service.adminKey)
+        #expect((older.json["data"] as? [[String: Any]])?.first?["id"] as? String == events[1]["id"] as? String)
+        #expect(older.json["has_more"] as? Bool == true)
+    }
+
+    @Test func pauseAndResumeMoveBetweenQueuedAndPaused() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        let id = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro()]).json["id"] as! String
+        _ = try await service.waitForStatus(id, notIn: ["validating_files"])
+        #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/pause", [:]).json["status"] as? String == "paused")
+        #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/pause", [:]).status == 409)
+        #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/resume", [:]).json["status"] as? String == "queued")
+    }
+
+    @Test func aBadLineFailsTheJobWithItsLineNumber() async throws {
+        let service = try LiveService()
+        let sample = "[" + Array(repeating: "0.1", count: 16).joined(separator: ",") + "]"
+        let (model, file) = try await service.jobFixtures(lines: [#"{"prompt": "a", "sample": \#(sample)}"#, #"{"prompt": "b", "sample": [1, 2]}"#])
+        let id = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro()]).json["id"] as! String
+        let failed = try await service.waitForStatus(id, notIn: ["validating_files"])
+        #expect(failed["status"] as? String == "failed")
+        let error = try #require(failed["error"] as? [String: Any])
+        #expect(error["code"] as? String == "invalid_training_file" && error["param"] as? String == "training_file")
+        #expect((error["message"] as? String)?.contains("line 2: \"sample\" has 2 values; the model expects 16") == true, "\(error)")
+    }
+
+    @Test func requestMistakesNameTheParam() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        let other = try service.data.database.read { try APIKeys(connection: $0).create(project: "other") }
+        let cases: [([String: Any], Int, String)] = [
+            (["training_file": file, "method": Self.dro()], 400, "model"),
+            (["model": "nope", "training_file": file, "method": Self.dro()], 404, "model"),
+            (["model": model, "training_file": "file-nope", "method": Self.dro()], 404, "training_file"),
+            (["model": model, "training_file": file, "method": ["type": "ppo"]], 400, "method.type"),
+            (["model": model, "training_file": file, "method": Self.dro(["learning_rat": 1])], 400, "method.dro.hyperparameters.learning_rat"),
+            (["model": model, "training_file": file, "method": Self.dro(["batch_size": 0])], 400, "method.dro.hyperparameters.batch_size"),
+            (["model": model, "training_file": file, "method": ["type": "dpo", "dpo": ["hyperparameters": ["margin": 1]]]], 400,
+             "method.dpo.hyperparameters.margin"),
+            (["model": model, "training_file": file, "method": Self.dro(), "suffix": "no spaces please"], 400, "suffix"),
+            (["model": model, "training_file": file, "method": Self.dro(), "epochs": 3], 400, "epochs"),
+        ]
+        for (body, status, field) in cases {
+            let response = try await service.post("/v1/fine_tuning/jobs", body)
+            #expect(response.status == status && param(response.json) == field, "\(body): \(response.json)")
+        }
+        // Another project can neither use this project's file nor see its jobs.
+        let foreign = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro()], key: other.secret)
+        #expect(foreign.status == 404)
+        let mine = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro()])
+        let id = mine.json["id"] as! String
+        for path in ["/v1/fine_tuning/jobs/\(id)", "/v1/fine_tuning/jobs/\(id)/events", "/v1/fine_tuning/jobs/\(id)/checkpoints"] {
+            #expect(try await service.request("GET", path, key: other.secret).status == 404, "\(path)")
+        }
+        #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:], key: other.secret).status == 404)
+        #expect((try await service.request("GET", "/v1/fine_tuning/jobs", key: other.secret).json["data"] as? [Any])?.isEmpty == true)
+    }
+
+    @Test func listingIsNewestFirstWithCursors() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        var ids: [String] = []
+        for _ in 0..<3 {
+            ids.append(try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": Self.dro()]).json["id"] as! String)
+        }
+        let first = try await service.request("GET", "/v1/fine_tuning/jobs?limit=2", key: service.adminKey).json
+        #expect((first["data"] as? [[String: Any]])?.map { $0["id"] as! String } == [ids[2], ids[1]])
+        #expect(first["has_more"] as? Bool == true)
+        let rest = try await service.request("GET", "/v1/fine_tuning/jobs?limit=2&after=\(ids[1])", key: service.adminKey).json
+        #expect((rest["data"] as? [[String: Any]])?.map { $0["id"] as! String } == [ids[0]])
+        #expect(rest["has_more"] as? Bool == false)
+    }
+}
