@@ -42,7 +42,11 @@ public final class Application: Sendable {
                 principal = found
             }
             do {
-                return try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal))
+                let context = RequestContext(request: request, parameters: parameters, principal: principal)
+                if request.method == "POST", let principal, let key = request.head.header("idempotency-key") {
+                    return try await idempotent(key: key, principal: principal, request: request) { try await route.handler(context) }
+                }
+                return try await route.handler(context)
             } catch let error as APIError {
                 return error.response
             } catch {
@@ -51,6 +55,39 @@ public final class Application: Sendable {
                 return APIError(status: 500, message: "internal error; the server log has the details", type: "server_error").response
             }
         }
+    }
+
+    /// `Idempotency-Key` on POST: the first response to a key is stored and returned
+    /// again for a repeat of the same request; reusing a key for another request is 409.
+    func idempotent(key: String, principal: Principal, request: HTTPRequest,
+                    _ body: () async throws -> HTTPResponse) async throws -> HTTPResponse {
+        guard (1...255).contains(key.count) else { throw APIError.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key") }
+        let signature = "\(request.method) \(request.path)"
+        let stored = try dataDirectory.database.read {
+            try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
+                        [.text(principal.projectID), .text(key)])
+        }
+        if let row = stored.first, case let .text(previous) = row[0], case let .integer(status) = row[1], case let .blob(bytes) = row[2] {
+            guard previous == signature else {
+                throw APIError(status: 409, message: "Idempotency-Key \(key) was used for \(previous)", param: "Idempotency-Key",
+                               code: "idempotency_key_reused")
+            }
+            return HTTPResponse(status: Int(status), headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],
+                                body: .bytes(bytes))
+        }
+        let response: HTTPResponse
+        do { response = try await body() } catch let error as APIError { response = error.response }
+        // Server errors are not remembered: the client may retry them.
+        if case let .bytes(bytes) = response.body, response.status < 500 {
+            _ = try? dataDirectory.database.write { connection in
+                let insert = try connection.prepare(
+                    "INSERT OR IGNORE INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+                try insert.bind([.text(principal.projectID), .text(key), .text(signature), .integer(Int64(response.status)), .blob(bytes),
+                                 .integer(Int64(Date().timeIntervalSince1970))])
+                try insert.step()
+            }
+        }
+        return response
     }
 
     static func addOperations(_ router: inout Router) {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Service
 import Store
 import Testing
@@ -123,5 +126,32 @@ struct HTTPTestFailure: Error { let message: String; init(_ m: String) { message
         let rest = try await service.request("GET", "/v1/fine_tuning/jobs?limit=2&after=\(ids[1])", key: service.adminKey).json
         #expect((rest["data"] as? [[String: Any]])?.map { $0["id"] as! String } == [ids[0]])
         #expect(rest["has_more"] as? Bool == false)
+    }
+}
+
+@Suite struct IdempotencyTests {
+    @Test func aRepeatedKeyReturnsTheFirstResult() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        func create(_ key: String, path: String = "/v1/fine_tuning/jobs") async throws -> (Int, [String: Any], String?) {
+            var request = URLRequest(url: URL(string: service.base + path)!)
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.setValue("Bearer \(service.adminKey)", forHTTPHeaderField: "Authorization")
+            request.setValue(key, forHTTPHeaderField: "Idempotency-Key")
+            request.httpBody = try JSONSerialization.data(withJSONObject: ["model": model, "training_file": file, "method": JobsTests.dro()])
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let http = response as! HTTPURLResponse
+            return (http.statusCode, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:], http.value(forHTTPHeaderField: "Idempotent-Replayed"))
+        }
+        let first = try await create("retry-1"), repeated = try await create("retry-1")
+        #expect(first.0 == 200 && repeated.0 == 200)
+        #expect(first.1["id"] as? String == repeated.1["id"] as? String)
+        #expect(repeated.2 == "true")
+        #expect((try await service.request("GET", "/v1/fine_tuning/jobs", key: service.adminKey).json["data"] as? [Any])?.count == 1)
+        let other = try await create("retry-2")
+        #expect(other.1["id"] as? String != first.1["id"] as? String)
+        let reused = try await create("retry-1", path: "/v1/models")
+        #expect(reused.0 == 409)
     }
 }
