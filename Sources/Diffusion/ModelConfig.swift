@@ -45,13 +45,13 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        arch = try c.decodeIfPresent(String.self, forKey: .arch) ?? "resmlp"
+        arch = try c.decodePresent(String.self, forKey: .arch) ?? "resmlp"
         sampleShape = try c.decode([Int].self, forKey: .sampleShape)
         hidden = try c.decode(Int.self, forKey: .hidden)
         depth = try c.decode(Int.self, forKey: .depth)
-        mlpRatio = try c.decodeIfPresent(Int.self, forKey: .mlpRatio) ?? 2
-        timeFreqDim = try c.decodeIfPresent(Int.self, forKey: .timeFreqDim) ?? 128
-        schedule = try c.decodeIfPresent(NoiseSchedule.Config.self, forKey: .schedule) ?? .init()
+        mlpRatio = try c.decodePresent(Int.self, forKey: .mlpRatio) ?? 2
+        timeFreqDim = try c.decodePresent(Int.self, forKey: .timeFreqDim) ?? 128
+        schedule = try c.decodePresent(NoiseSchedule.Config.self, forKey: .schedule) ?? .init()
         if c.contains(.condition) {
             let cond = try c.nestedContainer(keyedBy: ConditionKeys.self, forKey: .condition)
             switch try cond.decode(String.self, forKey: .kind) {
@@ -161,5 +161,13 @@ public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
         @unknown default:
             self.init(param: "config", message: "config is not valid: \(error)")
         }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Like `decodeIfPresent`, except that a key present with `null` is an error:
+    /// a field that is given must have the right type.
+    func decodePresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        contains(key) ? try decode(type, forKey: key) : nil
     }
 }

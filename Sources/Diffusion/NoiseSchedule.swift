@@ -24,10 +24,10 @@ public struct NoiseSchedule: Sendable {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            numTrainTimesteps = try c.decodeIfPresent(Int.self, forKey: .numTrainTimesteps) ?? 1000
-            betaSchedule = try c.decodeIfPresent(String.self, forKey: .betaSchedule) ?? "scaled_linear"
-            betaStart = try c.decodeIfPresent(Double.self, forKey: .betaStart) ?? 0.00085
-            betaEnd = try c.decodeIfPresent(Double.self, forKey: .betaEnd) ?? 0.012
+            numTrainTimesteps = try c.decodePresent(Int.self, forKey: .numTrainTimesteps) ?? 1000
+            betaSchedule = try c.decodePresent(String.self, forKey: .betaSchedule) ?? "scaled_linear"
+            betaStart = try c.decodePresent(Double.self, forKey: .betaStart) ?? 0.00085
+            betaEnd = try c.decodePresent(Double.self, forKey: .betaEnd) ?? 0.012
         }
 
         public func validate() throws {

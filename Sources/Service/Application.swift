@@ -31,8 +31,10 @@ public final class Application: Sendable {
     /// Answers one request: route, authenticate, run the handler, map errors to the envelope.
     public func handle(_ request: HTTPRequest) async -> HTTPResponse {
         switch router.match(method: request.method, path: request.path) {
-        case let .failure(error):
-            return error.response
+        case let .failure(failure):
+            var response = failure.error.response
+            if !failure.allowed.isEmpty { response.headers.append(("Allow", failure.allowed.joined(separator: ", "))) }
+            return response
         case let .success((route, parameters)):
             var principal: Principal?
             if route.authenticated {
@@ -62,14 +64,15 @@ public final class Application: Sendable {
     func idempotent(key: String, principal: Principal, request: HTTPRequest,
                     _ body: () async throws -> HTTPResponse) async throws -> HTTPResponse {
         guard (1...255).contains(key.count) else { throw APIError.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key") }
-        let signature = "\(request.method) \(request.path)"
+        // The same key with another body is another request: it must not get this one's answer.
+        let signature = "\(request.method) \(request.path) \(SHA256.hex(request.body))"
         let stored = try dataDirectory.database.read {
             try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
                         [.text(principal.projectID), .text(key)])
         }
         if let row = stored.first, case let .text(previous) = row[0], case let .integer(status) = row[1], case let .blob(bytes) = row[2] {
             guard previous == signature else {
-                throw APIError(status: 409, message: "Idempotency-Key \(key) was used for \(previous)", param: "Idempotency-Key",
+                throw APIError(status: 409, message: "Idempotency-Key \(key) was used for another request", param: "Idempotency-Key",
                                code: "idempotency_key_reused")
             }
             return HTTPResponse(status: Int(status), headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],

@@ -64,14 +64,15 @@ enum ModelsAPI {
         let model: ModelFile
         switch (body["config"], body["file"]) {
         case let (config?, nil):
-            guard JSONSerialization.isValidJSONObject(config), let configData = try? JSONSerialization.data(withJSONObject: config) else {
+            guard let configObject = config as? [String: Any], let configData = try? JSONSerialization.data(withJSONObject: configObject) else {
                 throw APIError.invalid("config must be an object (SPEC §2)", param: "config")
             }
+            try ServiceLimits.rejectUnknownKeys(configObject)
             let parsed: ModelConfig
             do { parsed = try ModelConfig.parse(String(decoding: configData, as: UTF8.self)) } catch let error as ModelConfigError {
                 throw APIError.invalid(error.message, param: "config.\(error.param)")
             }
-            guard parsed.sampleSize * parsed.hidden <= 1 << 28 else { throw APIError.invalid("the model is too large for this service", param: "config") }
+            try ServiceLimits.check(parsed)
             let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
             model = ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))
         case let (nil, file as String):
@@ -126,5 +127,49 @@ enum RequestJSON {
             throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
         }
         return exact
+    }
+}
+
+/// The largest architectures this service creates (docs/openapi.yaml states the same
+/// bounds): with all of them at their maximum a model has about 128 M parameters.
+enum ServiceLimits {
+    static let sampleDimension = 32, hidden = 512, depth = 16, mlpRatio = 8, timeFreqDim = 1024
+    static let vocab = 32_768, maxTokens = 256, vectorDim = 4096
+
+    /// The API takes exactly the SPEC §2 fields; a misspelt one is an error, not a silent default.
+    static func rejectUnknownKeys(_ config: [String: Any]) throws {
+        func only(_ allowed: Set<String>, in object: [String: Any], at path: String) throws {
+            if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+                throw APIError.invalid("unknown field \(path).\(unknown)", param: "\(path).\(unknown)")
+            }
+        }
+        try only(["arch", "sample_shape", "hidden", "depth", "mlp_ratio", "time_freq_dim", "cond", "schedule"], in: config, at: "config")
+        if let cond = config["cond"] as? [String: Any] {
+            let kindFields: [String: Set<String>] = ["text": ["vocab", "max_tokens"], "vector": ["dim"], "none": []]
+            try only(Set(["kind"]).union(kindFields[cond["kind"] as? String ?? ""] ?? []), in: cond, at: "config.cond")
+        }
+        if let schedule = config["schedule"] as? [String: Any] {
+            try only(["num_train_timesteps", "beta_schedule", "beta_start", "beta_end"], in: schedule, at: "config.schedule")
+        }
+    }
+
+    static func check(_ config: ModelConfig) throws {
+        func limit(_ value: Int, _ maximum: Int, _ param: String) throws {
+            guard value <= maximum else { throw APIError.invalid("\(param) is at most \(maximum) on this service, got \(value)", param: "config.\(param)") }
+        }
+        for dimension in config.sampleShape { try limit(dimension, sampleDimension, "sample_shape") }
+        try limit(config.hidden, hidden, "hidden")
+        try limit(config.depth, depth, "depth")
+        try limit(config.mlpRatio, mlpRatio, "mlp_ratio")
+        try limit(config.timeFreqDim, timeFreqDim, "time_freq_dim")
+        switch config.condition {
+        case let .text(v, tokens):
+            try limit(v, vocab, "cond.vocab")
+            try limit(tokens, maxTokens, "cond.max_tokens")
+        case let .vector(dim):
+            try limit(dim, vectorDim, "cond.dim")
+        case .none:
+            break
+        }
     }
 }

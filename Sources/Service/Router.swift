@@ -32,10 +32,16 @@ public struct Router: Sendable {
                             handler: handler))
     }
 
+    struct Failure: Error {
+        let error: APIError
+        /// The methods the path does take (for 405's Allow header).
+        let allowed: [String]
+    }
+
     /// The route for a request and its path parameters, or the error to answer with.
-    func match(method: String, path: String) -> Result<(Route, [String: String]), APIError> {
+    func match(method: String, path: String) -> Result<(Route, [String: String]), Failure> {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        var pathMatched = false
+        var allowed: [String] = []
         for route in routes where route.segments.count == segments.count {
             var parameters: [String: String] = [:]
             var matched = true
@@ -48,11 +54,13 @@ public struct Router: Sendable {
                 }
             }
             guard matched else { continue }
-            pathMatched = true
             if route.method == method { return .success((route, parameters)) }
+            allowed.append(route.method)
         }
-        return .failure(pathMatched
-            ? APIError(status: 405, message: "\(method) is not allowed on \(path)", code: "method_not_allowed")
-            : APIError(status: 404, message: "no such endpoint: \(method) \(path)", code: "unknown_url"))
+        if allowed.isEmpty {
+            return .failure(Failure(error: APIError(status: 404, message: "no such endpoint: \(method) \(path)", code: "unknown_url"), allowed: []))
+        }
+        return .failure(Failure(error: APIError(status: 405, message: "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))",
+                                                code: "method_not_allowed"), allowed: allowed))
     }
 }
