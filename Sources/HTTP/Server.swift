@@ -155,6 +155,9 @@ final class Connection {
     var wantsWrite = false
     var lastActivity: Double
     var requestStarted: Double?
+    /// After the last response: the write side is shut and input is read and dropped
+    /// until the client closes or this deadline passes (see `lingerThenClose`).
+    var lingeringUntil: Double?
 
     init(fd: Int32, generation: UInt64, limits: HTTPRequestParser.Limits, now: Double) {
         self.fd = fd
@@ -231,7 +234,9 @@ final class EventLoop: @unchecked Sendable {
                     close(listener)
                     listener = -1
                 }
-                for connection in connections.values where !connection.inFlight && connection.output.isEmpty { closeConnection(connection) }
+                for connection in connections.values where (!connection.inFlight && connection.output.isEmpty) || connection.lingeringUntil != nil {
+                    closeConnection(connection)
+                }
                 if connections.isEmpty { break }
             }
         }
@@ -279,7 +284,7 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             connection.lastActivity = Self.now()
-            if connection.closeAfterFlush { continue }  // after an error, ignore what follows
+            if connection.closeAfterFlush || connection.lingeringUntil != nil { continue }  // after an error, ignore what follows
             do {
                 for event in try connection.parser.feed(buffer[0..<n]) { handle(event, on: connection) }
             } catch let error as HTTPParseError {
@@ -437,7 +442,7 @@ final class EventLoop: @unchecked Sendable {
         if connection.keepAlive.removeValue(forKey: sequence) == false { connection.closeAfterFlush = true }
         connection.nextToSend = sequence + 1
         connection.lastActivity = Self.now()
-        if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { closeConnection(connection); return }
+        if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { lingerThenClose(connection); return }
         sendReady(connection)
     }
 
@@ -461,7 +466,7 @@ final class EventLoop: @unchecked Sendable {
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
         if connection.closeAfterFlush, connection.streaming == nil, connection.nextToSend >= connection.nextSequence {
-            closeConnection(connection)
+            lingerThenClose(connection)
         }
     }
 
@@ -488,9 +493,28 @@ final class EventLoop: @unchecked Sendable {
         return true
     }
 
+    /// Closing a socket that still has unread input makes the kernel send a reset,
+    /// which can destroy the response before the client reads it (a 401 or 413
+    /// answered mid-upload). So: shut the write side, drop what still arrives, and
+    /// close when the client does, or after two seconds.
+    func lingerThenClose(_ connection: Connection) {
+        guard connection.lingeringUntil == nil else { return }
+        connection.bodyStream?.finish(error: "the connection is closing")
+        connection.bodyStream = nil
+        shutdown(connection.fd, Int32(SHUT_WR))
+        connection.lingeringUntil = Self.now() + 2
+        connection.readingPaused = false
+        connection.wantsWrite = false
+        updateInterest(connection)
+    }
+
     func sweepTimeouts(now: Double) {
         let configuration = server.configuration
         for connection in Array(connections.values) {
+            if let deadline = connection.lingeringUntil {
+                if now > deadline { closeConnection(connection) }
+                continue
+            }
             if let started = connection.requestStarted, now - started > configuration.requestTimeout {
                 fail(connection, status: 408, message: "the request was not received within \(Int(configuration.requestTimeout)) s")
             } else if !connection.inFlight, connection.output.isEmpty, connection.parser.isIdle,

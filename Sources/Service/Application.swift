@@ -65,7 +65,13 @@ public final class Application: Sendable {
                     _ body: () async throws -> HTTPResponse) async throws -> HTTPResponse {
         guard (1...255).contains(key.count) else { throw APIError.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key") }
         // The same key with another body is another request: it must not get this one's answer.
-        let signature = "\(request.method) \(request.path) \(SHA256.hex(request.body))"
+        // JSON bodies compare by content (a retry may serialise its keys in another order).
+        var canonical = request.body
+        if let object = try? JSONSerialization.jsonObject(with: Data(request.body)),
+           let sorted = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+            canonical = Array(sorted)
+        }
+        let signature = "\(request.method) \(request.path) \(SHA256.hex(canonical))"
         let stored = try dataDirectory.database.read {
             try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
                         [.text(principal.projectID), .text(key)])
