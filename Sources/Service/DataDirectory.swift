@@ -18,11 +18,11 @@ public struct DataDirectory: Sendable {
             try FileManager.default.createDirectory(atPath: path + folder, withIntermediateDirectories: true)
         }
         let database = try Database(path: "\(path)/preftune.db")
-        try database.read { try Migrator.migrate($0, migrations: migrations) }
+        try database.withWriter { try Migrator.migrate($0, migrations: migrations) }
         let hasKeys = try database.read { try !$0.rows("SELECT 1 FROM api_keys LIMIT 1").isEmpty }
         var created = false
         if !hasKeys {
-            let (_, secret) = try database.read { try APIKeys(connection: $0).create(project: "admin", admin: true) }
+            let (_, secret) = try database.withWriter { try APIKeys(connection: $0).create(project: "admin", admin: true) }
             try Self.writePrivate(secret + "\n", to: "\(path)/admin.key")
             created = true
         }

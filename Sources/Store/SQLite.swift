@@ -36,7 +36,10 @@ public final class SQLiteConnection {
         try execute("PRAGMA synchronous = NORMAL")
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        statements.removeAll()
+        sqlite3_close_v2(handle)
+    }
 
     func error(_ status: Int32) -> SQLiteError {
         SQLiteError(code: status & 0xFF, message: String(cString: sqlite3_errmsg(handle)))
@@ -53,11 +56,18 @@ public final class SQLiteConnection {
         }
     }
 
+    /// Prepared statements by their SQL: each is compiled once per connection.
+    private var statements: [String: SQLiteStatement] = [:]
+
+    /// A prepared statement for `sql`, compiled on first use and reused after.
     public func prepare(_ sql: String) throws -> SQLiteStatement {
+        if let cached = statements[sql] { return cached }
         var statement: OpaquePointer?
         let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard status == SQLITE_OK, let statement else { throw error(status) }
-        return SQLiteStatement(statement, connection: self)
+        let prepared = SQLiteStatement(statement, connection: self)
+        if statements.count < 256 { statements[sql] = prepared }
+        return prepared
     }
 
     /// Runs `body` in a transaction (BEGIN IMMEDIATE: takes the write lock up front,
@@ -83,6 +93,7 @@ public final class SQLiteConnection {
         try statement.bind(arguments)
         var result: [[SQLiteValue]] = []
         while try statement.step() { result.append((0..<statement.columnCount).map(statement.value)) }
+        statement.reset()
         return result
     }
 }
@@ -94,7 +105,7 @@ public enum SQLiteValue: Sendable, Equatable {
 /// A prepared statement; reset and re-bound for each use.
 public final class SQLiteStatement {
     let handle: OpaquePointer
-    let connection: SQLiteConnection
+    unowned let connection: SQLiteConnection
 
     init(_ handle: OpaquePointer, connection: SQLiteConnection) {
         self.handle = handle
@@ -126,7 +137,9 @@ public final class SQLiteStatement {
         let status = sqlite3_step(handle)
         switch status {
         case SQLITE_ROW: return true
-        case SQLITE_DONE: return false
+        case SQLITE_DONE:
+            sqlite3_reset(handle)
+            return false
         default:
             sqlite3_reset(handle)
             throw connection.error(status)
@@ -134,6 +147,9 @@ public final class SQLiteStatement {
     }
 
     public var columnCount: Int { Int(sqlite3_column_count(handle)) }
+
+    /// Releases the statement's hold on the database (a finished read transaction).
+    public func reset() { sqlite3_reset(handle) }
 
     public func value(_ column: Int) -> SQLiteValue {
         let index = Int32(column)

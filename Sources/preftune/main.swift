@@ -90,21 +90,20 @@ func serve(_ arguments: [String]) -> Never {
 func keys(_ arguments: [String]) -> Never {
     let data = openDataDirectory(arguments)
     do {
-        let keys = try data.database.read { APIKeys(connection: $0) }
         switch arguments.first {
         case "create":
             guard let project = option("--project", in: arguments) else { fail("keys create needs --project NAME", status: 2) }
-            let created = try data.database.read { _ in try keys.create(project: project, admin: arguments.contains("--admin")) }
+            let created = try data.database.withWriter { try APIKeys(connection: $0).create(project: project, admin: arguments.contains("--admin")) }
             print("created \(created.id) for project \(project); the key (shown only now):")
             print(created.secret)
         case "list":
-            for record in try data.database.read({ _ in try keys.list() }) {
+            for record in try data.database.read({ try APIKeys(connection: $0).list() }) {
                 let state = record.revokedAt == nil ? "active" : "revoked"
                 print("\(record.id)  \(record.prefix)…  project \(record.projectName)\(record.isAdmin ? " (admin)" : "")  \(state)")
             }
         case "revoke":
             guard arguments.count >= 2, !arguments[1].hasPrefix("--") else { fail("keys revoke needs a KEY_ID (see keys list)", status: 2) }
-            guard try data.database.read({ _ in try keys.revoke(arguments[1]) }) else { fail("no active key \(arguments[1])") }
+            guard try data.database.withWriter({ try APIKeys(connection: $0).revoke(arguments[1]) }) else { fail("no active key \(arguments[1])") }
             print("revoked \(arguments[1])")
         default:
             fail("keys takes create, list or revoke", status: 2)

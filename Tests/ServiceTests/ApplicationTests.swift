@@ -69,16 +69,16 @@ func errorCode(_ json: [String: Any]) -> String? { (json["error"] as? [String: A
 
     @Test func aRevokedKeyStopsWorking() async throws {
         let service = try LiveService()
-        let (id, secret) = try service.data.database.read { try APIKeys(connection: $0).create(project: "team") }
+        let (id, secret) = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "team") }
         #expect(try await service.request("GET", "/v1/models", key: secret).status == 200)
-        try service.data.database.read { _ = try APIKeys(connection: $0).revoke(id) }
+        try service.data.database.withWriter { _ = try APIKeys(connection: $0).revoke(id) }
         #expect(try await service.request("GET", "/v1/models", key: secret).status == 401)
     }
 
     @Test func projectsSeeOnlyTheirOwnModels() async throws {
         let service = try LiveService()
-        let a = try service.data.database.read { try APIKeys(connection: $0).create(project: "a") }
-        let b = try service.data.database.read { try APIKeys(connection: $0).create(project: "b") }
+        let a = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "a") }
+        let b = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "b") }
         try service.data.database.write { connection in
             let projectA = try APIKeys(connection: connection).project(named: "a")
             let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, '{}', 1)")

@@ -65,7 +65,7 @@ extension LiveService {
     @Test func anotherProjectsFileIsNotFound() async throws {
         let service = try LiveService()
         let uploaded = try await service.upload(Array("x".utf8))
-        let other = try service.data.database.read { try APIKeys(connection: $0).create(project: "other") }
+        let other = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "other") }
         let id = try #require(uploaded.json["id"] as? String)
         for path in ["/v1/files/\(id)", "/v1/files/\(id)/content"] {
             #expect(try await service.request("GET", path, key: other.secret).status == 404)

@@ -84,7 +84,7 @@ struct HTTPTestFailure: Error { let message: String; init(_ m: String) { message
     @Test func requestMistakesNameTheParam() async throws {
         let service = try LiveService()
         let (model, file) = try await service.jobFixtures()
-        let other = try service.data.database.read { try APIKeys(connection: $0).create(project: "other") }
+        let other = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "other") }
         let cases: [([String: Any], Int, String)] = [
             (["training_file": file, "method": Self.dro()], 400, "model"),
             (["model": "nope", "training_file": file, "method": Self.dro()], 404, "model"),
