@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench eval run clean
+.PHONY: all deps build test bench bench-api eval run clean
 
 all: build
 
@@ -23,6 +23,10 @@ test:
 bench: deps
 	$(SWIFT) build -c release --product preftune-bench
 	$(SWIFT) run -c release --skip-build preftune-bench
+
+# wrk against a real server on loopback: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
+bench-api: deps
+	@scripts/bench-api.sh
 
 # The five objectives compared on the ShapeWorld demo (a few minutes): a markdown table.
 eval: deps

@@ -247,8 +247,11 @@ public struct HTTPRequestParser: Sendable {
             guard rawValue.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
                 throw HTTPParseError.badRequest("control character in header \(String(decoding: name, as: UTF8.self))")
             }
-            headers.append((String(decoding: name, as: UTF8.self),
-                            String(decoding: rawValue, as: UTF8.self).trimmingCharacters(in: .whitespaces)))
+            // Optional whitespace around a field value is not part of it (RFC 9110 §5.5).
+            var value = rawValue[...]
+            while let first = value.first, first == 0x20 || first == 0x09 { value = value.dropFirst() }
+            while let last = value.last, last == 0x20 || last == 0x09 { value = value.dropLast() }
+            headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             guard headers.count <= limits.headerCount else {
                 throw HTTPParseError(status: 431, message: "more than \(limits.headerCount) header fields")
             }

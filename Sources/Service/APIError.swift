@@ -40,7 +40,6 @@ public struct APIError: Error, Sendable, Equatable {
 
 enum JSON {
     static func response(status: Int = 200, _ object: Any) -> HTTPResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(Array(data)))
+        HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(JSONWriter.encode(object)))
     }
 }

@@ -67,10 +67,7 @@ public final class Application: Sendable {
         // The same key with another body is another request: it must not get this one's answer.
         // JSON bodies compare by content (a retry may serialise its keys in another order).
         var canonical = request.body
-        if let object = try? JSONSerialization.jsonObject(with: Data(request.body)),
-           let sorted = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
-            canonical = Array(sorted)
-        }
+        if let object = try? JSONSerialization.jsonObject(with: Data(request.body)) { canonical = JSONWriter.encode(object) }
         let signature = "\(request.method) \(request.path) \(SHA256.hex(canonical))"
         let stored = try dataDirectory.database.read {
             try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",

@@ -48,7 +48,7 @@ enum JobsAPI {
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
             let data: [[String: Any]] = checkpoints.prefix(limit).map { row in
                 ["object": "fine_tuning.job.checkpoint", "id": row.id, "created_at": row.createdAt, "step_number": row.step,
-                 "metrics": (try? JSONSerialization.jsonObject(with: Data(row.metrics.utf8))) ?? [:], "fine_tuning_job_id": job.id,
+                 "metrics": RawJSON(text: row.metrics), "fine_tuning_job_id": job.id,
                  "fine_tuned_model_checkpoint": "ft:\(job.model):\(job.suffix ?? "preftune"):\(job.id):ckpt-step-\(row.step)"]
             }
             return JSON.response(["object": "list", "data": data, "has_more": checkpoints.count > limit])
@@ -61,7 +61,8 @@ enum JobsAPI {
         return job
     }
 
-    static func json(_ text: String?) -> Any { text.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } ?? NSNull() }
+    /// A JSON column of ours, embedded without parsing it again.
+    static func json(_ text: String?) -> Any { text.map(RawJSON.init) ?? NSNull() }
 
     static func object(_ job: JobRecord) -> [String: Any] {
         var result: [String: Any] = [
@@ -165,7 +166,7 @@ enum JobsAPI {
         }
 
         func text(_ object: Any) -> String {
-            String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+            String(decoding: JSONWriter.encode(object), as: UTF8.self)
         }
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
         let job = JobRecord(id: id, projectID: project, model: modelID, trainingFile: trainingFile, validationFile: validationFile,
@@ -208,7 +209,7 @@ enum JobsAPI {
     static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws {
         let message = "\(field.replacingOccurrences(of: "_", with: " ")) \(error)"
         let detail = ["code": "invalid_\(field)", "message": message, "param": field]
-        let text = String(decoding: try JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]), as: UTF8.self)
+        let text = String(decoding: JSONWriter.encode(detail), as: UTF8.self)
         _ = try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error")
     }
 }

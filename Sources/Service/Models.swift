@@ -39,8 +39,7 @@ enum ModelsAPI {
     static func object(_ row: [SQLiteValue]) -> [String: Any]? {
         guard case let .text(id) = row[0], case let .integer(created) = row[1], case let .text(config) = row[3] else { return nil }
         let owner: String = if case .text = row[2] { "project" } else { "preftune" }
-        let parsed = (try? JSONSerialization.jsonObject(with: Data(config.utf8))) ?? [:]
-        return ["id": id, "object": "model", "created": created, "owned_by": owner, "config": parsed]
+        return ["id": id, "object": "model", "created": created, "owned_by": owner, "config": RawJSON(text: config)]
     }
 
     static func find(_ context: RequestContext, data: DataDirectory) throws -> [String: Any] {

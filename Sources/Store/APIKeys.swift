@@ -31,7 +31,7 @@ public struct APIKeys {
     /// Random bytes as hex, for ids and secrets.
     public static func randomHex(bytes: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return SHA256.hexString((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }

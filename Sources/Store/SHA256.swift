@@ -44,7 +44,18 @@ public enum SHA256 {
     }
 
     public static func hex(_ message: some Sequence<UInt8>) -> String {
-        hash(message).map { String(format: "%02x", $0) }.joined()
+        hexString(hash(message))
+    }
+
+    /// Lower-case hex, without String(format:), which dominated a request's authentication.
+    public static func hexString(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8](repeating: 0, count: bytes.count * 2)
+        for (i, byte) in bytes.enumerated() {
+            out[2 * i] = digits[Int(byte >> 4)]
+            out[2 * i + 1] = digits[Int(byte & 0x0F)]
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     @inline(__always) static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
