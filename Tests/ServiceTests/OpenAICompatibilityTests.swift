@@ -8,16 +8,8 @@ import Testing
         let service = try LiveService()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../Fixtures/interop/openai_sdk.py").standardized.path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, service.base + "/v1", service.adminKey, service.directory]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "openai SDK test failed (pip install openai, as make test does):\n\(text)")
+        let (status, text) = try runTool(["python3", script, service.base + "/v1", service.adminKey, service.directory])
+        #expect(status == 0, "openai SDK test failed (pip install openai, as make test does):\n\(text)")
         #expect(text.contains("ok"))
     }
 }
