@@ -73,6 +73,17 @@ public protocol JobStore: Sendable {
     func events(_ jobID: String, before: Int?, limit: Int) throws -> [EventRecord]
     /// Newest first.
     func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow]
+
+    // Workers.
+    /// Takes the oldest queued job, or a running one whose lease expired (its worker died),
+    /// marks it running under `worker` until `now + leaseSeconds`; nil when there is none.
+    func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord?
+    /// Extends the lease; false when the job is no longer this worker's (then it must stop).
+    func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool
+    /// Metric points of one step; a step already recorded keeps its first values (replays add nothing).
+    func appendMetrics(_ jobID: String, step: Int, values: [String: Double]) throws
+    /// Points by name with steps strictly increasing, after `sinceStep` when given.
+    func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]]
 }
 
 public struct CheckpointRow: Sendable, Equatable {
@@ -217,5 +228,61 @@ public final class SQLiteJobStore: JobStore {
                 return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
             }
         }
+    }
+
+    public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
+        let claimed: String? = try database.write { connection in
+            let now = Self.now()
+            let candidates = try connection.rows("""
+                SELECT id, status FROM jobs
+                WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < ?)
+                ORDER BY created_at, rowid LIMIT 1
+                """, [.integer(now)])
+            guard let row = candidates.first, case let .text(id) = row[0], case let .text(previous) = row[1] else { return nil }
+            let update = try connection.prepare("""
+                UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+                WHERE id = ?
+                """)
+            try update.bind([.text(worker), .integer(now + Int64(leaseSeconds)), .integer(now), .text(id)])
+            try update.step()
+            let message = previous == "queued" ? "Started on \(worker)" : "Resumed on \(worker): the previous worker's lease expired"
+            try Self.appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
+            return id
+        }
+        return try claimed.flatMap { try job($0, project: nil) }
+    }
+
+    public func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool {
+        try database.write { connection in
+            let update = try connection.prepare(
+                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
+            try update.bind([.integer(Self.now() + Int64(leaseSeconds)), .text(jobID), .text(worker)])
+            try update.step()
+            return connection.changes == 1
+        }
+    }
+
+    public func appendMetrics(_ jobID: String, step: Int, values: [String: Double]) throws {
+        try database.write { connection in
+            let insert = try connection.prepare("INSERT OR IGNORE INTO metric_points (job_id, name, step, value) VALUES (?, ?, ?, ?)")
+            for (name, value) in values.sorted(by: { $0.key < $1.key }) where value.isFinite {
+                try insert.bind([.text(jobID), .text(name), .integer(Int64(step)), .real(value)])
+                try insert.step()
+            }
+        }
+    }
+
+    public func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]] {
+        let rows = try database.read { connection in
+            try connection.rows("SELECT name, step, value FROM metric_points WHERE job_id = ? AND step > ? ORDER BY name, step",
+                                [.text(jobID), .integer(Int64(sinceStep ?? -1))])
+        }
+        var series: [String: [(step: Int, value: Double)]] = [:]
+        for row in rows {
+            guard case let .text(name) = row[0], case let .integer(step) = row[1], case let .real(value) = row[2] else { continue }
+            if let names, !names.contains(name) { continue }
+            series[name, default: []].append((Int(step), value))
+        }
+        return series
     }
 }

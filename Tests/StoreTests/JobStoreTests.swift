@@ -1,0 +1,60 @@
+import Foundation
+import Store
+import Testing
+
+@Suite struct JobStoreTests {
+    static func store() throws -> (SQLiteJobStore, Database) {
+        let database = try Database(path: MigratorTests.temporaryDatabase())
+        try database.withWriter { try Migrator.migrate($0, migrations: try MigratorTests.projectMigrations) }
+        try database.write { connection in
+            try connection.execute("""
+                INSERT INTO projects VALUES ('p', 'team', 0);
+                INSERT INTO models (id, project_id, config, created_at) VALUES ('m', 'p', '{}', 0);
+                INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at) VALUES ('f', 'p', 'a', 'fine-tune', 1, 'processed', 0);
+                """)
+        }
+        return (SQLiteJobStore(database: database), database)
+    }
+
+    static func insert(_ store: SQLiteJobStore, _ id: String, createdAt: Int) throws {
+        try store.insert(JobRecord(id: id, projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: "{}",
+                                   hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: "queued",
+                                   createdAt: createdAt), firstEvent: "created")
+    }
+
+    @Test func workersClaimTheOldestJobOneEach() throws {
+        let (store, _) = try Self.store()
+        try Self.insert(store, "ftjob-new", createdAt: 20)
+        try Self.insert(store, "ftjob-old", createdAt: 10)
+        let first = try #require(try store.claimNext(worker: "w1", leaseSeconds: 60))
+        #expect(first.id == "ftjob-old" && first.status == "running" && first.startedAt != nil)
+        #expect(try store.claimNext(worker: "w2", leaseSeconds: 60)?.id == "ftjob-new")
+        #expect(try store.claimNext(worker: "w3", leaseSeconds: 60) == nil, "each job has one worker")
+        #expect(try store.heartbeat("ftjob-old", worker: "w1", leaseSeconds: 60))
+        #expect(try !store.heartbeat("ftjob-old", worker: "w2", leaseSeconds: 60), "only the owner extends a lease")
+    }
+
+    @Test func anExpiredLeaseIsTakenOver() throws {
+        let (store, _) = try Self.store()
+        try Self.insert(store, "ftjob-a", createdAt: 1)
+        _ = try store.claimNext(worker: "dead", leaseSeconds: -1)
+        let taken = try #require(try store.claimNext(worker: "alive", leaseSeconds: 60))
+        #expect(taken.id == "ftjob-a")
+        #expect(try !store.heartbeat("ftjob-a", worker: "dead", leaseSeconds: 60), "the old worker learns it lost the job")
+        let messages = try store.events("ftjob-a", before: nil, limit: 10).map(\.message)
+        #expect(messages.first?.contains("lease expired") == true)
+    }
+
+    @Test func replayedMetricStepsAddNothing() throws {
+        let (store, _) = try Self.store()
+        try Self.insert(store, "ftjob-m", createdAt: 1)
+        try store.appendMetrics("ftjob-m", step: 1, values: ["loss": 0.5, "lr": 1e-4])
+        try store.appendMetrics("ftjob-m", step: 2, values: ["loss": 0.4, "lr": 1e-4])
+        try store.appendMetrics("ftjob-m", step: 2, values: ["loss": 9.9])   // a step replayed after a restart
+        try store.appendMetrics("ftjob-m", step: 3, values: ["loss": .nan])  // not a number: not a point
+        let series = try store.metrics("ftjob-m", names: ["loss"], sinceStep: nil)
+        #expect(series["loss"]?.map(\.step) == [1, 2])
+        #expect(series["loss"]?.map(\.value) == [0.5, 0.4])
+        #expect(try store.metrics("ftjob-m", names: nil, sinceStep: 1)["lr"]?.map(\.step) == [2])
+    }
+}
