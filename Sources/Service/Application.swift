@@ -13,9 +13,10 @@ public final class Application: Sendable {
         self.dataDirectory = dataDirectory
         var router = Router()
         Self.addOperations(&router)
-        ModelsAPI.add(to: &router, data: dataDirectory)
-        FilesAPI.add(to: &router, data: dataDirectory)
-        JobsAPI.add(to: &router, data: dataDirectory, store: SQLiteJobStore(database: dataDirectory.database))
+        let files = SQLiteFileStore(database: dataDirectory.database), models = SQLiteModelStore(database: dataDirectory.database)
+        ModelsAPI.add(to: &router, data: dataDirectory, store: models, files: files)
+        FilesAPI.add(to: &router, data: dataDirectory, store: files)
+        JobsAPI.add(to: &router, data: dataDirectory, store: SQLiteJobStore(database: dataDirectory.database), models: models, files: files)
         self.router = router
     }
 

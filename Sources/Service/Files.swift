@@ -9,69 +9,42 @@ enum FilesAPI {
     /// Largest upload accepted.
     static let maximumUpload = 8 << 30
 
-    static func add(to router: inout Router, data: DataDirectory) {
-        router.add("POST", "/v1/files") { context in try await upload(context, data: data) }
-        router.add("GET", "/v1/files") { context in try list(context, data: data) }
-        router.add("GET", "/v1/files/{id}") { context in JSON.response(try find(context, data: data).object) }
+    static func add(to router: inout Router, data: DataDirectory, store: any FileStore) {
+        router.add("POST", "/v1/files") { context in try await upload(context, data: data, store: store) }
+        router.add("GET", "/v1/files") { context in try list(context, store: store) }
+        router.add("GET", "/v1/files/{id}") { context in JSON.response(object(try find(context, store: store))) }
         router.add("GET", "/v1/files/{id}/content") { context in
-            let file = try find(context, data: data)
+            let file = try find(context, store: store)
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
                                 body: .file(path: data.filePath(file.id), size: file.bytes))
         }
         router.add("DELETE", "/v1/files/{id}") { context in
-            let file = try find(context, data: data)
-            try data.database.write { connection in
-                let update = try connection.prepare("UPDATE files SET deleted_at = ? WHERE id = ?")
-                try update.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(file.id)])
-                try update.step()
-            }
+            let file = try find(context, store: store)
+            try store.markDeleted(file.id)
             try? FileManager.default.removeItem(atPath: data.filePath(file.id))
             return JSON.response(["id": file.id, "object": "file", "deleted": true])
         }
     }
 
-    struct FileRecord {
-        let id: String, filename: String, purpose: String, bytes: Int, createdAt: Int
-        var object: [String: Any] {
-            ["id": id, "object": "file", "bytes": bytes, "created_at": createdAt, "filename": filename, "purpose": purpose,
-             "status": "processed", "status_details": NSNull()]
-        }
-    }
-
-    static func record(_ row: [SQLiteValue]) -> FileRecord? {
-        guard case let .text(id) = row[0], case let .text(filename) = row[1], case let .text(purpose) = row[2],
-              case let .integer(bytes) = row[3], case let .integer(created) = row[4] else { return nil }
-        return FileRecord(id: id, filename: filename, purpose: purpose, bytes: Int(bytes), createdAt: Int(created))
+    static func object(_ file: FileRow) -> [String: Any] {
+        ["id": file.id, "object": "file", "bytes": file.bytes, "created_at": file.createdAt, "filename": file.filename,
+         "purpose": file.purpose, "status": "processed", "status_details": NSNull()]
     }
 
     /// The project's file named by the path; another project's file is 404, as a missing one.
-    static func find(_ context: RequestContext, data: DataDirectory) throws -> FileRecord {
+    static func find(_ context: RequestContext, store: any FileStore) throws -> FileRow {
         let id = context.parameters["id"] ?? ""
-        let rows = try data.database.read {
-            try $0.rows("SELECT id, filename, purpose, bytes, created_at FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
-                        [.text(id), .text(context.principal!.projectID)])
-        }
-        guard let file = rows.first.flatMap(record) else { throw APIError.notFound("file \(id)", param: "id") }
+        guard let file = try store.file(id, project: context.principal!.projectID) else { throw APIError.notFound("file \(id)", param: "id") }
         return file
     }
 
-    static func list(_ context: RequestContext, data: DataDirectory) throws -> HTTPResponse {
+    static func list(_ context: RequestContext, store: any FileStore) throws -> HTTPResponse {
         let query = context.request.query
         let limit = try Pagination.limit(query["limit"], default: 10_000, maximum: 10_000)
-        var sql = "SELECT id, filename, purpose, bytes, created_at FROM files WHERE project_id = ? AND deleted_at IS NULL"
-        var arguments: [SQLiteValue] = [.text(context.principal!.projectID)]
-        if let purpose = query["purpose"] { sql += " AND purpose = ?"; arguments.append(.text(purpose)) }
-        if let after = query["after"] {
-            // rowid breaks ties between files made in the same second, in upload order.
-            sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM files WHERE id = ?)"
-            arguments.append(.text(after))
-        }
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        arguments.append(.integer(Int64(limit + 1)))
-        let rows = try data.database.read { try $0.rows(sql, arguments) }.compactMap(record)
+        let rows = try store.files(project: context.principal!.projectID, purpose: query["purpose"], after: query["after"], limit: limit + 1)
         let page = Array(rows.prefix(limit))
         var list: [String: Any] = ["object": "list", "has_more": rows.count > limit]
-        list["data"] = page.map(\.object)
+        list["data"] = page.map(object)
         list["first_id"] = page.first.map { $0.id as Any } ?? NSNull()
         list["last_id"] = page.last.map { $0.id as Any } ?? NSNull()
         return JSON.response(list)
@@ -79,7 +52,7 @@ enum FilesAPI {
 
     /// Streams the multipart body: the `file` part goes straight to a temporary file
     /// beside its destination, renamed into place only when the upload is complete and valid.
-    static func upload(_ context: RequestContext, data: DataDirectory) async throws -> HTTPResponse {
+    static func upload(_ context: RequestContext, data: DataDirectory, store: any FileStore) async throws -> HTTPResponse {
         guard let contentType = context.request.head.header("content-type"),
               let boundary = MultipartParser.boundary(contentType: contentType) else {
             throw APIError(status: 415, message: "upload a file as multipart/form-data with the fields `file` and `purpose`",
@@ -143,16 +116,10 @@ enum FilesAPI {
             throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error")
         }
         keep = true
-        let file = FileRecord(id: id, filename: filename ?? "upload", purpose: purposeText, bytes: bytes,
-                              createdAt: Int(Date().timeIntervalSince1970))
-        try data.database.write { connection in
-            let insert = try connection.prepare(
-                "INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at) VALUES (?, ?, ?, ?, ?, 'processed', ?)")
-            try insert.bind([.text(id), .text(context.principal!.projectID), .text(file.filename), .text(file.purpose),
-                             .integer(Int64(bytes)), .integer(Int64(file.createdAt))])
-            try insert.step()
-        }
-        return JSON.response(file.object)
+        let file = FileRow(id: id, projectID: context.principal!.projectID, filename: filename ?? "upload", purpose: purposeText,
+                           bytes: bytes, createdAt: Int(Date().timeIntervalSince1970))
+        try store.insert(file)
+        return JSON.response(object(file))
     }
 
     static func writeAll(_ bytes: [UInt8], to fd: Int32) throws {

@@ -11,8 +11,8 @@ import Training
 enum JobsAPI {
     static let active: Set<String> = ["validating_files", "queued", "running", "paused"]
 
-    static func add(to router: inout Router, data: DataDirectory, store: any JobStore) {
-        router.add("POST", "/v1/fine_tuning/jobs") { context in try create(context, data: data, store: store) }
+    static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore) {
+        router.add("POST", "/v1/fine_tuning/jobs") { context in try create(context, data: data, store: store, models: models, files: files) }
         router.add("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let jobs = try store.jobs(project: context.principal!.projectID, after: context.request.query["after"], limit: limit + 1)
@@ -91,26 +91,20 @@ enum JobsAPI {
 
     // MARK: - Creating a job
 
-    static func create(_ context: RequestContext, data: DataDirectory, store: any JobStore) throws -> HTTPResponse {
+    static func create(_ context: RequestContext, data: DataDirectory, store: any JobStore, models: any ModelStore,
+                       files: any FileStore) throws -> HTTPResponse {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
         let project = context.principal!.projectID
 
         guard let modelID = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
-        let configRows = try data.database.read {
-            try $0.rows("SELECT config FROM models WHERE id = ? AND deleted_at IS NULL AND (project_id IS NULL OR project_id = ?)",
-                        [.text(modelID), .text(project)])
-        }
-        guard case let .text(configText)? = configRows.first?.first, let config = try? ModelConfig.parse(configText) else {
+        guard let modelRow = try models.model(modelID, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
             throw APIError.notFound("model \(modelID)", param: "model")
         }
         func ownedFile(_ field: String) throws -> String? {
             guard let value = body[field], !(value is NSNull) else { return nil }
             guard let id = value as? String else { throw APIError.invalid("\(field) must be a file id", param: field) }
-            let rows = try data.database.read {
-                try $0.rows("SELECT 1 FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL", [.text(id), .text(project)])
-            }
-            guard !rows.isEmpty else { throw APIError.notFound("file \(id)", param: field) }
+            guard try files.file(id, project: project) != nil else { throw APIError.notFound("file \(id)", param: field) }
             return id
         }
         guard let trainingFile = try ownedFile("training_file") else { throw APIError.invalid("training_file is required", param: "training_file") }

@@ -9,50 +9,35 @@ import Store
 /// file (`{"id", "file"}`, validated against its config); `GET /v1/models`,
 /// `GET /v1/models/{id}`, `DELETE /v1/models/{id}`.
 enum ModelsAPI {
-    static func add(to router: inout Router, data: DataDirectory) {
+    static func add(to router: inout Router, data: DataDirectory, store: any ModelStore, files: any FileStore) {
         router.add("GET", "/v1/models") { context in
-            let rows = try data.database.read {
-                try $0.rows("""
-                    SELECT id, created_at, project_id, config FROM models
-                    WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?) ORDER BY created_at, rowid
-                    """, [.text(context.principal!.projectID)])
-            }
-            return JSON.response(["object": "list", "data": rows.compactMap(object)])
+            JSON.response(["object": "list", "data": try store.models(visibleTo: context.principal!.projectID).map(object)])
         }
-        router.add("GET", "/v1/models/{id}") { context in JSON.response(try find(context, data: data)) }
-        router.add("POST", "/v1/models") { context in try create(context, data: data) }
+        router.add("GET", "/v1/models/{id}") { context in JSON.response(object(try find(context, store: store))) }
+        router.add("POST", "/v1/models") { context in try create(context, data: data, store: store, files: files) }
         router.add("DELETE", "/v1/models/{id}") { context in
-            let model = try find(context, data: data)
-            guard (model["owned_by"] as? String) == "project" else {
+            let model = try find(context, store: store)
+            guard model.projectID != nil else {
                 throw APIError(status: 403, message: "shared models cannot be deleted by a project", type: "permission_error",
                                param: "id", code: "forbidden")
             }
-            try data.database.write { connection in
-                let update = try connection.prepare("UPDATE models SET deleted_at = ? WHERE id = ?")
-                try update.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(context.parameters["id"]!)])
-                try update.step()
-            }
-            return JSON.response(["id": context.parameters["id"]!, "object": "model", "deleted": true])
+            try store.markDeleted(model.id)
+            return JSON.response(["id": model.id, "object": "model", "deleted": true])
         }
     }
 
-    static func object(_ row: [SQLiteValue]) -> [String: Any]? {
-        guard case let .text(id) = row[0], case let .integer(created) = row[1], case let .text(config) = row[3] else { return nil }
-        let owner: String = if case .text = row[2] { "project" } else { "preftune" }
-        return ["id": id, "object": "model", "created": created, "owned_by": owner, "config": RawJSON(text: config)]
+    static func object(_ model: ModelRow) -> [String: Any] {
+        ["id": model.id, "object": "model", "created": model.createdAt, "owned_by": model.projectID == nil ? "preftune" : "project",
+         "config": RawJSON(text: model.config)]
     }
 
-    static func find(_ context: RequestContext, data: DataDirectory) throws -> [String: Any] {
+    static func find(_ context: RequestContext, store: any ModelStore) throws -> ModelRow {
         let id = context.parameters["id"] ?? ""
-        let rows = try data.database.read {
-            try $0.rows("SELECT id, created_at, project_id, config FROM models WHERE id = ? AND deleted_at IS NULL AND (project_id IS NULL OR project_id = ?)",
-                        [.text(id), .text(context.principal!.projectID)])
-        }
-        guard let model = rows.first.flatMap(object) else { throw APIError.notFound("model \(id)", param: "id") }
+        guard let model = try store.model(id, visibleTo: context.principal!.projectID) else { throw APIError.notFound("model \(id)", param: "id") }
         return model
     }
 
-    static func create(_ context: RequestContext, data: DataDirectory) throws -> HTTPResponse {
+    static func create(_ context: RequestContext, data: DataDirectory, store: any ModelStore, files: any FileStore) throws -> HTTPResponse {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
         guard let id = body["id"] as? String else { throw APIError.invalid("id is required: a name for the model", param: "id") }
@@ -75,10 +60,7 @@ enum ModelsAPI {
             let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
             model = ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))
         case let (nil, file as String):
-            let owned = try data.database.read {
-                try $0.rows("SELECT 1 FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL", [.text(file), .text(context.principal!.projectID)])
-            }
-            guard !owned.isEmpty else { throw APIError.notFound("file \(file)", param: "file") }
+            guard try files.file(file, project: context.principal!.projectID) != nil else { throw APIError.notFound("file \(file)", param: "file") }
             do { model = try ModelFile.load(data.filePath(file)) } catch {
                 throw APIError(status: 422, message: "the file is not a valid resmlp model: \(error)", param: "file", code: "invalid_model_file")
             }
@@ -86,17 +68,12 @@ enum ModelsAPI {
             throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
         }
         let directory = "\(data.path)/models/\(id)"
-        let inserted: Bool = try data.database.write { connection in
-            guard try connection.rows("SELECT 1 FROM models WHERE id = ?", [.text(id)]).isEmpty else { return false }
+        let inserted = try store.create(id, project: context.principal!.projectID, config: model.config.json) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try model.write(to: "\(directory)/model.safetensors")
-            let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, ?, ?)")
-            try insert.bind([.text(id), .text(context.principal!.projectID), .text(model.config.json), .integer(Int64(Date().timeIntervalSince1970))])
-            try insert.step()
-            return true
         }
         guard inserted else { throw APIError(status: 409, message: "a model named \(id) exists already", param: "id", code: "conflict") }
-        return JSON.response(try find(RequestContext(request: context.request, parameters: ["id": id], principal: context.principal), data: data))
+        return JSON.response(object(try find(RequestContext(request: context.request, parameters: ["id": id], principal: context.principal), store: store)))
     }
 }
 
