@@ -22,11 +22,9 @@ public final class Application: Sendable {
 
     /// What the server must know about the routes: which stream their body, and how large it may be.
     public func configure(_ configuration: inout HTTPServer.Configuration) {
-        configuration.streamsBody = { $0.method == "POST" && $0.target.split(separator: "?").first == "/v1/files" }
-        let uploadLimit = FilesAPI.maximumUpload + (1 << 20)
-        configuration.limits.bodyBytesForHead = { head in
-            head.method == "POST" && head.target.split(separator: "?").first == "/v1/files" ? uploadLimit : 1 << 20
-        }
+        let router = self.router
+        configuration.streamsBody = { router.route(for: $0)?.streamsBody == true }
+        configuration.limits.bodyBytesForHead = { router.route(for: $0)?.maxBodyBytes ?? Router.defaultMaxBodyBytes }
     }
 
     /// Answers one request: route, authenticate, run the handler, map errors to the envelope.

@@ -10,7 +10,10 @@ enum FilesAPI {
     static let maximumUpload = 8 << 30
 
     static func add(to router: inout Router, data: DataDirectory, store: any FileStore) {
-        router.add("POST", "/v1/files") { context in try await upload(context, data: data, store: store) }
+        // Uploads stream to disk as they arrive; the multipart framing may add a little to the file's size.
+        router.add("POST", "/v1/files", streamsBody: true, maxBodyBytes: maximumUpload + (1 << 20)) { context in
+            try await upload(context, data: data, store: store)
+        }
         router.add("GET", "/v1/files") { context in try list(context, store: store) }
         router.add("GET", "/v1/files/{id}") { context in JSON.response(object(try find(context, store: store))) }
         router.add("GET", "/v1/files/{id}/content") { context in

@@ -20,16 +20,31 @@ public struct Router: Sendable {
         let method: String
         let segments: [String]
         let authenticated: Bool
+        /// The handler reads the body as it arrives (`HTTPRequest.bodyStream`), e.g. uploads.
+        let streamsBody: Bool
+        let maxBodyBytes: Int
         let handler: Handler
     }
+
+    /// The body limit of requests whose route does not set one.
+    public static let defaultMaxBodyBytes = 1 << 20
 
     var routes: [Route] = []
 
     public init() {}
 
-    public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, _ handler: @escaping Handler) {
+    public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, streamsBody: Bool = false,
+                             maxBodyBytes: Int = Router.defaultMaxBodyBytes, _ handler: @escaping Handler) {
         routes.append(Route(method: method, segments: pattern.split(separator: "/").map(String.init), authenticated: authenticated,
-                            handler: handler))
+                            streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, handler: handler))
+    }
+
+    /// The route a request head goes to, if any: the server asks it, as soon as the head
+    /// is parsed, whether to stream the body and how large it may be.
+    func route(for head: HTTPRequestHead) -> Route? {
+        let path = String(head.target.split(separator: "?", maxSplits: 1).first ?? "")
+        if case let .success((route, _)) = match(method: head.method, path: path) { return route }
+        return nil
     }
 
     struct Failure: Error {
