@@ -37,9 +37,18 @@ public final class Application: Sendable {
         case let .success((route, parameters)):
             var principal: Principal?
             if route.authenticated {
-                guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer "),
-                      let found = try? dataDirectory.database.read({ try APIKeys(connection: $0).authenticate(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) })
-                else { return APIError.unauthorized.response }
+                guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
+                    return APIError.unauthorized.response
+                }
+                let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+                // A store failure is the server's fault, not a bad key: it must not read as 401.
+                let found: Principal?
+                do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(secret) } } catch {
+                    FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
+                    return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
+                                    code: "store_unavailable").response
+                }
+                guard let found else { return APIError.unauthorized.response }
                 principal = found
             }
             do {
