@@ -50,7 +50,8 @@ public final class HTTPServer: Sendable {
     let handler: HTTPHandler
     let shared = Mutex(Shared())
     let wakeFD: Int32
-    let stopped = Mutex(false)
+    /// Signalled once, when the event loop has stopped.
+    let stopped = DispatchSemaphore(value: 0)
     let executor: HandlerExecutor
 
     public init(configuration: Configuration, handler: @escaping HTTPHandler) {
@@ -90,9 +91,10 @@ public final class HTTPServer: Sendable {
         wake()
     }
 
-    /// Blocks until the loop has stopped.
+    /// Blocks until the loop has stopped (callable more than once).
     public func wait() {
-        while !stopped.withLock({ $0 }) { usleep(10_000) }
+        stopped.wait()
+        stopped.signal()
     }
 
     func deliver(_ delivery: Delivery) {
@@ -241,7 +243,7 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         close(epoll)
-        server.stopped.withLock { $0 = true }
+        server.stopped.signal()
     }
 
     func drainWakeups() {
