@@ -425,7 +425,9 @@ public final class Trainer {
     func saveState() throws {
         let layout = model.layout
         var writer = SafeTensorsWriter()
-        func add(_ name: String, _ buffer: FloatBuffer) { writer.add(name, shape: [layout.totalCount], floats: buffer.buffer.map { $0 }) }
+        func add(_ name: String, _ buffer: FloatBuffer) {
+            writer.add(name, shape: [layout.totalCount], floats: UnsafeBufferPointer(buffer.buffer))
+        }
         add("theta", theta)
         add("adam.first_moment", optimizer.firstMoment)
         add("adam.second_moment", optimizer.secondMoment)
