@@ -91,14 +91,4 @@ public final class RequestBody: @unchecked Sendable {
             }
         }
     }
-
-    /// Everything that is left, in memory (for small bodies).
-    public func collect(limit: Int) async throws -> [UInt8] {
-        var all: [UInt8] = []
-        while let piece = try await next() {
-            all += piece
-            guard all.count <= limit else { throw HTTPServerError("body over \(limit) bytes") }
-        }
-        return all
-    }
 }
