@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "HTTP", dependencies: ["CLinux"]),
 
         // The API: routes, auth and the error envelope over Store and HTTP.
-        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP"]),
+        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "CLinux"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),

@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 
 int preftune_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -25,3 +26,5 @@ int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, 
 int preftune_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int preftune_accept(int listener) { return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int preftune_set_thread_nice(int tid, int nice) { return setpriority(PRIO_PROCESS, (id_t)tid, nice); }

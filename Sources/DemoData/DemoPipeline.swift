@@ -67,6 +67,6 @@ final class LogSink: TrainingSink {
     let log: ((String) -> Void)?
     init(log: ((String) -> Void)?) { self.log = log }
     func log(_ message: String) { log?(message) }
-    func record(step: Int, metrics: [String: Double]) {}
+    func record(step: Int, metrics: [String: Double], summary: String) { log?(summary) }
     func checkpointSaved(_ checkpoint: CheckpointRecord) {}
 }

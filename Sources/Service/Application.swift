@@ -7,17 +7,34 @@ import Store
 /// the envelope live here, not in each handler.
 public final class Application: Sendable {
     public let dataDirectory: DataDirectory
+    public let jobs: any JobStore
+    /// Status changes of jobs, made by the API or the workers: the worker pool and the webhooks listen.
+    public let statusChanges = JobStatusChanges()
     let router: Router
 
-    public init(dataDirectory: DataDirectory) {
+    public init(dataDirectory: DataDirectory, webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
         self.dataDirectory = dataDirectory
+        let jobs = SQLiteJobStore(database: dataDirectory.database)
+        self.jobs = jobs
         var router = Router()
         Self.addOperations(&router)
         let files = SQLiteFileStore(database: dataDirectory.database), models = SQLiteModelStore(database: dataDirectory.database)
         ModelsAPI.add(to: &router, data: dataDirectory, store: models, files: files)
         FilesAPI.add(to: &router, data: dataDirectory, store: files)
-        JobsAPI.add(to: &router, data: dataDirectory, store: SQLiteJobStore(database: dataDirectory.database), models: models, files: files)
+        JobsAPI.add(to: &router, data: dataDirectory, store: jobs, models: models, files: files, changes: statusChanges)
         self.router = router
+        let webhooks = Webhooks(store: jobs, delays: webhookDelays)
+        statusChanges.observe { jobID, status in
+            if ["succeeded", "failed", "cancelled"].contains(status) { webhooks.jobFinished(jobID) }
+        }
+    }
+
+    /// Jobs left in `validating_files` by a stopped server are validated again.
+    public func resumeValidations() {
+        for job in (try? jobs.jobs(status: "validating_files")) ?? [] {
+            JobsAPI.validateInBackground(job, data: dataDirectory, store: jobs, models: SQLiteModelStore(database: dataDirectory.database),
+                                         changes: statusChanges)
+        }
     }
 
     /// What the server must know about the routes: which stream their body, and how large it may be.

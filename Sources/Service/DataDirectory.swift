@@ -12,13 +12,18 @@ public struct DataDirectory: Sendable {
     public var databasePath: String { "\(path)/preftune.db" }
     public var adminKeyPath: String { "\(path)/admin.key" }
     public func filePath(_ id: String) -> String { "\(path)/files/\(id)" }
+    public func modelDirectory(_ id: String) -> String { "\(path)/models/\(id)" }
+    public func modelPath(_ id: String) -> String { "\(modelDirectory(id))/model.safetensors" }
+    /// `log.txt`, `checkpoints/`, `state/`, `samples/` and the final `model.safetensors` of a job.
+    public func jobDirectory(_ id: String) -> String { "\(path)/jobs/\(id)" }
+    public func logPath(_ jobID: String) -> String { "\(jobDirectory(jobID))/log.txt" }
 
     public static func open(_ path: String, migrations: [Migration]) throws -> DataDirectory {
         for folder in ["", "/files", "/models", "/jobs"] {
             try FileManager.default.createDirectory(atPath: path + folder, withIntermediateDirectories: true)
         }
         let database = try Database(path: "\(path)/preftune.db")
-        try database.withWriter { try Migrator.migrate($0, migrations: migrations) }
+        _ = try database.withWriter { try Migrator.migrate($0, migrations: migrations) }
         let hasKeys = try database.read { try !$0.rows("SELECT 1 FROM api_keys LIMIT 1").isEmpty }
         var created = false
         if !hasKeys {

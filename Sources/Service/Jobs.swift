@@ -11,8 +11,11 @@ import Training
 enum JobsAPI {
     static let active: Set<String> = ["validating_files", "queued", "running", "paused"]
 
-    static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore) {
-        router.add("POST", "/v1/fine_tuning/jobs") { context in try create(context, data: data, store: store, models: models, files: files) }
+    static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore,
+                    changes: JobStatusChanges) {
+        router.add("POST", "/v1/fine_tuning/jobs") { context in
+            try create(context, data: data, store: store, models: models, files: files, changes: changes)
+        }
         router.add("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let jobs = try store.jobs(project: context.principal!.projectID, after: context.request.query["after"], limit: limit + 1)
@@ -27,6 +30,7 @@ enum JobsAPI {
                     throw APIError(status: 409, message: "cannot \(action) a job that is \(try store.job(job.id, project: nil)?.status ?? job.status)",
                                    param: "id", code: "invalid_state")
                 }
+                changes.post(jobID: job.id, status: to)
                 return JSON.response(object(try store.job(job.id, project: nil)!))
             }
         }
@@ -92,7 +96,7 @@ enum JobsAPI {
     // MARK: - Creating a job
 
     static func create(_ context: RequestContext, data: DataDirectory, store: any JobStore, models: any ModelStore,
-                       files: any FileStore) throws -> HTTPResponse {
+                       files: any FileStore, changes: JobStatusChanges) throws -> HTTPResponse {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
         let project = context.principal!.projectID
@@ -169,41 +173,65 @@ enum JobsAPI {
                             webhookURL: webhook, status: "validating_files", createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         DispatchQueue.global(qos: .utility).async {
-            validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, data: data, store: store)
+            if let status = validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, data: data, store: store) {
+                changes.post(jobID: job.id, status: status)
+            }
         }
         return JSON.response(object(job))
     }
 
+    /// Validation of a job whose server stopped before it finished.
+    static func validateInBackground(_ job: JobRecord, data: DataDirectory, store: any JobStore, models: any ModelStore,
+                                     changes: JobStatusChanges) {
+        DispatchQueue.global(qos: .utility).async {
+            let base = try? ModelFile.load(data.modelPath(job.model))
+            let methodObject = (try? JSONSerialization.jsonObject(with: Data(job.method.utf8))) as? [String: Any]
+            let method = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:))
+            let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8))
+            guard let base, let method, let hyperparameters else {
+                let message = "cannot validate: the base model \(job.model) or the job's stored settings are unreadable"
+                let error = String(decoding: JSONWriter.encode(["code": "model_unavailable", "message": message, "param": "model"]), as: UTF8.self)
+                if (try? store.transition(job.id, from: ["validating_files"], to: "failed", error: error, event: message, level: "error")) == true {
+                    changes.post(jobID: job.id, status: "failed")
+                }
+                return
+            }
+            if let status = validateFiles(job, config: base.config, method: method, hyperparameters: hyperparameters, data: data, store: store) {
+                changes.post(jobID: job.id, status: status)
+            }
+        }
+    }
+
     /// Reads every line of the training (and validation) file against the model;
-    /// the job goes on to `queued`, or ends `failed` with the first bad line.
+    /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
     static func validateFiles(_ job: JobRecord, config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters,
-                              data: DataDirectory, store: any JobStore) {
+                              data: DataDirectory, store: any JobStore) -> String? {
         do {
             let training: Dataset
             do {
                 training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
                 if let validation = job.validationFile {
                     do { _ = try Dataset.load(path: data.filePath(validation), method: method, config: config) } catch let error as DatasetError {
-                        try fail(job, field: "validation_file", error, store: store)
-                        return
+                        return try fail(job, field: "validation_file", error, store: store)
                     }
                 }
             } catch let error as DatasetError {
-                try fail(job, field: "training_file", error, store: store)
-                return
+                return try fail(job, field: "training_file", error, store: store)
             }
             try store.setTotalSteps(job.id, hyperparameters.totalSteps(datasetSize: training.count))
-            _ = try store.transition(job.id, from: ["validating_files"], to: "queued", error: nil,
-                                     event: "Validated files: \(training.count) examples; job queued", level: "info")
+            let queued = try store.transition(job.id, from: ["validating_files"], to: "queued", error: nil,
+                                              event: "Validated files: \(training.count) examples; job queued", level: "info")
+            return queued ? "queued" : nil
         } catch {
             FileHandle.standardError.write(Data("preftune: validating \(job.id): \(error)\n".utf8))
+            return nil
         }
     }
 
-    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws {
+    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> String? {
         let message = "\(field.replacingOccurrences(of: "_", with: " ")) \(error)"
         let detail = ["code": "invalid_\(field)", "message": message, "param": field]
         let text = String(decoding: JSONWriter.encode(detail), as: UTF8.self)
-        _ = try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error")
+        return try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error") ? "failed" : nil
     }
 }

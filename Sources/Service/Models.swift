@@ -67,7 +67,7 @@ enum ModelsAPI {
         default:
             throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
         }
-        let directory = "\(data.path)/models/\(id)"
+        let directory = data.modelDirectory(id)
         let inserted = try store.create(id, project: context.principal!.projectID, config: model.config.json) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try model.write(to: "\(directory)/model.safetensors")

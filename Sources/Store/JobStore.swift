@@ -65,6 +65,8 @@ public protocol JobStore: Sendable {
     func job(_ id: String, project: String?) throws -> JobRecord?
     /// Newest first, after the job `after` (cursor paging).
     func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord]
+    /// Every job in a status, oldest first.
+    func jobs(status: String) throws -> [JobRecord]
     /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
     func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool
     func setTotalSteps(_ id: String, _ steps: Int) throws
@@ -80,6 +82,27 @@ public protocol JobStore: Sendable {
     func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord?
     /// Extends the lease; false when the job is no longer this worker's (then it must stop).
     func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool
+    /// Gives the job up: clears the lease and, when `status` is given, moves it there from `running`
+    /// (re-queued on shutdown, or finished). False when the job is no longer this worker's.
+    func release(_ jobID: String, worker: String, status: String?, error: String?, event: String, level: String) throws -> Bool
+    /// Running jobs and the workers holding them, for recovering a dead process's jobs at start-up.
+    func leases() throws -> [(job: String, owner: String)]
+    /// Ends a lease at once, so that the job can be claimed now rather than when it would expire.
+    func expireLease(_ jobID: String, owner: String) throws
+    /// A step's metric points, its summary as a `metrics` event and the job's progress, in one
+    /// transaction. A step already recorded (replayed after a resume) changes nothing; returns whether it was new.
+    @discardableResult
+    func recordStep(_ jobID: String, step: Int, values: [String: Double], summary: String, samplesPerSecond: Double?,
+                    estimatedFinish: Int?) throws -> Bool
+    /// A checkpoint record (once per step) with an event.
+    func addCheckpoint(_ jobID: String, id: String, step: Int, metrics: String, event: String) throws
+    /// The last step with metric points, if any.
+    func lastMetricStep(_ jobID: String) throws -> Int?
+    /// Registers the job's result as a model of its project and marks the job succeeded, atomically.
+    /// False when the job is no longer this worker's (cancelled at the last moment, or its lease lost).
+    func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
+                 writeWeights: () throws -> Void) throws -> Bool
+
     /// Metric points of one step; a step already recorded keeps its first values (replays add nothing).
     func appendMetrics(_ jobID: String, step: Int, values: [String: Double]) throws
     /// Points by name with steps strictly increasing, after `sinceStep` when given.
@@ -165,6 +188,13 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func jobs(status: String) throws -> [JobRecord] {
+        try database.read { connection in
+            try connection.rows("SELECT \(Self.columns) FROM jobs WHERE status = ? ORDER BY created_at, rowid", [.text(status)])
+                .compactMap(Self.record)
+        }
+    }
+
     public func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool {
         try database.write { connection in
             let terminal = ["succeeded", "failed", "cancelled"].contains(to)
@@ -230,14 +260,20 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    /// Claimable: queued and not held (a paused job keeps its lease until its worker has written
+    /// the training state), or running under an expired lease.
+    static let claimable = """
+        SELECT id, status FROM jobs
+        WHERE (status = 'queued' AND (lease_owner IS NULL OR lease_expires_at < ?1)) OR (status = 'running' AND lease_expires_at < ?1)
+        ORDER BY created_at, rowid LIMIT 1
+        """
+
     public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
+        // Idle workers poll: look on a reader first, and take the write lock only when there is work.
+        guard try !database.read({ try $0.rows(Self.claimable, [.integer(Self.now())]) }).isEmpty else { return nil }
         let claimed: String? = try database.write { connection in
             let now = Self.now()
-            let candidates = try connection.rows("""
-                SELECT id, status FROM jobs
-                WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < ?)
-                ORDER BY created_at, rowid LIMIT 1
-                """, [.integer(now)])
+            let candidates = try connection.rows(Self.claimable, [.integer(now)])
             guard let row = candidates.first, case let .text(id) = row[0], case let .text(previous) = row[1] else { return nil }
             let update = try connection.prepare("""
                 UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?)
@@ -245,7 +281,7 @@ public final class SQLiteJobStore: JobStore {
                 """)
             try update.bind([.text(worker), .integer(now + Int64(leaseSeconds)), .integer(now), .text(id)])
             try update.step()
-            let message = previous == "queued" ? "Started on \(worker)" : "Resumed on \(worker): the previous worker's lease expired"
+            let message = previous == "queued" ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
             try Self.appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
             return id
         }
@@ -259,6 +295,112 @@ public final class SQLiteJobStore: JobStore {
             try update.bind([.integer(Self.now() + Int64(leaseSeconds)), .text(jobID), .text(worker)])
             try update.step()
             return connection.changes == 1
+        }
+    }
+
+    public func release(_ jobID: String, worker: String, status: String?, error: String?, event: String, level: String) throws -> Bool {
+        try database.write { connection in
+            let terminal = ["succeeded", "failed", "cancelled"].contains(status ?? "")
+            let update = try connection.prepare("""
+                UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL,
+                       status = CASE WHEN ?1 IS NOT NULL AND status = 'running' THEN ?1 ELSE status END,
+                       error = COALESCE(?2, error), finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END
+                WHERE id = ?5 AND lease_owner = ?6
+                """)
+            try update.bind([Self.optional(status), Self.optional(error), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(jobID),
+                             .text(worker)])
+            try update.step()
+            guard connection.changes == 1 else { return false }
+            try Self.appendEvent(connection, jobID, level: level, type: "message", message: event, data: nil)
+            return true
+        }
+    }
+
+    public func leases() throws -> [(job: String, owner: String)] {
+        try database.read { connection in
+            try connection.rows("SELECT id, lease_owner FROM jobs WHERE lease_owner IS NOT NULL").compactMap { row in
+                guard case let .text(id) = row[0], case let .text(owner) = row[1] else { return nil }
+                return (id, owner)
+            }
+        }
+    }
+
+    public func expireLease(_ jobID: String, owner: String) throws {
+        try database.write { connection in
+            let update = try connection.prepare("UPDATE jobs SET lease_expires_at = 0 WHERE id = ? AND lease_owner = ?")
+            try update.bind([.text(jobID), .text(owner)])
+            try update.step()
+        }
+    }
+
+    public func recordStep(_ jobID: String, step: Int, values: [String: Double], summary: String, samplesPerSecond: Double?,
+                           estimatedFinish: Int?) throws -> Bool {
+        try database.write { connection in
+            let insert = try connection.prepare("INSERT OR IGNORE INTO metric_points (job_id, name, step, value) VALUES (?, ?, ?, ?)")
+            var added = 0
+            for (name, value) in values.sorted(by: { $0.key < $1.key }) where value.isFinite {
+                try insert.bind([.text(jobID), .text(name), .integer(Int64(step)), .real(value)])
+                try insert.step()
+                added += connection.changes
+            }
+            guard added > 0 else { return false }
+            var data: [String: Any] = ["step": step]
+            for (name, value) in values where value.isFinite { data[name] = value }
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]), as: UTF8.self)
+            try Self.appendEvent(connection, jobID, level: "info", type: "metrics", message: summary, data: json)
+            let update = try connection.prepare("""
+                UPDATE jobs SET step = MAX(step, ?), samples_per_s = COALESCE(?, samples_per_s),
+                       estimated_finish = COALESCE(?, estimated_finish) WHERE id = ?
+                """)
+            try update.bind([.integer(Int64(step)), samplesPerSecond.map(SQLiteValue.real) ?? .null,
+                             estimatedFinish.map { .integer(Int64($0)) } ?? .null, .text(jobID)])
+            try update.step()
+            return true
+        }
+    }
+
+    public func addCheckpoint(_ jobID: String, id: String, step: Int, metrics: String, event: String) throws {
+        try database.write { connection in
+            let insert = try connection.prepare(
+                "INSERT OR IGNORE INTO checkpoints (id, job_id, step, metrics, created_at) VALUES (?, ?, ?, ?, ?)")
+            try insert.bind([.text(id), .text(jobID), .integer(Int64(step)), .text(metrics), .integer(Self.now())])
+            try insert.step()
+            guard connection.changes == 1 else { return }
+            let update = try connection.prepare("UPDATE jobs SET step = MAX(step, ?) WHERE id = ?")
+            try update.bind([.integer(Int64(step)), .text(jobID)])
+            try update.step()
+            try Self.appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+        }
+    }
+
+    public func lastMetricStep(_ jobID: String) throws -> Int? {
+        try database.read { connection in
+            guard case let .integer(step) = try connection.rows("SELECT MAX(step) FROM metric_points WHERE job_id = ?", [.text(jobID)]).first?[0]
+            else { return nil }
+            return Int(step)
+        }
+    }
+
+    public func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
+                        writeWeights: () throws -> Void) throws -> Bool {
+        try database.write { connection in
+            guard let row = try connection.rows("SELECT project_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+                                                [.text(jobID), .text(worker)]).first,
+                  case let .text(project) = row[0] else { return false }
+            try writeWeights()
+            let insert = try connection.prepare(
+                "INSERT INTO models (id, project_id, config, parent, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            try insert.bind([.text(model), .text(project), .text(config), .text(parent), .text(jobID), .integer(Self.now())])
+            try insert.step()
+            let update = try connection.prepare("""
+                UPDATE jobs SET status = 'succeeded', fine_tuned_model = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                       step = COALESCE(total_steps, step), estimated_finish = NULL
+                WHERE id = ?
+                """)
+            try update.bind([.text(model), .integer(Self.now()), .text(jobID)])
+            try update.step()
+            try Self.appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+            return true
         }
     }
 

@@ -6,8 +6,10 @@ import Numerics
 /// these to the job's log file, events and metric tables).
 public protocol TrainingSink: AnyObject {
     func log(_ message: String)
-    /// Metric points of one optimizer step: loss, the objective's statistics, lr, grad_norm, samples_per_s, val_loss.
-    func record(step: Int, metrics: [String: Double])
+    /// Metric points of one optimizer step: loss, the objective's statistics, lr, grad_norm, samples_per_s,
+    /// val_loss; `summary` is the line for the log. After a resume, steps between the training state
+    /// and the interruption come again with the same values, and a sink may skip what it has.
+    func record(step: Int, metrics: [String: Double], summary: String)
     func checkpointSaved(_ checkpoint: CheckpointRecord)
 }
 
@@ -145,7 +147,9 @@ public final class Trainer {
     }
 
     var checkpointDirectory: String { "\(directory)/checkpoints" }
-    var statePath: String { "\(directory)/state/latest.safetensors" }
+    public var statePath: String { Self.statePath(in: directory) }
+    /// The training state a resumed run starts from.
+    public static func statePath(in directory: String) -> String { "\(directory)/state/latest.safetensors" }
     public var finalModelPath: String { "\(directory)/model.safetensors" }
 
     // MARK: - The loop
@@ -228,11 +232,10 @@ public final class Trainer {
     }
 
     func report(_ metrics: [String: Double]) {
-        sink.record(step: step, metrics: metrics)
         let shown = ["loss", "lr", "grad_norm", "samples_per_s", "val_loss"].compactMap { name in
             metrics[name].map { "\(name) \(String(format: name == "samples_per_s" ? "%.0f" : "%.4g", $0))" }
         }
-        sink.log("step \(step)/\(totalSteps) " + shown.joined(separator: " "))
+        sink.record(step: step, metrics: metrics, summary: "step \(step)/\(totalSteps) " + shown.joined(separator: " "))
     }
 
     // MARK: - Data order and batches

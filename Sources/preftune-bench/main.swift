@@ -255,7 +255,7 @@ func benchDROEndToEnd(_ bench: BenchConfig, steps: Int) -> Double {
 
 final class SilentSink: TrainingSink {
     func log(_ message: String) {}
-    func record(step: Int, metrics: [String: Double]) {}
+    func record(step: Int, metrics: [String: Double], summary: String) {}
     func checkpointSaved(_ checkpoint: CheckpointRecord) {}
 }
 

@@ -28,9 +28,10 @@ func printUsage() {
     usage: preftune <command>
 
     commands:
-      serve [--listen 127.0.0.1:8080] [--data-dir ./data]
-                                   run the API; the first start on an empty data dir
-                                   writes an admin key to <data-dir>/admin.key
+      serve [--listen 127.0.0.1:8080] [--data-dir ./data] [--workers 1] [--threads-per-job CORES]
+                                   run the API and the workers that train queued jobs;
+                                   the first start on an empty data dir writes an
+                                   admin key to <data-dir>/admin.key
       keys create --project NAME [--admin] [--data-dir ./data]
       keys list [--data-dir ./data]
       keys revoke KEY_ID [--data-dir ./data]
@@ -54,9 +55,19 @@ func serve(_ arguments: [String]) -> Never {
     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
         fail("--listen takes HOST:PORT, e.g. 127.0.0.1:8080", status: 2)
     }
+    var workers = WorkerPool.Configuration.defaults()
+    if let value = option("--workers", in: arguments) {
+        guard let count = Int(value), (0...64).contains(count) else { fail("--workers takes a number of jobs trained at once, 0-64", status: 2) }
+        workers.workers = count
+    }
+    if let value = option("--threads-per-job", in: arguments) {
+        guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
+        workers.threadsPerJob = count
+    }
     let data = openDataDirectory(arguments)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
     let application = Application(dataDirectory: data)
+    let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: workers)
     var configuration = HTTPServer.Configuration()
     configuration.host = String(listen[..<colon])
     configuration.port = port
@@ -65,24 +76,31 @@ func serve(_ arguments: [String]) -> Never {
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
+        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job")
         fflush(nil)
     } catch {
         fail("\(error)")
     }
-    // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish.
+    // Started after the server, so the request threads exist and keep their priority.
+    application.resumeValidations()
+    pool.start()
+    // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish,
+    // running jobs write a training state and go back to the queue.
     var sources: [DispatchSourceSignal] = []
     for signalNumber in [SIGTERM, SIGINT] {
         signal(signalNumber, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
         source.setEventHandler {
-            print("stopping: finishing requests in flight")
+            print("stopping: finishing requests in flight; running jobs save their state")
             fflush(nil)
             server.shutdown()
+            pool.stop()
         }
         source.resume()
         sources.append(source)
     }
     server.wait()
+    pool.stop()
     print("stopped")
     exit(0)
 }

@@ -11,22 +11,43 @@ import Testing
 final class LiveService {
     let directory: String
     let data: DataDirectory
+    let application: Application
     let server: HTTPServer
+    /// Workers training queued jobs, when asked for (`workers > 0` or `startWorkers`).
+    private(set) var pool: WorkerPool?
     var base: String { "http://127.0.0.1:\(server.port)" }
 
-    init() throws {
+    init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-data-\(UUID())").path
         let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
         data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
-        let application = Application(dataDirectory: data)
+        application = Application(dataDirectory: data, webhookDelays: webhookDelays)
         var configuration = HTTPServer.Configuration()
         configuration.port = 0
         application.configure(&configuration)
-        server = HTTPServer(configuration: configuration) { await application.handle($0) }
+        server = HTTPServer(configuration: configuration) { [application] in await application.handle($0) }
         try server.start()
+        if workers > 0 { startWorkers(workers) }
+    }
+
+    /// Starts a worker pool (a restarted server's, when one ran and was stopped before).
+    func startWorkers(_ count: Int = 1) {
+        var configuration = WorkerPool.Configuration(workers: count, threadsPerJob: 1)
+        configuration.heartbeatSeconds = 0.5
+        configuration.pollSeconds = 0.05
+        let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: configuration)
+        pool.start()
+        self.pool = pool
+    }
+
+    /// A graceful stop of the workers, as on SIGTERM: running jobs save their state and are queued again.
+    func stopWorkers() {
+        pool?.stop()
+        pool = nil
     }
 
     deinit {
+        pool?.stop()
         server.shutdown()
         server.wait()
         try? FileManager.default.removeItem(atPath: directory)

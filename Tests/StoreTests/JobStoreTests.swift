@@ -5,7 +5,7 @@ import Testing
 @Suite struct JobStoreTests {
     static func store() throws -> (SQLiteJobStore, Database) {
         let database = try Database(path: MigratorTests.temporaryDatabase())
-        try database.withWriter { try Migrator.migrate($0, migrations: try MigratorTests.projectMigrations) }
+        _ = try database.withWriter { try Migrator.migrate($0, migrations: try MigratorTests.projectMigrations) }
         try database.write { connection in
             try connection.execute("""
                 INSERT INTO projects VALUES ('p', 'team', 0);

@@ -10,7 +10,10 @@ final class RecordingSink: TrainingSink {
     var points: [(step: Int, metrics: [String: Double])] = []
     var checkpoints: [CheckpointRecord] = []
     func log(_ message: String) { lines.append(message) }
-    func record(step: Int, metrics: [String: Double]) { points.append((step, metrics)) }
+    func record(step: Int, metrics: [String: Double], summary: String) {
+        points.append((step, metrics))
+        lines.append(summary)
+    }
     func checkpointSaved(_ checkpoint: CheckpointRecord) { checkpoints.append(checkpoint) }
 }
 

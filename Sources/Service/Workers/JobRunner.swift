@@ -1,0 +1,147 @@
+import Diffusion
+import Foundation
+import Numerics
+import Store
+import Training
+
+/// Runs one claimed job to its end, a pause, or a hand-back: loads the base model
+/// and datasets, trains (resuming from the job's training state when there is one),
+/// and records the outcome. Every failure ends the job with an error, never the server.
+struct JobRunner {
+    let job: JobRecord
+    let worker: String
+    let data: DataDirectory
+    let store: any JobStore
+    let control: JobControl
+
+    /// A failure that ends the job, shown to the user as its `error`.
+    struct Failure: Error {
+        let code: String
+        let message: String
+        var param: String?
+    }
+
+    /// Runs the job; returns the status it ended in, when this worker changed it.
+    func run() -> String? {
+        let directory = data.jobDirectory(job.id)
+        let sink: JobSink
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0)
+        } catch {
+            return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(Self.describe(error))"))
+        }
+        do {
+            let trainer = try makeTrainer(directory: directory, sink: sink)
+            let resume = FileManager.default.fileExists(atPath: Trainer.statePath(in: directory))
+            let outcome = try trainer.run(resume: resume) {
+                if sink.storeError != nil { return .cancel }
+                switch control.request {
+                case nil: return .proceed
+                case .pause, .shutdown: return .pause
+                case .cancel, .leaseLost: return .cancel
+                }
+            }
+            if let error = sink.storeError { throw Failure(code: "store_unavailable", message: "cannot record the job's progress: \(error)") }
+            return conclude(outcome, trainer: trainer, sink: sink)
+        } catch let failure as Failure {
+            return finish(failed: failure)
+        } catch let failure as TrainingFailure {
+            return finish(failed: Failure(code: failure.code, message: failure.message))
+        } catch {
+            return finish(failed: Failure(code: "internal_error", message: "training stopped: \(Self.describe(error))"))
+        }
+    }
+
+    func makeTrainer(directory: String, sink: JobSink) throws -> Trainer {
+        let method: Training.Method
+        let hyperparameters: Hyperparameters
+        do {
+            let methodObject = try JSONSerialization.jsonObject(with: Data(job.method.utf8)) as? [String: Any]
+            guard let type = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:)) else {
+                throw Failure(code: "internal_error", message: "the stored method \(job.method) is not readable")
+            }
+            method = type
+            hyperparameters = try JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8))
+        }
+        let base: ModelFile
+        do { base = try ModelFile.load(data.modelPath(job.model)) } catch {
+            throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(Self.describe(error))", param: "model")
+        }
+        func dataset(_ id: String, field: String) throws -> Dataset {
+            let path = data.filePath(id)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw Failure(code: "\(field)_unavailable", message: "the \(field.replacingOccurrences(of: "_", with: " ")) \(id) is gone (deleted after the job was created)", param: field)
+            }
+            do { return try Dataset.load(path: path, method: method, config: base.config) } catch {
+                throw Failure(code: "invalid_\(field)", message: "\(field.replacingOccurrences(of: "_", with: " ")) \(id): \(Self.describe(error))", param: field)
+            }
+        }
+        let training = try dataset(job.trainingFile, field: "training_file")
+        let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
+        let trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
+                                      base: base.parameters, training: training, validation: validation)
+        return Trainer(job: trainingJob, directory: directory, sink: sink)
+    }
+
+    func conclude(_ outcome: TrainingOutcome, trainer: Trainer, sink: JobSink) -> String? {
+        switch outcome {
+        case let .succeeded(modelPath):
+            let id = Self.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id)
+            let registered = (try? store.succeed(job.id, worker: worker, model: id, config: trainer.job.config.json, parent: job.model,
+                                                 event: "Fine-tuning job succeeded: \(id)") {
+                try Self.publish(modelPath, to: data.modelDirectory(id))
+            }) ?? false
+            if registered { sink.appendToFile("succeeded: model \(id)") }
+            return registered ? "succeeded" : nil
+        case let .paused(step):
+            if control.request == .shutdown {
+                _ = try? store.release(job.id, worker: worker, status: "queued", error: nil,
+                                       event: "Server stopping: training state saved at step \(step); the job is queued again", level: "info")
+                return "queued"
+            }
+            _ = try? store.release(job.id, worker: worker, status: nil, error: nil,
+                                   event: "Paused at step \(step): training state saved; resume to continue", level: "info")
+            return nil
+        case let .cancelled(step):
+            if control.request == .leaseLost {
+                sink.appendToFile("stopped at step \(step): another worker holds this job now")
+            } else {
+                // The cancel already ended the job and its lease; this only says where training stopped.
+                sink.log("Stopped at step \(step)")
+            }
+            return nil
+        }
+    }
+
+    func finish(failed failure: Failure) -> String? {
+        var error: [String: Any] = ["code": failure.code, "message": failure.message]
+        error["param"] = failure.param ?? NSNull()
+        let text = String(decoding: JSONWriter.encode(error), as: UTF8.self)
+        try? FileHandle(forWritingAtPath: data.logPath(job.id)).map { handle in
+            handle.seekToEndOfFile()
+            handle.write(Data("\(JobSink.timestamp()) failed: \(failure.message)\n".utf8))
+            try handle.close()
+        }
+        let released = (try? store.release(job.id, worker: worker, status: "failed", error: text, event: failure.message, level: "error")) ?? false
+        return released ? "failed" : nil
+    }
+
+    /// `ft:<base>:<suffix>:<job-id>`, named after the root base model when fine-tuning a fine-tuned model.
+    static func resultModelID(base: String, suffix: String?, jobID: String) -> String {
+        let root = base.hasPrefix("ft:") ? String(base.split(separator: ":")[1]) : base
+        return "ft:\(root):\(suffix ?? "preftune"):\(jobID)"
+    }
+
+    /// The job's final weights become the model's: a hard link (same file system, no copy), else a copy.
+    static func publish(_ modelPath: String, to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let target = "\(directory)/model.safetensors"
+        try? FileManager.default.removeItem(atPath: target)
+        if link(modelPath, target) != 0 {
+            try AtomicFile.write(Array(try Data(contentsOf: URL(fileURLWithPath: modelPath))), to: target)
+        }
+    }
+
+    static func describe(_ error: Error) -> String { "\(error)" }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Store
+import Training
+
+/// Where a running job's trainer reports: each log line goes to `jobs/<id>/log.txt`
+/// and the job's events; each step's metrics to the metric points, a `metrics` event
+/// and the job's progress; each checkpoint to a checkpoint record.
+///
+/// After a resume the trainer replays the steps between its training state and the
+/// interruption with the same values; those are in the store already and are skipped,
+/// so metric and event steps stay strictly increasing without duplicates.
+final class JobSink: TrainingSink {
+    let jobID: String
+    let store: any JobStore
+    let log: FileHandle?
+    let totalSteps: Int
+    /// The last step whose metrics the store holds from an earlier run of this job.
+    let replayedThrough: Int
+    /// Set when a store write failed: the job must stop, as its record would have gaps.
+    private(set) var storeError: Error?
+    /// For the estimated finish: the first step reported in this run and when.
+    private var firstReport: (step: Int, time: Date)?
+
+    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int) throws {
+        self.jobID = jobID
+        self.store = store
+        self.totalSteps = totalSteps
+        replayedThrough = try store.lastMetricStep(jobID) ?? 0
+        let descriptor = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        log = descriptor >= 0 ? FileHandle(fileDescriptor: descriptor, closeOnDealloc: true) : nil
+    }
+
+    /// UTC, to the second: `2026-11-23T16:50:01Z`.
+    static func timestamp(_ date: Date = Date()) -> String {
+        var seconds = time_t(date.timeIntervalSince1970)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                      parts.tm_hour, parts.tm_min, parts.tm_sec)
+    }
+
+    /// One line in the log file, stamped; a log that cannot be written loses the line, not the job.
+    func appendToFile(_ message: String) {
+        let line = "\(Self.timestamp()) \(message)\n"
+        try? log?.write(contentsOf: Data(line.utf8))
+    }
+
+    func log(_ message: String) {
+        appendToFile(message)
+        attempt { try store.appendEvent(jobID, level: "info", type: "message", message: message, data: nil) }
+    }
+
+    func warn(_ message: String) {
+        appendToFile(message)
+        attempt { try store.appendEvent(jobID, level: "warn", type: "message", message: message, data: nil) }
+    }
+
+    func record(step: Int, metrics: [String: Double], summary: String) {
+        guard step > replayedThrough else { return }
+        let now = Date()
+        if firstReport == nil { firstReport = (step, now) }
+        var estimatedFinish: Int?
+        if let first = firstReport, step > first.step {
+            let secondsPerStep = now.timeIntervalSince(first.time) / Double(step - first.step)
+            estimatedFinish = Int(now.timeIntervalSince1970 + secondsPerStep * Double(totalSteps - step))
+        }
+        appendToFile(summary)
+        attempt {
+            try store.recordStep(jobID, step: step, values: metrics, summary: summary, samplesPerSecond: metrics["samples_per_s"],
+                                 estimatedFinish: estimatedFinish)
+        }
+    }
+
+    func checkpointSaved(_ checkpoint: CheckpointRecord) {
+        let metrics = String(decoding: JSONWriter.encode(checkpoint.metrics.filter { $0.value.isFinite }), as: UTF8.self)
+        let message = "Checkpoint saved at step \(checkpoint.step)"
+        if checkpoint.step > replayedThrough { appendToFile(message) }
+        attempt {
+            try store.addCheckpoint(jobID, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
+                                    metrics: metrics, event: message)
+        }
+    }
+
+    private func attempt(_ write: () throws -> Void) {
+        guard storeError == nil else { return }
+        do { try write() } catch { storeError = error }
+    }
+}

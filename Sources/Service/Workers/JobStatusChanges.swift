@@ -1,0 +1,19 @@
+import Foundation
+
+/// Tells whoever listens that a job's status changed: the worker pool (a queued
+/// job to claim, a pause or cancel to pass to a running trainer at once) and the
+/// webhooks (terminal statuses). Posted by the API and by the workers.
+public final class JobStatusChanges: @unchecked Sendable {
+    private let lock = NSLock()
+    private var observers: [@Sendable (_ jobID: String, _ status: String) -> Void] = []
+
+    public init() {}
+
+    public func observe(_ observer: @escaping @Sendable (_ jobID: String, _ status: String) -> Void) {
+        lock.withLock { observers.append(observer) }
+    }
+
+    public func post(jobID: String, status: String) {
+        for observer in lock.withLock({ observers }) { observer(jobID, status) }
+    }
+}
