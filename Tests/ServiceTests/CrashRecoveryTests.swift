@@ -1,0 +1,156 @@
+import Diffusion
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `preftune serve` run as a child process, to be killed as a real server would be.
+final class ServerProcess {
+    let data: String
+    let port: Int
+    let process = Process()
+    let logPath: String
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    init(data: String, port: Int, arguments: [String] = []) async throws {
+        self.data = data
+        self.port = port
+        logPath = data + ".server-\(UUID().uuidString.prefix(6)).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: ExecutableTests.binary)
+        process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", data] + arguments
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        for _ in 0..<400 {
+            if (try? await URLSession.shared.data(from: URL(string: "\(base)/healthz")!)) != nil { return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw HTTPTestFailure("the server did not start: \(output)")
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
+
+    var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    var key: String { ((try? String(contentsOfFile: "\(data)/admin.key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    func killHard() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func send(_ method: String, _ path: String, json: [String: Any]? = nil, body: Data? = nil,
+              contentType: String? = nil) async throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        if let json {
+            request.httpBody = try JSONSerialization.data(withJSONObject: json)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        } else if let body {
+            request.httpBody = body
+            request.setValue(contentType, forHTTPHeaderField: "Content-Type")
+        }
+        let (data, _) = try await URLSession.shared.data(for: request)
+        return (try JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+    }
+
+    func upload(_ content: [UInt8]) async throws -> String {
+        let boundary = "preftune-\(UUID().uuidString)"
+        var body = Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n".utf8)
+        body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"train.jsonl\"\r\n\r\n".utf8)
+        body += Data(content) + Data("\r\n--\(boundary)--\r\n".utf8)
+        return try await send("POST", "/v1/files", body: body, contentType: "multipart/form-data; boundary=\(boundary)")["id"] as! String
+    }
+
+    func job(_ id: String) async throws -> [String: Any] { try await send("GET", "/v1/fine_tuning/jobs/\(id)") }
+
+    func step(_ id: String) async throws -> Int { ((try await job(id))["progress"] as? [String: Any])?["step"] as? Int ?? 0 }
+
+    func waitForEnd(_ id: String) async throws -> [String: Any] {
+        for _ in 0..<6000 {
+            let job = try await job(id)
+            if ["succeeded", "failed", "cancelled"].contains(job["status"] as? String ?? "") { return job }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw HTTPTestFailure("job \(id) did not end")
+    }
+}
+
+@Suite(.serialized) struct CrashRecoveryTests {
+    /// `kill -9` mid-job, restart: the job resumes from its last training state and ends with
+    /// the weights of a run that never stopped; its metric steps are strictly increasing, none twice.
+    @Test func aJobSurvivesKillNineWithBitIdenticalWeights() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        var server: ServerProcess? = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let model = try await server!.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config, "seed": 1])["id"] as! String
+        let file = try await server!.upload(WorkerFixtures.samples)
+        let settings: [String: Any] = ["n_steps": 40_000, "batch_size": 4, "checkpoint_every": 5_000, "log_every": 500, "policy_steps": 4]
+        let body: [String: Any] = ["model": model, "training_file": file, "seed": 11, "method": ["type": "dro", "dro": ["hyperparameters": settings]]]
+        let id = try #require(try await server!.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
+
+        // Killed after a checkpoint, with metrics recorded past it: those steps come again after the restart.
+        while try await server!.step(id) < 7_000 { try await Task.sleep(for: .milliseconds(2)) }
+        server!.killHard()
+        let stepAtKill = try await ServerProcess.storedStep(data: data, job: id)
+        #expect(stepAtKill >= 7_000 && stepAtKill < 40_000, "killed mid-job (step \(stepAtKill))")
+        server = nil
+
+        let restarted = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let done = try await restarted.waitForEnd(id)
+        #expect(done["status"] as? String == "succeeded", "\(done)\n\(restarted.output)")
+        let reference = try #require(try await restarted.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
+        #expect(try await restarted.waitForEnd(reference)["status"] as? String == "succeeded")
+
+        let resumed = try ModelFile.load("\(data)/jobs/\(id)/model.safetensors").parameters.array
+        let uninterrupted = try ModelFile.load("\(data)/jobs/\(reference)/model.safetensors").parameters.array
+        #expect(resumed == uninterrupted, "bit-identical to a run that never stopped")
+
+        let events = try await restarted.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1000")["data"] as? [[String: Any]] ?? []
+        let steps = events.reversed().filter { $0["type"] as? String == "metrics" }.compactMap { ($0["data"] as? [String: Any])?["step"] as? Int }
+        #expect(steps == Array(stride(from: 500, through: 40_000, by: 500)))
+        let messages = events.compactMap { $0["message"] as? String }
+        #expect(messages.contains { $0.contains("previous worker's lease expired") })
+        #expect(messages.contains { $0.hasPrefix("resumed dro at step 5000/40000") }, "\(messages.prefix(20))")
+    }
+
+    /// SIGTERM while a job trains: the server writes its state, queues it, and exits 0; the next start finishes it.
+    @Test func sigtermQueuesTheRunningJobAgain() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config])["id"] as! String
+        let file = try await server.upload(WorkerFixtures.samples)
+        let body: [String: Any] = ["model": model, "training_file": file,
+                                   "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200_000, "batch_size": 4, "log_every": 1000]]]]
+        let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
+        while try await server.step(id) < 2_000 { try await Task.sleep(for: .milliseconds(5)) }
+        kill(server.process.processIdentifier, SIGTERM)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus == 0, "\(server.output)")
+        #expect(FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)/state/latest.safetensors"))
+
+        let restarted = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let events = try await restarted.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=100")["data"] as? [[String: Any]] ?? []
+        #expect(events.contains { ($0["message"] as? String)?.hasPrefix("Server stopping: training state saved") == true })
+        _ = try await restarted.send("POST", "/v1/fine_tuning/jobs/\(id)/cancel", json: [:])
+    }
+}
+
+extension ServerProcess {
+    /// The job's recorded step, read from the database of a stopped server.
+    static func storedStep(data: String, job: String) async throws -> Int {
+        let result = try runTool(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select step from jobs where id=?', (sys.argv[2],)).fetchone()[0])",
+                                  "\(data)/preftune.db", job])
+        return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+}
