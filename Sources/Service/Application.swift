@@ -22,6 +22,7 @@ public final class Application: Sendable {
         ModelsAPI.add(to: &router, data: dataDirectory, store: models, files: files)
         FilesAPI.add(to: &router, data: dataDirectory, store: files)
         JobsAPI.add(to: &router, data: dataDirectory, store: jobs, models: models, files: files, changes: statusChanges)
+        SamplesAPI.add(to: &router, data: dataDirectory, models: models, jobs: jobs)
         self.router = router
         let webhooks = Webhooks(store: jobs, delays: webhookDelays)
         statusChanges.observe { jobID, status in

@@ -1,0 +1,194 @@
+import Diffusion
+import Foundation
+import HTTP
+import Numerics
+import Store
+
+/// `POST /v1/samples`: samples from any model the project may use — shared and own
+/// models, fine-tuned results and their checkpoints (`ft:…:ckpt-step-N`) — as arrays
+/// (`format` json) or a PNG grid of prompts × `n` (`format` png, for image shapes).
+/// `noise` gives x_T per sample, so a sample can be reproduced by another implementation.
+enum SamplesAPI {
+    static let maximumSamples = 256
+
+    static func add(to router: inout Router, data: DataDirectory, models: any ModelStore, jobs: any JobStore) {
+        router.add("POST", "/v1/samples") { context in
+            let request = try SampleRequest(RequestJSON.object(context.request))
+            let path = try resolve(request.model, project: context.principal!.projectID, data: data, models: models, jobs: jobs)
+            let model: ModelFile
+            do { model = try ModelFile.load(path) } catch {
+                throw APIError(status: 500, message: "the weights of \(request.model) cannot be read", type: "server_error")
+            }
+            let samples = try await draw(request, model: model)
+            return try response(request, model: model, samples: samples)
+        }
+    }
+
+    /// A model id to its weights: a checkpoint of one of the project's jobs, or a model it may use.
+    static func resolve(_ id: String, project: String, data: DataDirectory, models: any ModelStore,
+                        jobs: any JobStore) throws -> String {
+        let parts = id.split(separator: ":", omittingEmptySubsequences: false)
+        if id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
+           let step = Int(last.dropFirst("ckpt-step-".count)) {
+            let jobID = String(parts[parts.count - 2])
+            let path = String(format: "%@/checkpoints/step-%07d.safetensors", data.jobDirectory(jobID), step)
+            guard try jobs.job(jobID, project: project) != nil, FileManager.default.fileExists(atPath: path) else {
+                throw APIError.notFound("model \(id)", param: "model")
+            }
+            return path
+        }
+        guard try models.model(id, visibleTo: project) != nil else { throw APIError.notFound("model \(id)", param: "model") }
+        return data.modelPath(id)
+    }
+
+    struct SampleRequest {
+        var model: String
+        var prompts: [String]?
+        var conditions: [[Double]?]?
+        var n: Int
+        var sampler: SamplerKind
+        var steps: Int
+        var guidance: Float
+        var seed: UInt64
+        var noise: [[Double]]?
+        var png: Bool
+
+        init(_ body: [String: Any]) throws {
+            try RequestJSON.allowOnly(["model", "prompts", "conditions", "n", "sampler", "steps", "guidance_scale", "seed", "noise", "format"],
+                                      in: body)
+            guard let model = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
+            self.model = model
+            if let value = body["prompts"], !(value is NSNull) {
+                guard let list = value as? [String], !list.isEmpty else { throw APIError.invalid("prompts must be a non-empty array of strings", param: "prompts") }
+                prompts = list
+            }
+            if let value = body["conditions"], !(value is NSNull) {
+                guard let list = value as? [Any], !list.isEmpty else { throw APIError.invalid("conditions must be a non-empty array of vectors (or null)", param: "conditions") }
+                conditions = try list.map { item in
+                    if item is NSNull { return nil }
+                    guard let vector = item as? [NSNumber] else { throw APIError.invalid("each condition is an array of numbers or null", param: "conditions") }
+                    return vector.map(\.doubleValue)
+                }
+            }
+            n = try RequestJSON.integer(body["n"], param: "n", range: 1...SamplesAPI.maximumSamples) ?? 1
+            let samplerName = body["sampler"] as? String ?? "dpmpp2m"
+            guard let kind = SamplerKind(rawValue: samplerName), body["sampler"] == nil || body["sampler"] is String else {
+                throw APIError.invalid("sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))", param: "sampler")
+            }
+            sampler = kind
+            steps = try RequestJSON.integer(body["steps"], param: "steps", range: 1...1000) ?? 20
+            if let value = body["guidance_scale"], !(value is NSNull) {
+                guard let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue.isFinite,
+                      (0...100).contains(number.doubleValue) else {
+                    throw APIError.invalid("guidance_scale must be a number in [0, 100]", param: "guidance_scale")
+                }
+                guidance = number.floatValue
+            } else {
+                guidance = 1
+            }
+            seed = UInt64(try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0)
+            if let value = body["noise"], !(value is NSNull) {
+                guard let rows = value as? [[NSNumber]] else { throw APIError.invalid("noise must be an array of x_T arrays, one per sample", param: "noise") }
+                noise = rows.map { $0.map(\.doubleValue) }
+            }
+            let format = body["format"] as? String ?? "json"
+            guard ["json", "png"].contains(format) else { throw APIError.invalid("format must be json or png", param: "format") }
+            png = format == "png"
+        }
+    }
+
+    /// The rows to sample: each prompt (or condition) `n` times, prompt-major.
+    static func conditions(_ request: SampleRequest, config: ModelConfig) throws -> (Conditions, labels: [Any]) {
+        switch config.condition {
+        case .text:
+            guard let prompts = request.prompts, request.conditions == nil else {
+                throw APIError.invalid("this model takes text: give prompts", param: "prompts")
+            }
+            let rows = prompts.flatMap { Array(repeating: $0, count: request.n) }
+            try checkCount(rows.count)
+            return (Conditions.prompts(rows, config: config), rows)
+        case let .vector(dim):
+            guard let vectors = request.conditions, request.prompts == nil else {
+                throw APIError.invalid("this model takes condition vectors of \(dim) numbers: give conditions", param: "conditions")
+            }
+            let rows = vectors.flatMap { Array(repeating: $0, count: request.n) }
+            try checkCount(rows.count)
+            var conditions = Conditions.null(count: rows.count, config: config)
+            for (row, vector) in rows.enumerated() {
+                guard let vector else { continue }
+                guard vector.count == dim, vector.allSatisfy(\.isFinite) else {
+                    throw APIError.invalid("each condition must have \(dim) finite numbers", param: "conditions")
+                }
+                for (i, value) in vector.enumerated() { conditions.vectors[row * dim + i] = Float(value) }
+                conditions.isNull[row] = 0
+            }
+            return (conditions, rows.map { $0.map { $0 as Any } ?? NSNull() })
+        case .none:
+            guard request.prompts == nil, request.conditions == nil else {
+                throw APIError.invalid("this model is unconditional: give only n", param: request.prompts != nil ? "prompts" : "conditions")
+            }
+            try checkCount(request.n)
+            return (Conditions.null(count: request.n, config: config), Array(repeating: NSNull(), count: request.n))
+        }
+    }
+
+    static func checkCount(_ count: Int) throws {
+        guard count <= maximumSamples else {
+            throw APIError.invalid("at most \(maximumSamples) samples per request (prompts × n)", param: "n")
+        }
+    }
+
+    struct Drawn { let rows: [[Float]]; let labels: [Any] }
+
+    /// Samples off the request threads: a sampler is CPU work, and the API must stay responsive.
+    static func draw(_ request: SampleRequest, model: ModelFile) async throws -> Drawn {
+        let config = model.config, D = config.sampleSize
+        let (conditions, labels) = try Self.conditions(request, config: config)
+        let count = conditions.count
+        let x = FloatBuffer(count: count * D)
+        if let noise = request.noise {
+            guard noise.count == count, noise.allSatisfy({ $0.count == D && $0.allSatisfy(\.isFinite) }) else {
+                throw APIError.invalid("noise must hold \(count) arrays of \(D) finite numbers (one x_T per sample)", param: "noise")
+            }
+            for (row, values) in noise.enumerated() { for (i, value) in values.enumerated() { x[row * D + i] = Float(value) } }
+        } else {
+            var random = Philox(seed: request.seed, stream: 0x5A3E)
+            random.fillNormal(x.pointer, count: count * D)
+        }
+        // The buffers are handed over whole: this request's task waits and touches none of them meanwhile.
+        let work = UncheckedSendable((x, conditions, model.parameters))
+        let seed = request.seed, sampler = request.sampler, guidance = request.guidance, steps = request.steps
+        let rows: [[Float]] = await withCheckedContinuation { continuation in
+            DispatchQueue.global(qos: .userInitiated).async {
+                let (x, conditions, parameters) = work.value
+                let runner = Sampler(model: ResMLP(config: config), kind: sampler, maxBatch: count)
+                runner.sample(parameters: parameters, x: x.pointer, batch: count, conditions: conditions,
+                               guidance: guidance, steps: steps, fillNoise: { step, out, size in
+                                   var generator = Philox(seed: seed, stream: 0xDD9, counter: UInt64(step * size))
+                                   generator.fillNormal(out, count: size)
+                               })
+                continuation.resume(returning: (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) })
+            }
+        }
+        return Drawn(rows: rows, labels: labels)
+    }
+
+    static func response(_ request: SampleRequest, model: ModelFile, samples: Drawn) throws -> HTTPResponse {
+        let shape = model.config.sampleShape
+        if request.png {
+            guard shape.count == 3, shape[0] == 1 || shape[0] == 3 else {
+                throw APIError.invalid("png needs an image shape [C, H, W] with C 1 or 3; this model's samples are \(shape)", param: "format")
+            }
+            let scale = max(1, 64 / max(shape[1], shape[2]))
+            let png = PNG.grid(samples: samples.rows, channels: shape[0], height: shape[1], width: shape[2], columns: request.n, scale: scale)
+            return HTTPResponse(status: 200, headers: [("Content-Type", "image/png")], body: .bytes(png))
+        }
+        let data: [[String: Any]] = samples.rows.enumerated().map { index, row in
+            var item: [String: Any] = ["index": index, "sample": row.map(Double.init)]
+            item[request.prompts != nil ? "prompt" : "condition"] = samples.labels[index]
+            return item
+        }
+        return JSON.response(["object": "list", "model": request.model, "shape": shape, "sampler": request.sampler.rawValue,
+                              "steps": request.steps, "guidance_scale": Double(request.guidance), "seed": Int(request.seed), "data": data])
+    }
+}
