@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench bench-api eval run clean
+.PHONY: all deps build test bench bench-api eval demo run clean
 
 all: build
 
@@ -32,6 +32,11 @@ bench-api: deps
 eval: deps
 	$(SWIFT) build -c release --product preftune-eval
 	$(SWIFT) run -c release --skip-build preftune-eval
+
+# The service end to end on ShapeWorld (a few minutes): starts a server unless one answers at
+# PREFTUNE_URL, pretrains a base with sft, fine-tunes it with dro, prints the reward before and after.
+demo: deps
+	@scripts/demo.sh
 
 # The API on 127.0.0.1:8080 with ./data (the first start writes ./data/admin.key).
 run: deps

@@ -29,6 +29,22 @@ public struct ShapeWorld: Sendable {
         /// The hidden style: colour intensity in [0, 1].
         public var vividness: Float
         public var prompt: String { "\(ShapeWorld.colors[color].name) \(ShapeWorld.shapes[shape]) \(ShapeWorld.positions[position])" }
+
+        public init(color: Int, shape: Int, position: Int, vividness: Float) {
+            self.color = color
+            self.shape = shape
+            self.position = position
+            self.vividness = vividness
+        }
+
+        /// The scene a prompt names ("red circle left"); vividness, which prompts do not name, is 1.
+        public init?(prompt: String) {
+            let words = prompt.split(separator: " ").map(String.init)
+            guard words.count == 3, let color = ShapeWorld.colors.firstIndex(where: { $0.name == words[0] }),
+                  let shape = ShapeWorld.shapes.firstIndex(of: words[1]), let position = ShapeWorld.positions.firstIndex(of: words[2])
+            else { return nil }
+            self.init(color: color, shape: shape, position: position, vividness: 1)
+        }
     }
 
     /// The centre of each named position, in pixels (x, y).

@@ -14,6 +14,18 @@ func option(_ name: String, _ fallback: Int) -> Int {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count, let value = Int(arguments[i + 1]) else { return fallback }
     return value
 }
+
+// `make demo` drives a server with these: the data files it uploads, and the reward of samples it gets back.
+switch arguments.first {
+case "demo-data":
+    DemoCommands.writeData(arguments)
+    exit(0)
+case "score":
+    DemoCommands.score(arguments)
+    exit(0)
+default:
+    break
+}
 let pretrainSteps = option("--pretrain-steps", 4000)
 let fineTuneSteps = option("--steps", 300)
 let samples = option("--samples", 512)

@@ -36,6 +36,17 @@ func printUsage() {
       keys list [--data-dir ./data]
       keys revoke KEY_ID [--data-dir ./data]
       inspect-model <file>         architecture and parameter count of a model file
+
+    client commands (server: PREFTUNE_URL, default http://127.0.0.1:8080; key:
+    PREFTUNE_API_KEY, else <--data-dir>/admin.key):
+      files upload PATH [--purpose fine-tune] | files list
+      models create ID (--config JSON|@file | --file FILE_ID) [--seed N] | models list | models get ID
+      jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo
+                  [--hyperparameters JSON|@file] [--set key=value]… [--validation-file ID]
+                  [--suffix S] [--seed N] [--webhook-url URL] [--follow]
+      jobs list | get ID | cancel ID | pause ID | resume ID | events ID
+      jobs logs ID [-f]            the job's log; -f follows it to the end with a progress line
+      sample --model ID --prompt TEXT… [--n N] [--steps N] [--guidance G] [--sampler S] [--seed N] [--png FILE]
       --version                    version, BLAS kernels and threads in use
       help                         this text
     """)
@@ -140,6 +151,14 @@ case "serve":
     serve(Array(arguments.dropFirst()))
 case "keys":
     keys(Array(arguments.dropFirst()))
+case "files":
+    ClientCommands.files(Array(arguments.dropFirst()))
+case "models":
+    ClientCommands.models(Array(arguments.dropFirst()))
+case "jobs":
+    ClientCommands.jobs(Array(arguments.dropFirst()))
+case "sample":
+    ClientCommands.sample(Array(arguments.dropFirst()))
 case "inspect-model":
     guard arguments.count == 2 else { fail("usage: preftune inspect-model <file.safetensors>", status: 2) }
     do {

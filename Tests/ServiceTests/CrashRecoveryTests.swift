@@ -154,3 +154,41 @@ extension ServerProcess {
         return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 }
+
+/// The command-line client against a real server: upload, create a model and a job,
+/// follow its log to the end, list, sample.
+@Suite(.serialized) struct CommandLineClientTests {
+    @Test func aJobFromTheCommandLineIsFollowedToItsEnd() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let dataset = data + "/../cli-train-\(UUID().uuidString.prefix(6)).jsonl"
+        try Data(WorkerFixtures.samples).write(to: URL(fileURLWithPath: dataset))
+        defer { try? FileManager.default.removeItem(atPath: dataset) }
+        func cli(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            try runTool(["env", "PREFTUNE_URL=\(server.base)", "PREFTUNE_API_KEY=\(server.key)", ExecutableTests.binary] + arguments)
+        }
+        let uploaded = try cli(["files", "upload", dataset])
+        let file = try #require(uploaded.output.split(separator: " ").first.map(String.init), "\(uploaded.output)")
+        #expect(file.hasPrefix("file-"), "\(uploaded.output)")
+        let config = String(decoding: try JSONSerialization.data(withJSONObject: ModelsTests.config), as: UTF8.self)
+        #expect(try cli(["models", "create", "tiny", "--config", config]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "tiny")
+        let created = try cli(["jobs", "create", "--model", "tiny", "--training-file", file, "--method", "dro", "--set", "n_steps=20",
+                               "--set", "batch_size=4", "--set", "policy_steps=4", "--set", "log_every=5", "--suffix", "cli"])
+        let job = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(job.hasPrefix("ftjob-"), "\(created.output)")
+
+        let followed = try cli(["jobs", "logs", job, "-f"])
+        #expect(followed.status == 0, "\(followed.output)")
+        #expect(followed.output.contains("step 20/20 loss") && followed.output.contains("succeeded  dro  step 20/20"), "\(followed.output)")
+        #expect(followed.output.contains("ft:tiny:cli:\(job)"))
+        #expect(try cli(["jobs", "list"]).output.contains("\(job)  succeeded"))
+        let png = data + "/grid.png"
+        #expect(try cli(["sample", "--model", "ft:tiny:cli:\(job)", "--prompt", "shape 1", "--n", "2", "--png", png]).status == 0)
+        #expect(FileManager.default.contents(atPath: png)?.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+        let mistake = try cli(["jobs", "create", "--model", "nope", "--training-file", file, "--method", "dro"])
+        #expect(mistake.status == 1 && mistake.output.contains("HTTP 404") && mistake.output.contains("(model)"), "\(mistake.output)")
+        let unreachable = try runTool(["env", "PREFTUNE_URL=http://127.0.0.1:1", "PREFTUNE_API_KEY=x", ExecutableTests.binary, "jobs", "list"])
+        #expect(unreachable.status == 1 && unreachable.output.contains("cannot reach http://127.0.0.1:1"), "\(unreachable.output)")
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+
+/// `preftune files|models|jobs|sample …`: the API from the command line.
+enum ClientCommands {
+    static func printJSON(_ object: Any) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return }
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// The positional argument after the subcommand, e.g. the id in `jobs get ID`.
+    static func positional(_ arguments: [String], _ usage: String) -> String {
+        guard arguments.count >= 2, !arguments[1].hasPrefix("-") else { fail("usage: preftune \(usage)", status: 2) }
+        return arguments[1]
+    }
+
+    /// JSON given inline or as `@file`.
+    static func jsonArgument(_ text: String, name: String) -> Any {
+        let data = text.hasPrefix("@") ? FileManager.default.contents(atPath: String(text.dropFirst())) : Data(text.utf8)
+        guard let data, let value = try? JSONSerialization.jsonObject(with: data) else { fail("\(name) must be JSON (or @file with JSON)", status: 2) }
+        return value
+    }
+
+    static func files(_ arguments: [String]) {
+        let client = APIClient(arguments: arguments)
+        switch arguments.first {
+        case "upload":
+            let path = positional(arguments, "files upload PATH [--purpose fine-tune]")
+            let file = client.expect(client.upload(path, purpose: option("--purpose", in: arguments) ?? "fine-tune"))
+            print("\(file["id"] as? String ?? "?")  \(file["bytes"] as? Int ?? 0) bytes  \(file["filename"] as? String ?? "")")
+        case "list":
+            for file in client.expect(client.send("GET", "/v1/files?limit=100"))["data"] as? [[String: Any]] ?? [] {
+                print("\(file["id"] as? String ?? "?")  \(file["bytes"] as? Int ?? 0) bytes  \(file["filename"] as? String ?? "")")
+            }
+        default:
+            fail("files takes upload or list", status: 2)
+        }
+    }
+
+    static func models(_ arguments: [String]) {
+        let client = APIClient(arguments: arguments)
+        switch arguments.first {
+        case "create":
+            let id = positional(arguments, "models create ID (--config JSON|@file | --file FILE_ID) [--seed N]")
+            var body: [String: Any] = ["id": id]
+            if let config = option("--config", in: arguments) { body["config"] = jsonArgument(config, name: "--config") }
+            if let file = option("--file", in: arguments) { body["file"] = file }
+            if let seed = option("--seed", in: arguments) { body["seed"] = Int(seed) ?? -1 }
+            let model = client.expect(client.send("POST", "/v1/models", json: body))
+            print(model["id"] as? String ?? "?")
+        case "list":
+            for model in client.expect(client.send("GET", "/v1/models"))["data"] as? [[String: Any]] ?? [] {
+                print("\(model["id"] as? String ?? "?")  \(model["owned_by"] as? String ?? "")")
+            }
+        case "get":
+            printJSON(client.expect(client.send("GET", "/v1/models/\(positional(arguments, "models get ID"))")))
+        default:
+            fail("models takes create, list or get", status: 2)
+        }
+    }
+
+    static func jobs(_ arguments: [String]) {
+        let client = APIClient(arguments: arguments)
+        switch arguments.first {
+        case "create":
+            guard let model = option("--model", in: arguments), let file = option("--training-file", in: arguments),
+                  let method = option("--method", in: arguments) else {
+                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--webhook-url URL] [--follow]", status: 2)
+            }
+            var hyperparameters = (option("--hyperparameters", in: arguments).map { jsonArgument($0, name: "--hyperparameters") } as? [String: Any]) ?? [:]
+            for (index, argument) in arguments.enumerated() where argument == "--set" && index + 1 < arguments.count {
+                let pair = arguments[index + 1].split(separator: "=", maxSplits: 1).map(String.init)
+                guard pair.count == 2 else { fail("--set takes key=value", status: 2) }
+                hyperparameters[pair[0]] = (try? JSONSerialization.jsonObject(with: Data(pair[1].utf8), options: [.fragmentsAllowed])) ?? pair[1]
+            }
+            var body: [String: Any] = ["model": model, "training_file": file, "method": ["type": method, method: ["hyperparameters": hyperparameters]]]
+            for (flag, field) in [("--validation-file", "validation_file"), ("--suffix", "suffix"), ("--webhook-url", "webhook_url")] {
+                if let value = option(flag, in: arguments) { body[field] = value }
+            }
+            if let seed = option("--seed", in: arguments) { body["seed"] = Int(seed) ?? -1 }
+            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: body))
+            let id = job["id"] as? String ?? "?"
+            print(id)
+            if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+        case "list":
+            for job in client.expect(client.send("GET", "/v1/fine_tuning/jobs?limit=100"))["data"] as? [[String: Any]] ?? [] {
+                print(summary(job))
+            }
+        case "get":
+            printJSON(client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(positional(arguments, "jobs get ID"))")))
+        case "cancel", "pause", "resume":
+            let action = arguments[0]
+            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs/\(positional(arguments, "jobs \(action) ID"))/\(action)", json: [:]))
+            print(summary(job))
+        case "logs":
+            let id = positional(arguments, "jobs logs ID [-f]")
+            if arguments.contains("-f") || arguments.contains("--follow") { exit(follow(id, client: client)) }
+            for event in events(id, client: client, after: 0) { print(line(event)) }
+        case "events":
+            for event in events(positional(arguments, "jobs events ID"), client: client, after: 0) { print(line(event)) }
+        default:
+            fail("jobs takes create, list, get, cancel, pause, resume or logs", status: 2)
+        }
+    }
+
+    static func summary(_ job: [String: Any]) -> String {
+        let progress = job["progress"] as? [String: Any]
+        let steps = "\(progress?["step"] as? Int ?? 0)/\(progress?["total_steps"] as? Int ?? 0)"
+        let method = (job["method"] as? [String: Any])?["type"] as? String ?? "?"
+        var text = "\(job["id"] as? String ?? "?")  \(job["status"] as? String ?? "?")  \(method)  step \(steps)  \(job["model"] as? String ?? "")"
+        if let result = job["fine_tuned_model"] as? String { text += " → \(result)" }
+        if let error = job["error"] as? [String: Any] { text += "\n  error \(error["code"] as? String ?? ""): \(error["message"] as? String ?? "")" }
+        return text
+    }
+
+    static func sequence(_ event: [String: Any]) -> Int { Int((event["id"] as? String)?.split(separator: "-").last ?? "") ?? 0 }
+
+    /// The job's events after sequence `after`, oldest first.
+    static func events(_ id: String, client: APIClient, after: Int) -> [[String: Any]] {
+        let page = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1000"))["data"] as? [[String: Any]] ?? []
+        return page.reversed().filter { sequence($0) > after }
+    }
+
+    static func line(_ event: [String: Any]) -> String {
+        let time = (event["created_at"] as? Int).map { Date(timeIntervalSince1970: Double($0)) }.map { "\($0)".prefix(19) } ?? ""
+        return "\(time) \(event["level"] as? String ?? "info") \(event["message"] as? String ?? "")"
+    }
+
+    /// Prints the job's events as they come, with a progress line on a terminal, until the
+    /// job ends (exit status 0 when it succeeded) — like `kubectl logs -f`.
+    static func follow(_ id: String, client: APIClient) -> Int32 {
+        let terminal = isatty(STDERR_FILENO) == 1
+        var last = 0
+        while true {
+            let fresh = events(id, client: client, after: last)
+            if terminal, !fresh.isEmpty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            for event in fresh { print(line(event)) }
+            fflush(nil)
+            last = fresh.last.map(sequence) ?? last
+            let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
+            let status = job["status"] as? String ?? "?"
+            if ["succeeded", "failed", "cancelled"].contains(status) {
+                for event in events(id, client: client, after: last) { print(line(event)) }
+                print(summary(job))
+                return status == "succeeded" ? 0 : 1
+            }
+            if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K\(progressLine(job))".utf8)) }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+    }
+
+    static func progressLine(_ job: [String: Any]) -> String {
+        let progress = job["progress"] as? [String: Any]
+        let step = progress?["step"] as? Int ?? 0, total = progress?["total_steps"] as? Int ?? 0
+        var text = "\(job["status"] as? String ?? "?") step \(step)/\(total)"
+        if total > 0 { text += String(format: " (%.0f%%)", 100 * Double(step) / Double(total)) }
+        if let rate = progress?["samples_per_s"] as? Double { text += String(format: " · %.0f samples/s", rate) }
+        if let finish = job["estimated_finish"] as? Int { text += " · about \(max(0, finish - Int(Date().timeIntervalSince1970))) s left" }
+        return text
+    }
+
+    static func sample(_ arguments: [String]) {
+        let client = APIClient(arguments: arguments)
+        guard let model = option("--model", in: arguments) else {
+            fail("usage: preftune sample --model ID --prompt TEXT [--prompt TEXT]… [--n 4] [--steps 20] [--guidance 1] [--sampler dpmpp2m] [--seed 0] [--png FILE]", status: 2)
+        }
+        let prompts = arguments.enumerated().filter { $0.element == "--prompt" && $0.offset + 1 < arguments.count }.map { arguments[$0.offset + 1] }
+        var body: [String: Any] = ["model": model]
+        if !prompts.isEmpty { body["prompts"] = prompts }
+        for (flag, field) in [("--n", "n"), ("--steps", "steps"), ("--seed", "seed")] {
+            if let value = option(flag, in: arguments) { body[field] = Int(value) ?? -1 }
+        }
+        if let guidance = option("--guidance", in: arguments) { body["guidance_scale"] = Double(guidance) ?? -1 }
+        if let sampler = option("--sampler", in: arguments) { body["sampler"] = sampler }
+        if let path = option("--png", in: arguments) {
+            body["format"] = "png"
+            let response = client.send("POST", "/v1/samples", json: body)
+            _ = client.expect(response.status == 200 ? APIClient.Response(status: 200, body: Data("{}".utf8)) : response)
+            guard FileManager.default.createFile(atPath: path, contents: response.body) else { fail("cannot write \(path)") }
+            print("wrote \(path)")
+        } else {
+            printJSON(client.expect(client.send("POST", "/v1/samples", json: body)))
+        }
+    }
+}
