@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-api: wrk against a real `preftune serve` on loopback, for
-# GET /v1/fine_tuning/jobs/{id} with keep-alive and 64 connections. Prints one
-# JSON object per line, like make bench. Stops the server when done.
+# GET /v1/fine_tuning/jobs/{id}: the most requests per second with keep-alive and
+# 64 connections, then the latency under a light load while a job trains on every
+# core. Prints one JSON object per line, like make bench. Stops the server when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,18 +31,50 @@ job=$(curl -sf "${auth[@]}" -H "Content-Type: application/json" \
   -d "{\"model\":\"bench-base\",\"training_file\":\"$file\",\"method\":{\"type\":\"sft\"}}" "$base/fine_tuning/jobs" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
-output=$(wrk -t2 -c64 -d10s --latency -H "Authorization: Bearer $key" "$base/fine_tuning/jobs/$job")
-echo "$output" >&2
-python3 - "$output" <<'PY'
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+progress() { curl -sf "${auth[@]}" "$base/fine_tuning/jobs/$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["status"], j["progress"]["step"])'; }
+until [ "$(progress "$job" | cut -d' ' -f1)" = succeeded ]; do sleep 0.2; done
+
+# wrk's summary as one JSON line.
+report() {
+  python3 - "$1" "$2" "$3" <<'PY'
 import json, re, sys
-text = sys.argv[1]
+name, connections, text = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def milliseconds(value):
     number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 percentiles = {p: milliseconds(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M)}
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(json.dumps({"name": "api/get_job", "value": round(rate, 1), "unit": "requests/s", "connections": 64, "threads": 2,
+print(json.dumps({"name": name, "value": round(rate, 1), "unit": "requests/s", "connections": connections,
                   "p50_ms": percentiles.get("50"), "p99_ms": percentiles.get("99"),
                   "non_2xx": int(errors.group(1)) if errors else 0}))
 PY
+}
+
+# 1. Throughput: nothing training, 64 keep-alive connections as fast as they go.
+output=$(wrk -t2 -c64 -d10s --latency -H "Authorization: Bearer $key" "$base/fine_tuning/jobs/$job")
+echo "$output" >&2
+report api/get_job 64 "$output"
+
+# 2. Latency while a job trains on every core: a light load (4 connections, each waiting
+#    10 ms between requests, about 300 requests/s) on the running job. Target p99 < 20 ms.
+curl -sf "${auth[@]}" -H "Content-Type: application/json" -d \
+  '{"id":"bench-large","config":{"sample_shape":[3,16,16],"hidden":512,"depth":6,"cond":{"kind":"text","vocab":512,"max_tokens":16}}}' \
+  "$base/models" >/dev/null
+python3 -c 'import json, random; random.seed(1); print("\n".join(json.dumps({"prompt": "shape %d" % i, "sample": [round(random.uniform(-1, 1), 3) for _ in range(768)]}) for i in range(256)))' >"$data/large.jsonl"
+large_file=$(curl -sf "${auth[@]}" -F purpose=fine-tune -F "file=@$data/large.jsonl" "$base/files" | field id)
+training=$(curl -sf "${auth[@]}" -H "Content-Type: application/json" \
+  -d "{\"model\":\"bench-large\",\"training_file\":\"$large_file\",\"method\":{\"type\":\"dro\",\"dro\":{\"hyperparameters\":{\"n_steps\":100000,\"batch_size\":64,\"log_every\":1}}}}" \
+  "$base/fine_tuning/jobs" | field id)
+until [ "$(progress "$training" | cut -d' ' -f2)" -gt 2 ]; do sleep 0.2; done
+before=$(progress "$training" | cut -d' ' -f2)
+cat >"$data/paced.lua" <<'LUA'
+function delay() return 10 end
+LUA
+output=$(wrk -t1 -c4 -d10s --latency -s "$data/paced.lua" -H "Authorization: Bearer $key" "$base/fine_tuning/jobs/$training")
+echo "$output" >&2
+after=$(progress "$training")
+echo "training job: step $before before, $after after" >&2
+[ "$(echo "$after" | cut -d' ' -f1)" = running ] || { echo "the job was not training throughout" >&2; exit 1; }
+report api/get_job_while_training 4 "$output" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); r['training_steps_during'] = $(echo "$after" | cut -d' ' -f2) - $before; r['target_p99_ms'] = 20; print(json.dumps(r))"
