@@ -4,6 +4,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 int preftune_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -27,4 +29,7 @@ int preftune_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int preftune_accept(int listener) { return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
-int preftune_set_thread_nice(int tid, int nice) { return setpriority(PRIO_PROCESS, (id_t)tid, nice); }
+int preftune_set_thread_nice(int tid, int nice) {
+    if (tid == 0) tid = (int)syscall(SYS_gettid);
+    return setpriority(PRIO_PROCESS, (id_t)tid, nice);
+}

@@ -37,7 +37,8 @@ public struct HTTPResponse: Sendable {
         /// Sent chunked as pieces arrive; the connection holds no thread while waiting.
         case stream(AsyncStream<[UInt8]>)
         /// A file sent from disk as the socket drains, never held in memory whole.
-        case file(path: String, size: Int)
+        /// `size` bytes from `offset` (a Range request's part).
+        case file(path: String, offset: Int = 0, size: Int)
     }
 
     public var status: Int

@@ -415,9 +415,10 @@ final class EventLoop: @unchecked Sendable {
             case let .bytes(body):
                 write(response.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
                 finishResponse(connection, sequence: sequence)
-            case let .file(path, size):
+            case let .file(path, offset, size):
                 let fd = open(path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
+                guard fd >= 0, lseek(fd, off_t(offset), SEEK_SET) == off_t(offset) else {
+                    if fd >= 0 { close(fd) }
                     let missing = HTTPResponse(status: 404, contentType: "application/json",
                                                body: #"{"error":{"message":"the file is no longer on disk","type":"invalid_request_error","param":null,"code":"not_found"}}"#)
                     if case let .bytes(body) = missing.body { write(missing.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection) }

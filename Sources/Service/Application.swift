@@ -10,6 +10,7 @@ public final class Application: Sendable {
     public let jobs: any JobStore
     /// Status changes of jobs, made by the API or the workers: the worker pool and the webhooks listen.
     public let statusChanges = JobStatusChanges()
+    public let logFollowers: LogFollowers
     let router: Router
 
     public init(dataDirectory: DataDirectory, webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
@@ -23,6 +24,9 @@ public final class Application: Sendable {
         FilesAPI.add(to: &router, data: dataDirectory, store: files)
         JobsAPI.add(to: &router, data: dataDirectory, store: jobs, models: models, files: files, changes: statusChanges)
         SamplesAPI.add(to: &router, data: dataDirectory, models: models, jobs: jobs)
+        logFollowers = LogFollowers(changes: statusChanges)
+        LogsAPI.add(to: &router, data: dataDirectory, store: jobs, followers: logFollowers)
+        JobMetricsAPI.add(to: &router, store: jobs)
         self.router = router
         let webhooks = Webhooks(store: jobs, delays: webhookDelays)
         statusChanges.observe { jobID, status in

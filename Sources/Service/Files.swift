@@ -141,9 +141,16 @@ enum FilesAPI {
 
 enum Pagination {
     static func limit(_ text: String?, default fallback: Int, maximum: Int) throws -> Int {
-        guard let text else { return fallback }
-        guard let value = Int(text), (1...maximum).contains(value) else {
-            throw APIError.invalid("limit must be an integer in 1...\(maximum)", param: "limit")
+        try Query.integer(text, param: "limit", range: 1...maximum) ?? fallback
+    }
+}
+
+/// Query-string values.
+enum Query {
+    static func integer(_ text: String?, param: String, range: ClosedRange<Int>) throws -> Int? {
+        guard let text else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
         }
         return value
     }

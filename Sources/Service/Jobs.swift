@@ -13,6 +13,7 @@ enum JobsAPI {
 
     static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore,
                     changes: JobStatusChanges) {
+        let dataDirectory = data
         router.add("POST", "/v1/fine_tuning/jobs") { context in
             try create(context, data: data, store: store, models: models, files: files, changes: changes)
         }
@@ -30,8 +31,10 @@ enum JobsAPI {
                     throw APIError(status: 409, message: "cannot \(action) a job that is \(try store.job(job.id, project: nil)?.status ?? job.status)",
                                    param: "id", code: "invalid_state")
                 }
+                // Read before telling the workers: the answer is the state this request made, not what a worker did next.
+                let changed = try store.job(job.id, project: nil)!
                 changes.post(jobID: job.id, status: to)
-                return JSON.response(object(try store.job(job.id, project: nil)!))
+                return JSON.response(object(changed))
             }
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}/events") { context in
@@ -51,12 +54,47 @@ enum JobsAPI {
             let limit = try Pagination.limit(context.request.query["limit"], default: 10, maximum: 100)
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
             let data: [[String: Any]] = checkpoints.prefix(limit).map { row in
-                ["object": "fine_tuning.job.checkpoint", "id": row.id, "created_at": row.createdAt, "step_number": row.step,
-                 "metrics": RawJSON(text: row.metrics), "fine_tuning_job_id": job.id,
-                 "fine_tuned_model_checkpoint": "ft:\(job.model):\(job.suffix ?? "preftune"):\(job.id):ckpt-step-\(row.step)"]
+                var object: [String: Any] = [
+                    "object": "fine_tuning.job.checkpoint", "id": row.id, "created_at": row.createdAt, "step_number": row.step,
+                    "metrics": RawJSON(text: row.metrics), "fine_tuning_job_id": job.id,
+                    "fine_tuned_model_checkpoint": JobRunner.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id) + ":ckpt-step-\(row.step)",
+                    "content_url": "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
+                ]
+                object["sample_grid_url"] = FileManager.default.fileExists(atPath: sampleGridPath(data: dataDirectory, job: job.id, step: row.step))
+                    ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/samples.png" : NSNull()
+                return object
             }
             return JSON.response(["object": "list", "data": data, "has_more": checkpoints.count > limit])
         }
+        // The checkpoint's weights (safetensors, SPEC §2 names), Range requests welcome; and its sample grid.
+        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
+            let (job, row) = try findCheckpoint(context, store: store)
+            return try FileResponse.make(path: checkpointPath(data: dataDirectory, job: job.id, step: row.step), contentType: "application/octet-stream",
+                                         request: context.request, filename: "\(job.id)-step-\(row.step).safetensors")
+        }
+        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/samples.png") { context in
+            let (job, row) = try findCheckpoint(context, store: store)
+            let path = sampleGridPath(data: dataDirectory, job: job.id, step: row.step)
+            guard FileManager.default.fileExists(atPath: path) else { throw APIError.notFound("a sample grid for checkpoint \(row.id)", param: "checkpoint_id") }
+            return try FileResponse.make(path: path, contentType: "image/png", request: context.request)
+        }
+    }
+
+    static func checkpointPath(data: DataDirectory, job: String, step: Int) -> String {
+        String(format: "%@/checkpoints/step-%07d.safetensors", data.jobDirectory(job), step)
+    }
+
+    static func sampleGridPath(data: DataDirectory, job: String, step: Int) -> String {
+        String(format: "%@/samples/step-%07d.png", data.jobDirectory(job), step)
+    }
+
+    static func findCheckpoint(_ context: RequestContext, store: any JobStore) throws -> (JobRecord, CheckpointRow) {
+        let job = try find(context, store: store)
+        let id = context.parameters["checkpoint_id"] ?? ""
+        guard let row = try store.checkpoints(job.id, limit: 1_000_000).first(where: { $0.id == id }) else {
+            throw APIError.notFound("checkpoint \(id)", param: "checkpoint_id")
+        }
+        return (job, row)
     }
 
     static func find(_ context: RequestContext, store: any JobStore) throws -> JobRecord {

@@ -156,27 +156,53 @@ enum SamplesAPI {
             random.fillNormal(x.pointer, count: count * D)
         }
         // The buffers are handed over whole: this request's task waits and touches none of them meanwhile.
-        let work = UncheckedSendable((x, conditions, model.parameters))
+        let work = UncheckedSendable((x, conditions, model))
         let seed = request.seed, sampler = request.sampler, guidance = request.guidance, steps = request.steps
         let rows: [[Float]] = await withCheckedContinuation { continuation in
             DispatchQueue.global(qos: .userInitiated).async {
-                let (x, conditions, parameters) = work.value
-                let runner = Sampler(model: ResMLP(config: config), kind: sampler, maxBatch: count)
-                runner.sample(parameters: parameters, x: x.pointer, batch: count, conditions: conditions,
-                               guidance: guidance, steps: steps, fillNoise: { step, out, size in
-                                   var generator = Philox(seed: seed, stream: 0xDD9, counter: UInt64(step * size))
-                                   generator.fillNormal(out, count: size)
-                               })
-                continuation.resume(returning: (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) })
+                let (x, conditions, model) = work.value
+                continuation.resume(returning: denoise(x, model: model, conditions: conditions, sampler: sampler, steps: steps,
+                                                       guidance: guidance, seed: seed))
             }
         }
         return Drawn(rows: rows, labels: labels)
     }
 
+    /// x_T in `x` to samples, one array per row; DDPM's per-step noise comes from `seed`.
+    static func denoise(_ x: FloatBuffer, model: ModelFile, conditions: Conditions, sampler: SamplerKind, steps: Int, guidance: Float,
+                        seed: UInt64) -> [[Float]] {
+        let count = conditions.count, D = model.config.sampleSize
+        Sampler(model: ResMLP(config: model.config), kind: sampler, maxBatch: count).sample(
+            parameters: model.parameters, x: x.pointer, batch: count, conditions: conditions, guidance: guidance, steps: steps,
+            fillNoise: { step, out, size in
+                var generator = Philox(seed: seed, stream: 0xDD9, counter: UInt64(step * size))
+                generator.fillNormal(out, count: size)
+            })
+        return (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) }
+    }
+
+    /// Whether samples of this shape can be shown as images.
+    static func isImage(_ shape: [Int]) -> Bool { shape.count == 3 && (shape[0] == 1 || shape[0] == 3) }
+
+    /// A PNG grid of `columns` samples per condition row, with fixed noise, for image-shaped models.
+    static func grid(model: ModelFile, conditions: Conditions, columns: Int, steps: Int = 20, guidance: Float = 1, seed: UInt64 = 0) -> [UInt8]? {
+        let shape = model.config.sampleShape
+        guard isImage(shape) else { return nil }
+        var rows: [Int] = []
+        for row in 0..<conditions.count { rows += Array(repeating: row, count: columns) }
+        let repeated = conditions.selecting(rows, config: model.config)
+        let x = FloatBuffer(count: rows.count * model.config.sampleSize)
+        var random = Philox(seed: seed, stream: 0x5A3E)
+        random.fillNormal(x.pointer, count: x.count)
+        let samples = denoise(x, model: model, conditions: repeated, sampler: .dpmpp2m, steps: steps, guidance: guidance, seed: seed)
+        return PNG.grid(samples: samples, channels: shape[0], height: shape[1], width: shape[2], columns: columns,
+                        scale: max(1, 64 / max(shape[1], shape[2])))
+    }
+
     static func response(_ request: SampleRequest, model: ModelFile, samples: Drawn) throws -> HTTPResponse {
         let shape = model.config.sampleShape
         if request.png {
-            guard shape.count == 3, shape[0] == 1 || shape[0] == 3 else {
+            guard isImage(shape) else {
                 throw APIError.invalid("png needs an image shape [C, H, W] with C 1 or 3; this model's samples are \(shape)", param: "format")
             }
             let scale = max(1, 64 / max(shape[1], shape[2]))

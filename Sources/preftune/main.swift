@@ -62,11 +62,14 @@ func openDataDirectory(_ arguments: [String]) -> DataDirectory {
 }
 
 func serve(_ arguments: [String]) -> Never {
+    // Before anything else starts a thread: the others now are OpenBLAS's.
+    let blasThreads = CPUPriority.threadsAtStartup()
     let listen = option("--listen", in: arguments) ?? "127.0.0.1:8080"
     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
         fail("--listen takes HOST:PORT, e.g. 127.0.0.1:8080", status: 2)
     }
     var workers = WorkerPool.Configuration.defaults()
+    workers.blasThreads = blasThreads
     if let value = option("--workers", in: arguments) {
         guard let count = Int(value), (0...64).contains(count) else { fail("--workers takes a number of jobs trained at once, 0-64", status: 2) }
         workers.workers = count
@@ -87,7 +90,7 @@ func serve(_ arguments: [String]) -> Never {
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
-        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job")
+        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job, at nice 10 with \(blasThreads.count) OpenBLAS threads")
         fflush(nil)
     } catch {
         fail("\(error)")

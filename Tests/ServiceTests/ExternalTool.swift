@@ -13,3 +13,11 @@ func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
     process.waitUntilExit()
     return (process.terminationStatus, text)
 }
+
+/// `runTool` on a thread of its own: a test waiting on a slow tool must not hold one of
+/// the few threads of Swift's cooperative pool, where the server under test runs tasks too.
+func runToolAsync(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try runTool(arguments) }) }.start()
+    }
+}

@@ -147,12 +147,12 @@ enum WorkerFixtures {
         let service = try LiveService(workers: 1)
         let model = try await WorkerFixtures.baseModel(service)
         let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
-        let settings: [String: Any] = ["n_steps": 3000, "batch_size": 4, "checkpoint_every": 500, "log_every": 100, "policy_steps": 4]
+        let settings: [String: Any] = ["n_steps": 20_000, "batch_size": 4, "checkpoint_every": 2_000, "log_every": 500, "policy_steps": 4]
         let reference = try await service.createJob(model: model, file: file, method: "dro", settings)
         #expect(try await service.waitFor(reference, ["succeeded", "failed"])["status"] as? String == "succeeded")
 
         let id = try await service.createJob(model: model, file: file, method: "dro", settings)
-        try await service.waitForStep(id, atLeast: 200)
+        try await service.waitForStep(id, atLeast: 1_000)
         #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/pause", [:]).json["status"] as? String == "paused")
         let paused = try await service.events(id)
         try await Task.sleep(for: .milliseconds(300))
@@ -163,7 +163,7 @@ enum WorkerFixtures {
 
         #expect(try await service.post("/v1/fine_tuning/jobs/\(id)/resume", [:]).json["status"] as? String == "queued")
         _ = try await service.waitFor(id, ["running", "succeeded"])
-        try await service.waitForStep(id, atLeast: 1200)
+        try await service.waitForStep(id, atLeast: 8_000)
         service.stopWorkers()
         #expect(try await service.job(id)["status"] as? String == "queued", "a graceful stop queues the job again")
         service.startWorkers()
@@ -172,7 +172,7 @@ enum WorkerFixtures {
         #expect(try service.finalWeights(id) == service.finalWeights(reference))
 
         let steps = try await service.events(id).filter { $0["type"] as? String == "metrics" }.compactMap { ($0["data"] as? [String: Any])?["step"] as? Int }
-        #expect(steps == Array(stride(from: 100, through: 3000, by: 100)), "strictly increasing, none repeated")
+        #expect(steps == Array(stride(from: 500, through: 20_000, by: 500)), "strictly increasing, none repeated")
     }
 
     @Test func twoWorkersTrainTwoJobsAtOnce() async throws {

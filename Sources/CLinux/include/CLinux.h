@@ -23,7 +23,7 @@ int preftune_eventfd(void);
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
 int preftune_accept(int listener);
 
-/// setpriority for one thread (Linux: a thread id is a process id for PRIO_PROCESS).
+/// setpriority for one thread (Linux: a thread id is a process id for PRIO_PROCESS); 0 is the calling thread.
 int preftune_set_thread_nice(int tid, int nice);
 
 #endif

@@ -13,6 +13,7 @@ struct JobRunner {
     let data: DataDirectory
     let store: any JobStore
     let control: JobControl
+    let changes: JobStatusChanges
 
     /// A failure that ends the job, shown to the user as its `error`.
     struct Failure: Error {
@@ -27,7 +28,7 @@ struct JobRunner {
         let sink: JobSink
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0)
+            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0, changes: changes)
         } catch {
             return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(Self.describe(error))"))
         }
@@ -81,7 +82,33 @@ struct JobRunner {
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
         let trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
+        if SamplesAPI.isImage(base.config.sampleShape) {
+            let data = data, id = job.id
+            sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
+                JobsAPI.sampleGridPath(data: data, job: id, step: $0)
+            }
+        }
         return Trainer(job: trainingJob, directory: directory, sink: sink)
+    }
+
+    /// The fixed conditions of a job's sample grids: the first four distinct prompts of its training set.
+    static func gridConditions(_ training: Dataset, config: ModelConfig) -> Conditions {
+        var seen: Set<String> = [], rows: [Int] = []
+        for (row, prompt) in training.prompts.enumerated() where rows.count < 4 && seen.insert(prompt).inserted { rows.append(row) }
+        if rows.isEmpty { rows = Array(0..<min(4, training.count)) }
+        return training.conditions.selecting(rows, config: config)
+    }
+
+    /// Writes `samples/step-N.png` from each checkpoint's weights: a row of 4 samples per grid prompt,
+    /// from the same noise every time, so grids of successive checkpoints compare.
+    static func sampleGridWriter(conditions: Conditions, path: @escaping (Int) -> String) -> (CheckpointRecord) -> Void {
+        { checkpoint in
+            guard let model = try? ModelFile.load(checkpoint.modelPath),
+                  let png = SamplesAPI.grid(model: model, conditions: conditions, columns: 4) else { return }
+            let target = path(checkpoint.step)
+            try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try? AtomicFile.write(png, to: target)
+        }
     }
 
     func conclude(_ outcome: TrainingOutcome, trainer: Trainer, sink: JobSink) -> String? {
@@ -123,6 +150,7 @@ struct JobRunner {
             handle.write(Data("\(JobSink.timestamp()) failed: \(failure.message)\n".utf8))
             try handle.close()
         }
+        changes.logAppended(jobID: job.id)
         let released = (try? store.release(job.id, worker: worker, status: "failed", error: text, event: failure.message, level: "error")) ?? false
         return released ? "failed" : nil
     }

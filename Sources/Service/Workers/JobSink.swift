@@ -13,17 +13,21 @@ final class JobSink: TrainingSink {
     let jobID: String
     let store: any JobStore
     let log: FileHandle?
+    let changes: JobStatusChanges?
     let totalSteps: Int
     /// The last step whose metrics the store holds from an earlier run of this job.
     let replayedThrough: Int
+    /// Draws the sample grid of a checkpoint (image-shaped models), before its record appears.
+    var sampleGrid: ((CheckpointRecord) -> Void)?
     /// Set when a store write failed: the job must stop, as its record would have gaps.
     private(set) var storeError: Error?
     /// For the estimated finish: the first step reported in this run and when.
     private var firstReport: (step: Int, time: Date)?
 
-    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int) throws {
+    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil) throws {
         self.jobID = jobID
         self.store = store
+        self.changes = changes
         self.totalSteps = totalSteps
         replayedThrough = try store.lastMetricStep(jobID) ?? 0
         let descriptor = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -43,6 +47,7 @@ final class JobSink: TrainingSink {
     func appendToFile(_ message: String) {
         let line = "\(Self.timestamp()) \(message)\n"
         try? log?.write(contentsOf: Data(line.utf8))
+        changes?.logAppended(jobID: jobID)
     }
 
     func log(_ message: String) {
@@ -74,6 +79,7 @@ final class JobSink: TrainingSink {
     func checkpointSaved(_ checkpoint: CheckpointRecord) {
         let metrics = String(decoding: JSONWriter.encode(checkpoint.metrics.filter { $0.value.isFinite }), as: UTF8.self)
         let message = "Checkpoint saved at step \(checkpoint.step)"
+        sampleGrid?(checkpoint)
         if checkpoint.step > replayedThrough { appendToFile(message) }
         attempt {
             try store.addCheckpoint(jobID, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,

@@ -1,11 +1,13 @@
 import Foundation
 
-/// Tells whoever listens that a job's status changed: the worker pool (a queued
-/// job to claim, a pause or cancel to pass to a running trainer at once) and the
-/// webhooks (terminal statuses). Posted by the API and by the workers.
+/// Tells whoever listens that a job's status changed — the worker pool (a queued
+/// job to claim, a pause or cancel to pass to a running trainer at once), the
+/// webhooks (terminal statuses), log followers (the end) — or that its log grew
+/// (log followers). Posted by the API and by the workers.
 public final class JobStatusChanges: @unchecked Sendable {
     private let lock = NSLock()
     private var observers: [@Sendable (_ jobID: String, _ status: String) -> Void] = []
+    private var logObservers: [@Sendable (_ jobID: String) -> Void] = []
 
     public init() {}
 
@@ -15,5 +17,14 @@ public final class JobStatusChanges: @unchecked Sendable {
 
     public func post(jobID: String, status: String) {
         for observer in lock.withLock({ observers }) { observer(jobID, status) }
+    }
+
+    public func observeLogs(_ observer: @escaping @Sendable (_ jobID: String) -> Void) {
+        lock.withLock { logObservers.append(observer) }
+    }
+
+    /// The job's `log.txt` has new lines.
+    public func logAppended(jobID: String) {
+        for observer in lock.withLock({ logObservers }) { observer(jobID) }
     }
 }

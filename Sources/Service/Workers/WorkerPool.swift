@@ -19,6 +19,8 @@ public final class WorkerPool: @unchecked Sendable {
         public var heartbeatSeconds = 2.0
         /// How often idle workers look for work another process queued.
         public var pollSeconds = 1.0
+        /// OpenBLAS's threads, lowered to the workers' priority (`CPUPriority.threadsAtStartup`).
+        public var blasThreads: [Int32] = []
 
         /// One job at a time using every core: on a small machine two jobs at once
         /// would each run at half speed and hold twice the memory.
@@ -60,7 +62,10 @@ public final class WorkerPool: @unchecked Sendable {
     /// Recovers the jobs of a dead predecessor on this host, then starts the workers.
     public func start() {
         recoverOrphanedLeases()
-        if configuration.workers > 0 { BLASRuntime.setThreadCount(configuration.threadsPerJob) }
+        if configuration.workers > 0 {
+            BLASRuntime.setThreadCount(configuration.threadsPerJob)
+            CPUPriority.lower(configuration.blasThreads)
+        }
         condition.withLock { liveWorkers = configuration.workers }
         for index in 0..<configuration.workers {
             let thread = Thread { [self] in work(name: "\(identity)/worker-\(index)") }
@@ -112,8 +117,8 @@ public final class WorkerPool: @unchecked Sendable {
                 condition.broadcast()
             }
         }
+        CPUPriority.lowerCurrentThread()
         while !condition.withLock({ stopping }) {
-            CPUPriority.lowerTrainingThreads()
             let claimed: JobRecord?
             do { claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds) } catch {
                 FileHandle.standardError.write(Data("preftune: \(name): cannot claim jobs: \(error)\n".utf8))
@@ -133,7 +138,7 @@ public final class WorkerPool: @unchecked Sendable {
             }
             if !proceed { control.request(.shutdown) }
             let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds)
-            let runner = JobRunner(job: job, worker: name, data: data, store: store, control: control)
+            let runner = JobRunner(job: job, worker: name, data: data, store: store, control: control, changes: changes)
             let status = runner.run()
             heartbeat.stop()
             condition.withLock { controls[job.id] = nil }
@@ -192,10 +197,7 @@ final class Heartbeat: @unchecked Sendable {
     init(control: JobControl, leaseSeconds: Int, every interval: Double) {
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
         timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler {
-            control.renew(leaseSeconds: leaseSeconds)
-            CPUPriority.lowerTrainingThreads()
-        }
+        timer.setEventHandler { control.renew(leaseSeconds: leaseSeconds) }
         timer.resume()
     }
 

@@ -1,0 +1,183 @@
+import Foundation
+import HTTP
+import Store
+
+/// `GET /v1/fine_tuning/jobs/{id}/logs`: the job's `log.txt` as text; `tail=N` for the
+/// last lines; `follow=true` keeps the response open (chunked) and streams new lines
+/// until the job ends or the client leaves. With `Accept: text/event-stream` the same
+/// as Server-Sent Events whose ids are line numbers, so `Last-Event-ID` resumes without
+/// gaps or repeats. A follower holds no thread while it waits: it is a suspended task
+/// woken when the job's log grows or its status changes.
+enum LogsAPI {
+    static let maximumTail = 100_000
+
+    static func add(to router: inout Router, data: DataDirectory, store: any JobStore, followers: LogFollowers) {
+        router.add("GET", "/v1/fine_tuning/jobs/{id}/logs") { context in
+            let job = try JobsAPI.find(context, store: store)
+            let query = context.request.query
+            let tail = try Query.integer(query["tail"], param: "tail", range: 0...maximumTail)
+            let sse = context.request.head.header("accept")?.contains("text/event-stream") == true
+            guard ["true", "false", "1", "0", nil].contains(query["follow"]) else { throw APIError.invalid("follow must be true or false", param: "follow") }
+            let follow = sse || query["follow"] == "true" || query["follow"] == "1"
+            var after: Int?
+            if sse, let header = context.request.head.header("last-event-id") {
+                guard let line = Int(header.trimmingCharacters(in: .whitespaces)), line >= 0 else {
+                    throw APIError.invalid("Last-Event-ID must be a line number", param: "Last-Event-ID")
+                }
+                after = line
+            }
+            let path = data.logPath(job.id)
+            let start = LogReader.start(path: path, afterLine: after, tail: tail)
+            guard follow else {
+                var reader = start
+                let lines = reader.readNewLines()
+                return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                    body: .bytes(Array(lines.map { $0.text + "\n" }.joined().utf8)))
+            }
+            let headers: [(String, String)] = sse
+                ? [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+                : [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+            return HTTPResponse(status: 200, headers: headers,
+                                body: .stream(followers.follow(job.id, from: start, sse: sse, store: store)))
+        }
+    }
+}
+
+/// Reads a growing log file from an offset, whole lines at a time, counting them.
+struct LogReader {
+    let path: String
+    var offset: Int
+    /// Lines before `offset`.
+    var lineNumber: Int
+
+    struct Line { let number: Int; let text: String }
+
+    /// Where to begin: after line `afterLine`, or at the last `tail` lines, or at the start.
+    static func start(path: String, afterLine: Int?, tail: Int?) -> LogReader {
+        guard afterLine != nil || tail != nil, let data = FileManager.default.contents(atPath: path) else {
+            return LogReader(path: path, offset: 0, lineNumber: 0)
+        }
+        let bytes = [UInt8](data)
+        var newlines: [Int] = []
+        for (i, byte) in bytes.enumerated() where byte == 10 { newlines.append(i) }
+        let skip = afterLine.map { min($0, newlines.count) } ?? max(0, newlines.count - tail!)
+        return LogReader(path: path, offset: skip == 0 ? 0 : newlines[skip - 1] + 1, lineNumber: skip)
+    }
+
+    /// The whole lines written since the last call (a line still being written waits).
+    mutating func readNewLines() -> [Line] {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+        defer { try? handle.close() }
+        guard (try? handle.seek(toOffset: UInt64(offset))) != nil, let data = try? handle.readToEnd(), !data.isEmpty else { return [] }
+        let bytes = [UInt8](data)
+        guard let lastNewline = bytes.lastIndex(of: 10) else { return [] }
+        var lines: [Line] = []
+        var start = 0
+        for i in 0...lastNewline where bytes[i] == 10 {
+            lineNumber += 1
+            lines.append(Line(number: lineNumber, text: String(decoding: bytes[start..<i], as: UTF8.self)))
+            start = i + 1
+        }
+        offset += lastNewline + 1
+        return lines
+    }
+}
+
+/// The log followers of every job: each waits on its own stream of wake-ups, sent when
+/// its job's log grows or its status changes, and every 15 s so SSE can keep the
+/// connection alive through proxies.
+public final class LogFollowers: @unchecked Sendable {
+    static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
+    static let keepAliveSeconds = 15.0
+
+    private let lock = NSLock()
+    private var waiting: [String: [UUID: AsyncStream<Void>.Continuation]] = [:]
+    /// Jobs with followers that ended while followed.
+    private var ended: Set<String> = []
+    private let ticker: DispatchSourceTimer
+
+    init(changes: JobStatusChanges) {
+        ticker = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        ticker.schedule(deadline: .now() + Self.keepAliveSeconds, repeating: Self.keepAliveSeconds)
+        changes.observeLogs { [weak self] jobID in self?.wake(jobID) }
+        changes.observe { [weak self] jobID, status in self?.statusChanged(jobID, status) }
+        ticker.setEventHandler { [weak self] in self?.wakeAll() }
+        ticker.resume()
+    }
+
+    deinit { ticker.cancel() }
+
+    /// Followers connected now.
+    public var count: Int { lock.withLock { waiting.values.reduce(0) { $0 + $1.count } } }
+
+    func wake(_ jobID: String) {
+        for continuation in lock.withLock({ waiting[jobID].map { Array($0.values) } ?? [] }) { continuation.yield() }
+    }
+
+    func wakeAll() {
+        for continuation in lock.withLock({ waiting.values.flatMap(\.values) }) { continuation.yield() }
+    }
+
+    func statusChanged(_ jobID: String, _ status: String) {
+        if Self.terminal.contains(status) { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
+        wake(jobID)
+    }
+
+    func hasEnded(_ jobID: String) -> Bool { lock.withLock { ended.contains(jobID) } }
+
+    private func subscribe(_ jobID: String) -> (UUID, AsyncStream<Void>) {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let token = UUID()
+        lock.withLock { waiting[jobID, default: [:]][token] = continuation }
+        return (token, stream)
+    }
+
+    private func unsubscribe(_ jobID: String, _ token: UUID) {
+        let continuation: AsyncStream<Void>.Continuation? = lock.withLock {
+            let removed = waiting[jobID]?.removeValue(forKey: token)
+            if waiting[jobID]?.isEmpty == true {
+                waiting[jobID] = nil
+                ended.remove(jobID)
+            }
+            return removed
+        }
+        continuation?.finish()
+    }
+
+    /// The log from `start` on, then each new line as it is written, until the job ends
+    /// (after its last line) or the client leaves.
+    func follow(_ jobID: String, from start: LogReader, sse: Bool, store: any JobStore) -> AsyncStream<[UInt8]> {
+        let (output, continuation) = AsyncStream<[UInt8]>.makeStream()
+        // Subscribed before the status is read: an end between the two is not missed.
+        let (token, wakes) = subscribe(jobID)
+        let endedAlready = (try? store.job(jobID, project: nil)).map { Self.terminal.contains($0?.status ?? "") } ?? false
+        let task = Task { [self] in
+            var reader = start
+            var lastSent = Date()
+            var iterator = wakes.makeAsyncIterator()
+            repeat {
+                let finished = endedAlready || hasEnded(jobID)
+                let lines = reader.readNewLines()
+                if !lines.isEmpty {
+                    let text = sse ? lines.map { "id: \($0.number)\ndata: \($0.text)\n\n" }.joined() : lines.map { $0.text + "\n" }.joined()
+                    continuation.yield(Array(text.utf8))
+                    lastSent = Date()
+                } else if sse, Date().timeIntervalSince(lastSent) >= Self.keepAliveSeconds - 1 {
+                    continuation.yield(Array(": keep-alive\n\n".utf8))
+                    lastSent = Date()
+                }
+                if finished {
+                    let status = (try? store.job(jobID, project: nil))??.status ?? "unknown"
+                    if sse { continuation.yield(Array("event: end\ndata: {\"status\":\"\(status)\"}\n\n".utf8)) }
+                    break
+                }
+            } while await iterator.next() != nil
+            continuation.finish()
+        }
+        continuation.onTermination = { [weak self] _ in
+            task.cancel()
+            self?.unsubscribe(jobID, token)
+        }
+        return output
+    }
+}
