@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what preftune needs on a fresh Debian/Ubuntu machine that has only
 # the Swift toolchain: the SQLite and OpenBLAS development packages, and (for
-# the interoperability and API tests) python3 with numpy, safetensors, openai
-# and schemathesis.
+# the interoperability and API tests) curl, and python3 with numpy, safetensors,
+# openai, schemathesis and prometheus_client.
 # Installs only what is missing; says what to do where it cannot.
 set -euo pipefail
 
@@ -31,6 +31,8 @@ if [ "$want_python" = python ]; then
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
   command -v python3 >/dev/null 2>&1 || missing+=(python3-pip)
+  # The log-following tests read streams as they arrive with curl.
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -44,13 +46,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python_packages="numpy safetensors openai schemathesis"
-if [ "$want_python" = python ] && ! { python3 -c "import numpy, safetensors, openai" >/dev/null 2>&1 && command -v schemathesis >/dev/null 2>&1; }; then
+python_packages="numpy safetensors openai schemathesis prometheus_client"
+if [ "$want_python" = python ] && ! { python3 -c "import numpy, safetensors, openai, prometheus_client" >/dev/null 2>&1 && command -v schemathesis >/dev/null 2>&1; }; then
   echo "preftune: installing $python_packages for python3"
   # Debian 12 marks its python as externally managed (PEP 668); these packages
   # are test-only (interoperability tests), so install them either way.
   python3 -m pip install --quiet --disable-pip-version-check $python_packages 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages $python_packages
-  python3 -c "import numpy, safetensors, openai" && command -v schemathesis >/dev/null \
+  python3 -c "import numpy, safetensors, openai, prometheus_client" && command -v schemathesis >/dev/null \
     || { echo "preftune: $python_packages did not install (is pip's bin directory on PATH?)" >&2; exit 1; }
 fi

@@ -11,6 +11,7 @@ public final class Application: Sendable {
     /// Status changes of jobs, made by the API or the workers: the worker pool and the webhooks listen.
     public let statusChanges = JobStatusChanges()
     public let logFollowers: LogFollowers
+    public let telemetry = Telemetry()
     let router: Router
 
     public init(dataDirectory: DataDirectory, webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
@@ -18,13 +19,13 @@ public final class Application: Sendable {
         let jobs = SQLiteJobStore(database: dataDirectory.database)
         self.jobs = jobs
         var router = Router()
-        Self.addOperations(&router)
+        logFollowers = LogFollowers(changes: statusChanges)
+        Self.addOperations(&router, jobs: jobs, telemetry: telemetry, followers: logFollowers)
         let files = SQLiteFileStore(database: dataDirectory.database), models = SQLiteModelStore(database: dataDirectory.database)
         ModelsAPI.add(to: &router, data: dataDirectory, store: models, files: files)
         FilesAPI.add(to: &router, data: dataDirectory, store: files)
         JobsAPI.add(to: &router, data: dataDirectory, store: jobs, models: models, files: files, changes: statusChanges)
         SamplesAPI.add(to: &router, data: dataDirectory, models: models, jobs: jobs)
-        logFollowers = LogFollowers(changes: statusChanges)
         LogsAPI.add(to: &router, data: dataDirectory, store: jobs, followers: logFollowers)
         JobMetricsAPI.add(to: &router, store: jobs)
         self.router = router
@@ -51,41 +52,55 @@ public final class Application: Sendable {
 
     /// Answers one request: route, authenticate, run the handler, map errors to the envelope.
     public func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        let started = ContinuousClock.now
+        let (response, route) = await answer(request)
+        let elapsed = started.duration(to: .now)
+        telemetry.recordRequest(route: route, method: request.method, code: response.status,
+                                seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        return response
+    }
+
+    /// The response, and the route pattern that answered (the metrics' `route` label).
+    func answer(_ request: HTTPRequest) async -> (HTTPResponse, String) {
         switch router.match(method: request.method, path: request.path) {
         case let .failure(failure):
             var response = failure.error.response
             if !failure.allowed.isEmpty { response.headers.append(("Allow", failure.allowed.joined(separator: ", "))) }
-            return response
+            return (response, "unmatched")
         case let .success((route, parameters)):
-            var principal: Principal?
-            if route.authenticated {
-                guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
-                    return APIError.unauthorized.response
-                }
-                let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-                // A store failure is the server's fault, not a bad key: it must not read as 401.
-                let found: Principal?
-                do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(secret) } } catch {
-                    FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
-                    return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
-                                    code: "store_unavailable").response
-                }
-                guard let found else { return APIError.unauthorized.response }
-                principal = found
+            return (await answer(request, route: route, parameters: parameters), route.pattern)
+        }
+    }
+
+    func answer(_ request: HTTPRequest, route: Router.Route, parameters: [String: String]) async -> HTTPResponse {
+        var principal: Principal?
+        if route.authenticated {
+            guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
+                return APIError.unauthorized.response
             }
-            do {
-                let context = RequestContext(request: request, parameters: parameters, principal: principal)
-                if request.method == "POST", let principal, let key = request.head.header("idempotency-key") {
-                    return try await idempotent(key: key, principal: principal, request: request) { try await route.handler(context) }
-                }
-                return try await route.handler(context)
-            } catch let error as APIError {
-                return error.response
-            } catch {
-                // Never a bare 500 body: the envelope, and the cause in the server log.
-                FileHandle.standardError.write(Data("preftune: \(request.method) \(request.path): \(error)\n".utf8))
-                return APIError(status: 500, message: "internal error; the server log has the details", type: "server_error").response
+            let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            // A store failure is the server's fault, not a bad key: it must not read as 401.
+            let found: Principal?
+            do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(secret) } } catch {
+                FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
+                return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
+                                code: "store_unavailable").response
             }
+            guard let found else { return APIError.unauthorized.response }
+            principal = found
+        }
+        do {
+            let context = RequestContext(request: request, parameters: parameters, principal: principal)
+            if request.method == "POST", let principal, let key = request.head.header("idempotency-key") {
+                return try await idempotent(key: key, principal: principal, request: request) { try await route.handler(context) }
+            }
+            return try await route.handler(context)
+        } catch let error as APIError {
+            return error.response
+        } catch {
+            // Never a bare 500 body: the envelope, and the cause in the server log.
+            FileHandle.standardError.write(Data("preftune: \(request.method) \(request.path): \(error)\n".utf8))
+            return APIError(status: 500, message: "internal error; the server log has the details", type: "server_error").response
         }
     }
 
@@ -126,8 +141,13 @@ public final class Application: Sendable {
         return response
     }
 
-    static func addOperations(_ router: inout Router) {
+    static func addOperations(_ router: inout Router, jobs: any JobStore, telemetry: Telemetry, followers: LogFollowers) {
         router.add("GET", "/healthz", authenticated: false) { _ in JSON.response(["status": "ok"]) }
         router.add("GET", "/readyz", authenticated: false) { _ in JSON.response(["status": "ready"]) }
+        // Prometheus scrapes without a key, as for the health checks; deploy/nginx.conf keeps it off the public side.
+        router.add("GET", "/metrics", authenticated: false) { _ in
+            let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count)
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: .bytes(Array(text.utf8)))
+        }
     }
 }

@@ -18,6 +18,8 @@ public struct Router: Sendable {
 
     struct Route: Sendable {
         let method: String
+        /// As registered, e.g. `/v1/fine_tuning/jobs/{id}`: the `route` label of the HTTP metrics.
+        let pattern: String
         let segments: [String]
         let authenticated: Bool
         /// The handler reads the body as it arrives (`HTTPRequest.bodyStream`), e.g. uploads.
@@ -35,7 +37,7 @@ public struct Router: Sendable {
 
     public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, streamsBody: Bool = false,
                              maxBodyBytes: Int = Router.defaultMaxBodyBytes, _ handler: @escaping Handler) {
-        routes.append(Route(method: method, segments: pattern.split(separator: "/").map(String.init), authenticated: authenticated,
+        routes.append(Route(method: method, pattern: pattern, segments: pattern.split(separator: "/").map(String.init), authenticated: authenticated,
                             streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, handler: handler))
     }
 

@@ -67,6 +67,8 @@ public protocol JobStore: Sendable {
     func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord]
     /// Every job in a status, oldest first.
     func jobs(status: String) throws -> [JobRecord]
+    /// How many jobs are in each status.
+    func countsByStatus() throws -> [String: Int]
     /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
     func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool
     func setTotalSteps(_ id: String, _ steps: Int) throws
@@ -185,6 +187,16 @@ public final class SQLiteJobStore: JobStore {
             sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
             arguments.append(.integer(Int64(limit)))
             return try connection.rows(sql, arguments).compactMap(Self.record)
+        }
+    }
+
+    public func countsByStatus() throws -> [String: Int] {
+        try database.read { connection in
+            var counts: [String: Int] = [:]
+            for row in try connection.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status") {
+                if case let .text(status) = row[0], case let .integer(count) = row[1] { counts[status] = Int(count) }
+            }
+            return counts
         }
     }
 

@@ -81,7 +81,8 @@ func serve(_ arguments: [String]) -> Never {
     let data = openDataDirectory(arguments)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
     let application = Application(dataDirectory: data)
-    let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: workers)
+    let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: workers,
+                          telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
     configuration.host = String(listen[..<colon])
     configuration.port = port

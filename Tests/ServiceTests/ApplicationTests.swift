@@ -35,7 +35,8 @@ final class LiveService {
         var configuration = WorkerPool.Configuration(workers: count, threadsPerJob: 1)
         configuration.heartbeatSeconds = 0.5
         configuration.pollSeconds = 0.05
-        let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: configuration)
+        let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: configuration,
+                              telemetry: application.telemetry)
         pool.start()
         self.pool = pool
     }

@@ -134,4 +134,38 @@ extension LiveService {
         #expect(png.status == 200 && png.body.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
         #expect(try await service.get("/v1/fine_tuning/jobs/\(id)/checkpoints/nope/content").status == 404)
     }
+
+    /// `GET /metrics` in the Prometheus text format, read by the reference parser (prometheus_client).
+    @Test func prometheusMetricsParseAndDescribeTheRunningJob() async throws {
+        let service = try LiveService(workers: 1)
+        let model = try await WorkerFixtures.baseModel(service)
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 10_000_000, "batch_size": 4, "log_every": 10])
+        try await service.waitForStep(id, atLeast: 20)
+        _ = try await service.get("/v1/fine_tuning/jobs/nope")
+        let (data, response) = try await URLSession.shared.data(from: URL(string: service.base + "/metrics")!)
+        #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        let path = service.directory + "/metrics.txt"
+        try data.write(to: URL(fileURLWithPath: path))
+        let parsed = try await runToolAsync(["python3", "-c", """
+            import json, sys
+            from prometheus_client.parser import text_string_to_metric_families
+            samples = {}
+            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+                for s in family.samples:
+                    samples[s.name + json.dumps(s.labels, sort_keys=True)] = s.value
+            print(json.dumps(samples))
+            """, path])
+        let samples = try #require(try JSONSerialization.jsonObject(with: Data(parsed.output.utf8)) as? [String: Double], "\(parsed.output)")
+        #expect(samples[#"preftune_jobs{"status": "running"}"#] == 1)
+        #expect(samples["preftune_queue_depth{}"] == 0 && samples["preftune_workers_busy{}"] == 1 && samples["preftune_workers{}"] == 1)
+        #expect((samples["preftune_job_step{\"job\": \"\(id)\"}"] ?? 0) >= 20)
+        #expect(samples["preftune_job_loss{\"job\": \"\(id)\"}"] != nil)
+        #expect((samples["preftune_samples_trained_total{}"] ?? 0) >= 80)
+        let route = #"{"code": "200", "method": "GET", "route": "/v1/fine_tuning/jobs/{id}"}"#
+        #expect((samples["preftune_http_requests_total" + route] ?? 0) >= 1)
+        #expect(samples[#"preftune_http_requests_total{"code": "404", "method": "GET", "route": "/v1/fine_tuning/jobs/{id}"}"#] == 1)
+        #expect(samples["preftune_http_request_duration_seconds_count" + route] == samples["preftune_http_requests_total" + route])
+        _ = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
+    }
 }

@@ -14,6 +14,7 @@ struct JobRunner {
     let store: any JobStore
     let control: JobControl
     let changes: JobStatusChanges
+    let telemetry: Telemetry?
 
     /// A failure that ends the job, shown to the user as its `error`.
     struct Failure: Error {
@@ -28,7 +29,8 @@ struct JobRunner {
         let sink: JobSink
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0, changes: changes)
+            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
+                               telemetry: telemetry)
         } catch {
             return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(Self.describe(error))"))
         }
@@ -82,6 +84,8 @@ struct JobRunner {
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
         let trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
+        sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
+        sink.logEvery = hyperparameters.logEvery
         if SamplesAPI.isImage(base.config.sampleShape) {
             let data = data, id = job.id
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {

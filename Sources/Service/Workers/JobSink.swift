@@ -14,6 +14,12 @@ final class JobSink: TrainingSink {
     let store: any JobStore
     let log: FileHandle?
     let changes: JobStatusChanges?
+    let telemetry: Telemetry?
+    /// Examples in one optimizer step (batch × accumulation), for the samples-trained counter.
+    var examplesPerStep = 0
+    /// Steps between metric records, for the first record of a run (a resumed one starts mid-way).
+    var logEvery = 1
+    private var lastReportedStep: Int?
     let totalSteps: Int
     /// The last step whose metrics the store holds from an earlier run of this job.
     let replayedThrough: Int
@@ -24,10 +30,12 @@ final class JobSink: TrainingSink {
     /// For the estimated finish: the first step reported in this run and when.
     private var firstReport: (step: Int, time: Date)?
 
-    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil) throws {
+    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil,
+         telemetry: Telemetry? = nil) throws {
         self.jobID = jobID
         self.store = store
         self.changes = changes
+        self.telemetry = telemetry
         self.totalSteps = totalSteps
         replayedThrough = try store.lastMetricStep(jobID) ?? 0
         let descriptor = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -61,6 +69,8 @@ final class JobSink: TrainingSink {
     }
 
     func record(step: Int, metrics: [String: Double], summary: String) {
+        telemetry?.jobProgress(jobID, step: step, loss: metrics["loss"], samples: (step - (lastReportedStep ?? max(0, step - logEvery))) * examplesPerStep)
+        lastReportedStep = step
         guard step > replayedThrough else { return }
         let now = Date()
         if firstReport == nil { firstReport = (step, now) }

@@ -37,6 +37,7 @@ public final class WorkerPool: @unchecked Sendable {
     let data: DataDirectory
     let store: any JobStore
     let changes: JobStatusChanges
+    let telemetry: Telemetry?
     public let configuration: Configuration
     /// `host/pid/boot`: who holds a lease, so that a restarted server recognises its dead predecessor's jobs.
     let identity: String
@@ -47,10 +48,12 @@ public final class WorkerPool: @unchecked Sendable {
     private var liveWorkers = 0
     private var controls: [String: JobControl] = [:]
 
-    public init(data: DataDirectory, store: any JobStore, changes: JobStatusChanges, configuration: Configuration) {
+    public init(data: DataDirectory, store: any JobStore, changes: JobStatusChanges, configuration: Configuration,
+                telemetry: Telemetry? = nil) {
         self.data = data
         self.store = store
         self.changes = changes
+        self.telemetry = telemetry
         self.configuration = configuration
         identity = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(APIKeys.randomHex(bytes: 3))"
         changes.observe { [weak self] jobID, status in self?.statusChanged(jobID, status) }
@@ -67,6 +70,7 @@ public final class WorkerPool: @unchecked Sendable {
             CPUPriority.lower(configuration.blasThreads)
         }
         condition.withLock { liveWorkers = configuration.workers }
+        telemetry?.setWorkers(configuration.workers)
         for index in 0..<configuration.workers {
             let thread = Thread { [self] in work(name: "\(identity)/worker-\(index)") }
             thread.name = "worker-\(index)"
@@ -138,9 +142,11 @@ public final class WorkerPool: @unchecked Sendable {
             }
             if !proceed { control.request(.shutdown) }
             let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds)
-            let runner = JobRunner(job: job, worker: name, data: data, store: store, control: control, changes: changes)
+            telemetry?.jobStarted(job.id)
+            let runner = JobRunner(job: job, worker: name, data: data, store: store, control: control, changes: changes, telemetry: telemetry)
             let status = runner.run()
             heartbeat.stop()
+            telemetry?.jobStopped(job.id)
             condition.withLock { controls[job.id] = nil }
             if let status { changes.post(jobID: job.id, status: status) }
         }

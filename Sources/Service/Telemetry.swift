@@ -1,0 +1,104 @@
+import Foundation
+import HTTP
+import Store
+
+/// What `GET /metrics` reports besides the store's counts: HTTP requests and their
+/// latency by route, method and status, and the training side — workers, the jobs
+/// they run (step, loss) and the samples trained since the process started.
+public final class Telemetry: @unchecked Sendable {
+    /// Histogram buckets of request latency, in seconds.
+    static let buckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+    struct RequestKey: Hashable { let route: String, method: String, code: Int }
+    struct Latency {
+        var counts = [Int](repeating: 0, count: Telemetry.buckets.count)
+        var count = 0
+        var sum = 0.0
+    }
+    struct RunningJob { var step = 0; var loss: Double? }
+
+    private let lock = NSLock()
+    private var requests: [RequestKey: Latency] = [:]
+    private var running: [String: RunningJob] = [:]
+    private var samplesTrained = 0
+    private var workers = 0
+
+    public init() {}
+
+    func recordRequest(route: String, method: String, code: Int, seconds: Double) {
+        let bucket = Self.buckets.firstIndex { seconds <= $0 }
+        lock.withLock {
+            var latency = requests[RequestKey(route: route, method: method, code: code)] ?? Latency()
+            if let bucket { latency.counts[bucket] += 1 }
+            latency.count += 1
+            latency.sum += seconds
+            requests[RequestKey(route: route, method: method, code: code)] = latency
+        }
+    }
+
+    func setWorkers(_ count: Int) { lock.withLock { workers = count } }
+    func jobStarted(_ id: String) { lock.withLock { running[id] = RunningJob() } }
+    func jobStopped(_ id: String) { lock.withLock { running[id] = nil } }
+
+    func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int) {
+        lock.withLock {
+            if running[id] != nil {
+                running[id]!.step = step
+                if let loss { running[id]!.loss = loss }
+            }
+            samplesTrained += samples
+        }
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    func render(jobsByStatus: [String: Int], followers: Int) -> String {
+        let (requests, running, samplesTrained, workers) = lock.withLock { (self.requests, self.running, self.samplesTrained, self.workers) }
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
+        func label(_ value: String) -> String {
+            value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        }
+        func number(_ value: Double) -> String { value.isFinite ? "\(value)" : (value.isNaN ? "NaN" : (value > 0 ? "+Inf" : "-Inf")) }
+
+        family("preftune_jobs", "gauge", "Fine-tuning jobs by status.")
+        for status in ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"] {
+            out += "preftune_jobs{status=\"\(status)\"} \(jobsByStatus[status] ?? 0)\n"
+        }
+        family("preftune_queue_depth", "gauge", "Jobs waiting for a worker.")
+        out += "preftune_queue_depth \(jobsByStatus["queued"] ?? 0)\n"
+        family("preftune_workers", "gauge", "Workers in this process.")
+        out += "preftune_workers \(workers)\n"
+        family("preftune_workers_busy", "gauge", "Workers training a job now.")
+        out += "preftune_workers_busy \(running.count)\n"
+        family("preftune_samples_trained_total", "counter", "Training examples processed since the process started.")
+        out += "preftune_samples_trained_total \(samplesTrained)\n"
+        family("preftune_job_step", "gauge", "Last recorded optimizer step of each running job.")
+        for (id, job) in running.sorted(by: { $0.key < $1.key }) { out += "preftune_job_step{job=\"\(label(id))\"} \(job.step)\n" }
+        family("preftune_job_loss", "gauge", "Last recorded training loss of each running job.")
+        for (id, job) in running.sorted(by: { $0.key < $1.key }) {
+            if let loss = job.loss { out += "preftune_job_loss{job=\"\(label(id))\"} \(number(loss))\n" }
+        }
+        family("preftune_log_followers", "gauge", "Clients following a job's log.")
+        out += "preftune_log_followers \(followers)\n"
+
+        let keys = requests.keys.sorted { ($0.route, $0.method, $0.code) < ($1.route, $1.method, $1.code) }
+        family("preftune_http_requests_total", "counter", "HTTP requests answered, by route, method and status code.")
+        for key in keys {
+            out += "preftune_http_requests_total{route=\"\(label(key.route))\",method=\"\(key.method)\",code=\"\(key.code)\"} \(requests[key]!.count)\n"
+        }
+        family("preftune_http_request_duration_seconds", "histogram", "Time to answer a request (to the response head for streams).")
+        for key in keys {
+            let latency = requests[key]!
+            let labels = "route=\"\(label(key.route))\",method=\"\(key.method)\",code=\"\(key.code)\""
+            var cumulative = 0
+            for (i, bound) in Self.buckets.enumerated() {
+                cumulative += latency.counts[i]
+                out += "preftune_http_request_duration_seconds_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+            }
+            out += "preftune_http_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(latency.count)\n"
+            out += "preftune_http_request_duration_seconds_sum{\(labels)} \(latency.sum)\n"
+            out += "preftune_http_request_duration_seconds_count{\(labels)} \(latency.count)\n"
+        }
+        return out
+    }
+}
