@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench bench-api eval demo run clean
+.PHONY: all deps build test bench bench-api bench-followers eval demo run clean
 
 all: build
 
@@ -27,6 +27,11 @@ bench: deps
 # wrk against a real server on loopback: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
 bench-api: deps
 	@scripts/bench-api.sh
+
+# 1,000 clients following one running job's log: lines received, server memory, threads and CPU (JSON lines).
+bench-followers: deps
+	$(SWIFT) build -c release --product preftune
+	@scripts/bench-followers.py
 
 # The five objectives compared on the ShapeWorld demo (a few minutes): a markdown table.
 eval: deps

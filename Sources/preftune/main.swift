@@ -78,6 +78,12 @@ func serve(_ arguments: [String]) -> Never {
         guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
         workers.threadsPerJob = count
     }
+    // Every connection is a descriptor (thousands of log followers): lift the soft limit to the hard one.
+    var files = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur < files.rlim_max {
+        files.rlim_cur = files.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
+    }
     let data = openDataDirectory(arguments)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
     let application = Application(dataDirectory: data)
