@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test bench bench-api bench-followers eval demo run clean
+.PHONY: all deps build test test-browser bench bench-api bench-followers eval demo run clean
 
 all: build
 
@@ -18,6 +18,10 @@ test:
 	@scripts/ensure-deps.sh python
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build
+
+# The dashboard (GET /) in headless chromium against a server with a running job.
+test-browser: deps
+	@scripts/test-browser.sh
 
 # JSON lines on stdout, one measurement per line: {"name", "value", "unit", …}.
 bench: deps

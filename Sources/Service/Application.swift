@@ -28,6 +28,7 @@ public final class Application: Sendable {
         SamplesAPI.add(to: &router, data: dataDirectory, models: models, jobs: jobs)
         LogsAPI.add(to: &router, data: dataDirectory, store: jobs, followers: logFollowers)
         JobMetricsAPI.add(to: &router, store: jobs)
+        Dashboard.add(to: &router)
         self.router = router
         let webhooks = Webhooks(store: jobs, delays: webhookDelays)
         statusChanges.observe { jobID, status in
