@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test test-browser bench bench-api bench-followers eval demo run clean
+.PHONY: all deps build test test-browser test-nginx bench bench-api bench-followers eval demo run clean
 
 all: build
 
@@ -22,6 +22,10 @@ test:
 # The dashboard (GET /) in headless chromium against a server with a running job.
 test-browser: deps
 	@scripts/test-browser.sh
+
+# deploy/nginx in front of a real server (Debian's nginx on loopback): log following streams through.
+test-nginx: deps
+	@scripts/test-nginx.sh
 
 # JSON lines on stdout, one measurement per line: {"name", "value", "unit", …}.
 bench: deps
