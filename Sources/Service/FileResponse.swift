@@ -11,10 +11,11 @@ enum FileResponse {
         let total = size.intValue
         var headers: [(String, String)] = [("Content-Type", contentType), ("Accept-Ranges", "bytes")]
         if let filename { headers.append(("Content-Disposition", "attachment; filename=\"\(filename)\"")) }
-        guard let header = request.head.header("range") else {
+        // A Range header that is not one well-formed byte range is ignored, as RFC 9110 allows: the whole file.
+        guard let header = request.head.header("range"), let requested = parse(header, size: total) else {
             return HTTPResponse(status: 200, headers: headers, body: .file(path: path, size: total))
         }
-        guard let range = parse(header, size: total) else {
+        guard case let .satisfiable(range) = requested else {
             var response = APIError(status: 416, message: "the range \(header) is not within the file's \(total) bytes", param: "Range",
                                     code: "range_not_satisfiable").response
             response.headers.append(("Content-Range", "bytes */\(total)"))
@@ -24,19 +25,22 @@ enum FileResponse {
         return HTTPResponse(status: 206, headers: headers, body: .file(path: path, offset: range.lowerBound, size: range.count))
     }
 
-    /// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`; nil when unsatisfiable or not one byte range.
-    static func parse(_ header: String, size: Int) -> Range<Int>? {
+    enum Requested: Equatable { case satisfiable(Range<Int>), unsatisfiable }
+
+    /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `size` bytes; nil when the
+    /// header is not one well-formed byte range.
+    static func parse(_ header: String, size: Int) -> Requested? {
         let value = header.trimmingCharacters(in: .whitespaces)
         guard value.hasPrefix("bytes="), !value.contains(",") else { return nil }
         let parts = value.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 2 else { return nil }
+        guard parts.count == 2, parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { return nil }
         if parts[0].isEmpty {
-            guard let suffix = Int(parts[1]), suffix > 0, size > 0 else { return nil }
-            return max(0, size - suffix)..<size
+            guard let suffix = Int(parts[1]) else { return nil }
+            return suffix > 0 && size > 0 ? .satisfiable(max(0, size - suffix)..<size) : .unsatisfiable
         }
-        guard let start = Int(parts[0]), start >= 0, start < size else { return nil }
-        if parts[1].isEmpty { return start..<size }
+        guard let start = Int(parts[0]) else { return nil }
+        if parts[1].isEmpty { return start < size ? .satisfiable(start..<size) : .unsatisfiable }
         guard let end = Int(parts[1]), end >= start else { return nil }
-        return start..<(min(end, size - 1) + 1)
+        return start < size ? .satisfiable(start..<(min(end, size - 1) + 1)) : .unsatisfiable
     }
 }

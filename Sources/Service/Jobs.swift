@@ -41,7 +41,9 @@ enum JobsAPI {
             let job = try find(context, store: store)
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 1000)
             let before = try context.request.query["after"].map { cursor -> Int in
-                guard let sequence = cursor.split(separator: "-").last.flatMap({ Int($0) }) else {
+                let parts = cursor.split(separator: "-", omittingEmptySubsequences: false)
+                guard parts.count == 3, parts[0] == "ftevent", !parts[1].isEmpty, parts[1].allSatisfy(\.isHexDigit),
+                      let sequence = Int(parts[2]), sequence >= 0 else {
                     throw APIError.invalid("after must be an event id", param: "after")
                 }
                 return sequence
@@ -173,7 +175,9 @@ enum JobsAPI {
         do {
             hyperparameters = try Hyperparameters.resolve(settings["hyperparameters"] as? [String: Any] ?? [:], method: type)
         } catch let error as HyperparameterError {
-            throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
+            let param = "method.\(typeName).hyperparameters.\(error.param)"
+            if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
+            throw APIError.invalid(error.message, param: param)
         }
 
         let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? Int.random(in: 0...Int(Int32.max))

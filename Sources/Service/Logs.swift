@@ -20,11 +20,12 @@ enum LogsAPI {
             guard ["true", "false", "1", "0", nil].contains(query["follow"]) else { throw APIError.invalid("follow must be true or false", param: "follow") }
             let follow = sse || query["follow"] == "true" || query["follow"] == "1"
             var after: Int?
-            if sse, let header = context.request.head.header("last-event-id") {
+            if let header = context.request.head.header("last-event-id") {
                 guard let line = Int(header.trimmingCharacters(in: .whitespaces)), line >= 0 else {
                     throw APIError.invalid("Last-Event-ID must be a line number", param: "Last-Event-ID")
                 }
-                after = line
+                // Only an SSE client resumes by id; a plain read ignores it.
+                if sse { after = line }
             }
             let path = data.logPath(job.id)
             let start = LogReader.start(path: path, afterLine: after, tail: tail)

@@ -102,14 +102,14 @@ enum SamplesAPI {
         switch config.condition {
         case .text:
             guard let prompts = request.prompts, request.conditions == nil else {
-                throw APIError.invalid("this model takes text: give prompts", param: "prompts")
+                throw unfit("this model takes text: give prompts", param: "prompts")
             }
             let rows = prompts.flatMap { Array(repeating: $0, count: request.n) }
             try checkCount(rows.count)
             return (Conditions.prompts(rows, config: config), rows)
         case let .vector(dim):
             guard let vectors = request.conditions, request.prompts == nil else {
-                throw APIError.invalid("this model takes condition vectors of \(dim) numbers: give conditions", param: "conditions")
+                throw unfit("this model takes condition vectors of \(dim) numbers: give conditions", param: "conditions")
             }
             let rows = vectors.flatMap { Array(repeating: $0, count: request.n) }
             try checkCount(rows.count)
@@ -117,7 +117,7 @@ enum SamplesAPI {
             for (row, vector) in rows.enumerated() {
                 guard let vector else { continue }
                 guard vector.count == dim, vector.allSatisfy(\.isFinite) else {
-                    throw APIError.invalid("each condition must have \(dim) finite numbers", param: "conditions")
+                    throw unfit("each condition must have \(dim) finite numbers", param: "conditions")
                 }
                 for (i, value) in vector.enumerated() { conditions.vectors[row * dim + i] = Float(value) }
                 conditions.isNull[row] = 0
@@ -125,16 +125,21 @@ enum SamplesAPI {
             return (conditions, rows.map { $0.map { $0 as Any } ?? NSNull() })
         case .none:
             guard request.prompts == nil, request.conditions == nil else {
-                throw APIError.invalid("this model is unconditional: give only n", param: request.prompts != nil ? "prompts" : "conditions")
+                throw unfit("this model is unconditional: give only n", param: request.prompts != nil ? "prompts" : "conditions")
             }
             try checkCount(request.n)
             return (Conditions.null(count: request.n, config: config), Array(repeating: NSNull(), count: request.n))
         }
     }
 
+    /// A well-formed request that does not fit the chosen model: 422, naming the field.
+    static func unfit(_ message: String, param: String) -> APIError {
+        APIError(status: 422, message: message, param: param, code: "does_not_fit_model")
+    }
+
     static func checkCount(_ count: Int) throws {
         guard count <= maximumSamples else {
-            throw APIError.invalid("at most \(maximumSamples) samples per request (prompts × n)", param: "n")
+            throw unfit("at most \(maximumSamples) samples per request (prompts × n)", param: "n")
         }
     }
 
@@ -148,7 +153,7 @@ enum SamplesAPI {
         let x = FloatBuffer(count: count * D)
         if let noise = request.noise {
             guard noise.count == count, noise.allSatisfy({ $0.count == D && $0.allSatisfy(\.isFinite) }) else {
-                throw APIError.invalid("noise must hold \(count) arrays of \(D) finite numbers (one x_T per sample)", param: "noise")
+                throw unfit("noise must hold \(count) arrays of \(D) finite numbers (one x_T per sample)", param: "noise")
             }
             for (row, values) in noise.enumerated() { for (i, value) in values.enumerated() { x[row * D + i] = Float(value) } }
         } else {
@@ -203,7 +208,7 @@ enum SamplesAPI {
         let shape = model.config.sampleShape
         if request.png {
             guard isImage(shape) else {
-                throw APIError.invalid("png needs an image shape [C, H, W] with C 1 or 3; this model's samples are \(shape)", param: "format")
+                throw unfit("png needs an image shape [C, H, W] with C 1 or 3; this model's samples are \(shape)", param: "format")
             }
             let scale = max(1, 64 / max(shape[1], shape[2]))
             let png = PNG.grid(samples: samples.rows, channels: shape[0], height: shape[1], width: shape[2], columns: request.n, scale: scale)

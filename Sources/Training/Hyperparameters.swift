@@ -5,7 +5,15 @@ public struct HyperparameterError: Error, CustomStringConvertible, Equatable {
     /// The offending key, e.g. "learning_rate".
     public let param: String
     public let message: String
+    /// Each value is allowed, but not together with another (the API answers 422, not 400).
+    public var isConflict = false
     public var description: String { message }
+
+    public init(param: String, message: String, isConflict: Bool = false) {
+        self.param = param
+        self.message = message
+        self.isConflict = isConflict
+    }
 }
 
 /// A job's training settings with every default resolved. Keys are the API's
@@ -161,7 +169,8 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             h.bufferBatchSize = try integer(.bufferBatchSize, 1...4096) ?? h.batchSize
             h.policySyncEvery = try integer(.policySyncEvery, 1...1_000_000) ?? 1
             if h.bufferBatchSize! > h.bufferSize! {
-                throw HyperparameterError(param: "buffer_batch_size", message: "buffer_batch_size (\(h.bufferBatchSize!)) cannot exceed buffer_size (\(h.bufferSize!))")
+                throw HyperparameterError(param: "buffer_batch_size", message: "buffer_batch_size (\(h.bufferBatchSize!)) cannot exceed buffer_size (\(h.bufferSize!))",
+                                          isConflict: true)
             }
         }
         if h.nSteps == nil && h.nEpochs == nil { h.nSteps = 1000 }
