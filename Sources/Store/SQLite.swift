@@ -86,6 +86,37 @@ public final class SQLiteConnection {
 
     public var changes: Int { Int(sqlite3_changes(handle)) }
 
+    /// Copies this database to `path` with SQLite's online backup API, in one step: a
+    /// consistent snapshot, taken under a read transaction that (in WAL mode) does not
+    /// stop writers. Written beside `path` and renamed into place, so `path` is whole or absent.
+    public func backup(to path: String) throws {
+        let temporary = path + ".partial"
+        unlink(temporary)
+        var target: OpaquePointer?
+        guard sqlite3_open_v2(temporary, &target, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let target else {
+            sqlite3_close(target)
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "cannot create \(temporary)")
+        }
+        defer { sqlite3_close(target) }
+        guard let backup = sqlite3_backup_init(target, "main", handle, "main") else {
+            throw SQLiteError(code: sqlite3_errcode(target), message: String(cString: sqlite3_errmsg(target)))
+        }
+        var status: Int32
+        repeat {
+            status = sqlite3_backup_step(backup, -1)
+            if status == SQLITE_BUSY || status == SQLITE_LOCKED { sqlite3_sleep(20) }
+        } while status == SQLITE_BUSY || status == SQLITE_LOCKED
+        sqlite3_backup_finish(backup)
+        guard status == SQLITE_DONE else {
+            unlink(temporary)
+            throw SQLiteError(code: status, message: "backup to \(path): \(String(cString: sqlite3_errstr(status)))")
+        }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "cannot move the backup to \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Rows of a query, each as an array of values, for small reads and tests.
     public func rows(_ sql: String, _ arguments: [SQLiteValue] = []) throws -> [[SQLiteValue]] {
         let statement = try prepare(sql)

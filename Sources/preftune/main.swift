@@ -35,6 +35,9 @@ func printUsage() {
       keys create --project NAME [--admin] [--data-dir ./data]
       keys list [--data-dir ./data]
       keys revoke KEY_ID [--data-dir ./data]
+      backup --to FILE [--data-dir ./data]
+                                   a consistent copy of the database while the server runs
+                                   (SQLite online backup); docs/operations.md covers the files
       inspect-model <file>         architecture and parameter count of a model file
 
     client commands (server: PREFTUNE_URL, default http://127.0.0.1:8080; key:
@@ -169,6 +172,16 @@ case "jobs":
     ClientCommands.jobs(Array(arguments.dropFirst()))
 case "sample":
     ClientCommands.sample(Array(arguments.dropFirst()))
+case "backup":
+    let rest = Array(arguments.dropFirst())
+    guard let target = option("--to", in: rest) else { fail("usage: preftune backup --to FILE [--data-dir ./data]", status: 2) }
+    let data = openDataDirectory(rest)
+    do {
+        try data.database.read { try $0.backup(to: target) }
+        print("backed up \(data.databasePath) to \(target)")
+    } catch {
+        fail("\(error)")
+    }
 case "inspect-model":
     guard arguments.count == 2 else { fail("usage: preftune inspect-model <file.safetensors>", status: 2) }
     do {

@@ -48,6 +48,19 @@ import Glibc
         #expect(try runTool([Self.binary, "keys", "create", "--data-dir", data]).status == 2, "a missing --project is a usage error")
     }
 
+    @Test func backupCopiesTheDatabaseConsistently() throws {
+        let data = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        _ = try runTool([Self.binary, "keys", "create", "--project", "vision", "--data-dir", data])
+        let target = data + "/backup.db"
+        let backup = try runTool([Self.binary, "backup", "--to", target, "--data-dir", data])
+        #expect(backup.status == 0 && backup.output.contains("backed up"), "\(backup.output)")
+        let check = try runTool(["python3", "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('pragma integrity_check').fetchone()[0], c.execute('select count(*) from api_keys').fetchone()[0])", target])
+        #expect(check.output.trimmingCharacters(in: .whitespacesAndNewlines) == "ok 2", "the admin key and the new one: \(check.output)")
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+        #expect(try runTool([Self.binary, "backup", "--data-dir", data]).status == 2)
+    }
+
     @Test func versionSaysWhichKernelsItChose() throws {
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))
