@@ -53,6 +53,9 @@ public final class HTTPServer: Sendable {
     /// Signalled once, when the event loop has stopped.
     let stopped = DispatchSemaphore(value: 0)
     let executor: HandlerExecutor
+    /// The handler threads, for work that belongs with the requests (a streamed response's producer)
+    /// and must not wait behind whatever else occupies Swift's global pool.
+    public var taskExecutor: any TaskExecutor { executor }
 
     public init(configuration: Configuration, handler: @escaping HTTPHandler) {
         self.configuration = configuration

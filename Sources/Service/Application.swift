@@ -39,9 +39,13 @@ public final class Application: Sendable {
     /// Jobs left in `validating_files` by a stopped server are validated again.
     public func resumeValidations() {
         for job in (try? jobs.jobs(status: "validating_files")) ?? [] {
-            JobsAPI.validateInBackground(job, data: dataDirectory, store: jobs, models: SQLiteModelStore(database: dataDirectory.database),
-                                         changes: statusChanges)
+            JobsAPI.validateInBackground(job, data: dataDirectory, store: jobs, changes: statusChanges)
         }
+    }
+
+    /// Streams this application produces (log followers) run on the server's handler threads.
+    public func serve(on server: HTTPServer) {
+        logFollowers.run(on: server.taskExecutor)
     }
 
     /// What the server must know about the routes: which stream their body, and how large it may be.

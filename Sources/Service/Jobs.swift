@@ -223,8 +223,7 @@ enum JobsAPI {
     }
 
     /// Validation of a job whose server stopped before it finished.
-    static func validateInBackground(_ job: JobRecord, data: DataDirectory, store: any JobStore, models: any ModelStore,
-                                     changes: JobStatusChanges) {
+    static func validateInBackground(_ job: JobRecord, data: DataDirectory, store: any JobStore, changes: JobStatusChanges) {
         DispatchQueue.global(qos: .utility).async {
             let base = try? ModelFile.load(data.modelPath(job.model))
             let methodObject = (try? JSONSerialization.jsonObject(with: Data(job.method.utf8))) as? [String: Any]

@@ -96,6 +96,11 @@ public final class LogFollowers: @unchecked Sendable {
     /// Jobs with followers that ended while followed.
     private var ended: Set<String> = []
     private let ticker: DispatchSourceTimer
+    /// Where followers run: the server's handler threads (`Application.serve(on:)`), else Swift's global pool.
+    private let executorLock = NSLock()
+    private var preferredExecutor: (any TaskExecutor)?
+
+    func run(on executor: any TaskExecutor) { executorLock.withLock { preferredExecutor = executor } }
 
     init(changes: JobStatusChanges) {
         ticker = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
@@ -152,7 +157,7 @@ public final class LogFollowers: @unchecked Sendable {
         // Subscribed before the status is read: an end between the two is not missed.
         let (token, wakes) = subscribe(jobID)
         let endedAlready = (try? store.job(jobID, project: nil)).map { Self.terminal.contains($0?.status ?? "") } ?? false
-        let task = Task { [self] in
+        let task = Task(executorPreference: executorLock.withLock { preferredExecutor }) { [self] in
             var reader = start
             var lastSent = Date()
             var iterator = wakes.makeAsyncIterator()

@@ -97,6 +97,7 @@ func serve(_ arguments: [String]) -> Never {
     configuration.port = port
     application.configure(&configuration)
     let server = HTTPServer(configuration: configuration) { await application.handle($0) }
+    application.serve(on: server)
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")

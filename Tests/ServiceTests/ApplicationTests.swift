@@ -26,6 +26,7 @@ final class LiveService {
         configuration.port = 0
         application.configure(&configuration)
         server = HTTPServer(configuration: configuration) { [application] in await application.handle($0) }
+        application.serve(on: server)
         try server.start()
         if workers > 0 { startWorkers(workers) }
     }

@@ -154,7 +154,7 @@ final class ServerProcess {
 extension ServerProcess {
     /// The job's recorded step, read from the database of a stopped server.
     static func storedStep(data: String, job: String) async throws -> Int {
-        let result = try runTool(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select step from jobs where id=?', (sys.argv[2],)).fetchone()[0])",
+        let result = try await runToolAsync(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select step from jobs where id=?', (sys.argv[2],)).fetchone()[0])",
                                   "\(data)/preftune.db", job])
         return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
@@ -170,30 +170,30 @@ extension ServerProcess {
         let dataset = data + "/../cli-train-\(UUID().uuidString.prefix(6)).jsonl"
         try Data(WorkerFixtures.samples).write(to: URL(fileURLWithPath: dataset))
         defer { try? FileManager.default.removeItem(atPath: dataset) }
-        func cli(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            try runTool(["env", "PREFTUNE_URL=\(server.base)", "PREFTUNE_API_KEY=\(server.key)", ExecutableTests.binary] + arguments)
+        func cli(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+            try await runToolAsync(["env", "PREFTUNE_URL=\(server.base)", "PREFTUNE_API_KEY=\(server.key)", ExecutableTests.binary] + arguments)
         }
-        let uploaded = try cli(["files", "upload", dataset])
+        let uploaded = try await cli(["files", "upload", dataset])
         let file = try #require(uploaded.output.split(separator: " ").first.map(String.init), "\(uploaded.output)")
         #expect(file.hasPrefix("file-"), "\(uploaded.output)")
         let config = String(decoding: try JSONSerialization.data(withJSONObject: ModelsTests.config), as: UTF8.self)
-        #expect(try cli(["models", "create", "tiny", "--config", config]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "tiny")
-        let created = try cli(["jobs", "create", "--model", "tiny", "--training-file", file, "--method", "dro", "--set", "n_steps=20",
+        #expect(try await cli(["models", "create", "tiny", "--config", config]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "tiny")
+        let created = try await cli(["jobs", "create", "--model", "tiny", "--training-file", file, "--method", "dro", "--set", "n_steps=20",
                                "--set", "batch_size=4", "--set", "policy_steps=4", "--set", "log_every=5", "--suffix", "cli"])
         let job = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(job.hasPrefix("ftjob-"), "\(created.output)")
 
-        let followed = try cli(["jobs", "logs", job, "-f"])
+        let followed = try await cli(["jobs", "logs", job, "-f"])
         #expect(followed.status == 0, "\(followed.output)")
         #expect(followed.output.contains("step 20/20 loss") && followed.output.contains("succeeded  dro  step 20/20"), "\(followed.output)")
         #expect(followed.output.contains("ft:tiny:cli:\(job)"))
-        #expect(try cli(["jobs", "list"]).output.contains("\(job)  succeeded"))
+        #expect(try await cli(["jobs", "list"]).output.contains("\(job)  succeeded"))
         let png = data + "/grid.png"
-        #expect(try cli(["sample", "--model", "ft:tiny:cli:\(job)", "--prompt", "shape 1", "--n", "2", "--png", png]).status == 0)
+        #expect(try await cli(["sample", "--model", "ft:tiny:cli:\(job)", "--prompt", "shape 1", "--n", "2", "--png", png]).status == 0)
         #expect(FileManager.default.contents(atPath: png)?.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
-        let mistake = try cli(["jobs", "create", "--model", "nope", "--training-file", file, "--method", "dro"])
+        let mistake = try await cli(["jobs", "create", "--model", "nope", "--training-file", file, "--method", "dro"])
         #expect(mistake.status == 1 && mistake.output.contains("HTTP 404") && mistake.output.contains("(model)"), "\(mistake.output)")
-        let unreachable = try runTool(["env", "PREFTUNE_URL=http://127.0.0.1:1", "PREFTUNE_API_KEY=x", ExecutableTests.binary, "jobs", "list"])
+        let unreachable = try await runToolAsync(["env", "PREFTUNE_URL=http://127.0.0.1:1", "PREFTUNE_API_KEY=x", ExecutableTests.binary, "jobs", "list"])
         #expect(unreachable.status == 1 && unreachable.output.contains("cannot reach http://127.0.0.1:1"), "\(unreachable.output)")
     }
 }

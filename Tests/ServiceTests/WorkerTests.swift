@@ -224,6 +224,23 @@ enum WorkerFixtures {
         #expect(try await service.waitFor(third, ["failed", "succeeded"])["status"] as? String == "succeeded", "the server goes on")
     }
 
+    /// A job still in validating_files when its server stopped is validated at the next start.
+    @Test func validationLeftUnfinishedByAStopIsDoneAtStart() async throws {
+        let service = try LiveService()
+        let model = try await WorkerFixtures.baseModel(service)
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4])
+        _ = try await service.waitFor(id, ["queued"])
+        var stranded = try #require(try service.application.jobs.job(id, project: nil))
+        stranded.id = "ftjob-0123456789abcdef01234567"
+        stranded.status = "validating_files"
+        try service.application.jobs.insert(stranded, firstEvent: "as a stopped server left it")
+        service.application.resumeValidations()
+        let validated = try await service.waitFor(stranded.id, ["queued", "failed"], seconds: 10)
+        #expect(validated["status"] as? String == "queued", "\(validated)")
+        #expect((validated["progress"] as? [String: Any])?["total_steps"] as? Int == 3)
+    }
+
     @Test func aWebhookHearsOfTheEndAfterARetry() async throws {
         let received = WebhookReceiver()
         let receiver = HTTPServer(configuration: { var c = HTTPServer.Configuration(); c.port = 0; return c }()) { request in

@@ -97,8 +97,9 @@ public final class WorkerPool: @unchecked Sendable {
         for (job, owner) in leases {
             let parts = owner.split(separator: "/")
             guard parts.count >= 3, parts[0] == host, let pid = Int32(parts[1]) else { continue }
+            // Our own pid at start-up is an earlier life of it (a restarted container): its workers are gone too.
             let alive = pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM)
-            if !alive, owner.hasPrefix(identity) == false { try? store.expireLease(job, owner: owner) }
+            if !alive { try? store.expireLease(job, owner: owner) }
         }
     }
 
