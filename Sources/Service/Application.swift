@@ -12,12 +12,14 @@ public final class Application: Sendable {
     public let statusChanges = JobStatusChanges()
     public let logFollowers: LogFollowers
     public let telemetry = Telemetry()
+    let idempotency: any IdempotencyStore
     let router: Router
 
     public init(dataDirectory: DataDirectory, webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
         self.dataDirectory = dataDirectory
         let jobs = SQLiteJobStore(database: dataDirectory.database)
         self.jobs = jobs
+        idempotency = SQLiteIdempotencyStore(database: dataDirectory.database)
         var router = Router()
         logFollowers = LogFollowers(changes: statusChanges)
         Self.addOperations(&router, jobs: jobs, telemetry: telemetry, followers: logFollowers)
@@ -119,29 +121,20 @@ public final class Application: Sendable {
         var canonical = request.body
         if let object = try? JSONSerialization.jsonObject(with: Data(request.body)) { canonical = JSONWriter.encode(object) }
         let signature = "\(request.method) \(request.path) \(SHA256.hex(canonical))"
-        let stored = try dataDirectory.database.read {
-            try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
-                        [.text(principal.projectID), .text(key)])
-        }
-        if let row = stored.first, case let .text(previous) = row[0], case let .integer(status) = row[1], case let .blob(bytes) = row[2] {
-            guard previous == signature else {
+        if let stored = try idempotency.response(project: principal.projectID, key: key) {
+            guard stored.request == signature else {
                 throw APIError(status: 409, message: "Idempotency-Key \(key) was used for another request", param: "Idempotency-Key",
                                code: "idempotency_key_reused")
             }
-            return HTTPResponse(status: Int(status), headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],
-                                body: .bytes(bytes))
+            return HTTPResponse(status: stored.status, headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],
+                                body: .bytes(stored.body))
         }
         let response: HTTPResponse
         do { response = try await body() } catch let error as APIError { response = error.response }
         // Server errors are not remembered: the client may retry them.
         if case let .bytes(bytes) = response.body, response.status < 500 {
-            _ = try? dataDirectory.database.write { connection in
-                let insert = try connection.prepare(
-                    "INSERT OR IGNORE INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-                try insert.bind([.text(principal.projectID), .text(key), .text(signature), .integer(Int64(response.status)), .blob(bytes),
-                                 .integer(Int64(Date().timeIntervalSince1970))])
-                try insert.step()
-            }
+            try? idempotency.remember(project: principal.projectID, key: key,
+                                      IdempotentResponse(request: signature, status: response.status, body: bytes))
         }
         return response
     }

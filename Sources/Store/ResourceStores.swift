@@ -133,3 +133,48 @@ public final class SQLiteModelStore: ModelStore {
         }
     }
 }
+
+/// A stored answer to a POST with an `Idempotency-Key`.
+public struct IdempotentResponse: Sendable, Equatable {
+    /// Method, path and a hash of the body: what the key was first used for.
+    public let request: String
+    public let status: Int
+    public let body: [UInt8]
+
+    public init(request: String, status: Int, body: [UInt8]) {
+        self.request = request
+        self.status = status
+        self.body = body
+    }
+}
+
+/// The first response to each (project, Idempotency-Key).
+public protocol IdempotencyStore: Sendable {
+    func response(project: String, key: String) throws -> IdempotentResponse?
+    /// Keeps the first response for the key; a later one for the same key is ignored.
+    func remember(project: String, key: String, _ response: IdempotentResponse) throws
+}
+
+public final class SQLiteIdempotencyStore: IdempotencyStore {
+    let database: Database
+    public init(database: Database) { self.database = database }
+
+    public func response(project: String, key: String) throws -> IdempotentResponse? {
+        let rows = try database.read {
+            try $0.rows("SELECT request, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?", [.text(project), .text(key)])
+        }
+        guard let row = rows.first, case let .text(request) = row[0], case let .integer(status) = row[1], case let .blob(body) = row[2]
+        else { return nil }
+        return IdempotentResponse(request: request, status: Int(status), body: body)
+    }
+
+    public func remember(project: String, key: String, _ response: IdempotentResponse) throws {
+        try database.write { connection in
+            let insert = try connection.prepare(
+                "INSERT OR IGNORE INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            try insert.bind([.text(project), .text(key), .text(response.request), .integer(Int64(response.status)), .blob(response.body),
+                             .integer(Int64(Date().timeIntervalSince1970))])
+            try insert.step()
+        }
+    }
+}
