@@ -63,14 +63,24 @@ public struct HTTPResponse: Sendable {
         501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
     ]
 
+    /// Set here, from the body, whatever a handler says.
+    static let framingHeaders = ["content-length", "transfer-encoding", "connection"]
+
     /// Status line and headers; framing (Content-Length or chunked) and Connection are added here.
     func head(keepAlive: Bool, contentLength: Int?) -> [UInt8] {
-        var text = "HTTP/1.1 \(status) \(Self.reasons[status] ?? "Status")\r\n"
-        for (name, value) in headers where !["content-length", "transfer-encoding", "connection"].contains(name.lowercased()) {
-            text += "\(name): \(value)\r\n"
+        var out: [UInt8] = []
+        out.reserveCapacity(160)
+        out += "HTTP/1.1 \(status) \(Self.reasons[status] ?? "Status")\r\n".utf8
+        for (name, value) in headers
+        where !Self.framingHeaders.contains(where: { HTTPRequestHead.sameName($0, name) }) {
+            out += name.utf8
+            out += ": ".utf8
+            out += value.utf8
+            out += "\r\n".utf8
         }
-        text += contentLength.map { "Content-Length: \($0)\r\n" } ?? "Transfer-Encoding: chunked\r\n"
-        text += keepAlive ? "" : "Connection: close\r\n"
-        return Array((text + "\r\n").utf8)
+        if let contentLength { out += "Content-Length: \(contentLength)\r\n".utf8 } else { out += "Transfer-Encoding: chunked\r\n".utf8 }
+        if !keepAlive { out += "Connection: close\r\n".utf8 }
+        out += "\r\n".utf8
+        return out
     }
 }

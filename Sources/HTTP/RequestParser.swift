@@ -24,7 +24,14 @@ public struct HTTPRequestHead: Sendable, Equatable {
 
     /// The first value of a header field, matched case-insensitively.
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        headers.first { Self.sameName($0.name, name) }?.value
+    }
+
+    /// Header names compare case-insensitively (ASCII), without allocating lowercased copies.
+    static func sameName(_ a: String, _ b: String) -> Bool {
+        a.utf8.count == b.utf8.count && zip(a.utf8, b.utf8).allSatisfy { x, y in
+            x == y || (x ^ y == 0x20 && (x | 0x20) >= UInt8(ascii: "a") && (x | 0x20) <= UInt8(ascii: "z"))
+        }
     }
 
     /// Whether the connection stays open after this request (HTTP/1.1 default; HTTP/1.0 only with keep-alive).
@@ -262,10 +269,12 @@ public struct HTTPRequestParser: Sendable {
 
     /// Decides how the body is framed (RFC 9112 §6): chunked, a Content-Length, or none.
     mutating func startBody(for head: HTTPRequestHead, events: inout [HTTPRequestEvent]) throws {
-        bodyLimit = limits.bodyBytesForHead?(head) ?? limits.bodyBytes
         bodyReceived = 0
-        let encodings = head.headers.filter { $0.name.lowercased() == "transfer-encoding" }
-        let lengths = head.headers.filter { $0.name.lowercased() == "content-length" }.map(\.value)
+        let encodings = head.headers.filter { HTTPRequestHead.sameName($0.name, "transfer-encoding") }
+        let lengths = head.headers.filter { HTTPRequestHead.sameName($0.name, "content-length") }.map(\.value)
+        // Only a request with a body asks its route for the limit: most requests (GETs) have none.
+        let hasBody = !encodings.isEmpty || lengths.contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
+        bodyLimit = hasBody ? (limits.bodyBytesForHead?(head) ?? limits.bodyBytes) : limits.bodyBytes
         if !encodings.isEmpty {
             // Both framings at once is how request smuggling starts: refuse it.
             guard lengths.isEmpty else { throw HTTPParseError.badRequest("both Transfer-Encoding and Content-Length") }

@@ -310,7 +310,7 @@ final class EventLoop: @unchecked Sendable {
             if head.expectsContinue && hasBody && head.minorVersion >= 1 {
                 write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), to: connection)
             }
-            if server.configuration.streamsBody?(head) == true {
+            if hasBody, server.configuration.streamsBody?(head) == true {
                 let (server, fd, generation) = (self.server, connection.fd, connection.generation)
                 let body = RequestBody { server.deliver(.resumeReading(connection: fd, generation: generation)) }
                 connection.bodyStream = body

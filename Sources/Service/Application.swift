@@ -85,10 +85,13 @@ public final class Application: Sendable {
             guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
                 return APIError.unauthorized.response
             }
-            let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            // Trimmed by hand: Foundation's trimming bridges through NSString on every request.
+            var secret = Substring(header.dropFirst(7))
+            while secret.first == " " || secret.first == "\t" { secret.removeFirst() }
+            while secret.last == " " || secret.last == "\t" { secret.removeLast() }
             // A store failure is the server's fault, not a bad key: it must not read as 401.
             let found: Principal?
-            do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(secret) } } catch {
+            do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(String(secret)) } } catch {
                 FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
                 return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
                                 code: "store_unavailable").response

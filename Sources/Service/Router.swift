@@ -1,3 +1,4 @@
+import Foundation
 import Store
 import HTTP
 
@@ -21,6 +22,8 @@ public struct Router: Sendable {
         /// As registered, e.g. `/v1/fine_tuning/jobs/{id}`: the `route` label of the HTTP metrics.
         let pattern: String
         let segments: [String]
+        /// For each segment, the parameter it names (`{id}` → "id"), or nil for a literal.
+        let parameterNames: [String?]
         let authenticated: Bool
         /// The handler reads the body as it arrives (`HTTPRequest.bodyStream`), e.g. uploads.
         let streamsBody: Bool
@@ -37,16 +40,26 @@ public struct Router: Sendable {
 
     public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, streamsBody: Bool = false,
                              maxBodyBytes: Int = Router.defaultMaxBodyBytes, _ handler: @escaping Handler) {
-        routes.append(Route(method: method, pattern: pattern, segments: pattern.split(separator: "/").map(String.init), authenticated: authenticated,
+        let segments = pattern.split(separator: "/").map(String.init)
+        let names = segments.map { $0.hasPrefix("{") && $0.hasSuffix("}") ? String($0.dropFirst().dropLast()) : nil }
+        routes.append(Route(method: method, pattern: pattern, segments: segments, parameterNames: names, authenticated: authenticated,
                             streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, handler: handler))
     }
 
     /// The route a request head goes to, if any: the server asks it, as soon as the head
-    /// is parsed, whether to stream the body and how large it may be.
+    /// is parsed, whether to stream the body and how large it may be. (No parameters are decoded.)
     func route(for head: HTTPRequestHead) -> Route? {
-        let path = String(head.target.split(separator: "?", maxSplits: 1).first ?? "")
-        if case let .success((route, _)) = match(method: head.method, path: path) { return route }
-        return nil
+        let segments = Self.segments(of: Substring(head.target.prefix { $0 != "?" }))
+        return routes.first { $0.method == head.method && Self.matches($0, segments) }
+    }
+
+    /// A path's non-empty segments, without copying them.
+    static func segments(of path: Substring) -> [Substring] { path.split(separator: "/", omittingEmptySubsequences: true) }
+
+    static func matches(_ route: Route, _ segments: [Substring]) -> Bool {
+        guard route.segments.count == segments.count else { return false }
+        for i in 0..<segments.count where route.parameterNames[i] == nil && route.segments[i] != segments[i] { return false }
+        return true
     }
 
     struct Failure: Error {
@@ -57,22 +70,21 @@ public struct Router: Sendable {
 
     /// The route for a request and its path parameters, or the error to answer with.
     func match(method: String, path: String) -> Result<(Route, [String: String]), Failure> {
-        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let segments = Self.segments(of: Substring(path))
         var allowed: [String] = []
-        for route in routes where route.segments.count == segments.count {
-            var parameters: [String: String] = [:]
-            var matched = true
-            for (pattern, segment) in zip(route.segments, segments) {
-                if pattern.hasPrefix("{") && pattern.hasSuffix("}") {
-                    parameters[String(pattern.dropFirst().dropLast())] = segment.removingPercentEncoding ?? segment
-                } else if pattern != segment {
-                    matched = false
-                    break
-                }
+        for route in routes where Self.matches(route, segments) {
+            guard route.method == method else {
+                allowed.append(route.method)
+                continue
             }
-            guard matched else { continue }
-            if route.method == method { return .success((route, parameters)) }
-            allowed.append(route.method)
+            var parameters: [String: String] = [:]
+            for (i, name) in route.parameterNames.enumerated() {
+                guard let name else { continue }
+                let segment = String(segments[i])
+                // Foundation's decoding is slow; most ids have nothing to decode.
+                parameters[name] = segment.utf8.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? segment) : segment
+            }
+            return .success((route, parameters))
         }
         if allowed.isEmpty {
             return .failure(Failure(error: APIError(status: 404, message: "no such endpoint: \(method) \(path)", code: "unknown_url"), allowed: []))

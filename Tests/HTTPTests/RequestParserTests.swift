@@ -45,6 +45,15 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         ]
     }
 
+    @Test func headerNamesMatchIgnoringASCIICaseOnly() throws {
+        let head = HTTPRequestHead(method: "GET", target: "/", minorVersion: 1,
+                                   headers: [("CONTENT-length", "0"), ("X-@", "at"), ("Authorization", "Bearer k")])
+        #expect(head.header("content-length") == "0" && head.header("Content-Length") == "0")
+        #expect(head.header("x-@") == "at")
+        #expect(head.header("x-`") == nil, "@ and ` differ by the case bit but are not letters")
+        #expect(head.header("authorizatio") == nil && head.header("authorization") == "Bearer k")
+    }
+
     @Test func pipelinedRequestsInOneRead() throws {
         #expect(try parse(Self.pipeline) == Self.expected)
     }
