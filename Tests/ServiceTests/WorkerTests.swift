@@ -224,6 +224,28 @@ enum WorkerFixtures {
         #expect(try await service.waitFor(third, ["failed", "succeeded"])["status"] as? String == "succeeded", "the server goes on")
     }
 
+    /// A full disk under a job's directory (a 64 KiB tmpfs) ends the job with a clear error; the
+    /// server goes on. Needs permission to mount, which CI machines may not give.
+    @Test(.enabled(if: TemporaryFilesystem.canMount, "needs permission to mount a tmpfs"))
+    func aFullDiskFailsTheJobWithAClearError() async throws {
+        let service = try LiveService()
+        let config: [String: Any] = ["sample_shape": [1, 4, 4], "hidden": 64, "depth": 2, "cond": ["kind": "text", "vocab": 32, "max_tokens": 4]]
+        let model = try await service.post("/v1/models", ["id": "wide", "config": config]).json["id"] as! String
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 50, "batch_size": 4, "checkpoint_every": 10])
+        _ = try await service.waitFor(id, ["queued"])
+        let disk = try TemporaryFilesystem(kilobytes: 64)
+        defer { disk.remove() }
+        try FileManager.default.createSymbolicLink(atPath: service.data.jobDirectory(id), withDestinationPath: disk.path)
+        service.startWorkers()
+        let failed = try await service.waitFor(id, ["failed", "succeeded"])
+        let error = try #require(failed["error"] as? [String: Any], "\(failed)")
+        #expect(error["code"] as? String == "checkpoint_write_failed", "\(error)")
+        #expect((error["message"] as? String)?.contains("No space left on device") == true, "\(error)")
+        let next = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4])
+        #expect(try await service.waitFor(next, ["failed", "succeeded"])["status"] as? String == "succeeded", "the server goes on")
+    }
+
     /// A job still in validating_files when its server stopped is validated at the next start.
     @Test func validationLeftUnfinishedByAStopIsDoneAtStart() async throws {
         let service = try LiveService()
@@ -276,5 +298,31 @@ actor WebhookReceiver {
         bodies.append(request.body)
         paths.append(request.path)
         return HTTPResponse(status: bodies.count == 1 ? 500 : 200, headers: [("Content-Type", "text/plain")], body: .bytes(Array("ok".utf8)))
+    }
+}
+
+/// A small tmpfs, mounted for a test and removed after it.
+struct TemporaryFilesystem {
+    let path: String
+
+    static let canMount: Bool = {
+        guard let probe = try? TemporaryFilesystem(kilobytes: 4) else { return false }
+        probe.remove()
+        return true
+    }()
+
+    init(kilobytes: Int) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-tmpfs-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let mounted = try runTool(["mount", "-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path])
+        guard mounted.status == 0 else {
+            try? FileManager.default.removeItem(atPath: path)
+            throw HTTPTestFailure("mount: \(mounted.output)")
+        }
+    }
+
+    func remove() {
+        _ = try? runTool(["umount", path])
+        try? FileManager.default.removeItem(atPath: path)
     }
 }
