@@ -93,7 +93,7 @@ enum JobsAPI {
     static func findCheckpoint(_ context: RequestContext, store: any JobStore) throws -> (JobRecord, CheckpointRow) {
         let job = try find(context, store: store)
         let id = context.parameters["checkpoint_id"] ?? ""
-        guard let row = try store.checkpoints(job.id, limit: 1_000_000).first(where: { $0.id == id }) else {
+        guard let row = try store.checkpoint(job.id, id: id) else {
             throw APIError.notFound("checkpoint \(id)", param: "checkpoint_id")
         }
         return (job, row)

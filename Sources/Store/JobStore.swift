@@ -77,6 +77,8 @@ public protocol JobStore: Sendable {
     func events(_ jobID: String, before: Int?, limit: Int) throws -> [EventRecord]
     /// Newest first.
     func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow]
+    /// One checkpoint of the job.
+    func checkpoint(_ jobID: String, id: String) throws -> CheckpointRow?
 
     // Workers.
     /// Takes the oldest queued job, or a running one whose lease expired (its worker died),
@@ -264,12 +266,21 @@ public final class SQLiteJobStore: JobStore {
     public func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow] {
         try database.read { connection in
             try connection.rows("SELECT id, step, metrics, created_at FROM checkpoints WHERE job_id = ? ORDER BY step DESC LIMIT ?",
-                                [.text(jobID), .integer(Int64(limit))]).compactMap { row in
-                guard case let .text(id) = row[0], case let .integer(step) = row[1], case let .text(metrics) = row[2],
-                      case let .integer(created) = row[3] else { return nil }
-                return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
-            }
+                                [.text(jobID), .integer(Int64(limit))]).compactMap(Self.checkpoint)
         }
+    }
+
+    public func checkpoint(_ jobID: String, id: String) throws -> CheckpointRow? {
+        try database.read { connection in
+            try connection.rows("SELECT id, step, metrics, created_at FROM checkpoints WHERE id = ? AND job_id = ?", [.text(id), .text(jobID)])
+                .first.flatMap(Self.checkpoint)
+        }
+    }
+
+    static func checkpoint(_ row: [SQLiteValue]) -> CheckpointRow? {
+        guard case let .text(id) = row[0], case let .integer(step) = row[1], case let .text(metrics) = row[2],
+              case let .integer(created) = row[3] else { return nil }
+        return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
     }
 
     /// Claimable: queued and not held (a paused job keeps its lease until its worker has written

@@ -8,13 +8,20 @@ import Testing
 
 extension LiveService {
     func post(_ path: String, _ object: [String: Any], key: String? = nil) async throws -> (status: Int, json: [String: Any]) {
+        let answer = try await postRaw(path, object, key: key)
+        return (answer.status, (try? JSONSerialization.jsonObject(with: answer.body)) as? [String: Any] ?? [:])
+    }
+
+    /// The answer as bytes, with its content type (a PNG, say).
+    func postRaw(_ path: String, _ object: [String: Any], key: String? = nil) async throws -> (status: Int, body: Data, type: String?) {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = "POST"
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("Bearer \(key ?? adminKey)", forHTTPHeaderField: "Authorization")
         request.httpBody = try JSONSerialization.data(withJSONObject: object)
         let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as! HTTPURLResponse).statusCode, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+        let http = response as! HTTPURLResponse
+        return (http.statusCode, data, http.value(forHTTPHeaderField: "Content-Type"))
     }
 }
 

@@ -6,19 +6,6 @@ import FoundationNetworking
 import Numerics
 import Testing
 
-extension LiveService {
-    func postRaw(_ path: String, _ object: [String: Any]) async throws -> (status: Int, body: Data, type: String?) {
-        var request = URLRequest(url: URL(string: base + path)!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue("Bearer \(adminKey)", forHTTPHeaderField: "Authorization")
-        request.httpBody = try JSONSerialization.data(withJSONObject: object)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        return (http.statusCode, data, http.value(forHTTPHeaderField: "Content-Type"))
-    }
-}
-
 @Suite struct SamplesTests {
     @Test func samplesWithExplicitNoiseMatchTheSamplerRunLocally() async throws {
         let service = try LiveService()
