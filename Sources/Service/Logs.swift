@@ -30,10 +30,15 @@ enum LogsAPI {
             let path = data.logPath(job.id)
             let start = LogReader.start(path: path, afterLine: after, tail: tail)
             guard follow else {
-                var reader = start
-                let lines = reader.readNewLines()
+                // The whole log streams from disk; a tail is read from its offset to the end.
+                guard FileManager.default.fileExists(atPath: path) else {
+                    return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; charset=utf-8")], body: .bytes([]))
+                }
+                guard start.offset > 0, let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber else {
+                    return try FileResponse.make(path: path, contentType: "text/plain; charset=utf-8", request: context.request)
+                }
                 return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; charset=utf-8")],
-                                    body: .bytes(Array(lines.map { $0.text + "\n" }.joined().utf8)))
+                                    body: .file(path: path, offset: start.offset, size: size.intValue - start.offset))
             }
             let headers: [(String, String)] = sse
                 ? [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
@@ -53,25 +58,37 @@ struct LogReader {
 
     struct Line { let number: Int; let text: String }
 
-    /// Where to begin: after line `afterLine`, or at the last `tail` lines, or at the start.
+    /// Where to begin: after line `afterLine`, or at the last `tail` lines, or at the start. One pass
+    /// over the file in 1 MiB pieces; for a tail, a ring of the last `tail + 1` line ends.
     static func start(path: String, afterLine: Int?, tail: Int?) -> LogReader {
-        guard afterLine != nil || tail != nil, let data = FileManager.default.contents(atPath: path) else {
+        guard afterLine != nil || tail != nil, let handle = FileHandle(forReadingAtPath: path) else {
             return LogReader(path: path, offset: 0, lineNumber: 0)
         }
-        let bytes = [UInt8](data)
-        var newlines: [Int] = []
-        for (i, byte) in bytes.enumerated() where byte == 10 { newlines.append(i) }
-        let skip = afterLine.map { min($0, newlines.count) } ?? max(0, newlines.count - tail!)
-        return LogReader(path: path, offset: skip == 0 ? 0 : newlines[skip - 1] + 1, lineNumber: skip)
+        defer { try? handle.close() }
+        let ringSize = (tail ?? 0) + 1
+        var ends = [Int](repeating: 0, count: ringSize)   // ends[n % ringSize]: the offset after line n
+        var lines = 0, position = 0
+        while let piece = try? handle.read(upToCount: 1 << 20), !piece.isEmpty {
+            for (i, byte) in piece.enumerated() where byte == 10 {
+                lines += 1
+                ends[lines % ringSize] = position + i + 1
+                if lines == afterLine { return LogReader(path: path, offset: position + i + 1, lineNumber: lines) }
+            }
+            position += piece.count
+        }
+        // After a line beyond the end: from the end of the last whole line. A tail: from the end of line lines − tail.
+        let skip = afterLine.map { min($0, lines) } ?? max(0, lines - tail!)
+        return LogReader(path: path, offset: skip == 0 ? 0 : ends[skip % ringSize], lineNumber: skip)
     }
 
-    /// The whole lines written since the last call (a line still being written waits).
-    mutating func readNewLines() -> [Line] {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+    /// The whole lines written since the last call, up to about `limit` bytes (a line still being
+    /// written waits); `more` when there is more to read now.
+    mutating func readNewLines(limit: Int = 1 << 20) -> (lines: [Line], more: Bool) {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return ([], false) }
         defer { try? handle.close() }
-        guard (try? handle.seek(toOffset: UInt64(offset))) != nil, let data = try? handle.readToEnd(), !data.isEmpty else { return [] }
+        guard (try? handle.seek(toOffset: UInt64(offset))) != nil, let data = try? handle.read(upToCount: limit), !data.isEmpty else { return ([], false) }
         let bytes = [UInt8](data)
-        guard let lastNewline = bytes.lastIndex(of: 10) else { return [] }
+        guard let lastNewline = bytes.lastIndex(of: 10) else { return ([], false) }
         var lines: [Line] = []
         var start = 0
         for i in 0...lastNewline where bytes[i] == 10 {
@@ -80,7 +97,7 @@ struct LogReader {
             start = i + 1
         }
         offset += lastNewline + 1
-        return lines
+        return (lines, bytes.count == limit)
     }
 }
 
@@ -163,7 +180,13 @@ public final class LogFollowers: @unchecked Sendable {
             var iterator = wakes.makeAsyncIterator()
             repeat {
                 let finished = endedAlready || hasEnded(jobID)
-                let lines = reader.readNewLines()
+                var (lines, more) = reader.readNewLines()
+                while more, !Task.isCancelled {
+                    // A long backlog goes out a megabyte at a time.
+                    let text = sse ? lines.map { "id: \($0.number)\ndata: \($0.text)\n\n" }.joined() : lines.map { $0.text + "\n" }.joined()
+                    continuation.yield(Array(text.utf8))
+                    (lines, more) = reader.readNewLines()
+                }
                 if !lines.isEmpty {
                     let text = sse ? lines.map { "id: \($0.number)\ndata: \($0.text)\n\n" }.joined() : lines.map { $0.text + "\n" }.joined()
                     continuation.yield(Array(text.utf8))

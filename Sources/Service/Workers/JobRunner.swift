@@ -119,10 +119,17 @@ struct JobRunner {
         switch outcome {
         case let .succeeded(modelPath):
             let id = Self.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id)
-            let registered = (try? store.succeed(job.id, worker: worker, model: id, config: trainer.job.config.json, parent: job.model,
-                                                 event: "Fine-tuning job succeeded: \(id)") {
-                try Self.publish(modelPath, to: data.modelDirectory(id))
-            }) ?? false
+            let registered: Bool
+            do {
+                registered = try store.succeed(job.id, worker: worker, model: id, config: trainer.job.config.json, parent: job.model,
+                                               event: "Fine-tuning job succeeded: \(id)") {
+                    try Self.publish(modelPath, to: data.modelDirectory(id))
+                }
+            } catch {
+                // Not retried by a later claim: a disk that cannot take the model now would fail it again.
+                return finish(failed: Failure(code: "storage_unavailable", message: "training finished but the result model \(id) cannot be stored: \(Self.describe(error))"))
+            }
+            // False: cancelled at the last moment, or another worker holds the job now.
             if registered { sink.appendToFile("succeeded: model \(id)") }
             return registered ? "succeeded" : nil
         case let .paused(step):
