@@ -13,6 +13,7 @@ enum JobMetricsAPI {
             let job = try JobsAPI.find(context, store: store)
             let query = context.request.query
             let names = query["names"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+            if let names, names.count > 100 { throw APIError.invalid("names takes at most 100 series names", param: "names") }
             let since = try Query.integer(query["since_step"], param: "since_step", range: 0...Int(Int32.max))
             let maximum = try Query.integer(query["max_points"], param: "max_points", range: 2...1_000_000)
             let format = query["format"] ?? "json"

@@ -438,14 +438,18 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]] {
-        let rows = try database.read { connection in
-            try connection.rows("SELECT name, step, value FROM metric_points WHERE job_id = ? AND step > ? ORDER BY name, step",
-                                [.text(jobID), .integer(Int64(sinceStep ?? -1))])
+        // The primary key (job_id, name, step) serves each name's range directly.
+        var sql = "SELECT name, step, value FROM metric_points WHERE job_id = ? AND step > ?"
+        var arguments: [SQLiteValue] = [.text(jobID), .integer(Int64(sinceStep ?? -1))]
+        if let names {
+            guard !names.isEmpty else { return [:] }
+            sql += " AND name IN (\(names.map { _ in "?" }.joined(separator: ", ")))"
+            arguments += names.map(SQLiteValue.text)
         }
+        let rows = try database.read { try $0.rows(sql + " ORDER BY name, step", arguments) }
         var series: [String: [(step: Int, value: Double)]] = [:]
         for row in rows {
             guard case let .text(name) = row[0], case let .integer(step) = row[1], case let .real(value) = row[2] else { continue }
-            if let names, !names.contains(name) { continue }
             series[name, default: []].append((Int(step), value))
         }
         return series
