@@ -224,6 +224,24 @@ enum WorkerFixtures {
         #expect(try await service.waitFor(third, ["failed", "succeeded"])["status"] as? String == "succeeded", "the server goes on")
     }
 
+    @Test func aWebhookThatNeverAnswersIsLoggedAndChangesNothing() async throws {
+        let service = try LiveService(workers: 1)
+        let model = try await WorkerFixtures.baseModel(service)
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let closed = ExecutableTests.freePort()   // nothing listens there
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
+                                             extra: ["webhook_url": "http://127.0.0.1:\(closed)/hook"])
+        #expect(try await service.waitFor(id, ["succeeded", "failed"])["status"] as? String == "succeeded")
+        let deadline = Date(timeIntervalSinceNow: 10)
+        var warning: [String: Any]?
+        while warning == nil, Date() < deadline {
+            warning = try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook to 127.0.0.1 failed after 3 attempts") == true }
+            if warning == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(warning?["level"] as? String == "warn", "three attempts, then a warning event")
+        #expect(try await service.job(id)["status"] as? String == "succeeded", "the job is not affected")
+    }
+
     /// A full disk under a job's directory (a 64 KiB tmpfs) ends the job with a clear error; the
     /// server goes on. Needs permission to mount, which CI machines may not give.
     @Test(.enabled(if: TemporaryFilesystem.canMount, "needs permission to mount a tmpfs"))
