@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test test-browser test-nginx bench bench-api bench-followers eval demo run clean
+.PHONY: all deps build test test-browser test-nginx bench bench-pytorch bench-api bench-followers eval demo run clean
 
 all: build
 
@@ -31,6 +31,11 @@ test-nginx: deps
 bench: deps
 	$(SWIFT) build -c release --product preftune-bench
 	$(SWIFT) run -c release --skip-build preftune-bench
+
+# SPEC §7's PyTorch baselines measured on this machine, by a transcription of resmlp checked against
+# the golden forward (needs torch: pip install torch --index-url https://download.pytorch.org/whl/cpu).
+bench-pytorch:
+	@python3 scripts/bench-pytorch.py
 
 # wrk against a real server on loopback: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
 bench-api: deps
