@@ -34,7 +34,7 @@ public final class Application: Sendable {
         self.router = router
         let webhooks = Webhooks(store: jobs, delays: webhookDelays)
         statusChanges.observe { jobID, status in
-            if ["succeeded", "failed", "cancelled"].contains(status) { webhooks.jobFinished(jobID) }
+            if JobStatus.terminal.contains(status) { webhooks.jobFinished(jobID) }
         }
     }
 

@@ -9,7 +9,7 @@ import Training
 /// job validates everything a request can get wrong before anything is stored;
 /// the dataset itself is validated in `validating_files`, off the request.
 enum JobsAPI {
-    static let active: Set<String> = ["validating_files", "queued", "running", "paused"]
+    static let active = Set(JobStatus.all).subtracting(JobStatus.terminal)
 
     static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore,
                     changes: JobStatusChanges) {

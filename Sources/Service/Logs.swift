@@ -105,7 +105,6 @@ struct LogReader {
 /// its job's log grows or its status changes, and every 15 s so SSE can keep the
 /// connection alive through proxies.
 public final class LogFollowers: @unchecked Sendable {
-    static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
     static let keepAliveSeconds = 15.0
 
     private let lock = NSLock()
@@ -142,7 +141,7 @@ public final class LogFollowers: @unchecked Sendable {
     }
 
     func statusChanged(_ jobID: String, _ status: String) {
-        if Self.terminal.contains(status) { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
+        if JobStatus.terminal.contains(status) { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
         wake(jobID)
     }
 
@@ -173,7 +172,7 @@ public final class LogFollowers: @unchecked Sendable {
         let (output, continuation) = AsyncStream<[UInt8]>.makeStream()
         // Subscribed before the status is read: an end between the two is not missed.
         let (token, wakes) = subscribe(jobID)
-        let endedAlready = (try? store.job(jobID, project: nil)).map { Self.terminal.contains($0?.status ?? "") } ?? false
+        let endedAlready = (try? store.job(jobID, project: nil)).map { JobStatus.terminal.contains($0?.status ?? "") } ?? false
         let task = Task(executorPreference: executorLock.withLock { preferredExecutor }) { [self] in
             var reader = start
             var lastSent = Date()

@@ -61,7 +61,7 @@ public final class Telemetry: @unchecked Sendable {
         func number(_ value: Double) -> String { value.isFinite ? "\(value)" : (value.isNaN ? "NaN" : (value > 0 ? "+Inf" : "-Inf")) }
 
         family("preftune_jobs", "gauge", "Fine-tuning jobs by status.")
-        for status in ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"] {
+        for status in JobStatus.all {
             out += "preftune_jobs{status=\"\(status)\"} \(jobsByStatus[status] ?? 0)\n"
         }
         family("preftune_queue_depth", "gauge", "Jobs waiting for a worker.")

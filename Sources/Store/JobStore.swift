@@ -1,5 +1,11 @@
 import Foundation
 
+/// The statuses of a job (API.md), and those that end it.
+public enum JobStatus {
+    public static let all = ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    public static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
+}
+
 /// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
 public struct JobRecord: Sendable, Equatable {
     public var id: String
@@ -211,7 +217,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool {
         try database.write { connection in
-            let terminal = ["succeeded", "failed", "cancelled"].contains(to)
+            let terminal = JobStatus.terminal.contains(to)
             let placeholders = from.map { _ in "?" }.joined(separator: ", ")
             let update = try connection.prepare("""
                 UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
@@ -323,7 +329,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func release(_ jobID: String, worker: String, status: String?, error: String?, event: String, level: String) throws -> Bool {
         try database.write { connection in
-            let terminal = ["succeeded", "failed", "cancelled"].contains(status ?? "")
+            let terminal = JobStatus.terminal.contains(status ?? "")
             let update = try connection.prepare("""
                 UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL,
                        status = CASE WHEN ?1 IS NOT NULL AND status = 'running' THEN ?1 ELSE status END,

@@ -1,4 +1,5 @@
 import Foundation
+import Store
 
 /// `preftune files|models|jobs|sample …`: the API from the command line.
 enum ClientCommands {
@@ -138,7 +139,7 @@ enum ClientCommands {
             last = fresh.last.map(sequence) ?? last
             let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
             let status = job["status"] as? String ?? "?"
-            if ["succeeded", "failed", "cancelled"].contains(status) {
+            if JobStatus.terminal.contains(status) {
                 for event in events(id, client: client, after: last) { print(line(event)) }
                 print(summary(job))
                 return status == "succeeded" ? 0 : 1

@@ -25,7 +25,7 @@ public final class Webhooks: Sendable {
     /// Starts delivering the job's terminal status, if it has a webhook; returns at once.
     public func jobFinished(_ jobID: String) {
         guard let job = try? store.job(jobID, project: nil), let target = job.webhookURL, let url = URL(string: target),
-              ["succeeded", "failed", "cancelled"].contains(job.status) else { return }
+              JobStatus.terminal.contains(job.status) else { return }
         let eventID = "evt_" + APIKeys.randomHex(bytes: 12)
         let payload: [String: Any] = ["id": eventID, "object": "event", "created_at": Int(Date().timeIntervalSince1970),
                                       "type": "fine_tuning.job.\(job.status)", "data": JobsAPI.object(job)]

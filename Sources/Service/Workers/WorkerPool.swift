@@ -178,21 +178,15 @@ final class JobControl: @unchecked Sendable {
     }
 
     func statusChanged(to status: String) {
-        switch status {
-        case "cancelled", "failed", "succeeded": request(.cancel)
-        case "paused": request(.pause)
-        default: break
-        }
+        if JobStatus.terminal.contains(status) { request(.cancel) } else if status == "paused" { request(.pause) }
     }
 
     /// Renews the lease; when that fails, the job's status says why.
     func renew(leaseSeconds: Int) {
         guard let renewed = try? store.heartbeat(jobID, worker: worker, leaseSeconds: leaseSeconds), !renewed else { return }
         guard let job = try? store.job(jobID, project: nil) else { return request(.leaseLost) }
-        switch job.status {
-        case "paused", "cancelled", "failed", "succeeded": statusChanged(to: job.status)
-        default: request(.leaseLost)
-        }
+        // Paused or ended here, or another worker's now.
+        if job.status == "paused" || JobStatus.terminal.contains(job.status) { statusChanged(to: job.status) } else { request(.leaseLost) }
     }
 }
 
