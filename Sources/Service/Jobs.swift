@@ -83,7 +83,7 @@ enum JobsAPI {
     }
 
     static func checkpointPath(data: DataDirectory, job: String, step: Int) -> String {
-        String(format: "%@/checkpoints/step-%07d.safetensors", data.jobDirectory(job), step)
+        Trainer.checkpointPath(in: data.jobDirectory(job), step: step)
     }
 
     static func sampleGridPath(data: DataDirectory, job: String, step: Int) -> String {
@@ -226,10 +226,7 @@ enum JobsAPI {
     static func validateInBackground(_ job: JobRecord, data: DataDirectory, store: any JobStore, changes: JobStatusChanges) {
         DispatchQueue.global(qos: .utility).async {
             let base = try? ModelFile.load(data.modelPath(job.model))
-            let methodObject = (try? JSONSerialization.jsonObject(with: Data(job.method.utf8))) as? [String: Any]
-            let method = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:))
-            let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8))
-            guard let base, let method, let hyperparameters else {
+            guard let base, let (method, hyperparameters) = storedSettings(job) else {
                 let message = "cannot validate: the base model \(job.model) or the job's stored settings are unreadable"
                 let error = String(decoding: JSONWriter.encode(["code": "model_unavailable", "message": message, "param": "model"]), as: UTF8.self)
                 if (try? store.transition(job.id, from: ["validating_files"], to: "failed", error: error, event: message, level: "error")) == true {
@@ -241,6 +238,14 @@ enum JobsAPI {
                 changes.post(jobID: job.id, status: status)
             }
         }
+    }
+
+    /// The method and resolved hyperparameters a job was created with, as stored; nil when unreadable.
+    static func storedSettings(_ job: JobRecord) -> (Training.Method, Hyperparameters)? {
+        let methodObject = (try? JSONSerialization.jsonObject(with: Data(job.method.utf8))) as? [String: Any]
+        guard let method = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:)),
+              let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8)) else { return nil }
+        return (method, hyperparameters)
     }
 
     /// Reads every line of the training (and validation) file against the model;

@@ -31,7 +31,7 @@ enum SamplesAPI {
         if id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
            let step = Int(last.dropFirst("ckpt-step-".count)) {
             let jobID = String(parts[parts.count - 2])
-            let path = String(format: "%@/checkpoints/step-%07d.safetensors", data.jobDirectory(jobID), step)
+            let path = JobsAPI.checkpointPath(data: data, job: jobID, step: step)
             guard try jobs.job(jobID, project: project) != nil, FileManager.default.fileExists(atPath: path) else {
                 throw APIError.notFound("model \(id)", param: "model")
             }

@@ -150,6 +150,10 @@ public final class Trainer {
     public var statePath: String { Self.statePath(in: directory) }
     /// The training state a resumed run starts from.
     public static func statePath(in directory: String) -> String { "\(directory)/state/latest.safetensors" }
+    /// The weights written at checkpoint `step`.
+    public static func checkpointPath(in directory: String, step: Int) -> String {
+        String(format: "%@/checkpoints/step-%07d.safetensors", directory, step)
+    }
     public var finalModelPath: String { "\(directory)/model.safetensors" }
 
     // MARK: - The loop
@@ -415,7 +419,7 @@ public final class Trainer {
     // MARK: - Checkpoints and training state
 
     func saveCheckpoint(metrics: [String: Double]) throws {
-        let modelPath = String(format: "%@/step-%07d.safetensors", checkpointDirectory, step)
+        let modelPath = Self.checkpointPath(in: directory, step: step)
         let weights = ema?.weights ?? theta
         try write(ModelFile(config: job.config, parameters: weights, metadata: ["step": "\(step)"]).serialized(), to: modelPath)
         try saveState()

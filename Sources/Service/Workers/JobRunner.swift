@@ -32,7 +32,7 @@ struct JobRunner {
             sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
                                telemetry: telemetry)
         } catch {
-            return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(Self.describe(error))"))
+            return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(error)"))
         }
         do {
             let trainer = try makeTrainer(directory: directory, sink: sink)
@@ -52,24 +52,17 @@ struct JobRunner {
         } catch let failure as TrainingFailure {
             return finish(failed: Failure(code: failure.code, message: failure.message))
         } catch {
-            return finish(failed: Failure(code: "internal_error", message: "training stopped: \(Self.describe(error))"))
+            return finish(failed: Failure(code: "internal_error", message: "training stopped: \(error)"))
         }
     }
 
     func makeTrainer(directory: String, sink: JobSink) throws -> Trainer {
-        let method: Training.Method
-        let hyperparameters: Hyperparameters
-        do {
-            let methodObject = try JSONSerialization.jsonObject(with: Data(job.method.utf8)) as? [String: Any]
-            guard let type = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:)) else {
-                throw Failure(code: "internal_error", message: "the stored method \(job.method) is not readable")
-            }
-            method = type
-            hyperparameters = try JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8))
+        guard let (method, hyperparameters) = JobsAPI.storedSettings(job) else {
+            throw Failure(code: "internal_error", message: "the job's stored method or hyperparameters are not readable")
         }
         let base: ModelFile
         do { base = try ModelFile.load(data.modelPath(job.model)) } catch {
-            throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(Self.describe(error))", param: "model")
+            throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(error)", param: "model")
         }
         func dataset(_ id: String, field: String) throws -> Dataset {
             let path = data.filePath(id)
@@ -77,7 +70,7 @@ struct JobRunner {
                 throw Failure(code: "\(field)_unavailable", message: "the \(field.replacingOccurrences(of: "_", with: " ")) \(id) is gone (deleted after the job was created)", param: field)
             }
             do { return try Dataset.load(path: path, method: method, config: base.config) } catch {
-                throw Failure(code: "invalid_\(field)", message: "\(field.replacingOccurrences(of: "_", with: " ")) \(id): \(Self.describe(error))", param: field)
+                throw Failure(code: "invalid_\(field)", message: "\(field.replacingOccurrences(of: "_", with: " ")) \(id): \(error)", param: field)
             }
         }
         let training = try dataset(job.trainingFile, field: "training_file")
@@ -127,7 +120,7 @@ struct JobRunner {
                 }
             } catch {
                 // Not retried by a later claim: a disk that cannot take the model now would fail it again.
-                return finish(failed: Failure(code: "storage_unavailable", message: "training finished but the result model \(id) cannot be stored: \(Self.describe(error))"))
+                return finish(failed: Failure(code: "storage_unavailable", message: "training finished but the result model \(id) cannot be stored: \(error)"))
             }
             // False: cancelled at the last moment, or another worker holds the job now.
             if registered { sink.appendToFile("succeeded: model \(id)") }
@@ -182,5 +175,4 @@ struct JobRunner {
         }
     }
 
-    static func describe(_ error: Error) -> String { "\(error)" }
 }

@@ -63,11 +63,6 @@ final class JobSink: TrainingSink {
         attempt { try store.appendEvent(jobID, level: "info", type: "message", message: message, data: nil) }
     }
 
-    func warn(_ message: String) {
-        appendToFile(message)
-        attempt { try store.appendEvent(jobID, level: "warn", type: "message", message: message, data: nil) }
-    }
-
     func record(step: Int, metrics: [String: Double], summary: String) {
         telemetry?.jobProgress(jobID, step: step, loss: metrics["loss"], samples: (step - (lastReportedStep ?? max(0, step - logEvery))) * examplesPerStep)
         lastReportedStep = step
