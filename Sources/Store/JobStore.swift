@@ -113,8 +113,6 @@ public protocol JobStore: Sendable {
     func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
                  writeWeights: () throws -> Void) throws -> Bool
 
-    /// Metric points of one step; a step already recorded keeps its first values (replays add nothing).
-    func appendMetrics(_ jobID: String, step: Int, values: [String: Double]) throws
     /// Points by name with steps strictly increasing, after `sinceStep` when given.
     func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]]
 }
@@ -430,16 +428,6 @@ public final class SQLiteJobStore: JobStore {
             try update.step()
             try Self.appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
             return true
-        }
-    }
-
-    public func appendMetrics(_ jobID: String, step: Int, values: [String: Double]) throws {
-        try database.write { connection in
-            let insert = try connection.prepare("INSERT OR IGNORE INTO metric_points (job_id, name, step, value) VALUES (?, ?, ?, ?)")
-            for (name, value) in values.sorted(by: { $0.key < $1.key }) where value.isFinite {
-                try insert.bind([.text(jobID), .text(name), .integer(Int64(step)), .real(value)])
-                try insert.step()
-            }
         }
     }
 

@@ -48,10 +48,16 @@ import Testing
     @Test func replayedMetricStepsAddNothing() throws {
         let (store, _) = try Self.store()
         try Self.insert(store, "ftjob-m", createdAt: 1)
-        try store.appendMetrics("ftjob-m", step: 1, values: ["loss": 0.5, "lr": 1e-4])
-        try store.appendMetrics("ftjob-m", step: 2, values: ["loss": 0.4, "lr": 1e-4])
-        try store.appendMetrics("ftjob-m", step: 2, values: ["loss": 9.9])   // a step replayed after a restart
-        try store.appendMetrics("ftjob-m", step: 3, values: ["loss": .nan])  // not a number: not a point
+        func record(_ step: Int, _ values: [String: Double]) throws -> Bool {
+            try store.recordStep("ftjob-m", step: step, values: values, summary: "step \(step)", samplesPerSecond: nil, estimatedFinish: nil)
+        }
+        #expect(try record(1, ["loss": 0.5, "lr": 1e-4]))
+        #expect(try record(2, ["loss": 0.4, "lr": 1e-4]))
+        #expect(try !record(2, ["loss": 9.9]), "a step replayed after a restart")
+        #expect(try !record(3, ["loss": .nan]), "not a number: not a point")
+        #expect(try store.events("ftjob-m", before: nil, limit: 10).filter { $0.type == "metrics" }.map(\.message) == ["step 2", "step 1"],
+                "one metrics event per new step")
+        #expect(try store.job("ftjob-m", project: nil)?.step == 2)
         let series = try store.metrics("ftjob-m", names: ["loss"], sinceStep: nil)
         #expect(series["loss"]?.map(\.step) == [1, 2])
         #expect(series["loss"]?.map(\.value) == [0.5, 0.4])
