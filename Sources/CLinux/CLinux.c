@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <pthread.h>
 
 int preftune_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -28,6 +29,8 @@ int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, 
 int preftune_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int preftune_accept(int listener) { return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int preftune_name_current_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
 
 int preftune_set_thread_nice(int tid, int nice) {
     if (tid == 0) tid = (int)syscall(SYS_gettid);

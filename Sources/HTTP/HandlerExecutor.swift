@@ -1,4 +1,5 @@
 import Foundation
+import CLinux
 
 /// Dedicated threads for request handlers (a `TaskExecutor`, SE-0417). Handlers do
 /// not share Swift's global cooperative pool — one thread per core — with whatever
@@ -10,9 +11,11 @@ final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
 
     init(threads: Int, name: String) {
         for i in 0..<max(1, threads) {
-            let thread = Thread { [unowned self] in self.work() }
-            thread.name = "\(name)-\(i)"
-            thread.start()
+            // Foundation's Thread.name does not reach the OS thread on Linux; name it from inside.
+            Thread { [unowned self] in
+                _ = preftune_name_current_thread("\(name)-\(i)")
+                self.work()
+            }.start()
         }
     }
 

@@ -61,7 +61,7 @@ public final class HTTPServer: Sendable {
         self.configuration = configuration
         self.handler = handler
         wakeFD = preftune_eventfd()
-        executor = HandlerExecutor(threads: configuration.handlerThreads, name: "preftune-handler")
+        executor = HandlerExecutor(threads: configuration.handlerThreads, name: "http-handler")
     }
 
     deinit {
@@ -82,9 +82,10 @@ public final class HTTPServer: Sendable {
         let port = Int(UInt16(bigEndian: address.sin_port))
         shared.withLock { $0.port = port; $0.running = true }
         let loop = EventLoop(server: self, listener: listener)
-        let thread = Thread { loop.run() }
-        thread.name = "preftune-http"
-        thread.start()
+        Thread {
+            _ = preftune_name_current_thread("preftune-http")
+            loop.run()
+        }.start()
         return port
     }
 

@@ -179,16 +179,17 @@ public final class LogFollowers: @unchecked Sendable {
             var iterator = wakes.makeAsyncIterator()
             repeat {
                 let finished = endedAlready || hasEnded(jobID)
-                var (lines, more) = reader.readNewLines()
+                // A long backlog goes out a megabyte at a time.
+                var sent = false, more = true
                 while more, !Task.isCancelled {
-                    // A long backlog goes out a megabyte at a time.
+                    let (lines, rest) = reader.readNewLines()
+                    more = rest
+                    guard !lines.isEmpty else { break }
                     let text = sse ? lines.map { "id: \($0.number)\ndata: \($0.text)\n\n" }.joined() : lines.map { $0.text + "\n" }.joined()
                     continuation.yield(Array(text.utf8))
-                    (lines, more) = reader.readNewLines()
+                    sent = true
                 }
-                if !lines.isEmpty {
-                    let text = sse ? lines.map { "id: \($0.number)\ndata: \($0.text)\n\n" }.joined() : lines.map { $0.text + "\n" }.joined()
-                    continuation.yield(Array(text.utf8))
+                if sent {
                     lastSent = Date()
                 } else if sse, Date().timeIntervalSince(lastSent) >= Self.keepAliveSeconds - 1 {
                     continuation.yield(Array(": keep-alive\n\n".utf8))

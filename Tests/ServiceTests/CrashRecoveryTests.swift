@@ -151,6 +151,30 @@ final class ServerProcess {
     }
 }
 
+/// Training runs below the request path's CPU priority: the worker thread and OpenBLAS's threads
+/// at nice 10, the HTTP loop and handler threads at 0 — read from /proc of the real server.
+@Suite struct CPUPriorityTests {
+    @Test func workersAndBLASThreadsRunBelowTheRequestPath() async throws {
+        let data = ExecutableTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let server = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: ["--workers", "1", "--threads-per-job", "2"])
+        var threads: [(name: String, nice: Int)] = []
+        for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.process.processIdentifier)/task") {
+            let base = "/proc/\(server.process.processIdentifier)/task/\(task)"
+            let name = try String(contentsOfFile: base + "/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            // Fields after the parenthesised name: state is 3rd, nice the 19th of the whole line.
+            let stat = try String(contentsOfFile: base + "/stat", encoding: .utf8)
+            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            threads.append((name, Int(fields[16]) ?? -99))
+        }
+        #expect(threads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(threads)")
+        #expect(threads.contains { $0.name == "preftune-http" && $0.nice == 0 }, "\(threads)")
+        #expect(threads.filter { $0.name.hasPrefix("http-handler-") }.allSatisfy { $0.nice == 0 } && threads.contains { $0.name == "http-handler-0" })
+        let blas = Int(server.output.components(separatedBy: "with ").last?.split(separator: " ").first ?? "") ?? -1
+        #expect(threads.filter { $0.nice == 10 }.count == 1 + blas, "the worker and the \(blas) OpenBLAS threads: \(threads)\n\(server.output)")
+    }
+}
+
 extension ServerProcess {
     /// The job's recorded step, read from the database of a stopped server.
     static func storedStep(data: String, job: String) async throws -> Int {

@@ -130,7 +130,10 @@ enum WorkerFixtures {
         let model = try await WorkerFixtures.baseModel(service)
         let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 1_000_000, "batch_size": 4, "log_every": 50])
-        try await service.waitForStep(id, atLeast: 50)
+        try await service.waitForStep(id, atLeast: 100)
+        let running = try await service.job(id)
+        #expect((running["estimated_finish"] as? Int ?? 0) > Int(Date().timeIntervalSince1970), "a running job says when it will end: \(running)")
+        #expect(((running["progress"] as? [String: Any])?["samples_per_s"] as? Double ?? 0) > 0)
         let cancelled = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
         #expect(cancelled.json["status"] as? String == "cancelled")
         // The worker takes the next job: it stopped training this one.

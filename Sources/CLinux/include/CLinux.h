@@ -23,6 +23,8 @@ int preftune_eventfd(void);
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
 int preftune_accept(int listener);
 
+/// The calling thread's name as `top -H` and /proc show it (at most 15 characters).
+int preftune_name_current_thread(const char *name);
 /// setpriority for one thread (Linux: a thread id is a process id for PRIO_PROCESS); 0 is the calling thread.
 int preftune_set_thread_nice(int tid, int nice);
 

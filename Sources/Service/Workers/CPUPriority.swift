@@ -4,8 +4,8 @@ import Foundation
 /// Training runs at a lower CPU priority than the API, so that requests stay fast
 /// while jobs train: each worker thread lowers itself to `nice` 10, and so do
 /// OpenBLAS's threads, which do most of a training step's arithmetic. The request
-/// path — the HTTP loop, the handler threads, Swift's pool where log followers
-/// wait — keeps its priority.
+/// path — the HTTP loop (`preftune-http`) and the handler threads (`http-handler-N`),
+/// where log followers run too — keeps its priority.
 public enum CPUPriority {
     static let trainingNice: Int32 = 10
 

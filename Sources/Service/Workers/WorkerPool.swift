@@ -1,4 +1,5 @@
 import Foundation
+import CLinux
 import Numerics
 import Store
 
@@ -72,9 +73,10 @@ public final class WorkerPool: @unchecked Sendable {
         condition.withLock { liveWorkers = configuration.workers }
         telemetry?.setWorkers(configuration.workers)
         for index in 0..<configuration.workers {
-            let thread = Thread { [self] in work(name: "\(identity)/worker-\(index)") }
-            thread.name = "worker-\(index)"
-            thread.start()
+            Thread { [self] in
+                _ = preftune_name_current_thread("worker-\(index)")
+                work(name: "\(identity)/worker-\(index)")
+            }.start()
         }
     }
 
