@@ -5,6 +5,7 @@
 # core. Prints one JSON object per line, like make bench. Stops the server when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 if ! command -v wrk >/dev/null 2>&1; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -13,11 +14,11 @@ fi
 swift build -c release --product preftune >&2
 binary=$(swift build -c release --show-bin-path)/preftune
 data=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$data/serve.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy "http://127.0.0.1:$port"
 key=$(cat "$data/admin.key")
 base="http://127.0.0.1:$port/v1"
 auth=(-H "Authorization: Bearer $key")
@@ -31,7 +32,6 @@ job=$(curl -sf "${auth[@]}" -H "Content-Type: application/json" \
   -d "{\"model\":\"bench-base\",\"training_file\":\"$file\",\"method\":{\"type\":\"sft\"}}" "$base/fine_tuning/jobs" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 progress() { curl -sf "${auth[@]}" "$base/fine_tuning/jobs/$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["status"], j["progress"]["step"])'; }
 until [ "$(progress "$job" | cut -d' ' -f1)" = succeeded ]; do sleep 0.2; done
 
@@ -75,10 +75,10 @@ curl -sf "${auth[@]}" -H "Content-Type: application/json" -d \
   '{"id":"bench-large","config":{"sample_shape":[3,16,16],"hidden":512,"depth":6,"cond":{"kind":"text","vocab":512,"max_tokens":16}}}' \
   "$base/models" >/dev/null
 python3 -c 'import json, random; random.seed(1); print("\n".join(json.dumps({"prompt": "shape %d" % i, "sample": [round(random.uniform(-1, 1), 3) for _ in range(768)]}) for i in range(256)))' >"$data/large.jsonl"
-large_file=$(curl -sf "${auth[@]}" -F purpose=fine-tune -F "file=@$data/large.jsonl" "$base/files" | field id)
+large_file=$(curl -sf "${auth[@]}" -F purpose=fine-tune -F "file=@$data/large.jsonl" "$base/files" | json_field id)
 training=$(curl -sf "${auth[@]}" -H "Content-Type: application/json" \
   -d "{\"model\":\"bench-large\",\"training_file\":\"$large_file\",\"method\":{\"type\":\"dro\",\"dro\":{\"hyperparameters\":{\"n_steps\":100000,\"batch_size\":64,\"log_every\":1}}}}" \
-  "$base/fine_tuning/jobs" | field id)
+  "$base/fine_tuning/jobs" | json_field id)
 until [ "$(progress "$training" | cut -d' ' -f2)" -gt 2 ]; do sleep 0.2; done
 before=$(progress "$training" | cut -d' ' -f2)
 cat >"$data/paced.lua" <<'LUA'

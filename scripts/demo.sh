@@ -5,6 +5,7 @@
 # following each job's log, and prints the reward of samples before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 export PREFTUNE_URL="${PREFTUNE_URL:-http://127.0.0.1:8080}"
 PRETRAIN_STEPS="${PRETRAIN_STEPS:-3000}"
@@ -21,6 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One quick look: is a server already there?
 healthy() { python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/healthz', timeout=2)" "$PREFTUNE_URL" 2>/dev/null; }
 
 if healthy; then
@@ -34,12 +36,10 @@ else
     echo "== starting preftune serve on $LISTEN (data: ./data/demo)"
     "$PREFTUNE" serve --listen "$LISTEN" --data-dir ./data/demo > "$WORK/server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 1 100); do healthy && break; sleep 0.1; done
-    healthy || { cat "$WORK/server.log"; echo "the server did not start" >&2; exit 1; }
+    wait_healthy "$PREFTUNE_URL" || { cat "$WORK/server.log"; exit 1; }
     export PREFTUNE_API_KEY="$(cat ./data/demo/admin.key)"
 fi
 
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 echo "== generating ShapeWorld data"
 "$BIN/preftune-eval" demo-data --out "$WORK" --examples 4000
@@ -53,7 +53,7 @@ echo "== pretraining $BASE with sft ($PRETRAIN_STEPS steps)"
 JOB=$("$PREFTUNE" jobs create --model "$BASE" --training-file "$PRETRAIN_FILE" --method sft --suffix pretrain --seed 7 \
     --hyperparameters "{\"n_steps\": $PRETRAIN_STEPS, \"batch_size\": 64, \"learning_rate\": 0.002, \"lr_scheduler\": \"cosine\", \"warmup_steps\": 100, \"prompt_dropout\": 0.1, \"log_every\": 250, \"checkpoint_every\": $PRETRAIN_STEPS}")
 "$PREFTUNE" jobs logs "$JOB" -f
-PRETRAINED=$("$PREFTUNE" jobs get "$JOB" | field fine_tuned_model)
+PRETRAINED=$("$PREFTUNE" jobs get "$JOB" | json_field fine_tuned_model)
 
 PROMPTS=()
 while read -r prompt; do PROMPTS+=(--prompt "$prompt"); done < "$WORK/prompts.txt"
@@ -64,7 +64,7 @@ echo "== fine-tuning $PRETRAINED with dro on expert demonstrations ($DRO_STEPS s
 JOB=$("$PREFTUNE" jobs create --model "$PRETRAINED" --training-file "$EXPERT_FILE" --method dro --suffix dro --seed 7 \
     --hyperparameters "{\"n_steps\": $DRO_STEPS, \"batch_size\": 32, \"learning_rate\": 0.0001, \"policy_steps\": 10, \"log_every\": 20, \"checkpoint_every\": 100}")
 "$PREFTUNE" jobs logs "$JOB" -f
-TUNED=$("$PREFTUNE" jobs get "$JOB" | field fine_tuned_model)
+TUNED=$("$PREFTUNE" jobs get "$JOB" | json_field fine_tuned_model)
 sample "$TUNED" "$WORK/after.json"
 "$PREFTUNE" sample --model "$TUNED" --prompt "red circle left" --prompt "blue square center" --n 6 --seed 1 --guidance 2 --png ./data/demo-samples.png >/dev/null
 

@@ -5,6 +5,7 @@
 # job's row, a plotted loss curve and the sample image are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 browser=$(command -v chromium || command -v chromium-browser || true)
@@ -18,13 +19,12 @@ swift build -c release --product preftune >/dev/null
 swift build -c release --product preftune-eval >/dev/null
 bin=$(swift build -c release --show-bin-path)
 data=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$bin/preftune" serve --listen "127.0.0.1:$port" --data-dir "$data/server" >"$data/serve.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy "http://127.0.0.1:$port"
 export PREFTUNE_URL="http://127.0.0.1:$port" PREFTUNE_API_KEY="$(cat "$data/server/admin.key")"
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 "$bin/preftune-eval" demo-data --out "$data/demo" --examples 300 >/dev/null
 file=$("$bin/preftune" files upload "$data/demo/pretrain.jsonl" | cut -d' ' -f1)

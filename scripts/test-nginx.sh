@@ -4,6 +4,7 @@
 # line by line (plain and SSE), that uploads pass, and that /metrics is served.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
@@ -15,7 +16,6 @@ nginx=$(command -v nginx || echo /usr/sbin/nginx)
 swift build -c release --product preftune >/dev/null
 bin=$(swift build -c release --show-bin-path)
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=$(free_port); proxy_port=$(free_port)
 "$bin/preftune" serve --listen "127.0.0.1:$api_port" --data-dir "$work/data" >"$work/serve.log" 2>&1 &
 server=$!
@@ -43,7 +43,7 @@ CONF
 "$nginx" -c "$work/nginx/nginx.conf" -p "$work/nginx" -g "daemon off;" 2>>"$work/nginx/logs/error.log" &
 proxy=$!
 trap 'kill $proxy 2>/dev/null; kill -TERM $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy_port/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy "http://127.0.0.1:$proxy_port"
 
 export PREFTUNE_URL="http://127.0.0.1:$proxy_port" PREFTUNE_API_KEY="$(cat "$work/data/admin.key")"
 python3 -c 'import json; print("\n".join(json.dumps({"prompt": "p%d" % (i % 4), "sample": [0.1 * (i % 5)] * 16}) for i in range(16)))' >"$work/train.jsonl"
