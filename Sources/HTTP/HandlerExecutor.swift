@@ -11,8 +11,10 @@ final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
 
     init(threads: Int, name: String) {
         for i in 0..<max(1, threads) {
+            // The threads own the executor until `stop` lets them return: a server released right after
+            // it was made must not leave a starting thread with a dangling reference.
             // Foundation's Thread.name does not reach the OS thread on Linux; name it from inside.
-            Thread { [unowned self] in
+            Thread { [self] in
                 _ = preftune_name_current_thread("\(name)-\(i)")
                 self.work()
             }.start()
