@@ -262,9 +262,10 @@ final class SilentSink: TrainingSink {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--profile bench-s|bench-m [--sampling]]
+    usage: preftune-bench [--quick] [--only TEXT] [--profile bench-s|bench-m [--sampling]]
       (default)   every measurement, one JSON object per line
       --quick     shorter measuring windows
+      --only      only the measurements whose name contains TEXT (e.g. bench-s/sft, sgemm, adamw)
       --profile   run 200 SFT steps (or --sampling: 15 s of sampling) of one config, nothing else (for perf record)
     """)
     exit(0)
@@ -284,16 +285,25 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
 }
 let quick = arguments.contains("--quick")
 let window = quick ? 0.5 : 2.0
+let only = arguments.firstIndex(of: "--only").flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+/// Whether any of the measurements named was asked for.
+func wanted(_ names: String...) -> Bool {
+    guard let only else { return true }
+    return names.contains { $0.contains(only) }
+}
 
 emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName])
 
 // SGEMM: a 1024³ reference and every shape a training step issues, named by M×N×K
 // (rate over all transpose layouts of that shape; each layout's rate alongside).
-emit("sgemm/1024x1024x1024", benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false), "GFLOP/s",
-     ["trans": ["NN"], "note": "reference shape, not used by the model"])
+if wanted("sgemm/1024x1024x1024") {
+    emit("sgemm/1024x1024x1024", benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false), "GFLOP/s",
+         ["trans": ["NN"], "note": "reference shape, not used by the model"])
+}
 var bestModelSGEMM = 0.0
 var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
-for bench in benchConfigs {
+// The best model-shape rate is the yardstick of bench-m/sft_step_useful, so it is measured for that too.
+for bench in benchConfigs where wanted("sgemm/") || wanted("bench-m/sft_step_useful") {
     for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
         let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
         bestModelSGEMM = max(bestModelSGEMM, rate)
@@ -305,39 +315,51 @@ for bench in benchConfigs {
         }
     }
 }
-for shape in shapeRates {
+for shape in shapeRates where wanted(shape.name) {
     // The same work in each layout: the combined rate is the harmonic mean.
     let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
     emit(shape.name, combined, "GFLOP/s", ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }])
 }
 
 for bench in benchConfigs {
-    let sft = SFTStepBench(bench)
-    let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
-    emit("\(bench.name)/sft_step", rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
-    if bench.name == "bench-m" {
-        let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
-        emit("bench-m/sft_step_useful", useful, "GFLOP/s", [
-            "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-            "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
-            "flops_per_row": usefulFLOPsPerRow(bench.config),
-        ])
+    if wanted("\(bench.name)/sft_step", "\(bench.name)/sft_step_useful") {
+        let sft = SFTStepBench(bench)
+        let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
+        if wanted("\(bench.name)/sft_step") {
+            emit("\(bench.name)/sft_step", rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+        }
+        if bench.name == "bench-m", wanted("bench-m/sft_step_useful") {
+            let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
+            emit("bench-m/sft_step_useful", useful, "GFLOP/s", [
+                "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
+                "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
+                "flops_per_row": usefulFLOPsPerRow(bench.config),
+            ])
+        }
     }
-    for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key }) {
-        emit("\(bench.name)/sft_step/\(phase)", milliseconds, "ms", ["batch": bench.batch])
+    let phaseNames = ["forward", "backward", "clip_norm", "adamw"]
+    if phaseNames.contains(where: { wanted("\(bench.name)/sft_step/\($0)") }) {
+        for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
+        where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step/\(phase)") {
+            emit("\(bench.name)/sft_step/\(phase)", milliseconds, "ms", ["batch": bench.batch])
+        }
     }
     let objectives: [(String, any Objective, String)] = [
         ("dpo", DPOObjective(), "pairs/s"), ("kto", KTOObjective(), "rows/s"),
         ("dro", DROObjective(), "pairs/s"), ("rpo", RPOObjective(), "pairs/s"),
     ]
-    for (name, objective, unit) in objectives {
+    for (name, objective, unit) in objectives where wanted("\(bench.name)/\(name)_step") {
         let step = ObjectiveStepBench(bench, objective: objective)
         let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
         emit("\(bench.name)/\(name)_step", rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
     }
-    let sampling = benchSampling(bench, seconds: window)
-    emit("\(bench.name)/sample_dpmpp2m_20", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
-    let endToEnd = benchDROEndToEnd(bench, steps: quick ? 3 : 8)
-    emit("\(bench.name)/dro_train_end_to_end", endToEnd, "pairs/s",
-         ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch"])
+    if wanted("\(bench.name)/sample_dpmpp2m_20") {
+        let sampling = benchSampling(bench, seconds: window)
+        emit("\(bench.name)/sample_dpmpp2m_20", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
+    }
+    if wanted("\(bench.name)/dro_train_end_to_end") {
+        let endToEnd = benchDROEndToEnd(bench, steps: quick ? 3 : 8)
+        emit("\(bench.name)/dro_train_end_to_end", endToEnd, "pairs/s",
+             ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch"])
+    }
 }
