@@ -238,13 +238,15 @@ public struct ResMLP: Sendable {
         linear(p, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, output: ws.output.pointer, outputs: D, batch: B)
     }
 
-    /// y = x·Wᵀ + b for W stored [outputs, inputs].
+    /// y = x·Wᵀ + b for W stored [outputs, inputs]. The bias is written first and the
+    /// GEMM accumulates onto it (β = 1): with β = 0 OpenBLAS would make a zeroing pass
+    /// over y, and the bias another read-modify-write one.
     @inline(__always)
     func linear(_ p: UnsafePointer<Float>, _ offsets: (weight: Int, bias: Int), input: UnsafePointer<Float>, inputs: Int,
                 output: UnsafeMutablePointer<Float>, outputs: Int, batch: Int) {
+        Elementwise.broadcastRows(p + offsets.bias, into: output, rows: batch, columns: outputs, stride: outputs)
         BLAS.sgemm(transB: true, m: batch, n: outputs, k: inputs, a: input, lda: inputs, b: p + offsets.weight, ldb: inputs,
-                   c: output, ldc: outputs)
-        Elementwise.addBias(p + offsets.bias, to: output, rows: batch, columns: outputs, stride: outputs)
+                   beta: 1, c: output, ldc: outputs)
     }
 
     /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.

@@ -60,6 +60,12 @@ public enum Elementwise {
         for row in 0..<rows { add(bias, into: y + row * stride, count: columns) }
     }
 
+    /// y[r, :] = row for each of `rows` rows of length `columns` with row stride `stride`.
+    public static func broadcastRows(_ row: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                     rows: Int, columns: Int, stride: Int) {
+        for r in 0..<rows { (y + r * stride).update(from: row, count: columns) }
+    }
+
     /// sums[:] += Σ_r x[r, :] — the gradient of a broadcast bias.
     public static func accumulateColumnSums(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int,
                                             into sums: UnsafeMutablePointer<Float>) {
