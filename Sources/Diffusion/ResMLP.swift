@@ -196,34 +196,46 @@ public struct ResMLP: Sendable {
     // MARK: - Forward
 
     /// Runs the model on the first `batch` rows of the workspace inputs; the prediction is in `ws.output`.
-    public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int) {
+    ///
+    /// With `conditionRows` G < batch, row r shares its timestep and condition with row
+    /// r mod G (a DPO pair, DRO's expert and policy rows), so the path that depends only
+    /// on (t, c) — time MLP, condition vector, all blocks' modulation — runs on the first
+    /// G rows and is reused: a pair costs 10–18 % fewer FLOPs. Gradients are the same
+    /// sums, taken per shared row.
+    public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int, conditionRows: Int? = nil) {
         precondition(parameters.count == layout.totalCount, "parameters do not match this model")
         precondition(batch <= ws.maxBatch, "batch \(batch) exceeds the workspace's \(ws.maxBatch)")
+        let G = conditionRows ?? batch
+        precondition(G > 0 && batch % G == 0, "\(G) condition rows do not divide a batch of \(batch)")
+        precondition(G == batch || ws.rowsShareConditioning(batch: batch, conditionRows: G, config: config),
+                     "rows sharing their conditioning must have the same timestep and condition")
+        ws.conditionRows = G
         let p = UnsafePointer(parameters.pointer)
         let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
         let modWidth = 2 * H * config.depth
 
         // 1–2. Time embedding e.
-        timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: B)
-        linear(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, output: ws.time0.pointer, outputs: H, batch: B)
-        Elementwise.siluForward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, out: ws.time0Activation.pointer, count: B * H)
-        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: B)
+        timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: G)
+        linear(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, output: ws.time0.pointer, outputs: H, batch: G)
+        Elementwise.siluForward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, out: ws.time0Activation.pointer, count: G * H)
+        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: G)
 
         // 3. s = SiLU(e + c).
-        conditionForward(p, ws, batch: B)
-        Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: B * H)
-        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: B * H)
+        conditionForward(p, ws, batch: G)
+        Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: G * H)
+        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: G * H)
 
         // 4. h = in_proj(x).
         linear(p, offsets.inProj, input: ws.x.pointer, inputs: D, output: ws.h.pointer, outputs: H, batch: B)
 
         // 5. Blocks; the modulation of all blocks in one GEMM.
-        linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: B)
+        linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: G)
         for (i, block) in offsets.blocks.enumerated() {
             let a = ws.blocks[i]
             LayerNorm.forward(ws.h.pointer, gamma: p + block.norm.weight, beta: p + block.norm.bias,
                               normalized: a.normalized.pointer, rstd: a.rstd.pointer, out: a.normOut.pointer, rows: B, width: H)
-            modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer, batch: B)
+            modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer,
+                     batch: B, conditionRows: G)
             linear(p, block.fc1, input: a.u.pointer, inputs: H, output: a.fc1.pointer, outputs: M, batch: B)
             Elementwise.siluForward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, out: a.fc1Activation.pointer, count: B * M)
             // h += fc2(…): the GEMM accumulates straight into the residual stream.
@@ -263,28 +275,40 @@ public struct ResMLP: Sendable {
         }
     }
 
-    /// u = y·(1 + scale) + shift, with [scale | shift] a row slice of the modulation matrix.
-    func modulate(_ y: UnsafePointer<Float>, modulation: UnsafePointer<Float>, stride: Int, into u: UnsafeMutablePointer<Float>, batch: Int) {
+    /// u = y·(1 + scale) + shift, with [scale | shift] a row slice of the modulation matrix
+    /// (row b mod G: rows share their conditioning's modulation).
+    func modulate(_ y: UnsafePointer<Float>, modulation: UnsafePointer<Float>, stride: Int, into u: UnsafeMutablePointer<Float>,
+                  batch: Int, conditionRows G: Int) {
         let H = config.hidden
         for b in 0..<batch {
-            let scale = modulation + b * stride, shift = scale + H
+            let scale = modulation + (b % G) * stride, shift = scale + H
             let yr = y + b * H, ur = u + b * H
             for j in 0..<H { ur[j] = yr[j] * (1 + scale[j]) + shift[j] }
         }
     }
 
-    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du.
+    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du. Rows sharing a modulation
+    /// row add into it: the first G rows write it, the others accumulate.
     func modulateBackward(_ dU: UnsafePointer<Float>, y: UnsafePointer<Float>, modulation: UnsafePointer<Float>,
-                          dModulation: UnsafeMutablePointer<Float>, stride: Int, dY: UnsafeMutablePointer<Float>, batch: Int) {
+                          dModulation: UnsafeMutablePointer<Float>, stride: Int, dY: UnsafeMutablePointer<Float>,
+                          batch: Int, conditionRows G: Int) {
         let H = config.hidden
         for b in 0..<batch {
-            let scale = modulation + b * stride
-            let dScale = dModulation + b * stride, dShift = dScale + H
+            let scale = modulation + (b % G) * stride
+            let dScale = dModulation + (b % G) * stride, dShift = dScale + H
             let du = dU + b * H, yr = y + b * H, dy = dY + b * H
-            for j in 0..<H {
-                dy[j] = du[j] * (1 + scale[j])
-                dScale[j] = du[j] * yr[j]
-                dShift[j] = du[j]
+            if b < G {
+                for j in 0..<H {
+                    dy[j] = du[j] * (1 + scale[j])
+                    dScale[j] = du[j] * yr[j]
+                    dShift[j] = du[j]
+                }
+            } else {
+                for j in 0..<H {
+                    dy[j] = du[j] * (1 + scale[j])
+                    dScale[j] += du[j] * yr[j]
+                    dShift[j] += du[j]
+                }
             }
         }
     }
@@ -301,6 +325,8 @@ public struct ResMLP: Sendable {
         let p = UnsafePointer(parameters.pointer), g = gradients.pointer
         let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
         let modWidth = 2 * H * config.depth
+        let G = ws.conditionRows
+        precondition(batch % G == 0, "backward of \(batch) rows after a forward with \(G) condition rows")
         let dH = ws.dH.pointer, dNorm = ws.dNorm.pointer
 
         // 6. out_proj and out_norm.
@@ -320,28 +346,29 @@ public struct ResMLP: Sendable {
             linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
                            dInput: ws.dU.pointer, batch: B)
             modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
-                             dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm, batch: B)
+                             dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm,
+                             batch: B, conditionRows: G)
             LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
                                gamma: p + block.norm.weight, dX: dH,
                                dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
         }
         linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
-                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: B)
+                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: G)
 
         // 4. in_proj: x needs no gradient.
         linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B)
 
         // 3. s = SiLU(e + c): the same gradient reaches e and c.
         Elementwise.siluBackward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, dOut: ws.dS.pointer,
-                                 dA: ws.dS.pointer, count: B * H)
+                                 dA: ws.dS.pointer, count: G * H)
         linearBackward(p, g, offsets.time2, input: ws.time0Activation.pointer, inputs: H, dOutput: ws.dS.pointer, outputs: H,
-                       dInput: ws.dU.pointer, batch: B)
-        conditionBackward(ws.dS.pointer, ws, batch: B, gradients: g)
+                       dInput: ws.dU.pointer, batch: G)
+        conditionBackward(ws.dS.pointer, ws, batch: G, gradients: g)
 
         // 2. time_mlp.0: φ(t) needs no gradient.
-        Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: B * H)
+        Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: G * H)
         linearBackward(p, g, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, dOutput: ws.dU.pointer, outputs: H,
-                       dInput: nil, batch: B)
+                       dInput: nil, batch: G)
     }
 }
 
@@ -364,7 +391,8 @@ public final class ResMLPWorkspace {
     // Outputs.
     /// ε prediction, [B, D].
     public let output: FloatBuffer
-    /// The condition vector c of each row, [B, H] (SPEC §2 step 3).
+    /// The condition vector c of each row, [B, H] (SPEC §2 step 3); of the first G rows
+    /// only after a forward pass whose rows share their conditioning.
     public let condition: FloatBuffer
     /// ∂L/∂output, [B, D]: objectives write it, `backward` reads it.
     public let outputGradient: FloatBuffer
@@ -378,6 +406,8 @@ public final class ResMLPWorkspace {
     /// e + c, then its sigmoid and s = SiLU(e + c).
     let conditioned: FloatBuffer, conditionedSigmoid: FloatBuffer, s: FloatBuffer
     var tokenCounts: [Int]
+    /// G of the last forward pass: the rows whose conditioning path was computed.
+    var conditionRows = 1
     let h: FloatBuffer, modulation: FloatBuffer
     let blocks: [BlockActivations]
     let outNormalized: FloatBuffer, outRstd: FloatBuffer, outNormOut: FloatBuffer
@@ -435,4 +465,24 @@ public final class ResMLPWorkspace {
 
     /// The time features φ(t) of the last forward pass, [B, F].
     public var lastTimeFeatures: FloatBuffer { timeFeatures }
+
+    /// Whether every row r < batch has the timestep and condition inputs of row r mod G.
+    func rowsShareConditioning(batch: Int, conditionRows G: Int, config: ModelConfig) -> Bool {
+        for r in G..<batch {
+            let shared = r % G
+            if timesteps[r] != timesteps[shared] { return false }
+            switch config.condition {
+            case let .text(_, maxTokens):
+                for slot in 0..<maxTokens where tokens[r * maxTokens + slot] != tokens[shared * maxTokens + slot] { return false }
+            case let .vector(dim):
+                if conditionIsNull[r] != conditionIsNull[shared] { return false }
+                if conditionIsNull[r] == 0 {
+                    for k in 0..<dim where conditionInput[r * dim + k] != conditionInput[shared * dim + k] { return false }
+                }
+            case .none:
+                break
+            }
+        }
+        return true
+    }
 }

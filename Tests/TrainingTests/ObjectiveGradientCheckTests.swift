@@ -47,7 +47,11 @@ import Training
             let prompts: [[Int32]] = [[1, 5, 5], [0, 0, 0], [7, 2, 0]]
             workspace.tokens = (0..<rows).flatMap { prompts[$0 % examples] }
         case let .vector(dim):
-            random.fillNormal(workspace.conditionInput.pointer, count: rows * dim)
+            // An example's rows (a pair) share their condition, as the trainer fills them.
+            random.fillNormal(workspace.conditionInput.pointer, count: examples * dim)
+            for row in examples..<rows {
+                (workspace.conditionInput.pointer + row * dim).update(from: workspace.conditionInput.pointer + (row % examples) * dim, count: dim)
+            }
             workspace.conditionIsNull = (0..<rows).map { $0 % examples == 1 ? 1 : 0 }
         case .none: break
         }

@@ -9,7 +9,9 @@ public struct ObjectiveResult: Sendable {
 }
 
 /// Everything an objective needs for one batch of `examples`. The workspace
-/// inputs (x_t, t, condition) of all `examples × rowsPerExample` rows are filled;
+/// inputs (x_t, t, condition) of all `examples × rowsPerExample` rows are filled,
+/// example b's rows at b, b + examples, …, all with the same t and condition
+/// (a pair shares them, SPEC §5), so the model computes their conditioning once;
 /// `targets` holds each row's regression target ε.
 public struct ObjectiveContext {
     public let model: ResMLP
@@ -82,18 +84,18 @@ extension ObjectiveContext {
     }
 
     /// Runs the reference model on the workspace inputs and keeps its per-row mse
-    /// (and its condition vectors). Run before θ's forward: the passes share the workspace.
+    /// (and each example's condition vector). Run before θ's forward: the passes share the workspace.
     func runReference(rows: Int) {
         guard let reference else { preconditionFailure("this objective needs the reference model") }
-        model.forward(reference, workspace, batch: rows)
+        model.forward(reference, workspace, batch: rows, conditionRows: examples)
         scratch.referenceOutput.pointer.update(from: workspace.output.pointer, count: rows * rowWidth)
-        scratch.referenceCondition.pointer.update(from: workspace.condition.pointer, count: rows * model.config.hidden)
+        scratch.referenceCondition.pointer.update(from: workspace.condition.pointer, count: examples * model.config.hidden)
         Self.rowMSE(scratch.referenceOutput.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
     }
 
     /// Runs θ's forward pass and computes its per-row mse.
     func runTheta(rows: Int) {
-        model.forward(theta, workspace, batch: rows)
+        model.forward(theta, workspace, batch: rows, conditionRows: examples)
         Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
     }
 

@@ -1,0 +1,57 @@
+import Diffusion
+import Numerics
+import Testing
+
+/// Rows that share their timestep and condition (a DPO pair, DRO's expert and policy
+/// rows) may share the conditioning path: the output and every gradient must be the
+/// same as when each row computes its own, up to the order of float sums.
+@Suite struct SharedConditioningTests {
+    static let conditions: [ModelConfig.Condition] = [.text(vocab: 11, maxTokens: 4), .vector(dim: 3), .none]
+
+    @Test("sharing the conditioning path changes neither output nor gradients", arguments: conditions)
+    func sharedRowsMatchIndependentRows(condition: ModelConfig.Condition) {
+        let config = ModelConfig(sampleShape: [1, 2, 3], hidden: 16, depth: 2, mlpRatio: 2, timeFreqDim: 8, condition: condition)
+        let model = ResMLP(config: config)
+        var random = Philox(seed: 11)
+        let parameters = FloatBuffer(count: model.parameterCount)
+        random.fillUniform(parameters.pointer, count: parameters.count, low: -0.5, high: 0.5)
+        let examples = 3, rows = 2 * examples, D = config.sampleSize
+        let workspace = model.makeWorkspace(maxBatch: rows)
+        // Each example's two rows: different x, the same t and condition.
+        random.fillNormal(workspace.x.pointer, count: rows * D)
+        for row in 0..<rows { workspace.timesteps[row] = Float([17, 503, 999][row % examples]) }
+        switch condition {
+        case .text:
+            let prompts: [[Int32]] = [[3, 5, 3, 0], [0, 0, 0, 0], [9, 2, 0, 0]]
+            workspace.tokens = (0..<rows).flatMap { prompts[$0 % examples] }
+        case let .vector(dim):
+            random.fillNormal(workspace.conditionInput.pointer, count: examples * dim)
+            for row in examples..<rows {
+                (workspace.conditionInput.pointer + row * dim).update(from: workspace.conditionInput.pointer + (row - examples) * dim, count: dim)
+            }
+            workspace.conditionIsNull = (0..<rows).map { $0 % examples == 1 ? 1 : 0 }
+        case .none: break
+        }
+        var upstream = [Float](repeating: 0, count: rows * D)
+        upstream.withUnsafeMutableBufferPointer { random.fillNormal($0.baseAddress!, count: $0.count) }
+
+        func run(conditionRows: Int?) -> (output: [Float], gradients: [Float]) {
+            model.forward(parameters, workspace, batch: rows, conditionRows: conditionRows)
+            let output = Array(UnsafeBufferPointer(start: workspace.output.pointer, count: rows * D))
+            let gradients = FloatBuffer(count: model.parameterCount)
+            model.backward(parameters, workspace, batch: rows, dOutput: upstream, gradients: gradients)
+            return (output, Array(UnsafeBufferPointer(start: gradients.pointer, count: gradients.count)))
+        }
+        let independent = run(conditionRows: nil), shared = run(conditionRows: examples)
+
+        for i in 0..<independent.output.count {
+            #expect(abs(shared.output[i] - independent.output[i]) <= 1e-6 * max(1, abs(independent.output[i])), "output \(i)")
+        }
+        for entry in model.layout.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            let scale = range.map { abs(independent.gradients[$0]) }.max()!
+            let worst = range.map { abs(shared.gradients[$0] - independent.gradients[$0]) }.max()!
+            #expect(worst <= 1e-5 * max(scale, 1e-3), "\(condition) \(entry.name): \(worst) at scale \(scale)")
+        }
+    }
+}
