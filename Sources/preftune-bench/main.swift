@@ -262,11 +262,12 @@ final class SilentSink: TrainingSink {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--only TEXT] [--profile bench-s|bench-m [--sampling]]
+    usage: preftune-bench [--quick] [--only TEXT] [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
       (default)   every measurement, one JSON object per line
       --quick     shorter measuring windows
       --only      only the measurements whose name contains TEXT (e.g. bench-s/sft, sgemm, adamw)
-      --profile   run 200 SFT steps (or --sampling: 15 s of sampling) of one config, nothing else (for perf record)
+      --profile   run 200 SFT steps (or 200 steps of --objective, or 15 s of --sampling) of one config,
+                  nothing else (for perf record)
     """)
     exit(0)
 }
@@ -277,6 +278,14 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
     }
     if arguments.contains("--sampling") {
         _ = benchSampling(bench, seconds: 5)
+    } else if let flag = arguments.firstIndex(of: "--objective"), flag + 1 < arguments.count {
+        let objectives: [String: any Objective] = ["dpo": DPOObjective(), "kto": KTOObjective(), "dro": DROObjective(), "rpo": RPOObjective()]
+        guard let objective = objectives[arguments[flag + 1]] else {
+            FileHandle.standardError.write(Data("unknown objective \(arguments[flag + 1])\n".utf8))
+            exit(2)
+        }
+        let step = ObjectiveStepBench(bench, objective: objective)
+        for _ in 0..<200 { step.step() }
     } else {
         let sft = SFTStepBench(bench)
         for _ in 0..<200 { _ = sft.step() }
