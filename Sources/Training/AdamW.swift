@@ -66,6 +66,14 @@ public final class AdamW {
         }
     }
 
+    /// Moments below the smallest normal Float32 become zero, as under
+    /// torch.set_flush_denormal(True). A parameter whose gradient stays zero (an unused
+    /// token's embedding row, a batch where DRO's hinge is inactive) has its first moment
+    /// decay by β1 per step into subnormals within ~800 steps, and subnormal arithmetic
+    /// made the whole update up to twice as slow; such a moment moves no parameter.
+    @inline(__always)
+    static func flushSubnormal(_ x: Float) -> Float { abs(x) < Float.leastNormalMagnitude ? 0 : x }
+
     struct Coefficients {
         let decay, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, correction2, epsilon, gradientScale: Float
     }
@@ -75,8 +83,8 @@ public final class AdamW {
                                count: Int, _ c: Coefficients) {
         for i in 0..<count {
             let gi = g[i] * c.gradientScale
-            let mi = m[i] + c.oneMinusBeta1 * (gi - m[i])
-            let vi = v[i] * c.beta2 + c.oneMinusBeta2 * gi * gi
+            let mi = flushSubnormal(m[i] + c.oneMinusBeta1 * (gi - m[i]))
+            let vi = flushSubnormal(v[i] * c.beta2 + c.oneMinusBeta2 * gi * gi)
             m[i] = mi
             v[i] = vi
             p[i] = p[i] * c.decay - c.stepSize * (mi / (vi.squareRoot() / c.correction2 + c.epsilon))

@@ -90,6 +90,25 @@ import Training
         #expect(abs(ema.weights[0] - 0.19) < 1e-6)
     }
 
+    /// A gradient that stops (an unused token's embedding) lets the first moment decay by
+    /// β1 per step; it must reach zero, not linger in slow subnormal arithmetic.
+    @Test func momentsOfParametersWithoutGradientFlushToZero() {
+        let parameters = FloatBuffer([0.5, 0.5]), gradients = FloatBuffer(count: 2)
+        let optimizer = AdamW(parameterCount: 2)
+        gradients.pointer.update(from: [1e-3, 1], count: 2)
+        optimizer.update(parameters, gradients: gradients, learningRate: 1e-3)
+        var sawSubnormal = false
+        for _ in 0..<1_000 {
+            gradients[1] = 1  // the second parameter keeps learning
+            optimizer.update(parameters, gradients: gradients, learningRate: 1e-3)
+            sawSubnormal = sawSubnormal || optimizer.firstMoment[0].isSubnormal || optimizer.secondMoment[0].isSubnormal
+        }
+        #expect(!sawSubnormal)
+        #expect(optimizer.firstMoment[0] == 0)
+        #expect(optimizer.secondMoment[0] > 0, "v decays by β2 = 0.999 only, and is still normal")
+        #expect(abs(optimizer.firstMoment[1] - 1) < 1e-6)
+    }
+
     @Test func clippingLeavesSmallGradientsAlone() {
         let gradients = FloatBuffer([0.3, 0.4])
         let norm = GradientClipping.clipGlobalNorm(gradients, maxNorm: 1)
