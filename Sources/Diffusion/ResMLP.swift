@@ -414,7 +414,7 @@ public final class ResMLPWorkspace {
     // Backward scratch.
     let dH: FloatBuffer, dNorm: FloatBuffer, dU: FloatBuffer, dWide: FloatBuffer, dModulation: FloatBuffer, dS: FloatBuffer
 
-    init(config: ModelConfig, maxBatch: Int) {
+    public init(config: ModelConfig, maxBatch: Int) {
         precondition(maxBatch > 0, "workspace needs at least one row")
         self.maxBatch = maxBatch
         let B = maxBatch, H = config.hidden, D = config.sampleSize, M = config.mlpHidden, F = config.timeFreqDim
@@ -461,6 +461,16 @@ public final class ResMLPWorkspace {
         dWide = FloatBuffer(count: B * max(M, H))
         dModulation = FloatBuffer(count: B * modWidth)
         dS = FloatBuffer(count: B * H)
+    }
+
+    /// Copies the inputs of the first `rows` rows (x_t, t, condition) from another workspace.
+    public func copyInputs(from other: ResMLPWorkspace, rows: Int) {
+        precondition(rows <= maxBatch && rows <= other.maxBatch, "\(rows) rows do not fit the workspace")
+        x.pointer.update(from: other.x.pointer, count: rows * (x.count / maxBatch))
+        timesteps.pointer.update(from: other.timesteps.pointer, count: rows)
+        tokens = other.tokens
+        conditionInput.pointer.update(from: other.conditionInput.pointer, count: rows * (conditionInput.count / maxBatch))
+        conditionIsNull = other.conditionIsNull
     }
 
     /// The time features φ(t) of the last forward pass, [B, F].

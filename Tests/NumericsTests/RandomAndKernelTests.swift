@@ -80,3 +80,36 @@ import Testing
         #expect(KernelSelection.preferredCoreType(cpuFlags: ["sse2"]) == nil)
     }
 }
+
+@Suite struct SideBySideTests {
+    /// Two chains of SGEMMs side by side (single-threaded OpenBLAS on each core) give
+    /// the bits of the same chains run one after the other on all threads: a resumed
+    /// run and an uninterrupted one must agree whichever way their steps ran.
+    @Test func sideBySideProductsEqualSequentialOnes() {
+        let m = 96, n = 384, k = 320
+        var random = Philox(seed: 21)
+        let input = FloatBuffer(count: m * k)
+        random.fillNormal(input.pointer, count: input.count)
+        let weights = (0..<2).map { _ in FloatBuffer(count: n * k) }
+        for w in weights { random.fillNormal(w.pointer, count: w.count) }
+        let outputs = (0..<2).map { _ in FloatBuffer(count: m * n) }, states = (0..<2).map { _ in FloatBuffer(count: m * k) }
+
+        /// y = x·Wᵀ, then x += 0.01·y·W, twenty times: products that feed each other, as in a forward pass.
+        func chain(_ i: Int) {
+            states[i].copy(from: input)
+            for _ in 0..<20 {
+                BLAS.sgemm(transB: true, m: m, n: n, k: k, a: states[i].pointer, lda: k, b: weights[i].pointer, ldb: k,
+                           c: outputs[i].pointer, ldc: n)
+                BLAS.sgemm(m: m, n: k, k: n, alpha: 1e-2, a: outputs[i].pointer, lda: n, b: weights[i].pointer, ldb: k,
+                           beta: 1, c: states[i].pointer, ldc: k)
+            }
+        }
+        chain(0)
+        chain(1)
+        let expected = states.map(\.array)
+        for _ in 0..<10 {
+            BLASRuntime.sideBySide({ chain(0) }, { chain(1) })
+            #expect(states.map(\.array) == expected)
+        }
+    }
+}

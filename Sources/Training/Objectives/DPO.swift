@@ -15,8 +15,7 @@ public struct DPOObjective: Objective {
 
     public func lossAndGradient(_ c: ObjectiveContext) -> ObjectiveResult {
         let B = c.examples, s = c.scratch
-        c.runReference(rows: 2 * B)
-        c.runTheta(rows: 2 * B)
+        c.runReferenceAndTheta(rows: 2 * B)
         var loss = 0.0, accurate = 0.0, margin = 0.0
         for b in 0..<B {
             let thetaDelta = s.thetaMSE[b] - s.thetaMSE[B + b]

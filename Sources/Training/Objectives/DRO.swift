@@ -21,8 +21,7 @@ public struct DROObjective: Objective {
 
     public func lossAndGradient(_ c: ObjectiveContext) -> ObjectiveResult {
         let B = c.examples, s = c.scratch
-        c.runReference(rows: 2 * B)
-        c.runTheta(rows: 2 * B)
+        c.runReferenceAndTheta(rows: 2 * B)
         var loss = 0.0, diff = 0.0, expertGain = 0.0, policyGain = 0.0, active = 0.0
         for b in 0..<B {
             let expert = s.thetaMSE[b] - s.referenceMSE[b]

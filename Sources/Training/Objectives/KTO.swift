@@ -22,8 +22,7 @@ public struct KTOObjective: Objective {
     public func lossAndGradient(_ c: ObjectiveContext) -> ObjectiveResult {
         let B = c.examples, s = c.scratch
         precondition(c.desirable.count >= B, "kto needs a desirable flag per sample")
-        c.runReference(rows: B)
-        c.runTheta(rows: B)
+        c.runReferenceAndTheta(rows: B)
         var meanGain = 0.0
         for b in 0..<B { meanGain += s.referenceMSE[b] - s.thetaMSE[b] }
         let referencePoint = max(0, meanGain / Double(B))

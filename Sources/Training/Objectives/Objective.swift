@@ -51,8 +51,11 @@ public protocol Objective: Sendable {
 /// Per-batch buffers shared by the objectives, allocated once per job.
 public final class ObjectiveScratch {
     public let maxRows: Int
-    /// The reference model's prediction, [rows, D], and condition vectors, [rows, H].
-    let referenceOutput: FloatBuffer
+    let config: ModelConfig
+    /// The reference model's activations: its forward pass runs beside θ's. Made on
+    /// first use, so objectives without a reference do not hold them.
+    private(set) lazy var referenceWorkspace = ResMLPWorkspace(config: config, maxBatch: maxRows)
+    /// The reference model's condition vector of each example, [examples, H].
     let referenceCondition: FloatBuffer
     /// Per-row mean squared errors of θ and ref, and ∂L/∂mse_θ per row.
     var thetaMSE: [Double]
@@ -61,7 +64,7 @@ public final class ObjectiveScratch {
 
     public init(config: ModelConfig, maxRows: Int) {
         self.maxRows = maxRows
-        referenceOutput = FloatBuffer(count: maxRows * config.sampleSize)
+        self.config = config
         referenceCondition = FloatBuffer(count: maxRows * config.hidden)
         thetaMSE = [Double](repeating: 0, count: maxRows)
         referenceMSE = [Double](repeating: 0, count: maxRows)
@@ -83,19 +86,23 @@ extension ObjectiveContext {
         }
     }
 
-    /// Runs the reference model on the workspace inputs and keeps its per-row mse
-    /// (and each example's condition vector). Run before θ's forward: the passes share the workspace.
-    func runReference(rows: Int) {
-        guard let reference else { preconditionFailure("this objective needs the reference model") }
-        model.forward(reference, workspace, batch: rows, conditionRows: examples)
-        scratch.referenceOutput.pointer.update(from: workspace.output.pointer, count: rows * rowWidth)
-        scratch.referenceCondition.pointer.update(from: workspace.condition.pointer, count: examples * model.config.hidden)
-        Self.rowMSE(scratch.referenceOutput.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
-    }
-
     /// Runs θ's forward pass and computes its per-row mse.
     func runTheta(rows: Int) {
         model.forward(theta, workspace, batch: rows, conditionRows: examples)
+        Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
+    }
+
+    /// Runs the reference model and θ on the same inputs, side by side (each on its own
+    /// workspace), and keeps both per-row mse and the reference's condition vectors.
+    func runReferenceAndTheta(rows: Int) {
+        guard let reference else { preconditionFailure("this objective needs the reference model") }
+        let referenceWorkspace = scratch.referenceWorkspace
+        referenceWorkspace.copyInputs(from: workspace, rows: rows)
+        BLASRuntime.sideBySide(
+            { model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples) },
+            { model.forward(theta, workspace, batch: rows, conditionRows: examples) })
+        Self.rowMSE(referenceWorkspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
+        scratch.referenceCondition.pointer.update(from: referenceWorkspace.condition.pointer, count: examples * model.config.hidden)
         Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
     }
 

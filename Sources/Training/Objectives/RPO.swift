@@ -21,8 +21,7 @@ public struct RPOObjective: Objective {
 
     public func lossAndGradient(_ c: ObjectiveContext) -> ObjectiveResult {
         let B = c.examples, s = c.scratch, H = c.model.config.hidden
-        c.runReference(rows: 2 * B)
-        c.runTheta(rows: 2 * B)
+        c.runReferenceAndTheta(rows: 2 * B)
         let weights = contrastWeights(c, examples: B, hidden: H)
         var rewardChosen = [Double](repeating: 0, count: B), rewardRejected = [Double](repeating: 0, count: B)
         for i in 0..<B {
