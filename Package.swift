@@ -20,7 +20,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "Numerics", dependencies: ["COpenBLAS"], swiftSettings: numericsSettings),
+        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux"], swiftSettings: numericsSettings),
         .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
         .target(name: "Training", dependencies: ["Numerics", "Diffusion"], swiftSettings: numericsSettings),
         // A procedural text-to-image world with a reward: demo data and alignment checks.
@@ -42,7 +42,7 @@ let package = Package(
 
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
-        .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
+        .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics"]),

@@ -1,5 +1,4 @@
 import COpenBLAS
-import Dispatch
 import Synchronization
 
 /// Matrix products go through OpenBLAS SGEMM. All matrices are row-major.
@@ -43,39 +42,25 @@ public enum BLASRuntime {
 
     /// Sets the number of threads OpenBLAS uses for each call.
     public static func setThreadCount(_ count: Int) {
-        configuredThreadCount.store(max(1, count), ordering: .relaxed)
+        configuredCount.store(max(1, count), ordering: .relaxed)
         openblas_set_num_threads(Int32(max(1, count)))
     }
 
-    /// The count last set (initially the library's own): `sideBySide` narrows OpenBLAS
-    /// to one thread for a while and must come back to this, not to whatever another
-    /// job's `sideBySide` left behind.
-    private static let configuredThreadCount = Atomic<Int>(Int(openblas_get_num_threads()))
+    /// The count last set (initially the library's own). `singleThreaded` narrows
+    /// OpenBLAS to one thread for a while and must come back to this, not to whatever
+    /// another job's `singleThreaded` left behind.
+    public static var configuredThreadCount: Int { configuredCount.load(ordering: .relaxed) }
+    private static let configuredCount = Atomic<Int>(Int(openblas_get_num_threads()))
 
-    /// Runs two independent pieces of BLAS-heavy work (the reference and θ forward
-    /// passes of a step) at once, each on one core with single-threaded OpenBLAS,
-    /// when OpenBLAS is configured for two or more threads; otherwise one after the
-    /// other. Small GEMMs split over two threads leave a core waiting at every call
-    /// and through the element-wise work between calls; two whole passes side by side
-    /// keep both busy (a bench-s pair step's forwards ran ~25 % faster). GEMM results
-    /// do not depend on the thread count: OpenBLAS splits rows and columns, never the
-    /// sum over k.
-    public static func sideBySide(_ first: () -> Void, _ second: () -> Void) {
-        let configured = configuredThreadCount.load(ordering: .relaxed)
-        guard configured >= 2 else {
-            first()
-            second()
-            return
-        }
+    /// Runs `body` with OpenBLAS on one thread per call, for work that two threads of
+    /// one job split between themselves (`CompanionThread`); then restores the
+    /// configured count. GEMM results do not depend on the thread count: OpenBLAS
+    /// splits a product's rows and columns over threads, never the sum over k.
+    /// With several jobs in one process, another job's GEMMs may run single-threaded
+    /// meanwhile; each job restores the configured count when it is done.
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
         openblas_set_num_threads(1)
-        withoutActuallyEscaping(first) { first in
-            withoutActuallyEscaping(second) { second in
-                let work = UncheckedSendable((first, second))
-                DispatchQueue.concurrentPerform(iterations: 2) { index in
-                    if index == 0 { work.value.0() } else { work.value.1() }
-                }
-            }
-        }
-        openblas_set_num_threads(Int32(configured))
+        defer { openblas_set_num_threads(Int32(configuredThreadCount)) }
+        return try body()
     }
 }

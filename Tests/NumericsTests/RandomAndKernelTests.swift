@@ -1,4 +1,5 @@
 import Foundation
+import CLinux
 import Numerics
 import Testing
 
@@ -107,9 +108,47 @@ import Testing
         chain(0)
         chain(1)
         let expected = states.map(\.array)
+        let companion = CompanionThread(name: "test-companion")
         for _ in 0..<10 {
-            BLASRuntime.sideBySide({ chain(0) }, { chain(1) })
+            companion.sideBySide({ chain(0) }, { chain(1) })
             #expect(states.map(\.array) == expected)
         }
+    }
+}
+
+@Suite struct CompanionThreadTests {
+    /// The companion takes its creator's CPU priority (a worker's nice 10: training stays
+    /// below the request path) and its thread ends when the companion is released.
+    @Test func companionRunsAtItsCreatorsPriorityAndEndsWithIt() async throws {
+        let name = "companion-\(Int.random(in: 1000..<10000))"
+        @Sendable func companionThreads() -> [(task: String, nice: Int)] {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.compactMap { task in
+                guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
+                      comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+                      let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8) else { return nil }
+                // After the parenthesised name, nice is the 17th field.
+                let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+                return (task, Int(fields[16]) ?? -99)
+            }
+        }
+        // A thread of our own lowers itself, as a worker does, and makes the companion.
+        let seen: [(task: String, nice: Int)] = await withCheckedContinuation { continuation in
+            Thread {
+                _ = preftune_set_thread_nice(0, 10)
+                let companion = CompanionThread(name: name)
+                companion.submit {}
+                companion.waitUntilDone()
+                continuation.resume(returning: companionThreads())
+            }.start()
+        }
+        #expect(seen.count == 1 && seen.first?.nice == 10, "\(seen)")
+        // Released when that thread's closure ended; its thread follows.
+        var remaining = companionThreads()
+        for _ in 0..<200 where !remaining.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+            remaining = companionThreads()
+        }
+        #expect(remaining.isEmpty, "the companion's thread outlived it: \(remaining)")
     }
 }

@@ -57,6 +57,10 @@ public final class ObjectiveScratch {
     private(set) lazy var referenceWorkspace = ResMLPWorkspace(config: config, maxBatch: maxRows)
     /// The reference model's condition vector of each example, [examples, H].
     let referenceCondition: FloatBuffer
+    /// Runs the reference forward beside θ's when OpenBLAS is set to two or more
+    /// threads; made on first use.
+    public private(set) lazy var companion: CompanionThread? =
+        BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "train-companion") : nil
     /// Per-row mean squared errors of θ and ref, and ∂L/∂mse_θ per row.
     var thetaMSE: [Double]
     var referenceMSE: [Double]
@@ -98,9 +102,15 @@ extension ObjectiveContext {
         guard let reference else { preconditionFailure("this objective needs the reference model") }
         let referenceWorkspace = scratch.referenceWorkspace
         referenceWorkspace.copyInputs(from: workspace, rows: rows)
-        BLASRuntime.sideBySide(
-            { model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples) },
-            { model.forward(theta, workspace, batch: rows, conditionRows: examples) })
+        let runReference = { [model, examples] in
+            model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples)
+        }
+        if let companion = scratch.companion {
+            companion.sideBySide({ model.forward(theta, workspace, batch: rows, conditionRows: examples) }, runReference)
+        } else {
+            runReference()
+            model.forward(theta, workspace, batch: rows, conditionRows: examples)
+        }
         Self.rowMSE(referenceWorkspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
         scratch.referenceCondition.pointer.update(from: referenceWorkspace.condition.pointer, count: examples * model.config.hidden)
         Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)

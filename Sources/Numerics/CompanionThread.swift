@@ -1,0 +1,79 @@
+import CLinux
+import Foundation
+
+/// A second thread for one job's arithmetic. When a step has two independent pieces
+/// of work — the reference and θ forward passes — the job's own thread and its
+/// companion each run one with single-threaded OpenBLAS (`BLASRuntime.singleThreaded`),
+/// one core each. Small GEMMs split over OpenBLAS's threads leave a core idle at every
+/// call and through the element-wise work between calls; two whole passes do not.
+///
+/// A thread of its own rather than Dispatch's pool: it inherits its creator's CPU
+/// priority (the worker's nice 10), and the two pieces are sure to run at once.
+/// Tasks run in the order submitted; the thread ends when the companion is released.
+public final class CompanionThread: @unchecked Sendable {
+    private final class Queue: @unchecked Sendable {
+        let condition = NSCondition()
+        var tasks: [() -> Void] = []
+        var running = false
+        var stopping = false
+    }
+    private let queue = Queue()
+
+    public init(name: String) {
+        let queue = self.queue
+        let thread = Thread {
+            _ = preftune_name_current_thread(name)
+            Self.serve(queue)
+        }
+        thread.start()
+    }
+
+    deinit {
+        queue.condition.lock()
+        queue.stopping = true
+        queue.condition.broadcast()
+        queue.condition.unlock()
+    }
+
+    private static func serve(_ queue: Queue) {
+        queue.condition.lock()
+        while true {
+            while queue.tasks.isEmpty && !queue.stopping { queue.condition.wait() }
+            if queue.tasks.isEmpty { break }  // stopping, nothing left
+            let task = queue.tasks.removeFirst()
+            queue.running = true
+            queue.condition.unlock()
+            task()
+            queue.condition.lock()
+            queue.running = false
+            queue.condition.broadcast()
+        }
+        queue.condition.unlock()
+    }
+
+    /// Runs `task` on the companion after the tasks before it. The task may only touch
+    /// memory the submitting thread leaves alone until `waitUntilDone` returns.
+    public func submit(_ task: @escaping () -> Void) {
+        queue.condition.lock()
+        queue.tasks.append(task)
+        queue.condition.broadcast()
+        queue.condition.unlock()
+    }
+
+    /// Returns when every submitted task has finished.
+    public func waitUntilDone() {
+        queue.condition.lock()
+        while !queue.tasks.isEmpty || queue.running { queue.condition.wait() }
+        queue.condition.unlock()
+    }
+
+    /// Runs `mine` here and `theirs` on the companion at the same time, each with
+    /// single-threaded OpenBLAS; returns when both have finished.
+    public func sideBySide(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
+        BLASRuntime.singleThreaded {
+            submit(theirs)
+            mine()
+            waitUntilDone()
+        }
+    }
+}
