@@ -6,8 +6,8 @@ whatever machine CI or a developer has. This transcription of `resmlp` (SPEC §2
 checked against golden/model_forward_backward.safetensors before it is timed)
 measures the same work with PyTorch here, so the two compare on one machine:
 - an sft step: forward, MSE to ε, backward, clip at 1.0, AdamW (rows/s);
-- a pair step: forward and backward of both rows, with and without the frozen
-  reference's forward of both rows (pairs/s);
+- a pair step as dpo, rpo and dro take it: forward and backward of both rows
+  plus the frozen reference's forward of both rows (pairs/s);
 - dpmpp2m sampling, 20 steps, guidance 1 (samples/s);
 for bench-s and bench-m. Needs torch (not installed by make: it is large).
 One JSON object per line.
@@ -122,19 +122,15 @@ def bench(name, config, batch, seconds=4.0):
 
     x2, t2, ids2, eps2 = torch.cat([x, x]), torch.cat([t, t]), torch.cat([ids, ids]), torch.cat([eps, eps])
 
-    def pair_step(with_reference):
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            out = model(x2, t2, ids2)
-            loss = ((out - eps2) ** 2).mean()
-            if with_reference:   # dpo, kto, rpo: the frozen reference's error enters the loss
-                with torch.no_grad():
-                    ref = reference(x2, t2, ids2)
-                loss = loss - ((ref - eps2) ** 2).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-        return step
+    def pair_step():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x2, t2, ids2)
+        with torch.no_grad():   # dpo, rpo, dro: the frozen reference's error enters the loss
+            ref = reference(x2, t2, ids2)
+        loss = ((out - eps2) ** 2).mean() - ((ref - eps2) ** 2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
 
     alphas = scaled_linear_alphas()
     grid = list(range(999, -1, -50))  # 20 steps, as the leading grid of 1000 train steps
@@ -162,10 +158,8 @@ def bench(name, config, batch, seconds=4.0):
         return xt
 
     print(json.dumps({"name": f"pytorch/{name}/sft_step", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
-    print(json.dumps({"name": f"pytorch/{name}/dro_pair_step", "value": round(timed(pair_step(False), batch), 1), "unit": "pairs/s",
-                      "note": "forward and backward of both rows of each pair"}))
-    print(json.dumps({"name": f"pytorch/{name}/dpo_pair_step", "value": round(timed(pair_step(True), batch), 1), "unit": "pairs/s",
-                      "note": "and the reference's forward of both rows (dpo, rpo)"}))
+    print(json.dumps({"name": f"pytorch/{name}/pair_step", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
+                      "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
     print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
     sys.stdout.flush()
 
