@@ -9,7 +9,7 @@ import Foundation
 ///
 /// A thread of its own rather than Dispatch's pool: it inherits its creator's CPU
 /// priority (the worker's nice 10), and the two pieces are sure to run at once.
-/// Tasks run in the order submitted; the thread ends when the companion is released.
+/// One thread (the job's) uses a companion; its thread ends when the companion is released.
 public final class CompanionThread: @unchecked Sendable {
     private final class Queue: @unchecked Sendable {
         let condition = NSCondition()
@@ -51,24 +51,22 @@ public final class CompanionThread: @unchecked Sendable {
         queue.condition.unlock()
     }
 
-    /// Runs `task` on the companion after the tasks before it. The task may only touch
-    /// memory the submitting thread leaves alone until `waitUntilDone` returns.
-    public func submit(_ task: @escaping () -> Void) {
+    private func submit(_ task: @escaping () -> Void) {
         queue.condition.lock()
         queue.tasks.append(task)
         queue.condition.broadcast()
         queue.condition.unlock()
     }
 
-    /// Returns when every submitted task has finished.
-    public func waitUntilDone() {
+    private func waitUntilDone() {
         queue.condition.lock()
         while !queue.tasks.isEmpty || queue.running { queue.condition.wait() }
         queue.condition.unlock()
     }
 
     /// Runs `mine` here and `theirs` on the companion at the same time, each with
-    /// single-threaded OpenBLAS; returns when both have finished.
+    /// single-threaded OpenBLAS; returns when both have finished. The two must not
+    /// write memory the other reads.
     public func sideBySide(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
         BLASRuntime.singleThreaded {
             submit(theirs)

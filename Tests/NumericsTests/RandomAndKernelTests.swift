@@ -137,8 +137,7 @@ import Testing
             Thread {
                 _ = preftune_set_thread_nice(0, 10)
                 let companion = CompanionThread(name: name)
-                companion.submit {}
-                companion.waitUntilDone()
+                companion.sideBySide({}, {})
                 continuation.resume(returning: companionThreads())
             }.start()
         }
