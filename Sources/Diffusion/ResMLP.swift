@@ -463,14 +463,22 @@ public final class ResMLPWorkspace {
         dS = FloatBuffer(count: B * H)
     }
 
-    /// Copies the inputs of the first `rows` rows (x_t, t, condition) from another workspace.
+    /// Copies the inputs of the first `rows` rows (x_t, t, condition) from another
+    /// workspace of the same model, into this one's buffers (no allocation).
     public func copyInputs(from other: ResMLPWorkspace, rows: Int) {
         precondition(rows <= maxBatch && rows <= other.maxBatch, "\(rows) rows do not fit the workspace")
         x.pointer.update(from: other.x.pointer, count: rows * (x.count / maxBatch))
         timesteps.pointer.update(from: other.timesteps.pointer, count: rows)
-        tokens = other.tokens
-        conditionInput.pointer.update(from: other.conditionInput.pointer, count: rows * (conditionInput.count / maxBatch))
-        conditionIsNull = other.conditionIsNull
+        let tokensPerRow = tokens.count / maxBatch, dim = conditionInput.count / maxBatch
+        if tokensPerRow > 0 {
+            tokens.withUnsafeMutableBufferPointer { tokens in
+                other.tokens.withUnsafeBufferPointer { tokens.baseAddress!.update(from: $0.baseAddress!, count: rows * tokensPerRow) }
+            }
+        }
+        conditionInput.pointer.update(from: other.conditionInput.pointer, count: rows * dim)
+        conditionIsNull.withUnsafeMutableBufferPointer { flags in
+            other.conditionIsNull.withUnsafeBufferPointer { flags.baseAddress!.update(from: $0.baseAddress!, count: rows) }
+        }
     }
 
     /// The time features φ(t) of the last forward pass, [B, F].
