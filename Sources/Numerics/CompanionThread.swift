@@ -4,11 +4,13 @@ import Foundation
 /// A second thread for one job's arithmetic. When a step has two independent pieces
 /// of work — the reference and θ forward passes — the job's own thread and its
 /// companion each run one with single-threaded OpenBLAS (`BLASRuntime.singleThreaded`),
-/// one core each. Small GEMMs split over OpenBLAS's threads leave a core idle at every
+/// one core each; the memory-bound loops (AdamW, the gradient norm) split in two the
+/// same way (`Parallel.forEachChunk`). Small GEMMs split over OpenBLAS's threads leave a core idle at every
 /// call and through the element-wise work between calls; two whole passes do not.
 ///
 /// A thread of its own rather than Dispatch's pool: it inherits its creator's CPU
-/// priority (the worker's nice 10), and the two pieces are sure to run at once.
+/// priority (the worker's nice 10; Dispatch's default-QoS threads run at nice 0,
+/// beside the request path), and the two pieces are sure to run at once.
 /// One thread (the job's) uses a companion; its thread ends when the companion is released.
 public final class CompanionThread: @unchecked Sendable {
     private final class Queue: @unchecked Sendable {
@@ -68,10 +70,14 @@ public final class CompanionThread: @unchecked Sendable {
     /// single-threaded OpenBLAS; returns when both have finished. The two must not
     /// write memory the other reads.
     public func sideBySide(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
-        BLASRuntime.singleThreaded {
-            submit(theirs)
-            mine()
-            waitUntilDone()
-        }
+        BLASRuntime.singleThreaded { together(mine, theirs) }
+    }
+
+    /// Runs `mine` here and `theirs` on the companion at the same time (no BLAS in
+    /// either); returns when both have finished.
+    public func together(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
+        submit(theirs)
+        mine()
+        waitUntilDone()
     }
 }

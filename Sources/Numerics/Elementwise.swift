@@ -98,13 +98,13 @@ public enum Elementwise {
 
     /// Σ x², each fixed-size chunk summed in Float32 lanes then Float64, chunks
     /// combined in order: the same bits for any thread count.
-    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, sharingWith companion: CompanionThread? = nil) -> Double {
         let chunkSize = Parallel.chunkSize
         let chunks = (count + chunkSize - 1) / chunkSize
         var partials = [Double](repeating: 0, count: max(chunks, 1))
         partials.withUnsafeMutableBufferPointer { partials in
             let shared = UncheckedSendable((x, partials.baseAddress!))
-            Parallel.forEachChunk(count: count, chunkSize: chunkSize) { range in
+            Parallel.forEachChunk(count: count, chunkSize: chunkSize, sharingWith: companion) { range in
                 let (x, partials) = shared.value
                 // Float32 lanes over short runs keep the loop vectorised; Float64 across runs keeps precision.
                 var total = 0.0

@@ -7,19 +7,25 @@ public enum Parallel {
     /// Elements per chunk: large enough to amortise dispatch, small enough to balance two cores.
     public static let chunkSize = 1 << 16
 
-    /// Runs `body(range)` for consecutive chunks of 0..<count, concurrently.
-    public static func forEachChunk(count: Int, chunkSize: Int = Parallel.chunkSize,
+    /// Runs `body(range)` for consecutive chunks of 0..<count, concurrently: the first
+    /// half of the chunks on `companion` and the rest here when a job gives its
+    /// companion, otherwise over Dispatch's threads.
+    public static func forEachChunk(count: Int, chunkSize: Int = Parallel.chunkSize, sharingWith companion: CompanionThread? = nil,
                                     _ body: (Range<Int>) -> Void) {
         let chunks = (count + chunkSize - 1) / chunkSize
         if chunks <= 1 {
             if count > 0 { body(0..<count) }
             return
         }
+        @Sendable func range(_ chunk: Int) -> Range<Int> { chunk * chunkSize..<min(count, (chunk + 1) * chunkSize) }
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = chunk * chunkSize
-                work.value(start..<min(count, start + chunkSize))
+            if let companion {
+                let half = chunks / 2
+                companion.together({ for chunk in half..<chunks { work.value(range(chunk)) } },
+                                   { for chunk in 0..<half { work.value(range(chunk)) } })
+            } else {
+                DispatchQueue.concurrentPerform(iterations: chunks) { chunk in work.value(range(chunk)) }
             }
         }
     }

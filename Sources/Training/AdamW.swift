@@ -46,9 +46,10 @@ public final class AdamW {
 
     /// One update of every parameter. `gradientScale` multiplies each gradient as
     /// it is read — the clipping coefficient, applied without a pass of its own.
-    /// The gradients are consumed: zero on return.
+    /// The gradients are consumed: zero on return. A job passes its companion thread,
+    /// which takes half of the parameters.
     public func update(_ parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Double,
-                       gradientScale: Float = 1) {
+                       gradientScale: Float = 1, sharingWith companion: CompanionThread? = nil) {
         precondition(parameters.count == gradients.count && parameters.count == firstMoment.count)
         step += 1
         let h = hyperparameters
@@ -59,7 +60,7 @@ public final class AdamW {
             correction2: Float((1 - pow(h.beta2, Double(step))).squareRoot()),
             epsilon: Float(h.epsilon), gradientScale: gradientScale)
         let buffers = UncheckedSendable((parameters.pointer, gradients.pointer, firstMoment.pointer, secondMoment.pointer))
-        Parallel.forEachChunk(count: parameters.count) { range in
+        Parallel.forEachChunk(count: parameters.count, sharingWith: companion) { range in
             let (p, g, m, v) = buffers.value
             Self.update(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
                         count: range.count, coefficients)

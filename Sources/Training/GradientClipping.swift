@@ -4,9 +4,9 @@ import Numerics
 /// over all gradients together; when it exceeds `maxNorm` every gradient is
 /// scaled by maxNorm / (norm + 1e−6).
 public enum GradientClipping {
-    /// The global L2 norm of the gradients.
-    public static func globalNorm(_ gradients: FloatBuffer) -> Double {
-        Elementwise.sumOfSquares(gradients.pointer, count: gradients.count).squareRoot()
+    /// The global L2 norm of the gradients (a job passes its companion thread to share the pass).
+    public static func globalNorm(_ gradients: FloatBuffer, sharingWith companion: CompanionThread? = nil) -> Double {
+        Elementwise.sumOfSquares(gradients.pointer, count: gradients.count, sharingWith: companion).squareRoot()
     }
 
     /// The factor clipping multiplies every gradient by (1 when the norm is within bounds).

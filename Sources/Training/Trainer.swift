@@ -188,7 +188,7 @@ public final class Trainer {
                 intervalExamples += examples
             }
             // The gradient is the mean over micro-batches: clip its norm, and let AdamW apply 1/accumulation.
-            let norm = GradientClipping.globalNorm(gradients) / Double(h.gradientAccumulationSteps)
+            let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion) / Double(h.gradientAccumulationSteps)
             guard loss.isFinite, norm.isFinite else {
                 throw TrainingFailure(code: "training_diverged",
                                       message: "training diverged at step \(step + 1): \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); lower learning_rate or max_grad_norm. The last checkpoint is kept.",
@@ -196,7 +196,8 @@ public final class Trainer {
             }
             let learningRate = h.learningRate * h.lrScheduler.multiplier(step: step, warmupSteps: h.warmupSteps, totalSteps: totalSteps)
             let scale = GradientClipping.coefficient(norm: norm, maxNorm: h.maxGradNorm) / Float(h.gradientAccumulationSteps)
-            optimizer.update(theta, gradients: gradients, learningRate: learningRate, gradientScale: scale)
+            optimizer.update(theta, gradients: gradients, learningRate: learningRate, gradientScale: scale,
+                             sharingWith: scratch.companion)
             ema?.update(from: theta)
             step += 1
 

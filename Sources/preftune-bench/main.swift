@@ -130,9 +130,9 @@ final class SFTStepBench {
         let loss = SFTObjective().lossAndGradient(ObjectiveContext(
             model: model, theta: parameters, reference: nil, workspace: workspace, examples: batch,
             targets: noise.pointer, scratch: scratch, gradients: gradients)).loss
-        let norm = GradientClipping.globalNorm(gradients)
+        let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
-                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1))
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion)
         return loss
     }
 }
@@ -148,9 +148,9 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
         s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
         s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
                          gradients: s.gradients); lap("backward")
-        let norm = GradientClipping.globalNorm(s.gradients); lap("clip_norm")
+        let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
-                           gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1)); lap("adamw")
+                           gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion); lap("adamw")
     }
     return totals.mapValues { $0 * 1000 / Double(steps) }
 }
@@ -204,9 +204,9 @@ final class ObjectiveStepBench {
         _ = objective.lossAndGradient(ObjectiveContext(
             model: model, theta: theta, reference: reference, workspace: workspace, examples: batch,
             targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
-        let norm = GradientClipping.globalNorm(gradients)
+        let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(theta, gradients: gradients, learningRate: 1e-5,
-                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1))
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion)
     }
 }
 

@@ -119,6 +119,25 @@ import Testing
 @Suite struct CompanionThreadTests {
     /// The companion takes its creator's CPU priority (a worker's nice 10: training stays
     /// below the request path) and its thread ends when the companion is released.
+    /// Chunked loops shared with a companion cover every element once, and a chunked
+    /// reduction gives the same bits as over Dispatch's threads or one thread.
+    @Test func chunkedWorkSharedWithACompanionIsTheSame() {
+        let companion = CompanionThread(name: "companion-chunks")
+        for count in [0, 5, Parallel.chunkSize, 3 * Parallel.chunkSize + 17, 8 * Parallel.chunkSize] {
+            let x = FloatBuffer(count: count)
+            var random = Philox(seed: UInt64(count))
+            random.fillNormal(x.pointer, count: count)
+            let shared = Elementwise.sumOfSquares(x.pointer, count: count, sharingWith: companion)
+            #expect(shared == Elementwise.sumOfSquares(x.pointer, count: count), "count \(count)")
+            let visits = FloatBuffer(count: count)
+            let pointer = UncheckedSendable(visits.pointer)
+            Parallel.forEachChunk(count: count, sharingWith: companion) { range in
+                for i in range { pointer.value[i] += 1 }
+            }
+            #expect(visits.array.allSatisfy { $0 == 1 }, "count \(count)")
+        }
+    }
+
     @Test func companionRunsAtItsCreatorsPriorityAndEndsWithIt() async throws {
         let name = "companion-\(Int.random(in: 1000..<10000))"
         @Sendable func companionThreads() -> [(task: String, nice: Int)] {
