@@ -57,8 +57,8 @@ public final class ObjectiveScratch {
     private(set) lazy var referenceWorkspace = ResMLPWorkspace(config: config, maxBatch: maxRows)
     /// The reference model's condition vector of each example, [examples, H].
     let referenceCondition: FloatBuffer
-    /// Runs the reference forward beside θ's when OpenBLAS is set to two or more
-    /// threads; made on first use.
+    /// The job's second thread when OpenBLAS is set to two or more threads: it runs the
+    /// reference forward beside θ's and half of AdamW and the gradient norm. Made on first use.
     public private(set) lazy var companion: CompanionThread? =
         BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "train-companion") : nil
     /// Per-row mean squared errors of θ and ref, and ∂L/∂mse_θ per row.
