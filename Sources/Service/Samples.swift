@@ -146,6 +146,8 @@ enum SamplesAPI {
     struct Drawn { let rows: [[Float]]; let labels: [Any] }
 
     /// Samples off the request threads: a sampler is CPU work, and the API must stay responsive.
+    /// Utility QoS (nice 2 on Linux): above training, below the request path. User-initiated
+    /// ran it at nice −2, ahead of the HTTP loop it was moved off to protect.
     static func draw(_ request: SampleRequest, model: ModelFile) async throws -> Drawn {
         let config = model.config, D = config.sampleSize
         let (conditions, labels) = try Self.conditions(request, config: config)
@@ -164,7 +166,7 @@ enum SamplesAPI {
         let work = UncheckedSendable((x, conditions, model))
         let seed = request.seed, sampler = request.sampler, guidance = request.guidance, steps = request.steps
         let rows: [[Float]] = await withCheckedContinuation { continuation in
-            DispatchQueue.global(qos: .userInitiated).async {
+            DispatchQueue.global(qos: .utility).async {
                 let (x, conditions, model) = work.value
                 continuation.resume(returning: denoise(x, model: model, conditions: conditions, sampler: sampler, steps: steps,
                                                        guidance: guidance, seed: seed))
