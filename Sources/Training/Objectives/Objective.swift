@@ -106,14 +106,13 @@ extension ObjectiveContext {
             model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples)
         }
         if let companion = scratch.companion {
-            companion.sideBySide({ model.forward(theta, workspace, batch: rows, conditionRows: examples) }, runReference)
+            companion.sideBySide({ runTheta(rows: rows) }, runReference)
         } else {
             runReference()
-            model.forward(theta, workspace, batch: rows, conditionRows: examples)
+            runTheta(rows: rows)
         }
         Self.rowMSE(referenceWorkspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.referenceMSE)
         scratch.referenceCondition.pointer.update(from: referenceWorkspace.condition.pointer, count: examples * model.config.hidden)
-        Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
     }
 
     /// Backpropagates ∂L/∂mse_θ (in `scratch.dMSE`) through θ:
