@@ -40,27 +40,41 @@ public enum BLASRuntime {
 
     public static var threadCount: Int { Int(openblas_get_num_threads()) }
 
-    /// Sets the number of threads OpenBLAS uses for each call.
+    /// Sets the number of threads OpenBLAS uses for each call (once `singleThreaded`
+    /// sections still running have ended).
     public static func setThreadCount(_ count: Int) {
-        configuredCount.store(max(1, count), ordering: .relaxed)
-        openblas_set_num_threads(Int32(max(1, count)))
+        narrowing.withLock { state in
+            state.configured = max(1, count)
+            if state.sections == 0 { openblas_set_num_threads(Int32(state.configured)) }
+        }
     }
 
-    /// The count last set (initially the library's own). `singleThreaded` narrows
-    /// OpenBLAS to one thread for a while and must come back to this, not to whatever
-    /// another job's `singleThreaded` left behind.
-    public static var configuredThreadCount: Int { configuredCount.load(ordering: .relaxed) }
-    private static let configuredCount = Atomic<Int>(Int(openblas_get_num_threads()))
+    /// The count last set (initially the library's own).
+    public static var configuredThreadCount: Int { narrowing.withLock { $0.configured } }
+
+    /// OpenBLAS's thread count is one setting for the whole process, while several jobs
+    /// may each be inside `singleThreaded`: the count goes to 1 when the first section
+    /// starts and back to the configured count only when the last one ends. (Restoring
+    /// at each section's end let a job widen OpenBLAS under another job's two streams.)
+    private struct Narrowing { var configured: Int; var sections = 0 }
+    private static let narrowing = Mutex(Narrowing(configured: Int(openblas_get_num_threads())))
 
     /// Runs `body` with OpenBLAS on one thread per call, for work that two threads of
-    /// one job split between themselves (`CompanionThread`); then restores the
-    /// configured count. GEMM results do not depend on the thread count: OpenBLAS
-    /// splits a product's rows and columns over threads, never the sum over k.
-    /// With several jobs in one process, another job's GEMMs may run single-threaded
-    /// meanwhile; each job restores the configured count when it is done.
+    /// one job split between themselves (`CompanionThread`). GEMM results do not depend
+    /// on the thread count: OpenBLAS splits a product's rows and columns over threads,
+    /// never the sum over k. With several jobs in one process, the others' GEMMs run
+    /// single-threaded meanwhile too.
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(configuredThreadCount)) }
+        narrowing.withLock { state in
+            if state.sections == 0 { openblas_set_num_threads(1) }
+            state.sections += 1
+        }
+        defer {
+            narrowing.withLock { state in
+                state.sections -= 1
+                if state.sections == 0 { openblas_set_num_threads(Int32(state.configured)) }
+            }
+        }
         return try body()
     }
 }

@@ -119,6 +119,34 @@ import Testing
 @Suite struct CompanionThreadTests {
     /// The companion takes its creator's CPU priority (a worker's nice 10: training stays
     /// below the request path) and its thread ends when the companion is released.
+    /// Two jobs' single-threaded sections overlap: the first to end must not give
+    /// OpenBLAS its threads back while the other's two streams still run.
+    @Test func overlappingSingleThreadedSectionsStayNarrowUntilTheLastEnds() async {
+        let (firstEntered, firstLeft) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        let secondInside = DispatchSemaphore(value: 0)
+        let counts: [Int] = await withCheckedContinuation { continuation in
+            Thread {
+                BLASRuntime.singleThreaded {
+                    firstEntered.signal()
+                    secondInside.wait()
+                }
+                firstLeft.signal()
+            }.start()
+            Thread {
+                firstEntered.wait()
+                let results: [Int] = BLASRuntime.singleThreaded {
+                    let whileBothInside = BLASRuntime.threadCount
+                    secondInside.signal()
+                    firstLeft.wait()
+                    return [whileBothInside, BLASRuntime.threadCount]
+                }
+                continuation.resume(returning: results)
+            }.start()
+        }
+        #expect(BLASRuntime.configuredThreadCount >= 2, "two or more threads configured, or there is nothing to narrow")
+        #expect(counts == [1, 1], "thread counts inside the second section, before and after the first ended")
+    }
+
     /// Chunked loops shared with a companion cover every element once, and a chunked
     /// reduction gives the same bits as over Dispatch's threads or one thread.
     @Test func chunkedWorkSharedWithACompanionIsTheSame() {
