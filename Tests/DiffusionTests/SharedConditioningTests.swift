@@ -55,3 +55,18 @@ import Testing
         }
     }
 }
+
+extension SharedConditioningTests {
+    /// Rows declared to share their conditioning must really share it: a pair whose
+    /// rows have different timesteps is a bug in the caller, stopped before it trains.
+    @Test func rowsThatDoNotShareTheirTimestepAreRefused() async {
+        await #expect(processExitsWith: .failure) {
+            let config = ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 1, mlpRatio: 2, timeFreqDim: 8, condition: .none)
+            let model = ResMLP(config: config)
+            let workspace = model.makeWorkspace(maxBatch: 2)
+            workspace.timesteps[0] = 10
+            workspace.timesteps[1] = 11
+            model.forward(model.initialParameters(seed: 1), workspace, batch: 2, conditionRows: 1)
+        }
+    }
+}
