@@ -54,7 +54,7 @@ public struct DemoPipeline {
                hyperparameters: [String: Any]) throws -> FloatBuffer {
         let job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
                               seed: seed, config: config, base: base, training: data)
-        let trainer = Trainer(job: job, directory: "\(directory)/\(name)", sink: LogSink(log: log))
+        let trainer = try Trainer(job: job, directory: "\(directory)/\(name)", sink: LogSink(log: log))
         guard case let .succeeded(path) = try trainer.run() else { throw TrainingFailure(code: "interrupted", message: "\(name) stopped", step: nil) }
         return try ModelFile.load(path).parameters
     }

@@ -118,7 +118,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try check(arch == "resmlp", "arch", "arch must be \"resmlp\", got \"\(arch)\"")
         try check(sampleShape.count == 3 && sampleShape.allSatisfy { $0 > 0 }, "sample_shape",
                   "sample_shape must be three positive integers [C, H, W], got \(sampleShape)")
-        try check(sampleSize <= 1 << 20, "sample_shape", "sample_shape \(sampleShape) has more than 2^20 values")
+        // Each dimension is bounded before they are multiplied, so the product cannot overflow.
+        try check(sampleShape.allSatisfy { $0 <= 1 << 20 } && sampleSize <= 1 << 20, "sample_shape",
+                  "sample_shape \(sampleShape) has more than 2^20 values")
         try check((1...8192).contains(hidden), "hidden", "hidden must be in 1...8192, got \(hidden)")
         try check((1...64).contains(depth), "depth", "depth must be in 1...64, got \(depth)")
         try check((1...16).contains(mlpRatio), "mlp_ratio", "mlp_ratio must be in 1...16, got \(mlpRatio)")

@@ -30,12 +30,53 @@ public struct ModelFile {
         return ModelFile(config: config, parameters: parameters, metadata: file.metadata)
     }
 
+    /// The config a model file declares, read from its header alone (with `requireTensors`, after
+    /// checking that its tensors are exactly the ones that config implies): a service checks the
+    /// config against its limits before reading or allocating anything of the file.
+    public static func declaredConfig(_ path: String, requireTensors: Bool = true) throws -> ModelConfig {
+        let header = try SafeTensorsFile.readHeader(path: path)
+        guard let configText = header.metadata["config"] else {
+            throw SafeTensorsError("\(path): no model config in __metadata__[\"config\"]")
+        }
+        let config: ModelConfig
+        do { config = try ModelConfig.parse(configText) } catch {
+            throw SafeTensorsError("\(path): model config is invalid: \(error)")
+        }
+        guard requireTensors else { return config }
+        let layout = ParameterLayout(config)
+        let declared = Dictionary(header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for entry in layout.entries {
+            guard let tensor = declared[entry.name] else {
+                if entry.name == "null_cond", config.condition == .none { continue }
+                throw SafeTensorsError("\(path): missing tensor '\(entry.name)' required by the config")
+            }
+            guard tensor.shape == entry.shape, tensor.dtype == .f32 else {
+                throw SafeTensorsError("\(path): tensor '\(entry.name)' is \(tensor.dtype.rawValue) \(tensor.shape), expected F32 \(entry.shape)")
+            }
+        }
+        if let unexpected = header.tensors.first(where: { layout[$0.name] == nil }) {
+            throw SafeTensorsError("\(path): tensor '\(unexpected.name)' does not belong to a resmlp with this config")
+        }
+        return config
+    }
+
     /// Copies the parameters named `prefix + name` out of `file` into a fresh buffer in
     /// `config`'s layout. Unknown tensors under the prefix are an error: they mean the
     /// file was made for another architecture.
     public static func loadParameters(_ file: SafeTensorsFile, config: ModelConfig, prefix: String) throws -> FloatBuffer {
         let layout = ParameterLayout(config)
-        let parameters = FloatBuffer(count: layout.totalCount)
+        // Every tensor is checked before the buffer is allocated: a small file declaring a huge
+        // config must be an error, not an allocation of what the config implies.
+        for entry in layout.entries {
+            let name = prefix + entry.name
+            if entry.name == "null_cond", config.condition == .none, file.info(name) == nil { continue }
+            guard let info = file.info(name) else { throw SafeTensorsError("\(file.source): missing tensor '\(name)' required by the config") }
+            guard info.shape == entry.shape else {
+                throw SafeTensorsError("\(file.source): tensor '\(name)' has shape \(info.shape), expected \(entry.shape)")
+            }
+        }
+        let parameters: FloatBuffer
+        do { parameters = try FloatBuffer(allocating: layout.totalCount) } catch { throw SafeTensorsError("\(file.source): \(error)") }
         for entry in layout.entries {
             let name = prefix + entry.name
             // A model without a condition never reads null_cond; files may leave it out.

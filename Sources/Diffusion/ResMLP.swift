@@ -414,6 +414,21 @@ public final class ResMLPWorkspace {
     // Backward scratch.
     let dH: FloatBuffer, dNorm: FloatBuffer, dU: FloatBuffer, dWide: FloatBuffer, dModulation: FloatBuffer, dS: FloatBuffer
 
+    /// Floats a workspace holds per row, as `init` allocates them (a test keeps the two in step);
+    /// with `bytesPerRow`, what memory budgets are computed from.
+    public static func floatsPerRow(_ config: ModelConfig) -> Int {
+        let H = config.hidden, D = config.sampleSize, M = config.mlpHidden, F = config.timeFreqDim, depth = config.depth
+        let conditionInput = if case let .vector(dim) = config.condition { dim } else { 0 }
+        let block = 3 * H + 1 + 3 * M
+        return 3 * D + 1 + conditionInput + F + 14 * H + 2 * (2 * H * depth) + depth * block + 1 + max(M, H)
+    }
+
+    /// Bytes per row: the floats, token ids, null flags and token counts.
+    public static func bytesPerRow(_ config: ModelConfig) -> Int {
+        let tokens = if case let .text(_, maxTokens) = config.condition { maxTokens } else { 0 }
+        return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride
+    }
+
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(maxBatch > 0, "workspace needs at least one row")
         self.maxBatch = maxBatch

@@ -87,12 +87,16 @@ public final class Sampler {
     /// - grid: per-row timesteps, [B, N] row-major; nil for this sampler's own grid with `steps` steps.
     /// - fillNoise: DDPM's per-step noise; called with the step index and a [B, D] buffer to fill.
     /// - observe: called at every step, before the update.
+    /// - shouldStop: asked before every step; true abandons the sampling (a cancelled job or
+    ///   request must not wait for hundreds of steps). Returns false when it stopped early.
+    @discardableResult
     public func sample(
         parameters: FloatBuffer, x: UnsafeMutablePointer<Float>, batch: Int, conditions: Conditions,
         guidance: Float, steps: Int, grid: [Int]? = nil,
         fillNoise: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil,
-        observe: ((SamplerStep) -> Void)? = nil
-    ) {
+        observe: ((SamplerStep) -> Void)? = nil,
+        shouldStop: () -> Bool = { false }
+    ) -> Bool {
         precondition(batch <= maxBatch, "batch \(batch) exceeds the sampler's \(maxBatch)")
         precondition(conditions.count == batch, "one condition per row")
         let config = model.config, D = config.sampleSize
@@ -103,6 +107,7 @@ public final class Sampler {
         if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
 
         for step in 0..<steps {
+            if shouldStop() { return false }
             for b in 0..<batch { rowTimesteps[b] = Float(grid[b * steps + step]) }
             for copy in stride(from: 0, to: rows, by: batch) {
                 (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
@@ -141,6 +146,7 @@ public final class Sampler {
                 }
             }
         }
+        return true
     }
 
     /// ᾱ at t, or 1 before the start of the schedule.

@@ -71,11 +71,45 @@ public struct SafeTensorsFile: Sendable {
             throw fail("header length \(headerLength) runs past the end of the \(bytes.count)-byte file (truncated?)")
         }
         dataStart = 8 + Int(headerLength)
-        let dataLength = bytes.count - dataStart
+        let header = try Self.parseHeader(bytes[8..<dataStart], dataLength: bytes.count - dataStart, source: source)
+        self.metadata = header.metadata
+        self.tensors = header.tensors
+        var index: [String: Int] = [:]
+        for (i, tensor) in tensors.enumerated() { index[tensor.name] = i }
+        self.index = index
+    }
 
+    /// The metadata and tensor table of a file, read without its data section: a service can
+    /// check what a file declares (its model config) before it reads or allocates anything for it.
+    public static func readHeader(path: String) throws -> (metadata: [String: String], tensors: [SafeTensors.TensorInfo], fileSize: Int) {
+        func fail(_ message: String) -> SafeTensorsError { SafeTensorsError("\(path): \(message)") }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw fail("cannot read file") }
+        defer { try? handle.close() }
+        let fileSize = Int((try? handle.seekToEnd()) ?? 0)
+        try? handle.seek(toOffset: 0)
+        let prefix = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
+        guard prefix.count == 8 else { throw fail("file is \(fileSize) bytes, too short for the 8-byte header length (truncated?)") }
+        var headerLength: UInt64 = 0
+        for i in 0..<8 { headerLength |= UInt64(prefix[i]) << (8 * UInt64(i)) }
+        guard headerLength <= UInt64(SafeTensors.maximumHeaderSize) else {
+            throw fail("header length \(headerLength) exceeds the \(SafeTensors.maximumHeaderSize)-byte limit")
+        }
+        guard Int(headerLength) <= fileSize - 8 else {
+            throw fail("header length \(headerLength) runs past the end of the \(fileSize)-byte file (truncated?)")
+        }
+        let header = [UInt8]((try? handle.read(upToCount: Int(headerLength))) ?? Data())
+        guard header.count == Int(headerLength) else { throw fail("cannot read the header") }
+        let parsed = try parseHeader(header[...], dataLength: fileSize - 8 - Int(headerLength), source: path)
+        return (parsed.metadata, parsed.tensors, fileSize)
+    }
+
+    /// Parses and checks the JSON header against a data section of `dataLength` bytes.
+    static func parseHeader(_ headerBytes: ArraySlice<UInt8>, dataLength: Int, source: String) throws
+        -> (metadata: [String: String], tensors: [SafeTensors.TensorInfo]) {
+        func fail(_ message: String) -> SafeTensorsError { SafeTensorsError("\(source): \(message)") }
         let json: Any
         do {
-            json = try JSONSerialization.jsonObject(with: Data(bytes[8..<dataStart]), options: [])
+            json = try JSONSerialization.jsonObject(with: Data(headerBytes), options: [])
         } catch {
             throw fail("header is not valid JSON")
         }
@@ -136,12 +170,9 @@ public struct SafeTensorsFile: Sendable {
         guard position == dataLength else {
             throw fail("data section has \(dataLength) bytes but the tensors cover \(position)")
         }
-        self.metadata = metadata
-        self.tensors = tensors
-        var index: [String: Int] = [:]
-        for (i, tensor) in tensors.enumerated() { index[tensor.name] = i }
-        self.index = index
+        return (metadata, tensors)
     }
+
 
     /// JSON numbers arrive as NSNumber; only exact non-negative integers are sizes.
     private static func nonNegativeInteger(_ value: Any) -> Int? {

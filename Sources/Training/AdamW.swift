@@ -30,10 +30,10 @@ public final class AdamW {
     /// Number of updates applied so far (t of the bias correction).
     public private(set) var step: Int = 0
 
-    public init(parameterCount: Int, hyperparameters: Hyperparameters = .init()) {
+    public init(parameterCount: Int, hyperparameters: Hyperparameters = .init()) throws(AllocationError) {
         self.hyperparameters = hyperparameters
-        firstMoment = FloatBuffer(count: parameterCount)
-        secondMoment = FloatBuffer(count: parameterCount)
+        firstMoment = try FloatBuffer(allocating: parameterCount)
+        secondMoment = try FloatBuffer(allocating: parameterCount)
     }
 
     /// Restores a saved optimizer state (moments and step count).

@@ -55,6 +55,19 @@ public struct Dataset: Sendable {
         return try parse(data, method: method, config: config)
     }
 
+    /// Lines in a file (a bound on its examples), read in pieces: what a memory estimate needs
+    /// before the file is parsed (a short line can expand to a whole condition vector).
+    public static func countLines(path: String) throws -> Int {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw DatasetError(line: nil, message: "cannot read \(path)") }
+        defer { try? handle.close() }
+        var lines = 0, last: UInt8 = 0x0A
+        while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            lines += chunk.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+            last = chunk.last ?? last
+        }
+        return lines + (last == 0x0A ? 0 : 1)
+    }
+
     public static func parse(_ data: Data, method: Method, config: ModelConfig) throws -> Dataset {
         let D = config.sampleSize
         var samples: [String: [Float]] = [:]

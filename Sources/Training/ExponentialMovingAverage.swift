@@ -6,10 +6,10 @@ public final class ExponentialMovingAverage {
     public let decay: Double
     public let weights: FloatBuffer
 
-    public init(copying parameters: FloatBuffer, decay: Double) {
+    public init(copying parameters: FloatBuffer, decay: Double) throws(AllocationError) {
         precondition(decay >= 0 && decay < 1, "EMA decay must be in [0, 1)")
         self.decay = decay
-        weights = parameters.copy()
+        weights = try parameters.checkedCopy()
     }
 
     public func update(from parameters: FloatBuffer) {

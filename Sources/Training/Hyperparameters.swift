@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import Numerics
 
 public struct HyperparameterError: Error, CustomStringConvertible, Equatable {
     /// The offending key, e.g. "learning_rate".
@@ -34,6 +35,9 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
     public var emaDecay: Double?
     public var checkpointEvery = 100
     public var logEvery = 10
+    /// Checkpoints kept on disk: the newest N (older ones are deleted as new ones are written).
+    /// Optional only so that jobs stored before it existed still decode; resolved to 5.
+    public var keepCheckpoints: Int?
     public var promptDropout = 0.0
     // dpo, kto, rpo.
     public var beta: Double?
@@ -54,7 +58,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         case nSteps = "n_steps", nEpochs = "n_epochs", batchSize = "batch_size", learningRate = "learning_rate"
         case lrScheduler = "lr_scheduler", warmupSteps = "warmup_steps", weightDecay = "weight_decay"
         case maxGradNorm = "max_grad_norm", gradientAccumulationSteps = "gradient_accumulation_steps"
-        case emaDecay = "ema_decay", checkpointEvery = "checkpoint_every", logEvery = "log_every"
+        case emaDecay = "ema_decay", checkpointEvery = "checkpoint_every", logEvery = "log_every", keepCheckpoints = "keep_checkpoints"
         case promptDropout = "prompt_dropout", beta, lambdaDesirable = "lambda_desirable"
         case lambdaUndesirable = "lambda_undesirable", tau, margin, policySampler = "policy_sampler"
         case policySteps = "policy_steps", policyGuidance = "policy_guidance", perturbTimesteps = "perturb_timesteps"
@@ -63,7 +67,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
 
     static let commonKeys: Set<CodingKeys> = [
         .nSteps, .nEpochs, .batchSize, .learningRate, .lrScheduler, .warmupSteps, .weightDecay, .maxGradNorm,
-        .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .promptDropout,
+        .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .keepCheckpoints, .promptDropout,
     ]
 
     static func methodKeys(_ method: Method) -> Set<CodingKeys> {
@@ -121,7 +125,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         }
 
         var h = Hyperparameters()
-        h.nSteps = try integer(.nSteps, 1...10_000_000)
+        h.nSteps = try integer(.nSteps, 1...maximumSteps)
         h.nEpochs = try integer(.nEpochs, 1...100_000)
         if h.nSteps != nil && h.nEpochs != nil {
             throw HyperparameterError(param: "n_steps", message: "give n_steps or n_epochs, not both")
@@ -141,6 +145,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         h.emaDecay = try real(.emaDecay, 0...0.999_999)
         h.checkpointEvery = try integer(.checkpointEvery, 1...10_000_000) ?? h.checkpointEvery
         h.logEvery = try integer(.logEvery, 1...10_000_000) ?? h.logEvery
+        h.keepCheckpoints = try integer(.keepCheckpoints, 1...10_000) ?? 5
         h.promptDropout = try real(.promptDropout, 0...1) ?? (method == .dro ? 0.2 : 0)
         switch method {
         case .sft:
@@ -174,17 +179,31 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             }
         }
         if h.nSteps == nil && h.nEpochs == nil { h.nSteps = 1000 }
-        if let datasetSize { h.nSteps = h.totalSteps(datasetSize: datasetSize) }
+        if let datasetSize { h.nSteps = try h.checkedTotalSteps(datasetSize: datasetSize) }
         return h
     }
 
     static func defaultLearningRate(_ method: Method) -> Double { method == .sft ? 1e-4 : 1e-5 }
 
-    /// Optimizer steps for a dataset of `datasetSize` examples.
+    /// The most optimizer steps a job may run, whether given as n_steps or implied by n_epochs.
+    public static let maximumSteps = 10_000_000
+
+    /// Optimizer steps for a dataset of `datasetSize` examples (saturating; see `checkedTotalSteps`).
     public func totalSteps(datasetSize: Int) -> Int {
         if let nSteps { return nSteps }
         let perStep = batchSize * gradientAccumulationSteps
-        return max(1, (nEpochs ?? 1) * datasetSize / perStep)
+        let examples = (nEpochs ?? 1).multipliedChecked(by: datasetSize) ?? Int.max
+        return max(1, examples / perStep)
+    }
+
+    /// The steps for this dataset, or an error when n_epochs implies more than `maximumSteps`.
+    public func checkedTotalSteps(datasetSize: Int) throws -> Int {
+        let steps = totalSteps(datasetSize: datasetSize)
+        guard steps <= Self.maximumSteps else {
+            throw HyperparameterError(param: "n_epochs",
+                                      message: "n_epochs \(nEpochs ?? 1) over \(datasetSize) examples makes \(steps) steps, over the limit of \(Self.maximumSteps); lower n_epochs or give n_steps")
+        }
+        return steps
     }
 
     /// The resolved values as the API shows them (snake_case, null-free).

@@ -106,7 +106,9 @@ public final class Trainer {
     static let rolloutStream: UInt64 = 0x7011
     static let validationStream: UInt64 = 0x7A11
 
-    public init(job: TrainingJob, directory: String, sink: TrainingSink) {
+    /// Allocates everything the job holds; throws when the system refuses memory (the service
+    /// checks `MemoryEstimate.training` against its budget first, so this is the last line).
+    public init(job: TrainingJob, directory: String, sink: TrainingSink) throws(AllocationError) {
         self.job = job
         self.directory = directory
         self.sink = sink
@@ -122,17 +124,19 @@ public final class Trainer {
         case .dro: objective = DROObjective(margin: h.margin ?? 1e-3)
         case .rpo: objective = RPOObjective(beta: h.beta ?? 5000, temperature: h.tau ?? 0.5)
         }
-        theta = job.base.copy()
-        reference = objective.needsReference ? job.base.copy() : nil
-        gradients = FloatBuffer(count: model.parameterCount)
-        optimizer = AdamW(parameterCount: model.parameterCount,
-                          hyperparameters: .init(weightDecay: h.weightDecay))
-        ema = h.emaDecay.map { ExponentialMovingAverage(copying: job.base, decay: $0) }
+        theta = try job.base.checkedCopy()
+        reference = objective.needsReference ? try job.base.checkedCopy() : nil
+        gradients = try FloatBuffer(allocating: model.parameterCount)
+        optimizer = try AdamW(parameterCount: model.parameterCount,
+                              hyperparameters: .init(weightDecay: h.weightDecay))
+        ema = try h.emaDecay.map { (decay) throws(AllocationError) in try ExponentialMovingAverage(copying: job.base, decay: decay) }
         if job.method == .dro {
-            rollouts = PolicyRollouts(model: model, theta: theta, sampler: h.policySampler ?? .dpmpp2m,
-                                      steps: h.policySteps ?? 20, guidance: Float(h.policyGuidance ?? 1),
-                                      perturbTimesteps: h.perturbTimesteps ?? true,
-                                      bufferSize: h.bufferSize ?? h.batchSize, rolloutBatch: h.bufferBatchSize ?? h.batchSize)
+            let rolloutBatch = h.bufferBatchSize ?? h.batchSize
+            rollouts = try PolicyRollouts(model: model, theta: theta, sampler: h.policySampler ?? .dpmpp2m,
+                                          steps: h.policySteps ?? 20, guidance: Float(h.policyGuidance ?? 1),
+                                          perturbTimesteps: h.perturbTimesteps ?? true,
+                                          bufferSize: h.bufferSize ?? h.batchSize, rolloutBatch: rolloutBatch,
+                                          rolloutsPerStep: rolloutBatch * h.gradientAccumulationSteps)
         } else {
             rollouts = nil
         }
@@ -158,9 +162,13 @@ public final class Trainer {
 
     // MARK: - The loop
 
-    /// Trains until the last step, or until `control` says pause or cancel. With
-    /// `resume`, continues from the training state in the job directory.
-    public func run(resume: Bool = false, control: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
+    /// Trains until the last step, or until `control` (asked after every step) says pause or
+    /// cancel. `interrupt` is asked inside a step too — between micro-batches and between the
+    /// policy's sampling steps — so that a long step need not finish first: the step is then
+    /// abandoned and the run stops at its start. With `resume`, continues from the training
+    /// state in the job directory.
+    public func run(resume: Bool = false, control: () -> TrainingCommand = { .proceed },
+                    interrupt: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
         let h = job.hyperparameters
         try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: "\(directory)/state", withIntermediateDirectories: true)
@@ -175,17 +183,33 @@ public final class Trainer {
         var lastStateStep = -1
 
         while step < totalSteps {
+            // Where this step starts: a pause or cancel that arrives inside it (a long rollout,
+            // a large batch) abandons it and comes back here, so the training state stays exact.
+            let stepStart = (epoch: epoch, cursor: cursor, batchRandom: batchRandom, rolloutRandom: rolloutRandom)
+            rollouts?.buffer.beginStep()
             if let rollouts, step % (h.policySyncEvery ?? 1) == 0 { rollouts.synchronize(with: theta) }
             var loss = 0.0
             var statistics: [String: Double] = [:]
+            var interruption: TrainingCommand?
+            func interrupted() -> Bool {
+                if interruption == nil, case let command = interrupt(), command != .proceed { interruption = command }
+                return interruption != nil
+            }
             for _ in 0..<h.gradientAccumulationSteps {
-                let examples = prepareBatch(random: &batchRandom)
+                guard !interrupted(), let examples = prepareBatch(random: &batchRandom, shouldStop: interrupted) else { break }
                 let result = objective.lossAndGradient(ObjectiveContext(
                     model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
                     targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
                 loss += result.loss / Double(h.gradientAccumulationSteps)
                 for (name, value) in result.statistics { statistics[name, default: 0] += value / Double(h.gradientAccumulationSteps) }
                 intervalExamples += examples
+            }
+            if let interruption {
+                (epoch, cursor, batchRandom, rolloutRandom) = stepStart
+                permutation = dataOrder(epoch: epoch)
+                gradients.fill(0)
+                let restored = rollouts?.buffer.rollBack() ?? true
+                return try stop(interruption, lastStateStep: restored ? lastStateStep : step)
             }
             // The gradient is the mean over micro-batches: clip its norm, and let AdamW apply 1/accumulation.
             let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion) / Double(h.gradientAccumulationSteps)
@@ -217,23 +241,28 @@ public final class Trainer {
             } else if !metrics.isEmpty {
                 report(metrics)
             }
-            if step < totalSteps {
-                switch control() {
-                case .proceed: continue
-                case .pause:
-                    if lastStateStep != step { try saveState() }
-                    sink.log("paused at step \(step)/\(totalSteps)")
-                    return .paused(step: step)
-                case .cancel:
-                    sink.log("cancelled at step \(step)/\(totalSteps)")
-                    return .cancelled(step: step)
-                }
+            if step < totalSteps, case let command = control(), command != .proceed {
+                return try stop(command, lastStateStep: lastStateStep)
             }
         }
         try write(ModelFile(config: job.config, parameters: ema?.weights ?? theta, metadata: ["step": "\(step)"]).serialized(),
                   to: finalModelPath)
         sink.log("finished: \(totalSteps) steps")
         return .succeeded(modelPath: finalModelPath)
+    }
+
+    /// Ends the run at the current step boundary: a pause writes the training state there
+    /// (unless a checkpoint just did); a cancel writes nothing.
+    func stop(_ command: TrainingCommand, lastStateStep: Int) throws -> TrainingOutcome {
+        switch command {
+        case .proceed, .pause:
+            if lastStateStep != step { try saveState() }
+            sink.log("paused at step \(step)/\(totalSteps)")
+            return .paused(step: step)
+        case .cancel:
+            sink.log("cancelled at step \(step)/\(totalSteps)")
+            return .cancelled(step: step)
+        }
     }
 
     func report(_ metrics: [String: Double]) {
@@ -268,10 +297,11 @@ public final class Trainer {
         return result
     }
 
-    /// Fills the workspace inputs and targets for one micro-batch; returns its number of examples.
-    func prepareBatch(random: inout Philox) -> Int {
+    /// Fills the workspace inputs and targets for one micro-batch; returns its number of examples,
+    /// or nil when `shouldStop` interrupted DRO's rollout.
+    func prepareBatch(random: inout Philox, shouldStop: () -> Bool) -> Int? {
         let h = job.hyperparameters
-        if job.method == .dro { return prepareDROBatch(random: &random) }
+        if job.method == .dro { return prepareDROBatch(random: &random, shouldStop: shouldStop) }
         return prepareBatch(indices: nextExamples(h.batchSize), from: job.training, random: &random)
     }
 
@@ -316,13 +346,13 @@ public final class Trainer {
     /// DRO: refresh the replay buffer with policy trajectories for freshly drawn
     /// expert rows, then draw trajectories and a random step k each. Rows [0, B) are
     /// the experts noised at t_k, rows [B, 2B) the stored policy inputs with ε^π_k.
-    func prepareDROBatch(random: inout Philox) -> Int {
+    func prepareDROBatch(random: inout Philox, shouldStop: () -> Bool) -> Int? {
         guard let rollouts else { preconditionFailure("dro needs rollouts") }
         let B = job.hyperparameters.batchSize
         let experts = nextExamples(job.hyperparameters.bufferBatchSize ?? B)
         var conditions = job.training.conditions.selecting(experts, config: job.config)
         applyDropout(&conditions, random: &random)
-        rollouts.rollout(experts: experts, conditions: conditions, random: &rolloutRandom)
+        guard rollouts.rollout(experts: experts, conditions: conditions, random: &rolloutRandom, shouldStop: shouldStop) else { return nil }
 
         let drawn = drawTrajectories(B, from: rollouts.buffer.count, random: &random)
         fillDRORows(slots: drawn, buffer: rollouts.buffer, data: job.training, random: &random)
@@ -399,10 +429,11 @@ public final class Trainer {
 
     func validationRollouts() -> PolicyRollouts {
         let h = job.hyperparameters
-        let rollouts = validationRolloutsStorage ?? PolicyRollouts(
+        // Within the job's memory estimate ("validation rollouts"), so a refusal here is a bug.
+        let rollouts = try! validationRolloutsStorage ?? PolicyRollouts(
             model: model, theta: theta, sampler: h.policySampler ?? .dpmpp2m, steps: h.policySteps ?? 20,
             guidance: Float(h.policyGuidance ?? 1), perturbTimesteps: h.perturbTimesteps ?? true,
-            bufferSize: h.batchSize, rolloutBatch: h.batchSize)
+            bufferSize: h.batchSize, rolloutBatch: h.batchSize, rolloutsPerStep: 0)
         validationRolloutsStorage = rollouts
         rollouts.synchronize(with: theta)
         return rollouts
@@ -410,7 +441,7 @@ public final class Trainer {
 
     func prepareDROValidation(indices: [Int], data: Dataset, rollouts: PolicyRollouts, random: inout Philox) -> Int {
         let B = indices.count
-        rollouts.rollout(experts: indices, conditions: data.conditions.selecting(indices, config: job.config), random: &random)
+        _ = rollouts.rollout(experts: indices, conditions: data.conditions.selecting(indices, config: job.config), random: &random)
         let buffer = rollouts.buffer
         let newest = (0..<B).map { (buffer.head - B + $0 + buffer.capacity) % buffer.capacity }
         fillDRORows(slots: newest, buffer: buffer, data: data, random: &random)

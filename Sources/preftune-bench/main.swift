@@ -103,7 +103,7 @@ final class SFTStepBench {
         // Random weights everywhere, so no layer is a zero shortcut.
         random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
         gradients = FloatBuffer(count: model.parameterCount)
-        optimizer = AdamW(parameterCount: model.parameterCount)
+        optimizer = try! AdamW(parameterCount: model.parameterCount)
         workspace = model.makeWorkspace(maxBatch: batch)
         let D = bench.config.sampleSize
         dataset = FloatBuffer(count: rows * D)
@@ -181,7 +181,7 @@ final class ObjectiveStepBench {
         // θ a little away from the reference, as during training.
         for i in stride(from: 0, to: theta.count, by: 7) { theta[i] += 1e-3 }
         gradients = FloatBuffer(count: model.parameterCount)
-        optimizer = AdamW(parameterCount: model.parameterCount)
+        optimizer = try! AdamW(parameterCount: model.parameterCount)
         let rows = batch * objective.rowsPerExample, D = bench.config.sampleSize
         workspace = model.makeWorkspace(maxBatch: rows)
         scratch = ObjectiveScratch(config: bench.config, maxRows: rows)
@@ -249,7 +249,7 @@ func benchDROEndToEnd(_ bench: BenchConfig, steps: Int) -> Double {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-bench-\(UUID())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let sink = StepClock()
-    let trainer = Trainer(job: TrainingJob(method: .dro, hyperparameters: hyperparameters, seed: 1, config: bench.config,
+    let trainer = try! Trainer(job: TrainingJob(method: .dro, hyperparameters: hyperparameters, seed: 1, config: bench.config,
                                            base: base, training: data), directory: directory, sink: sink)
     _ = try! trainer.run()
     let (first, last) = (sink.steps.first!, sink.steps.last!)

@@ -14,7 +14,7 @@ import Training
         let parameters = FloatBuffer(try file.floats("param0"))
         let grads = try file.floats("grads")
         #expect(grads.count == steps * parameters.count)
-        let optimizer = AdamW(parameterCount: parameters.count, hyperparameters: .init(
+        let optimizer = try AdamW(parameterCount: parameters.count, hyperparameters: .init(
             beta1: betas[0], beta2: betas[1], epsilon: Double(metadata["eps"]!)!, weightDecay: Double(metadata["weight_decay"]!)!))
         let gradients = FloatBuffer(count: parameters.count)
         for step in 0..<steps {
@@ -34,7 +34,7 @@ import Training
         let start = try file.floats("param0"), grads = try file.floats("grads")
         let count = start.count
         let clipped = FloatBuffer(start), fused = FloatBuffer(start)
-        let first = AdamW(parameterCount: count), second = AdamW(parameterCount: count)
+        let first = try AdamW(parameterCount: count), second = try AdamW(parameterCount: count)
         let g1 = FloatBuffer(count: count), g2 = FloatBuffer(count: count)
         for step in 0..<(grads.count / count) {
             let slice = Array(grads[(step * count)..<((step + 1) * count)])
@@ -80,9 +80,9 @@ import Training
         #expect(abs(LearningRateSchedule.cosine.multiplier(step: 1, warmupSteps: 2, totalSteps: 10) - 0.5) < 1e-12)
     }
 
-    @Test func emaMovesTowardTheParameters() {
+    @Test func emaMovesTowardTheParameters() throws {
         let parameters = FloatBuffer([0, 0])
-        let ema = ExponentialMovingAverage(copying: parameters, decay: 0.9)
+        let ema = try ExponentialMovingAverage(copying: parameters, decay: 0.9)
         parameters.pointer.update(from: [1, -2], count: 2)
         ema.update(from: parameters)
         #expect(abs(ema.weights[0] - 0.1) < 1e-7 && abs(ema.weights[1] + 0.2) < 1e-7)
@@ -92,9 +92,9 @@ import Training
 
     /// A gradient that stops (an unused token's embedding) lets the first moment decay by
     /// β1 per step; it must reach zero, not linger in slow subnormal arithmetic.
-    @Test func momentsOfParametersWithoutGradientFlushToZero() {
+    @Test func momentsOfParametersWithoutGradientFlushToZero() throws {
         let parameters = FloatBuffer([0.5, 0.5]), gradients = FloatBuffer(count: 2)
-        let optimizer = AdamW(parameterCount: 2)
+        let optimizer = try AdamW(parameterCount: 2)
         gradients.pointer.update(from: [1e-3, 1], count: 2)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-3)
         var sawSubnormal = false

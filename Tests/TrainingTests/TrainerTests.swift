@@ -69,17 +69,17 @@ enum TinyJob {
         let job = try TinyJob.job(method, extra)
 
         let straightDirectory = TinyJob.directory()
-        let straight = Trainer(job: job, directory: straightDirectory, sink: RecordingSink())
+        let straight = try Trainer(job: job, directory: straightDirectory, sink: RecordingSink())
         guard case let .succeeded(straightModel) = try straight.run() else { Issue.record("did not finish"); return }
 
         let stoppedDirectory = TinyJob.directory()
         let firstSink = RecordingSink()
         var asked = 0
-        let first = Trainer(job: job, directory: stoppedDirectory, sink: firstSink)
+        let first = try Trainer(job: job, directory: stoppedDirectory, sink: firstSink)
         let outcome = try first.run(control: { asked += 1; return asked == 7 ? .pause : .proceed })
         #expect(outcome == .paused(step: 7))
         let secondSink = RecordingSink()
-        let second = Trainer(job: job, directory: stoppedDirectory, sink: secondSink)
+        let second = try Trainer(job: job, directory: stoppedDirectory, sink: secondSink)
         guard case let .succeeded(resumedModel) = try second.run(resume: true) else { Issue.record("did not finish"); return }
 
         let a = try ModelFile.load(straightModel), b = try ModelFile.load(resumedModel)
@@ -93,7 +93,7 @@ enum TinyJob {
     @Test func checkpointsAndMetricsAppearOnSchedule() throws {
         let sink = RecordingSink()
         let job = try TinyJob.job(.sft, ["n_steps": 10, "batch_size": 4, "checkpoint_every": 4, "log_every": 3], validation: true)
-        let trainer = Trainer(job: job, directory: TinyJob.directory(), sink: sink)
+        let trainer = try Trainer(job: job, directory: TinyJob.directory(), sink: sink)
         _ = try trainer.run()
         #expect(sink.checkpoints.map(\.step) == [4, 8, 10])
         #expect(sink.points.map(\.step) == [3, 4, 6, 8, 9, 10])
@@ -110,7 +110,7 @@ enum TinyJob {
         let sink = RecordingSink()
         var hyper: [String: Any] = ["n_steps": 3, "batch_size": 4, "log_every": 1]
         if method == .dro { hyper["policy_steps"] = 3 }
-        let trainer = Trainer(job: try TinyJob.job(method, hyper), directory: TinyJob.directory(), sink: sink)
+        let trainer = try Trainer(job: try TinyJob.job(method, hyper), directory: TinyJob.directory(), sink: sink)
         #expect(try trainer.run() == .succeeded(modelPath: trainer.finalModelPath))
         let expected: [Training.Method: [String]] = [
             .dpo: ["implicit_acc", "reward_margin"], .rpo: ["implicit_acc", "reward_margin"],
@@ -121,7 +121,7 @@ enum TinyJob {
 
     @Test func anAbsurdLearningRateEndsInTrainingDiverged() throws {
         let directory = TinyJob.directory()
-        let trainer = Trainer(job: try TinyJob.job(.sft, ["n_steps": 50, "batch_size": 4, "learning_rate": 1e30, "max_grad_norm": 1e6,
+        let trainer = try Trainer(job: try TinyJob.job(.sft, ["n_steps": 50, "batch_size": 4, "learning_rate": 1e30, "max_grad_norm": 1e6,
                                                           "checkpoint_every": 1, "weight_decay": 0]),
                               directory: directory, sink: RecordingSink())
         do {
@@ -138,23 +138,23 @@ enum TinyJob {
 
     @Test func cancelStopsBetweenSteps() throws {
         var asked = 0
-        let trainer = Trainer(job: try TinyJob.job(.sft, ["n_steps": 100, "batch_size": 2]), directory: TinyJob.directory(),
+        let trainer = try Trainer(job: try TinyJob.job(.sft, ["n_steps": 100, "batch_size": 2]), directory: TinyJob.directory(),
                               sink: RecordingSink())
         #expect(try trainer.run(control: { asked += 1; return asked == 3 ? .cancel : .proceed }) == .cancelled(step: 3))
     }
 
     @Test func aStateFromAnotherJobIsRefused() throws {
         let directory = TinyJob.directory()
-        let first = Trainer(job: try TinyJob.job(.sft, ["n_steps": 4, "batch_size": 2, "checkpoint_every": 2]), directory: directory,
+        let first = try Trainer(job: try TinyJob.job(.sft, ["n_steps": 4, "batch_size": 2, "checkpoint_every": 2]), directory: directory,
                             sink: RecordingSink())
         _ = try first.run(control: { .pause })
-        let other = Trainer(job: try TinyJob.job(.sft, ["n_steps": 4, "batch_size": 3]), directory: directory, sink: RecordingSink())
+        let other = try Trainer(job: try TinyJob.job(.sft, ["n_steps": 4, "batch_size": 3]), directory: directory, sink: RecordingSink())
         #expect(throws: TrainingFailure.self) { try other.run(resume: true) }
     }
 
     @Test func emaWeightsArePublished() throws {
         let job = try TinyJob.job(.sft, ["n_steps": 5, "batch_size": 4, "ema_decay": 0.5])
-        let trainer = Trainer(job: job, directory: TinyJob.directory(), sink: RecordingSink())
+        let trainer = try Trainer(job: job, directory: TinyJob.directory(), sink: RecordingSink())
         guard case let .succeeded(path) = try trainer.run() else { return }
         let published = try ModelFile.load(path).parameters.array
         #expect(published != job.base.array)
@@ -244,3 +244,71 @@ enum TinyJob {
     }
 }
 
+
+/// A pause or cancel inside a step (DRO's rollout, a micro-batch) stops the run at the step's
+/// start, and the resumed run is still bit-identical to one that never stopped.
+@Suite struct InterruptedStepTests {
+    @Test("a pause inside a rollout resumes bit-identically", arguments: [1, 2])
+    func pauseInsideARollout(accumulation: Int) throws {
+        let hyper: [String: Any] = ["n_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 4, "policy_steps": 8,
+                                    "buffer_size": 6, "gradient_accumulation_steps": accumulation, "prompt_dropout": 0.25]
+        let job = try TinyJob.job(.dro, hyper)
+        let straight = try Trainer(job: job, directory: TinyJob.directory(), sink: RecordingSink())
+        guard case let .succeeded(straightModel) = try straight.run() else { Issue.record("did not finish"); return }
+
+        let directory = TinyJob.directory()
+        var asked = 0
+        let first = try Trainer(job: job, directory: directory, sink: RecordingSink())
+        // Asked before every micro-batch and sampling step (9 or 18 a step): call 30 falls inside a rollout of step 2 or 3.
+        let outcome = try first.run(interrupt: { asked += 1; return asked == 30 ? .pause : .proceed })
+        guard case let .paused(step) = outcome else { Issue.record("not paused: \(outcome)"); return }
+        #expect(step > 0 && step < 6 && step != 4, "paused at step \(step), mid-run and between checkpoints")
+        let second = try Trainer(job: job, directory: directory, sink: RecordingSink())
+        guard case let .succeeded(resumedModel) = try second.run(resume: true) else { Issue.record("did not finish"); return }
+        #expect(try ModelFile.load(straightModel).parameters.array == ModelFile.load(resumedModel).parameters.array)
+    }
+
+    @Test func aCancelInsideAStepStopsBeforeItsUpdate() throws {
+        let job = try TinyJob.job(.dro, ["n_steps": 5, "batch_size": 4, "policy_steps": 50])
+        var asked = 0
+        let trainer = try Trainer(job: job, directory: TinyJob.directory(), sink: RecordingSink())
+        #expect(try trainer.run(interrupt: { asked += 1; return asked == 10 ? .cancel : .proceed }) == .cancelled(step: 0))
+        #expect(asked == 10, "asked between sampling steps, not only between optimizer steps")
+    }
+}
+
+@Suite struct MemoryEstimateTests {
+    /// The estimate's activations come from the same per-row count the workspace allocates.
+    @Test func theWorkspaceHoldsWhatTheEstimateCounts() {
+        for config in [TinyJob.config,
+                       ModelConfig(sampleShape: [3, 8, 8], hidden: 32, depth: 3, mlpRatio: 4, timeFreqDim: 16, condition: .vector(dim: 5)),
+                       ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 2, mlpRatio: 1, timeFreqDim: 4, condition: .none)] {
+            let workspace = ResMLPWorkspace(config: config, maxBatch: 3)
+            var floats = 0
+            func count(_ value: Any) {
+                if let buffer = value as? FloatBuffer { floats += buffer.count; return }
+                for child in Mirror(reflecting: value).children { count(child.value) }
+            }
+            count(workspace)
+            #expect(floats == 3 * ResMLPWorkspace.floatsPerRow(config), "\(config)")
+        }
+    }
+
+    @Test func sizesThatOverflowSaturateInsteadOfTrapping() throws {
+        var h = try Hyperparameters.resolve(["buffer_size": 1_000_000, "policy_steps": 1000], method: .dro)
+        h.batchSize = 4096
+        let config = ModelConfig(sampleShape: [1, 1024, 1024], hidden: 8192, depth: 64, mlpRatio: 16, timeFreqDim: 8192,
+                                 condition: .text(vocab: 1_000_000, maxTokens: 1024))
+        let estimate = MemoryEstimate.training(config: config, method: .dro, hyperparameters: h, examples: Int.max / 2)
+        #expect(estimate.total == Int.max)
+        #expect(MemoryBudget(bytes: 1 << 40).refusal(estimate, what: "this job") != nil)
+        #expect(throws: AllocationError.self) { _ = try FloatBuffer(allocating: Int.max / 2) }
+        #expect(throws: AllocationError.self) { _ = try FloatBuffer(allocating: 1 << 50) }
+    }
+
+    @Test func theStepLimitCoversEpochs() throws {
+        let h = try Hyperparameters.resolve(["n_epochs": 100_000, "batch_size": 1], method: .sft)
+        #expect(throws: HyperparameterError.self) { _ = try h.checkedTotalSteps(datasetSize: 200) }
+        #expect(try h.checkedTotalSteps(datasetSize: 100) == 10_000_000)
+    }
+}

@@ -21,21 +21,73 @@ public final class ReplayBuffer {
     public private(set) var count = 0
     private(set) var head = 0
 
-    public init(capacity: Int, steps: Int, config: ModelConfig) {
+    /// What the slots overwritten since `beginStep` held, so that an optimizer step
+    /// interrupted half-way (a pause inside a long rollout) can go back to its start.
+    let undo: (inputs: FloatBuffer, predictions: FloatBuffer)
+    var undoTimesteps: [Float]
+    var undoConditions: Conditions
+    var undoSlots: [(slot: Int, expert: Int)] = []
+    var stepStart = (count: 0, head: 0)
+    /// More slots were overwritten in this step than the log holds: it cannot be rolled back.
+    private(set) var undoOverflowed = false
+
+    /// `undoSlots`: how many trajectories one optimizer step may write (rollout batch × accumulation).
+    public init(capacity: Int, steps: Int, config: ModelConfig, undoSlots: Int) throws(AllocationError) {
         self.capacity = capacity
         self.steps = steps
         self.width = config.sampleSize
         self.config = config
-        inputs = FloatBuffer(count: capacity * steps * config.sampleSize)
-        predictions = FloatBuffer(count: capacity * steps * config.sampleSize)
+        let floats = capacity.multipliedChecked(by: steps).flatMap { $0.multipliedChecked(by: config.sampleSize) } ?? -1
+        inputs = try FloatBuffer(allocating: floats)
+        predictions = try FloatBuffer(allocating: floats)
+        let logged = min(capacity, undoSlots)
+        undo = (try FloatBuffer(allocating: logged * steps * width), try FloatBuffer(allocating: logged * steps * width))
+        undoTimesteps = [Float](repeating: 0, count: logged * steps)
+        undoConditions = Conditions.null(count: logged, config: config)
         timesteps = [Float](repeating: 0, count: capacity * steps)
         experts = [Int](repeating: 0, count: capacity)
         conditions = Conditions.null(count: capacity, config: config)
     }
 
+    /// Starts an optimizer step: `rollBack` returns here.
+    func beginStep() {
+        undoSlots.removeAll(keepingCapacity: true)
+        undoOverflowed = false
+        stepStart = (count, head)
+    }
+
+    /// Restores the buffer as it was at `beginStep`; false when the step wrote more than the log holds.
+    func rollBack() -> Bool {
+        guard !undoOverflowed else { return false }
+        for (u, saved) in undoSlots.enumerated().reversed() {
+            let slot = saved.slot, block = steps * width
+            (inputs.pointer + slot * block).update(from: undo.inputs.pointer + u * block, count: block)
+            (predictions.pointer + slot * block).update(from: undo.predictions.pointer + u * block, count: block)
+            for k in 0..<steps { timesteps[slot * steps + k] = undoTimesteps[u * steps + k] }
+            experts[slot] = saved.expert
+            conditions.setRow(slot, from: undoConditions, row: u, config: config)
+        }
+        (count, head) = stepStart
+        undoSlots.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    private func saveForUndo(_ slot: Int) {
+        guard !undoSlots.contains(where: { $0.slot == slot }) else { return }
+        let u = undoSlots.count
+        guard u < undoConditions.count else { undoOverflowed = true; return }
+        let block = steps * width
+        (undo.inputs.pointer + u * block).update(from: inputs.pointer + slot * block, count: block)
+        (undo.predictions.pointer + u * block).update(from: predictions.pointer + slot * block, count: block)
+        for k in 0..<steps { undoTimesteps[u * steps + k] = timesteps[slot * steps + k] }
+        undoConditions.setRow(u, from: conditions, row: slot, config: config)
+        undoSlots.append((slot, experts[slot]))
+    }
+
     /// Reserves the slot for a new trajectory (evicting the oldest when full).
     func beginTrajectory(expert: Int, condition: Conditions, row: Int) -> Int {
         let slot = head
+        saveForUndo(slot)
         experts[slot] = expert
         conditions.setRow(slot, from: condition, row: row, config: config)
         head = (head + 1) % capacity
@@ -92,10 +144,11 @@ public final class PolicyRollouts {
     let noise: FloatBuffer
     var grid: [Int]
 
+    /// `rolloutsPerStep`: trajectories one optimizer step samples (rollout batch × accumulation).
     public init(model: ResMLP, theta: FloatBuffer, sampler kind: SamplerKind, steps: Int, guidance: Float,
-                perturbTimesteps: Bool, bufferSize: Int, rolloutBatch: Int) {
-        policy = theta.copy()
-        buffer = ReplayBuffer(capacity: bufferSize, steps: steps, config: model.config)
+                perturbTimesteps: Bool, bufferSize: Int, rolloutBatch: Int, rolloutsPerStep: Int) throws(AllocationError) {
+        policy = try theta.checkedCopy()
+        buffer = try ReplayBuffer(capacity: bufferSize, steps: steps, config: model.config, undoSlots: rolloutsPerStep)
         sampler = Sampler(model: model, kind: kind, maxBatch: rolloutBatch)
         self.steps = steps
         self.guidance = guidance
@@ -106,8 +159,10 @@ public final class PolicyRollouts {
 
     public func synchronize(with theta: FloatBuffer) { policy.copy(from: theta) }
 
-    /// Samples one trajectory per expert row (for its condition) and stores every step.
-    func rollout(experts: [Int], conditions: Conditions, random: inout Philox) {
+    /// Samples one trajectory per expert row (for its condition) and stores every step;
+    /// false when `shouldStop` ended it early (the buffer then holds a partial trajectory
+    /// until the step is rolled back).
+    func rollout(experts: [Int], conditions: Conditions, random: inout Philox, shouldStop: () -> Bool = { false }) -> Bool {
         let batch = experts.count, D = sampler.model.config.sampleSize
         random.fillNormal(noise.pointer, count: batch * D)
         let trainSteps = sampler.schedule.count
@@ -119,12 +174,12 @@ public final class PolicyRollouts {
             for k in 0..<steps { grid[b * steps + k] = base[k] + offset }
         }
         slots = (0..<batch).map { buffer.beginTrajectory(expert: experts[$0], condition: conditions, row: $0) }
-        sample(batch: batch, conditions: conditions, noiseSeed: random.nextUInt64())
+        return sample(batch: batch, conditions: conditions, noiseSeed: random.nextUInt64(), shouldStop: shouldStop)
     }
 
     private var slots: [Int] = []
 
-    private func sample(batch: Int, conditions: Conditions, noiseSeed: UInt64) {
+    private func sample(batch: Int, conditions: Conditions, noiseSeed: UInt64, shouldStop: () -> Bool) -> Bool {
         sampler.sample(parameters: policy, x: noise.pointer, batch: batch, conditions: conditions, guidance: guidance,
                        steps: steps, grid: Array(grid.prefix(batch * steps)),
                        fillNoise: { step, out, count in
@@ -132,7 +187,7 @@ public final class PolicyRollouts {
                            var generator = Philox(seed: noiseSeed, stream: 0xDD9, counter: UInt64(step * (count + 1) / 2))
                            generator.fillNormal(out, count: count)
                        },
-                       observe: { [unowned self] step in self.record(step) })
+                       observe: { [unowned self] step in self.record(step) }, shouldStop: shouldStop)
     }
 
     private func record(_ step: SamplerStep) {
