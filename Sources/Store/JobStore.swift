@@ -75,6 +75,10 @@ public protocol JobStore: Sendable {
     func jobs(status: String) throws -> [JobRecord]
     /// How many jobs are in each status.
     func countsByStatus() throws -> [String: Int]
+    /// The project's jobs not yet finished (for its quota).
+    func activeJobCount(project: String) throws -> Int
+    /// Ids of the project's jobs whose base is the model with this key (unfinished ones only, if asked).
+    func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String]
     /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
     func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool
     func setTotalSteps(_ id: String, _ steps: Int) throws
@@ -99,6 +103,10 @@ public protocol JobStore: Sendable {
     func leases() throws -> [(job: String, owner: String)]
     /// Ends a lease at once, so that the job can be claimed now rather than when it would expire.
     func expireLease(_ jobID: String, owner: String) throws
+    /// Fails the claimable jobs already claimed `maxClaims` times without progress (each claim
+    /// ended with its worker dead): `worker_crashed`, so that one job cannot crash worker after
+    /// worker. `claimNext` skips them. Returns the ids failed.
+    func failCrashLoopingJobs(maxClaims: Int) throws -> [String]
     /// A step's metric points, its summary as a `metrics` event and the job's progress, in one
     /// transaction. A step already recorded (replayed after a resume) changes nothing; returns whether it was new.
     @discardableResult
@@ -106,6 +114,8 @@ public protocol JobStore: Sendable {
                     estimatedFinish: Int?) throws -> Bool
     /// A checkpoint record (once per step) with an event.
     func addCheckpoint(_ jobID: String, id: String, step: Int, metrics: String, event: String) throws
+    /// Forgets a checkpoint (retention deletes its files).
+    func removeCheckpoint(_ jobID: String, step: Int) throws
     /// The last step with metric points, if any.
     func lastMetricStep(_ jobID: String) throws -> Int?
     /// Registers the job's result as a model of its project and marks the job succeeded, atomically.
@@ -206,6 +216,21 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func activeJobCount(project: String) throws -> Int {
+        let rows = try database.read {
+            try $0.rows("SELECT COUNT(*) FROM jobs WHERE project_id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled')", [.text(project)])
+        }
+        if case let .integer(count)? = rows.first?.first { return Int(count) }
+        return 0
+    }
+
+    public func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String] {
+        let filter = activeOnly ? " AND status NOT IN ('succeeded', 'failed', 'cancelled')" : ""
+        return try database.read {
+            try $0.rows("SELECT id FROM jobs WHERE project_id = ? AND model = ?" + filter + " ORDER BY created_at", [.text(project), .text(key)])
+        }.compactMap { if case let .text(id) = $0[0] { id } else { nil } }
+    }
+
     public func jobs(status: String) throws -> [JobRecord] {
         try database.read { connection in
             try connection.rows("SELECT \(Self.columns) FROM jobs WHERE status = ? ORDER BY created_at, rowid", [.text(status)])
@@ -287,13 +312,39 @@ public final class SQLiteJobStore: JobStore {
         return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
     }
 
+    /// Claims without progress after which a job fails instead of being claimed again.
+    public static let maxClaimsWithoutProgress = 3
+
     /// Claimable: queued and not held (a paused job keeps its lease until its worker has written
-    /// the training state), or running under an expired lease.
+    /// the training state), or running under an expired lease; and not crash-looping.
+    static let claimableCondition = """
+        ((status = 'queued' AND (lease_owner IS NULL OR lease_expires_at < ?1)) OR (status = 'running' AND lease_expires_at < ?1))
+        """
     static let claimable = """
-        SELECT id, status FROM jobs
-        WHERE (status = 'queued' AND (lease_owner IS NULL OR lease_expires_at < ?1)) OR (status = 'running' AND lease_expires_at < ?1)
+        SELECT id, status FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress)
         ORDER BY created_at, rowid LIMIT 1
         """
+
+    public func failCrashLoopingJobs(maxClaims: Int = SQLiteJobStore.maxClaimsWithoutProgress) throws -> [String] {
+        let find = "SELECT id FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress >= ?2"
+        guard try !database.read({ try $0.rows(find, [.integer(Self.now()), .integer(Int64(maxClaims))]) }).isEmpty else { return [] }
+        return try database.write { connection in
+            let ids = try connection.rows(find, [.integer(Self.now()), .integer(Int64(maxClaims))]).compactMap { row -> String? in
+                if case let .text(id) = row[0] { id } else { nil }
+            }
+            let message = "the job was claimed \(maxClaims) times and its worker stopped each time before one step completed (the process crashed or was killed); it is not retried. Check the job's log and settings, e.g. its memory needs"
+            let error = "{\"code\":\"worker_crashed\",\"message\":\"\(message)\",\"param\":null}"
+            for id in ids {
+                let update = try connection.prepare("""
+                    UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
+                    """)
+                try update.bind([.text(error), .integer(Self.now()), .text(id)])
+                try update.step()
+                try Self.appendEvent(connection, id, level: "error", type: "message", message: "Failed: \(message)", data: nil)
+            }
+            return ids
+        }
+    }
 
     public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
         // Idle workers poll: look on a reader first, and take the write lock only when there is work.
@@ -303,7 +354,8 @@ public final class SQLiteJobStore: JobStore {
             let candidates = try connection.rows(Self.claimable, [.integer(now)])
             guard let row = candidates.first, case let .text(id) = row[0], case let .text(previous) = row[1] else { return nil }
             let update = try connection.prepare("""
-                UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+                UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?),
+                       claims_without_progress = claims_without_progress + 1
                 WHERE id = ?
                 """)
             try update.bind([.text(worker), .integer(now + Int64(leaseSeconds)), .integer(now), .text(id)])
@@ -329,7 +381,7 @@ public final class SQLiteJobStore: JobStore {
         try database.write { connection in
             let terminal = JobStatus.terminal.contains(status ?? "")
             let update = try connection.prepare("""
-                UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL,
+                UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claims_without_progress = 0,
                        status = CASE WHEN ?1 IS NOT NULL AND status = 'running' THEN ?1 ELSE status END,
                        error = COALESCE(?2, error), finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END
                 WHERE id = ?5 AND lease_owner = ?6
@@ -376,7 +428,7 @@ public final class SQLiteJobStore: JobStore {
             let json = String(decoding: try JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]), as: UTF8.self)
             try Self.appendEvent(connection, jobID, level: "info", type: "metrics", message: summary, data: json)
             let update = try connection.prepare("""
-                UPDATE jobs SET step = MAX(step, ?), samples_per_s = COALESCE(?, samples_per_s),
+                UPDATE jobs SET step = MAX(step, ?), samples_per_s = COALESCE(?, samples_per_s), claims_without_progress = 0,
                        estimated_finish = COALESCE(?, estimated_finish) WHERE id = ?
                 """)
             try update.bind([.integer(Int64(step)), samplesPerSecond.map(SQLiteValue.real) ?? .null,
@@ -393,10 +445,18 @@ public final class SQLiteJobStore: JobStore {
             try insert.bind([.text(id), .text(jobID), .integer(Int64(step)), .text(metrics), .integer(Self.now())])
             try insert.step()
             guard connection.changes == 1 else { return }
-            let update = try connection.prepare("UPDATE jobs SET step = MAX(step, ?) WHERE id = ?")
+            let update = try connection.prepare("UPDATE jobs SET step = MAX(step, ?), claims_without_progress = 0 WHERE id = ?")
             try update.bind([.integer(Int64(step)), .text(jobID)])
             try update.step()
             try Self.appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+        }
+    }
+
+    public func removeCheckpoint(_ jobID: String, step: Int) throws {
+        try database.write { connection in
+            let delete = try connection.prepare("DELETE FROM checkpoints WHERE job_id = ? AND step = ?")
+            try delete.bind([.text(jobID), .integer(Int64(step))])
+            try delete.step()
         }
     }
 

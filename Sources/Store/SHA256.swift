@@ -16,16 +16,44 @@ public enum SHA256 {
     ]
 
     public static func hash(_ message: some Sequence<UInt8>) -> [UInt8] {
+        var hasher = Hasher()
+        hasher.update(Array(message))
+        return hasher.finalize()
+    }
+
+    /// SHA-256 over data that arrives in pieces (an upload streamed to disk).
+    public struct Hasher: Sendable {
         var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-        var data = Array(message)
-        let bitLength = UInt64(data.count) * 8
-        data.append(0x80)
-        while data.count % 64 != 56 { data.append(0) }
-        for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+        var pending: [UInt8] = []
+        var length: UInt64 = 0
         var w = [UInt32](repeating: 0, count: 64)
-        for block in stride(from: 0, to: data.count, by: 64) {
+
+        public init() {}
+
+        public mutating func update(_ bytes: some Collection<UInt8>) {
+            length &+= UInt64(bytes.count)
+            pending.append(contentsOf: bytes)
+            let whole = pending.count / 64 * 64
+            guard whole > 0 else { return }
+            for block in stride(from: 0, to: whole, by: 64) { compress(block) }
+            pending.removeFirst(whole)
+        }
+
+        public mutating func finalize() -> [UInt8] {
+            let bitLength = length &* 8
+            pending.append(0x80)
+            while pending.count % 64 != 56 { pending.append(0) }
+            for shift in stride(from: 56, through: 0, by: -8) { pending.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+            for block in stride(from: 0, to: pending.count, by: 64) { compress(block) }
+            pending = []
+            return h.flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> UInt32(24 - 8 * $0)) } }
+        }
+
+        public mutating func finalizeHex() -> String { SHA256.hexString(finalize()) }
+
+        mutating func compress(_ block: Int) {
             for t in 0..<16 {
-                w[t] = (0..<4).reduce(0) { $0 << 8 | UInt32(data[block + 4 * t + $1]) }
+                w[t] = (0..<4).reduce(0) { $0 << 8 | UInt32(pending[block + 4 * t + $1]) }
             }
             for t in 16..<64 {
                 let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
@@ -40,7 +68,6 @@ public enum SHA256 {
             }
             for (i, value) in [a, b, c, d, e, f, g, hh].enumerated() { h[i] = h[i] &+ value }
         }
-        return h.flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> UInt32(24 - 8 * $0)) } }
     }
 
     public static func hex(_ message: some Sequence<UInt8>) -> String {

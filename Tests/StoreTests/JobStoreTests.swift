@@ -64,3 +64,40 @@ import Testing
         #expect(try store.metrics("ftjob-m", names: nil, sinceStep: 1)["lr"]?.map(\.step) == [2])
     }
 }
+
+@Suite struct HardeningStoreTests {
+    @Test func claimsWithoutProgressEndInWorkerCrashed() throws {
+        let (store, _) = try JobStoreTests.store()
+        try JobStoreTests.insert(store, "ftjob-crashy", createdAt: 1)
+        for worker in ["w1", "w2", "w3"] { #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-crashy") }
+        #expect(try store.claimNext(worker: "w4", leaseSeconds: 60) == nil, "not claimed a fourth time")
+        #expect(try store.failCrashLoopingJobs(maxClaims: 3) == ["ftjob-crashy"])
+        let failed = try #require(try store.job("ftjob-crashy", project: nil))
+        #expect(failed.status == "failed" && failed.error?.contains("worker_crashed") == true)
+    }
+
+    @Test func progressResetsTheClaimCount() throws {
+        let (store, _) = try JobStoreTests.store()
+        try JobStoreTests.insert(store, "ftjob-steady", createdAt: 1)
+        for (step, worker) in ["w1", "w2", "w3", "w4"].enumerated() {
+            #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-steady", "\(worker)")
+            try store.recordStep("ftjob-steady", step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
+        }
+        #expect(try store.failCrashLoopingJobs(maxClaims: 3).isEmpty)
+    }
+
+    @Test func anIdempotencyKeyIsReservedOnce() throws {
+        let (_, database) = try JobStoreTests.store()
+        let keys = SQLiteIdempotencyStore(database: database)
+        #expect(try keys.reserve(project: "p", key: "k", request: "POST /x 1") == .reserved)
+        #expect(try keys.reserve(project: "p", key: "k", request: "POST /x 1") == .inProgress(request: "POST /x 1"))
+        let answer = IdempotentResponse(request: "POST /x 1", status: 200, body: Array("{}".utf8))
+        try keys.complete(project: "p", key: "k", answer)
+        #expect(try keys.reserve(project: "p", key: "k", request: "POST /x 1") == .completed(answer))
+        #expect(try keys.reserve(project: "p", key: "other", request: "POST /x 2") == .reserved)
+        try keys.release(project: "p", key: "other")
+        #expect(try keys.reserve(project: "p", key: "other", request: "POST /x 2") == .reserved, "a released key is free again")
+        let stale = SQLiteIdempotencyStore(database: database, abandonedAfterSeconds: -1)
+        #expect(try stale.reserve(project: "p", key: "other", request: "POST /x 3") == .reserved, "a reservation left by a stopped server lapses")
+    }
+}
