@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -29,6 +30,14 @@ int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, 
 int preftune_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int preftune_accept(int listener) { return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int preftune_accept_from(int listener, uint32_t *ipv4) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4(listener, (struct sockaddr *)&address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    *ipv4 = (fd >= 0 && address.ss_family == AF_INET) ? ((struct sockaddr_in *)&address)->sin_addr.s_addr : 0;
+    return fd;
+}
 
 int preftune_name_current_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
 

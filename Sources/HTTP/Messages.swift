@@ -17,6 +17,17 @@ public struct HTTPRequest: Sendable {
     public var method: String { head.method }
     /// The path without the query string.
     public var path: String { String(head.target.split(separator: "?", maxSplits: 1).first ?? "") }
+    /// The first query name or value that is not valid percent-encoded UTF-8, if any: such a
+    /// request is answered 400 before it reaches a handler.
+    public var malformedQueryPart: String? {
+        guard let query = head.target.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for piece in query.split(separator: "&").flatMap({ $0.split(separator: "=", maxSplits: 1) })
+            where piece.replacingOccurrences(of: "+", with: " ").removingPercentEncoding == nil {
+            return String(piece)
+        }
+        return nil
+    }
+
     /// Query parameters, percent-decoded; the first value of a repeated name wins.
     public var query: [String: String] {
         guard let query = head.target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [:] }

@@ -140,8 +140,7 @@ public struct HTTPRequestParser: Sendable {
                     }
                 case .chunkSize:
                     guard let line = try takeLine(&input, limit: 1024, what: "chunk size line") else { return events }
-                    let digits = line.split(separator: UInt8(ascii: ";"), maxSplits: 1).first ?? []
-                    guard let size = Self.hexValue(digits) else { throw HTTPParseError.badRequest("invalid chunk size") }
+                    guard let size = Self.chunkSize(line) else { throw HTTPParseError.badRequest("invalid chunk size line") }
                     if size == 0 {
                         state = .trailers
                         trailerBytes = 0
@@ -263,6 +262,11 @@ public struct HTTPRequestParser: Sendable {
                 throw HTTPParseError(status: 431, message: "more than \(limits.headerCount) header fields")
             }
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none, or two, is a 400.
+        let hosts = headers.count { HTTPRequestHead.sameName($0.name, "host") }
+        guard hosts == 1 || (minor == 0 && hosts == 0) else {
+            throw HTTPParseError.badRequest(hosts == 0 ? "missing Host header" : "more than one Host header")
+        }
         return HTTPRequestHead(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: parts[1], as: UTF8.self),
                                minorVersion: minor, headers: headers)
     }
@@ -322,11 +326,19 @@ public struct HTTPRequestParser: Sendable {
         return line[...]
     }
 
+    /// `chunk-size [BWS ";" chunk-ext]` (RFC 9112 §7.1): hex digits with nothing inside them,
+    /// so that `0 2` is an error rather than a 2 (or a 0) that another parser would read otherwise.
+    static func chunkSize(_ line: ArraySlice<UInt8>) -> Int? {
+        var digits = line.prefix { $0 != UInt8(ascii: ";") }
+        let hasExtension = digits.count < line.count
+        if hasExtension { while let last = digits.last, last == 0x20 || last == 0x09 { digits = digits.dropLast() } }
+        return hexValue(digits)
+    }
+
     static func hexValue(_ digits: some Collection<UInt8>) -> Int? {
-        let trimmed = digits.filter { $0 != 0x20 && $0 != 0x09 }
-        guard !trimmed.isEmpty, trimmed.count <= 15 else { return nil }
+        guard !digits.isEmpty, digits.count <= 15 else { return nil }
         var value = 0
-        for byte in trimmed {
+        for byte in digits {
             switch byte {
             case 0x30...0x39: value = value * 16 + Int(byte - 0x30)
             case 0x41...0x46: value = value * 16 + Int(byte - 0x41 + 10)

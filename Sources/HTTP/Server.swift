@@ -19,11 +19,25 @@ public final class HTTPServer: Sendable {
         /// 0 picks a free port (see `port` after `start`).
         public var port = 8080
         public var limits = HTTPRequestParser.Limits()
+        /// Open connections at most; `start` lowers it to what RLIMIT_NOFILE leaves room for.
         public var maxConnections = 10_000
+        /// Open connections from one client address at most, so that one client's idle sockets
+        /// cannot take every connection (health checks from elsewhere keep working).
+        public var maxConnectionsPerAddress = 2_048
         /// A connection with no request in progress is closed after this long.
         public var idleTimeout: Double = 60
-        /// A request whose head or body stalls for this long gets 408 and the connection closes.
+        /// A request's head must arrive within this long, and its body within this long plus
+        /// its size at `minBodyBytesPerSecond`: else 408 and the connection closes. Each byte
+        /// does not restart the clock, so a body trickled a byte at a time cannot hold a connection.
         public var requestTimeout: Double = 30
+        public var minBodyBytesPerSecond: Double = 16 * 1024
+        /// Back-pressure: a connection is not read while this many of its requests await
+        /// their responses, or while this many response bytes wait to be sent.
+        public var maxQueuedResponses = 32
+        public var maxBufferedOutput = 1 << 20
+        /// The body of an error the server answers itself (a malformed request, 408, 503);
+        /// the application supplies its envelope. Nil: a minimal JSON envelope.
+        public var errorBody: (@Sendable (_ status: Int, _ message: String, _ code: String?) -> [UInt8])?
         /// Threads that run handlers and response streams, apart from the global pool.
         public var handlerThreads = 2
         /// Requests whose body the handler reads as it arrives (`HTTPRequest.bodyStream`),
@@ -71,6 +85,24 @@ public final class HTTPServer: Sendable {
 
     /// The bound port, once started.
     public var port: Int { shared.withLock { $0.port } }
+
+    /// The connection cap in force: the configured one, or fewer when the process's descriptor
+    /// limit leaves room for fewer (each connection is a descriptor; files, the database and
+    /// sent files need some too).
+    public var effectiveMaxConnections: Int {
+        var files = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur != rlim_t.max else { return configuration.maxConnections }
+        let room = Int(files.rlim_cur) - max(32, Int(files.rlim_cur) / 10)
+        return max(1, min(configuration.maxConnections, room))
+    }
+
+    /// A JSON error body, from the application's envelope when it gives one.
+    func errorBody(status: Int, message: String, code: String?) -> [UInt8] {
+        if let errorBody = configuration.errorBody { return errorBody(status, message, code) }
+        let envelope: [String: Any] = ["error": ["message": message, "type": status >= 500 ? "server_error" : "invalid_request_error",
+                                                 "param": NSNull(), "code": code.map { $0 as Any } ?? NSNull()]]
+        return Array((try? JSONSerialization.data(withJSONObject: envelope)) ?? Data(#"{"error":{"message":"error"}}"#.utf8))
+    }
 
     /// Binds and starts the event loop on its own thread; returns the bound port.
     @discardableResult
@@ -148,7 +180,22 @@ final class Connection {
     var body: [UInt8] = []
     /// The streamed body of the request being read, if its route streams.
     var bodyStream: RequestBody?
+    /// Reading is off: see `EventLoop.updateReading` for why.
     var readingPaused = false
+    /// The streamed body's consumer is behind: wait for it before reading more.
+    var bodyPaused = false
+    /// Parsed but not yet handled: requests beyond the back-pressure bound wait here, and no
+    /// more is read until they have been handled.
+    var backlog: [HTTPRequestEvent] = []
+    /// The backlog is being handled further up the stack: handling an event can write (100
+    /// Continue), which flushes, which must not handle the next event before this one is done.
+    var handlingBacklog = false
+    /// Body bytes of the request being read, for its deadline.
+    var bodyBytes = 0
+    /// The client's IPv4 address (network order), for the per-address cap.
+    let address: UInt32
+    /// Handlers running for this connection, by sequence: cancelled when the client leaves.
+    var handlers: [Int: Task<Void, Never>] = [:]
     var nextSequence = 0
     var nextToSend = 0
     var ready: [Int: HTTPResponse] = [:]
@@ -165,9 +212,10 @@ final class Connection {
     /// until the client closes or this deadline passes (see `lingerThenClose`).
     var lingeringUntil: Double?
 
-    init(fd: Int32, generation: UInt64, limits: HTTPRequestParser.Limits, now: Double) {
+    init(fd: Int32, generation: UInt64, address: UInt32, limits: HTTPRequestParser.Limits, now: Double) {
         self.fd = fd
         self.generation = generation
+        self.address = address
         parser = HTTPRequestParser(limits: limits)
         lastActivity = now
     }
@@ -180,11 +228,19 @@ final class EventLoop: @unchecked Sendable {
     var listener: Int32
     let epoll: Int32
     var connections: [Int32: Connection] = [:]
+    var connectionsByAddress: [UInt32: Int] = [:]
     var generation: UInt64 = 0
+    let maxConnections: Int
+    /// Accepting stops for a moment when the process is out of descriptors (EMFILE): the
+    /// listener would stay readable and spin the loop otherwise.
+    var acceptPausedUntil: Double?
+    /// One receive buffer for every read.
+    var readBuffer = [UInt8](repeating: 0, count: 65536)
 
     init(server: HTTPServer, listener: Int32) {
         self.server = server
         self.listener = listener
+        maxConnections = server.effectiveMaxConnections
         epoll = preftune_epoll_create()
         add(listener, events: UInt32(PREFTUNE_EPOLLIN))
         add(server.wakeFD, events: UInt32(PREFTUNE_EPOLLIN))
@@ -202,11 +258,35 @@ final class EventLoop: @unchecked Sendable {
         updateInterest(connection)
     }
 
-    func setReading(_ connection: Connection, paused: Bool) {
+    /// Whether this connection has more work queued than it may: its requests then wait.
+    func overBound(_ connection: Connection) -> Bool {
+        connection.nextSequence - connection.nextToSend >= server.configuration.maxQueuedResponses
+            || connection.output.count >= server.configuration.maxBufferedOutput
+    }
+
+    /// Reads a connection unless its body's consumer is behind, it has parsed requests waiting,
+    /// or it is over its bound of queued responses or unsent bytes (a client that pipelines
+    /// requests and never reads the answers stops being read, instead of growing the server).
+    func updateReading(_ connection: Connection) {
+        guard connections[connection.fd] === connection, connection.lingeringUntil == nil else { return }
+        let paused = connection.bodyPaused || !connection.backlog.isEmpty || overBound(connection)
         guard connection.readingPaused != paused else { return }
         connection.readingPaused = paused
         updateInterest(connection)
         if !paused { read(connection) }
+    }
+
+    /// Handles parsed events, in order, while the connection is within its bound.
+    func processBacklog(_ connection: Connection) {
+        guard !connection.handlingBacklog else { return }
+        connection.handlingBacklog = true
+        while !connection.backlog.isEmpty, connections[connection.fd] === connection, !overBound(connection),
+              !connection.closeAfterFlush, connection.lingeringUntil == nil {
+            handle(connection.backlog.removeFirst(), on: connection)
+        }
+        connection.handlingBacklog = false
+        if connection.closeAfterFlush || connection.lingeringUntil != nil { connection.backlog = [] }
+        updateReading(connection)
     }
 
     func updateInterest(_ connection: Connection) {
@@ -231,8 +311,12 @@ final class EventLoop: @unchecked Sendable {
             drainInbox()
             let now = Self.now()
             if now - lastSweep >= 0.25 {
-                sweepTimeouts(now: now)
+                sweepTimeouts(now: now, since: lastSweep)
                 lastSweep = now
+                if let until = acceptPausedUntil, now >= until, listener >= 0 {
+                    acceptPausedUntil = nil
+                    add(listener, events: UInt32(PREFTUNE_EPOLLIN))
+                }
             }
             if server.shared.withLock({ $0.shuttingDown }) {
                 if listener >= 0 {
@@ -256,32 +340,42 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func accept() {
-        while true {
-            let fd = preftune_accept(listener)
-            guard fd >= 0 else { return }
+        while acceptPausedUntil == nil {
+            var address: UInt32 = 0
+            let fd = preftune_accept_from(listener, &address)
+            guard fd >= 0 else {
+                if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
+                    // Out of descriptors: stop watching the listener for a moment instead of spinning on it.
+                    _ = preftune_epoll_ctl(epoll, 2, listener, 0)
+                    acceptPausedUntil = Self.now() + 0.1
+                }
+                return
+            }
             var yes: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
-            if connections.count >= server.configuration.maxConnections {
-                let response = HTTPResponse(status: 503, contentType: "application/json",
-                                            body: #"{"error":{"message":"the server has too many connections; retry shortly","type":"server_busy","param":null,"code":"too_many_connections"}}"#)
-                if case let .bytes(body) = response.body {
-                    let bytes = response.head(keepAlive: false, contentLength: body.count) + body
-                    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                }
+            let fromAddress = connectionsByAddress[address, default: 0]
+            if connections.count >= maxConnections || fromAddress >= server.configuration.maxConnectionsPerAddress {
+                let message = connections.count >= maxConnections
+                    ? "the server has too many connections; retry shortly"
+                    : "too many connections from your address (at most \(server.configuration.maxConnectionsPerAddress)); close some and retry"
+                let body = server.errorBody(status: 503, message: message, code: "too_many_connections")
+                let response = HTTPResponse(status: 503, headers: [("Content-Type", "application/json"), ("Retry-After", "1")], body: .bytes(body))
+                let bytes = response.head(keepAlive: false, contentLength: body.count) + body
+                _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(fd)
                 continue
             }
             generation &+= 1
-            let connection = Connection(fd: fd, generation: generation, limits: server.configuration.limits, now: Self.now())
+            let connection = Connection(fd: fd, generation: generation, address: address, limits: server.configuration.limits, now: Self.now())
             connections[fd] = connection
+            connectionsByAddress[address] = fromAddress + 1
             add(fd, events: Self.readable)
         }
     }
 
     func read(_ connection: Connection) {
-        var buffer = [UInt8](repeating: 0, count: 65536)
         while connections[connection.fd] === connection, !connection.readingPaused {
-            let n = buffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, 0) }
+            let n = readBuffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { closeConnection(connection); return }
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return }
@@ -292,8 +386,13 @@ final class EventLoop: @unchecked Sendable {
             connection.lastActivity = Self.now()
             if connection.closeAfterFlush || connection.lingeringUntil != nil { continue }  // after an error, ignore what follows
             do {
-                for event in try connection.parser.feed(buffer[0..<n]) { handle(event, on: connection) }
+                connection.backlog += try connection.parser.feed(readBuffer[0..<n])
+                processBacklog(connection)
+                // Handled further up the stack: leave the rest in the socket until then.
+                if connection.handlingBacklog { return }
             } catch let error as HTTPParseError {
+                // What was parsed before the error is answered first, in order.
+                processBacklog(connection)
                 fail(connection, status: error.status, message: error.message)
             } catch {
                 fail(connection, status: 400, message: "\(error)")
@@ -306,6 +405,7 @@ final class EventLoop: @unchecked Sendable {
         case let .head(head):
             connection.head = head
             connection.body = []
+            connection.bodyBytes = 0
             connection.requestStarted = Self.now()
             let hasBody = head.header("content-length").map { $0 != "0" } ?? (head.header("transfer-encoding") != nil)
             if head.expectsContinue && hasBody && head.minorVersion >= 1 {
@@ -318,9 +418,12 @@ final class EventLoop: @unchecked Sendable {
                 dispatch(HTTPRequest(head: head, body: [], bodyStream: body), on: connection)
             }
         case let .body(piece):
-            connection.requestStarted = Self.now()
+            connection.bodyBytes += piece.count
             if let stream = connection.bodyStream {
-                if stream.append(piece) { setReading(connection, paused: true) }
+                if stream.append(piece) {
+                    connection.bodyPaused = true
+                    updateReading(connection)
+                }
             } else {
                 connection.body += piece
             }
@@ -345,7 +448,7 @@ final class EventLoop: @unchecked Sendable {
         connection.nextSequence += 1
         connection.keepAlive[sequence] = request.head.keepAlive && !server.shared.withLock { $0.shuttingDown }
         let (server, fd, generation) = (self.server, connection.fd, connection.generation)
-        Task(executorPreference: server.executor) {
+        connection.handlers[sequence] = Task(executorPreference: server.executor) {
             let response = await server.handler(request)
             server.deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
         }
@@ -355,14 +458,15 @@ final class EventLoop: @unchecked Sendable {
     func fail(_ connection: Connection, status: Int, message: String) {
         connection.bodyStream?.finish(error: message)
         connection.bodyStream = nil
-        let text = #"{"error":{"message":"\#(message.replacingOccurrences(of: "\"", with: "'"))","type":"invalid_request_error","param":null,"code":null}}"#
+        connection.backlog = []
+        let body = server.errorBody(status: status, message: message, code: status == 408 ? "request_timeout" : nil)
         let sequence = connection.nextSequence
         connection.nextSequence += 1
         connection.keepAlive[sequence] = false
         connection.head = nil
         connection.requestStarted = nil
         connection.closeAfterFlush = true
-        connection.ready[sequence] = HTTPResponse(status: status, contentType: "application/json", body: text)
+        connection.ready[sequence] = HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body))
         sendReady(connection)
     }
 
@@ -375,6 +479,7 @@ final class EventLoop: @unchecked Sendable {
             switch delivery {
             case let .response(fd, generation, sequence, response):
                 guard let connection = live(fd, generation) else { continue }
+                connection.handlers[sequence] = nil
                 if let unread = connection.bodyStream, sequence == connection.nextSequence - 1 {
                     // Answered before its body was read (e.g. 401): the rest of the body
                     // cannot be skipped reliably, so the connection ends after this response.
@@ -389,7 +494,8 @@ final class EventLoop: @unchecked Sendable {
                 sendReady(connection)
             case let .resumeReading(fd, generation):
                 guard let connection = live(fd, generation) else { continue }
-                setReading(connection, paused: false)
+                connection.bodyPaused = false
+                updateReading(connection)
             case let .chunk(fd, generation, sequence, bytes):
                 guard let connection = live(fd, generation), connection.streaming?.sequence == sequence, !bytes.isEmpty else { continue }
                 write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10], to: connection)
@@ -423,9 +529,9 @@ final class EventLoop: @unchecked Sendable {
                 let fd = open(path, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0, lseek(fd, off_t(offset), SEEK_SET) == off_t(offset) else {
                     if fd >= 0 { close(fd) }
-                    let missing = HTTPResponse(status: 404, contentType: "application/json",
-                                               body: #"{"error":{"message":"the file is no longer on disk","type":"invalid_request_error","param":null,"code":"not_found"}}"#)
-                    if case let .bytes(body) = missing.body { write(missing.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection) }
+                    let body = server.errorBody(status: 404, message: "the file is no longer on disk", code: "not_found")
+                    let missing = HTTPResponse(status: 404, headers: [("Content-Type", "application/json")], body: .bytes(body))
+                    write(missing.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
                     finishResponse(connection, sequence: sequence)
                     continue
                 }
@@ -451,6 +557,7 @@ final class EventLoop: @unchecked Sendable {
         connection.lastActivity = Self.now()
         if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { lingerThenClose(connection); return }
         sendReady(connection)
+        processBacklog(connection)
     }
 
     func write(_ bytes: [UInt8], to connection: Connection) {
@@ -472,6 +579,7 @@ final class EventLoop: @unchecked Sendable {
         }
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
+        if !connection.backlog.isEmpty || connection.readingPaused { processBacklog(connection) }
         if connection.closeAfterFlush, connection.streaming == nil, connection.nextToSend >= connection.nextSequence {
             lingerThenClose(connection)
         }
@@ -508,6 +616,7 @@ final class EventLoop: @unchecked Sendable {
         guard connection.lingeringUntil == nil else { return }
         connection.bodyStream?.finish(error: "the connection is closing")
         connection.bodyStream = nil
+        connection.backlog = []
         shutdown(connection.fd, Int32(SHUT_WR))
         connection.lingeringUntil = Self.now() + 2
         connection.readingPaused = false
@@ -515,15 +624,18 @@ final class EventLoop: @unchecked Sendable {
         updateInterest(connection)
     }
 
-    func sweepTimeouts(now: Double) {
+    func sweepTimeouts(now: Double, since lastSweep: Double) {
         let configuration = server.configuration
         for connection in Array(connections.values) {
             if let deadline = connection.lingeringUntil {
                 if now > deadline { closeConnection(connection) }
                 continue
             }
-            if let started = connection.requestStarted, now - started > configuration.requestTimeout {
-                fail(connection, status: 408, message: "the request was not received within \(Int(configuration.requestTimeout)) s")
+            // Time the server itself held the body back (its consumer was behind) is not the client's.
+            if connection.bodyPaused, let started = connection.requestStarted { connection.requestStarted = started + (now - lastSweep) }
+            let allowed = configuration.requestTimeout + Double(connection.bodyBytes) / configuration.minBodyBytesPerSecond
+            if let started = connection.requestStarted, now - started > allowed {
+                fail(connection, status: 408, message: "the request was not received in time: \(Int(configuration.requestTimeout)) s for the head, and the body at \(Int(configuration.minBodyBytesPerSecond)) bytes/s or faster")
             } else if !connection.inFlight, connection.output.isEmpty, connection.parser.isIdle,
                       now - connection.lastActivity > configuration.idleTimeout {
                 closeConnection(connection)
@@ -536,6 +648,11 @@ final class EventLoop: @unchecked Sendable {
     func closeConnection(_ connection: Connection) {
         guard connections[connection.fd] === connection else { return }
         connection.streaming?.task.cancel()
+        // The client is gone: its handlers' work (a long sample) is cancelled.
+        for task in connection.handlers.values { task.cancel() }
+        connection.handlers = [:]
+        connection.backlog = []
+        if let count = connectionsByAddress[connection.address] { connectionsByAddress[connection.address] = count > 1 ? count - 1 : nil }
         connection.bodyStream?.finish(error: "the client closed the connection before the body was complete")
         connection.bodyStream = nil
         if let file = connection.sendingFile { close(file.fd) }

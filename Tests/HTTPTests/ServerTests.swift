@@ -10,8 +10,15 @@ final class RawClient {
     let fd: Int32
     var received: [UInt8] = []
 
-    init(port: Int) throws {
+    /// `source`: the local address to connect from (another loopback address is another client).
+    init(port: Int, from source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            _ = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -74,7 +81,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         let client = try RawClient(port: server.port)
         client.send("GET /a?q=x%20y HTTP/1.1\r\nHost: t\r\n\r\n")
         #expect(client.read { $0.contains("q=x y body=") })
-        client.send("POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        client.send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         #expect(client.read { $0.contains("POST /b q= body=hello") })
         #expect(count("HTTP/1.1 200 OK", in: client.text) == 2)
         #expect(!client.text.contains("Connection: close"))
@@ -84,7 +91,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         let server = try Self.server(handler: Self.echo)
         defer { server.shutdown(); server.wait() }
         let client = try RawClient(port: server.port)
-        client.send("GET /slow HTTP/1.1\r\n\r\nGET /fast1 HTTP/1.1\r\n\r\nPOST /chunked HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
         #expect(client.read { count("HTTP/1.1 200", in: $0) == 3 && $0.hasSuffix("body=abcde") })
         let order = ["GET /slow", "GET /fast1", "POST /chunked"].map { client.text.range(of: $0)!.lowerBound }
         #expect(order == order.sorted(), "responses out of order:\n\(client.text)")
@@ -105,7 +112,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         }
         defer { server.shutdown(); server.wait() }
         let client = try RawClient(port: server.port)
-        client.send("GET /logs HTTP/1.1\r\n\r\n")
+        client.send("GET /logs HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(client.read { $0.hasSuffix("0\r\n\r\n") })
         #expect(client.text.contains("Transfer-Encoding: chunked"))
         #expect(client.text.contains("4\r\none\n\r\n4\r\ntwo\n\r\n6\r\nthree\n\r\n0\r\n\r\n"))
@@ -115,7 +122,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         let server = try Self.server(handler: Self.echo)
         defer { server.shutdown(); server.wait() }
         let client = try RawClient(port: server.port)
-        client.send("POST /upload HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         #expect(client.read { $0.contains("100 Continue\r\n\r\n") })
         client.send("data")
         #expect(client.read { $0.contains("body=data") })
@@ -126,15 +133,15 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
                                                          bodyBytesForHead: { $0.target == "/upload" ? 64 : 8 }) }, handler: Self.echo)
         defer { server.shutdown(); server.wait() }
         let big = try RawClient(port: server.port)
-        big.send("GET / HTTP/1.1\r\nX: \(String(repeating: "a", count: 400))\r\n\r\n")
+        big.send("GET / HTTP/1.1\r\nHost: x\r\nX: \(String(repeating: "a", count: 400))\r\n\r\n")
         #expect(big.read { $0.contains("\r\n\r\n") })
         #expect(big.text.hasPrefix("HTTP/1.1 431"))
         #expect(big.text.contains("Connection: close"))
         let body = try RawClient(port: server.port)
-        body.send("POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\n")
+        body.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
         #expect(body.read { $0.contains("\r\n\r\n") } && body.text.hasPrefix("HTTP/1.1 413"))
         let upload = try RawClient(port: server.port)
-        upload.send("POST /upload HTTP/1.1\r\nContent-Length: 20\r\n\r\n01234567890123456789")
+        upload.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n01234567890123456789")
         #expect(upload.read { $0.contains("body=01234567890123456789") })
         let broken = try RawClient(port: server.port)
         broken.send("NOT HTTP\r\n\r\n")
@@ -146,8 +153,8 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         let server = try Self.server({ $0.maxConnections = 2 }, handler: Self.echo)
         defer { server.shutdown(); server.wait() }
         let first = try RawClient(port: server.port), second = try RawClient(port: server.port)
-        first.send("GET /1 HTTP/1.1\r\n\r\n")
-        second.send("GET /2 HTTP/1.1\r\n\r\n")
+        first.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        second.send("GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(first.read { $0.contains("GET /1") } && second.read { $0.contains("GET /2") })
         let third = try RawClient(port: server.port)
         #expect(third.read { $0.contains("\r\n\r\n") })
@@ -167,7 +174,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
     @Test func gracefulShutdownFinishesInFlightRequests() throws {
         let server = try Self.server(handler: Self.echo)
         let client = try RawClient(port: server.port)
-        client.send("GET /slow HTTP/1.1\r\n\r\n")
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         usleep(50_000)
         server.shutdown()
         #expect(client.read { $0.contains("GET /slow") }, "the in-flight request is answered")
@@ -180,7 +187,7 @@ func count(_ needle: String, in haystack: String) -> Int { haystack.components(s
         let server = try Self.server(handler: Self.echo)
         defer { server.shutdown(); server.wait() }
         let clients = try (0..<200).map { _ in try RawClient(port: server.port) }
-        for (i, client) in clients.enumerated() { client.send("GET /c\(i) HTTP/1.1\r\n\r\n") }
+        for (i, client) in clients.enumerated() { client.send("GET /c\(i) HTTP/1.1\r\nHost: x\r\n\r\n") }
         for (i, client) in clients.enumerated() { #expect(client.read { $0.contains("GET /c\(i) ") }) }
     }
 }

@@ -36,7 +36,7 @@ import Glibc
         var expected: UInt64 = 0
         for i in 0..<size { payload[i] = UInt8(truncatingIfNeeded: i &* 7 &+ i >> 9); expected = expected &* 31 &+ UInt64(payload[i]) }
         let client = try RawClient(port: server.port)
-        client.send("POST /upload HTTP/1.1\r\nContent-Length: \(size)\r\n\r\n")
+        client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
         var sent = 0
         while sent < size {
             let n = payload[sent...].withUnsafeBytes { Glibc.send(client.fd, $0.baseAddress, min($0.count, 1 << 16), Int32(MSG_NOSIGNAL)) }
@@ -66,7 +66,7 @@ import Glibc
         defer { server.shutdown(); server.wait() }
         do {
             let client = try RawClient(port: server.port)
-            client.send("POST /upload HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly part")
+            client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
             usleep(100_000)
         }
         for _ in 0..<100 where outcome.withLock({ $0 }).isEmpty { usleep(20_000) }

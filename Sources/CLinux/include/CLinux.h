@@ -22,6 +22,8 @@ int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, 
 int preftune_eventfd(void);
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
 int preftune_accept(int listener);
+/// The same, and the peer's IPv4 address (network byte order; 0 for another family).
+int preftune_accept_from(int listener, uint32_t *ipv4);
 
 /// The calling thread's name as `top -H` and /proc show it (at most 15 characters).
 int preftune_name_current_thread(const char *name);
