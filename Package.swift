@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics", "Diffusion", "Training"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
     ],

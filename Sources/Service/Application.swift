@@ -12,27 +12,47 @@ public final class Application: Sendable {
     public let statusChanges = JobStatusChanges()
     public let logFollowers: LogFollowers
     public let telemetry = Telemetry()
+    public let settings: ServiceSettings
+    /// Samples and model creation, off the request threads.
+    public let heavyWork: HeavyWork
     let idempotency: any IdempotencyStore
+    let resources: Resources
     let router: Router
 
-    public init(dataDirectory: DataDirectory, webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
+    /// The stores and settings handlers share.
+    struct Resources: Sendable {
+        let data: DataDirectory
+        let jobs: any JobStore
+        let models: any ModelStore
+        let files: any FileStore
+        let settings: ServiceSettings
+        let webhooks: Webhooks
+        let heavyWork: HeavyWork
+    }
+
+    public init(dataDirectory: DataDirectory, settings: ServiceSettings = .defaults(), webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
         self.dataDirectory = dataDirectory
+        self.settings = settings
         let jobs = SQLiteJobStore(database: dataDirectory.database)
         self.jobs = jobs
         idempotency = SQLiteIdempotencyStore(database: dataDirectory.database)
+        heavyWork = HeavyWork(threads: settings.heavyWorkThreads, queueCapacity: settings.heavyWorkQueue)
+        let webhooks = Webhooks(store: jobs, egress: EgressPolicy(allowed: settings.webhookAllow), delays: webhookDelays)
+        let resources = Resources(data: dataDirectory, jobs: jobs, models: SQLiteModelStore(database: dataDirectory.database),
+                                  files: SQLiteFileStore(database: dataDirectory.database), settings: settings, webhooks: webhooks,
+                                  heavyWork: heavyWork)
+        self.resources = resources
         var router = Router()
         logFollowers = LogFollowers(changes: statusChanges)
-        Self.addOperations(&router, jobs: jobs, telemetry: telemetry, followers: logFollowers)
-        let files = SQLiteFileStore(database: dataDirectory.database), models = SQLiteModelStore(database: dataDirectory.database)
-        ModelsAPI.add(to: &router, data: dataDirectory, store: models, files: files)
-        FilesAPI.add(to: &router, data: dataDirectory, store: files)
-        JobsAPI.add(to: &router, data: dataDirectory, store: jobs, models: models, files: files, changes: statusChanges)
-        SamplesAPI.add(to: &router, data: dataDirectory, models: models, jobs: jobs)
+        Self.addOperations(&router, jobs: jobs, telemetry: telemetry, followers: logFollowers, metricsToken: settings.metricsToken)
+        ModelsAPI.add(to: &router, resources)
+        FilesAPI.add(to: &router, resources)
+        JobsAPI.add(to: &router, resources, changes: statusChanges)
+        SamplesAPI.add(to: &router, resources)
         LogsAPI.add(to: &router, data: dataDirectory, store: jobs, followers: logFollowers)
         JobMetricsAPI.add(to: &router, store: jobs)
         Dashboard.add(to: &router)
         self.router = router
-        let webhooks = Webhooks(store: jobs, delays: webhookDelays)
         statusChanges.observe { jobID, status in
             if JobStatus.terminal.contains(status) { webhooks.jobFinished(jobID) }
         }
@@ -41,9 +61,12 @@ public final class Application: Sendable {
     /// Jobs left in `validating_files` by a stopped server are validated again.
     public func resumeValidations() {
         for job in (try? jobs.jobs(status: "validating_files")) ?? [] {
-            JobsAPI.validateInBackground(job, data: dataDirectory, store: jobs, changes: statusChanges)
+            JobsAPI.validateInBackground(job, resources, changes: statusChanges)
         }
     }
+
+    /// Stops heavy request work (samples, model builds): what runs is cancelled.
+    public func stop() { heavyWork.stop() }
 
     /// Streams this application produces (log followers) run on the server's handler threads.
     public func serve(on server: HTTPServer) {
@@ -55,6 +78,11 @@ public final class Application: Sendable {
         let router = self.router
         configuration.streamsBody = { router.route(for: $0)?.streamsBody == true }
         configuration.limits.bodyBytesForHead = { router.route(for: $0)?.maxBodyBytes ?? Router.defaultMaxBodyBytes }
+        configuration.errorBody = { status, message, code in
+            let error = APIError(status: status, message: message, type: status >= 500 ? "server_error" : "invalid_request_error", code: code)
+            if case let .bytes(body) = error.response.body { return body }
+            return []
+        }
     }
 
     /// Answers one request: route, authenticate, run the handler, map errors to the envelope.
@@ -69,6 +97,9 @@ public final class Application: Sendable {
 
     /// The response, and the route pattern that answered (the metrics' `route` label).
     func answer(_ request: HTTPRequest) async -> (HTTPResponse, String) {
+        if let part = request.malformedQueryPart {
+            return (APIError.invalid("the query string is not valid percent-encoded UTF-8 at '\(part.prefix(64))'", param: "query").response, "unmatched")
+        }
         switch router.match(method: request.method, path: request.path) {
         case let .failure(failure):
             var response = failure.error.response
@@ -100,13 +131,17 @@ public final class Application: Sendable {
             principal = found
         }
         do {
-            let context = RequestContext(request: request, parameters: parameters, principal: principal)
             if request.method == "POST", let principal, let key = request.head.header("idempotency-key") {
-                return try await idempotent(key: key, principal: principal, request: request) { try await route.handler(context) }
+                return try await idempotent(key: key, principal: principal, request: request, streamed: route.streamsBody) { check in
+                    try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal, idempotency: check))
+                }
             }
-            return try await route.handler(context)
+            return try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal))
         } catch let error as APIError {
             return error.response
+        } catch is CancellationError {
+            // The client left (or the server is stopping): nobody reads this.
+            return APIError(status: 499, message: "the request was cancelled", type: "server_error", code: "cancelled").response
         } catch {
             // Never a bare 500 body: the envelope, and the cause in the server log.
             FileHandle.standardError.write(Data("preftune: \(request.method) \(request.path): \(error)\n".utf8))
@@ -114,40 +149,87 @@ public final class Application: Sendable {
         }
     }
 
-    /// `Idempotency-Key` on POST: the first response to a key is stored and returned
+    /// `Idempotency-Key` on POST: the key is reserved before the request runs (a repeat that
+    /// arrives meanwhile waits for the first to finish), its response is stored and returned
     /// again for a repeat of the same request; reusing a key for another request is 409.
-    func idempotent(key: String, principal: Principal, request: HTTPRequest,
-                    _ body: () async throws -> HTTPResponse) async throws -> HTTPResponse {
+    /// A streamed upload's key covers the bytes it stored: the handler checks them through `check`.
+    func idempotent(key: String, principal: Principal, request: HTTPRequest, streamed: Bool,
+                    _ body: (IdempotencyCheck?) async throws -> HTTPResponse) async throws -> HTTPResponse {
         guard (1...255).contains(key.count) else { throw APIError.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key") }
+        let project = principal.projectID
         // The same key with another body is another request: it must not get this one's answer.
         // JSON bodies compare by content (a retry may serialise its keys in another order).
-        var canonical = request.body
-        if let object = try? JSONSerialization.jsonObject(with: Data(request.body)) { canonical = JSONWriter.encode(object) }
-        let signature = "\(request.method) \(request.path) \(SHA256.hex(canonical))"
-        if let stored = try idempotency.response(project: principal.projectID, key: key) {
-            guard stored.request == signature else {
-                throw APIError(status: 409, message: "Idempotency-Key \(key) was used for another request", param: "Idempotency-Key",
-                               code: "idempotency_key_reused")
-            }
-            return HTTPResponse(status: stored.status, headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],
-                                body: .bytes(stored.body))
+        let prefix = "\(request.method) \(request.path)"
+        var signature = prefix
+        if !streamed {
+            var canonical = request.body
+            if let object = try? JSONSerialization.jsonObject(with: Data(request.body)) { canonical = JSONWriter.encode(object) }
+            signature += " \(SHA256.hex(canonical))"
         }
+        func replay(_ stored: IdempotentResponse) -> HTTPResponse {
+            HTTPResponse(status: stored.status, headers: [("Content-Type", "application/json"), ("Idempotent-Replayed", "true")],
+                         body: .bytes(stored.body))
+        }
+        func reused() -> APIError {
+            APIError(status: 409, message: "Idempotency-Key \(key) was used for another request", param: "Idempotency-Key", code: "idempotency_key_reused")
+        }
+        // A repeat waits (up to a minute) for the request holding the key.
+        var waited = 0
+        while true {
+            switch try idempotency.reserve(project: project, key: key, request: signature) {
+            case .reserved:
+                let check = streamed ? IdempotencyCheck(previous: nil, prefix: prefix) : nil
+                return try await runReserved(key: key, project: project, signature: signature, check: check, body)
+            case let .completed(stored):
+                if streamed, stored.request.hasPrefix(prefix + " ") {
+                    // Whether the bytes are the same is known only once they are read: the handler reads them and decides.
+                    let check = IdempotencyCheck(previous: stored, prefix: prefix)
+                    do { return try await body(check) } catch let replayed as IdempotencyCheck.Replay { return replay(replayed.response) }
+                }
+                guard stored.request == signature else { throw reused() }
+                return replay(stored)
+            case let .inProgress(holder):
+                guard holder.hasPrefix(prefix), streamed || holder == signature else { throw reused() }
+                guard waited < 3000 else {
+                    throw APIError(status: 409, message: "a request with Idempotency-Key \(key) is still running; retry later",
+                                   param: "Idempotency-Key", code: "idempotency_key_in_use")
+                }
+                waited += 1
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    func runReserved(key: String, project: String, signature: String, check: IdempotencyCheck?,
+                     _ body: (IdempotencyCheck?) async throws -> HTTPResponse) async throws -> HTTPResponse {
         let response: HTTPResponse
-        do { response = try await body() } catch let error as APIError { response = error.response }
+        do {
+            response = try await body(check)
+        } catch let error as APIError {
+            response = error.response
+        } catch {
+            try? idempotency.release(project: project, key: key)
+            throw error
+        }
         // Server errors are not remembered: the client may retry them.
         if case let .bytes(bytes) = response.body, response.status < 500 {
-            try? idempotency.remember(project: principal.projectID, key: key,
-                                      IdempotentResponse(request: signature, status: response.status, body: bytes))
+            try? idempotency.complete(project: project, key: key,
+                                      IdempotentResponse(request: check?.signature ?? signature, status: response.status, body: bytes))
+        } else {
+            try? idempotency.release(project: project, key: key)
         }
         return response
     }
 
-    static func addOperations(_ router: inout Router, jobs: any JobStore, telemetry: Telemetry, followers: LogFollowers) {
+    static func addOperations(_ router: inout Router, jobs: any JobStore, telemetry: Telemetry, followers: LogFollowers, metricsToken: String?) {
         router.add("GET", "/healthz", authenticated: false) { _ in JSON.response(["status": "ok"]) }
         router.add("GET", "/readyz", authenticated: false) { _ in JSON.response(["status": "ready"]) }
-        // Prometheus scrapes without a key, as for the health checks; deploy/nginx.conf keeps it off the public side.
-        router.add("GET", "/metrics", authenticated: false) { _ in
-            let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count)
+        // Prometheus scrapes without an API key, as for the health checks. Aggregates only, unless the
+        // scraper presents the operator's metrics token: job ids and losses are the projects' business.
+        router.add("GET", "/metrics", authenticated: false) { context in
+            let presented = context.request.head.header("authorization").map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" }
+            let perJob = metricsToken.map { token in presented.map { SHA256.hex($0.utf8) == SHA256.hex(token.utf8) } ?? false } ?? false
+            let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count, perJob: perJob)
             return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: .bytes(Array(text.utf8)))
         }
     }

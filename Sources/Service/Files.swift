@@ -9,10 +9,11 @@ enum FilesAPI {
     /// Largest upload accepted.
     static let maximumUpload = 8 << 30
 
-    static func add(to router: inout Router, data: DataDirectory, store: any FileStore) {
+    static func add(to router: inout Router, _ resources: Application.Resources) {
+        let data = resources.data, store = resources.files
         // Uploads stream to disk as they arrive; the multipart framing may add a little to the file's size.
         router.add("POST", "/v1/files", streamsBody: true, maxBodyBytes: maximumUpload + (1 << 20)) { context in
-            try await upload(context, data: data, store: store)
+            try await upload(context, resources)
         }
         router.add("GET", "/v1/files") { context in try list(context, store: store) }
         router.add("GET", "/v1/files/{id}") { context in JSON.response(object(try find(context, store: store))) }
@@ -55,15 +56,19 @@ enum FilesAPI {
 
     /// Streams the multipart body: the `file` part goes straight to a temporary file
     /// beside its destination, renamed into place only when the upload is complete and valid.
-    static func upload(_ context: RequestContext, data: DataDirectory, store: any FileStore) async throws -> HTTPResponse {
+    static func upload(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
+        let data = resources.data, store = resources.files, project = context.principal!.projectID
         guard let contentType = context.request.head.header("content-type"),
               let boundary = MultipartParser.boundary(contentType: contentType) else {
             throw APIError(status: 415, message: "upload a file as multipart/form-data with the fields `file` and `purpose`",
                            code: "unsupported_media_type")
         }
+        // No body at all: the server streams only bodies that exist.
         guard let body = context.request.bodyStream else {
-            throw APIError(status: 500, message: "uploads must be streamed", type: "server_error")
+            throw APIError.invalid("the request has no body: send multipart/form-data with the fields `file` and `purpose`", param: "file")
         }
+        let declared = Int(context.request.head.header("content-length") ?? "") ?? 0
+        try Quotas.checkFile(project: project, adding: declared, resources)
         let id = "file-" + APIKeys.randomHex(bytes: 12)
         let temporary = "\(data.path)/files/.upload-\(id)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -75,6 +80,9 @@ enum FilesAPI {
         }
         var parser = MultipartParser(boundary: boundary)
         var field: String?, filename: String?, purpose: [UInt8] = [], bytes = 0, sawFile = false
+        // Counted as the bytes go by: memory budgets need the examples before a job is queued,
+        // and an upload's Idempotency-Key covers its content.
+        var lines = 0, lastByte: UInt8 = 0x0A, hasher = SHA256.Hasher()
         do {
             while let piece = try await body.next() {
                 for event in try parser.feed(piece) {
@@ -84,7 +92,11 @@ enum FilesAPI {
                         if name == "file" {
                             guard !sawFile else { throw APIError.invalid("send one file per upload", param: "file") }
                             sawFile = true
-                            filename = file ?? "upload"
+                            let given = file ?? "upload"
+                            guard !given.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }), given.utf8.count <= 512 else {
+                                throw APIError.invalid("the filename must be at most 512 bytes without control characters (such as NUL)", param: "file")
+                            }
+                            filename = given
                         }
                     case let .data(chunk):
                         if field == "file" {
@@ -93,6 +105,9 @@ enum FilesAPI {
                                 throw APIError(status: 413, message: "files are limited to \(maximumUpload) bytes", param: "file")
                             }
                             try writeAll(chunk, to: fd)
+                            hasher.update(chunk)
+                            for byte in chunk where byte == 0x0A { lines += 1 }
+                            if let last = chunk.last { lastByte = last }
                         } else if field == "purpose" {
                             purpose += chunk
                             guard purpose.count <= 64 else { throw APIError.invalid("purpose is too long", param: "purpose") }
@@ -115,12 +130,16 @@ enum FilesAPI {
         guard purposeText == "fine-tune" else {
             throw APIError.invalid("purpose must be \"fine-tune\", got \"\(purposeText)\"", param: "purpose")
         }
+        if bytes > 0, lastByte != 0x0A { lines += 1 }
+        let digest = hasher.finalizeHex()
+        try Quotas.checkFile(project: project, adding: bytes, resources)
+        try context.idempotency?.verify(content: "sha256=\(digest) purpose=\(purposeText)")
         guard fsync(fd) == 0, rename(temporary, data.filePath(id)) == 0 else {
             throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error")
         }
         keep = true
-        let file = FileRow(id: id, projectID: context.principal!.projectID, filename: filename ?? "upload", purpose: purposeText,
-                           bytes: bytes, createdAt: Int(Date().timeIntervalSince1970))
+        let file = FileRow(id: id, projectID: project, filename: filename ?? "upload", purpose: purposeText,
+                           bytes: bytes, createdAt: Int(Date().timeIntervalSince1970), lines: lines, sha256: digest)
         try store.insert(file)
         return JSON.response(object(file))
     }

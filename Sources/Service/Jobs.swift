@@ -11,11 +11,10 @@ import Training
 enum JobsAPI {
     static let active = Set(JobStatus.all).subtracting(JobStatus.terminal)
 
-    static func add(to router: inout Router, data: DataDirectory, store: any JobStore, models: any ModelStore, files: any FileStore,
-                    changes: JobStatusChanges) {
-        let dataDirectory = data
+    static func add(to router: inout Router, _ resources: Application.Resources, changes: JobStatusChanges) {
+        let dataDirectory = resources.data, store = resources.jobs
         router.add("POST", "/v1/fine_tuning/jobs") { context in
-            try create(context, data: data, store: store, models: models, files: files, changes: changes)
+            try create(context, resources, changes: changes)
         }
         router.add("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
@@ -110,7 +109,7 @@ enum JobsAPI {
 
     static func object(_ job: JobRecord) -> [String: Any] {
         var result: [String: Any] = [
-            "id": job.id, "object": "fine_tuning.job", "model": job.model, "created_at": job.createdAt, "status": job.status,
+            "id": job.id, "object": "fine_tuning.job", "model": ModelKey.name(of: job.model), "created_at": job.createdAt, "status": job.status,
             "training_file": job.trainingFile, "method": json(job.method), "hyperparameters": json(job.hyperparameters),
             "seed": job.seed, "metadata": json(job.metadata), "result_files": [String](), "trained_tokens": NSNull(),
             "organization_id": job.projectID, "integrations": [Any](),
@@ -135,8 +134,8 @@ enum JobsAPI {
 
     // MARK: - Creating a job
 
-    static func create(_ context: RequestContext, data: DataDirectory, store: any JobStore, models: any ModelStore,
-                       files: any FileStore, changes: JobStatusChanges) throws -> HTTPResponse {
+    static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
+        let store = resources.jobs, models = resources.models, files = resources.files
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
         let project = context.principal!.projectID
@@ -145,14 +144,15 @@ enum JobsAPI {
         guard let modelRow = try models.model(modelID, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
             throw APIError.notFound("model \(modelID)", param: "model")
         }
-        func ownedFile(_ field: String) throws -> String? {
+        func ownedFile(_ field: String) throws -> FileRow? {
             guard let value = body[field], !(value is NSNull) else { return nil }
             guard let id = value as? String else { throw APIError.invalid("\(field) must be a file id", param: field) }
-            guard try files.file(id, project: project) != nil else { throw APIError.notFound("file \(id)", param: field) }
-            return id
+            guard let file = try files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
+            return file
         }
-        guard let trainingFile = try ownedFile("training_file") else { throw APIError.invalid("training_file is required", param: "training_file") }
-        let validationFile = try ownedFile("validation_file")
+        guard let trainingRow = try ownedFile("training_file") else { throw APIError.invalid("training_file is required", param: "training_file") }
+        let validationRow = try ownedFile("validation_file")
+        let trainingFile = trainingRow.id, validationFile = validationRow?.id
 
         guard let method = body["method"] as? [String: Any] else {
             throw APIError.invalid("method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}", param: "method")
@@ -199,33 +199,53 @@ enum JobsAPI {
         }
         var webhook: String?
         if let value = body["webhook_url"], !(value is NSNull) {
-            guard let text = value as? String, let url = URL(string: text), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url")
-            }
+            guard let text = value as? String else { throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url") }
+            do { _ = try resources.webhooks.validate(text) } catch { throw APIError.invalid("webhook_url: \(error)", param: "webhook_url") }
             webhook = text
         }
+        // Memory, with the examples counted at upload (older uploads are checked when validated).
+        if let refusal = budgetRefusal(config: config, method: type, hyperparameters: hyperparameters,
+                                       examples: trainingRow.lines ?? 0, validationExamples: validationRow.map { $0.lines ?? 0 },
+                                       budget: resources.settings.memoryBudget) {
+            throw APIError(status: 400, message: refusal, param: "method.\(typeName).hyperparameters", code: "over_memory_budget")
+        }
+        if let lines = trainingRow.lines {
+            do { _ = try hyperparameters.checkedTotalSteps(datasetSize: lines) } catch let error as HyperparameterError {
+                throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
+            }
+        }
+        try Quotas.checkActiveJobs(project: project, resources)
 
         func text(_ object: Any) -> String {
             String(decoding: JSONWriter.encode(object), as: UTF8.self)
         }
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
-        let job = JobRecord(id: id, projectID: project, model: modelID, trainingFile: trainingFile, validationFile: validationFile,
+        let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingFile, validationFile: validationFile,
                             method: text(["type": typeName, typeName: ["hyperparameters": hyperparameters.json]]),
                             hyperparameters: text(hyperparameters.json), seed: seed, suffix: suffix, metadata: text(metadata),
                             webhookURL: webhook, status: "validating_files", createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         DispatchQueue.global(qos: .utility).async {
-            if let status = validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, data: data, store: store) {
+            if let status = validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, resources) {
                 changes.post(jobID: job.id, status: status)
             }
         }
         return JSON.response(object(job))
     }
 
+    /// Why a job would not fit the memory budget, or nil.
+    static func budgetRefusal(config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters, examples: Int,
+                              validationExamples: Int?, budget: MemoryBudget) -> String? {
+        let estimate = MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
+                                               validationExamples: validationExamples)
+        return budget.refusal(estimate, what: "this job")
+    }
+
     /// Validation of a job whose server stopped before it finished.
-    static func validateInBackground(_ job: JobRecord, data: DataDirectory, store: any JobStore, changes: JobStatusChanges) {
+    static func validateInBackground(_ job: JobRecord, _ resources: Application.Resources, changes: JobStatusChanges) {
+        let data = resources.data, store = resources.jobs
         DispatchQueue.global(qos: .utility).async {
-            let base = try? ModelFile.load(data.modelPath(job.model))
+            let base = try? ModelFile.declaredConfig(data.modelPath(job.model))
             guard let base, let (method, hyperparameters) = storedSettings(job) else {
                 let message = "cannot validate: the base model \(job.model) or the job's stored settings are unreadable"
                 let error = String(decoding: JSONWriter.encode(["code": "model_unavailable", "message": message, "param": "model"]), as: UTF8.self)
@@ -234,7 +254,7 @@ enum JobsAPI {
                 }
                 return
             }
-            if let status = validateFiles(job, config: base.config, method: method, hyperparameters: hyperparameters, data: data, store: store) {
+            if let status = validateFiles(job, config: base, method: method, hyperparameters: hyperparameters, resources) {
                 changes.post(jobID: job.id, status: status)
             }
         }
@@ -251,8 +271,16 @@ enum JobsAPI {
     /// Reads every line of the training (and validation) file against the model;
     /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
     static func validateFiles(_ job: JobRecord, config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters,
-                              data: DataDirectory, store: any JobStore) -> String? {
+                              _ resources: Application.Resources) -> String? {
+        let data = resources.data, store = resources.jobs
         do {
+            // Before any file is parsed: the job's memory with every line an example, and the step limit.
+            let trainingLines = try Dataset.countLines(path: data.filePath(job.trainingFile))
+            let validationLines = try job.validationFile.map { try Dataset.countLines(path: data.filePath($0)) }
+            if let refusal = budgetRefusal(config: config, method: method, hyperparameters: hyperparameters, examples: trainingLines,
+                                           validationExamples: validationLines, budget: resources.settings.memoryBudget) {
+                return try fail(job, code: "over_memory_budget", param: "training_file", message: refusal, store: store)
+            }
             let training: Dataset
             do {
                 training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
@@ -264,7 +292,11 @@ enum JobsAPI {
             } catch let error as DatasetError {
                 return try fail(job, field: "training_file", error, store: store)
             }
-            try store.setTotalSteps(job.id, hyperparameters.totalSteps(datasetSize: training.count))
+            let steps: Int
+            do { steps = try hyperparameters.checkedTotalSteps(datasetSize: training.count) } catch let error as HyperparameterError {
+                return try fail(job, code: "invalid_hyperparameters", param: "hyperparameters.\(error.param)", message: error.message, store: store)
+            }
+            try store.setTotalSteps(job.id, steps)
             let queued = try store.transition(job.id, from: ["validating_files"], to: "queued", error: nil,
                                               event: "Validated files: \(training.count) examples; job queued", level: "info")
             return queued ? "queued" : nil
@@ -275,8 +307,11 @@ enum JobsAPI {
     }
 
     static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> String? {
-        let message = "\(field.replacingOccurrences(of: "_", with: " ")) \(error)"
-        let detail = ["code": "invalid_\(field)", "message": message, "param": field]
+        try fail(job, code: "invalid_\(field)", param: field, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", store: store)
+    }
+
+    static func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> String? {
+        let detail = ["code": code, "message": message, "param": param]
         let text = String(decoding: JSONWriter.encode(detail), as: UTF8.self)
         return try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error") ? "failed" : nil
     }

@@ -3,31 +3,40 @@ import Foundation
 import HTTP
 import Numerics
 import Store
+import Training
 
 /// Models — `POST /v1/models` creates a base model from an architecture config
 /// (`{"id", "config", "seed"}`, freshly initialised) or from an uploaded safetensors
 /// file (`{"id", "file"}`, validated against its config); `GET /v1/models`,
 /// `GET /v1/models/{id}`, `DELETE /v1/models/{id}`.
 enum ModelsAPI {
-    static func add(to router: inout Router, data: DataDirectory, store: any ModelStore, files: any FileStore) {
+    static func add(to router: inout Router, _ resources: Application.Resources) {
+        let store = resources.models
         router.add("GET", "/v1/models") { context in
             JSON.response(["object": "list", "data": try store.models(visibleTo: context.principal!.projectID).map(object)])
         }
         router.add("GET", "/v1/models/{id}") { context in JSON.response(object(try find(context, store: store))) }
-        router.add("POST", "/v1/models") { context in try create(context, data: data, store: store, files: files) }
+        router.add("POST", "/v1/models") { context in try await create(context, resources) }
         router.add("DELETE", "/v1/models/{id}") { context in
             let model = try find(context, store: store)
             guard model.projectID != nil else {
                 throw APIError(status: 403, message: "shared models cannot be deleted by a project", type: "permission_error",
                                param: "id", code: "forbidden")
             }
-            try store.markDeleted(model.id)
-            return JSON.response(["id": model.id, "object": "model", "deleted": true])
+            let users = try resources.jobs.jobs(project: context.principal!.projectID, usingModel: model.id, activeOnly: true)
+            guard users.isEmpty else {
+                throw APIError(status: 409, message: "model \(model.name) is the base of \(users.count) unfinished job(s), e.g. \(users[0]); cancel them first",
+                               param: "id", code: "model_in_use")
+            }
+            try store.delete(model.id)
+            // The weights go with the model: deleting is how a project frees its storage quota.
+            try? FileManager.default.removeItem(atPath: resources.data.modelDirectory(model.id))
+            return JSON.response(["id": model.name, "object": "model", "deleted": true])
         }
     }
 
     static func object(_ model: ModelRow) -> [String: Any] {
-        ["id": model.id, "object": "model", "created": model.createdAt, "owned_by": model.projectID == nil ? "preftune" : "project",
+        ["id": model.name, "object": "model", "created": model.createdAt, "owned_by": model.projectID == nil ? "preftune" : "project",
          "config": RawJSON(text: model.config)]
     }
 
@@ -37,15 +46,21 @@ enum ModelsAPI {
         return model
     }
 
-    static func create(_ context: RequestContext, data: DataDirectory, store: any ModelStore, files: any FileStore) throws -> HTTPResponse {
+    /// Bytes of a model's weights, from its config.
+    static func weightBytes(_ config: String) -> Int {
+        (try? ModelConfig.parse(config)).map { ParameterLayout($0).totalCount * 4 } ?? 0
+    }
+
+    static func create(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
+        let project = context.principal!.projectID
         guard let id = body["id"] as? String else { throw APIError.invalid("id is required: a name for the model", param: "id") }
-        guard (1...64).contains(id.count), id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
-              !id.hasPrefix("ft:") else {
-            throw APIError.invalid("id must be 1-64 letters, digits, '-', '_' or '.' (ft: names are for fine-tuned models)", param: "id")
+        guard ModelKey.isValidName(id) else {
+            throw APIError.invalid("id must be 1-64 characters: a letter or digit, then letters, digits, '-', '_' or '.'", param: "id")
         }
-        let model: ModelFile
+        let budget = resources.settings.memoryBudget
+        let build: @Sendable (HeavyWork.Cancellation) throws -> UncheckedSendable<ModelFile>
         switch (body["config"], body["file"]) {
         case let (config?, nil):
             guard let configObject = config as? [String: Any], let configData = try? JSONSerialization.data(withJSONObject: configObject) else {
@@ -57,23 +72,57 @@ enum ModelsAPI {
                 throw APIError.invalid(error.message, param: "config.\(error.param)")
             }
             try ServiceLimits.check(parsed)
+            try checkBudget(parsed, budget)
             let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
-            model = ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))
+            build = { _ in UncheckedSendable(ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))) }
         case let (nil, file as String):
-            guard try files.file(file, project: context.principal!.projectID) != nil else { throw APIError.notFound("file \(file)", param: "file") }
-            do { model = try ModelFile.load(data.filePath(file)) } catch {
+            guard try resources.files.file(file, project: project) != nil else { throw APIError.notFound("file \(file)", param: "file") }
+            let path = resources.data.filePath(file)
+            // What the file declares is checked before anything of it is read: the limits a JSON config
+            // gets, and the memory budget. Then its tensors must cover that config exactly.
+            let declared: ModelConfig
+            do { declared = try ModelFile.declaredConfig(path, requireTensors: false) } catch {
                 throw APIError(status: 422, message: "the file is not a valid resmlp model: \(error)", param: "file", code: "invalid_model_file")
+            }
+            do { try ServiceLimits.check(declared) } catch let error as APIError {
+                throw APIError(status: 422, message: "the file's config: \(error.message)", param: "file", code: "invalid_model_file")
+            }
+            try checkBudget(declared, budget)
+            build = { _ in
+                do { return UncheckedSendable(try ModelFile.load(path)) } catch {
+                    throw APIError(status: 422, message: "the file is not a valid resmlp model: \(error)", param: "file", code: "invalid_model_file")
+                }
             }
         default:
             throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
         }
-        let directory = data.modelDirectory(id)
-        let inserted = try store.create(id, project: context.principal!.projectID, config: model.config.json) {
+        try Quotas.checkModel(project: project, adding: 0, resources)
+        // Initialising or reading a model and writing its file take seconds at the largest sizes: not on a
+        // request thread. The file is written beside its place and renamed in when the model is registered.
+        let directory = resources.data.modelDirectory(ModelKey.key(project: project, name: id))
+        let staged = "\(directory)/.model-\(APIKeys.randomHex(bytes: 6)).safetensors"
+        let built = try await resources.heavyWork.run { cancellation in
+            let model = try build(cancellation).value
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try model.write(to: "\(directory)/model.safetensors")
+            try model.write(to: staged)
+            return (config: model.config.json, bytes: model.parameters.count * 4)
         }
-        guard inserted else { throw APIError(status: 409, message: "a model named \(id) exists already", param: "id", code: "conflict") }
-        return JSON.response(object(try find(RequestContext(request: context.request, parameters: ["id": id], principal: context.principal), store: store)))
+        defer { try? FileManager.default.removeItem(atPath: staged) }
+        try Quotas.checkModel(project: project, adding: built.bytes, resources)
+        let inserted = try resources.models.create(id, project: project, config: built.config) { key in
+            guard rename(staged, resources.data.modelPath(key)) == 0 else {
+                throw APIError(status: 500, message: "cannot store the model: \(String(cString: strerror(errno)))", type: "server_error")
+            }
+        }
+        guard inserted else { throw APIError(status: 409, message: "you have a model named \(id) already (or a shared model has that name)", param: "id", code: "conflict") }
+        guard let created = try resources.models.model(id, visibleTo: project) else { throw APIError.notFound("model \(id)", param: "id") }
+        return JSON.response(object(created))
+    }
+
+    static func checkBudget(_ config: ModelConfig, _ budget: MemoryBudget) throws {
+        if let refusal = budget.refusal(MemoryEstimate.model(config: config), what: "this model", advice: "choose a smaller architecture") {
+            throw APIError(status: 400, message: refusal, param: "config", code: "over_memory_budget")
+        }
     }
 }
 

@@ -7,6 +7,44 @@ public struct RequestContext: Sendable {
     public let request: HTTPRequest
     public let parameters: [String: String]
     public let principal: Principal?
+    /// For a streamed POST with an Idempotency-Key: the handler reports what it stored.
+    public var idempotency: IdempotencyCheck?
+
+    public init(request: HTTPRequest, parameters: [String: String], principal: Principal?, idempotency: IdempotencyCheck? = nil) {
+        self.request = request
+        self.parameters = parameters
+        self.principal = principal
+        self.idempotency = idempotency
+    }
+}
+
+/// The Idempotency-Key of a streamed request (an upload), whose identity is known only once
+/// its body has been read: the handler calls `verify` with a signature of what it stored
+/// (the content's hash) before committing it. A repeat of the first request then gets the
+/// first response (`Replay`, which undoes this one), another request with the key a 409.
+public final class IdempotencyCheck: @unchecked Sendable {
+    struct Replay: Error { let response: IdempotentResponse }
+
+    let previous: IdempotentResponse?
+    let prefix: String
+    private(set) var signature: String?
+
+    init(previous: IdempotentResponse?, prefix: String) {
+        self.previous = previous
+        self.prefix = prefix
+    }
+
+    public func verify(content: String) throws {
+        let signature = "\(prefix) \(content)"
+        if let previous {
+            guard previous.request == signature else {
+                throw APIError(status: 409, message: "the Idempotency-Key was used for an upload of other content", param: "Idempotency-Key",
+                               code: "idempotency_key_reused")
+            }
+            throw Replay(response: previous)
+        }
+        self.signature = signature
+    }
 }
 
 public typealias Principal = Store.Principal

@@ -3,6 +3,7 @@ import Foundation
 import HTTP
 import Numerics
 import Store
+import Training
 
 /// `POST /v1/samples`: samples from any model the project may use — shared and own
 /// models, fine-tuned results and their checkpoints (`ft:…:ckpt-step-N`) — as arrays
@@ -11,16 +12,42 @@ import Store
 enum SamplesAPI {
     static let maximumSamples = 256
 
-    static func add(to router: inout Router, data: DataDirectory, models: any ModelStore, jobs: any JobStore) {
+    static func add(to router: inout Router, _ resources: Application.Resources) {
+        let data = resources.data, models = resources.models, jobs = resources.jobs
         router.add("POST", "/v1/samples") { context in
             let request = try SampleRequest(RequestJSON.object(context.request))
             let path = try resolve(request.model, project: context.principal!.projectID, data: data, models: models, jobs: jobs)
-            let model: ModelFile
-            do { model = try ModelFile.load(path) } catch {
+            let config: ModelConfig
+            do { config = try ModelFile.declaredConfig(path) } catch {
                 throw APIError(status: 500, message: "the weights of \(request.model) cannot be read", type: "server_error")
             }
-            let samples = try await draw(request, model: model)
-            return try response(request, model: model, samples: samples)
+            try checkCost(request, config: config, resources.settings)
+            let samples = try await resources.heavyWork.run { cancellation in
+                let model: ModelFile
+                do { model = try ModelFile.load(path) } catch {
+                    throw APIError(status: 500, message: "the weights of \(request.model) cannot be read", type: "server_error")
+                }
+                // Handed back whole: the request's task waits and touched none of it meanwhile.
+                return UncheckedSendable((model, try draw(request, model: model, cancellation: cancellation)))
+            }.value
+            return try response(request, model: samples.0, samples: samples.1)
+        }
+    }
+
+    /// Refuses a request over the memory budget, or asking for more arithmetic than the server
+    /// allows one request (n × steps × the model's FLOPs per sample, twice with guidance).
+    static func checkCost(_ request: SampleRequest, config: ModelConfig, _ settings: ServiceSettings) throws {
+        let rows = request.n * max(1, request.prompts?.count ?? request.conditions?.count ?? 1)
+        if let refusal = settings.memoryBudget.refusal(MemoryEstimate.sampling(config: config, count: rows), what: "this sample request",
+                                                      advice: "ask for fewer samples") {
+            throw APIError(status: 400, message: refusal, param: "n", code: "over_memory_budget")
+        }
+        let perSample = 2.0 * Double(ParameterLayout(config).totalCount) * (request.guidance == 1 ? 1 : 2)
+        let flops = Double(rows) * Double(request.steps) * perSample
+        guard flops <= settings.maxSampleFLOPs else {
+            throw APIError(status: 400, message: String(format: "this request needs about %.2g FLOPs (%d samples × %d steps × %.2g per sample), over this server's limit of %.2g per request (--max-sample-flops); ask for fewer samples or steps",
+                                                        flops, rows, request.steps, perSample, settings.maxSampleFLOPs),
+                           param: "steps", code: "over_compute_budget")
         }
     }
 
@@ -37,11 +64,11 @@ enum SamplesAPI {
             }
             return path
         }
-        guard try models.model(id, visibleTo: project) != nil else { throw APIError.notFound("model \(id)", param: "model") }
-        return data.modelPath(id)
+        guard let row = try models.model(id, visibleTo: project) else { throw APIError.notFound("model \(id)", param: "model") }
+        return data.modelPath(row.id)
     }
 
-    struct SampleRequest {
+    struct SampleRequest: Sendable {
         var model: String
         var prompts: [String]?
         var conditions: [[Double]?]?
@@ -143,12 +170,11 @@ enum SamplesAPI {
         }
     }
 
-    struct Drawn { let rows: [[Float]]; let labels: [Any] }
+    struct Drawn: @unchecked Sendable { let rows: [[Float]]; let labels: [Any] }
 
-    /// Samples off the request threads: a sampler is CPU work, and the API must stay responsive.
-    /// Utility QoS (nice 2 on Linux): above training, below the request path. User-initiated
-    /// ran it at nice −2, ahead of the HTTP loop it was moved off to protect.
-    static func draw(_ request: SampleRequest, model: ModelFile) async throws -> Drawn {
+    /// Draws on a heavy-work thread (the request threads stay responsive), and stops between
+    /// sampler steps once `cancellation` is set: the client left, or the server is stopping.
+    static func draw(_ request: SampleRequest, model: ModelFile, cancellation: HeavyWork.Cancellation) throws -> Drawn {
         let config = model.config, D = config.sampleSize
         let (conditions, labels) = try Self.conditions(request, config: config)
         let count = conditions.count
@@ -162,29 +188,24 @@ enum SamplesAPI {
             var random = Philox(seed: request.seed, stream: 0x5A3E)
             random.fillNormal(x.pointer, count: count * D)
         }
-        // The buffers are handed over whole: this request's task waits and touches none of them meanwhile.
-        let work = UncheckedSendable((x, conditions, model))
-        let seed = request.seed, sampler = request.sampler, guidance = request.guidance, steps = request.steps
-        let rows: [[Float]] = await withCheckedContinuation { continuation in
-            DispatchQueue.global(qos: .utility).async {
-                let (x, conditions, model) = work.value
-                continuation.resume(returning: denoise(x, model: model, conditions: conditions, sampler: sampler, steps: steps,
-                                                       guidance: guidance, seed: seed))
-            }
+        guard let rows = denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
+                                 guidance: request.guidance, seed: request.seed, shouldStop: { cancellation.isCancelled }) else {
+            throw CancellationError()
         }
         return Drawn(rows: rows, labels: labels)
     }
 
-    /// x_T in `x` to samples, one array per row; DDPM's per-step noise comes from `seed`.
+    /// x_T in `x` to samples, one array per row; DDPM's per-step noise comes from `seed`. Nil when `shouldStop` ended it.
     static func denoise(_ x: FloatBuffer, model: ModelFile, conditions: Conditions, sampler: SamplerKind, steps: Int, guidance: Float,
-                        seed: UInt64) -> [[Float]] {
+                        seed: UInt64, shouldStop: () -> Bool = { false }) -> [[Float]]? {
         let count = conditions.count, D = model.config.sampleSize
-        Sampler(model: ResMLP(config: model.config), kind: sampler, maxBatch: count).sample(
+        let completed = Sampler(model: ResMLP(config: model.config), kind: sampler, maxBatch: count).sample(
             parameters: model.parameters, x: x.pointer, batch: count, conditions: conditions, guidance: guidance, steps: steps,
             fillNoise: { step, out, size in
                 var generator = Philox(seed: seed, stream: 0xDD9, counter: UInt64(step * size))
                 generator.fillNormal(out, count: size)
-            })
+            }, shouldStop: shouldStop)
+        guard completed else { return nil }
         return (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) }
     }
 
@@ -201,7 +222,8 @@ enum SamplesAPI {
         let x = FloatBuffer(count: rows.count * model.config.sampleSize)
         var random = Philox(seed: seed, stream: 0x5A3E)
         random.fillNormal(x.pointer, count: x.count)
-        let samples = denoise(x, model: model, conditions: repeated, sampler: .dpmpp2m, steps: steps, guidance: guidance, seed: seed)
+        guard let samples = denoise(x, model: model, conditions: repeated, sampler: .dpmpp2m, steps: steps, guidance: guidance, seed: seed)
+        else { return nil }
         return PNG.grid(samples: samples, channels: shape[0], height: shape[1], width: shape[2], columns: columns,
                         scale: max(1, 64 / max(shape[1], shape[2])))
     }

@@ -51,7 +51,8 @@ public final class Telemetry: @unchecked Sendable {
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
-    func render(jobsByStatus: [String: Int], followers: Int) -> String {
+    /// `perJob`: series labelled by job id (step, loss), for a scraper holding the metrics token only.
+    func render(jobsByStatus: [String: Int], followers: Int, perJob: Bool) -> String {
         let (requests, running, samplesTrained, workers) = lock.withLock { (self.requests, self.running, self.samplesTrained, self.workers) }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
@@ -72,11 +73,13 @@ public final class Telemetry: @unchecked Sendable {
         out += "preftune_workers_busy \(running.count)\n"
         family("preftune_samples_trained_total", "counter", "Training examples processed since the process started.")
         out += "preftune_samples_trained_total \(samplesTrained)\n"
-        family("preftune_job_step", "gauge", "Last recorded optimizer step of each running job.")
-        for (id, job) in running.sorted(by: { $0.key < $1.key }) { out += "preftune_job_step{job=\"\(label(id))\"} \(job.step)\n" }
-        family("preftune_job_loss", "gauge", "Last recorded training loss of each running job.")
-        for (id, job) in running.sorted(by: { $0.key < $1.key }) {
-            if let loss = job.loss { out += "preftune_job_loss{job=\"\(label(id))\"} \(number(loss))\n" }
+        if perJob {
+            family("preftune_job_step", "gauge", "Last recorded optimizer step of each running job.")
+            for (id, job) in running.sorted(by: { $0.key < $1.key }) { out += "preftune_job_step{job=\"\(label(id))\"} \(job.step)\n" }
+            family("preftune_job_loss", "gauge", "Last recorded training loss of each running job.")
+            for (id, job) in running.sorted(by: { $0.key < $1.key }) {
+                if let loss = job.loss { out += "preftune_job_loss{job=\"\(label(id))\"} \(number(loss))\n" }
+            }
         }
         family("preftune_log_followers", "gauge", "Clients following a job's log.")
         out += "preftune_log_followers \(followers)\n"

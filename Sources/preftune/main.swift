@@ -4,12 +4,14 @@ import HTTP
 import Numerics
 import Service
 import Store
+import Training
 
 // OpenBLAS reads its core type when it loads: pick the fastest kernels before anything else.
 KernelSelection.ensureFastestKernels()
 
 let version = "0.1.0"
 let arguments = Array(CommandLine.arguments.dropFirst())
+Flags.check(arguments)
 
 func fail(_ message: String, status: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("preftune: \(message)\n".utf8))
@@ -29,9 +31,13 @@ func printUsage() {
 
     commands:
       serve [--listen 127.0.0.1:8080] [--data-dir ./data] [--workers 1] [--threads-per-job CORES]
+            [--max-job-memory SIZE] [--max-sample-flops N] [--quota-storage SIZE] [--quota-files N]
+            [--quota-models N] [--quota-jobs N] [--webhook-allow CIDR,…] [--metrics-token TOKEN]
+            [--shutdown-grace SECONDS]
                                    run the API and the workers that train queued jobs;
                                    the first start on an empty data dir writes an
-                                   admin key to <data-dir>/admin.key
+                                   admin key to <data-dir>/admin.key (docs/operations.md
+                                   explains the budgets, quotas and egress rules)
       keys create --project NAME [--admin] [--data-dir ./data]
       keys list [--data-dir ./data]
       keys revoke KEY_ID [--data-dir ./data]
@@ -81,6 +87,38 @@ func serve(_ arguments: [String]) -> Never {
         guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
         workers.threadsPerJob = count
     }
+    var settings = ServiceSettings.defaults(workers: max(1, workers.workers))
+    if let value = option("--max-job-memory", in: arguments) {
+        guard let bytes = ByteCount.parse(value), bytes >= 16 << 20 else { fail("--max-job-memory takes a size such as 4G or 512M (at least 16M)", status: 2) }
+        settings.memoryBudget = MemoryBudget(bytes: bytes)
+    }
+    if let value = option("--max-sample-flops", in: arguments) {
+        guard let flops = Double(value), flops > 0, flops.isFinite else { fail("--max-sample-flops takes a number such as 5e12", status: 2) }
+        settings.maxSampleFLOPs = flops
+    }
+    if let value = option("--quota-storage", in: arguments) {
+        guard let bytes = ByteCount.parse(value) else { fail("--quota-storage takes a size such as 50G", status: 2) }
+        settings.quotas.storageBytes = bytes
+    }
+    for (flag, path) in [("--quota-files", \ProjectQuotas.files), ("--quota-models", \ProjectQuotas.models), ("--quota-jobs", \ProjectQuotas.activeJobs)] {
+        guard let value = option(flag, in: arguments) else { continue }
+        guard let count = Int(value), count >= 0 else { fail("\(flag) takes a number", status: 2) }
+        settings.quotas[keyPath: path] = count
+    }
+    if let value = option("--webhook-allow", in: arguments) {
+        settings.webhookAllow = value.split(separator: ",").map { piece in
+            guard let network = IPNetwork(String(piece).trimmingCharacters(in: .whitespaces)) else {
+                fail("--webhook-allow takes CIDR ranges separated by commas, e.g. 10.1.0.0/16,fd00::/8; '\(piece)' is not one", status: 2)
+            }
+            return network
+        }
+    }
+    settings.metricsToken = option("--metrics-token", in: arguments)
+    let grace = option("--shutdown-grace", in: arguments).map { value -> Double in
+        guard let seconds = Double(value), seconds > 0, seconds <= 3600 else { fail("--shutdown-grace takes seconds, 1-3600", status: 2) }
+        return seconds
+    } ?? 30
+    workers.memoryBudget = settings.memoryBudget
     // Every connection is a descriptor (thousands of log followers): lift the soft limit to the hard one.
     var files = rlimit()
     if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur < files.rlim_max {
@@ -89,7 +127,7 @@ func serve(_ arguments: [String]) -> Never {
     }
     let data = openDataDirectory(arguments)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
-    let application = Application(dataDirectory: data)
+    let application = Application(dataDirectory: data, settings: settings)
     let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: workers,
                           telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
@@ -101,7 +139,7 @@ func serve(_ arguments: [String]) -> Never {
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
-        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job, at nice 10 with \(blasThreads.count) OpenBLAS threads")
+        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job, at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
         fflush(nil)
     } catch {
         fail("\(error)")
@@ -116,8 +154,15 @@ func serve(_ arguments: [String]) -> Never {
         signal(signalNumber, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
         source.setEventHandler {
-            print("stopping: finishing requests in flight; running jobs save their state")
+            print("stopping: finishing requests in flight; running jobs save their state (at most \(Int(grace)) s)")
             fflush(nil)
+            // Past the grace period the process ends regardless: a stop must never hang.
+            DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+                print("stopping: the grace period of \(Int(grace)) s ran out; exiting now")
+                fflush(nil)
+                _exit(1)
+            }
+            application.stop()
             server.shutdown()
             pool.stop()
         }
@@ -127,7 +172,9 @@ func serve(_ arguments: [String]) -> Never {
     server.wait()
     pool.stop()
     print("stopped")
-    exit(0)
+    fflush(nil)
+    // Everything is stored; exit() would run OpenBLAS's exit handler, which can wait on its threads.
+    _exit(0)
 }
 
 func keys(_ arguments: [String]) -> Never {

@@ -6,6 +6,7 @@ import HTTP
 import Service
 import Store
 import Testing
+import Training
 
 /// The API served for real on a loopback port, over a fresh data directory.
 final class LiveService {
@@ -17,11 +18,19 @@ final class LiveService {
     private(set) var pool: WorkerPool?
     var base: String { "http://127.0.0.1:\(server.port)" }
 
-    init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4]) throws {
+    /// Settings for tests: the machine's defaults, and webhooks may reach this machine (the
+    /// tests' receivers listen on loopback).
+    static var testSettings: ServiceSettings {
+        var settings = ServiceSettings.defaults()
+        settings.webhookAllow = [IPNetwork("127.0.0.0/8")!]
+        return settings
+    }
+
+    init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4], settings: ServiceSettings = LiveService.testSettings) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-data-\(UUID())").path
         let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
         data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
-        application = Application(dataDirectory: data, webhookDelays: webhookDelays)
+        application = Application(dataDirectory: data, settings: settings, webhookDelays: webhookDelays)
         var configuration = HTTPServer.Configuration()
         configuration.port = 0
         application.configure(&configuration)
@@ -31,9 +40,17 @@ final class LiveService {
         if workers > 0 { startWorkers(workers) }
     }
 
+    /// Where a model is stored: model ids are per project, under models/<project>/<id>.
+    func modelPath(_ name: String) throws -> String {
+        let rows = try data.database.read { try $0.rows("SELECT id FROM models WHERE id = ?1 OR id LIKE '%/' || ?1", [.text(name)]) }
+        guard case let .text(key)? = rows.first?.first else { throw HTTPTestFailure("no model \(name)") }
+        return data.modelPath(key)
+    }
+
     /// Starts a worker pool (a restarted server's, when one ran and was stopped before).
-    func startWorkers(_ count: Int = 1) {
+    func startWorkers(_ count: Int = 1, memoryBudget: MemoryBudget? = nil) {
         var configuration = WorkerPool.Configuration(workers: count, threadsPerJob: 1)
+        configuration.memoryBudget = memoryBudget ?? application.settings.memoryBudget
         configuration.heartbeatSeconds = 0.5
         configuration.pollSeconds = 0.05
         let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: configuration,

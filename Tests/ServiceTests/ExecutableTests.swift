@@ -105,3 +105,105 @@ import Glibc
         #expect(text.contains("stopping: finishing requests in flight") && text.contains("stopped"))
     }
 }
+
+/// The executable refuses what it does not understand, and always stops when told to.
+@Suite(.serialized) struct ExecutableHardeningTests {
+    @Test func unknownFlagsAndMissingValuesAreUsageErrors() throws {
+        let data = ExecutableTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let typo = try runTool([ExecutableTests.binary, "serve", "--wrokers", "4", "--data-dir", data])
+        #expect(typo.status == 2 && typo.output.contains("unknown flag --wrokers") && typo.output.contains("did you mean --workers?"), "\(typo.output)")
+        #expect(!FileManager.default.fileExists(atPath: data), "nothing was started")
+        for arguments in [["serve", "--workers"], ["keys", "list", "--bogus"], ["keys", "create", "--project"], ["jobs", "get"],
+                          ["jobs", "get", "a", "b"], ["backup", "--to"], ["inspect-model"], ["files", "upload", "x", "--purpos", "y"],
+                          ["sample", "--model", "m", "--stepz", "3"], ["models", "create", "m", "--seeed", "1"]] {
+            let result = try runTool([ExecutableTests.binary] + arguments)
+            #expect(result.status == 2 && result.output.contains("usage: preftune"), "\(arguments): \(result.status) \(result.output)")
+        }
+    }
+
+    /// SIGTERM during a long sample request: the sample is cancelled and the process exits within its grace period.
+    @Test func sigtermEndsWithinTheGracePeriodDuringALongSample() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ExecutableTests.binary)
+        process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", data, "--workers", "0", "--shutdown-grace", "3",
+                             "--max-sample-flops", "1e15"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let base = "http://127.0.0.1:\(port)"
+        var healthy = false
+        for _ in 0..<200 where !healthy {
+            healthy = (try? await URLSession.shared.data(from: URL(string: base + "/healthz")!)) != nil
+            if !healthy { try await Task.sleep(for: .milliseconds(25)) }
+        }
+        let key = try String(contentsOfFile: "\(data)/admin.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        func post(_ path: String, _ body: [String: Any]) -> URLRequest {
+            var request = URLRequest(url: URL(string: base + path)!)
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+            request.httpBody = try? JSONSerialization.data(withJSONObject: body)
+            return request
+        }
+        let config: [String: Any] = ["sample_shape": [1, 4, 4], "hidden": 256, "depth": 4, "cond": ["kind": "text", "vocab": 32, "max_tokens": 4]]
+        _ = try await URLSession.shared.data(for: post("/v1/models", ["id": "m", "config": config]))
+        let sample = UncheckedSendable(post("/v1/samples", ["model": "m", "prompts": ["a"], "n": 256, "steps": 1000]))
+        let pending = Task { try? await URLSession.shared.data(for: sample.value) }
+        try await Task.sleep(for: .milliseconds(700))
+        let signalled = Date()
+        kill(process.processIdentifier, SIGTERM)
+        while process.isRunning, Date().timeIntervalSince(signalled) < 20 { try await Task.sleep(for: .milliseconds(20)) }
+        pending.cancel()
+        let took = Date().timeIntervalSince(signalled)
+        #expect(!process.isRunning && took < 3.5, "exited \(took) s after SIGTERM")
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.contains("stopping:"), "\(text)")
+    }
+
+    /// Out of descriptors, the server stops accepting for a moment instead of spinning on accept,
+    /// and serves again once connections close.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs util-linux's prlimit"))
+    func runningOutOfDescriptorsDoesNotSpin() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        process.arguments = ["--nofile=48:48", ExecutableTests.binary, "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", data, "--workers", "0"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var healthy = false
+        for _ in 0..<200 where !healthy {
+            healthy = (try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!)) != nil
+            if !healthy { try await Task.sleep(for: .milliseconds(25)) }
+        }
+        #expect(healthy)
+        // More connections than descriptors: the kernel's backlog holds what the server cannot accept.
+        var sockets: [RawSocket] = []
+        for _ in 0..<120 { if let socket = try? RawSocket(port: port) { sockets.append(socket) } }
+        func cpuSeconds() -> Double {
+            let stat = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)) ?? ""
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let before = cpuSeconds()
+        try await Task.sleep(for: .seconds(1))
+        let used = cpuSeconds() - before
+        #expect(used < 0.3, "the server used \(used) s of CPU in 1 s while out of descriptors")
+        for socket in sockets { socket.close() }
+        var again = false
+        for _ in 0..<200 where !again {
+            again = (try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!)) != nil
+            if !again { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(again, "serves again once descriptors are free")
+    }
+}

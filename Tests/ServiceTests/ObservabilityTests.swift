@@ -137,13 +137,18 @@ extension LiveService {
 
     /// `GET /metrics` in the Prometheus text format, read by the reference parser (prometheus_client).
     @Test func prometheusMetricsParseAndDescribeTheRunningJob() async throws {
-        let service = try LiveService(workers: 1)
+        var settings = LiveService.testSettings
+        settings.metricsToken = "scraper"
+        let service = try LiveService(workers: 1, settings: settings)
         let model = try await WorkerFixtures.baseModel(service)
         let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 10_000_000, "batch_size": 4, "log_every": 10])
         try await service.waitForStep(id, atLeast: 20)
         _ = try await service.get("/v1/fine_tuning/jobs/nope")
-        let (data, response) = try await URLSession.shared.data(from: URL(string: service.base + "/metrics")!)
+        // Per-job series are for the operator's scraper, which presents the metrics token.
+        var scrape = URLRequest(url: URL(string: service.base + "/metrics")!)
+        scrape.setValue("Bearer scraper", forHTTPHeaderField: "Authorization")
+        let (data, response) = try await URLSession.shared.data(for: scrape)
         #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
         let path = service.directory + "/metrics.txt"
         try data.write(to: URL(fileURLWithPath: path))

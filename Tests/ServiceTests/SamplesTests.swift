@@ -21,7 +21,7 @@ import Testing
         #expect(answer.json["shape"] as? [Int] == [1, 4, 4])
 
         // The same sampler, weights and x_T here give the same numbers.
-        let file = try ModelFile.load(service.data.modelPath(model))
+        let file = try ModelFile.load(try service.modelPath(model))
         let x = FloatBuffer(count: 4 * 16)
         for (row, values) in noise.enumerated() { for (i, v) in values.enumerated() { x[row * 16 + i] = Float(v) } }
         Sampler(model: ResMLP(config: file.config), kind: .ddim, maxBatch: 4).sample(

@@ -11,6 +11,7 @@ struct JobRunner {
     let job: JobRecord
     let worker: String
     let data: DataDirectory
+    let memoryBudget: MemoryBudget
     let store: any JobStore
     let control: JobControl
     let changes: JobStatusChanges
@@ -37,7 +38,7 @@ struct JobRunner {
         do {
             let trainer = try makeTrainer(directory: directory, sink: sink)
             let resume = FileManager.default.fileExists(atPath: Trainer.statePath(in: directory))
-            let outcome = try trainer.run(resume: resume) {
+            let command = { () -> TrainingCommand in
                 if sink.storeError != nil { return .cancel }
                 switch control.request {
                 case nil: return .proceed
@@ -45,6 +46,8 @@ struct JobRunner {
                 case .cancel, .leaseLost: return .cancel
                 }
             }
+            // Asked inside steps too: a cancel or pause takes effect within a sampling step, not after a whole rollout.
+            let outcome = try trainer.run(resume: resume, control: command, interrupt: command)
             if let error = sink.storeError { throw Failure(code: "store_unavailable", message: "cannot record the job's progress: \(error)") }
             return conclude(outcome, trainer: trainer, sink: sink)
         } catch let failure as Failure {
@@ -73,19 +76,39 @@ struct JobRunner {
                 throw Failure(code: "invalid_\(field)", message: "\(field.replacingOccurrences(of: "_", with: " ")) \(id): \(error)", param: field)
             }
         }
+        // The budget again, as this worker's operator sets it, before the datasets are expanded in memory.
+        let lines = (try? Dataset.countLines(path: data.filePath(job.trainingFile))) ?? 0
+        let validationLines = job.validationFile.map { (try? Dataset.countLines(path: data.filePath($0))) ?? 0 }
+        if let refusal = JobsAPI.budgetRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
+                                               validationExamples: validationLines, budget: memoryBudget) {
+            throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
+        }
         let training = try dataset(job.trainingFile, field: "training_file")
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
         let trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
         sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
         sink.logEvery = hyperparameters.logEvery
+        let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, dataDirectory = data, jobID = job.id
+        sink.retain = { try Self.removeCheckpoints(of: jobID, keeping: keep, store: jobStore, data: dataDirectory) }
         if SamplesAPI.isImage(base.config.sampleShape) {
             let data = data, id = job.id
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
                 JobsAPI.sampleGridPath(data: data, job: id, step: $0)
             }
         }
-        return Trainer(job: trainingJob, directory: directory, sink: sink)
+        do { return try Trainer(job: trainingJob, directory: directory, sink: sink) } catch {
+            throw Failure(code: "out_of_memory", message: "the job's buffers cannot be allocated: \(error); lower batch_size or buffer_size")
+        }
+    }
+
+    /// Deletes all but the newest `keep` checkpoints: their weights, sample grids and records.
+    static func removeCheckpoints(of jobID: String, keeping keep: Int, store: any JobStore, data: DataDirectory) throws {
+        for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) {
+            try? FileManager.default.removeItem(atPath: JobsAPI.checkpointPath(data: data, job: jobID, step: row.step))
+            try? FileManager.default.removeItem(atPath: JobsAPI.sampleGridPath(data: data, job: jobID, step: row.step))
+            try store.removeCheckpoint(jobID, step: row.step)
+        }
     }
 
     /// The fixed conditions of a job's sample grids: the first four distinct prompts of its training set.
@@ -161,7 +184,7 @@ struct JobRunner {
 
     /// `ft:<base>:<suffix>:<job-id>`, named after the root base model when fine-tuning a fine-tuned model.
     static func resultModelID(base: String, suffix: String?, jobID: String) -> String {
-        let root = base.hasPrefix("ft:") ? String(base.split(separator: ":")[1]) : base
+        let root = base.hasPrefix("ft:") ? String(base.split(separator: ":")[1]) : ModelKey.name(of: base)
         return "ft:\(root):\(suffix ?? "preftune"):\(jobID)"
     }
 

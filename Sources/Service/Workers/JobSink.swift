@@ -81,6 +81,9 @@ final class JobSink: TrainingSink {
         }
     }
 
+    /// Deletes the checkpoints past the job's `keep_checkpoints`, after each new one.
+    var retain: (() throws -> Void)?
+
     func checkpointSaved(_ checkpoint: CheckpointRecord) {
         let metrics = String(decoding: JSONWriter.encode(checkpoint.metrics.filter { $0.value.isFinite }), as: UTF8.self)
         let message = "Checkpoint saved at step \(checkpoint.step)"
@@ -90,6 +93,7 @@ final class JobSink: TrainingSink {
             try store.addCheckpoint(jobID, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
                                     metrics: metrics, event: message)
         }
+        attempt { try retain?() }
     }
 
     private func attempt(_ write: () throws -> Void) {

@@ -7,19 +7,34 @@ import Store
 /// POSTs a job's terminal status to its `webhook_url`, shaped as OpenAI's webhook
 /// events (`{"id","object":"event","type":"fine_tuning.job.succeeded","data":{…}}`).
 /// Delivery is retried with exponential back-off; every outcome is a job event, and
-/// no failure reaches the job or the server.
+/// no failure reaches the job or the server. Destinations pass the `EgressPolicy` at
+/// every attempt (after DNS resolution; plain-HTTP requests then go to the address that
+/// was checked), and redirects are not followed: a 3xx is a failed attempt.
 public final class Webhooks: Sendable {
     let store: any JobStore
     /// Waits before each attempt: the first at once, then doubling.
     let delays: [Double]
     let session: URLSession
+    let egress: EgressPolicy
 
-    public init(store: any JobStore, delays: [Double] = [0, 1, 2, 4, 8, 16, 32], timeout: Double = 10) {
+    public init(store: any JobStore, egress: EgressPolicy = EgressPolicy(), delays: [Double] = [0, 1, 2, 4, 8, 16, 32], timeout: Double = 10) {
         self.store = store
         self.delays = delays
+        self.egress = egress
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = timeout
-        session = URLSession(configuration: configuration)
+        session = URLSession(configuration: configuration, delegate: RefuseRedirects(), delegateQueue: nil)
+    }
+
+    /// Checks a `webhook_url` when a job is created: an http(s) URL whose host passes the egress rules.
+    public func validate(_ text: String) throws(EgressError) -> URL {
+        guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), let host = url.host, !host.isEmpty else {
+            throw EgressError("webhook_url must be an http(s) URL")
+        }
+        // A name that does not resolve now may later (each delivery checks again); one that resolves
+        // to a refused address is refused now.
+        do { _ = try egress.check(host: host) } catch let error as EgressError { if !error.isUnresolved { throw error } } catch { throw EgressError("\(error)") }
+        return url
     }
 
     /// Starts delivering the job's terminal status, if it has a webhook; returns at once.
@@ -46,7 +61,7 @@ public final class Webhooks: Sendable {
         for (attempt, delay) in delays.enumerated() {
             if delay > 0 { try? await Task.sleep(nanoseconds: UInt64(delay * 1e9)) }
             do {
-                let (_, response) = try await session.data(for: request)
+                let (_, response) = try await session.data(for: try pinned(request))
                 let status = (response as? HTTPURLResponse)?.statusCode ?? 0
                 if (200..<300).contains(status) {
                     try? store.appendEvent(jobID, level: "info", type: "message",
@@ -61,6 +76,34 @@ public final class Webhooks: Sendable {
         let message = "Webhook to \(host) failed after \(delays.count) attempts: \(lastProblem)"
         try? store.appendEvent(jobID, level: "warn", type: "message", message: message, data: nil)
         FileHandle.standardError.write(Data("preftune: \(jobID): \(message)\n".utf8))
+    }
+}
+
+extension Webhooks {
+    /// The request to send for this attempt: its host checked again (DNS may have changed since
+    /// the job was created), and for plain HTTP sent to the very address that was checked, with
+    /// the name in the Host header, so that a second resolution cannot point it elsewhere.
+    /// (HTTPS keeps the name for its certificate: a rebinding between check and connect remains possible.)
+    func pinned(_ request: URLRequest) throws -> URLRequest {
+        guard let url = request.url, let host = url.host else { throw EgressError("the webhook URL has no host") }
+        let addresses = try egress.check(host: host)
+        guard url.scheme?.lowercased() == "http", IPNetwork.parseAddress(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) == nil,
+              var components = URLComponents(url: url, resolvingAgainstBaseURL: false) else { return request }
+        let address = IPNetwork.format(addresses[0])
+        components.host = addresses[0].count == 16 ? "[\(address)]" : address
+        guard let direct = components.url else { return request }
+        var pinned = request
+        pinned.url = direct
+        pinned.setValue(url.port.map { "\(host):\($0)" } ?? host, forHTTPHeaderField: "Host")
+        return pinned
+    }
+}
+
+/// Webhooks never follow a redirect: a 307 could send the job to an address the egress rules refuse.
+final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
+        completionHandler(nil)
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import CLinux
 import Numerics
 import Store
+import Training
 
 /// The workers inside `preftune serve`. Each claims the oldest queued job with a
 /// lease in the store, renews it by heartbeats while training, and gives it back
@@ -22,6 +23,8 @@ public final class WorkerPool: @unchecked Sendable {
         public var pollSeconds = 1.0
         /// OpenBLAS's threads, lowered to the workers' priority (`CPUPriority.threadsAtStartup`).
         public var blasThreads: [Int32] = []
+        /// What one job may hold in memory; checked again before a job's buffers are allocated.
+        public var memoryBudget = ServiceSettings.defaults().memoryBudget
 
         /// One job at a time using every core: on a small machine two jobs at once
         /// would each run at half speed and hold twice the memory.
@@ -127,7 +130,13 @@ public final class WorkerPool: @unchecked Sendable {
         CPUPriority.lowerCurrentThread()
         while !condition.withLock({ stopping }) {
             let claimed: JobRecord?
-            do { claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds) } catch {
+            do {
+                // A job whose workers keep dying fails here instead of taking this one down too.
+                for failed in try store.failCrashLoopingJobs(maxClaims: SQLiteJobStore.maxClaimsWithoutProgress) {
+                    changes.post(jobID: failed, status: "failed")
+                }
+                claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds)
+            } catch {
                 FileHandle.standardError.write(Data("preftune: \(name): cannot claim jobs: \(error)\n".utf8))
                 claimed = nil
             }
@@ -146,7 +155,8 @@ public final class WorkerPool: @unchecked Sendable {
             if !proceed { control.request(.shutdown) }
             let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds)
             telemetry?.jobStarted(job.id)
-            let runner = JobRunner(job: job, worker: name, data: data, store: store, control: control, changes: changes, telemetry: telemetry)
+            let runner = JobRunner(job: job, worker: name, data: data, memoryBudget: configuration.memoryBudget, store: store, control: control,
+                                   changes: changes, telemetry: telemetry)
             let status = runner.run()
             heartbeat.stop()
             telemetry?.jobStopped(job.id)
