@@ -95,19 +95,20 @@ public struct ModelFile {
         return parameters
     }
 
-    public func serialized() -> [UInt8] {
+    public func serialized() -> [UInt8] { withWriter { $0.serialized() } }
+
+    /// Writes atomically (temp file, fsync, rename), tensor by tensor from the parameters: no second copy in memory.
+    public func write(to path: String) throws { try withWriter { try $0.write(to: path) } }
+
+    /// A writer that borrows the parameters, valid inside `body`.
+    func withWriter<R>(_ body: (SafeTensorsWriter) throws -> R) rethrows -> R {
         let layout = ParameterLayout(config)
         var writer = SafeTensorsWriter(metadata: metadata.merging(["config": config.json, "format": "pt"]) { _, new in new })
         // Python tools list tensors by name; write them in that order.
         for entry in layout.entries.sorted(by: { $0.name < $1.name }) {
             writer.add(entry.name, shape: entry.shape,
-                       floats: UnsafeBufferPointer(start: parameters.pointer + entry.offset, count: entry.count))
+                       borrowing: UnsafeBufferPointer(start: parameters.pointer + entry.offset, count: entry.count))
         }
-        return writer.serialized()
-    }
-
-    /// Writes atomically (temp file, fsync, rename).
-    public func write(to path: String) throws {
-        try AtomicFile.write(serialized(), to: path)
+        return try withExtendedLifetime(parameters) { try body(writer) }
     }
 }

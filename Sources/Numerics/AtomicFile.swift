@@ -5,21 +5,21 @@ import Foundation
 /// leaves either the old file or the new one, never half of one.
 public enum AtomicFile {
     public static func write(_ bytes: [UInt8], to path: String) throws {
+        try write(to: path) { fd in try bytes.withUnsafeBytes { try writeAll(fd, $0) } }
+    }
+
+    /// Writes what `body` writes to the descriptor it is given, atomically.
+    public static func write(to path: String, _ body: (Int32) throws -> Void) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileWriteError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var written = 0
-        let failure: String? = bytes.withUnsafeBytes { raw -> String? in
-            while written < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return String(cString: strerror(errno))
-                }
-                written += n
-            }
-            return fsync(fd) == 0 ? nil : String(cString: strerror(errno))
+        var failure: String?
+        do {
+            try body(fd)
+            if fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
+        } catch let error as FileWriteError {
+            failure = error.description
         }
         close(fd)
         if let failure {
@@ -33,6 +33,25 @@ public enum AtomicFile {
         }
         let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directoryFD >= 0 { fsync(directoryFD); close(directoryFD) }
+    }
+}
+
+extension AtomicFile {
+    /// Writes every byte, retrying short writes and EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: some Collection<UInt8>) throws {
+        try Array(bytes).withUnsafeBytes { try writeAll(fd, $0) }
+    }
+
+    public static func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) throws {
+        var written = 0
+        while written < raw.count {
+            let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileWriteError(String(cString: strerror(errno)))
+            }
+            written += n
+        }
     }
 }
 

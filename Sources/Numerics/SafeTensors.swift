@@ -250,15 +250,43 @@ public struct SafeTensorsFile: Sendable {
 
 /// Builds a safetensors file in memory.
 public struct SafeTensorsWriter {
-    private var entries: [(name: String, dtype: SafeTensors.DType, shape: [Int], bytes: [UInt8])] = []
+    /// A tensor's bytes: copied in, or borrowed from memory that outlives the write (a model's
+    /// parameters), so that writing a large model does not hold a second copy of it.
+    enum Bytes {
+        case owned([UInt8])
+        case borrowed(UnsafeRawBufferPointer)
+        var count: Int {
+            switch self {
+            case let .owned(bytes): bytes.count
+            case let .borrowed(pointer): pointer.count
+            }
+        }
+        func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+            switch self {
+            case let .owned(bytes): try bytes.withUnsafeBytes(body)
+            case let .borrowed(pointer): try body(pointer)
+            }
+        }
+    }
+
+    private var entries: [(name: String, dtype: SafeTensors.DType, shape: [Int], bytes: Bytes)] = []
     public var metadata: [String: String]
 
     public init(metadata: [String: String] = [:]) { self.metadata = metadata }
 
     public mutating func add(_ name: String, dtype: SafeTensors.DType, shape: [Int], bytes: [UInt8]) {
+        add(name, dtype: dtype, shape: shape, .owned(bytes))
+    }
+
+    mutating func add(_ name: String, dtype: SafeTensors.DType, shape: [Int], _ bytes: Bytes) {
         precondition(name != "__metadata__", "'__metadata__' is reserved")
         precondition(shape.reduce(1, *) * dtype.size == bytes.count, "tensor '\(name)': shape and byte count disagree")
         entries.append((name, dtype, shape, bytes))
+    }
+
+    /// Adds F32 data without copying it: `floats` must stay valid until the writer is done.
+    public mutating func add(_ name: String, shape: [Int], borrowing floats: UnsafeBufferPointer<Float>) {
+        add(name, dtype: .f32, shape: shape, .borrowed(UnsafeRawBufferPointer(floats)))
     }
 
     public mutating func add(_ name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
@@ -281,7 +309,8 @@ public struct SafeTensorsWriter {
         add(name, dtype: .u8, shape: shape, bytes: uint8s)
     }
 
-    public func serialized() -> [UInt8] {
+    /// The 8-byte length and the JSON header (padded to a multiple of 8).
+    func headerBytes() -> [UInt8] {
         var header = "{"
         var offset = 0
         var fields: [String] = []
@@ -299,16 +328,23 @@ public struct SafeTensorsWriter {
         // Pad with spaces to a multiple of 8 so the data section is aligned, as the Python library does.
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
         var out: [UInt8] = []
-        out.reserveCapacity(8 + headerBytes.count + offset)
         var length = UInt64(headerBytes.count)
         for _ in 0..<8 { out.append(UInt8(length & 0xFF)); length >>= 8 }
-        out += headerBytes
-        for entry in entries { out += entry.bytes }
+        return out + headerBytes
+    }
+
+    public func serialized() -> [UInt8] {
+        var out = headerBytes()
+        for entry in entries { entry.bytes.withUnsafeBytes { out += $0 } }
         return out
     }
 
+    /// Writes the file atomically, tensor by tensor, without assembling it in memory.
     public func write(to path: String) throws {
-        try AtomicFile.write(serialized(), to: path)
+        try AtomicFile.write(to: path) { fd in
+            try AtomicFile.writeAll(fd, headerBytes())
+            for entry in entries { try entry.bytes.withUnsafeBytes { try AtomicFile.writeAll(fd, $0) } }
+        }
     }
 
     static func jsonString(_ text: String) -> String {

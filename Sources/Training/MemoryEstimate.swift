@@ -34,8 +34,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
 
     /// What the trainer of a job holds at its peak: parameters × (θ, base, gradients, two
     /// moments, EMA, reference, DRO's policy), activations for the batch (θ's and the
-    /// reference's), DRO's replay buffer and sampler, the expanded datasets, and the
-    /// training state serialised at a checkpoint. `examples` is the training set's size
+    /// reference's), DRO's replay buffer and sampler, and the expanded datasets. (Checkpoints
+    /// and training states are written from the buffers in place.) `examples` is the training set's size
     /// (and `validationExamples` the validation set's), when known.
     public static func training(config: ModelConfig, method: Method, hyperparameters h: Hyperparameters,
                                 examples: Int, validationExamples: Int? = nil) -> MemoryEstimate {
@@ -54,18 +54,14 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         estimate.add("activations (\(rows) rows)", needsReference ? 2 : 1, rows, rowBytes)
         estimate.add("batch targets and samples", 2, rows, D, float)
 
-        var stateCopies = 3  // θ and the two moments
-        if needsReference { stateCopies += 1 }
-        if h.emaDecay != nil { stateCopies += 1 }
-        var replayBytes = 0
         if method == .dro {
             let steps = h.policySteps ?? 20, capacity = h.bufferSize ?? h.batchSize, rollout = h.bufferBatchSize ?? h.batchSize
-            stateCopies += 1
             var replay = MemoryEstimate()
             replay.add("inputs and predictions", 2, capacity, steps, D, float)
             replay.add("timesteps", capacity, steps, float)
             estimate.add("replay buffer (\(capacity) trajectories × \(steps) steps)", replay.total)
-            replayBytes = replay.total
+            // Saving the training state copies the buffer's timesteps (its tensors are written in place).
+            estimate.add("replay timesteps while saving", capacity, steps, 8)
             // Slots a step overwrites are kept until it completes, so a pause mid-step keeps the step's start.
             let undo = min(capacity, rollout.multipliedChecked(by: h.gradientAccumulationSteps) ?? Int.max)
             estimate.add("replay buffer undo log", 2, undo, steps, D, float)
@@ -76,10 +72,6 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
                 estimate.add("validation sampler", 2, h.batchSize, rowBytes)
             }
         }
-        var state = MemoryEstimate()
-        state.add("parameters", stateCopies, P, float)
-        state.add("replay", replayBytes)
-        estimate.add("training state while saving (written twice in memory)", 2, state.total)
 
         estimate.add("training set (\(examples) examples)", examples, datasetBytesPerExample(config: config, method: method))
         if let validationExamples {
@@ -116,10 +108,10 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         return estimate
     }
 
-    /// Creating or loading a model: its parameters, and the file written or read.
+    /// Creating or loading a model: its parameters, and the file read (a write streams from the parameters).
     public static func model(config: ModelConfig) -> MemoryEstimate {
         var estimate = MemoryEstimate()
-        estimate.add("parameters and their file", 3, ParameterLayout(config).totalCount, 4)
+        estimate.add("parameters and their file", 2, ParameterLayout(config).totalCount, 4)
         return estimate
     }
 }

@@ -245,8 +245,7 @@ public final class Trainer {
                 return try stop(command, lastStateStep: lastStateStep)
             }
         }
-        try write(ModelFile(config: job.config, parameters: ema?.weights ?? theta, metadata: ["step": "\(step)"]).serialized(),
-                  to: finalModelPath)
+        try write(ModelFile(config: job.config, parameters: ema?.weights ?? theta, metadata: ["step": "\(step)"]), to: finalModelPath)
         sink.log("finished: \(totalSteps) steps")
         return .succeeded(modelPath: finalModelPath)
     }
@@ -453,7 +452,7 @@ public final class Trainer {
     func saveCheckpoint(metrics: [String: Double]) throws {
         let modelPath = Self.checkpointPath(in: directory, step: step)
         let weights = ema?.weights ?? theta
-        try write(ModelFile(config: job.config, parameters: weights, metadata: ["step": "\(step)"]).serialized(), to: modelPath)
+        try write(ModelFile(config: job.config, parameters: weights, metadata: ["step": "\(step)"]), to: modelPath)
         try saveState()
         sink.checkpointSaved(CheckpointRecord(step: step, modelPath: modelPath, statePath: statePath, metrics: metrics))
     }
@@ -464,8 +463,9 @@ public final class Trainer {
     func saveState() throws {
         let layout = model.layout
         var writer = SafeTensorsWriter()
+        // Borrowed, not copied: the buffers outlive the write, and a copy of each would double the memory a save needs.
         func add(_ name: String, _ buffer: FloatBuffer) {
-            writer.add(name, shape: [layout.totalCount], floats: UnsafeBufferPointer(buffer.buffer))
+            writer.add(name, shape: [layout.totalCount], borrowing: UnsafeBufferPointer(buffer.buffer))
         }
         add("theta", theta)
         add("adam.first_moment", optimizer.firstMoment)
@@ -480,7 +480,11 @@ public final class Trainer {
                                         batchRandom: batchRandom, rolloutRandom: rolloutRandom, method: job.method,
                                         seed: job.seed, hyperparameters: job.hyperparameters, config: job.config.json)
         writer.metadata["progress"] = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
-        try write(writer.serialized(), to: statePath)
+        do {
+            try writer.write(to: statePath)
+        } catch {
+            throw TrainingFailure(code: "checkpoint_write_failed", message: "cannot write \(statePath): \(error)", step: step)
+        }
     }
 
     func restoreState() throws {
@@ -518,9 +522,9 @@ public final class Trainer {
         rolloutRandom = progress.rolloutRandom
     }
 
-    func write(_ bytes: [UInt8], to path: String) throws {
+    func write(_ model: ModelFile, to path: String) throws {
         do {
-            try AtomicFile.write(bytes, to: path)
+            try model.write(to: path)
         } catch {
             throw TrainingFailure(code: "checkpoint_write_failed", message: "cannot write \(path): \(error)", step: step)
         }

@@ -105,8 +105,8 @@ public final class ReplayBuffer {
     // MARK: Saving and restoring (training state)
 
     func save(into writer: inout SafeTensorsWriter) {
-        writer.add("replay.inputs", shape: [capacity, steps, width], floats: UnsafeBufferPointer(inputs.buffer))
-        writer.add("replay.predictions", shape: [capacity, steps, width], floats: UnsafeBufferPointer(predictions.buffer))
+        writer.add("replay.inputs", shape: [capacity, steps, width], borrowing: UnsafeBufferPointer(inputs.buffer))
+        writer.add("replay.predictions", shape: [capacity, steps, width], borrowing: UnsafeBufferPointer(predictions.buffer))
         writer.add("replay.timesteps", shape: [capacity, steps], floats: timesteps)
         writer.add("replay.experts", shape: [capacity], int64s: experts.map(Int64.init))
         writer.add("replay.tokens", shape: [conditions.tokens.count], int64s: conditions.tokens.map(Int64.init))
