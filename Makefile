@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test test-browser test-nginx bench bench-pytorch bench-api bench-followers eval demo run clean
+.PHONY: all deps build test test-browser test-nginx bench bench-pytorch bench-api bench-followers probe-hostile eval demo run clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench-api: deps
 bench-followers: deps
 	$(SWIFT) build -c release --product preftune
 	@scripts/bench-followers.py
+
+# Issue 11's hostile requests against a release server: alive, RSS and /healthz after each (JSON lines).
+probe-hostile: deps
+	$(SWIFT) build -c release --product preftune
+	@python3 scripts/probe-hostile.py .build/release/preftune
 
 # The five objectives compared on the ShapeWorld demo (a few minutes): a markdown table.
 eval: deps
