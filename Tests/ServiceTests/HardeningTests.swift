@@ -346,7 +346,8 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
     }
 
     /// Cancel reaches a worker inside a long policy rollout: it need not wait for the step to end.
-    @Test func cancelStopsALongRolloutWithinASecond() async throws {
+    /// (Step 0's rollout alone is a thousand sampling steps; the old trainer finished it first.)
+    @Test func cancelStopsALongRolloutInsideItsFirstStep() async throws {
         let service = try LiveService(workers: 1)
         let config: [String: Any] = ["sample_shape": [1, 4, 4], "hidden": 512, "depth": 4, "cond": ["kind": "text", "vocab": 32, "max_tokens": 4]]
         let model = try await service.post("/v1/models", ["id": "slow", "config": config]).json["id"] as! String
@@ -357,9 +358,11 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         #expect(service.pool?.busyWorkers == 1)
         let asked = Date()
         _ = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
-        while service.pool?.busyWorkers != 0, Date().timeIntervalSince(asked) < 15 { try await Task.sleep(for: .milliseconds(20)) }
+        while service.pool?.busyWorkers != 0, Date().timeIntervalSince(asked) < 60 { try await Task.sleep(for: .milliseconds(20)) }
         let took = Date().timeIntervalSince(asked)
-        #expect(took < 1.5, "the worker stopped \(took) s after the cancel")
+        let log = try String(contentsOfFile: service.data.logPath(id), encoding: .utf8)
+        #expect(log.contains("cancelled at step 0/5"), "stopped inside step 0's rollout (\(took) s after the cancel): \(log)")
+        #expect(took < 5, "the worker stopped \(took) s after the cancel (well under 1 s on an idle machine)")
         #expect(try await service.job(id)["status"] as? String == "cancelled")
     }
 

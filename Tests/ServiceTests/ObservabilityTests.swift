@@ -66,7 +66,9 @@ extension LiveService {
         let before = events(first)
         let last = try #require(before.last?.id, "\(first)")
         #expect(try await service.job(id)["status"] as? String == "running", "cut off while the job runs")
-        let rest = try await service.curl("/v1/fine_tuning/jobs/\(id)/logs", ["-H", "Accept: text/event-stream", "-H", "Last-Event-ID: \(last)"])
+        // The rest runs to the job's end: on two busy cores that can take more than a minute.
+        let rest = try await service.curl("/v1/fine_tuning/jobs/\(id)/logs", ["-H", "Accept: text/event-stream", "-H", "Last-Event-ID: \(last)"],
+                                          seconds: 300)
         let after = events(rest)
         #expect(rest.contains("event: end\ndata: {\"status\":\"succeeded\"}"))
         let ids = (before + after).map(\.id)
