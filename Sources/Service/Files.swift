@@ -68,7 +68,7 @@ enum FilesAPI {
             throw APIError.invalid("the request has no body: send multipart/form-data with the fields `file` and `purpose`", param: "file")
         }
         let declared = Int(context.request.head.header("content-length") ?? "") ?? 0
-        try Quotas.checkFile(project: project, adding: declared, resources)
+        try Quotas.check(.file, project: project, adding: declared, resources)
         let id = "file-" + APIKeys.randomHex(bytes: 12)
         let temporary = "\(data.path)/files/.upload-\(id)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -132,7 +132,7 @@ enum FilesAPI {
         }
         if bytes > 0, lastByte != 0x0A { lines += 1 }
         let digest = hasher.finalizeHex()
-        try Quotas.checkFile(project: project, adding: bytes, resources)
+        try Quotas.check(.file, project: project, adding: bytes, resources)
         try context.idempotency?.verify(content: "sha256=\(digest) purpose=\(purposeText)")
         guard fsync(fd) == 0, rename(temporary, data.filePath(id)) == 0 else {
             throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error")

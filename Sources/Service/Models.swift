@@ -96,7 +96,7 @@ enum ModelsAPI {
         default:
             throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
         }
-        try Quotas.checkModel(project: project, adding: 0, resources)
+        try Quotas.check(.model, project: project, adding: 0, resources)
         // Initialising or reading a model and writing its file take seconds at the largest sizes: not on a
         // request thread. The file is written beside its place and renamed in when the model is registered.
         let directory = resources.data.modelDirectory(ModelKey.key(project: project, name: id))
@@ -108,7 +108,7 @@ enum ModelsAPI {
             return (config: model.config.json, bytes: model.parameters.count * 4)
         }
         defer { try? FileManager.default.removeItem(atPath: staged) }
-        try Quotas.checkModel(project: project, adding: built.bytes, resources)
+        try Quotas.check(.model, project: project, adding: built.bytes, resources)
         let inserted = try resources.models.create(id, project: project, config: built.config) { key in
             guard rename(staged, resources.data.modelPath(key)) == 0 else {
                 throw APIError(status: 500, message: "cannot store the model: \(String(cString: strerror(errno)))", type: "server_error")

@@ -22,10 +22,15 @@ import Glibc
         let client = try RawClient(port: server.port)
         let requests = 3000
         let pipeline = String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: requests)
-        // Sent from a thread of its own: once the server stops reading, the send blocks.
-        let fd = client.fd
-        let sender = Thread { _ = Array(pipeline.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        // Sent from a thread of its own (once the server stops reading, the send blocks), which ends
+        // before the socket is closed: a descriptor number written to after its close may be another test's.
+        let fd = client.fd, sent = DispatchSemaphore(value: 0)
+        let sender = Thread {
+            _ = Array(pipeline.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            sent.signal()
+        }
         sender.start()
+        defer { sent.wait() }
         Thread.sleep(forTimeInterval: 1.5)
         let whileUnread = handled.load(ordering: .relaxed)
         // What the socket buffers hold, plus the server's bound (32 responses, 1 MiB): not all 3000 (192 MB).
@@ -70,14 +75,20 @@ import Glibc
         let client = try RawClient(port: server.port)
         client.send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
         let started = Date()
-        let fd = client.fd
+        // The trickle stops, and its thread ends, before the socket is closed (see above).
+        let fd = client.fd, stop = Atomic<Bool>(false), stopped = DispatchSemaphore(value: 0)
         let trickle = Thread {
-            for _ in 0..<40 {
+            for _ in 0..<40 where !stop.load(ordering: .relaxed) {
                 _ = Glibc.send(fd, "x", 1, Int32(MSG_NOSIGNAL))
                 Thread.sleep(forTimeInterval: 0.1)
             }
+            stopped.signal()
         }
         trickle.start()
+        defer {
+            stop.store(true, ordering: .relaxed)
+            stopped.wait()
+        }
         #expect(client.read { $0.contains("408") })
         #expect(Date().timeIntervalSince(started) < 3.5, "the deadline is absolute, not per byte")
         #expect(client.text.contains("request_timeout"))
