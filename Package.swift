@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // preftune: preference fine-tuning service for diffusion models.
 // No package dependencies: SQLite and OpenBLAS are system libraries.
-// Layers point one way: Numerics → Diffusion → Training → (Store, HTTP) → Service → executables.
+// Layers point one way: Numerics → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
 import PackageDescription
 
 // Float.squareRoot() goes through C's sqrtf, whose errno side effect keeps LLVM
@@ -26,15 +26,17 @@ let package = Package(
         // A procedural text-to-image world with a reward: demo data and alignment checks.
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
+        // The jobs domain: statuses, errors and settings, shared by the store, the API and the workers.
+        .target(name: "Jobs", dependencies: ["Training"]),
         // SQLite through the C API, with migrations from migrations/.
-        .target(name: "Store", dependencies: ["CSQLite"]),
+        .target(name: "Store", dependencies: ["CSQLite", "Jobs"]),
         // epoll and eventfd, which Swift's Glibc module does not export.
         .target(name: "CLinux"),
         // HTTP/1.1: knows nothing of jobs or routes.
         .target(name: "HTTP", dependencies: ["CLinux"]),
 
         // The API: routes, auth and the error envelope over Store and HTTP.
-        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "CLinux"]),
+        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "Jobs", "Store", "HTTP", "CLinux"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),

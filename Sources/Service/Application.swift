@@ -54,13 +54,13 @@ public final class Application: Sendable {
         Dashboard.add(to: &router)
         self.router = router
         statusChanges.observe { jobID, status in
-            if JobStatus.terminal.contains(status) { webhooks.jobFinished(jobID) }
+            if status.isTerminal { webhooks.jobFinished(jobID) }
         }
     }
 
     /// Jobs left in `validating_files` by a stopped server are validated again.
     public func resumeValidations() {
-        for job in (try? jobs.jobs(status: "validating_files")) ?? [] {
+        for job in (try? jobs.jobs(status: .validatingFiles)) ?? [] {
             JobsAPI.validateInBackground(job, resources, changes: statusChanges)
         }
     }

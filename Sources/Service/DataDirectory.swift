@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import Training
 
 /// The service's data directory: `preftune.db`, `files/`, `models/`, `jobs/`,
 /// and on first start an admin key in `admin.key` (mode 0600).
@@ -15,8 +16,9 @@ public struct DataDirectory: Sendable {
     public func modelDirectory(_ id: String) -> String { "\(path)/models/\(id)" }
     public func modelPath(_ id: String) -> String { "\(modelDirectory(id))/model.safetensors" }
     /// `log.txt`, `checkpoints/`, `state/`, `samples/` and the final `model.safetensors` of a job.
-    public func jobDirectory(_ id: String) -> String { "\(path)/jobs/\(id)" }
-    public func logPath(_ jobID: String) -> String { "\(jobDirectory(jobID))/log.txt" }
+    public func job(_ id: String) -> JobDirectory { JobDirectory("\(path)/jobs/\(id)") }
+    public func jobDirectory(_ id: String) -> String { job(id).path }
+    public func logPath(_ jobID: String) -> String { job(jobID).log }
 
     public static func open(_ path: String, migrations: [Migration]) throws -> DataDirectory {
         for folder in ["", "/files", "/models", "/jobs"] {

@@ -39,7 +39,11 @@ enum JSONWriter {
         case is NSNull: out += "null".utf8
         case let number as NSNumber: writeNumber(number, into: &out)
         case let substring as Substring: writeString(String(substring), into: &out)
-        default: out += "null".utf8
+        // Enums such as JobStatus are written as their raw value, as Codable would.
+        case let raw as any RawRepresentable<String>: writeString(raw.rawValue, into: &out)
+        default:
+            assertionFailure("JSONWriter cannot write a \(Swift.type(of: value)); it wrote null")
+            out += "null".utf8
         }
     }
 

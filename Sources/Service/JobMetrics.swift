@@ -30,7 +30,7 @@ enum JobMetricsAPI {
             }
             var object: [String: Any] = [:]
             for (name, points) in series { object[name] = ["steps": points.map(\.step), "values": points.map(\.value)] }
-            return JSON.response(["object": "fine_tuning.job.metrics", "job_id": job.id, "status": job.status, "last_step": lastStep,
+            return JSON.response(["object": "fine_tuning.job.metrics", "job_id": job.id, "status": job.status.rawValue, "last_step": lastStep,
                                   "series": object])
         }
     }

@@ -9,8 +9,6 @@ import Training
 /// job validates everything a request can get wrong before anything is stored;
 /// the dataset itself is validated in `validating_files`, off the request.
 enum JobsAPI {
-    static let active = Set(JobStatus.all).subtracting(JobStatus.terminal)
-
     static func add(to router: inout Router, _ resources: Application.Resources, changes: JobStatusChanges) {
         let dataDirectory = resources.data, store = resources.jobs
         router.add("POST", "/v1/fine_tuning/jobs") { context in
@@ -22,12 +20,15 @@ enum JobsAPI {
             return JSON.response(["object": "list", "data": jobs.prefix(limit).map(object), "has_more": jobs.count > limit])
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in JSON.response(object(try find(context, store: store))) }
-        for (action, from, to, verb) in [("cancel", active, "cancelled", "Cancelled"), ("pause", Set(["queued", "running"]), "paused", "Paused"),
-                                         ("resume", Set(["paused"]), "queued", "Resumed; queued")] {
+        let actions: [(String, Set<JobStatus>, JobStatus, String)] = [
+            ("cancel", JobStatus.active, .cancelled, "Cancelled"), ("pause", [.queued, .running], .paused, "Paused"),
+            ("resume", [.paused], .queued, "Resumed; queued"),
+        ]
+        for (action, from, to, verb) in actions {
             router.add("POST", "/v1/fine_tuning/jobs/{id}/\(action)") { context in
                 let job = try find(context, store: store)
                 guard try store.transition(job.id, from: from, to: to, error: nil, event: "\(verb) by request", level: "info") else {
-                    throw APIError(status: 409, message: "cannot \(action) a job that is \(try store.job(job.id, project: nil)?.status ?? job.status)",
+                    throw APIError(status: 409, message: "cannot \(action) a job that is \((try store.job(job.id, project: nil)?.status ?? job.status).rawValue)",
                                    param: "id", code: "invalid_state")
                 }
                 // Read before telling the workers: the answer is the state this request made, not what a worker did next.
@@ -81,13 +82,9 @@ enum JobsAPI {
         }
     }
 
-    static func checkpointPath(data: DataDirectory, job: String, step: Int) -> String {
-        Trainer.checkpointPath(in: data.jobDirectory(job), step: step)
-    }
+    static func checkpointPath(data: DataDirectory, job: String, step: Int) -> String { data.job(job).checkpoint(step: step) }
 
-    static func sampleGridPath(data: DataDirectory, job: String, step: Int) -> String {
-        String(format: "%@/samples/step-%07d.png", data.jobDirectory(job), step)
-    }
+    static func sampleGridPath(data: DataDirectory, job: String, step: Int) -> String { data.job(job).sampleGrid(step: step) }
 
     static func findCheckpoint(_ context: RequestContext, store: any JobStore) throws -> (JobRecord, CheckpointRow) {
         let job = try find(context, store: store)
@@ -109,7 +106,7 @@ enum JobsAPI {
 
     static func object(_ job: JobRecord) -> [String: Any] {
         var result: [String: Any] = [
-            "id": job.id, "object": "fine_tuning.job", "model": ModelKey.name(of: job.model), "created_at": job.createdAt, "status": job.status,
+            "id": job.id, "object": "fine_tuning.job", "model": ModelKey.name(of: job.model), "created_at": job.createdAt, "status": job.status.rawValue,
             "training_file": job.trainingFile, "method": json(job.method), "hyperparameters": json(job.hyperparameters),
             "seed": job.seed, "metadata": json(job.metadata), "result_files": [String](), "trained_tokens": NSNull(),
             "organization_id": job.projectID, "integrations": [Any](),
@@ -117,7 +114,7 @@ enum JobsAPI {
         result["validation_file"] = job.validationFile.map { $0 as Any } ?? NSNull()
         result["finished_at"] = job.finishedAt.map { $0 as Any } ?? NSNull()
         result["fine_tuned_model"] = job.fineTunedModel.map { $0 as Any } ?? NSNull()
-        result["error"] = job.error.map(json) ?? NSNull()
+        result["error"] = job.error.map { RawJSON(text: $0.json) } ?? NSNull()
         result["estimated_finish"] = job.estimatedFinish.map { $0 as Any } ?? NSNull()
         result["user_provided_suffix"] = job.suffix.map { $0 as Any } ?? NSNull()
         var progress: [String: Any] = ["step": job.step]
@@ -221,9 +218,9 @@ enum JobsAPI {
         }
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
         let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingFile, validationFile: validationFile,
-                            method: text(["type": typeName, typeName: ["hyperparameters": hyperparameters.json]]),
+                            method: text(JobSettings(method: type, hyperparameters: hyperparameters).methodObject),
                             hyperparameters: text(hyperparameters.json), seed: seed, suffix: suffix, metadata: text(metadata),
-                            webhookURL: webhook, status: "validating_files", createdAt: Int(Date().timeIntervalSince1970))
+                            webhookURL: webhook, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         DispatchQueue.global(qos: .utility).async {
             if let status = validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, resources) {
@@ -246,32 +243,24 @@ enum JobsAPI {
         let data = resources.data, store = resources.jobs
         DispatchQueue.global(qos: .utility).async {
             let base = try? ModelFile.declaredConfig(data.modelPath(job.model))
-            guard let base, let (method, hyperparameters) = storedSettings(job) else {
-                let message = "cannot validate: the base model \(job.model) or the job's stored settings are unreadable"
-                let error = String(decoding: JSONWriter.encode(["code": "model_unavailable", "message": message, "param": "model"]), as: UTF8.self)
-                if (try? store.transition(job.id, from: ["validating_files"], to: "failed", error: error, event: message, level: "error")) == true {
-                    changes.post(jobID: job.id, status: "failed")
+            guard let base, let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
+                let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
+                                     param: "model")
+                if (try? store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: error.message, level: "error")) == true {
+                    changes.post(jobID: job.id, status: .failed)
                 }
                 return
             }
-            if let status = validateFiles(job, config: base, method: method, hyperparameters: hyperparameters, resources) {
+            if let status = validateFiles(job, config: base, method: settings.method, hyperparameters: settings.hyperparameters, resources) {
                 changes.post(jobID: job.id, status: status)
             }
         }
     }
 
-    /// The method and resolved hyperparameters a job was created with, as stored; nil when unreadable.
-    static func storedSettings(_ job: JobRecord) -> (Training.Method, Hyperparameters)? {
-        let methodObject = (try? JSONSerialization.jsonObject(with: Data(job.method.utf8))) as? [String: Any]
-        guard let method = (methodObject?["type"] as? String).flatMap(Training.Method.init(rawValue:)),
-              let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(job.hyperparameters.utf8)) else { return nil }
-        return (method, hyperparameters)
-    }
-
     /// Reads every line of the training (and validation) file against the model;
     /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
     static func validateFiles(_ job: JobRecord, config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters,
-                              _ resources: Application.Resources) -> String? {
+                              _ resources: Application.Resources) -> JobStatus? {
         let data = resources.data, store = resources.jobs
         do {
             // Before any file is parsed: the job's memory with every line an example, and the step limit.
@@ -297,22 +286,21 @@ enum JobsAPI {
                 return try fail(job, code: "invalid_hyperparameters", param: "hyperparameters.\(error.param)", message: error.message, store: store)
             }
             try store.setTotalSteps(job.id, steps)
-            let queued = try store.transition(job.id, from: ["validating_files"], to: "queued", error: nil,
+            let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
                                               event: "Validated files: \(training.count) examples; job queued", level: "info")
-            return queued ? "queued" : nil
+            return queued ? .queued : nil
         } catch {
             FileHandle.standardError.write(Data("preftune: validating \(job.id): \(error)\n".utf8))
             return nil
         }
     }
 
-    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> String? {
+    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> JobStatus? {
         try fail(job, code: "invalid_\(field)", param: field, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", store: store)
     }
 
-    static func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> String? {
-        let detail = ["code": code, "message": message, "param": param]
-        let text = String(decoding: JSONWriter.encode(detail), as: UTF8.self)
-        return try store.transition(job.id, from: ["validating_files"], to: "failed", error: text, event: message, level: "error") ? "failed" : nil
+    static func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> JobStatus? {
+        let error = JobError(code: code, message: message, param: param)
+        return try store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: message, level: "error") ? .failed : nil
     }
 }

@@ -140,8 +140,8 @@ public final class LogFollowers: @unchecked Sendable {
         for continuation in lock.withLock({ waiting.values.flatMap(\.values) }) { continuation.yield() }
     }
 
-    func statusChanged(_ jobID: String, _ status: String) {
-        if JobStatus.terminal.contains(status) { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
+    func statusChanged(_ jobID: String, _ status: JobStatus) {
+        if status.isTerminal { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
         wake(jobID)
     }
 
@@ -172,7 +172,7 @@ public final class LogFollowers: @unchecked Sendable {
         let (output, continuation) = AsyncStream<[UInt8]>.makeStream()
         // Subscribed before the status is read: an end between the two is not missed.
         let (token, wakes) = subscribe(jobID)
-        let endedAlready = (try? store.job(jobID, project: nil)).map { JobStatus.terminal.contains($0?.status ?? "") } ?? false
+        let endedAlready = (try? store.job(jobID, project: nil))??.status.isTerminal ?? false
         let task = Task(executorPreference: executorLock.withLock { preferredExecutor }) { [self] in
             var reader = start
             var lastSent = Date()
@@ -196,7 +196,7 @@ public final class LogFollowers: @unchecked Sendable {
                     lastSent = Date()
                 }
                 if finished {
-                    let status = (try? store.job(jobID, project: nil))??.status ?? "unknown"
+                    let status = (try? store.job(jobID, project: nil))??.status.rawValue ?? "unknown"
                     if sse { continuation.yield(Array("event: end\ndata: {\"status\":\"\(status)\"}\n\n".utf8)) }
                     break
                 }

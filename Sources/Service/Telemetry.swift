@@ -52,7 +52,7 @@ public final class Telemetry: @unchecked Sendable {
 
     /// The Prometheus text exposition format (version 0.0.4).
     /// `perJob`: series labelled by job id (step, loss), for a scraper holding the metrics token only.
-    func render(jobsByStatus: [String: Int], followers: Int, perJob: Bool) -> String {
+    func render(jobsByStatus: [JobStatus: Int], followers: Int, perJob: Bool) -> String {
         let (requests, running, samplesTrained, workers) = lock.withLock { (self.requests, self.running, self.samplesTrained, self.workers) }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
@@ -62,11 +62,11 @@ public final class Telemetry: @unchecked Sendable {
         func number(_ value: Double) -> String { value.isFinite ? "\(value)" : (value.isNaN ? "NaN" : (value > 0 ? "+Inf" : "-Inf")) }
 
         family("preftune_jobs", "gauge", "Fine-tuning jobs by status.")
-        for status in JobStatus.all {
-            out += "preftune_jobs{status=\"\(status)\"} \(jobsByStatus[status] ?? 0)\n"
+        for status in JobStatus.allCases {
+            out += "preftune_jobs{status=\"\(status.rawValue)\"} \(jobsByStatus[status] ?? 0)\n"
         }
         family("preftune_queue_depth", "gauge", "Jobs waiting for a worker.")
-        out += "preftune_queue_depth \(jobsByStatus["queued"] ?? 0)\n"
+        out += "preftune_queue_depth \(jobsByStatus[.queued] ?? 0)\n"
         family("preftune_workers", "gauge", "Workers in this process.")
         out += "preftune_workers \(workers)\n"
         family("preftune_workers_busy", "gauge", "Workers training a job now.")

@@ -1,10 +1,5 @@
 import Foundation
-
-/// The statuses of a job (API.md), and those that end it.
-public enum JobStatus {
-    public static let all = ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
-    public static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
-}
+@_exported import Jobs
 
 /// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
 public struct JobRecord: Sendable, Equatable {
@@ -19,8 +14,8 @@ public struct JobRecord: Sendable, Equatable {
     public var suffix: String?
     public var metadata: String
     public var webhookURL: String?
-    public var status: String
-    public var error: String?
+    public var status: JobStatus
+    public var error: JobError?
     public var fineTunedModel: String?
     public var step: Int
     public var totalSteps: Int?
@@ -31,7 +26,7 @@ public struct JobRecord: Sendable, Equatable {
     public var finishedAt: Int?
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
-                hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: String,
+                hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,
                 createdAt: Int) {
         self.id = id
         self.projectID = projectID
@@ -72,15 +67,15 @@ public protocol JobStore: Sendable {
     /// Newest first, after the job `after` (cursor paging).
     func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord]
     /// Every job in a status, oldest first.
-    func jobs(status: String) throws -> [JobRecord]
+    func jobs(status: JobStatus) throws -> [JobRecord]
     /// How many jobs are in each status.
-    func countsByStatus() throws -> [String: Int]
+    func countsByStatus() throws -> [JobStatus: Int]
     /// The project's jobs not yet finished (for its quota).
     func activeJobCount(project: String) throws -> Int
     /// Ids of the project's jobs whose base is the model with this key (unfinished ones only, if asked).
     func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String]
     /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
-    func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool
+    func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> Bool
     func setTotalSteps(_ id: String, _ steps: Int) throws
     func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws
     /// Newest first, older than sequence `before` when given.
@@ -98,7 +93,7 @@ public protocol JobStore: Sendable {
     func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool
     /// Gives the job up: clears the lease and, when `status` is given, moves it there from `running`
     /// (re-queued on shutdown, or finished). False when the job is no longer this worker's.
-    func release(_ jobID: String, worker: String, status: String?, error: String?, event: String, level: String) throws -> Bool
+    func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool
     /// Running jobs and the workers holding them, for recovering a dead process's jobs at start-up.
     func leases() throws -> [(job: String, owner: String)]
     /// Ends a lease at once, so that the job can be claimed now rather than when it would expire.
@@ -150,12 +145,13 @@ public final class SQLiteJobStore: JobStore {
         func text(_ i: Int) -> String? { if case let .text(v) = row[i] { v } else { nil } }
         func int(_ i: Int) -> Int? { if case let .integer(v) = row[i] { Int(v) } else { nil } }
         guard let id = text(0), let project = text(1), let model = text(2), let training = text(3), let method = text(5),
-              let hyper = text(6), let seed = int(7), let metadata = text(9), let status = text(11), let created = int(18)
+              let hyper = text(6), let seed = int(7), let metadata = text(9), let status = text(11).flatMap(JobStatus.init(rawValue:)),
+              let created = int(18)
         else { return nil }
         var job = JobRecord(id: id, projectID: project, model: model, trainingFile: training, validationFile: text(4), method: method,
                             hyperparameters: hyper, seed: seed, suffix: text(8), metadata: metadata, webhookURL: text(10),
                             status: status, createdAt: created)
-        job.error = text(12)
+        job.error = text(12).flatMap(JobError.init(json:))
         job.fineTunedModel = text(13)
         job.step = int(14) ?? 0
         job.totalSteps = int(15)
@@ -177,7 +173,7 @@ public final class SQLiteJobStore: JobStore {
                 """)
             try insert.bind([.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                              .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
-                             .text(job.metadata), Self.optional(job.webhookURL), .text(job.status), .integer(Int64(job.createdAt))])
+                             .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt))])
             try insert.step()
             try Self.appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
         }
@@ -206,11 +202,11 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func countsByStatus() throws -> [String: Int] {
+    public func countsByStatus() throws -> [JobStatus: Int] {
         try database.read { connection in
-            var counts: [String: Int] = [:]
+            var counts: [JobStatus: Int] = [:]
             for row in try connection.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status") {
-                if case let .text(status) = row[0], case let .integer(count) = row[1] { counts[status] = Int(count) }
+                if case let .text(name) = row[0], let status = JobStatus(rawValue: name), case let .integer(count) = row[1] { counts[status] = Int(count) }
             }
             return counts
         }
@@ -218,37 +214,40 @@ public final class SQLiteJobStore: JobStore {
 
     public func activeJobCount(project: String) throws -> Int {
         let rows = try database.read {
-            try $0.rows("SELECT COUNT(*) FROM jobs WHERE project_id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled')", [.text(project)])
+            try $0.rows("SELECT COUNT(*) FROM jobs WHERE project_id = ? AND status NOT IN \(Self.terminalList)", [.text(project)])
         }
         if case let .integer(count)? = rows.first?.first { return Int(count) }
         return 0
     }
 
     public func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String] {
-        let filter = activeOnly ? " AND status NOT IN ('succeeded', 'failed', 'cancelled')" : ""
+        let filter = activeOnly ? " AND status NOT IN \(Self.terminalList)" : ""
         return try database.read {
             try $0.rows("SELECT id FROM jobs WHERE project_id = ? AND model = ?" + filter + " ORDER BY created_at", [.text(project), .text(key)])
         }.compactMap { if case let .text(id) = $0[0] { id } else { nil } }
     }
 
-    public func jobs(status: String) throws -> [JobRecord] {
+    /// `('succeeded', 'failed', 'cancelled')`, for SQL.
+    static let terminalList = "(" + JobStatus.allCases.filter(\.isTerminal).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
+    public func jobs(status: JobStatus) throws -> [JobRecord] {
         try database.read { connection in
-            try connection.rows("SELECT \(Self.columns) FROM jobs WHERE status = ? ORDER BY created_at, rowid", [.text(status)])
+            try connection.rows("SELECT \(Self.columns) FROM jobs WHERE status = ? ORDER BY created_at, rowid", [.text(status.rawValue)])
                 .compactMap(Self.record)
         }
     }
 
-    public func transition(_ id: String, from: Set<String>, to: String, error: String?, event: String, level: String) throws -> Bool {
+    public func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> Bool {
         try database.write { connection in
-            let terminal = JobStatus.terminal.contains(to)
+            let terminal = to.isTerminal
             let placeholders = from.map { _ in "?" }.joined(separator: ", ")
             let update = try connection.prepare("""
                 UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
                        lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END
                 WHERE id = ? AND status IN (\(placeholders))
                 """)
-            try update.bind([.text(to), Self.optional(error), .integer(terminal ? 1 : 0), .integer(Self.now()), .integer(terminal ? 1 : 0),
-                             .text(id)] + from.sorted().map(SQLiteValue.text))
+            try update.bind([.text(to.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .integer(terminal ? 1 : 0),
+                             .text(id)] + from.map(\.rawValue).sorted().map(SQLiteValue.text))
             try update.step()
             guard connection.changes == 1 else { return false }
             try Self.appendEvent(connection, id, level: level, type: "message", message: event, data: nil)
@@ -318,7 +317,8 @@ public final class SQLiteJobStore: JobStore {
     /// Claimable: queued and not held (a paused job keeps its lease until its worker has written
     /// the training state), or running under an expired lease; and not crash-looping.
     static let claimableCondition = """
-        ((status = 'queued' AND (lease_owner IS NULL OR lease_expires_at < ?1)) OR (status = 'running' AND lease_expires_at < ?1))
+        ((status = '\(JobStatus.queued.rawValue)' AND (lease_owner IS NULL OR lease_expires_at < ?1))
+         OR (status = '\(JobStatus.running.rawValue)' AND lease_expires_at < ?1))
         """
     static let claimable = """
         SELECT id, status FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress)
@@ -333,12 +333,12 @@ public final class SQLiteJobStore: JobStore {
                 if case let .text(id) = row[0] { id } else { nil }
             }
             let message = "the job was claimed \(maxClaims) times and its worker stopped each time before one step completed (the process crashed or was killed); it is not retried. Check the job's log and settings, e.g. its memory needs"
-            let error = "{\"code\":\"worker_crashed\",\"message\":\"\(message)\",\"param\":null}"
+            let error = JobError(code: "worker_crashed", message: message)
             for id in ids {
                 let update = try connection.prepare("""
-                    UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
+                    UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
                     """)
-                try update.bind([.text(error), .integer(Self.now()), .text(id)])
+                try update.bind([.text(JobStatus.failed.rawValue), .text(error.json), .integer(Self.now()), .text(id)])
                 try update.step()
                 try Self.appendEvent(connection, id, level: "error", type: "message", message: "Failed: \(message)", data: nil)
             }
@@ -354,13 +354,13 @@ public final class SQLiteJobStore: JobStore {
             let candidates = try connection.rows(Self.claimable, [.integer(now)])
             guard let row = candidates.first, case let .text(id) = row[0], case let .text(previous) = row[1] else { return nil }
             let update = try connection.prepare("""
-                UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?),
+                UPDATE jobs SET status = ?, lease_owner = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?),
                        claims_without_progress = claims_without_progress + 1
                 WHERE id = ?
                 """)
-            try update.bind([.text(worker), .integer(now + Int64(leaseSeconds)), .integer(now), .text(id)])
+            try update.bind([.text(JobStatus.running.rawValue), .text(worker), .integer(now + Int64(leaseSeconds)), .integer(now), .text(id)])
             try update.step()
-            let message = previous == "queued" ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
+            let message = previous == JobStatus.queued.rawValue ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
             try Self.appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
             return id
         }
@@ -370,24 +370,24 @@ public final class SQLiteJobStore: JobStore {
     public func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool {
         try database.write { connection in
             let update = try connection.prepare(
-                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
-            try update.bind([.integer(Self.now() + Int64(leaseSeconds)), .text(jobID), .text(worker)])
+                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = ?")
+            try update.bind([.integer(Self.now() + Int64(leaseSeconds)), .text(jobID), .text(worker), .text(JobStatus.running.rawValue)])
             try update.step()
             return connection.changes == 1
         }
     }
 
-    public func release(_ jobID: String, worker: String, status: String?, error: String?, event: String, level: String) throws -> Bool {
+    public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool {
         try database.write { connection in
-            let terminal = JobStatus.terminal.contains(status ?? "")
+            let terminal = status?.isTerminal ?? false
             let update = try connection.prepare("""
                 UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claims_without_progress = 0,
-                       status = CASE WHEN ?1 IS NOT NULL AND status = 'running' THEN ?1 ELSE status END,
+                       status = CASE WHEN ?1 IS NOT NULL AND status = ?7 THEN ?1 ELSE status END,
                        error = COALESCE(?2, error), finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END
                 WHERE id = ?5 AND lease_owner = ?6
                 """)
-            try update.bind([Self.optional(status), Self.optional(error), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(jobID),
-                             .text(worker)])
+            try update.bind([Self.optional(status?.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(jobID),
+                             .text(worker), .text(JobStatus.running.rawValue)])
             try update.step()
             guard connection.changes == 1 else { return false }
             try Self.appendEvent(connection, jobID, level: level, type: "message", message: event, data: nil)
@@ -471,8 +471,8 @@ public final class SQLiteJobStore: JobStore {
     public func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
                         writeWeights: () throws -> Void) throws -> Bool {
         try database.write { connection in
-            guard let row = try connection.rows("SELECT project_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                                                [.text(jobID), .text(worker)]).first,
+            guard let row = try connection.rows("SELECT project_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = ?",
+                                                [.text(jobID), .text(worker), .text(JobStatus.running.rawValue)]).first,
                   case let .text(project) = row[0] else { return false }
             try writeWeights()
             let insert = try connection.prepare(
@@ -480,11 +480,11 @@ public final class SQLiteJobStore: JobStore {
             try insert.bind([.text(model), .text(project), .text(config), .text(parent), .text(jobID), .integer(Self.now())])
             try insert.step()
             let update = try connection.prepare("""
-                UPDATE jobs SET status = 'succeeded', fine_tuned_model = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                UPDATE jobs SET status = ?, fine_tuned_model = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
                        step = COALESCE(total_steps, step), estimated_finish = NULL
                 WHERE id = ?
                 """)
-            try update.bind([.text(model), .integer(Self.now()), .text(jobID)])
+            try update.bind([.text(JobStatus.succeeded.rawValue), .text(model), .integer(Self.now()), .text(jobID)])
             try update.step()
             try Self.appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
             return true

@@ -151,14 +151,14 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         case .sft:
             break
         case .dpo, .rpo:
-            h.beta = try real(.beta, 0...1e7, open: true) ?? 5000
-            if method == .rpo { h.tau = try real(.tau, 0...1e3, open: true) ?? 0.5 }
+            h.beta = try real(.beta, 0...1e7, open: true) ?? Defaults.beta(method)
+            if method == .rpo { h.tau = try real(.tau, 0...1e3, open: true) ?? Defaults.tau }
         case .kto:
-            h.beta = try real(.beta, 0...1e7, open: true) ?? 1000
-            h.lambdaDesirable = try real(.lambdaDesirable, 0...1e3) ?? 1
-            h.lambdaUndesirable = try real(.lambdaUndesirable, 0...1e3) ?? 1
+            h.beta = try real(.beta, 0...1e7, open: true) ?? Defaults.beta(method)
+            h.lambdaDesirable = try real(.lambdaDesirable, 0...1e3) ?? Defaults.lambda
+            h.lambdaUndesirable = try real(.lambdaUndesirable, 0...1e3) ?? Defaults.lambda
         case .dro:
-            h.margin = try real(.margin, 0...1e6) ?? 1e-3
+            h.margin = try real(.margin, 0...1e6) ?? Defaults.margin
             h.policySampler = try text(.policySampler, SamplerKind.self) ?? .dpmpp2m
             h.policySteps = try integer(.policySteps, 1...1000) ?? 20
             h.policyGuidance = try real(.policyGuidance, 0...100) ?? 1
@@ -184,6 +184,25 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
     }
 
     static func defaultLearningRate(_ method: Method) -> Double { method == .sft ? 1e-4 : 1e-5 }
+
+    /// The objectives' own defaults (SPEC §5), written here only: `resolve` fills them in, and
+    /// `objective(for:)` falls back on them for settings stored without them.
+    public enum Defaults {
+        public static func beta(_ method: Method) -> Double { method == .kto ? 1000 : 5000 }
+        public static let tau = 0.5, lambda = 1.0, margin = 1e-3
+    }
+
+    /// The objective these settings train `method` with.
+    public func objective(for method: Method) -> any Objective {
+        switch method {
+        case .sft: SFTObjective()
+        case .dpo: DPOObjective(beta: beta ?? Defaults.beta(.dpo))
+        case .kto: KTOObjective(beta: beta ?? Defaults.beta(.kto), lambdaDesirable: lambdaDesirable ?? Defaults.lambda,
+                                lambdaUndesirable: lambdaUndesirable ?? Defaults.lambda)
+        case .dro: DROObjective(margin: margin ?? Defaults.margin)
+        case .rpo: RPOObjective(beta: beta ?? Defaults.beta(.rpo), temperature: tau ?? Defaults.tau)
+        }
+    }
 
     /// The most optimizer steps a job may run, whether given as n_steps or implied by n_epochs.
     public static let maximumSteps = 10_000_000

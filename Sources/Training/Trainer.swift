@@ -74,7 +74,8 @@ public struct TrainingJob {
 /// bit for bit. All buffers are allocated here, once; a step allocates no tensors.
 public final class Trainer {
     public let job: TrainingJob
-    public let directory: String
+    /// Where the job's checkpoints, training state and final model go.
+    public let directory: JobDirectory
     public let totalSteps: Int
     let sink: TrainingSink
     let model: ResMLP
@@ -108,7 +109,11 @@ public final class Trainer {
 
     /// Allocates everything the job holds; throws when the system refuses memory (the service
     /// checks `MemoryEstimate.training` against its budget first, so this is the last line).
-    public init(job: TrainingJob, directory: String, sink: TrainingSink) throws(AllocationError) {
+    public convenience init(job: TrainingJob, directory: String, sink: TrainingSink) throws(AllocationError) {
+        try self.init(job: job, directory: JobDirectory(directory), sink: sink)
+    }
+
+    public init(job: TrainingJob, directory: JobDirectory, sink: TrainingSink) throws(AllocationError) {
         self.job = job
         self.directory = directory
         self.sink = sink
@@ -116,14 +121,7 @@ public final class Trainer {
         model = ResMLP(config: job.config)
         schedule = NoiseSchedule(job.config.schedule)
         totalSteps = h.totalSteps(datasetSize: job.training.count)
-        switch job.method {
-        case .sft: objective = SFTObjective()
-        case .dpo: objective = DPOObjective(beta: h.beta ?? 5000)
-        case .kto: objective = KTOObjective(beta: h.beta ?? 1000, lambdaDesirable: h.lambdaDesirable ?? 1,
-                                            lambdaUndesirable: h.lambdaUndesirable ?? 1)
-        case .dro: objective = DROObjective(margin: h.margin ?? 1e-3)
-        case .rpo: objective = RPOObjective(beta: h.beta ?? 5000, temperature: h.tau ?? 0.5)
-        }
+        objective = h.objective(for: job.method)
         theta = try job.base.checkedCopy()
         reference = objective.needsReference ? try job.base.checkedCopy() : nil
         gradients = try FloatBuffer(allocating: model.parameterCount)
@@ -150,15 +148,8 @@ public final class Trainer {
         rolloutRandom = Philox(seed: job.seed, stream: Self.rolloutStream)
     }
 
-    var checkpointDirectory: String { "\(directory)/checkpoints" }
-    public var statePath: String { Self.statePath(in: directory) }
-    /// The training state a resumed run starts from.
-    public static func statePath(in directory: String) -> String { "\(directory)/state/latest.safetensors" }
-    /// The weights written at checkpoint `step`.
-    public static func checkpointPath(in directory: String, step: Int) -> String {
-        String(format: "%@/checkpoints/step-%07d.safetensors", directory, step)
-    }
-    public var finalModelPath: String { "\(directory)/model.safetensors" }
+    public var statePath: String { directory.state }
+    public var finalModelPath: String { directory.finalModel }
 
     // MARK: - The loop
 
@@ -170,8 +161,8 @@ public final class Trainer {
     public func run(resume: Bool = false, control: () -> TrainingCommand = { .proceed },
                     interrupt: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
         let h = job.hyperparameters
-        try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: "\(directory)/state", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory.checkpoints, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory.stateDirectory, withIntermediateDirectories: true)
         if resume {
             try restoreState()
             sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps)")
@@ -450,7 +441,7 @@ public final class Trainer {
     // MARK: - Checkpoints and training state
 
     func saveCheckpoint(metrics: [String: Double]) throws {
-        let modelPath = Self.checkpointPath(in: directory, step: step)
+        let modelPath = directory.checkpoint(step: step)
         let weights = ema?.weights ?? theta
         try write(ModelFile(config: job.config, parameters: weights, metadata: ["step": "\(step)"]), to: modelPath)
         try saveState()

@@ -284,7 +284,7 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
     if arguments.contains("--sampling") {
         _ = benchSampling(bench, seconds: 5)
     } else if let flag = arguments.firstIndex(of: "--objective"), flag + 1 < arguments.count {
-        let objectives: [String: any Objective] = ["dpo": DPOObjective(), "kto": KTOObjective(), "dro": DROObjective(), "rpo": RPOObjective()]
+        let objectives: [String: any Objective] = Dictionary(uniqueKeysWithValues: [Training.Method.dpo, .kto, .dro, .rpo].map { ($0.rawValue, defaultObjective($0)) })
         guard let objective = objectives[arguments[flag + 1]] else {
             FileHandle.standardError.write(Data("unknown objective \(arguments[flag + 1])\n".utf8))
             exit(2)
@@ -359,8 +359,8 @@ for bench in benchConfigs {
         }
     }
     let objectives: [(String, any Objective, String)] = [
-        ("dpo", DPOObjective(), "pairs/s"), ("kto", KTOObjective(), "rows/s"),
-        ("dro", DROObjective(), "pairs/s"), ("rpo", RPOObjective(), "pairs/s"),
+        ("dpo", defaultObjective(.dpo), "pairs/s"), ("kto", defaultObjective(.kto), "rows/s"),
+        ("dro", defaultObjective(.dro), "pairs/s"), ("rpo", defaultObjective(.rpo), "pairs/s"),
     ]
     for (name, objective, unit) in objectives where wanted("\(bench.name)/\(name)_step") {
         let step = ObjectiveStepBench(bench, objective: objective)
@@ -376,4 +376,9 @@ for bench in benchConfigs {
         emit("\(bench.name)/dro_train_end_to_end", endToEnd, "pairs/s",
              ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch; steady state, checkpoint writes excluded"])
     }
+}
+
+/// A method's objective with the service's defaults.
+func defaultObjective(_ method: Training.Method) -> any Objective {
+    (try! Hyperparameters.resolve([:], method: method)).objective(for: method)
 }

@@ -139,10 +139,10 @@ enum ClientCommands {
             last = fresh.last.map(sequence) ?? last
             let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
             let status = job["status"] as? String ?? "?"
-            if JobStatus.terminal.contains(status) {
+            if JobStatus(rawValue: status)?.isTerminal == true {
                 for event in events(id, client: client, after: last) { print(line(event)) }
                 print(summary(job))
-                return status == "succeeded" ? 0 : 1
+                return status == JobStatus.succeeded.rawValue ? 0 : 1
             }
             if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K\(progressLine(job))".utf8)) }
             Thread.sleep(forTimeInterval: 0.5)

@@ -276,7 +276,7 @@ enum WorkerFixtures {
         _ = try await service.waitFor(id, ["queued"])
         var stranded = try #require(try service.application.jobs.job(id, project: nil))
         stranded.id = "ftjob-0123456789abcdef01234567"
-        stranded.status = "validating_files"
+        stranded.status = .validatingFiles
         try service.application.jobs.insert(stranded, firstEvent: "as a stopped server left it")
         service.application.resumeValidations()
         let validated = try await service.waitFor(stranded.id, ["queued", "failed"], seconds: 10)

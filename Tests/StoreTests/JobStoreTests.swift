@@ -18,7 +18,7 @@ import Testing
 
     static func insert(_ store: SQLiteJobStore, _ id: String, createdAt: Int) throws {
         try store.insert(JobRecord(id: id, projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: "{}",
-                                   hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: "queued",
+                                   hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: .queued,
                                    createdAt: createdAt), firstEvent: "created")
     }
 
@@ -27,7 +27,7 @@ import Testing
         try Self.insert(store, "ftjob-new", createdAt: 20)
         try Self.insert(store, "ftjob-old", createdAt: 10)
         let first = try #require(try store.claimNext(worker: "w1", leaseSeconds: 60))
-        #expect(first.id == "ftjob-old" && first.status == "running" && first.startedAt != nil)
+        #expect(first.id == "ftjob-old" && first.status == .running && first.startedAt != nil)
         #expect(try store.claimNext(worker: "w2", leaseSeconds: 60)?.id == "ftjob-new")
         #expect(try store.claimNext(worker: "w3", leaseSeconds: 60) == nil, "each job has one worker")
         #expect(try store.heartbeat("ftjob-old", worker: "w1", leaseSeconds: 60))
@@ -73,7 +73,7 @@ import Testing
         #expect(try store.claimNext(worker: "w4", leaseSeconds: 60) == nil, "not claimed a fourth time")
         #expect(try store.failCrashLoopingJobs(maxClaims: 3) == ["ftjob-crashy"])
         let failed = try #require(try store.job("ftjob-crashy", project: nil))
-        #expect(failed.status == "failed" && failed.error?.contains("worker_crashed") == true)
+        #expect(failed.status == .failed && failed.error?.code == "worker_crashed")
     }
 
     @Test func progressResetsTheClaimCount() throws {
@@ -81,7 +81,7 @@ import Testing
         try JobStoreTests.insert(store, "ftjob-steady", createdAt: 1)
         for (step, worker) in ["w1", "w2", "w3", "w4"].enumerated() {
             #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-steady", "\(worker)")
-            try store.recordStep("ftjob-steady", step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
+            _ = try store.recordStep("ftjob-steady", step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
         }
         #expect(try store.failCrashLoopingJobs(maxClaims: 3).isEmpty)
     }

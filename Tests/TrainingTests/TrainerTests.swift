@@ -159,7 +159,7 @@ enum TinyJob {
         let published = try ModelFile.load(path).parameters.array
         #expect(published != job.base.array)
         // EMA lags θ: the published weights differ from the last state's θ.
-        let state = try SafeTensorsFile(contentsOf: "\(trainer.directory)/state/latest.safetensors")
+        let state = try SafeTensorsFile(contentsOf: trainer.directory.state)
         #expect(try state.floats("theta") != published)
         #expect(try state.floats("ema") == published)
     }

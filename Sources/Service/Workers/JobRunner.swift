@@ -18,26 +18,22 @@ struct JobRunner {
     let telemetry: Telemetry?
 
     /// A failure that ends the job, shown to the user as its `error`.
-    struct Failure: Error {
-        let code: String
-        let message: String
-        var param: String?
-    }
+    typealias Failure = JobError
 
     /// Runs the job; returns the status it ended in, when this worker changed it.
-    func run() -> String? {
-        let directory = data.jobDirectory(job.id)
+    func run() -> JobStatus? {
+        let directory = data.job(job.id)
         let sink: JobSink
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            sink = try JobSink(jobID: job.id, logPath: data.logPath(job.id), store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
+            try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
+            sink = try JobSink(jobID: job.id, logPath: directory.log, store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
                                telemetry: telemetry)
         } catch {
-            return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory): \(error)"))
+            return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory.path): \(error)"))
         }
         do {
             let trainer = try makeTrainer(directory: directory, sink: sink)
-            let resume = FileManager.default.fileExists(atPath: Trainer.statePath(in: directory))
+            let resume = FileManager.default.fileExists(atPath: directory.state)
             let command = { () -> TrainingCommand in
                 if sink.storeError != nil { return .cancel }
                 switch control.request {
@@ -59,10 +55,11 @@ struct JobRunner {
         }
     }
 
-    func makeTrainer(directory: String, sink: JobSink) throws -> Trainer {
-        guard let (method, hyperparameters) = JobsAPI.storedSettings(job) else {
+    func makeTrainer(directory: JobDirectory, sink: JobSink) throws -> Trainer {
+        guard let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
             throw Failure(code: "internal_error", message: "the job's stored method or hyperparameters are not readable")
         }
+        let (method, hyperparameters) = (settings.method, settings.hyperparameters)
         let base: ModelFile
         do { base = try ModelFile.load(data.modelPath(job.model)) } catch {
             throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(error)", param: "model")
@@ -89,12 +86,11 @@ struct JobRunner {
                                       base: base.parameters, training: training, validation: validation)
         sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
         sink.logEvery = hyperparameters.logEvery
-        let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, dataDirectory = data, jobID = job.id
-        sink.retain = { try Self.removeCheckpoints(of: jobID, keeping: keep, store: jobStore, data: dataDirectory) }
+        let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id
+        sink.retain = { try Self.removeCheckpoints(of: jobID, in: directory, keeping: keep, store: jobStore) }
         if SamplesAPI.isImage(base.config.sampleShape) {
-            let data = data, id = job.id
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
-                JobsAPI.sampleGridPath(data: data, job: id, step: $0)
+                directory.sampleGrid(step: $0)
             }
         }
         do { return try Trainer(job: trainingJob, directory: directory, sink: sink) } catch {
@@ -103,10 +99,10 @@ struct JobRunner {
     }
 
     /// Deletes all but the newest `keep` checkpoints: their weights, sample grids and records.
-    static func removeCheckpoints(of jobID: String, keeping keep: Int, store: any JobStore, data: DataDirectory) throws {
+    static func removeCheckpoints(of jobID: String, in directory: JobDirectory, keeping keep: Int, store: any JobStore) throws {
         for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) {
-            try? FileManager.default.removeItem(atPath: JobsAPI.checkpointPath(data: data, job: jobID, step: row.step))
-            try? FileManager.default.removeItem(atPath: JobsAPI.sampleGridPath(data: data, job: jobID, step: row.step))
+            try? FileManager.default.removeItem(atPath: directory.checkpoint(step: row.step))
+            try? FileManager.default.removeItem(atPath: directory.sampleGrid(step: row.step))
             try store.removeCheckpoint(jobID, step: row.step)
         }
     }
@@ -131,7 +127,7 @@ struct JobRunner {
         }
     }
 
-    func conclude(_ outcome: TrainingOutcome, trainer: Trainer, sink: JobSink) -> String? {
+    func conclude(_ outcome: TrainingOutcome, trainer: Trainer, sink: JobSink) -> JobStatus? {
         switch outcome {
         case let .succeeded(modelPath):
             let id = Self.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id)
@@ -147,12 +143,12 @@ struct JobRunner {
             }
             // False: cancelled at the last moment, or another worker holds the job now.
             if registered { sink.appendToFile("succeeded: model \(id)") }
-            return registered ? "succeeded" : nil
+            return registered ? .succeeded : nil
         case let .paused(step):
             if control.request == .shutdown {
-                _ = try? store.release(job.id, worker: worker, status: "queued", error: nil,
+                _ = try? store.release(job.id, worker: worker, status: .queued, error: nil,
                                        event: "Server stopping: training state saved at step \(step); the job is queued again", level: "info")
-                return "queued"
+                return .queued
             }
             _ = try? store.release(job.id, worker: worker, status: nil, error: nil,
                                    event: "Paused at step \(step): training state saved; resume to continue", level: "info")
@@ -168,18 +164,15 @@ struct JobRunner {
         }
     }
 
-    func finish(failed failure: Failure) -> String? {
-        var error: [String: Any] = ["code": failure.code, "message": failure.message]
-        error["param"] = failure.param ?? NSNull()
-        let text = String(decoding: JSONWriter.encode(error), as: UTF8.self)
-        try? FileHandle(forWritingAtPath: data.logPath(job.id)).map { handle in
+    func finish(failed failure: Failure) -> JobStatus? {
+        try? FileHandle(forWritingAtPath: data.job(job.id).log).map { handle in
             handle.seekToEndOfFile()
             handle.write(Data("\(JobSink.timestamp()) failed: \(failure.message)\n".utf8))
             try handle.close()
         }
         changes.logAppended(jobID: job.id)
-        let released = (try? store.release(job.id, worker: worker, status: "failed", error: text, event: failure.message, level: "error")) ?? false
-        return released ? "failed" : nil
+        let released = (try? store.release(job.id, worker: worker, status: .failed, error: failure, event: failure.message, level: "error")) ?? false
+        return released ? .failed : nil
     }
 
     /// `ft:<base>:<suffix>:<job-id>`, named after the root base model when fine-tuning a fine-tuned model.

@@ -40,10 +40,10 @@ public final class Webhooks: Sendable {
     /// Starts delivering the job's terminal status, if it has a webhook; returns at once.
     public func jobFinished(_ jobID: String) {
         guard let job = try? store.job(jobID, project: nil), let target = job.webhookURL, let url = URL(string: target),
-              JobStatus.terminal.contains(job.status) else { return }
+              job.status.isTerminal else { return }
         let eventID = "evt_" + APIKeys.randomHex(bytes: 12)
         let payload: [String: Any] = ["id": eventID, "object": "event", "created_at": Int(Date().timeIntervalSince1970),
-                                      "type": "fine_tuning.job.\(job.status)", "data": JobsAPI.object(job)]
+                                      "type": "fine_tuning.job.\(job.status.rawValue)", "data": JobsAPI.object(job)]
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
         request.httpBody = Data(JSONWriter.encode(payload))

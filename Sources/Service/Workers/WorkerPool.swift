@@ -108,9 +108,9 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    func statusChanged(_ jobID: String, _ status: String) {
+    func statusChanged(_ jobID: String, _ status: JobStatus) {
         condition.withLock {
-            if status == "queued" {
+            if status == .queued {
                 workAvailable = true
                 condition.signal()
             }
@@ -133,7 +133,7 @@ public final class WorkerPool: @unchecked Sendable {
             do {
                 // A job whose workers keep dying fails here instead of taking this one down too.
                 for failed in try store.failCrashLoopingJobs(maxClaims: SQLiteJobStore.maxClaimsWithoutProgress) {
-                    changes.post(jobID: failed, status: "failed")
+                    changes.post(jobID: failed, status: .failed)
                 }
                 claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds)
             } catch {
@@ -189,8 +189,8 @@ final class JobControl: @unchecked Sendable {
         lock.withLock { if pending == nil || request == .leaseLost { pending = request } }
     }
 
-    func statusChanged(to status: String) {
-        if JobStatus.terminal.contains(status) { request(.cancel) } else if status == "paused" { request(.pause) }
+    func statusChanged(to status: JobStatus) {
+        if status.isTerminal { request(.cancel) } else if status == .paused { request(.pause) }
     }
 
     /// Renews the lease; when that fails, the job's status says why.
@@ -198,7 +198,7 @@ final class JobControl: @unchecked Sendable {
         guard let renewed = try? store.heartbeat(jobID, worker: worker, leaseSeconds: leaseSeconds), !renewed else { return }
         guard let job = try? store.job(jobID, project: nil) else { return request(.leaseLost) }
         // Paused or ended here, or another worker's now.
-        if job.status == "paused" || JobStatus.terminal.contains(job.status) { statusChanged(to: job.status) } else { request(.leaseLost) }
+        if job.status == .paused || job.status.isTerminal { statusChanged(to: job.status) } else { request(.leaseLost) }
     }
 }
 

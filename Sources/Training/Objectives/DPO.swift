@@ -9,7 +9,7 @@ import Foundation
 public struct DPOObjective: Objective {
     public var beta: Double
 
-    public init(beta: Double = 5000) { self.beta = beta }
+    public init(beta: Double) { self.beta = beta }
     public var rowsPerExample: Int { 2 }
     public var needsReference: Bool { true }
 

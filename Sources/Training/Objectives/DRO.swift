@@ -15,7 +15,7 @@ import Foundation
 public struct DROObjective: Objective {
     public var margin: Double
 
-    public init(margin: Double = 1e-3) { self.margin = margin }
+    public init(margin: Double) { self.margin = margin }
     public var rowsPerExample: Int { 2 }
     public var needsReference: Bool { true }
 

@@ -11,7 +11,7 @@ public struct KTOObjective: Objective {
     public var lambdaDesirable: Double
     public var lambdaUndesirable: Double
 
-    public init(beta: Double = 1000, lambdaDesirable: Double = 1, lambdaUndesirable: Double = 1) {
+    public init(beta: Double, lambdaDesirable: Double, lambdaUndesirable: Double) {
         self.beta = beta
         self.lambdaDesirable = lambdaDesirable
         self.lambdaUndesirable = lambdaUndesirable

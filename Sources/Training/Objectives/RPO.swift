@@ -12,7 +12,7 @@ public struct RPOObjective: Objective {
     public var beta: Double
     public var temperature: Double
 
-    public init(beta: Double = 5000, temperature: Double = 0.5) {
+    public init(beta: Double, temperature: Double) {
         self.beta = beta
         self.temperature = temperature
     }

@@ -1,0 +1,33 @@
+import Foundation
+
+/// Why a job failed, as the API shows it (`error` of a job: `{code, message, param}`) and
+/// as the store keeps it. The only place this JSON is made.
+public struct JobError: Codable, Equatable, Sendable, Error, CustomStringConvertible {
+    /// Machine-readable: `invalid_training_file`, `over_memory_budget`, `worker_crashed`, …
+    public let code: String
+    public let message: String
+    /// The request field at fault, if one is.
+    public let param: String?
+
+    public init(code: String, message: String, param: String? = nil) {
+        self.code = code
+        self.message = message
+        self.param = param
+    }
+
+    public var description: String { message }
+
+    /// JSON text with keys sorted and `param` present (null when absent), as the API shows it.
+    public var json: String {
+        var object: [String: Any] = ["code": code, "message": message]
+        object["param"] = param ?? NSNull()
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Decodes stored JSON; nil for anything else.
+    public init?(json: String) {
+        guard let value = try? JSONDecoder().decode(JobError.self, from: Data(json.utf8)) else { return nil }
+        self = value
+    }
+}

@@ -1,0 +1,26 @@
+import Foundation
+import Training
+
+/// What a job trains with, as created and as stored: its method and resolved
+/// hyperparameters. The store keeps them as JSON (the API's `method` object and
+/// `hyperparameters`); this is the one codec for both.
+public struct JobSettings: Equatable, Sendable {
+    public let method: Training.Method
+    public let hyperparameters: Hyperparameters
+
+    public init(method: Training.Method, hyperparameters: Hyperparameters) {
+        self.method = method
+        self.hyperparameters = hyperparameters
+    }
+
+    /// `{"type": "dro", "dro": {"hyperparameters": {…}}}`, as the API shows `method` and the store keeps it.
+    public var methodObject: [String: Any] { ["type": method.rawValue, method.rawValue: ["hyperparameters": hyperparameters.json]] }
+
+    /// The settings stored with a job; nil when they cannot be read.
+    public init?(methodJSON: String, hyperparametersJSON: String) {
+        let object = (try? JSONSerialization.jsonObject(with: Data(methodJSON.utf8))) as? [String: Any]
+        guard let method = (object?["type"] as? String).flatMap(Training.Method.init(rawValue:)),
+              let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(hyperparametersJSON.utf8)) else { return nil }
+        self.init(method: method, hyperparameters: hyperparameters)
+    }
+}
