@@ -8,19 +8,29 @@ public struct HTTPRequest: Sendable {
     /// The body as it arrives, for routes the server streams (`Configuration.streamsBody`).
     public let bodyStream: RequestBody?
 
+    /// The path without the query string (found once: routing, auth and telemetry all read it).
+    public let path: String
+    /// What follows `?` in the target, if anything.
+    let rawQuery: Substring?
+
     public init(head: HTTPRequestHead, body: [UInt8], bodyStream: RequestBody? = nil) {
         self.head = head
         self.body = body
         self.bodyStream = bodyStream
+        if let mark = head.target.utf8.firstIndex(of: UInt8(ascii: "?")) {
+            path = String(head.target[..<mark])
+            rawQuery = head.target[head.target.index(after: mark)...]
+        } else {
+            path = head.target
+            rawQuery = nil
+        }
     }
 
     public var method: String { head.method }
-    /// The path without the query string.
-    public var path: String { String(head.target.split(separator: "?", maxSplits: 1).first ?? "") }
     /// The first query name or value that is not valid percent-encoded UTF-8, if any: such a
     /// request is answered 400 before it reaches a handler.
     public var malformedQueryPart: String? {
-        guard let query = head.target.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        guard let query = rawQuery else { return nil }
         for piece in query.split(separator: "&").flatMap({ $0.split(separator: "=", maxSplits: 1) })
             where piece.replacingOccurrences(of: "+", with: " ").removingPercentEncoding == nil {
             return String(piece)
@@ -30,7 +40,7 @@ public struct HTTPRequest: Sendable {
 
     /// Query parameters, percent-decoded; the first value of a repeated name wins.
     public var query: [String: String] {
-        guard let query = head.target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [:] }
+        guard let query = rawQuery else { return [:] }
         var result: [String: String] = [:]
         for pair in query.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1)

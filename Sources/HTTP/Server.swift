@@ -203,7 +203,7 @@ final class Connection {
     var streaming: (sequence: Int, task: Task<Void, Never>)?
     /// A file being sent: its descriptor, the bytes left, and the response it belongs to.
     var sendingFile: (fd: Int32, remaining: Int, sequence: Int)?
-    var output: [UInt8] = []
+    var output = OutputBuffer()
     var closeAfterFlush = false
     var wantsWrite = false
     var lastActivity: Double
@@ -250,7 +250,7 @@ final class EventLoop: @unchecked Sendable {
 
     static let readable = UInt32(PREFTUNE_EPOLLIN | PREFTUNE_EPOLLRDHUP)
 
-    func add(_ fd: Int32, events: UInt32) { _ = preftune_epoll_ctl(epoll, 1, fd, events) }
+    func add(_ fd: Int32, events: UInt32) { _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_ADD), fd, events) }
 
     func setWriteInterest(_ connection: Connection, _ on: Bool) {
         guard connection.wantsWrite != on else { return }
@@ -291,7 +291,7 @@ final class EventLoop: @unchecked Sendable {
 
     func updateInterest(_ connection: Connection) {
         let events = (connection.readingPaused ? 0 : Self.readable) | (connection.wantsWrite ? UInt32(PREFTUNE_EPOLLOUT) : 0)
-        _ = preftune_epoll_ctl(epoll, 3, connection.fd, events)
+        _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_MODIFY), connection.fd, events)
     }
 
     func run() {
@@ -320,7 +320,7 @@ final class EventLoop: @unchecked Sendable {
             }
             if server.shared.withLock({ $0.shuttingDown }) {
                 if listener >= 0 {
-                    _ = preftune_epoll_ctl(epoll, 2, listener, 0)
+                    _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_DELETE), listener, 0)
                     close(listener)
                     listener = -1
                 }
@@ -346,7 +346,7 @@ final class EventLoop: @unchecked Sendable {
             guard fd >= 0 else {
                 if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
                     // Out of descriptors: stop watching the listener for a moment instead of spinning on it.
-                    _ = preftune_epoll_ctl(epoll, 2, listener, 0)
+                    _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_DELETE), listener, 0)
                     acceptPausedUntil = Self.now() + 0.1
                 }
                 return
@@ -561,21 +561,21 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func write(_ bytes: [UInt8], to connection: Connection) {
-        connection.output += bytes
+        connection.output.append(bytes)
         flush(connection)
     }
 
     func flush(_ connection: Connection) {
         while true {
             if connection.output.isEmpty, !refillFromFile(connection) { break }
-            let n = connection.output.withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = connection.output.withUnsentBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK { setWriteInterest(connection, true); return }
                 closeConnection(connection)
                 return
             }
-            connection.output.removeFirst(n)
+            connection.output.consume(n)
         }
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
@@ -603,7 +603,7 @@ final class EventLoop: @unchecked Sendable {
             closeConnection(connection)
             return false
         }
-        connection.output += chunk[0..<n]
+        connection.output.append(chunk[0..<n])
         connection.sendingFile = (file.fd, file.remaining - n, file.sequence)
         return true
     }
@@ -658,7 +658,42 @@ final class EventLoop: @unchecked Sendable {
         if let file = connection.sendingFile { close(file.fd) }
         connection.sendingFile = nil
         connections[connection.fd] = nil
-        _ = preftune_epoll_ctl(epoll, 2, connection.fd, 0)
+        _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_DELETE), connection.fd, 0)
         close(connection.fd)
+    }
+}
+
+/// Bytes waiting to be sent, with a read index: sending part of them does not shift the rest
+/// (`removeFirst` moved the whole remainder at every partial send).
+struct OutputBuffer {
+    private var bytes: [UInt8] = []
+    private var start = 0
+
+    var isEmpty: Bool { start == bytes.count }
+    /// Bytes not yet sent.
+    var count: Int { bytes.count - start }
+
+    mutating func append(_ more: some Collection<UInt8>) {
+        if isEmpty {
+            bytes.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        bytes.append(contentsOf: more)
+    }
+
+    func withUnsentBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+    }
+
+    /// Marks `n` bytes sent; compacts once the sent part dominates a large buffer.
+    mutating func consume(_ n: Int) {
+        start += n
+        if isEmpty {
+            bytes.removeAll(keepingCapacity: bytes.capacity <= 1 << 20)
+            start = 0
+        } else if start >= 1 << 16, start >= bytes.count / 2 {
+            bytes.removeFirst(start)
+            start = 0
+        }
     }
 }

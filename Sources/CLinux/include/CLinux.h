@@ -14,8 +14,14 @@ enum {
     PREFTUNE_EPOLLRDHUP = 0x2000,
 };
 
+/// The operations of epoll_ctl (EPOLL_CTL_*).
+enum {
+    PREFTUNE_EPOLL_ADD = 1,
+    PREFTUNE_EPOLL_DELETE = 2,
+    PREFTUNE_EPOLL_MODIFY = 3,
+};
+
 int preftune_epoll_create(void);
-/// op: 1 add, 2 delete, 3 modify (EPOLL_CTL_*).
 int preftune_epoll_ctl(int epfd, int op, int fd, uint32_t events);
 /// Waits for up to `capacity` events; writes each one's fd and event mask.
 int preftune_epoll_wait(int epfd, int32_t *fds, uint32_t *events, int capacity, int timeout_ms);
