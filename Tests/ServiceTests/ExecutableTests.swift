@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import Numerics
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -183,8 +184,8 @@ import Glibc
         let healthy = try await ExecutableTests.waitHealthy(port: port)
         #expect(healthy)
         // More connections than descriptors: the kernel's backlog holds what the server cannot accept.
-        var sockets: [RawSocket] = []
-        for _ in 0..<120 { if let socket = try? RawSocket(port: port) { sockets.append(socket) } }
+        var sockets: [RawClient] = []
+        for _ in 0..<120 { if let socket = try? RawClient(port: port) { sockets.append(socket) } }
         func cpuSeconds() -> Double {
             let stat = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)) ?? ""
             let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []

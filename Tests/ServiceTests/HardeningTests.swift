@@ -9,6 +9,7 @@ import Service
 import Store
 import Synchronization
 import Testing
+import TestSupport
 import Training
 #if canImport(Glibc)
 import Glibc
@@ -372,7 +373,7 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         let config: [String: Any] = ["sample_shape": [1, 4, 4], "hidden": 256, "depth": 4, "cond": ["kind": "text", "vocab": 32, "max_tokens": 4]]
         let model = try await service.post("/v1/models", ["id": "sampler", "config": config]).json["id"] as! String
         let body = String(decoding: try JSONSerialization.data(withJSONObject: ["model": model, "prompts": ["a"], "n": 256, "steps": 1000]), as: UTF8.self)
-        let client = try RawSocket(port: service.server.port)
+        let client = try RawClient(port: service.server.port)
         client.send("POST /v1/samples HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(service.adminKey)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
         var waited = 0
         while service.application.heavyWork.load == 0, waited < 200 { try await Task.sleep(for: .milliseconds(10)); waited += 1 }
@@ -409,20 +410,4 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         #expect(results == [200, 200])
         #expect(service.application.heavyWork.load == 0)
     }
-}
-
-/// A raw loopback socket that can be closed mid-request.
-final class RawSocket {
-    let fd: Int32
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        let status = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard status == 0 else { throw HTTPTestFailure("connect failed") }
-    }
-    func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
-    func close() { Glibc.close(fd) }
 }
