@@ -164,6 +164,20 @@ for _ in range(600):
     time.sleep(0.1)
 kept = len(os.listdir(f"{data}/jobs/{job_id}/checkpoints")) if job_id else -1
 report(f"12 checkpoint_every 1 over 30 steps: {kept} checkpoints kept ({status_now})", status)
+# 13. Cancel inside a long DRO rollout (policy_steps 1000): until the worker is free again.
+call("POST", "/v1/models", {"id": "wide", "config": {"sample_shape": [1, 4, 4], "hidden": 512, "depth": 4, "cond": {"kind": "text", "vocab": 32, "max_tokens": 4}}}, key=key)
+status, job = call("POST", "/v1/fine_tuning/jobs", {"model": "wide", "training_file": training["id"], "method": {"type": "dro", "dro": {"hyperparameters": {"n_steps": 5, "batch_size": 16, "policy_steps": 1000}}}}, key=key)
+long_id = json.loads(job).get("id")
+for _ in range(600):
+    if json.loads(call("GET", f"/v1/fine_tuning/jobs/{long_id}", key=key)[1]).get("status") == "running": break
+    time.sleep(0.05)
+time.sleep(1)
+asked = time.time()
+call("POST", f"/v1/fine_tuning/jobs/{long_id}/cancel", {}, key=key)
+log_path = f"{data}/jobs/{long_id}/log.txt"
+while time.time() - asked < 30 and "cancelled at step" not in open(log_path).read(): time.sleep(0.005)
+stopped = [line for line in open(log_path).read().splitlines() if "cancelled at step" in line]
+report(f"13 cancel inside a 1000-step rollout: the trainer stopped {1000 * (time.time() - asked):.0f} ms later ({stopped[-1].split(' ', 1)[1] if stopped else 'no stop logged'})", status)
 # 14. Another project's model name, and '..'.
 report("14 model id '..'", call("POST", "/v1/models", {"id": "..", "config": tiny}, key=key)[0])
 # 17-22. Lenient parsing, empty upload, NUL filename, n_epochs, a cursor that is not UTF-8.

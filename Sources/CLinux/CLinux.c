@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <malloc.h>
 
 int preftune_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -45,3 +46,5 @@ int preftune_set_thread_nice(int tid, int nice) {
     if (tid == 0) tid = (int)syscall(SYS_gettid);
     return setpriority(PRIO_PROCESS, (id_t)tid, nice);
 }
+
+int preftune_release_free_memory(void) { return malloc_trim(0); }

@@ -36,4 +36,7 @@ int preftune_name_current_thread(const char *name);
 /// setpriority for one thread (Linux: a thread id is a process id for PRIO_PROCESS); 0 is the calling thread.
 int preftune_set_thread_nice(int tid, int nice);
 
+/// Returns freed heap memory to the system (glibc's malloc_trim(0)).
+int preftune_release_free_memory(void);
+
 #endif

@@ -158,6 +158,9 @@ public final class WorkerPool: @unchecked Sendable {
             let runner = JobRunner(job: job, worker: name, data: data, memoryBudget: configuration.memoryBudget, store: store, control: control,
                                    changes: changes, telemetry: telemetry)
             let status = runner.run()
+            // The job's buffers are freed; glibc keeps freed heap pages unless asked, so a server
+            // that trained a large job would go on holding its memory while idle.
+            _ = preftune_release_free_memory()
             heartbeat.stop()
             telemetry?.jobStopped(job.id)
             condition.withLock { controls[job.id] = nil }
