@@ -37,7 +37,7 @@ bench: deps
 bench-pytorch:
 	@python3 scripts/bench-pytorch.py
 
-# wrk against a real server on loopback: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
+# wrk against a real server on loopback and nginx serving the same body: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
 bench-api: deps
 	@scripts/bench-api.sh
 

@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # make bench-api: wrk against a real `preftune serve` on loopback, for
 # GET /v1/fine_tuning/jobs/{id}: the most requests per second with keep-alive and
-# 64 connections, then the latency under a light load while a job trains on every
-# core. Prints one JSON object per line, like make bench. Stops the server when done.
+# 64 connections, beside Debian's nginx serving the same body from a file in the same
+# run (the ratio is issue 12's target, >= 0.4), then the latency under a light load
+# while a job trains on every core. Prints one JSON object per line, like make bench.
+# Stops the servers when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 if ! command -v wrk >/dev/null 2>&1; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+fi
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
 swift build -c release --product preftune >&2
 binary=$(swift build -c release --show-bin-path)/preftune
 data=$(mktemp -d)
 port=$(free_port)
 "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$data/serve.log" 2>&1 &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+proxy=""
+trap 'kill -TERM $server $proxy 2>/dev/null; wait $server $proxy 2>/dev/null; rm -rf "$data"' EXIT
 wait_healthy "http://127.0.0.1:$port"
 key=$(cat "$data/admin.key")
 base="http://127.0.0.1:$port/v1"
@@ -52,22 +59,56 @@ print(json.dumps({"name": name, "value": round(rate, 1), "unit": "requests/s", "
 PY
 }
 
-# 1. Throughput: nothing training, 64 keep-alive connections as fast as they go. A 2 s warm-up,
-#    then three 5 s runs; the median run is reported, with every run's rate (the machine is noisy).
-wrk -t2 -c64 -d2s -H "Authorization: Bearer $key" "$base/fine_tuning/jobs/$job" >/dev/null
-runs=()
+# 1. Throughput: nothing training, 64 keep-alive connections as fast as they go, against
+#    preftune and against nginx serving the same body (a file, as it would a cached answer),
+#    alternately. A 2 s warm-up each, then three 5 s runs of each; medians are reported.
+mkdir -p "$data/static/v1/fine_tuning/jobs" "$data/nginx"
+curl -sf "${auth[@]}" "$base/fine_tuning/jobs/$job" >"$data/static/v1/fine_tuning/jobs/$job"
+# nginx's workers run as another user when started as root: they must be able to read the body.
+chmod a+x "$data"; chmod -R a+rX "$data/static"
+nginx_port=$(free_port)
+cat >"$data/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $data/nginx/nginx.pid;
+error_log $data/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $data/nginx/body;
+    default_type application/json;
+    server { listen 127.0.0.1:$nginx_port; root $data/static; }
+}
+CONF
+"$nginx" -c "$data/nginx/nginx.conf" -p "$data/nginx" -g "daemon off;" 2>>"$data/nginx/error.log" &
+proxy=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nginx_port/v1/fine_tuning/jobs/$job" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$nginx_port/v1/fine_tuning/jobs/$job" >/dev/null || { echo "nginx does not serve the body" >&2; exit 1; }
+preftune_url="$base/fine_tuning/jobs/$job"
+nginx_url="http://127.0.0.1:$nginx_port/v1/fine_tuning/jobs/$job"
+wrk -t2 -c64 -d2s -H "Authorization: Bearer $key" "$preftune_url" >/dev/null
+wrk -t2 -c64 -d2s "$nginx_url" >/dev/null
+runs=(); nginx_runs=()
 for i in 1 2 3; do
-  output=$(wrk -t2 -c64 -d5s --latency -H "Authorization: Bearer $key" "$base/fine_tuning/jobs/$job")
+  output=$(wrk -t2 -c64 -d5s --latency -H "Authorization: Bearer $key" "$preftune_url")
   echo "$output" >&2
   runs+=("$(report api/get_job 64 "$output")")
+  output=$(wrk -t2 -c64 -d5s --latency "$nginx_url")
+  echo "$output" >&2
+  nginx_runs+=("$(report api/get_job_nginx_same_body 64 "$output")")
 done
-printf '%s\n' "${runs[@]}" | python3 -c '
+median() {
+  python3 -c '
 import json, sys
 runs = sorted((json.loads(line) for line in sys.stdin), key=lambda r: r["value"])
 median = runs[1]
 median["runs"] = [r["value"] for r in runs]
-median["target"] = 30000
 print(json.dumps(median))'
+}
+ours=$(printf '%s\n' "${runs[@]}" | median)
+theirs=$(printf '%s\n' "${nginx_runs[@]}" | median)
+echo "$ours" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["target"]=30000; print(json.dumps(r))'
+echo "$theirs"
+python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(json.dumps({"name": "api/get_job_vs_nginx", "value": round(a["value"] / b["value"], 3), "unit": "ratio", "preftune": a["value"], "nginx": b["value"], "target": 0.4}))' "$ours" "$theirs"
 
 # 2. Latency while a job trains on every core: a light load (4 connections, each waiting
 #    10 ms between requests, about 300 requests/s) on the running job. Target p99 < 20 ms.
