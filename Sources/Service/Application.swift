@@ -111,32 +111,49 @@ public final class Application: Sendable {
     }
 
     func answer(_ request: HTTPRequest, route: Router.Route, parameters: [String: String]) async -> HTTPResponse {
-        var principal: Principal?
-        if route.authenticated {
-            guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
-                return APIError.unauthorized.response
+        switch route.action {
+        case let .unauthenticated(handler):
+            return await respond(to: request) { try await handler(request) }
+        case let .authenticated(handler):
+            let principal: Principal
+            switch authenticate(request) {
+            case let .success(found): principal = found
+            case let .failure(error): return error.response
             }
-            // Trimmed by hand: Foundation's trimming bridges through NSString on every request.
-            var secret = Substring(header.dropFirst(7))
-            while secret.first == " " || secret.first == "\t" { secret.removeFirst() }
-            while secret.last == " " || secret.last == "\t" { secret.removeLast() }
-            // A store failure is the server's fault, not a bad key: it must not read as 401.
-            let found: Principal?
-            do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(String(secret)) } } catch {
-                FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
-                return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
-                                code: "store_unavailable").response
-            }
-            guard let found else { return APIError.unauthorized.response }
-            principal = found
-        }
-        do {
-            if request.method == "POST", let principal, let key = request.head.header("idempotency-key") {
-                return try await idempotent(key: key, principal: principal, request: request, streamed: route.streamsBody) { check in
-                    try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal, idempotency: check))
+            return await respond(to: request) {
+                if request.method == "POST", let key = request.head.header("idempotency-key") {
+                    return try await idempotent(key: key, principal: principal, request: request, streamed: route.streamsBody) { check in
+                        try await handler(RequestContext(request: request, parameters: parameters, principal: principal, idempotency: check))
+                    }
                 }
+                return try await handler(RequestContext(request: request, parameters: parameters, principal: principal))
             }
-            return try await route.handler(RequestContext(request: request, parameters: parameters, principal: principal))
+        }
+    }
+
+    /// Who the request's bearer key belongs to, or the error to answer with.
+    func authenticate(_ request: HTTPRequest) -> Result<Principal, APIError> {
+        guard let header = request.head.header("authorization"), header.lowercased().hasPrefix("bearer ") else {
+            return .failure(.unauthorized)
+        }
+        // Trimmed by hand: Foundation's trimming bridges through NSString on every request.
+        var secret = Substring(header.dropFirst(7))
+        while secret.first == " " || secret.first == "\t" { secret.removeFirst() }
+        while secret.last == " " || secret.last == "\t" { secret.removeLast() }
+        // A store failure is the server's fault, not a bad key: it must not read as 401.
+        let found: Principal?
+        do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(String(secret)) } } catch {
+            FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
+            return .failure(APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
+                                     code: "store_unavailable"))
+        }
+        return found.map { .success($0) } ?? .failure(.unauthorized)
+    }
+
+    /// Runs a handler, and maps what it throws to the envelope.
+    func respond(to request: HTTPRequest, _ handler: () async throws -> HTTPResponse) async -> HTTPResponse {
+        do {
+            return try await handler()
         } catch let error as APIError {
             return error.response
         } catch is CancellationError {
@@ -222,12 +239,12 @@ public final class Application: Sendable {
     }
 
     static func addOperations(_ router: inout Router, jobs: any JobStore, telemetry: Telemetry, followers: LogFollowers, metricsToken: String?) {
-        router.add("GET", "/healthz", authenticated: false) { _ in JSON.response(["status": "ok"]) }
-        router.add("GET", "/readyz", authenticated: false) { _ in JSON.response(["status": "ready"]) }
+        router.addPublic("GET", "/healthz") { _ in JSON.response(["status": "ok"]) }
+        router.addPublic("GET", "/readyz") { _ in JSON.response(["status": "ready"]) }
         // Prometheus scrapes without an API key, as for the health checks. Aggregates only, unless the
         // scraper presents the operator's metrics token: job ids and losses are the projects' business.
-        router.add("GET", "/metrics", authenticated: false) { context in
-            let presented = context.request.head.header("authorization").map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" }
+        router.addPublic("GET", "/metrics") { request in
+            let presented = request.head.header("authorization").map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" }
             let perJob = metricsToken.map { token in presented.map { SHA256.hex($0.utf8) == SHA256.hex(token.utf8) } ?? false } ?? false
             let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count, perJob: perJob)
             return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: .bytes(Array(text.utf8)))

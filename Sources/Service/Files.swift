@@ -38,14 +38,14 @@ enum FilesAPI {
     /// The project's file named by the path; another project's file is 404, as a missing one.
     static func find(_ context: RequestContext, store: any FileStore) throws -> FileRow {
         let id = context.parameters["id"] ?? ""
-        guard let file = try store.file(id, project: context.principal!.projectID) else { throw APIError.notFound("file \(id)", param: "id") }
+        guard let file = try store.file(id, project: context.principal.projectID) else { throw APIError.notFound("file \(id)", param: "id") }
         return file
     }
 
     static func list(_ context: RequestContext, store: any FileStore) throws -> HTTPResponse {
         let query = context.request.query
         let limit = try Pagination.limit(query["limit"], default: 10_000, maximum: 10_000)
-        let rows = try store.files(project: context.principal!.projectID, purpose: query["purpose"], after: query["after"], limit: limit + 1)
+        let rows = try store.files(project: context.principal.projectID, purpose: query["purpose"], after: query["after"], limit: limit + 1)
         let page = Array(rows.prefix(limit))
         var list: [String: Any] = ["object": "list", "has_more": rows.count > limit]
         list["data"] = page.map(object)
@@ -57,7 +57,7 @@ enum FilesAPI {
     /// Streams the multipart body: the `file` part goes straight to a temporary file
     /// beside its destination, renamed into place only when the upload is complete and valid.
     static func upload(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
-        let data = resources.data, store = resources.files, project = context.principal!.projectID
+        let data = resources.data, store = resources.files, project = context.principal.projectID
         guard let contentType = context.request.head.header("content-type"),
               let boundary = MultipartParser.boundary(contentType: contentType) else {
             throw APIError(status: 415, message: "upload a file as multipart/form-data with the fields `file` and `purpose`",

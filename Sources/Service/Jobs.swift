@@ -16,7 +16,7 @@ enum JobsAPI {
         }
         router.add("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
-            let jobs = try store.jobs(project: context.principal!.projectID, after: context.request.query["after"], limit: limit + 1)
+            let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1)
             return JSON.response(["object": "list", "data": jobs.prefix(limit).map(object), "has_more": jobs.count > limit])
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in JSON.response(object(try find(context, store: store))) }
@@ -97,7 +97,7 @@ enum JobsAPI {
 
     static func find(_ context: RequestContext, store: any JobStore) throws -> JobRecord {
         let id = context.parameters["id"] ?? ""
-        guard let job = try store.job(id, project: context.principal!.projectID) else { throw APIError.notFound("fine-tuning job \(id)", param: "id") }
+        guard let job = try store.job(id, project: context.principal.projectID) else { throw APIError.notFound("fine-tuning job \(id)", param: "id") }
         return job
     }
 
@@ -135,7 +135,7 @@ enum JobsAPI {
         let store = resources.jobs, models = resources.models, files = resources.files
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
-        let project = context.principal!.projectID
+        let project = context.principal.projectID
 
         guard let modelID = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
         guard let modelRow = try models.model(modelID, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {

@@ -13,7 +13,7 @@ enum ModelsAPI {
     static func add(to router: inout Router, _ resources: Application.Resources) {
         let store = resources.models
         router.add("GET", "/v1/models") { context in
-            JSON.response(["object": "list", "data": try store.models(visibleTo: context.principal!.projectID).map(object)])
+            JSON.response(["object": "list", "data": try store.models(visibleTo: context.principal.projectID).map(object)])
         }
         router.add("GET", "/v1/models/{id}") { context in JSON.response(object(try find(context, store: store))) }
         router.add("POST", "/v1/models") { context in try await create(context, resources) }
@@ -23,7 +23,7 @@ enum ModelsAPI {
                 throw APIError(status: 403, message: "shared models cannot be deleted by a project", type: "permission_error",
                                param: "id", code: "forbidden")
             }
-            let users = try resources.jobs.jobs(project: context.principal!.projectID, usingModel: model.id, activeOnly: true)
+            let users = try resources.jobs.jobs(project: context.principal.projectID, usingModel: model.id, activeOnly: true)
             guard users.isEmpty else {
                 throw APIError(status: 409, message: "model \(model.name) is the base of \(users.count) unfinished job(s), e.g. \(users[0]); cancel them first",
                                param: "id", code: "model_in_use")
@@ -42,7 +42,7 @@ enum ModelsAPI {
 
     static func find(_ context: RequestContext, store: any ModelStore) throws -> ModelRow {
         let id = context.parameters["id"] ?? ""
-        guard let model = try store.model(id, visibleTo: context.principal!.projectID) else { throw APIError.notFound("model \(id)", param: "id") }
+        guard let model = try store.model(id, visibleTo: context.principal.projectID) else { throw APIError.notFound("model \(id)", param: "id") }
         return model
     }
 
@@ -54,7 +54,7 @@ enum ModelsAPI {
     static func create(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
-        let project = context.principal!.projectID
+        let project = context.principal.projectID
         guard let id = body["id"] as? String else { throw APIError.invalid("id is required: a name for the model", param: "id") }
         guard ModelKey.isValidName(id) else {
             throw APIError.invalid("id must be 1-64 characters: a letter or digit, then letters, digits, '-', '_' or '.'", param: "id")

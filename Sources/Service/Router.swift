@@ -2,15 +2,16 @@ import Foundation
 import Store
 import HTTP
 
-/// What a handler gets: the request, the path parameters, and who is asking.
+/// What a handler of an authenticated route gets: the request, the path parameters, and
+/// who is asking (the route's wrapper has authenticated them).
 public struct RequestContext: Sendable {
     public let request: HTTPRequest
     public let parameters: [String: String]
-    public let principal: Principal?
+    public let principal: Principal
     /// For a streamed POST with an Idempotency-Key: the handler reports what it stored.
     public var idempotency: IdempotencyCheck?
 
-    public init(request: HTTPRequest, parameters: [String: String], principal: Principal?, idempotency: IdempotencyCheck? = nil) {
+    public init(request: HTTPRequest, parameters: [String: String], principal: Principal, idempotency: IdempotencyCheck? = nil) {
         self.request = request
         self.parameters = parameters
         self.principal = principal
@@ -54,6 +55,13 @@ public typealias Principal = Store.Principal
 /// another method 405; both in the error envelope.
 public struct Router: Sendable {
     public typealias Handler = @Sendable (RequestContext) async throws -> HTTPResponse
+    /// A route anyone may call (health checks, the dashboard's page, Prometheus).
+    public typealias PublicHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
+
+    enum Action: Sendable {
+        case authenticated(Handler)
+        case unauthenticated(PublicHandler)
+    }
 
     struct Route: Sendable {
         let method: String
@@ -62,11 +70,10 @@ public struct Router: Sendable {
         let segments: [String]
         /// For each segment, the parameter it names (`{id}` → "id"), or nil for a literal.
         let parameterNames: [String?]
-        let authenticated: Bool
         /// The handler reads the body as it arrives (`HTTPRequest.bodyStream`), e.g. uploads.
         let streamsBody: Bool
         let maxBodyBytes: Int
-        let handler: Handler
+        let action: Action
     }
 
     /// The body limit of requests whose route does not set one.
@@ -76,12 +83,22 @@ public struct Router: Sendable {
 
     public init() {}
 
-    public mutating func add(_ method: String, _ pattern: String, authenticated: Bool = true, streamsBody: Bool = false,
+    /// A route for project keys: its handler runs once the request is authenticated.
+    public mutating func add(_ method: String, _ pattern: String, streamsBody: Bool = false,
                              maxBodyBytes: Int = Router.defaultMaxBodyBytes, _ handler: @escaping Handler) {
+        append(method, pattern, streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, .authenticated(handler))
+    }
+
+    /// A route that needs no key.
+    public mutating func addPublic(_ method: String, _ pattern: String, _ handler: @escaping PublicHandler) {
+        append(method, pattern, streamsBody: false, maxBodyBytes: Router.defaultMaxBodyBytes, .unauthenticated(handler))
+    }
+
+    mutating func append(_ method: String, _ pattern: String, streamsBody: Bool, maxBodyBytes: Int, _ action: Action) {
         let segments = pattern.split(separator: "/").map(String.init)
         let names = segments.map { $0.hasPrefix("{") && $0.hasSuffix("}") ? String($0.dropFirst().dropLast()) : nil }
-        routes.append(Route(method: method, pattern: pattern, segments: segments, parameterNames: names, authenticated: authenticated,
-                            streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, handler: handler))
+        routes.append(Route(method: method, pattern: pattern, segments: segments, parameterNames: names,
+                            streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, action: action))
     }
 
     /// The route a request head goes to, if any: the server asks it, as soon as the head

@@ -16,7 +16,7 @@ enum SamplesAPI {
         let data = resources.data, models = resources.models, jobs = resources.jobs
         router.add("POST", "/v1/samples") { context in
             let request = try SampleRequest(RequestJSON.object(context.request))
-            let path = try resolve(request.model, project: context.principal!.projectID, data: data, models: models, jobs: jobs)
+            let path = try resolve(request.model, project: context.principal.projectID, data: data, models: models, jobs: jobs)
             let config: ModelConfig
             do { config = try ModelFile.declaredConfig(path) } catch {
                 throw APIError(status: 500, message: "the weights of \(request.model) cannot be read", type: "server_error")

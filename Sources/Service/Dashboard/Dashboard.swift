@@ -7,7 +7,7 @@ import HTTP
 enum Dashboard {
     static func add(to router: inout Router) {
         let page = Array(html.utf8)
-        router.add("GET", "/", authenticated: false) { _ in
+        router.addPublic("GET", "/") { _ in
             HTTPResponse(status: 200, headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache"),
                                                 ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")],
                          body: .bytes(page))
