@@ -62,7 +62,7 @@ enum JobsAPI {
                     "fine_tuned_model_checkpoint": JobRunner.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id) + ":ckpt-step-\(row.step)",
                     "content_url": "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
                 ]
-                object["sample_grid_url"] = FileManager.default.fileExists(atPath: sampleGridPath(data: dataDirectory, job: job.id, step: row.step))
+                object["sample_grid_url"] = FileManager.default.fileExists(atPath: dataDirectory.job(job.id).sampleGrid(step: row.step))
                     ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/samples.png" : NSNull()
                 return object
             }
@@ -71,20 +71,17 @@ enum JobsAPI {
         // The checkpoint's weights (safetensors, SPEC §2 names), Range requests welcome; and its sample grid.
         router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
             let (job, row) = try findCheckpoint(context, store: store)
-            return try FileResponse.make(path: checkpointPath(data: dataDirectory, job: job.id, step: row.step), contentType: "application/octet-stream",
+            return try FileResponse.make(path: dataDirectory.job(job.id).checkpoint(step: row.step), contentType: "application/octet-stream",
                                          request: context.request, filename: "\(job.id)-step-\(row.step).safetensors")
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/samples.png") { context in
             let (job, row) = try findCheckpoint(context, store: store)
-            let path = sampleGridPath(data: dataDirectory, job: job.id, step: row.step)
+            let path = dataDirectory.job(job.id).sampleGrid(step: row.step)
             guard FileManager.default.fileExists(atPath: path) else { throw APIError.notFound("a sample grid for checkpoint \(row.id)", param: "checkpoint_id") }
             return try FileResponse.make(path: path, contentType: "image/png", request: context.request)
         }
     }
 
-    static func checkpointPath(data: DataDirectory, job: String, step: Int) -> String { data.job(job).checkpoint(step: step) }
-
-    static func sampleGridPath(data: DataDirectory, job: String, step: Int) -> String { data.job(job).sampleGrid(step: step) }
 
     static func findCheckpoint(_ context: RequestContext, store: any JobStore) throws -> (JobRecord, CheckpointRow) {
         let job = try find(context, store: store)

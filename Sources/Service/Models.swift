@@ -101,13 +101,14 @@ enum ModelsAPI {
         // request thread. The file is written beside its place and renamed in when the model is registered.
         let directory = resources.data.modelDirectory(ModelKey.key(project: project, name: id))
         let staged = "\(directory)/.model-\(APIKeys.randomHex(bytes: 6)).safetensors"
+        // Gone on every path: renamed into place, or removed after a refusal, a conflict or a cancelled build.
+        defer { try? FileManager.default.removeItem(atPath: staged) }
         let built = try await resources.heavyWork.run { cancellation in
             let model = try build(cancellation).value
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try model.write(to: staged)
             return (config: model.config.json, bytes: model.parameters.count * 4)
         }
-        defer { try? FileManager.default.removeItem(atPath: staged) }
         try Quotas.check(.model, project: project, adding: built.bytes, resources)
         let inserted = try resources.models.create(id, project: project, config: built.config) { key in
             guard rename(staged, resources.data.modelPath(key)) == 0 else {

@@ -58,7 +58,7 @@ enum SamplesAPI {
         if id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
            let step = Int(last.dropFirst("ckpt-step-".count)) {
             let jobID = String(parts[parts.count - 2])
-            let path = JobsAPI.checkpointPath(data: data, job: jobID, step: step)
+            let path = data.job(jobID).checkpoint(step: step)
             guard try jobs.job(jobID, project: project) != nil, FileManager.default.fileExists(atPath: path) else {
                 throw APIError.notFound("model \(id)", param: "model")
             }

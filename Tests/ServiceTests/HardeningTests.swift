@@ -284,6 +284,9 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         let theirs = try await service.post("/v1/models", ["id": "alpha-model", "config": ModelsTests.config, "seed": 9], key: other.secret)
         #expect(theirs.status == 200, "another project's name tells nothing and blocks nothing: \(theirs.json)")
         #expect(try await service.post("/v1/models", ["id": "alpha-model", "config": ModelsTests.config]).status == 409)
+        let staged = FileManager.default.enumerator(atPath: service.data.path + "/models")?.compactMap { $0 as? String }
+            .filter { ($0 as NSString).lastPathComponent.hasPrefix(".model-") }
+        #expect(staged == [], "the refused build's staged file is gone")
         let mine = try await service.request("GET", "/v1/models", key: service.adminKey).json["data"] as? [[String: Any]]
         #expect(mine?.compactMap { $0["id"] as? String } == ["alpha-model"])
         for id in [".", "..", "a/b", "-x", ".hidden", String(repeating: "a", count: 65), "ft:x"] {

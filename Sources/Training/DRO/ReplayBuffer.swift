@@ -27,6 +27,8 @@ public final class ReplayBuffer {
     var undoTimesteps: [Float]
     var undoConditions: Conditions
     var undoSlots: [(slot: Int, expert: Int)] = []
+    /// The slots in `undoSlots`, for a constant-time check (a step may rewrite thousands).
+    var savedSlots: Set<Int> = []
     var stepStart = (count: 0, head: 0)
     /// More slots were overwritten in this step than the log holds: it cannot be rolled back.
     private(set) var undoOverflowed = false
@@ -52,6 +54,7 @@ public final class ReplayBuffer {
     /// Starts an optimizer step: `rollBack` returns here.
     func beginStep() {
         undoSlots.removeAll(keepingCapacity: true)
+        savedSlots.removeAll(keepingCapacity: true)
         undoOverflowed = false
         stepStart = (count, head)
     }
@@ -69,11 +72,12 @@ public final class ReplayBuffer {
         }
         (count, head) = stepStart
         undoSlots.removeAll(keepingCapacity: true)
+        savedSlots.removeAll(keepingCapacity: true)
         return true
     }
 
     private func saveForUndo(_ slot: Int) {
-        guard !undoSlots.contains(where: { $0.slot == slot }) else { return }
+        guard !savedSlots.contains(slot) else { return }
         let u = undoSlots.count
         guard u < undoConditions.count else { undoOverflowed = true; return }
         let block = steps * width
@@ -82,6 +86,7 @@ public final class ReplayBuffer {
         for k in 0..<steps { undoTimesteps[u * steps + k] = timesteps[slot * steps + k] }
         undoConditions.setRow(u, from: conditions, row: slot, config: config)
         undoSlots.append((slot, experts[slot]))
+        savedSlots.insert(slot)
     }
 
     /// Reserves the slot for a new trajectory (evicting the oldest when full).
