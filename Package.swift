@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // preftune: preference fine-tuning service for diffusion models.
 // No package dependencies: SQLite and OpenBLAS are system libraries.
-// Layers point one way: Numerics → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
+// Layers point one way: Numerics → Diffusion → Training → (JSON) → Jobs → (Store, HTTP) → Service → executables.
 import PackageDescription
 
 // Float.squareRoot() goes through C's sqrtf, whose errno side effect keeps LLVM
@@ -26,8 +26,11 @@ let package = Package(
         // A procedural text-to-image world with a reward: demo data and alignment checks.
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
-        // The jobs domain: statuses, errors and settings, shared by the store, the API and the workers.
-        .target(name: "Jobs", dependencies: ["Training"]),
+        // JSON values and the one encoder of response bodies, payloads and stored JSON.
+        .target(name: "JSON"),
+        // The jobs domain: records, statuses, errors, settings and the public representation,
+        // shared by the store, the API and the workers.
+        .target(name: "Jobs", dependencies: ["Training", "JSON"]),
         // SQLite through the C API, with migrations from migrations/.
         .target(name: "Store", dependencies: ["CSQLite", "Jobs"]),
         // epoll and eventfd, which Swift's Glibc module does not export.
@@ -36,7 +39,7 @@ let package = Package(
         .target(name: "HTTP", dependencies: ["CLinux"]),
 
         // The API: routes, auth and the error envelope over Store and HTTP.
-        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "Jobs", "Store", "HTTP", "CLinux"]),
+        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
@@ -49,6 +52,7 @@ let package = Package(
         .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics", "Diffusion", "Training", "TestSupport"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),

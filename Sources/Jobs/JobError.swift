@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// Why a job failed, as the API shows it (`error` of a job: `{code, message, param}`) and
 /// as the store keeps it. The only place this JSON is made.
@@ -17,13 +18,10 @@ public struct JobError: Codable, Equatable, Sendable, Error, CustomStringConvert
 
     public var description: String { message }
 
-    /// JSON text with keys sorted and `param` present (null when absent), as the API shows it.
-    public var json: String {
-        var object: [String: Any] = ["code": code, "message": message]
-        object["param"] = param ?? NSNull()
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
-    }
+    /// JSON text with `param` present (null when absent), as the API shows it.
+    public var json: String { JSONBodyEncoder.string(self) }
+
+    enum CodingKeys: String, CodingKey { case code, message, param }
 
     /// Decodes stored JSON; nil for anything else.
     public init?(json: String) {

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Training
 
 /// What a job trains with, as created and as stored: its method and resolved
@@ -14,7 +15,21 @@ public struct JobSettings: Equatable, Sendable {
     }
 
     /// `{"type": "dro", "dro": {"hyperparameters": {…}}}`, as the API shows `method` and the store keeps it.
-    public var methodObject: [String: Any] { ["type": method.rawValue, method.rawValue: ["hyperparameters": hyperparameters.json]] }
+    public var methodJSON: String { JSONBodyEncoder.string(MethodObject(settings: self), nilMembers: .omitted) }
+
+    /// The resolved hyperparameters as the API shows them (snake_case, without unset ones), as the store keeps them.
+    public var hyperparametersJSON: String { JSONBodyEncoder.string(hyperparameters, nilMembers: .omitted) }
+
+    struct MethodObject: Encodable {
+        struct Settings: Encodable { let hyperparameters: Hyperparameters }
+        let settings: JobSettings
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: AnyKey.self)
+            try container.encode(settings.method.rawValue, forKey: AnyKey("type"))
+            try container.encode(Settings(hyperparameters: settings.hyperparameters), forKey: AnyKey(settings.method.rawValue))
+        }
+    }
 
     /// The settings stored with a job; nil when they cannot be read.
     public init?(methodJSON: String, hyperparametersJSON: String) {

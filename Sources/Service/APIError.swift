@@ -31,15 +31,6 @@ public struct APIError: Error, Sendable, Equatable {
         type: "authentication_error", code: "invalid_api_key")
 
     public var response: HTTPResponse {
-        let envelope: [String: Any] = ["error": [
-            "message": message, "type": type, "param": param.map { $0 as Any } ?? NSNull(), "code": code.map { $0 as Any } ?? NSNull(),
-        ]]
-        return JSON.response(status: status, envelope)
-    }
-}
-
-enum JSON {
-    static func response(status: Int = 200, _ object: Any) -> HTTPResponse {
-        HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(JSONWriter.encode(object)))
+        .json(ErrorEnvelope(error: .init(message: message, type: type, param: param, code: code)), status: status)
     }
 }

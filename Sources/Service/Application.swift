@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import JSON
 import Store
 
 /// The API: routes, authentication and the error envelope around the store.
@@ -180,7 +181,7 @@ public final class Application: Sendable {
         var signature = prefix
         if !streamed {
             var canonical = request.body
-            if let object = try? JSONSerialization.jsonObject(with: Data(request.body)) { canonical = JSONWriter.encode(object) }
+            if let value = try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)) { canonical = JSONBodyEncoder.encode(value) }
             signature += " \(SHA256.hex(canonical))"
         }
         func replay(_ stored: IdempotentResponse) -> HTTPResponse {
@@ -239,8 +240,9 @@ public final class Application: Sendable {
     }
 
     static func addOperations(_ router: inout Router, jobs: any JobStore, telemetry: Telemetry, followers: LogFollowers, metricsToken: String?) {
-        router.addPublic("GET", "/healthz") { _ in JSON.response(["status": "ok"]) }
-        router.addPublic("GET", "/readyz") { _ in JSON.response(["status": "ready"]) }
+        struct Health: Encodable { let status: String }
+        router.addPublic("GET", "/healthz") { _ in .json(Health(status: "ok")) }
+        router.addPublic("GET", "/readyz") { _ in .json(Health(status: "ready")) }
         // Prometheus scrapes without an API key, as for the health checks. Aggregates only, unless the
         // scraper presents the operator's metrics token: job ids and losses are the projects' business.
         router.addPublic("GET", "/metrics") { request in

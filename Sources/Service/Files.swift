@@ -16,7 +16,7 @@ enum FilesAPI {
             try await upload(context, resources)
         }
         router.add("GET", "/v1/files") { context in try list(context, store: store) }
-        router.add("GET", "/v1/files/{id}") { context in JSON.response(object(try find(context, store: store))) }
+        router.add("GET", "/v1/files/{id}") { context in .json(FileObject(try find(context, store: store))) }
         router.add("GET", "/v1/files/{id}/content") { context in
             let file = try find(context, store: store)
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
@@ -26,13 +26,8 @@ enum FilesAPI {
             let file = try find(context, store: store)
             try store.markDeleted(file.id)
             try? FileManager.default.removeItem(atPath: data.filePath(file.id))
-            return JSON.response(["id": file.id, "object": "file", "deleted": true])
+            return .json(Deleted(id: file.id, object: "file"))
         }
-    }
-
-    static func object(_ file: FileRow) -> [String: Any] {
-        ["id": file.id, "object": "file", "bytes": file.bytes, "created_at": file.createdAt, "filename": file.filename,
-         "purpose": file.purpose, "status": "processed", "status_details": NSNull()]
     }
 
     /// The project's file named by the path; another project's file is 404, as a missing one.
@@ -47,11 +42,18 @@ enum FilesAPI {
         let limit = try Pagination.limit(query["limit"], default: 10_000, maximum: 10_000)
         let rows = try store.files(project: context.principal.projectID, purpose: query["purpose"], after: query["after"], limit: limit + 1)
         let page = Array(rows.prefix(limit))
-        var list: [String: Any] = ["object": "list", "has_more": rows.count > limit]
-        list["data"] = page.map(object)
-        list["first_id"] = page.first.map { $0.id as Any } ?? NSNull()
-        list["last_id"] = page.last.map { $0.id as Any } ?? NSNull()
-        return JSON.response(list)
+        return .json(FilePage(data: page.map(FileObject.init), hasMore: rows.count > limit, firstID: page.first?.id, lastID: page.last?.id))
+    }
+
+    /// A page of files, with the cursors OpenAI's file list has.
+    struct FilePage: Encodable {
+        let object = "list"
+        let data: [FileObject]
+        let hasMore: Bool
+        let firstID: String?
+        let lastID: String?
+
+        enum CodingKeys: String, CodingKey { case object, data, hasMore = "has_more", firstID = "first_id", lastID = "last_id" }
     }
 
     /// Streams the multipart body: the `file` part goes straight to a temporary file
@@ -141,7 +143,7 @@ enum FilesAPI {
         let file = FileRow(id: id, projectID: project, filename: filename ?? "upload", purpose: purposeText,
                            bytes: bytes, createdAt: Int(Date().timeIntervalSince1970), lines: lines, sha256: digest)
         try store.insert(file)
-        return JSON.response(object(file))
+        return .json(FileObject(file))
     }
 
     static func writeAll(_ bytes: [UInt8], to fd: Int32) throws {

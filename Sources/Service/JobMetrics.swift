@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import HTTP
 import Store
 
@@ -28,10 +29,8 @@ enum JobMetricsAPI {
                 }
                 return HTTPResponse(status: 200, headers: [("Content-Type", "text/csv; charset=utf-8")], body: .bytes(Array(text.utf8)))
             }
-            var object: [String: Any] = [:]
-            for (name, points) in series { object[name] = ["steps": points.map(\.step), "values": points.map(\.value)] }
-            return JSON.response(["object": "fine_tuning.job.metrics", "job_id": job.id, "status": job.status.rawValue, "last_step": lastStep,
-                                  "series": object])
+            return .json(MetricSeries(jobID: job.id, status: job.status, lastStep: lastStep,
+                                      series: SortedMembers(series.mapValues { Series(steps: $0.map(\.step), values: $0.map(\.value)) })))
         }
     }
 
@@ -54,5 +53,21 @@ enum JobMetricsAPI {
         }
         result.append(points[points.count - 1])
         return result
+    }
+
+    /// A job's metric series (`fine_tuning.job.metrics`), by name.
+    struct MetricSeries: Encodable {
+        let object = "fine_tuning.job.metrics"
+        let jobID: String
+        let status: JobStatus
+        let lastStep: Int
+        let series: SortedMembers<Series>
+
+        enum CodingKeys: String, CodingKey { case object, jobID = "job_id", status, lastStep = "last_step", series }
+    }
+
+    struct Series: Encodable {
+        let steps: [Int]
+        let values: [Double]
     }
 }

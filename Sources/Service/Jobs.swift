@@ -1,6 +1,7 @@
 import Diffusion
 import Foundation
 import HTTP
+import JSON
 import Store
 import Training
 
@@ -17,9 +18,9 @@ enum JobsAPI {
         router.add("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1)
-            return JSON.response(["object": "list", "data": jobs.prefix(limit).map(object), "has_more": jobs.count > limit])
+            return .json(ListPage(jobs.prefix(limit).map(FineTuningJob.init), hasMore: jobs.count > limit))
         }
-        router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in JSON.response(object(try find(context, store: store))) }
+        router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in .json(FineTuningJob(try find(context, store: store))) }
         let actions: [(String, Set<JobStatus>, JobStatus, String)] = [
             ("cancel", JobStatus.active, .cancelled, "Cancelled"), ("pause", [.queued, .running], .paused, "Paused"),
             ("resume", [.paused], .queued, "Resumed; queued"),
@@ -34,7 +35,7 @@ enum JobsAPI {
                 // Read before telling the workers: the answer is the state this request made, not what a worker did next.
                 let changed = try store.job(job.id, project: nil)!
                 changes.post(jobID: job.id, status: to)
-                return JSON.response(object(changed))
+                return .json(FineTuningJob(changed))
             }
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}/events") { context in
@@ -49,24 +50,20 @@ enum JobsAPI {
                 return sequence
             }
             let events = try store.events(job.id, before: before, limit: limit + 1)
-            return JSON.response(["object": "list", "data": events.prefix(limit).map(eventObject), "has_more": events.count > limit])
+            return .json(ListPage(events.prefix(limit).map(FineTuningJobEvent.init), hasMore: events.count > limit))
         }
         router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints") { context in
             let job = try find(context, store: store)
             let limit = try Pagination.limit(context.request.query["limit"], default: 10, maximum: 100)
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
-            let data: [[String: Any]] = checkpoints.prefix(limit).map { row in
-                var object: [String: Any] = [
-                    "object": "fine_tuning.job.checkpoint", "id": row.id, "created_at": row.createdAt, "step_number": row.step,
-                    "metrics": RawJSON(text: row.metrics), "fine_tuning_job_id": job.id,
-                    "fine_tuned_model_checkpoint": JobRunner.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id) + ":ckpt-step-\(row.step)",
-                    "content_url": "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
-                ]
-                object["sample_grid_url"] = FileManager.default.fileExists(atPath: dataDirectory.job(job.id).sampleGrid(step: row.step))
-                    ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/samples.png" : NSNull()
-                return object
+            let data = checkpoints.prefix(limit).map { row in
+                let hasGrid = FileManager.default.fileExists(atPath: dataDirectory.job(job.id).sampleGrid(step: row.step))
+                return CheckpointObject(id: row.id, createdAt: row.createdAt, stepNumber: row.step, metrics: RawJSON(text: row.metrics),
+                                        fineTuningJobID: job.id, fineTunedModelCheckpoint: job.resultModelID + ":ckpt-step-\(row.step)",
+                                        contentURL: "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
+                                        sampleGridURL: hasGrid ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/samples.png" : nil)
             }
-            return JSON.response(["object": "list", "data": data, "has_more": checkpoints.count > limit])
+            return .json(ListPage(data, hasMore: checkpoints.count > limit))
         }
         // The checkpoint's weights (safetensors, SPEC §2 names), Range requests welcome; and its sample grid.
         router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
@@ -96,34 +93,6 @@ enum JobsAPI {
         let id = context.parameters["id"] ?? ""
         guard let job = try store.job(id, project: context.principal.projectID) else { throw APIError.notFound("fine-tuning job \(id)", param: "id") }
         return job
-    }
-
-    /// A JSON column of ours, embedded without parsing it again.
-    static func json(_ text: String?) -> Any { text.map(RawJSON.init) ?? NSNull() }
-
-    static func object(_ job: JobRecord) -> [String: Any] {
-        var result: [String: Any] = [
-            "id": job.id, "object": "fine_tuning.job", "model": ModelKey.name(of: job.model), "created_at": job.createdAt, "status": job.status.rawValue,
-            "training_file": job.trainingFile, "method": json(job.method), "hyperparameters": json(job.hyperparameters),
-            "seed": job.seed, "metadata": json(job.metadata), "result_files": [String](), "trained_tokens": NSNull(),
-            "organization_id": job.projectID, "integrations": [Any](),
-        ]
-        result["validation_file"] = job.validationFile.map { $0 as Any } ?? NSNull()
-        result["finished_at"] = job.finishedAt.map { $0 as Any } ?? NSNull()
-        result["fine_tuned_model"] = job.fineTunedModel.map { $0 as Any } ?? NSNull()
-        result["error"] = job.error.map { RawJSON(text: $0.json) } ?? NSNull()
-        result["estimated_finish"] = job.estimatedFinish.map { $0 as Any } ?? NSNull()
-        result["user_provided_suffix"] = job.suffix.map { $0 as Any } ?? NSNull()
-        var progress: [String: Any] = ["step": job.step]
-        progress["total_steps"] = job.totalSteps.map { $0 as Any } ?? NSNull()
-        progress["samples_per_s"] = job.samplesPerSecond.map { $0 as Any } ?? NSNull()
-        result["progress"] = progress
-        return result
-    }
-
-    static func eventObject(_ event: EventRecord) -> [String: Any] {
-        ["object": "fine_tuning.job.event", "id": "ftevent-\(event.jobID.dropFirst("ftjob-".count))-\(event.sequence)",
-         "created_at": event.createdAt, "level": event.level, "message": event.message, "type": event.type, "data": json(event.data)]
     }
 
     // MARK: - Creating a job
@@ -210,13 +179,11 @@ enum JobsAPI {
         }
         try Quotas.checkActiveJobs(project: project, resources)
 
-        func text(_ object: Any) -> String {
-            String(decoding: JSONWriter.encode(object), as: UTF8.self)
-        }
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
+        let jobSettings = JobSettings(method: type, hyperparameters: hyperparameters)
         let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingFile, validationFile: validationFile,
-                            method: text(JobSettings(method: type, hyperparameters: hyperparameters).methodObject),
-                            hyperparameters: text(hyperparameters.json), seed: seed, suffix: suffix, metadata: text(metadata),
+                            method: jobSettings.methodJSON, hyperparameters: jobSettings.hyperparametersJSON, seed: seed, suffix: suffix,
+                            metadata: JSONBodyEncoder.string(SortedMembers(metadata)),
                             webhookURL: webhook, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         DispatchQueue.global(qos: .utility).async {
@@ -224,7 +191,7 @@ enum JobsAPI {
                 changes.post(jobID: job.id, status: status)
             }
         }
-        return JSON.response(object(job))
+        return .json(FineTuningJob(job))
     }
 
     /// Why a job would not fit the memory budget, or nil.

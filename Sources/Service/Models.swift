@@ -1,6 +1,7 @@
 import Diffusion
 import Foundation
 import HTTP
+import JSON
 import Numerics
 import Store
 import Training
@@ -13,9 +14,9 @@ enum ModelsAPI {
     static func add(to router: inout Router, _ resources: Application.Resources) {
         let store = resources.models
         router.add("GET", "/v1/models") { context in
-            JSON.response(["object": "list", "data": try store.models(visibleTo: context.principal.projectID).map(object)])
+            .json(ListPage(try store.models(visibleTo: context.principal.projectID).map(ModelObject.init), hasMore: nil))
         }
-        router.add("GET", "/v1/models/{id}") { context in JSON.response(object(try find(context, store: store))) }
+        router.add("GET", "/v1/models/{id}") { context in .json(ModelObject(try find(context, store: store))) }
         router.add("POST", "/v1/models") { context in try await create(context, resources) }
         router.add("DELETE", "/v1/models/{id}") { context in
             let model = try find(context, store: store)
@@ -31,13 +32,8 @@ enum ModelsAPI {
             try store.delete(model.id)
             // The weights go with the model: deleting is how a project frees its storage quota.
             try? FileManager.default.removeItem(atPath: resources.data.modelDirectory(model.id))
-            return JSON.response(["id": model.name, "object": "model", "deleted": true])
+            return .json(Deleted(id: model.name, object: "model"))
         }
-    }
-
-    static func object(_ model: ModelRow) -> [String: Any] {
-        ["id": model.name, "object": "model", "created": model.createdAt, "owned_by": model.projectID == nil ? "preftune" : "project",
-         "config": RawJSON(text: model.config)]
     }
 
     static func find(_ context: RequestContext, store: any ModelStore) throws -> ModelRow {
@@ -117,7 +113,7 @@ enum ModelsAPI {
         }
         guard inserted else { throw APIError(status: 409, message: "you have a model named \(id) already (or a shared model has that name)", param: "id", code: "conflict") }
         guard let created = try resources.models.model(id, visibleTo: project) else { throw APIError.notFound("model \(id)", param: "id") }
-        return JSON.response(object(created))
+        return .json(ModelObject(created))
     }
 
     static func checkBudget(_ config: ModelConfig, _ budget: MemoryBudget) throws {

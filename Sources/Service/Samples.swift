@@ -1,6 +1,7 @@
 import Diffusion
 import Foundation
 import HTTP
+import JSON
 import Numerics
 import Store
 import Training
@@ -125,7 +126,7 @@ enum SamplesAPI {
     }
 
     /// The rows to sample: each prompt (or condition) `n` times, prompt-major.
-    static func conditions(_ request: SampleRequest, config: ModelConfig) throws -> (Conditions, labels: [Any]) {
+    static func conditions(_ request: SampleRequest, config: ModelConfig) throws -> (Conditions, labels: [JSONValue]) {
         switch config.condition {
         case .text:
             guard let prompts = request.prompts, request.conditions == nil else {
@@ -133,7 +134,7 @@ enum SamplesAPI {
             }
             let rows = prompts.flatMap { Array(repeating: $0, count: request.n) }
             try checkCount(rows.count)
-            return (Conditions.prompts(rows, config: config), rows)
+            return (Conditions.prompts(rows, config: config), rows.map(JSONValue.string))
         case let .vector(dim):
             guard let vectors = request.conditions, request.prompts == nil else {
                 throw unfit("this model takes condition vectors of \(dim) numbers: give conditions", param: "conditions")
@@ -149,13 +150,13 @@ enum SamplesAPI {
                 for (i, value) in vector.enumerated() { conditions.vectors[row * dim + i] = Float(value) }
                 conditions.isNull[row] = 0
             }
-            return (conditions, rows.map { $0.map { $0 as Any } ?? NSNull() })
+            return (conditions, rows.map { $0.map { .array($0.map(JSONValue.number)) } ?? .null })
         case .none:
             guard request.prompts == nil, request.conditions == nil else {
                 throw unfit("this model is unconditional: give only n", param: request.prompts != nil ? "prompts" : "conditions")
             }
             try checkCount(request.n)
-            return (Conditions.null(count: request.n, config: config), Array(repeating: NSNull(), count: request.n))
+            return (Conditions.null(count: request.n, config: config), Array(repeating: .null, count: request.n))
         }
     }
 
@@ -170,7 +171,7 @@ enum SamplesAPI {
         }
     }
 
-    struct Drawn: @unchecked Sendable { let rows: [[Float]]; let labels: [Any] }
+    struct Drawn: Sendable { let rows: [[Float]]; let labels: [JSONValue] }
 
     /// Draws on a heavy-work thread (the request threads stay responsive), and stops between
     /// sampler steps once `cancellation` is set: the client left, or the server is stopping.
@@ -238,12 +239,40 @@ enum SamplesAPI {
             let png = PNG.grid(samples: samples.rows, channels: shape[0], height: shape[1], width: shape[2], columns: request.n, scale: scale)
             return HTTPResponse(status: 200, headers: [("Content-Type", "image/png")], body: .bytes(png))
         }
-        let data: [[String: Any]] = samples.rows.enumerated().map { index, row in
-            var item: [String: Any] = ["index": index, "sample": row.map(Double.init)]
-            item[request.prompts != nil ? "prompt" : "condition"] = samples.labels[index]
-            return item
+        let labelKey = request.prompts != nil ? "prompt" : "condition"
+        let data = samples.rows.enumerated().map { index, row in
+            Sample(index: index, sample: row, labelKey: labelKey, label: samples.labels[index])
         }
-        return JSON.response(["object": "list", "model": request.model, "shape": shape, "sampler": request.sampler.rawValue,
-                              "steps": request.steps, "guidance_scale": Double(request.guidance), "seed": Int(request.seed), "data": data])
+        return .json(SampleList(model: request.model, shape: shape, sampler: request.sampler.rawValue, steps: request.steps,
+                                guidanceScale: request.guidance, seed: Int(request.seed), data: data))
+    }
+
+    /// The samples drawn, in request order.
+    struct SampleList: Encodable {
+        let object = "list"
+        let model: String
+        let shape: [Int]
+        let sampler: String
+        let steps: Int
+        let guidanceScale: Float
+        let seed: Int
+        let data: [Sample]
+
+        enum CodingKeys: String, CodingKey { case object, model, shape, sampler, steps, guidanceScale = "guidance_scale", seed, data }
+    }
+
+    /// One sample, with the prompt (or class condition) it was drawn for.
+    struct Sample: Encodable {
+        let index: Int
+        let sample: [Float]
+        let labelKey: String
+        let label: JSONValue
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: AnyKey.self)
+            try container.encode(index, forKey: AnyKey("index"))
+            try container.encode(sample, forKey: AnyKey("sample"))
+            try container.encode(label, forKey: AnyKey(labelKey))
+        }
     }
 }

@@ -1,62 +1,6 @@
 import Foundation
 @_exported import Jobs
 
-/// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
-public struct JobRecord: Sendable, Equatable {
-    public var id: String
-    public var projectID: String
-    public var model: String
-    public var trainingFile: String
-    public var validationFile: String?
-    public var method: String
-    public var hyperparameters: String
-    public var seed: Int
-    public var suffix: String?
-    public var metadata: String
-    public var webhookURL: String?
-    public var status: JobStatus
-    public var error: JobError?
-    public var fineTunedModel: String?
-    public var step: Int
-    public var totalSteps: Int?
-    public var samplesPerSecond: Double?
-    public var estimatedFinish: Int?
-    public var createdAt: Int
-    public var startedAt: Int?
-    public var finishedAt: Int?
-
-    public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
-                hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,
-                createdAt: Int) {
-        self.id = id
-        self.projectID = projectID
-        self.model = model
-        self.trainingFile = trainingFile
-        self.validationFile = validationFile
-        self.method = method
-        self.hyperparameters = hyperparameters
-        self.seed = seed
-        self.suffix = suffix
-        self.metadata = metadata
-        self.webhookURL = webhookURL
-        self.status = status
-        self.createdAt = createdAt
-        step = 0
-    }
-}
-
-public struct EventRecord: Sendable, Equatable {
-    public let jobID: String
-    /// Strictly increasing per job.
-    public let sequence: Int
-    public let createdAt: Int
-    public let level: String
-    public let type: String
-    public let message: String
-    /// JSON text, for metrics events.
-    public let data: String?
-}
-
 /// What the API and the workers need of job storage. SQLite implements it; a
 /// store for worker pools spread over machines (PostgreSQL) can implement it
 /// without touching handlers or workers.

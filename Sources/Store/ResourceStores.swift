@@ -30,26 +30,6 @@ public struct ModelRow: Sendable, Equatable {
     public var name: String { ModelKey.name(of: id) }
 }
 
-/// Model ids are per project: a project's model `alpha` is stored under the key
-/// `<project-id>/alpha`, so another project may have its own `alpha`, and a 409 never tells
-/// one project what another has named. Shared models (and models made before ids were per
-/// project) keep their id as key; fine-tuned results (`ft:…:<job-id>`) are unique already.
-public enum ModelKey {
-    /// The characters of a model id: a letter or digit, then up to 63 letters, digits, `-`, `_` or `.`.
-    public static func isValidName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, (1...64).contains(name.unicodeScalars.count) else { return false }
-        func allowed(_ c: Unicode.Scalar) -> Bool { c.isASCII && (CharacterSet.alphanumerics.contains(c) || "-_.".unicodeScalars.contains(c)) }
-        return first.isASCII && CharacterSet.alphanumerics.contains(first) && name.unicodeScalars.allSatisfy(allowed)
-    }
-
-    public static func key(project: String, name: String) -> String { "\(project)/\(name)" }
-
-    public static func name(of key: String) -> String {
-        guard !key.hasPrefix("ft:"), let slash = key.lastIndex(of: "/") else { return key }
-        return String(key[key.index(after: slash)...])
-    }
-}
-
 /// Uploaded files, as the API and the workers need them.
 public protocol FileStore: Sendable {
     func insert(_ file: FileRow) throws

@@ -224,10 +224,4 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         }
         return steps
     }
-
-    /// The resolved values as the API shows them (snake_case, null-free).
-    public var json: [String: Any] {
-        let data = try! JSONEncoder().encode(self)
-        return (try! JSONSerialization.jsonObject(with: data)) as! [String: Any]
-    }
 }

@@ -130,7 +130,7 @@ struct JobRunner {
     func conclude(_ outcome: TrainingOutcome, trainer: Trainer, sink: JobSink) -> JobStatus? {
         switch outcome {
         case let .succeeded(modelPath):
-            let id = Self.resultModelID(base: job.model, suffix: job.suffix, jobID: job.id)
+            let id = job.resultModelID
             let registered: Bool
             do {
                 registered = try store.succeed(job.id, worker: worker, model: id, config: trainer.job.config.json, parent: job.model,
@@ -173,12 +173,6 @@ struct JobRunner {
         changes.logAppended(jobID: job.id)
         let released = (try? store.release(job.id, worker: worker, status: .failed, error: failure, event: failure.message, level: "error")) ?? false
         return released ? .failed : nil
-    }
-
-    /// `ft:<base>:<suffix>:<job-id>`, named after the root base model when fine-tuning a fine-tuned model.
-    static func resultModelID(base: String, suffix: String?, jobID: String) -> String {
-        let root = base.hasPrefix("ft:") ? String(base.split(separator: ":")[1]) : ModelKey.name(of: base)
-        return "ft:\(root):\(suffix ?? "preftune"):\(jobID)"
     }
 
     /// The job's final weights become the model's: a hard link (same file system, no copy), else a copy.

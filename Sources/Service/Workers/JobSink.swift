@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Store
 import Training
 
@@ -85,7 +86,7 @@ final class JobSink: TrainingSink {
     var retain: (() throws -> Void)?
 
     func checkpointSaved(_ checkpoint: CheckpointRecord) {
-        let metrics = String(decoding: JSONWriter.encode(checkpoint.metrics.filter { $0.value.isFinite }), as: UTF8.self)
+        let metrics = JSONBodyEncoder.string(SortedMembers(checkpoint.metrics.filter { $0.value.isFinite }))
         let message = "Checkpoint saved at step \(checkpoint.step)"
         sampleGrid?(checkpoint)
         if checkpoint.step > replayedThrough { appendToFile(message) }

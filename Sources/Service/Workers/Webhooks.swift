@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -42,11 +43,11 @@ public final class Webhooks: Sendable {
         guard let job = try? store.job(jobID, project: nil), let target = job.webhookURL, let url = URL(string: target),
               job.status.isTerminal else { return }
         let eventID = "evt_" + APIKeys.randomHex(bytes: 12)
-        let payload: [String: Any] = ["id": eventID, "object": "event", "created_at": Int(Date().timeIntervalSince1970),
-                                      "type": "fine_tuning.job.\(job.status.rawValue)", "data": JobsAPI.object(job)]
+        let payload = WebhookEvent(id: eventID, createdAt: Int(Date().timeIntervalSince1970), type: "fine_tuning.job.\(job.status.rawValue)",
+                                   data: FineTuningJob(job))
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
-        request.httpBody = Data(JSONWriter.encode(payload))
+        request.httpBody = Data(JSONBodyEncoder.encode(payload))
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("preftune-webhooks", forHTTPHeaderField: "User-Agent")
         // The same id on every attempt lets a receiver drop repeats.
@@ -109,3 +110,14 @@ final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendab
 
 /// URLRequest is a value type without mutable shared state; Foundation on Linux does not mark it Sendable.
 struct UncheckedRequest: @unchecked Sendable { let request: URLRequest }
+
+/// A webhook delivery's body: an `event` with the job as it is now.
+struct WebhookEvent: Encodable {
+    let id: String
+    let object = "event"
+    let createdAt: Int
+    let type: String
+    let data: FineTuningJob
+
+    enum CodingKeys: String, CodingKey { case id, object, createdAt = "created_at", type, data }
+}

@@ -1,0 +1,245 @@
+import Foundation
+
+extension JSONValue {
+    /// The value of a JSON text, or nil when it is not JSON.
+    public static func parse(_ text: some StringProtocol) -> JSONValue? {
+        try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+    }
+}
+
+/// The one encoder of response bodies, webhook payloads and stored JSON columns.
+///
+/// It writes bytes as the value encodes itself, with no intermediate tree:
+/// members in declaration order, `nil` as `null` (OpenAI's representations show
+/// absent values as null, where Foundation's encoder would drop the key),
+/// non-finite numbers as null, `RawJSON` embedded as it is. Synthesized and
+/// hand-written `encode(to:)` alike finish a nested value before the next
+/// member, so a container is closed when the value that opened it returns.
+public enum JSONBodyEncoder {
+    /// How a member whose value is absent (`encodeIfPresent` with nil) is written.
+    public enum NilMembers: Sendable {
+        /// `"key": null`, as the API's representations show absent values.
+        case null
+        /// Left out, as stored settings keep only what is set.
+        case omitted
+    }
+
+    public static func encode<Value: Encodable>(_ value: Value, nilMembers: NilMembers = .null) -> [UInt8] {
+        let writer = Writer(nilMembers: nilMembers)
+        writer.bytes.reserveCapacity(1024)
+        // Encoding into bytes cannot fail: every value has a JSON form here.
+        try? writer.value(value)
+        return writer.bytes
+    }
+
+    public static func string<Value: Encodable>(_ value: Value, nilMembers: NilMembers = .null) -> String {
+        String(decoding: encode(value, nilMembers: nilMembers), as: UTF8.self)
+    }
+
+    /// The output, and the containers open in it (innermost last).
+    final class Writer: Encoder {
+        var bytes: [UInt8] = []
+        /// Each open container's closing bracket, and whether it has a member yet.
+        var open: [(closer: UInt8, hasMember: Bool)] = []
+        /// How many containers were open when the value being written began: a second
+        /// `container(...)` call from the same `encode(to:)` reuses its container.
+        var valueBase = 0
+        let omitsNil: Bool
+
+        init(nilMembers: NilMembers) { omitsNil = nilMembers == .omitted }
+
+        var codingPath: [any CodingKey] { [] }
+        var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+        /// Writes one value, then closes what it opened.
+        func value<Value: Encodable>(_ value: Value) throws {
+            if Value.self == RawJSON.self {
+                bytes += (value as! RawJSON).text.utf8
+                return
+            }
+            let outer = valueBase, start = bytes.count, depth = open.count
+            valueBase = depth
+            defer { valueBase = outer }
+            try value.encode(to: self)
+            while open.count > depth { bytes.append(open.removeLast().closer) }
+            // A type that encodes nothing at all is an empty object, as with Foundation's encoder.
+            if bytes.count == start { bytes += "{}".utf8 }
+        }
+
+        /// Opens a container for the value being written, unless it has one already.
+        func openContainer(_ opener: UInt8, _ closer: UInt8) {
+            guard open.count == valueBase else { return }
+            bytes.append(opener)
+            open.append((closer, false))
+        }
+
+        /// The separator before a container's next member.
+        func beginMember() {
+            if open[open.count - 1].hasMember { bytes.append(UInt8(ascii: ",")) }
+            open[open.count - 1].hasMember = true
+        }
+
+        func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+            openContainer(UInt8(ascii: "{"), UInt8(ascii: "}"))
+            return KeyedEncodingContainer(KeyedWriter<Key>(writer: self))
+        }
+
+        func unkeyedContainer() -> any UnkeyedEncodingContainer {
+            openContainer(UInt8(ascii: "["), UInt8(ascii: "]"))
+            return UnkeyedWriter(writer: self)
+        }
+
+        func singleValueContainer() -> any SingleValueEncodingContainer { SingleWriter(writer: self) }
+
+        // MARK: Scalars
+
+        func writeNull() { bytes += "null".utf8 }
+        func write(_ value: Bool) { bytes += (value ? "true" : "false").utf8 }
+
+        func write<Integer: BinaryInteger>(_ value: Integer) {
+            if value == 0 { bytes.append(UInt8(ascii: "0")); return }
+            var magnitude = value.magnitude
+            if value < 0 { bytes.append(UInt8(ascii: "-")) }
+            // Digits into a small stack buffer, most significant first.
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 40) { buffer in
+                var index = 40
+                while magnitude > 0 {
+                    index -= 1
+                    buffer[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: magnitude % 10)
+                    magnitude /= 10
+                }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<40]))
+            }
+        }
+
+        func write(_ value: Double) {
+            guard value.isFinite else { return writeNull() }
+            // Integral values as integers ("3", not "3.0"), as JSONSerialization and Python write them.
+            if value == value.rounded(), abs(value) < 1e15 { return write(Int64(value)) }
+            bytes += value.description.utf8
+        }
+
+        func write(_ value: Float) {
+            guard value.isFinite else { return writeNull() }
+            // A Float's own shortest form ("0.1"), not its widening to Double ("0.10000000149011612").
+            if value == value.rounded(), abs(value) < 1e7 { return write(Int64(value)) }
+            bytes += value.description.utf8
+        }
+
+        func write(_ text: String) {
+            bytes.append(UInt8(ascii: "\""))
+            var text = text
+            text.withUTF8 { utf8 in
+                // Most strings (ids, names, statuses) need no escape: copy them whole.
+                guard utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+                    bytes.append(contentsOf: utf8)
+                    return
+                }
+                for byte in utf8 {
+                    switch byte {
+                    case UInt8(ascii: "\""): bytes += [0x5C, 0x22]
+                    case UInt8(ascii: "\\"): bytes += [0x5C, 0x5C]
+                    case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
+                    case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
+                    case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
+                    case 0..<0x20:
+                        let hex = Array("0123456789abcdef".utf8)
+                        bytes += [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+                    default: bytes.append(byte)
+                    }
+                }
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
+    }
+
+    struct KeyedWriter<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let writer: Writer
+        var codingPath: [any CodingKey] { [] }
+
+        func key(_ key: Key) {
+            writer.beginMember()
+            writer.write(key.stringValue)
+            writer.bytes.append(UInt8(ascii: ":"))
+        }
+
+        mutating func encodeNil(forKey key: Key) throws { self.key(key); writer.writeNull() }
+        mutating func encode(_ value: Bool, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode(_ value: String, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode(_ value: Float, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode(_ value: Int, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode(_ value: Int64, forKey key: Key) throws { self.key(key); writer.write(value) }
+        mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { self.key(key); try writer.value(value) }
+
+        // Absent values are null members, unless the encoder leaves them out.
+        mutating func encodeIfPresent(_ value: Bool?, forKey key: Key) throws {
+            if let value { self.key(key); writer.write(value) } else { absent(key) }
+        }
+        mutating func encodeIfPresent(_ value: String?, forKey key: Key) throws {
+            if let value { self.key(key); writer.write(value) } else { absent(key) }
+        }
+        mutating func encodeIfPresent(_ value: Double?, forKey key: Key) throws {
+            if let value { self.key(key); writer.write(value) } else { absent(key) }
+        }
+        mutating func encodeIfPresent(_ value: Int?, forKey key: Key) throws {
+            if let value { self.key(key); writer.write(value) } else { absent(key) }
+        }
+        mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws {
+            if let value { self.key(key); try writer.value(value) } else { absent(key) }
+        }
+
+        func absent(_ key: Key) {
+            guard !writer.omitsNil else { return }
+            self.key(key)
+            writer.writeNull()
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+            preconditionFailure("JSONBodyEncoder writes as it goes: encode a nested value instead of a nested container")
+        }
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
+            preconditionFailure("JSONBodyEncoder writes as it goes: encode a nested value instead of a nested container")
+        }
+        mutating func superEncoder() -> any Encoder { writer }
+        mutating func superEncoder(forKey key: Key) -> any Encoder { self.key(key); return writer }
+    }
+
+    struct UnkeyedWriter: UnkeyedEncodingContainer {
+        let writer: Writer
+        var codingPath: [any CodingKey] { [] }
+        private(set) var count = 0
+
+        init(writer: Writer) { self.writer = writer }
+
+        mutating func encodeNil() throws { writer.beginMember(); writer.writeNull(); count += 1 }
+        mutating func encode(_ value: Bool) throws { writer.beginMember(); writer.write(value); count += 1 }
+        mutating func encode(_ value: String) throws { writer.beginMember(); writer.write(value); count += 1 }
+        mutating func encode(_ value: Double) throws { writer.beginMember(); writer.write(value); count += 1 }
+        mutating func encode(_ value: Float) throws { writer.beginMember(); writer.write(value); count += 1 }
+        mutating func encode(_ value: Int) throws { writer.beginMember(); writer.write(value); count += 1 }
+        mutating func encode<T: Encodable>(_ value: T) throws { writer.beginMember(); try writer.value(value); count += 1 }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+            preconditionFailure("JSONBodyEncoder writes as it goes: encode a nested value instead of a nested container")
+        }
+        mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
+            preconditionFailure("JSONBodyEncoder writes as it goes: encode a nested value instead of a nested container")
+        }
+        mutating func superEncoder() -> any Encoder { writer.beginMember(); return writer }
+    }
+
+    struct SingleWriter: SingleValueEncodingContainer {
+        let writer: Writer
+        var codingPath: [any CodingKey] { [] }
+
+        mutating func encodeNil() throws { writer.writeNull() }
+        mutating func encode(_ value: Bool) throws { writer.write(value) }
+        mutating func encode(_ value: String) throws { writer.write(value) }
+        mutating func encode(_ value: Double) throws { writer.write(value) }
+        mutating func encode(_ value: Float) throws { writer.write(value) }
+        mutating func encode(_ value: Int) throws { writer.write(value) }
+        mutating func encode(_ value: Int64) throws { writer.write(value) }
+        mutating func encode<T: Encodable>(_ value: T) throws { try writer.value(value) }
+    }
+}

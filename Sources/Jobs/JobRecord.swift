@@ -1,0 +1,87 @@
+import Foundation
+
+/// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
+public struct JobRecord: Sendable, Equatable {
+    public var id: String
+    public var projectID: String
+    public var model: String
+    public var trainingFile: String
+    public var validationFile: String?
+    public var method: String
+    public var hyperparameters: String
+    public var seed: Int
+    public var suffix: String?
+    public var metadata: String
+    public var webhookURL: String?
+    public var status: JobStatus
+    public var error: JobError?
+    public var fineTunedModel: String?
+    public var step: Int
+    public var totalSteps: Int?
+    public var samplesPerSecond: Double?
+    public var estimatedFinish: Int?
+    public var createdAt: Int
+    public var startedAt: Int?
+    public var finishedAt: Int?
+
+    public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
+                hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,
+                createdAt: Int) {
+        self.id = id
+        self.projectID = projectID
+        self.model = model
+        self.trainingFile = trainingFile
+        self.validationFile = validationFile
+        self.method = method
+        self.hyperparameters = hyperparameters
+        self.seed = seed
+        self.suffix = suffix
+        self.metadata = metadata
+        self.webhookURL = webhookURL
+        self.status = status
+        self.createdAt = createdAt
+        step = 0
+    }
+}
+
+public struct EventRecord: Sendable, Equatable {
+    public let jobID: String
+    /// Strictly increasing per job.
+    public let sequence: Int
+    public let createdAt: Int
+    public let level: String
+    public let type: String
+    public let message: String
+    /// JSON text, for metrics events.
+    public let data: String?
+
+    public init(jobID: String, sequence: Int, createdAt: Int, level: String, type: String, message: String, data: String?) {
+        self.jobID = jobID
+        self.sequence = sequence
+        self.createdAt = createdAt
+        self.level = level
+        self.type = type
+        self.message = message
+        self.data = data
+    }
+}
+
+/// Model ids are per project: a project's model `alpha` is stored under the key
+/// `<project-id>/alpha`, so another project may have its own `alpha`, and a 409 never tells
+/// one project what another has named. Shared models (and models made before ids were per
+/// project) keep their id as key; fine-tuned results (`ft:…:<job-id>`) are unique already.
+public enum ModelKey {
+    /// The characters of a model id: a letter or digit, then up to 63 letters, digits, `-`, `_` or `.`.
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, (1...64).contains(name.unicodeScalars.count) else { return false }
+        func allowed(_ c: Unicode.Scalar) -> Bool { c.isASCII && (CharacterSet.alphanumerics.contains(c) || "-_.".unicodeScalars.contains(c)) }
+        return first.isASCII && CharacterSet.alphanumerics.contains(first) && name.unicodeScalars.allSatisfy(allowed)
+    }
+
+    public static func key(project: String, name: String) -> String { "\(project)/\(name)" }
+
+    public static func name(of key: String) -> String {
+        guard !key.hasPrefix("ft:"), let slash = key.lastIndex(of: "/") else { return key }
+        return String(key[key.index(after: slash)...])
+    }
+}

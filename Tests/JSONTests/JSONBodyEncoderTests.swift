@@ -1,0 +1,56 @@
+import Foundation
+import JSON
+import Testing
+
+@Suite struct JSONBodyEncoderTests {
+    struct Everything: Encodable {
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} snow ☃"
+        let int = 42, negative = -7, double = 0.25, tiny = 1e-5, bool = true, `false` = false
+        let null: String? = nil
+        let array: [JSONValue] = [1, "two", [3]]
+        let nested = SortedMembers(["b": 2, "a": 1])
+        let raw = RawJSON(text: #"{"kept":[1,2]}"#)
+        let nan = Double.nan
+        let float: Float = 0.1
+        let minimum = Int64.min
+    }
+
+    @Test func writesWhatJSONParsersReadBack() throws {
+        let value = Everything()
+        let bytes = JSONBodyEncoder.encode(value)
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+        #expect(parsed["text"] as? String == value.text)
+        #expect(parsed["int"] as? Int == 42 && parsed["negative"] as? Int == -7 && parsed["double"] as? Double == 0.25)
+        #expect(parsed["tiny"] as? Double == 1e-5 && parsed["bool"] as? Bool == true && parsed["false"] as? Bool == false)
+        #expect(parsed["null"] is NSNull && parsed["nan"] is NSNull)
+        #expect((parsed["raw"] as? [String: Any])?["kept"] as? [Int] == [1, 2])
+        #expect(parsed["minimum"] as? Int == Int.min)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.hasPrefix(#"{"text":"#), "members in declaration order")
+        #expect(text.contains(#""nested":{"a":1,"b":2}"#), "sorted members in byte order, so equal maps encode alike")
+        #expect(text.contains(#""float":0.1,"#), "a Float in its own shortest form")
+        #expect(text.contains(#""array":[1,"two",[3]]"#))
+    }
+
+    struct Optionals: Encodable {
+        let present: Int? = 1
+        let absent: Int? = nil
+        let nested: [String: Int]? = nil
+    }
+
+    @Test func absentMembersAreNullUnlessOmitted() {
+        #expect(JSONBodyEncoder.string(Optionals()) == #"{"present":1,"absent":null,"nested":null}"#)
+        #expect(JSONBodyEncoder.string(Optionals(), nilMembers: .omitted) == #"{"present":1}"#)
+    }
+
+    @Test func valuesRoundTripThroughParsing() throws {
+        let text = #"{"a":[1,2.5,"x",null,true,{"b":false}],"c":{"d":-3}}"#
+        let value = try #require(JSONValue.parse(text))
+        #expect(JSONBodyEncoder.string(value) == text)
+        #expect(value.object?["c"] == .object(["d": -3]))
+        #expect(JSONValue.parse("{") == nil)
+        // Another encoder gets a RawJSON's parsed value.
+        let foundation = try JSONEncoder().encode(RawJSON(text: #"{"k":[1]}"#))
+        #expect(try JSONDecoder().decode(JSONValue.self, from: foundation) == ["k": [1]])
+    }
+}
