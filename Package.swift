@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
 
         // JSON values and the one encoder of response bodies, payloads and stored JSON.
-        .target(name: "JSON"),
+        .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The jobs domain: records, statuses, errors, settings and the public representation,
         // shared by the store, the API and the workers.
         .target(name: "Jobs", dependencies: ["Training", "JSON"]),

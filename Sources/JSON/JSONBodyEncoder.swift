@@ -26,10 +26,9 @@ public enum JSONBodyEncoder {
 
     public static func encode<Value: Encodable>(_ value: Value, nilMembers: NilMembers = .null) -> [UInt8] {
         let writer = Writer(nilMembers: nilMembers)
-        writer.bytes.reserveCapacity(1024)
         // Encoding into bytes cannot fail: every value has a JSON form here.
         try? writer.value(value)
-        return writer.bytes
+        return writer.bytes.array
     }
 
     public static func string<Value: Encodable>(_ value: Value, nilMembers: NilMembers = .null) -> String {
@@ -38,7 +37,7 @@ public enum JSONBodyEncoder {
 
     /// The output, and the containers open in it (innermost last).
     final class Writer: Encoder {
-        var bytes: [UInt8] = []
+        var bytes = Output()
         /// Each open container's closing bracket, and whether it has a member yet.
         var open: [(closer: UInt8, hasMember: Bool)] = []
         /// How many containers were open when the value being written began: a second
@@ -54,7 +53,7 @@ public enum JSONBodyEncoder {
         /// Writes one value, then closes what it opened.
         func value<Value: Encodable>(_ value: Value) throws {
             if Value.self == RawJSON.self {
-                bytes += (value as! RawJSON).text.utf8
+                bytes += (value as! RawJSON).text
                 return
             }
             let outer = valueBase, start = bytes.count, depth = open.count
@@ -63,7 +62,7 @@ public enum JSONBodyEncoder {
             try value.encode(to: self)
             while open.count > depth { bytes.append(open.removeLast().closer) }
             // A type that encodes nothing at all is an empty object, as with Foundation's encoder.
-            if bytes.count == start { bytes += "{}".utf8 }
+            if bytes.count == start { bytes += "{}" }
         }
 
         /// Opens a container for the value being written, unless it has one already.
@@ -93,8 +92,8 @@ public enum JSONBodyEncoder {
 
         // MARK: Scalars
 
-        func writeNull() { bytes += "null".utf8 }
-        func write(_ value: Bool) { bytes += (value ? "true" : "false").utf8 }
+        func writeNull() { bytes += "null" }
+        func write(_ value: Bool) { bytes += value ? "true" : "false" }
 
         func write<Integer: BinaryInteger>(_ value: Integer) {
             if value == 0 { bytes.append(UInt8(ascii: "0")); return }
@@ -108,7 +107,7 @@ public enum JSONBodyEncoder {
                     buffer[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: magnitude % 10)
                     magnitude /= 10
                 }
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<40]))
+                bytes.append(UnsafeBufferPointer(rebasing: buffer[index..<40]))
             }
         }
 
@@ -116,26 +115,23 @@ public enum JSONBodyEncoder {
             guard value.isFinite else { return writeNull() }
             // Integral values as integers ("3", not "3.0"), as JSONSerialization and Python write them.
             if value == value.rounded(), abs(value) < 1e15 { return write(Int64(value)) }
-            bytes += value.description.utf8
+            bytes += value.description
         }
 
         func write(_ value: Float) {
             guard value.isFinite else { return writeNull() }
             // A Float's own shortest form ("0.1"), not its widening to Double ("0.10000000149011612").
             if value == value.rounded(), abs(value) < 1e7 { return write(Int64(value)) }
-            bytes += value.description.utf8
+            bytes += value.description
         }
 
         func write(_ text: String) {
             bytes.append(UInt8(ascii: "\""))
-            var text = text
-            text.withUTF8 { utf8 in
-                // Most strings (ids, names, statuses) need no escape: copy them whole.
-                guard utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
-                    bytes.append(contentsOf: utf8)
-                    return
-                }
-                for byte in utf8 {
+            // Most strings (ids, names, statuses) need no escape: copy them whole.
+            if Output.needsNoEscape(text) {
+                bytes += text
+            } else {
+                for byte in text.utf8 {
                     switch byte {
                     case UInt8(ascii: "\""): bytes += [0x5C, 0x22]
                     case UInt8(ascii: "\\"): bytes += [0x5C, 0x5C]
@@ -150,6 +146,55 @@ public enum JSONBodyEncoder {
                 }
             }
             bytes.append(UInt8(ascii: "\""))
+        }
+    }
+
+    /// A growable byte buffer without copy-on-write checks on every append.
+    struct Output: ~Copyable {
+        private var base = UnsafeMutablePointer<UInt8>.allocate(capacity: 1024)
+        private var capacity = 1024
+        private(set) var count = 0
+
+        deinit { base.deallocate() }
+
+        var array: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+        mutating func reserve(_ more: Int) {
+            guard count + more > capacity else { return }
+            let grown = max(capacity * 2, count + more)
+            let new = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+            new.update(from: base, count: count)
+            base.deallocate()
+            base = new
+            capacity = grown
+        }
+
+        mutating func append(_ byte: UInt8) {
+            reserve(1)
+            base[count] = byte
+            count += 1
+        }
+
+        mutating func append(_ bytes: UnsafeBufferPointer<UInt8>) {
+            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+            reserve(bytes.count)
+            (base + count).update(from: source, count: bytes.count)
+            count += bytes.count
+        }
+
+        static func += (output: inout Output, bytes: [UInt8]) { bytes.withUnsafeBufferPointer { output.append($0) } }
+
+        static func += (output: inout Output, text: String) {
+            var text = text
+            text.withUTF8 { output.append($0) }
+        }
+
+        static func needsNoEscape(_ text: String) -> Bool {
+            var text = text
+            return text.withUTF8 { utf8 in
+                for byte in utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+                return true
+            }
         }
     }
 
