@@ -7,9 +7,11 @@ import Glibc
 
 public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
 
-/// The project's own HTTP/1.1 server: one epoll event loop thread owns every
-/// socket; handlers run as tasks off the loop and hand their responses back
-/// through a queue and an eventfd. Keep-alive, pipelined requests answered in
+/// The project's own HTTP/1.1 server: one epoll event loop thread per core, each
+/// owning its connections and running their handlers as tasks on itself (each loop
+/// is a `TaskExecutor`), so a request is read, answered and written on one thread
+/// with no hand-off. Work that must not hold a loop (sampling, model builds) runs
+/// elsewhere and its awaiting handler resumes on its loop. Keep-alive, pipelined requests answered in
 /// order, Content-Length and chunked bodies both ways, `Expect: 100-continue`,
 /// streamed responses that hold no thread while idle, limits and timeouts, and
 /// graceful shutdown (stop accepting, finish what is in flight, then stop).
@@ -38,7 +40,10 @@ public final class HTTPServer: Sendable {
         /// The body of an error the server answers itself (a malformed request, 408, 503);
         /// the application supplies its envelope. Nil: a minimal JSON envelope.
         public var errorBody: (@Sendable (_ status: Int, _ message: String, _ code: String?) -> [UInt8])?
-        /// Threads that run handlers and response streams, apart from the global pool.
+        /// Event loop threads; each runs the handlers of its connections. Zero: one per core.
+        public var eventLoops = 0
+        /// Threads for work that belongs with the requests but outlives them (log followers),
+        /// apart from Swift's global pool.
         public var handlerThreads = 2
         /// Requests whose body the handler reads as it arrives (`HTTPRequest.bodyStream`),
         /// e.g. uploads; the handler starts as soon as the head is in.
@@ -47,6 +52,8 @@ public final class HTTPServer: Sendable {
     }
 
     enum Delivery: Sendable {
+        /// A connection the accepting loop hands to this one.
+        case adopt(connection: Int32, address: UInt32)
         case response(connection: Int32, generation: UInt64, sequence: Int, HTTPResponse)
         case resumeReading(connection: Int32, generation: UInt64)
         case chunk(connection: Int32, generation: UInt64, sequence: Int, [UInt8])
@@ -54,37 +61,43 @@ public final class HTTPServer: Sendable {
     }
 
     struct Shared: Sendable {
-        var inbox: [Delivery] = []
         var port = 0
-        var shuttingDown = false
-        var running = false
+        var loops: [EventLoop] = []
+        var stoppedLoops = 0
+    }
+
+    /// Open connections, counted across the loops for the caps.
+    struct Admission {
+        var total = 0
+        var byAddress: [UInt32: Int] = [:]
     }
 
     let configuration: Configuration
     let handler: HTTPHandler
     let shared = Mutex(Shared())
-    let wakeFD: Int32
-    /// Signalled once, when the event loop has stopped.
+    let admission = Mutex(Admission())
+    let shuttingDown = Atomic<Bool>(false)
+    /// Signalled once, when every event loop has stopped.
     let stopped = DispatchSemaphore(value: 0)
     let executor: HandlerExecutor
-    /// The handler threads, for work that belongs with the requests (a streamed response's producer)
-    /// and must not wait behind whatever else occupies Swift's global pool.
+    /// Threads for work that belongs with the requests and must not wait behind whatever
+    /// else occupies Swift's global pool (log followers).
     public var taskExecutor: any TaskExecutor { executor }
 
     public init(configuration: Configuration, handler: @escaping HTTPHandler) {
         self.configuration = configuration
         self.handler = handler
-        wakeFD = preftune_eventfd()
         executor = HandlerExecutor(threads: configuration.handlerThreads, name: "http-handler")
     }
 
     deinit {
         executor.stop()
-        close(wakeFD)
     }
 
     /// The bound port, once started.
     public var port: Int { shared.withLock { $0.port } }
+
+    var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
 
     /// The connection cap in force: the configured one, or fewer when the process's descriptor
     /// limit leaves room for fewer (each connection is a descriptor; files, the database and
@@ -104,7 +117,8 @@ public final class HTTPServer: Sendable {
         return Array((try? JSONSerialization.data(withJSONObject: envelope)) ?? Data(#"{"error":{"message":"error"}}"#.utf8))
     }
 
-    /// Binds and starts the event loop on its own thread; returns the bound port.
+    /// Binds and starts the event loops, each on its own thread; returns the bound port.
+    /// The first loop accepts and deals new connections to the loops in turn.
     @discardableResult
     public func start() throws -> Int {
         let listener = try Self.listen(host: configuration.host, port: configuration.port)
@@ -112,35 +126,63 @@ public final class HTTPServer: Sendable {
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
         let port = Int(UInt16(bigEndian: address.sin_port))
-        shared.withLock { $0.port = port; $0.running = true }
-        let loop = EventLoop(server: self, listener: listener)
-        Thread {
-            _ = preftune_name_current_thread("preftune-http")
-            loop.run()
-        }.start()
+        let count = configuration.eventLoops > 0 ? configuration.eventLoops : max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let loops = (0..<count).map { EventLoop(server: self, index: $0, listener: $0 == 0 ? listener : -1) }
+        shared.withLock { $0.port = port; $0.loops = loops }
+        for loop in loops {
+            Thread {
+                _ = preftune_name_current_thread(loop.index == 0 ? "preftune-http" : "preftune-http-\(loop.index)")
+                loop.run()
+            }.start()
+        }
         return port
     }
 
-    /// Stops accepting, lets in-flight requests and streams finish, then stops the loop.
+    var loops: [EventLoop] { shared.withLock { $0.loops } }
+
+    /// Stops accepting, lets in-flight requests and streams finish, then stops the loops.
     public func shutdown() {
-        shared.withLock { $0.shuttingDown = true }
-        wake()
+        shuttingDown.store(true, ordering: .relaxed)
+        for loop in loops { loop.wake() }
     }
 
-    /// Blocks until the loop has stopped (callable more than once).
+    /// Blocks until the loops have stopped (callable more than once).
     public func wait() {
         stopped.wait()
         stopped.signal()
     }
 
-    func deliver(_ delivery: Delivery) {
-        shared.withLock { $0.inbox.append(delivery) }
-        wake()
+    /// A loop has stopped; the last one signals `stopped`.
+    func loopStopped() {
+        let all = shared.withLock { shared -> Bool in
+            shared.stoppedLoops += 1
+            guard shared.stoppedLoops == shared.loops.count else { return false }
+            // The loops refer to the server: letting go of them lets both be freed.
+            shared.loops = []
+            return true
+        }
+        if all { stopped.signal() }
     }
 
-    func wake() {
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
+    /// Counts a new connection from `address` in, unless a cap refuses it: then the reason.
+    func admit(_ address: UInt32, maxConnections: Int) -> String? {
+        admission.withLock { admission in
+            if admission.total >= maxConnections { return "the server has too many connections; retry shortly" }
+            let fromAddress = admission.byAddress[address, default: 0]
+            if fromAddress >= configuration.maxConnectionsPerAddress {
+                return "too many connections from your address (at most \(configuration.maxConnectionsPerAddress)); close some and retry"
+            }
+            admission.total += 1
+            admission.byAddress[address] = fromAddress + 1
+            return nil
+        }
+    }
+
+    func release(_ address: UInt32) {
+        admission.withLock { admission in
+            admission.total -= 1
+            if let count = admission.byAddress[address] { admission.byAddress[address] = count > 1 ? count - 1 : nil }
+        }
     }
 
     static func listen(host: String, port: Int) throws -> Int32 {
@@ -223,12 +265,18 @@ final class Connection {
     var inFlight: Bool { nextSequence > nextToSend || head != nil || bodyStream != nil || sendingFile != nil }
 }
 
-final class EventLoop: @unchecked Sendable {
+/// One event loop: its connections, their handlers' tasks (it is their executor), and an
+/// inbox for what other threads hand it (responses of handlers that ran elsewhere, stream
+/// chunks, connections dealt by the accepting loop), with an eventfd to wake it.
+/// Everything but the inbox, the run queue and the wake is confined to the loop's thread.
+final class EventLoop: TaskExecutor, @unchecked Sendable {
     let server: HTTPServer
+    let index: Int
+    /// The listening socket, on the accepting loop only (-1 elsewhere).
     var listener: Int32
     let epoll: Int32
+    let wakeFD: Int32
     var connections: [Int32: Connection] = [:]
-    var connectionsByAddress: [UInt32: Int] = [:]
     var generation: UInt64 = 0
     let maxConnections: Int
     /// Accepting stops for a moment when the process is out of descriptors (EMFILE): the
@@ -236,14 +284,74 @@ final class EventLoop: @unchecked Sendable {
     var acceptPausedUntil: Double?
     /// One receive buffer for every read.
     var readBuffer = [UInt8](repeating: 0, count: 65536)
+    /// The loop that gets the next accepted connection.
+    var nextLoop = 0
+    private let inbox = Mutex<[HTTPServer.Delivery]>([])
+    /// Jobs of tasks that run on this loop, in order.
+    private let runQueue = Mutex<[UnownedJob]>([])
+    /// The loop's thread while it runs (0 before and after): work from it needs no wake-up.
+    private let thread = Atomic<UInt>(0)
+    private let finished = Atomic<Bool>(false)
 
-    init(server: HTTPServer, listener: Int32) {
+    init(server: HTTPServer, index: Int, listener: Int32) {
         self.server = server
+        self.index = index
         self.listener = listener
         maxConnections = server.effectiveMaxConnections
         epoll = preftune_epoll_create()
-        add(listener, events: UInt32(PREFTUNE_EPOLLIN))
-        add(server.wakeFD, events: UInt32(PREFTUNE_EPOLLIN))
+        wakeFD = preftune_eventfd()
+        if listener >= 0 { add(listener, events: UInt32(PREFTUNE_EPOLLIN)) }
+        add(wakeFD, events: UInt32(PREFTUNE_EPOLLIN))
+    }
+
+    deinit {
+        close(epoll)
+        close(wakeFD)
+    }
+
+    var onLoopThread: Bool { thread.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        guard !finished.load(ordering: .acquiring) else {
+            // A task resumed after the loop stopped (its server is gone) still runs to its end.
+            let executor = asUnownedTaskExecutor()
+            DispatchQueue.global().async { job.runSynchronously(on: executor) }
+            return
+        }
+        runQueue.withLock { $0.append(job) }
+        if !onLoopThread { wake() }
+    }
+
+    func deliver(_ delivery: HTTPServer.Delivery) {
+        if finished.load(ordering: .acquiring) {
+            // The loop has stopped: a connection dealt to it now is closed, not leaked.
+            if case let .adopt(fd, address) = delivery {
+                server.release(address)
+                close(fd)
+            }
+            return
+        }
+        inbox.withLock { $0.append(delivery) }
+        if !onLoopThread { wake() }
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Runs the queued jobs and handles the inbox until neither has anything left.
+    func runPending() {
+        while true {
+            let jobs = runQueue.withLock { queue -> [UnownedJob] in
+                defer { queue.removeAll(keepingCapacity: true) }
+                return queue
+            }
+            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            let handled = drainInbox()
+            if jobs.isEmpty && !handled { return }
+        }
     }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
@@ -295,6 +403,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func run() {
+        thread.store(UInt(pthread_self()), ordering: .relaxed)
         var fds = [Int32](repeating: 0, count: 256), events = [UInt32](repeating: 0, count: 256)
         var lastSweep = Self.now()
         while true {
@@ -302,13 +411,13 @@ final class EventLoop: @unchecked Sendable {
             for i in 0..<max(0, Int(count)) {
                 let fd = fds[i], flags = events[i]
                 if fd == listener { accept() }
-                else if fd == server.wakeFD { drainWakeups() }
+                else if fd == wakeFD { drainWakeups() }
                 else if let connection = connections[fd] {
                     if flags & UInt32(PREFTUNE_EPOLLIN | PREFTUNE_EPOLLRDHUP | PREFTUNE_EPOLLHUP | PREFTUNE_EPOLLERR) != 0 { read(connection) }
                     if flags & UInt32(PREFTUNE_EPOLLOUT) != 0, connections[fd] === connection { flush(connection) }
                 }
             }
-            drainInbox()
+            runPending()
             let now = Self.now()
             if now - lastSweep >= 0.25 {
                 sweepTimeouts(now: now, since: lastSweep)
@@ -318,7 +427,7 @@ final class EventLoop: @unchecked Sendable {
                     add(listener, events: UInt32(PREFTUNE_EPOLLIN))
                 }
             }
-            if server.shared.withLock({ $0.shuttingDown }) {
+            if server.isShuttingDown {
                 if listener >= 0 {
                     _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_DELETE), listener, 0)
                     close(listener)
@@ -330,13 +439,16 @@ final class EventLoop: @unchecked Sendable {
                 if connections.isEmpty { break }
             }
         }
-        close(epoll)
-        server.stopped.signal()
+        finished.store(true, ordering: .releasing)
+        thread.store(0, ordering: .relaxed)
+        // What was queued before `finished` was seen still runs.
+        runPending()
+        server.loopStopped()
     }
 
     func drainWakeups() {
         var value: UInt64 = 0
-        _ = Glibc.read(server.wakeFD, &value, 8)
+        _ = Glibc.read(wakeFD, &value, 8)
     }
 
     func accept() {
@@ -353,11 +465,7 @@ final class EventLoop: @unchecked Sendable {
             }
             var yes: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
-            let fromAddress = connectionsByAddress[address, default: 0]
-            if connections.count >= maxConnections || fromAddress >= server.configuration.maxConnectionsPerAddress {
-                let message = connections.count >= maxConnections
-                    ? "the server has too many connections; retry shortly"
-                    : "too many connections from your address (at most \(server.configuration.maxConnectionsPerAddress)); close some and retry"
+            if let message = server.admit(address, maxConnections: maxConnections) {
                 let body = server.errorBody(status: 503, message: message, code: "too_many_connections")
                 let response = HTTPResponse(status: 503, headers: [("Content-Type", "application/json"), ("Retry-After", "1")], body: .bytes(body))
                 let bytes = response.head(keepAlive: false, contentLength: body.count) + body
@@ -365,12 +473,19 @@ final class EventLoop: @unchecked Sendable {
                 close(fd)
                 continue
             }
-            generation &+= 1
-            let connection = Connection(fd: fd, generation: generation, address: address, limits: server.configuration.limits, now: Self.now())
-            connections[fd] = connection
-            connectionsByAddress[address] = fromAddress + 1
-            add(fd, events: Self.readable)
+            // Dealt in turn, so that the loops share the connections (and the cores) evenly.
+            let loops = server.loops
+            let target = loops[nextLoop % loops.count]
+            nextLoop &+= 1
+            if target === self { adopt(fd, address: address) } else { target.deliver(.adopt(connection: fd, address: address)) }
         }
+    }
+
+    func adopt(_ fd: Int32, address: UInt32) {
+        generation &+= 1
+        let connection = Connection(fd: fd, generation: generation, address: address, limits: server.configuration.limits, now: Self.now())
+        connections[fd] = connection
+        add(fd, events: Self.readable)
     }
 
     func read(_ connection: Connection) {
@@ -412,8 +527,8 @@ final class EventLoop: @unchecked Sendable {
                 write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), to: connection)
             }
             if hasBody, server.configuration.streamsBody?(head) == true {
-                let (server, fd, generation) = (self.server, connection.fd, connection.generation)
-                let body = RequestBody { server.deliver(.resumeReading(connection: fd, generation: generation)) }
+                let (loop, fd, generation) = (self, connection.fd, connection.generation)
+                let body = RequestBody { loop.deliver(.resumeReading(connection: fd, generation: generation)) }
                 connection.bodyStream = body
                 dispatch(HTTPRequest(head: head, body: [], bodyStream: body), on: connection)
             }
@@ -442,15 +557,15 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Runs the handler on the server's executor; its response comes back through the inbox.
+    /// Runs the handler as a task on this loop; its response comes back through the inbox.
     func dispatch(_ request: HTTPRequest, on connection: Connection) {
         let sequence = connection.nextSequence
         connection.nextSequence += 1
-        connection.keepAlive[sequence] = request.head.keepAlive && !server.shared.withLock { $0.shuttingDown }
-        let (server, fd, generation) = (self.server, connection.fd, connection.generation)
-        connection.handlers[sequence] = Task(executorPreference: server.executor) {
-            let response = await server.handler(request)
-            server.deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
+        connection.keepAlive[sequence] = request.head.keepAlive && !server.isShuttingDown
+        let (handler, fd, generation) = (server.handler, connection.fd, connection.generation)
+        connection.handlers[sequence] = Task(executorPreference: self) { [self] in
+            let response = await handler(request)
+            deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
         }
     }
 
@@ -470,13 +585,21 @@ final class EventLoop: @unchecked Sendable {
         sendReady(connection)
     }
 
-    func drainInbox() {
-        let deliveries = server.shared.withLock { shared -> [HTTPServer.Delivery] in
-            defer { shared.inbox.removeAll(keepingCapacity: true) }
-            return shared.inbox
+    /// Handles what other threads (and finished tasks) delivered; false when there was nothing.
+    func drainInbox() -> Bool {
+        let deliveries = inbox.withLock { inbox -> [HTTPServer.Delivery] in
+            defer { inbox.removeAll(keepingCapacity: true) }
+            return inbox
         }
         for delivery in deliveries {
             switch delivery {
+            case let .adopt(fd, address):
+                if server.isShuttingDown {
+                    server.release(address)
+                    close(fd)
+                } else {
+                    adopt(fd, address: address)
+                }
             case let .response(fd, generation, sequence, response):
                 guard let connection = live(fd, generation) else { continue }
                 connection.handlers[sequence] = nil
@@ -506,6 +629,7 @@ final class EventLoop: @unchecked Sendable {
                 finishResponse(connection, sequence: sequence)
             }
         }
+        return !deliveries.isEmpty
     }
 
     func live(_ fd: Int32, _ generation: UInt64) -> Connection? {
@@ -519,7 +643,7 @@ final class EventLoop: @unchecked Sendable {
               let response = connection.ready.removeValue(forKey: connection.nextToSend) {
             let sequence = connection.nextToSend
             // Once shutting down, every response tells the client to go elsewhere next time.
-            let keepAlive = (connection.keepAlive[sequence] ?? false) && !server.shared.withLock { $0.shuttingDown }
+            let keepAlive = (connection.keepAlive[sequence] ?? false) && !server.isShuttingDown
             connection.keepAlive[sequence] = keepAlive
             switch response.body {
             case let .bytes(body):
@@ -539,12 +663,12 @@ final class EventLoop: @unchecked Sendable {
                 write(response.head(keepAlive: keepAlive, contentLength: size), to: connection)
             case let .stream(stream):
                 write(response.head(keepAlive: keepAlive, contentLength: nil), to: connection)
-                let (server, fd, generation) = (self.server, connection.fd, connection.generation)
-                let task = Task(executorPreference: server.executor) {
+                let (fd, generation) = (connection.fd, connection.generation)
+                let task = Task(executorPreference: self) { [self] in
                     for await piece in stream {
-                        server.deliver(.chunk(connection: fd, generation: generation, sequence: sequence, piece))
+                        deliver(.chunk(connection: fd, generation: generation, sequence: sequence, piece))
                     }
-                    server.deliver(.end(connection: fd, generation: generation, sequence: sequence))
+                    deliver(.end(connection: fd, generation: generation, sequence: sequence))
                 }
                 connection.streaming = (sequence, task)
             }
@@ -652,7 +776,7 @@ final class EventLoop: @unchecked Sendable {
         for task in connection.handlers.values { task.cancel() }
         connection.handlers = [:]
         connection.backlog = []
-        if let count = connectionsByAddress[connection.address] { connectionsByAddress[connection.address] = count > 1 ? count - 1 : nil }
+        server.release(connection.address)
         connection.bodyStream?.finish(error: "the client closed the connection before the body was complete")
         connection.bodyStream = nil
         if let file = connection.sendingFile { close(file.fd) }
