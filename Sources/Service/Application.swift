@@ -115,6 +115,19 @@ public final class Application: Sendable {
         switch route.action {
         case let .unauthenticated(handler):
             return await respond(to: request) { try await handler(request) }
+        case let .authenticatedRead(handler):
+            return await respond(to: request) {
+                var began = false
+                do {
+                    return try dataDirectory.database.readTransaction {
+                        began = true
+                        let principal = try authenticate(request).get()
+                        return try handler(RequestContext(request: request, parameters: parameters, principal: principal))
+                    }
+                } catch let error as SQLiteError where !began {
+                    throw storeUnavailable(error)
+                }
+            }
         case let .authenticated(handler):
             let principal: Principal
             switch authenticate(request) {
@@ -141,14 +154,17 @@ public final class Application: Sendable {
         var secret = Substring(header.dropFirst(7))
         while secret.first == " " || secret.first == "\t" { secret.removeFirst() }
         while secret.last == " " || secret.last == "\t" { secret.removeLast() }
-        // A store failure is the server's fault, not a bad key: it must not read as 401.
         let found: Principal?
         do { found = try dataDirectory.database.read { try APIKeys(connection: $0).authenticate(String(secret)) } } catch {
-            FileHandle.standardError.write(Data("preftune: authenticating: \(error)\n".utf8))
-            return .failure(APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error",
-                                     code: "store_unavailable"))
+            return .failure(storeUnavailable(error))
         }
         return found.map { .success($0) } ?? .failure(.unauthorized)
+    }
+
+    /// A store failure is the server's fault, not a bad key: it must not read as 401.
+    func storeUnavailable(_ error: any Error) -> APIError {
+        FileHandle.standardError.write(Data("preftune: reading the store: \(error)\n".utf8))
+        return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error", code: "store_unavailable")
     }
 
     /// Runs a handler, and maps what it throws to the envelope.

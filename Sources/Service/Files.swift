@@ -15,9 +15,9 @@ enum FilesAPI {
         router.add("POST", "/v1/files", streamsBody: true, maxBodyBytes: maximumUpload + (1 << 20)) { context in
             try await upload(context, resources)
         }
-        router.add("GET", "/v1/files") { context in try list(context, store: store) }
-        router.add("GET", "/v1/files/{id}") { context in .json(FileObject(try find(context, store: store))) }
-        router.add("GET", "/v1/files/{id}/content") { context in
+        router.addRead("GET", "/v1/files") { context in try list(context, store: store) }
+        router.addRead("GET", "/v1/files/{id}") { context in .json(FileObject(try find(context, store: store))) }
+        router.addRead("GET", "/v1/files/{id}/content") { context in
             let file = try find(context, store: store)
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
                                 body: .file(path: data.filePath(file.id), size: file.bytes))

@@ -10,7 +10,7 @@ import Store
 /// spikes and dips survive — not the first N points.
 enum JobMetricsAPI {
     static func add(to router: inout Router, store: any JobStore) {
-        router.add("GET", "/v1/fine_tuning/jobs/{id}/metrics") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}/metrics") { context in
             let job = try JobsAPI.find(context, store: store)
             let query = context.request.query
             let names = query["names"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }

@@ -15,12 +15,12 @@ enum JobsAPI {
         router.add("POST", "/v1/fine_tuning/jobs") { context in
             try create(context, resources, changes: changes)
         }
-        router.add("GET", "/v1/fine_tuning/jobs") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1)
             return .json(ListPage(jobs.prefix(limit).map(FineTuningJob.init), hasMore: jobs.count > limit))
         }
-        router.add("GET", "/v1/fine_tuning/jobs/{id}") { context in .json(FineTuningJob(try find(context, store: store))) }
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}") { context in .json(FineTuningJob(try find(context, store: store))) }
         let actions: [(String, Set<JobStatus>, JobStatus, String)] = [
             ("cancel", JobStatus.active, .cancelled, "Cancelled"), ("pause", [.queued, .running], .paused, "Paused"),
             ("resume", [.paused], .queued, "Resumed; queued"),
@@ -38,7 +38,7 @@ enum JobsAPI {
                 return .json(FineTuningJob(changed))
             }
         }
-        router.add("GET", "/v1/fine_tuning/jobs/{id}/events") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}/events") { context in
             let job = try find(context, store: store)
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 1000)
             let before = try context.request.query["after"].map { cursor -> Int in
@@ -52,7 +52,7 @@ enum JobsAPI {
             let events = try store.events(job.id, before: before, limit: limit + 1)
             return .json(ListPage(events.prefix(limit).map(FineTuningJobEvent.init), hasMore: events.count > limit))
         }
-        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}/checkpoints") { context in
             let job = try find(context, store: store)
             let limit = try Pagination.limit(context.request.query["limit"], default: 10, maximum: 100)
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
@@ -66,12 +66,12 @@ enum JobsAPI {
             return .json(ListPage(data, hasMore: checkpoints.count > limit))
         }
         // The checkpoint's weights (safetensors, SPEC §2 names), Range requests welcome; and its sample grid.
-        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
             let (job, row) = try findCheckpoint(context, store: store)
             return try FileResponse.make(path: dataDirectory.job(job.id).checkpoint(step: row.step), contentType: "application/octet-stream",
                                          request: context.request, filename: "\(job.id)-step-\(row.step).safetensors")
         }
-        router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/samples.png") { context in
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/samples.png") { context in
             let (job, row) = try findCheckpoint(context, store: store)
             let path = dataDirectory.job(job.id).sampleGrid(step: row.step)
             guard FileManager.default.fileExists(atPath: path) else { throw APIError.notFound("a sample grid for checkpoint \(row.id)", param: "checkpoint_id") }

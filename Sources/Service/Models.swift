@@ -13,10 +13,10 @@ import Training
 enum ModelsAPI {
     static func add(to router: inout Router, _ resources: Application.Resources) {
         let store = resources.models
-        router.add("GET", "/v1/models") { context in
+        router.addRead("GET", "/v1/models") { context in
             .json(ListPage(try store.models(visibleTo: context.principal.projectID).map(ModelObject.init), hasMore: nil))
         }
-        router.add("GET", "/v1/models/{id}") { context in .json(ModelObject(try find(context, store: store))) }
+        router.addRead("GET", "/v1/models/{id}") { context in .json(ModelObject(try find(context, store: store))) }
         router.add("POST", "/v1/models") { context in try await create(context, resources) }
         router.add("DELETE", "/v1/models/{id}") { context in
             let model = try find(context, store: store)

@@ -55,11 +55,14 @@ public typealias Principal = Store.Principal
 /// another method 405; both in the error envelope.
 public struct Router: Sendable {
     public typealias Handler = @Sendable (RequestContext) async throws -> HTTPResponse
+    /// A read: synchronous, run with the authentication in one read transaction of the store.
+    public typealias ReadHandler = @Sendable (RequestContext) throws -> HTTPResponse
     /// A route anyone may call (health checks, the dashboard's page, Prometheus).
     public typealias PublicHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
 
     enum Action: Sendable {
         case authenticated(Handler)
+        case authenticatedRead(ReadHandler)
         case unauthenticated(PublicHandler)
     }
 
@@ -87,6 +90,12 @@ public struct Router: Sendable {
     public mutating func add(_ method: String, _ pattern: String, streamsBody: Bool = false,
                              maxBodyBytes: Int = Router.defaultMaxBodyBytes, _ handler: @escaping Handler) {
         append(method, pattern, streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, .authenticated(handler))
+    }
+
+    /// A route for project keys that only reads the store: the key and what the handler reads
+    /// come from one snapshot, in one read transaction.
+    public mutating func addRead(_ method: String, _ pattern: String, _ handler: @escaping ReadHandler) {
+        append(method, pattern, streamsBody: false, maxBodyBytes: Router.defaultMaxBodyBytes, .authenticatedRead(handler))
     }
 
     /// A route that needs no key.

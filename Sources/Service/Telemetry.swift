@@ -14,6 +14,12 @@ public final class Telemetry: @unchecked Sendable {
         var counts = [Int](repeating: 0, count: Telemetry.buckets.count)
         var count = 0
         var sum = 0.0
+
+        mutating func record(bucket: Int?, seconds: Double) {
+            if let bucket { counts[bucket] += 1 }
+            count += 1
+            sum += seconds
+        }
     }
     struct RunningJob { var step = 0; var loss: Double? }
 
@@ -27,12 +33,10 @@ public final class Telemetry: @unchecked Sendable {
 
     func recordRequest(route: String, method: String, code: Int, seconds: Double) {
         let bucket = Self.buckets.firstIndex { seconds <= $0 }
+        let key = RequestKey(route: route, method: method, code: code)
         lock.withLock {
-            var latency = requests[RequestKey(route: route, method: method, code: code)] ?? Latency()
-            if let bucket { latency.counts[bucket] += 1 }
-            latency.count += 1
-            latency.sum += seconds
-            requests[RequestKey(route: route, method: method, code: code)] = latency
+            // In place: a copy out of the dictionary would copy its bucket array on every request.
+            requests[key, default: Latency()].record(bucket: bucket, seconds: seconds)
         }
     }
 

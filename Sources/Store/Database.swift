@@ -18,8 +18,21 @@ public final class Database: @unchecked Sendable {
         self.readers = try (0..<max(1, readers)).map { _ in (try SQLiteConnection(path: path, readOnly: true), NSLock()) }
     }
 
-    /// Runs a read on one of the reader connections (no write lock taken).
+    /// The reader of the read transaction this thread is in, if any (`readTransaction`).
+    private let currentReader: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    deinit { pthread_key_delete(currentReader) }
+
+    /// Runs a read on one of the reader connections (no write lock taken); inside
+    /// `readTransaction`, on that transaction's reader.
     public func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        if let current = pthread_getspecific(currentReader) {
+            return try body(Unmanaged<SQLiteConnection>.fromOpaque(current).takeUnretainedValue())
+        }
         nextReader.lock()
         let reader = readers[readerCursor % readers.count]
         readerCursor &+= 1
@@ -27,6 +40,28 @@ public final class Database: @unchecked Sendable {
         reader.lock.lock()
         defer { reader.lock.unlock() }
         return try body(reader.connection)
+    }
+
+    /// Runs `body` in one read transaction: every `read` it makes on this thread uses the same
+    /// reader and sees the same snapshot, and the file's locks are taken once, not per statement
+    /// (a request authenticates and reads its resource together). `body` must not block on
+    /// anything but the database: it holds a reader.
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        if pthread_getspecific(currentReader) != nil { return try body() }
+        nextReader.lock()
+        let reader = readers[readerCursor % readers.count]
+        readerCursor &+= 1
+        nextReader.unlock()
+        reader.lock.lock()
+        defer { reader.lock.unlock() }
+        try reader.connection.run("BEGIN")
+        pthread_setspecific(currentReader, Unmanaged.passUnretained(reader.connection).toOpaque())
+        defer {
+            pthread_setspecific(currentReader, nil)
+            // A read has nothing to keep: COMMIT ends it (ROLLBACK if COMMIT cannot).
+            if (try? reader.connection.run("COMMIT")) == nil { try? reader.connection.run("ROLLBACK") }
+        }
+        return try body()
     }
 
     /// Runs `body` in a transaction on the writer; writes are serialized.

@@ -45,6 +45,13 @@ public final class SQLiteConnection {
         SQLiteError(code: status & 0xFF, message: String(cString: sqlite3_errmsg(handle)))
     }
 
+    /// Runs one statement without parameters or results, prepared once (BEGIN, COMMIT).
+    public func run(_ sql: String) throws {
+        let statement = try prepare(sql)
+        defer { statement.reset() }
+        _ = try statement.step()
+    }
+
     /// Runs one or more statements without parameters or results.
     public func execute(_ sql: String) throws {
         var message: UnsafeMutablePointer<CChar>?
