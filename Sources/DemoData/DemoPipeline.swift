@@ -23,7 +23,7 @@ public struct DemoPipeline {
 
     /// The dataset a method trains on: the whole distribution for pretraining,
     /// experts for sft fine-tuning and dro, pairs for dpo and rpo, labels for kto.
-    public func dataset(for method: Training.Method, pretraining: Bool = false) throws -> Dataset {
+    public func dataset(for method: TrainingMethod, pretraining: Bool = false) throws -> Dataset {
         let kind: ShapeWorld.Kind
         switch method {
         case .sft: kind = pretraining ? .pretrain : .expert
@@ -45,12 +45,12 @@ public struct DemoPipeline {
         ])
     }
 
-    public func fineTune(_ method: Training.Method, from base: FloatBuffer, hyperparameters: [String: Any],
+    public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: [String: Any],
                          log: ((String) -> Void)? = nil) throws -> FloatBuffer {
         try train(method, from: base, data: dataset(for: method), name: method.rawValue, log: log, hyperparameters: hyperparameters)
     }
 
-    func train(_ method: Training.Method, from base: FloatBuffer, data: Dataset, name: String, log: ((String) -> Void)?,
+    func train(_ method: TrainingMethod, from base: FloatBuffer, data: Dataset, name: String, log: ((String) -> Void)?,
                hyperparameters: [String: Any]) throws -> FloatBuffer {
         let job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
                               seed: seed, config: config, base: base, training: data)

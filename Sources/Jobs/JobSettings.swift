@@ -6,10 +6,10 @@ import Training
 /// hyperparameters. The store keeps them as JSON (the API's `method` object and
 /// `hyperparameters`); this is the one codec for both.
 public struct JobSettings: Equatable, Sendable {
-    public let method: Training.Method
+    public let method: TrainingMethod
     public let hyperparameters: Hyperparameters
 
-    public init(method: Training.Method, hyperparameters: Hyperparameters) {
+    public init(method: TrainingMethod, hyperparameters: Hyperparameters) {
         self.method = method
         self.hyperparameters = hyperparameters
     }
@@ -34,7 +34,7 @@ public struct JobSettings: Equatable, Sendable {
     /// The settings stored with a job; nil when they cannot be read.
     public init?(methodJSON: String, hyperparametersJSON: String) {
         let object = (try? JSONSerialization.jsonObject(with: Data(methodJSON.utf8))) as? [String: Any]
-        guard let method = (object?["type"] as? String).flatMap(Training.Method.init(rawValue:)),
+        guard let method = (object?["type"] as? String).flatMap(TrainingMethod.init(rawValue:)),
               let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(hyperparametersJSON.utf8)) else { return nil }
         self.init(method: method, hyperparameters: hyperparameters)
     }

@@ -121,8 +121,8 @@ enum JobsAPI {
             throw APIError.invalid("method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}", param: "method")
         }
         let typeName = method["type"] as? String ?? ""
-        guard let type = Training.Method(rawValue: typeName) else {
-            throw APIError.invalid("method.type must be one of \(Training.Method.allCases.map(\.rawValue).joined(separator: ", "))", param: "method.type")
+        guard let type = TrainingMethod(rawValue: typeName) else {
+            throw APIError.invalid("method.type must be one of \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", "))", param: "method.type")
         }
         if let extra = method.keys.sorted().first(where: { $0 != "type" && $0 != typeName }) {
             throw APIError.invalid("unknown field method.\(extra)", param: "method.\(extra)")
@@ -195,7 +195,7 @@ enum JobsAPI {
     }
 
     /// Why a job would not fit the memory budget, or nil.
-    static func budgetRefusal(config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters, examples: Int,
+    static func budgetRefusal(config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters, examples: Int,
                               validationExamples: Int?, budget: MemoryBudget) -> String? {
         let estimate = MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
                                                validationExamples: validationExamples)
@@ -223,7 +223,7 @@ enum JobsAPI {
 
     /// Reads every line of the training (and validation) file against the model;
     /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
-    static func validateFiles(_ job: JobRecord, config: ModelConfig, method: Training.Method, hyperparameters: Hyperparameters,
+    static func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
                               _ resources: Application.Resources) -> JobStatus? {
         let data = resources.data, store = resources.jobs
         do {

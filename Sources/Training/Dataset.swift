@@ -3,7 +3,7 @@ import Foundation
 import Numerics
 
 /// The training methods, and the JSONL fields each expects (SPEC §8).
-public enum Method: String, Codable, Sendable, CaseIterable {
+public enum TrainingMethod: String, Codable, Sendable, CaseIterable {
     case sft, dpo, kto, dro, rpo
 
     /// Fields holding samples: one for sft/dro/kto, a pair for dpo/rpo.
@@ -25,7 +25,7 @@ public struct DatasetError: Error, CustomStringConvertible, Equatable {
 /// A validated dataset in memory: samples as one Float32 array per field, the
 /// prompts' conditions, and KTO labels. Nothing is kept of a file that failed.
 public struct Dataset: Sendable {
-    public let method: Method
+    public let method: TrainingMethod
     public let count: Int
     public let sampleSize: Int
     /// [count, D] per sample field ("sample", or "chosen" and "rejected").
@@ -40,7 +40,7 @@ public struct Dataset: Sendable {
     /// Reads and validates a JSONL file. Every line is checked; the first error found
     /// is reported with its line number. Files larger than `memoryBudget` bytes are
     /// refused before reading (the parsed floats never exceed the file's size).
-    public static func load(path: String, method: Method, config: ModelConfig,
+    public static func load(path: String, method: TrainingMethod, config: ModelConfig,
                             memoryBudget: Int = defaultMemoryBudget) throws -> Dataset {
         let attributes = try? FileManager.default.attributesOfItem(atPath: path)
         guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
@@ -68,7 +68,7 @@ public struct Dataset: Sendable {
         return lines + (last == 0x0A ? 0 : 1)
     }
 
-    public static func parse(_ data: Data, method: Method, config: ModelConfig) throws -> Dataset {
+    public static func parse(_ data: Data, method: TrainingMethod, config: ModelConfig) throws -> Dataset {
         let D = config.sampleSize
         var samples: [String: [Float]] = [:]
         for field in method.sampleFields { samples[field] = [] }

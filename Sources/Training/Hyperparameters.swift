@@ -70,7 +70,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .keepCheckpoints, .promptDropout,
     ]
 
-    static func methodKeys(_ method: Method) -> Set<CodingKeys> {
+    static func methodKeys(_ method: TrainingMethod) -> Set<CodingKeys> {
         switch method {
         case .sft: []
         case .dpo: [.beta]
@@ -85,7 +85,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
 
     /// Validates `values` (the request's `hyperparameters` object) for `method` and
     /// fills in the defaults. Unknown keys and out-of-range values name the key.
-    public static func resolve(_ values: [String: Any], method: Method, datasetSize: Int? = nil) throws -> Hyperparameters {
+    public static func resolve(_ values: [String: Any], method: TrainingMethod, datasetSize: Int? = nil) throws -> Hyperparameters {
         let allowed = commonKeys.union(methodKeys(method))
         for key in values.keys.sorted() {
             guard let codingKey = CodingKeys(rawValue: key), allowed.contains(codingKey) else {
@@ -183,17 +183,17 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         return h
     }
 
-    static func defaultLearningRate(_ method: Method) -> Double { method == .sft ? 1e-4 : 1e-5 }
+    static func defaultLearningRate(_ method: TrainingMethod) -> Double { method == .sft ? 1e-4 : 1e-5 }
 
     /// The objectives' own defaults (SPEC §5), written here only: `resolve` fills them in, and
     /// `objective(for:)` falls back on them for settings stored without them.
     public enum Defaults {
-        public static func beta(_ method: Method) -> Double { method == .kto ? 1000 : 5000 }
+        public static func beta(_ method: TrainingMethod) -> Double { method == .kto ? 1000 : 5000 }
         public static let tau = 0.5, lambda = 1.0, margin = 1e-3
     }
 
     /// The objective these settings train `method` with.
-    public func objective(for method: Method) -> any Objective {
+    public func objective(for method: TrainingMethod) -> any Objective {
         switch method {
         case .sft: SFTObjective()
         case .dpo: DPOObjective(beta: beta ?? Defaults.beta(.dpo))

@@ -37,7 +37,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// reference's), DRO's replay buffer and sampler, and the expanded datasets. (Checkpoints
     /// and training states are written from the buffers in place.) `examples` is the training set's size
     /// (and `validationExamples` the validation set's), when known.
-    public static func training(config: ModelConfig, method: Method, hyperparameters h: Hyperparameters,
+    public static func training(config: ModelConfig, method: TrainingMethod, hyperparameters h: Hyperparameters,
                                 examples: Int, validationExamples: Int? = nil) -> MemoryEstimate {
         var estimate = MemoryEstimate()
         let P = ParameterLayout(config).totalCount, D = config.sampleSize, float = 4
@@ -83,7 +83,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
 
     /// A parsed example: its samples and its condition (token ids or an embedding), plus
     /// the prompt and bookkeeping (a fixed allowance: prompts are short).
-    public static func datasetBytesPerExample(config: ModelConfig, method: Method) -> Int {
+    public static func datasetBytesPerExample(config: ModelConfig, method: TrainingMethod) -> Int {
         let fields = method == .dpo || method == .rpo ? 2 : 1
         let condition: Int
         switch config.condition {

@@ -94,7 +94,7 @@ struct TrainingProgress: Codable {
     let cursor: Int
     let batchRandom: Philox
     let rolloutRandom: Philox
-    let method: Method
+    let method: TrainingMethod
     let seed: UInt64
     let hyperparameters: Hyperparameters
     let config: String

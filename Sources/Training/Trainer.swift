@@ -47,7 +47,7 @@ public struct TrainingFailure: Error, CustomStringConvertible, Equatable {
 
 /// Everything a training run is made of.
 public struct TrainingJob {
-    public var method: Method
+    public var method: TrainingMethod
     public var hyperparameters: Hyperparameters
     public var seed: UInt64
     public var config: ModelConfig
@@ -56,7 +56,7 @@ public struct TrainingJob {
     public var training: Dataset
     public var validation: Dataset?
 
-    public init(method: Method, hyperparameters: Hyperparameters, seed: UInt64, config: ModelConfig, base: FloatBuffer,
+    public init(method: TrainingMethod, hyperparameters: Hyperparameters, seed: UInt64, config: ModelConfig, base: FloatBuffer,
                 training: Dataset, validation: Dataset? = nil) {
         self.method = method
         self.hyperparameters = hyperparameters

@@ -284,7 +284,7 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
     if arguments.contains("--sampling") {
         _ = benchSampling(bench, seconds: 5)
     } else if let flag = arguments.firstIndex(of: "--objective"), flag + 1 < arguments.count {
-        let objectives: [String: any Objective] = Dictionary(uniqueKeysWithValues: [Training.Method.dpo, .kto, .dro, .rpo].map { ($0.rawValue, defaultObjective($0)) })
+        let objectives: [String: any Objective] = Dictionary(uniqueKeysWithValues: [TrainingMethod.dpo, .kto, .dro, .rpo].map { ($0.rawValue, defaultObjective($0)) })
         guard let objective = objectives[arguments[flag + 1]] else {
             FileHandle.standardError.write(Data("unknown objective \(arguments[flag + 1])\n".utf8))
             exit(2)
@@ -379,6 +379,6 @@ for bench in benchConfigs {
 }
 
 /// A method's objective with the service's defaults.
-func defaultObjective(_ method: Training.Method) -> any Objective {
+func defaultObjective(_ method: TrainingMethod) -> any Objective {
     (try! Hyperparameters.resolve([:], method: method)).objective(for: method)
 }

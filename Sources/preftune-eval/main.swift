@@ -44,7 +44,7 @@ let baseReport = evaluation.evaluate(config: pipeline.config, parameters: base)
 // Each method with its defaults (SPEC §5) except the step count and a learning rate fit for this small model.
 // dpo at β = 5000 overshoots at 1e-5 here: reward 0.820 → 0.810 and prompt accuracy 0.721 → 0.553;
 // at 1e-6 both hold or rise (0.859, 0.721).
-let methods: [(Training.Method, [String: Any])] = [
+let methods: [(TrainingMethod, [String: Any])] = [
     (.sft, ["learning_rate": 1e-4]),
     (.dpo, ["learning_rate": 1e-6]),
     (.kto, ["learning_rate": 1e-5]),

@@ -22,7 +22,7 @@ enum TinyJob {
                                     condition: .text(vocab: 32, maxTokens: 4))
 
     /// A JSONL dataset of `count` examples for `method`, deterministic in `seed`.
-    static func jsonl(_ method: Training.Method, count: Int, seed: UInt64 = 1) -> Data {
+    static func jsonl(_ method: TrainingMethod, count: Int, seed: UInt64 = 1) -> Data {
         var random = Philox(seed: seed)
         var lines: [String] = []
         for i in 0..<count {
@@ -37,7 +37,7 @@ enum TinyJob {
         return Data(lines.joined(separator: "\n").utf8)
     }
 
-    static func job(_ method: Training.Method, _ hyper: [String: Any], count: Int = 24, validation: Bool = false) throws -> TrainingJob {
+    static func job(_ method: TrainingMethod, _ hyper: [String: Any], count: Int = 24, validation: Bool = false) throws -> TrainingJob {
         let model = ResMLP(config: config)
         let base = model.initialParameters(seed: 3)
         // Give the zero-initialised layers weights, so every objective has a gradient everywhere.
@@ -59,8 +59,8 @@ enum TinyJob {
 }
 
 @Suite struct TrainerTests {
-    @Test("a resumed run is bit-identical to one that never stopped", arguments: [Training.Method.dro, .dpo])
-    func resumeIsBitIdentical(method: Training.Method) throws {
+    @Test("a resumed run is bit-identical to one that never stopped", arguments: [TrainingMethod.dro, .dpo])
+    func resumeIsBitIdentical(method: TrainingMethod) throws {
         let hyper: [String: Any] = ["n_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 5,
                                     "log_every": 2, "lr_scheduler": "cosine", "warmup_steps": 2, "ema_decay": 0.9,
                                     "gradient_accumulation_steps": 2, "prompt_dropout": 0.25]
@@ -105,14 +105,14 @@ enum TinyJob {
         for name in ["loss", "lr", "grad_norm", "samples_per_s", "val_loss"] { #expect(last[name] != nil, "\(name)") }
     }
 
-    @Test("every method trains and reports its statistics", arguments: Training.Method.allCases)
-    func everyMethodRuns(method: Training.Method) throws {
+    @Test("every method trains and reports its statistics", arguments: TrainingMethod.allCases)
+    func everyMethodRuns(method: TrainingMethod) throws {
         let sink = RecordingSink()
         var hyper: [String: Any] = ["n_steps": 3, "batch_size": 4, "log_every": 1]
         if method == .dro { hyper["policy_steps"] = 3 }
         let trainer = try Trainer(job: try TinyJob.job(method, hyper), directory: TinyJob.directory(), sink: sink)
         #expect(try trainer.run() == .succeeded(modelPath: trainer.finalModelPath))
-        let expected: [Training.Method: [String]] = [
+        let expected: [TrainingMethod: [String]] = [
             .dpo: ["implicit_acc", "reward_margin"], .rpo: ["implicit_acc", "reward_margin"],
             .dro: ["diff", "expert_gain", "policy_gain", "active"], .kto: ["reference_point"], .sft: [],
         ]
@@ -166,7 +166,7 @@ enum TinyJob {
 }
 
 @Suite struct DatasetTests {
-    static func error(_ text: String, _ method: Training.Method = .sft) -> String {
+    static func error(_ text: String, _ method: TrainingMethod = .sft) -> String {
         do {
             _ = try Dataset.parse(Data(text.utf8), method: method, config: TinyJob.config)
             return "accepted"
@@ -221,7 +221,7 @@ enum TinyJob {
     }
 
     @Test func mistakesNameTheParameter() {
-        let cases: [([String: Any], Training.Method, String)] = [
+        let cases: [([String: Any], TrainingMethod, String)] = [
             (["learning_rat": 1e-4], .sft, "learning_rat"),
             (["beta": 10], .sft, "beta"),
             (["margin": 1], .dpo, "margin"),
