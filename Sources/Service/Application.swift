@@ -163,7 +163,7 @@ public final class Application: Sendable {
 
     /// A store failure is the server's fault, not a bad key: it must not read as 401.
     func storeUnavailable(_ error: any Error) -> APIError {
-        FileHandle.standardError.write(Data("preftune: reading the store: \(error)\n".utf8))
+        ServerLog.error("reading the store", error)
         return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error", code: "store_unavailable")
     }
 
@@ -178,7 +178,7 @@ public final class Application: Sendable {
             return APIError(status: 499, message: "the request was cancelled", type: "server_error", code: "cancelled").response
         } catch {
             // Never a bare 500 body: the envelope, and the cause in the server log.
-            FileHandle.standardError.write(Data("preftune: \(request.method) \(request.path): \(error)\n".utf8))
+            ServerLog.error("\(request.method) \(request.path)", error)
             return APIError(status: 500, message: "internal error; the server log has the details", type: "server_error").response
         }
     }

@@ -254,7 +254,7 @@ enum JobsAPI {
                                               event: "Validated files: \(training.count) examples; job queued", level: "info")
             return queued ? .queued : nil
         } catch {
-            FileHandle.standardError.write(Data("preftune: validating \(job.id): \(error)\n".utf8))
+            ServerLog.error("validating \(job.id)", error)
             return nil
         }
     }

@@ -76,7 +76,7 @@ public final class Webhooks: Sendable {
         }
         let message = "Webhook to \(host) failed after \(delays.count) attempts: \(lastProblem)"
         try? store.appendEvent(jobID, level: "warn", type: "message", message: message, data: nil)
-        FileHandle.standardError.write(Data("preftune: \(jobID): \(message)\n".utf8))
+        ServerLog.write("\(jobID): \(message)")
     }
 }
 

@@ -137,7 +137,7 @@ public final class WorkerPool: @unchecked Sendable {
                 }
                 claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds)
             } catch {
-                FileHandle.standardError.write(Data("preftune: \(name): cannot claim jobs: \(error)\n".utf8))
+                ServerLog.error("\(name): cannot claim jobs", error)
                 claimed = nil
             }
             guard let job = claimed else {
