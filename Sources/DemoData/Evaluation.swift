@@ -50,10 +50,7 @@ public struct ShapeEvaluation: Sendable {
             let noiseSeed = seed &+ UInt64(start)
             runner.sample(parameters: parameters, x: x.pointer, batch: chunk.count,
                           conditions: Conditions.prompts(chunk.map(\.prompt), config: config), guidance: guidance, steps: steps,
-                          fillNoise: { step, out, count in
-                              var generator = Philox(seed: noiseSeed, stream: 0xDD9, counter: UInt64(step * count))
-                              generator.fillNormal(out, count: count)
-                          })
+                          fillNoise: DDPMNoise(seed: noiseSeed).fill)
             for (b, scene) in chunk.enumerated() {
                 rewards.append(world.reward(x.pointer + b * D))
                 if world.followsPrompt(x.pointer + b * D, scene: scene) { followed += 1 }

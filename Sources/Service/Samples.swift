@@ -189,50 +189,17 @@ enum SamplesAPI {
             var random = Philox(seed: request.seed, stream: 0x5A3E)
             random.fillNormal(x.pointer, count: count * D)
         }
-        guard let rows = denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
+        guard let rows = SampleDrawing.denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
                                  guidance: request.guidance, seed: request.seed, shouldStop: { cancellation.isCancelled }) else {
             throw CancellationError()
         }
         return Drawn(rows: rows, labels: labels)
     }
 
-    /// x_T in `x` to samples, one array per row; DDPM's per-step noise comes from `seed`. Nil when `shouldStop` ended it.
-    static func denoise(_ x: FloatBuffer, model: ModelFile, conditions: Conditions, sampler: SamplerKind, steps: Int, guidance: Float,
-                        seed: UInt64, shouldStop: () -> Bool = { false }) -> [[Float]]? {
-        let count = conditions.count, D = model.config.sampleSize
-        let completed = Sampler(model: ResMLP(config: model.config), kind: sampler, maxBatch: count).sample(
-            parameters: model.parameters, x: x.pointer, batch: count, conditions: conditions, guidance: guidance, steps: steps,
-            fillNoise: { step, out, size in
-                var generator = Philox(seed: seed, stream: 0xDD9, counter: UInt64(step * size))
-                generator.fillNormal(out, count: size)
-            }, shouldStop: shouldStop)
-        guard completed else { return nil }
-        return (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) }
-    }
-
-    /// Whether samples of this shape can be shown as images.
-    static func isImage(_ shape: [Int]) -> Bool { shape.count == 3 && (shape[0] == 1 || shape[0] == 3) }
-
-    /// A PNG grid of `columns` samples per condition row, with fixed noise, for image-shaped models.
-    static func grid(model: ModelFile, conditions: Conditions, columns: Int, steps: Int = 20, guidance: Float = 1, seed: UInt64 = 0) -> [UInt8]? {
-        let shape = model.config.sampleShape
-        guard isImage(shape) else { return nil }
-        var rows: [Int] = []
-        for row in 0..<conditions.count { rows += Array(repeating: row, count: columns) }
-        let repeated = conditions.selecting(rows, config: model.config)
-        let x = FloatBuffer(count: rows.count * model.config.sampleSize)
-        var random = Philox(seed: seed, stream: 0x5A3E)
-        random.fillNormal(x.pointer, count: x.count)
-        guard let samples = denoise(x, model: model, conditions: repeated, sampler: .dpmpp2m, steps: steps, guidance: guidance, seed: seed)
-        else { return nil }
-        return PNG.grid(samples: samples, channels: shape[0], height: shape[1], width: shape[2], columns: columns,
-                        scale: max(1, 64 / max(shape[1], shape[2])))
-    }
-
     static func response(_ request: SampleRequest, model: ModelFile, samples: Drawn) throws -> HTTPResponse {
         let shape = model.config.sampleShape
         if request.png {
-            guard isImage(shape) else {
+            guard SampleDrawing.isImage(shape) else {
                 throw unfit("png needs an image shape [C, H, W] with C 1 or 3; this model's samples are \(shape)", param: "format")
             }
             let scale = max(1, 64 / max(shape[1], shape[2]))

@@ -88,7 +88,7 @@ struct JobRunner {
         sink.logEvery = hyperparameters.logEvery
         let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id
         sink.retain = { try Self.removeCheckpoints(of: jobID, in: directory, keeping: keep, store: jobStore) }
-        if SamplesAPI.isImage(base.config.sampleShape) {
+        if SampleDrawing.isImage(base.config.sampleShape) {
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
                 directory.sampleGrid(step: $0)
             }
@@ -120,7 +120,7 @@ struct JobRunner {
     static func sampleGridWriter(conditions: Conditions, path: @escaping (Int) -> String) -> (CheckpointRecord) -> Void {
         { checkpoint in
             guard let model = try? ModelFile.load(checkpoint.modelPath),
-                  let png = SamplesAPI.grid(model: model, conditions: conditions, columns: 4) else { return }
+                  let png = SampleDrawing.grid(model: model, conditions: conditions, columns: 4) else { return }
             let target = path(checkpoint.step)
             try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try? AtomicFile.write(png, to: target)

@@ -187,11 +187,7 @@ public final class PolicyRollouts {
     private func sample(batch: Int, conditions: Conditions, noiseSeed: UInt64, shouldStop: () -> Bool) -> Bool {
         sampler.sample(parameters: policy, x: noise.pointer, batch: batch, conditions: conditions, guidance: guidance,
                        steps: steps, grid: Array(grid.prefix(batch * steps)),
-                       fillNoise: { step, out, count in
-                           // DDPM's per-step noise: a counter range of its own per step.
-                           var generator = Philox(seed: noiseSeed, stream: 0xDD9, counter: UInt64(step * (count + 1) / 2))
-                           generator.fillNormal(out, count: count)
-                       },
+                       fillNoise: DDPMNoise(seed: noiseSeed).fill,
                        observe: { [unowned self] step in self.record(step) }, shouldStop: shouldStop)
     }
 

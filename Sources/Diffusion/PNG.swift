@@ -1,9 +1,9 @@
 /// A PNG encoder for sample grids, with no image library: 8-bit greyscale or RGB,
 /// the image data in a zlib stream of stored (uncompressed) deflate blocks. Samples
 /// are small; what matters is that every viewer opens the file.
-enum PNG {
+public enum PNG {
     /// `pixels` holds `height` rows of `width` × `channels` bytes (channels 1 or 3).
-    static func encode(width: Int, height: Int, channels: Int, pixels: [UInt8]) -> [UInt8] {
+    public static func encode(width: Int, height: Int, channels: Int, pixels: [UInt8]) -> [UInt8] {
         precondition(channels == 1 || channels == 3, "greyscale or RGB")
         precondition(pixels.count == width * height * channels, "one byte per channel per pixel")
         var png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -73,7 +73,7 @@ enum PNG {
 
     /// Samples of shape [C, H, W] (C·H·W order, values in [−1, 1]) laid out as a grid of
     /// `columns`, each pixel repeated `scale` times, with a 1-pixel gap between tiles.
-    static func grid(samples: [[Float]], channels: Int, height: Int, width: Int, columns: Int, scale: Int) -> [UInt8] {
+    public static func grid(samples: [[Float]], channels: Int, height: Int, width: Int, columns: Int, scale: Int) -> [UInt8] {
         let rows = (samples.count + columns - 1) / columns
         let tileWidth = width * scale, tileHeight = height * scale
         let imageWidth = columns * tileWidth + (columns - 1), imageHeight = rows * tileHeight + (rows - 1)
