@@ -117,8 +117,11 @@ public struct Router: Sendable {
         return routes.first { $0.method == head.method && Self.matches($0, segments) }
     }
 
-    /// A path's non-empty segments, without copying them.
-    static func segments(of path: Substring) -> [Substring] { path.split(separator: "/", omittingEmptySubsequences: true) }
+    /// A path's non-empty segments, without copying them. Split on bytes: splitting on
+    /// Characters walks grapheme boundaries, and this runs on every request.
+    static func segments(of path: Substring) -> [Substring] {
+        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { Substring($0) }
+    }
 
     static func matches(_ route: Route, _ segments: [Substring]) -> Bool {
         guard route.segments.count == segments.count else { return false }
