@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // preftune: preference fine-tuning service for diffusion models.
 // No package dependencies: SQLite and OpenBLAS are system libraries.
-// Layers point one way: Numerics → Diffusion → Training → (JSON) → Jobs → (Store, HTTP) → Service → executables.
+// Layers point one way: (JSON, Numerics) → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
 import PackageDescription
 
 // Float.squareRoot() goes through C's sqrtf, whose errno side effect keeps LLVM
@@ -20,14 +20,14 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux"], swiftSettings: numericsSettings),
-        .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
-        .target(name: "Training", dependencies: ["Numerics", "Diffusion"], swiftSettings: numericsSettings),
-        // A procedural text-to-image world with a reward: demo data and alignment checks.
-        .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training"]),
-
         // JSON values and the one encoder of response bodies, payloads and stored JSON.
         .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux"], swiftSettings: numericsSettings),
+        .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
+        .target(name: "Training", dependencies: ["Numerics", "Diffusion", "JSON"], swiftSettings: numericsSettings),
+        // A procedural text-to-image world with a reward: demo data and alignment checks.
+        .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
+
         // The jobs domain: records, statuses, errors, settings and the public representation,
         // shared by the store, the API and the workers.
         .target(name: "Jobs", dependencies: ["Training", "JSON"]),
@@ -42,8 +42,8 @@ let package = Package(
         .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
-        .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training"]),
-        .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData"]),
+        .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
+        .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "JSON"]),
 
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics", "Diffusion", "Training", "TestSupport"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures", "JSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

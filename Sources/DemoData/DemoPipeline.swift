@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 import Training
 
@@ -38,20 +39,20 @@ public struct DemoPipeline {
     public func pretrain(steps: Int, batchSize: Int = 64, learningRate: Double = 2e-3, log: ((String) -> Void)? = nil) throws -> FloatBuffer {
         let base = ResMLP(config: config).initialParameters(seed: seed)
         return try train(.sft, from: base, data: dataset(for: .sft, pretraining: true), name: "pretrain", log: log, hyperparameters: [
-            "n_steps": steps, "batch_size": batchSize, "learning_rate": learningRate, "lr_scheduler": "cosine",
-            "warmup_steps": min(100, steps / 10), "checkpoint_every": steps, "log_every": max(1, steps / 10),
+            "n_steps": .init(steps), "batch_size": .init(batchSize), "learning_rate": .init(learningRate), "lr_scheduler": "cosine",
+            "warmup_steps": .init(min(100, steps / 10)), "checkpoint_every": .init(steps), "log_every": .init(max(1, steps / 10)),
             // Unconditional rows teach the null condition, which classifier-free guidance needs.
             "prompt_dropout": 0.1,
         ])
     }
 
-    public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: [String: Any],
+    public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: JSONObject,
                          log: ((String) -> Void)? = nil) throws -> FloatBuffer {
         try train(method, from: base, data: dataset(for: method), name: method.rawValue, log: log, hyperparameters: hyperparameters)
     }
 
     func train(_ method: TrainingMethod, from base: FloatBuffer, data: Dataset, name: String, log: ((String) -> Void)?,
-               hyperparameters: [String: Any]) throws -> FloatBuffer {
+               hyperparameters: JSONObject) throws -> FloatBuffer {
         let job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
                               seed: seed, config: config, base: base, training: data)
         let trainer = try Trainer(job: job, directory: "\(directory)/\(name)", sink: LogSink(log: log))

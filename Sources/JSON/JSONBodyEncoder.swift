@@ -3,7 +3,7 @@ import Foundation
 extension JSONValue {
     /// The value of a JSON text, or nil when it is not JSON.
     public static func parse(_ text: some StringProtocol) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        try? JSONParser.parse(text.utf8)
     }
 }
 

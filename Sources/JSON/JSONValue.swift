@@ -147,3 +147,54 @@ public struct AnyKey: CodingKey, Sendable {
 }
 
 extension SortedMembers: Sendable where Value: Sendable {}
+
+extension JSONValue {
+    /// An exact integer: JSON does not tell 2 from 2.0, so an integral number counts.
+    public var exactInteger: Int? {
+        switch self {
+        case let .integer(value): Int(exactly: value)
+        case let .number(value): Int(exactly: value)
+        default: nil
+        }
+    }
+
+    /// A number (integer or not); nil for anything else, Booleans included.
+    public var number: Double? {
+        switch self {
+        case let .integer(value): Double(value)
+        case let .number(value): value
+        default: nil
+        }
+    }
+
+    public var bool: Bool? { if case let .bool(value) = self { value } else { nil } }
+    public var array: [JSONValue]? { if case let .array(value) = self { value } else { nil } }
+
+    /// The value as JSON text, for error messages.
+    public var text: String { JSONBodyEncoder.string(self) }
+}
+
+extension JSONObject {
+    /// The member `key`, with null read as absent (as a request's optional fields are).
+    public func present(_ key: String) -> JSONValue? {
+        guard let value = self[key], value != .null else { return nil }
+        return value
+    }
+}
+
+extension JSONValue {
+    public init(_ value: Int) { self = .integer(Int64(value)) }
+    public init(_ value: Double) { self = .number(value) }
+}
+
+extension JSONValue {
+    /// The value with every object's members in byte order of their names, so equal values
+    /// have equal text whatever order they were written in.
+    public var canonical: JSONValue {
+        switch self {
+        case let .array(elements): .array(elements.map(\.canonical))
+        case let .object(object): .object(JSONObject(object.members.sorted { $0.0 < $1.0 }.map { ($0.0, $0.1.canonical) }))
+        default: self
+        }
+    }
+}

@@ -197,7 +197,7 @@ public final class Application: Sendable {
         var signature = prefix
         if !streamed {
             var canonical = request.body
-            if let value = try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)) { canonical = JSONBodyEncoder.encode(value) }
+            if let value = try? JSONParser.parse(request.body) { canonical = JSONBodyEncoder.encode(value.canonical) }
             signature += " \(SHA256.hex(canonical))"
         }
         func replay(_ stored: IdempotentResponse) -> HTTPResponse {

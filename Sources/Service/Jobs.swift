@@ -103,13 +103,13 @@ enum JobsAPI {
         try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
         let project = context.principal.projectID
 
-        guard let modelID = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
+        guard let modelID = body["model"]?.string else { throw APIError.invalid("model is required", param: "model") }
         guard let modelRow = try models.model(modelID, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
             throw APIError.notFound("model \(modelID)", param: "model")
         }
         func ownedFile(_ field: String) throws -> FileRow? {
-            guard let value = body[field], !(value is NSNull) else { return nil }
-            guard let id = value as? String else { throw APIError.invalid("\(field) must be a file id", param: field) }
+            guard let value = body.present(field) else { return nil }
+            guard let id = value.string else { throw APIError.invalid("\(field) must be a file id", param: field) }
             guard let file = try files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
             return file
         }
@@ -117,26 +117,26 @@ enum JobsAPI {
         let validationRow = try ownedFile("validation_file")
         let trainingFile = trainingRow.id, validationFile = validationRow?.id
 
-        guard let method = body["method"] as? [String: Any] else {
+        guard let method = body["method"]?.object else {
             throw APIError.invalid("method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}", param: "method")
         }
-        let typeName = method["type"] as? String ?? ""
+        let typeName = method["type"]?.string ?? ""
         guard let type = TrainingMethod(rawValue: typeName) else {
             throw APIError.invalid("method.type must be one of \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", "))", param: "method.type")
         }
         if let extra = method.keys.sorted().first(where: { $0 != "type" && $0 != typeName }) {
             throw APIError.invalid("unknown field method.\(extra)", param: "method.\(extra)")
         }
-        let settings = method[typeName] as? [String: Any] ?? [:]
+        let settings = method[typeName]?.object ?? [:]
         if let extra = settings.keys.sorted().first(where: { $0 != "hyperparameters" }) {
             throw APIError.invalid("unknown field method.\(typeName).\(extra)", param: "method.\(typeName).\(extra)")
         }
-        guard settings["hyperparameters"] == nil || settings["hyperparameters"] is [String: Any] else {
+        guard settings["hyperparameters"] == nil || settings["hyperparameters"]?.object != nil else {
             throw APIError.invalid("hyperparameters must be an object", param: "method.\(typeName).hyperparameters")
         }
         let hyperparameters: Hyperparameters
         do {
-            hyperparameters = try Hyperparameters.resolve(settings["hyperparameters"] as? [String: Any] ?? [:], method: type)
+            hyperparameters = try Hyperparameters.resolve(settings["hyperparameters"]?.object ?? [:], method: type)
         } catch let error as HyperparameterError {
             let param = "method.\(typeName).hyperparameters.\(error.param)"
             if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
@@ -145,24 +145,24 @@ enum JobsAPI {
 
         let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? Int.random(in: 0...Int(Int32.max))
         var suffix: String?
-        if let value = body["suffix"], !(value is NSNull) {
-            guard let text = value as? String, (1...40).contains(text.count),
+        if let value = body.present("suffix") {
+            guard let text = value.string, (1...40).contains(text.count),
                   text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
                 throw APIError.invalid("suffix must be 1-40 letters, digits, '-' or '_'", param: "suffix")
             }
             suffix = text
         }
         var metadata: [String: String] = [:]
-        if let value = body["metadata"], !(value is NSNull) {
-            guard let pairs = value as? [String: Any], pairs.count <= 16,
-                  pairs.allSatisfy({ $0.key.count <= 64 && ($0.value as? String).map { $0.count <= 512 } == true }) else {
+        if let value = body.present("metadata") {
+            guard let pairs = value.object, pairs.count <= 16,
+                  pairs.members.allSatisfy({ $0.0.count <= 64 && $0.1.string.map { $0.count <= 512 } == true }) else {
                 throw APIError.invalid("metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)", param: "metadata")
             }
-            metadata = pairs.mapValues { $0 as! String }
+            for (key, value) in pairs.members { metadata[key] = value.string }
         }
         var webhook: String?
-        if let value = body["webhook_url"], !(value is NSNull) {
-            guard let text = value as? String else { throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url") }
+        if let value = body.present("webhook_url") {
+            guard let text = value.string else { throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url") }
             do { _ = try resources.webhooks.validate(text) } catch { throw APIError.invalid("webhook_url: \(error)", param: "webhook_url") }
             webhook = text
         }

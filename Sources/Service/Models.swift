@@ -51,7 +51,7 @@ enum ModelsAPI {
         let body = try RequestJSON.object(context.request)
         try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
         let project = context.principal.projectID
-        guard let id = body["id"] as? String else { throw APIError.invalid("id is required: a name for the model", param: "id") }
+        guard let id = body["id"]?.string else { throw APIError.invalid("id is required: a name for the model", param: "id") }
         guard ModelKey.isValidName(id) else {
             throw APIError.invalid("id must be 1-64 characters: a letter or digit, then letters, digits, '-', '_' or '.'", param: "id")
         }
@@ -59,19 +59,17 @@ enum ModelsAPI {
         let build: @Sendable (HeavyWork.Cancellation) throws -> UncheckedSendable<ModelFile>
         switch (body["config"], body["file"]) {
         case let (config?, nil):
-            guard let configObject = config as? [String: Any], let configData = try? JSONSerialization.data(withJSONObject: configObject) else {
-                throw APIError.invalid("config must be an object (SPEC §2)", param: "config")
-            }
+            guard let configObject = config.object else { throw APIError.invalid("config must be an object (SPEC §2)", param: "config") }
             try ServiceLimits.rejectUnknownKeys(configObject)
             let parsed: ModelConfig
-            do { parsed = try ModelConfig.parse(String(decoding: configData, as: UTF8.self)) } catch let error as ModelConfigError {
+            do { parsed = try ModelConfig.parse(config.text) } catch let error as ModelConfigError {
                 throw APIError.invalid(error.message, param: "config.\(error.param)")
             }
             try ServiceLimits.check(parsed)
             try checkBudget(parsed, budget)
             let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
             build = { _ in UncheckedSendable(ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))) }
-        case let (nil, file as String):
+        case let (nil, .string(file)?):
             guard try resources.files.file(file, project: project) != nil else { throw APIError.notFound("file \(file)", param: "file") }
             let path = resources.data.filePath(file)
             // What the file declares is checked before anything of it is read: the limits a JSON config
@@ -125,27 +123,29 @@ enum ModelsAPI {
 
 /// Decoding request bodies: JSON objects only, with errors that name the field.
 enum RequestJSON {
-    static func object(_ request: HTTPRequest) throws -> [String: Any] {
+    static func object(_ request: HTTPRequest) throws -> JSONObject {
         let type = request.head.header("content-type")?.lowercased() ?? ""
         guard type.hasPrefix("application/json") else {
             throw APIError(status: 415, message: "send the request body as application/json", code: "unsupported_media_type")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any] else {
-            throw APIError.invalid("the request body is not a JSON object")
+        let value: JSONValue
+        do { value = try JSONParser.parse(request.body) } catch {
+            throw APIError.invalid("the request body is not JSON: \(error)")
         }
+        guard let object = value.object else { throw APIError.invalid("the request body is not a JSON object") }
         return object
     }
 
-    static func allowOnly(_ keys: Set<String>, in object: [String: Any]) throws {
+    static func allowOnly(_ keys: Set<String>, in object: JSONObject) throws {
         if let unknown = object.keys.sorted().first(where: { !keys.contains($0) }) {
             throw APIError.invalid("unknown field \(unknown); expected \(keys.sorted().joined(separator: ", "))", param: unknown)
         }
     }
 
-    static func integer(_ value: Any?, param: String, range: ClosedRange<Int>) throws -> Int? {
-        guard let value, !(value is NSNull) else { return nil }
-        guard let number = value as? NSNumber, String(cString: number.objCType) != "c", let exact = Int(exactly: number.doubleValue),
-              range.contains(exact) else {
+    /// An optional integer field (null is absent); JSON does not tell 2 from 2.0, so an integral number counts.
+    static func integer(_ value: JSONValue?, param: String, range: ClosedRange<Int>) throws -> Int? {
+        guard let value, value != .null else { return nil }
+        guard let exact = value.exactInteger, range.contains(exact) else {
             throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
         }
         return exact
@@ -159,18 +159,18 @@ enum ServiceLimits {
     static let vocab = 32_768, maxTokens = 256, vectorDim = 4096
 
     /// The API takes exactly the SPEC §2 fields; a misspelt one is an error, not a silent default.
-    static func rejectUnknownKeys(_ config: [String: Any]) throws {
-        func only(_ allowed: Set<String>, in object: [String: Any], at path: String) throws {
+    static func rejectUnknownKeys(_ config: JSONObject) throws {
+        func only(_ allowed: Set<String>, in object: JSONObject, at path: String) throws {
             if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
                 throw APIError.invalid("unknown field \(path).\(unknown)", param: "\(path).\(unknown)")
             }
         }
         try only(["arch", "sample_shape", "hidden", "depth", "mlp_ratio", "time_freq_dim", "cond", "schedule"], in: config, at: "config")
-        if let cond = config["cond"] as? [String: Any] {
+        if let cond = config["cond"]?.object {
             let kindFields: [String: Set<String>] = ["text": ["vocab", "max_tokens"], "vector": ["dim"], "none": []]
-            try only(Set(["kind"]).union(kindFields[cond["kind"] as? String ?? ""] ?? []), in: cond, at: "config.cond")
+            try only(Set(["kind"]).union(kindFields[cond["kind"]?.string ?? ""] ?? []), in: cond, at: "config.cond")
         }
-        if let schedule = config["schedule"] as? [String: Any] {
+        if let schedule = config["schedule"]?.object {
             try only(["num_train_timesteps", "beta_schedule", "beta_start", "beta_end"], in: schedule, at: "config.schedule")
         }
     }

@@ -81,45 +81,49 @@ enum SamplesAPI {
         var noise: [[Double]]?
         var png: Bool
 
-        init(_ body: [String: Any]) throws {
+        init(_ body: JSONObject) throws {
             try RequestJSON.allowOnly(["model", "prompts", "conditions", "n", "sampler", "steps", "guidance_scale", "seed", "noise", "format"],
                                       in: body)
-            guard let model = body["model"] as? String else { throw APIError.invalid("model is required", param: "model") }
+            guard let model = body["model"]?.string else { throw APIError.invalid("model is required", param: "model") }
             self.model = model
-            if let value = body["prompts"], !(value is NSNull) {
-                guard let list = value as? [String], !list.isEmpty else { throw APIError.invalid("prompts must be a non-empty array of strings", param: "prompts") }
+            if let value = body.present("prompts") {
+                guard let list = value.array?.compactMap(\.string), list.count == value.array?.count, !list.isEmpty else { throw APIError.invalid("prompts must be a non-empty array of strings", param: "prompts") }
                 prompts = list
             }
-            if let value = body["conditions"], !(value is NSNull) {
-                guard let list = value as? [Any], !list.isEmpty else { throw APIError.invalid("conditions must be a non-empty array of vectors (or null)", param: "conditions") }
+            if let value = body.present("conditions") {
+                guard let list = value.array, !list.isEmpty else { throw APIError.invalid("conditions must be a non-empty array of vectors (or null)", param: "conditions") }
                 conditions = try list.map { item in
-                    if item is NSNull { return nil }
-                    guard let vector = item as? [NSNumber] else { throw APIError.invalid("each condition is an array of numbers or null", param: "conditions") }
-                    return vector.map(\.doubleValue)
+                    if item == .null { return nil }
+                    guard let vector = item.array?.compactMap(\.number), vector.count == item.array?.count else {
+                        throw APIError.invalid("each condition is an array of numbers or null", param: "conditions")
+                    }
+                    return vector
                 }
             }
             n = try RequestJSON.integer(body["n"], param: "n", range: 1...SamplesAPI.maximumSamples) ?? 1
-            let samplerName = body["sampler"] as? String ?? "dpmpp2m"
-            guard let kind = SamplerKind(rawValue: samplerName), body["sampler"] == nil || body["sampler"] is String else {
+            let samplerName = body["sampler"]?.string ?? "dpmpp2m"
+            guard let kind = SamplerKind(rawValue: samplerName), body["sampler"] == nil || body["sampler"]?.string != nil else {
                 throw APIError.invalid("sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))", param: "sampler")
             }
             sampler = kind
             steps = try RequestJSON.integer(body["steps"], param: "steps", range: 1...1000) ?? 20
-            if let value = body["guidance_scale"], !(value is NSNull) {
-                guard let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue.isFinite,
-                      (0...100).contains(number.doubleValue) else {
+            if let value = body.present("guidance_scale") {
+                guard let number = value.number, number.isFinite, (0...100).contains(number) else {
                     throw APIError.invalid("guidance_scale must be a number in [0, 100]", param: "guidance_scale")
                 }
-                guidance = number.floatValue
+                guidance = Float(number)
             } else {
                 guidance = 1
             }
             seed = UInt64(try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0)
-            if let value = body["noise"], !(value is NSNull) {
-                guard let rows = value as? [[NSNumber]] else { throw APIError.invalid("noise must be an array of x_T arrays, one per sample", param: "noise") }
-                noise = rows.map { $0.map(\.doubleValue) }
+            if let value = body.present("noise") {
+                let rows = value.array?.map { row in row.array?.compactMap(\.number) }
+                guard let rows, zip(rows, value.array ?? []).allSatisfy({ $0 != nil && $0!.count == $1.array?.count }) else {
+                    throw APIError.invalid("noise must be an array of x_T arrays, one per sample", param: "noise")
+                }
+                noise = rows.map { $0! }
             }
-            let format = body["format"] as? String ?? "json"
+            let format = body["format"]?.string ?? "json"
             guard ["json", "png"].contains(format) else { throw APIError.invalid("format must be json or png", param: "format") }
             png = format == "png"
         }

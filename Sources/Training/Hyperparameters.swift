@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 
 public struct HyperparameterError: Error, CustomStringConvertible, Equatable {
@@ -85,7 +86,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
 
     /// Validates `values` (the request's `hyperparameters` object) for `method` and
     /// fills in the defaults. Unknown keys and out-of-range values name the key.
-    public static func resolve(_ values: [String: Any], method: TrainingMethod, datasetSize: Int? = nil) throws -> Hyperparameters {
+    public static func resolve(_ values: JSONObject, method: TrainingMethod, datasetSize: Int? = nil) throws -> Hyperparameters {
         let allowed = commonKeys.union(methodKeys(method))
         for key in values.keys.sorted() {
             guard let codingKey = CodingKeys(rawValue: key), allowed.contains(codingKey) else {
@@ -94,9 +95,8 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             }
         }
         func integer(_ key: CodingKeys, _ range: ClosedRange<Int>) throws -> Int? {
-            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
-            guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
-                  let exact = Int(exactly: number.doubleValue) else {
+            guard let value = values.present(key.rawValue) else { return nil }
+            guard let exact = value.exactInteger else {
                 throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be an integer in \(range.lowerBound)...\(range.upperBound)")
             }
             guard range.contains(exact) else {
@@ -105,11 +105,10 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             return exact
         }
         func real(_ key: CodingKeys, _ range: ClosedRange<Double>, open: Bool = false) throws -> Double? {
-            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
-            guard let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue.isFinite else {
+            guard let value = values.present(key.rawValue) else { return nil }
+            guard let x = value.number, x.isFinite else {
                 throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be a number")
             }
-            let x = number.doubleValue
             guard range.contains(x), !(open && x == range.lowerBound) else {
                 let interval = open ? "(\(range.lowerBound), \(range.upperBound)]" : "[\(range.lowerBound), \(range.upperBound)]"
                 throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be in \(interval), got \(x)")
@@ -117,9 +116,9 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             return x
         }
         func text<T: RawRepresentable>(_ key: CodingKeys, _ type: T.Type) throws -> T? where T.RawValue == String {
-            guard let value = values[key.rawValue], !(value is NSNull) else { return nil }
-            guard let string = value as? String, let parsed = T(rawValue: string) else {
-                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be one of the supported names, got \(values[key.rawValue]!)")
+            guard let value = values.present(key.rawValue) else { return nil }
+            guard let string = value.string, let parsed = T(rawValue: string) else {
+                throw HyperparameterError(param: key.rawValue, message: "\(key.rawValue) must be one of the supported names, got \(value.text)")
             }
             return parsed
         }
@@ -133,7 +132,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         h.batchSize = try integer(.batchSize, 1...4096) ?? h.batchSize
         h.learningRate = try real(.learningRate, 0...1e30, open: true) ?? defaultLearningRate(method)
         if let schedule = values[CodingKeys.lrScheduler.rawValue] {
-            guard let name = schedule as? String, let parsed = LearningRateSchedule(rawValue: name) else {
+            guard let name = schedule.string, let parsed = LearningRateSchedule(rawValue: name) else {
                 throw HyperparameterError(param: "lr_scheduler", message: "lr_scheduler must be one of \(LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             h.lrScheduler = parsed
@@ -163,10 +162,10 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             h.policySteps = try integer(.policySteps, 1...1000) ?? 20
             h.policyGuidance = try real(.policyGuidance, 0...100) ?? 1
             if let value = values[CodingKeys.perturbTimesteps.rawValue] {
-                guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else {
+                guard let flag = value.bool else {
                     throw HyperparameterError(param: "perturb_timesteps", message: "perturb_timesteps must be true or false")
                 }
-                h.perturbTimesteps = number.boolValue
+                h.perturbTimesteps = flag
             } else {
                 h.perturbTimesteps = true
             }

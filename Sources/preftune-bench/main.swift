@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 import Training
 
@@ -244,7 +245,7 @@ func benchDROEndToEnd(_ bench: BenchConfig, steps: Int) -> Double {
     let data = try! Dataset.parse(Data(lines.joined(separator: "\n").utf8), method: .dro, config: bench.config)
     let base = model.initialParameters(seed: 0)
     random.fillUniform(base.pointer, count: base.count, low: -0.05, high: 0.05)
-    let hyperparameters = try! Hyperparameters.resolve(["n_steps": steps, "batch_size": bench.batch, "checkpoint_every": 1_000_000,
+    let hyperparameters = try! Hyperparameters.resolve(["n_steps": .init(steps), "batch_size": .init(bench.batch), "checkpoint_every": 1_000_000,
                                                        "log_every": 1], method: .dro)
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-bench-\(UUID())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -1,6 +1,7 @@
 import DemoData
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 import Training
 
@@ -44,7 +45,7 @@ let baseReport = evaluation.evaluate(config: pipeline.config, parameters: base)
 // Each method with its defaults (SPEC §5) except the step count and a learning rate fit for this small model.
 // dpo at β = 5000 overshoots at 1e-5 here: reward 0.820 → 0.810 and prompt accuracy 0.721 → 0.553;
 // at 1e-6 both hold or rise (0.859, 0.721).
-let methods: [(TrainingMethod, [String: Any])] = [
+let methods: [(TrainingMethod, JSONObject)] = [
     (.sft, ["learning_rate": 1e-4]),
     (.dpo, ["learning_rate": 1e-6]),
     (.kto, ["learning_rate": 1e-5]),
@@ -54,8 +55,8 @@ let methods: [(TrainingMethod, [String: Any])] = [
 var rows: [(String, ShapeEvaluation.Report)] = [("base", baseReport)]
 for (method, overrides) in methods {
     progress("fine-tuning with \(method.rawValue) (\(fineTuneSteps) steps)…")
-    var hyperparameters: [String: Any] = ["n_steps": fineTuneSteps, "batch_size": 32, "checkpoint_every": fineTuneSteps]
-    hyperparameters.merge(overrides) { $1 }
+    var hyperparameters: JSONObject = ["n_steps": .init(fineTuneSteps), "batch_size": 32, "checkpoint_every": .init(fineTuneSteps)]
+    for (key, value) in overrides.members { hyperparameters[key] = value }
     let tuned = try pipeline.fineTune(method, from: base, hyperparameters: hyperparameters)
     rows.append((method.rawValue, evaluation.evaluate(config: pipeline.config, parameters: tuned)))
 }

@@ -54,3 +54,38 @@ import Testing
         #expect(try JSONDecoder().decode(JSONValue.self, from: foundation) == ["k": [1]])
     }
 }
+
+@Suite struct JSONParserTests {
+    @Test func parsesWhatJSONSerializationWrites() throws {
+        let text = #"{"s":"a\"b\\c\/d\n\u00e9\ud83d\ude00","i":-12,"big":9223372036854775807,"f":2.5e-3,"z":0,"t":true,"n":null,"a":[[],{}]}"#
+        let value = try JSONParser.parse(Array(text.utf8))
+        let object = try #require(value.object)
+        #expect(object["s"]?.string == "a\"b\\c/d\né😀")
+        #expect(object["i"] == .integer(-12) && object["big"] == .integer(Int64.max) && object["f"] == .number(0.0025))
+        #expect(object["z"]?.exactInteger == 0 && object["t"] == true && object["n"] == .null)
+        #expect(object["a"] == [[], .object(JSONObject())])
+        #expect(object.keys == ["s", "i", "big", "f", "z", "t", "n", "a"], "members keep their order")
+        // What Foundation reads, this reads alike.
+        let foundation = try JSONSerialization.jsonObject(with: Data(JSONBodyEncoder.encode(value))) as? [String: Any]
+        #expect(foundation?["s"] as? String == "a\"b\\c/d\né😀")
+    }
+
+    @Test(arguments: ["", "{", "[1,]", "{\"a\":}", "01", "1.", "-", "\"\u{01}\"", "\"\\x\"", "\"\\ud800\"", "tru", "[1] 2", "1e999", "{\"a\" 1}"])
+    func refusesMalformedText(_ text: String) {
+        #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test func boundsNesting() throws {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(deep.utf8)) }
+        let fine = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(try JSONParser.parse(Array(fine.utf8)).array?.count == 1)
+    }
+
+    @Test func canonicalFormSortsMembersAtEveryDepth() throws {
+        let a = try JSONParser.parse(Array(#"{"b":1,"a":{"d":[{"y":1,"x":2}],"c":3}}"#.utf8))
+        let b = try JSONParser.parse(Array(#"{"a":{"c":3,"d":[{"x":2,"y":1}]},"b":1}"#.utf8))
+        #expect(a != b && a.canonical == b.canonical)
+        #expect(JSONBodyEncoder.string(a.canonical) == #"{"a":{"c":3,"d":[{"x":2,"y":1}]},"b":1}"#)
+    }
+}

@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 import Testing
 import Training
@@ -37,7 +38,7 @@ enum TinyJob {
         return Data(lines.joined(separator: "\n").utf8)
     }
 
-    static func job(_ method: TrainingMethod, _ hyper: [String: Any], count: Int = 24, validation: Bool = false) throws -> TrainingJob {
+    static func job(_ method: TrainingMethod, _ hyper: JSONObject, count: Int = 24, validation: Bool = false) throws -> TrainingJob {
         let model = ResMLP(config: config)
         let base = model.initialParameters(seed: 3)
         // Give the zero-initialised layers weights, so every objective has a gradient everywhere.
@@ -61,7 +62,7 @@ enum TinyJob {
 @Suite struct TrainerTests {
     @Test("a resumed run is bit-identical to one that never stopped", arguments: [TrainingMethod.dro, .dpo])
     func resumeIsBitIdentical(method: TrainingMethod) throws {
-        let hyper: [String: Any] = ["n_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 5,
+        let hyper: JSONObject = ["n_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 5,
                                     "log_every": 2, "lr_scheduler": "cosine", "warmup_steps": 2, "ema_decay": 0.9,
                                     "gradient_accumulation_steps": 2, "prompt_dropout": 0.25]
         var extra = hyper
@@ -108,7 +109,7 @@ enum TinyJob {
     @Test("every method trains and reports its statistics", arguments: TrainingMethod.allCases)
     func everyMethodRuns(method: TrainingMethod) throws {
         let sink = RecordingSink()
-        var hyper: [String: Any] = ["n_steps": 3, "batch_size": 4, "log_every": 1]
+        var hyper: JSONObject = ["n_steps": 3, "batch_size": 4, "log_every": 1]
         if method == .dro { hyper["policy_steps"] = 3 }
         let trainer = try Trainer(job: try TinyJob.job(method, hyper), directory: TinyJob.directory(), sink: sink)
         #expect(try trainer.run() == .succeeded(modelPath: trainer.finalModelPath))
@@ -221,7 +222,7 @@ enum TinyJob {
     }
 
     @Test func mistakesNameTheParameter() {
-        let cases: [([String: Any], TrainingMethod, String)] = [
+        let cases: [(JSONObject, TrainingMethod, String)] = [
             (["learning_rat": 1e-4], .sft, "learning_rat"),
             (["beta": 10], .sft, "beta"),
             (["margin": 1], .dpo, "margin"),
@@ -250,8 +251,8 @@ enum TinyJob {
 @Suite struct InterruptedStepTests {
     @Test("a pause inside a rollout resumes bit-identically", arguments: [1, 2])
     func pauseInsideARollout(accumulation: Int) throws {
-        let hyper: [String: Any] = ["n_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 4, "policy_steps": 8,
-                                    "buffer_size": 6, "gradient_accumulation_steps": accumulation, "prompt_dropout": 0.25]
+        let hyper: JSONObject = ["n_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 4, "policy_steps": 8,
+                                   "buffer_size": 6, "gradient_accumulation_steps": .init(accumulation), "prompt_dropout": 0.25]
         let job = try TinyJob.job(.dro, hyper)
         let straight = try Trainer(job: job, directory: TinyJob.directory(), sink: RecordingSink())
         guard case let .succeeded(straightModel) = try straight.run() else { Issue.record("did not finish"); return }
