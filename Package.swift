@@ -32,11 +32,11 @@ let package = Package(
         // shared by the store, the API and the workers.
         .target(name: "Jobs", dependencies: ["Training", "JSON"]),
         // SQLite through the C API, with migrations from migrations/.
-        .target(name: "Store", dependencies: ["CSQLite", "Jobs"]),
+        .target(name: "Store", dependencies: ["CSQLite", "JSON", "Jobs"]),
         // epoll and eventfd, which Swift's Glibc module does not export.
         .target(name: "CLinux"),
         // HTTP/1.1: knows nothing of jobs or routes.
-        .target(name: "HTTP", dependencies: ["CLinux"]),
+        .target(name: "HTTP", dependencies: ["CLinux", "JSON"]),
 
         // The API: routes, auth and the error envelope over Store and HTTP.
         .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux"]),

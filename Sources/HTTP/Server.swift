@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import JSON
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -112,9 +113,9 @@ public final class HTTPServer: Sendable {
     /// A JSON error body, from the application's envelope when it gives one.
     func errorBody(status: Int, message: String, code: String?) -> [UInt8] {
         if let errorBody = configuration.errorBody { return errorBody(status, message, code) }
-        let envelope: [String: Any] = ["error": ["message": message, "type": status >= 500 ? "server_error" : "invalid_request_error",
-                                                 "param": NSNull(), "code": code.map { $0 as Any } ?? NSNull()]]
-        return Array((try? JSONSerialization.data(withJSONObject: envelope)) ?? Data(#"{"error":{"message":"error"}}"#.utf8))
+        let envelope: JSONValue = ["error": ["message": .string(message), "type": status >= 500 ? "server_error" : "invalid_request_error",
+                                             "param": nil, "code": code.map(JSONValue.string) ?? nil]]
+        return JSONBodyEncoder.encode(envelope)
     }
 
     /// Binds and starts the event loops, each on its own thread; returns the bound port.

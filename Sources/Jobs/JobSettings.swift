@@ -33,8 +33,7 @@ public struct JobSettings: Equatable, Sendable {
 
     /// The settings stored with a job; nil when they cannot be read.
     public init?(methodJSON: String, hyperparametersJSON: String) {
-        let object = (try? JSONSerialization.jsonObject(with: Data(methodJSON.utf8))) as? [String: Any]
-        guard let method = (object?["type"] as? String).flatMap(TrainingMethod.init(rawValue:)),
+        guard let method = JSONValue.parse(methodJSON)?.object?["type"]?.string.flatMap(TrainingMethod.init(rawValue:)),
               let hyperparameters = try? JSONDecoder().decode(Hyperparameters.self, from: Data(hyperparametersJSON.utf8)) else { return nil }
         self.init(method: method, hyperparameters: hyperparameters)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 @_exported import Jobs
 
 /// What the API and the workers need of job storage. SQLite implements it; a
@@ -367,9 +368,9 @@ public final class SQLiteJobStore: JobStore {
                 added += connection.changes
             }
             guard added > 0 else { return false }
-            var data: [String: Any] = ["step": step]
-            for (name, value) in values where value.isFinite { data[name] = value }
-            let json = String(decoding: try JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]), as: UTF8.self)
+            var data: [String: JSONValue] = ["step": .init(step)]
+            for (name, value) in values where value.isFinite { data[name] = .number(value) }
+            let json = JSONBodyEncoder.string(SortedMembers(data))
             try Self.appendEvent(connection, jobID, level: "info", type: "metrics", message: summary, data: json)
             let update = try connection.prepare("""
                 UPDATE jobs SET step = MAX(step, ?), samples_per_s = COALESCE(?, samples_per_s), claims_without_progress = 0,

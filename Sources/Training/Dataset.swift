@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import JSON
 import Numerics
 
 /// The training methods, and the JSONL fields each expects (SPEC §8).
@@ -83,16 +84,14 @@ public struct Dataset: Sendable {
                 var end = start
                 while end < bytes.count && bytes[end] != 0x0A { end += 1 }
                 lineNumber += 1
-                let line = Data(bytes[start..<end])
+                let line = UnsafeBufferPointer(rebasing: bytes[start..<end])
                 start = end + 1
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
                 func fail(_ message: String) -> DatasetError { DatasetError(line: lineNumber, message: message) }
 
-                let object: [String: Any]
+                let object: JSONObject
                 do {
-                    guard let parsed = try JSONSerialization.jsonObject(with: line) as? [String: Any] else {
-                        throw fail("expected a JSON object")
-                    }
+                    guard let parsed = try JSONParser.parse(line).object else { throw fail("expected a JSON object") }
                     object = parsed
                 } catch let error as DatasetError {
                     throw error
@@ -105,16 +104,13 @@ public struct Dataset: Sendable {
                 }
                 for field in method.sampleFields {
                     guard let value = object[field] else { throw fail("missing field \"\(field)\"") }
-                    guard let numbers = value as? [Any] else { throw fail("\"\(field)\" must be an array of \(D) numbers (shape \(shape), C·H·W order)") }
+                    guard let numbers = value.array else { throw fail("\"\(field)\" must be an array of \(D) numbers (shape \(shape), C·H·W order)") }
                     guard numbers.count == D else {
                         throw fail("\"\(field)\" has \(numbers.count) values; the model expects \(D) (shape \(shape), C·H·W order)")
                     }
                     var row = [Float](repeating: 0, count: D)
                     for (i, number) in numbers.enumerated() {
-                        guard let n = number as? NSNumber, String(cString: n.objCType) != "c" else {
-                            throw fail("\"\(field)\"[\(i)] is not a number")
-                        }
-                        let value = n.doubleValue
+                        guard let value = number.number else { throw fail("\"\(field)\"[\(i)] is not a number") }
                         guard value.isFinite, abs(value) <= Double(Float.greatestFiniteMagnitude) else {
                             throw fail("\"\(field)\"[\(i)] is not finite")
                         }
@@ -124,36 +120,33 @@ public struct Dataset: Sendable {
                 }
                 switch config.condition {
                 case .text:
-                    guard let prompt = object["prompt"] as? String else {
+                    guard let prompt = object["prompt"]?.string else {
                         throw fail(object["prompt"] == nil ? "missing field \"prompt\" (a string; the model is text-conditioned)" : "\"prompt\" must be a string")
                     }
                     prompts.append(prompt)
                 case let .vector(dim):
                     let value = object["condition"]
-                    if value == nil || value is NSNull {
+                    if value == nil || value == .null {
                         vectors.append(contentsOf: [Float](repeating: 0, count: dim))
                         isNull.append(1)
                     } else {
-                        guard let numbers = value as? [Any], numbers.count == dim else {
+                        guard let numbers = value?.array, numbers.count == dim else {
                             throw fail("\"condition\" must be null or an array of \(dim) numbers")
                         }
                         for (i, number) in numbers.enumerated() {
-                            guard let n = number as? NSNumber, n.doubleValue.isFinite else { throw fail("\"condition\"[\(i)] is not a finite number") }
-                            vectors.append(n.floatValue)
+                            guard let n = number.number, n.isFinite else { throw fail("\"condition\"[\(i)] is not a finite number") }
+                            vectors.append(Float(n))
                         }
                         isNull.append(0)
                     }
                     prompts.append("")
                 case .none:
-                    prompts.append((object["prompt"] as? String) ?? "")
+                    prompts.append(object["prompt"]?.string ?? "")
                 }
                 if method == .kto {
                     guard let label = object["desirable"] else { throw fail("missing field \"desirable\" (true or false)") }
-                    // JSON true/false arrive as NSNumber of type "c"; 1 and 0 must not pass for them.
-                    guard let number = label as? NSNumber, String(cString: number.objCType) == "c" else {
-                        throw fail("\"desirable\" must be true or false")
-                    }
-                    let flag = number.boolValue
+                    // 1 and 0 must not pass for true and false.
+                    guard let flag = label.bool else { throw fail("\"desirable\" must be true or false") }
                     desirable.append(flag)
                 }
             }
