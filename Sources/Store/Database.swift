@@ -33,13 +33,19 @@ public final class Database: @unchecked Sendable {
         if let current = pthread_getspecific(currentReader) {
             return try body(Unmanaged<SQLiteConnection>.fromOpaque(current).takeUnretainedValue())
         }
+        let reader = takeReader()
+        defer { reader.lock.unlock() }
+        return try body(reader.connection)
+    }
+
+    /// The next reader in turn, locked: its caller unlocks it.
+    private func takeReader() -> (connection: SQLiteConnection, lock: NSLock) {
         nextReader.lock()
         let reader = readers[readerCursor % readers.count]
         readerCursor &+= 1
         nextReader.unlock()
         reader.lock.lock()
-        defer { reader.lock.unlock() }
-        return try body(reader.connection)
+        return reader
     }
 
     /// Runs `body` in one read transaction: every `read` it makes on this thread uses the same
@@ -48,11 +54,7 @@ public final class Database: @unchecked Sendable {
     /// anything but the database: it holds a reader.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
         if pthread_getspecific(currentReader) != nil { return try body() }
-        nextReader.lock()
-        let reader = readers[readerCursor % readers.count]
-        readerCursor &+= 1
-        nextReader.unlock()
-        reader.lock.lock()
+        let reader = takeReader()
         defer { reader.lock.unlock() }
         try reader.connection.run("BEGIN")
         pthread_setspecific(currentReader, Unmanaged.passUnretained(reader.connection).toOpaque())

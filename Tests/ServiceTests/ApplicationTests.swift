@@ -5,6 +5,7 @@ import FoundationNetworking
 import HTTP
 import Service
 import Store
+import TestSupport
 import Testing
 import Training
 

@@ -3,6 +3,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -76,12 +77,10 @@ final class ServerProcess {
     func step(_ id: String) async throws -> Int { ((try await job(id))["progress"] as? [String: Any])?["step"] as? Int ?? 0 }
 
     func waitForEnd(_ id: String) async throws -> [String: Any] {
-        for _ in 0..<6000 {
+        try await poll("job \(id) to end") {
             let job = try await job(id)
-            if ["succeeded", "failed", "cancelled"].contains(job["status"] as? String ?? "") { return job }
-            try await Task.sleep(for: .milliseconds(20))
+            return ["succeeded", "failed", "cancelled"].contains(job["status"] as? String ?? "") ? job : nil
         }
-        throw HTTPTestFailure("job \(id) did not end")
     }
 }
 

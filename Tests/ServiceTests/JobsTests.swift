@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import Service
 import Store
+import TestSupport
 import Testing
 
 extension LiveService {
@@ -17,16 +18,12 @@ extension LiveService {
     }
 
     func waitForStatus(_ id: String, notIn: Set<String>) async throws -> [String: Any] {
-        for _ in 0..<200 {
+        try await poll("job \(id) to leave \(notIn)", seconds: 4) {
             let job = try await request("GET", "/v1/fine_tuning/jobs/\(id)", key: adminKey).json
-            if let status = job["status"] as? String, !notIn.contains(status) { return job }
-            try await Task.sleep(for: .milliseconds(20))
+            return (job["status"] as? String).map { !notIn.contains($0) } == true ? job : nil
         }
-        throw HTTPTestFailure("job \(id) stayed in \(notIn)")
     }
 }
-
-struct HTTPTestFailure: Error { let message: String; init(_ m: String) { message = m } }
 
 @Suite struct JobsTests {
     static func dro(_ hyper: [String: Any] = ["n_steps": 5, "batch_size": 4]) -> [String: Any] {

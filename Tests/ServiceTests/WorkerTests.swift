@@ -6,6 +6,7 @@ import FoundationNetworking
 import HTTP
 import Service
 import Store
+import TestSupport
 import Testing
 
 extension LiveService {
@@ -15,23 +16,17 @@ extension LiveService {
 
     /// Polls until the job's status is one of `statuses`.
     func waitFor(_ id: String, _ statuses: Set<String>, seconds: Double = 120) async throws -> [String: Any] {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        while Date() < deadline {
+        try await poll("job \(id) to reach \(statuses)", seconds: seconds) {
             let job = try await job(id)
-            if let status = job["status"] as? String, statuses.contains(status) { return job }
-            try await Task.sleep(for: .milliseconds(20))
+            return (job["status"] as? String).map(statuses.contains) == true ? job : nil
         }
-        throw HTTPTestFailure("job \(id) did not reach \(statuses): \(try await job(id))")
     }
 
     /// Polls until the job has trained at least `step` steps.
     func waitForStep(_ id: String, atLeast step: Int) async throws {
-        let deadline = Date(timeIntervalSinceNow: 120)
-        while Date() < deadline {
-            if ((try await job(id))["progress"] as? [String: Any])?["step"] as? Int ?? 0 >= step { return }
-            try await Task.sleep(for: .milliseconds(5))
+        try await poll("job \(id) to reach step \(step)", every: .milliseconds(5)) {
+            ((try await job(id))["progress"] as? [String: Any])?["step"] as? Int ?? 0 >= step ? () : nil
         }
-        throw HTTPTestFailure("job \(id) did not reach step \(step)")
     }
 
     func events(_ id: String) async throws -> [[String: Any]] {
