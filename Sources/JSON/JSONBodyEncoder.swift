@@ -159,8 +159,12 @@ public enum JSONBodyEncoder {
 
         var array: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
 
+        @inline(__always)
         mutating func reserve(_ more: Int) {
-            guard count + more > capacity else { return }
+            if count + more > capacity { grow(more) }
+        }
+
+        private mutating func grow(_ more: Int) {
             let grown = max(capacity * 2, count + more)
             let new = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
             new.update(from: base, count: count)
@@ -169,6 +173,7 @@ public enum JSONBodyEncoder {
             capacity = grown
         }
 
+        @inline(__always)
         mutating func append(_ byte: UInt8) {
             reserve(1)
             base[count] = byte
@@ -189,10 +194,27 @@ public enum JSONBodyEncoder {
             text.withUTF8 { output.append($0) }
         }
 
+        /// Whether no byte of `text` is a control character, `"` or `\`: eight bytes at a time.
         static func needsNoEscape(_ text: String) -> Bool {
             var text = text
             return text.withUTF8 { utf8 in
-                for byte in utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+                guard let base = utf8.baseAddress else { return true }
+                let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+                // A byte of x is zero exactly when its high bit is set in (x - ones) & ~x & highs.
+                func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+                var index = 0
+                while index + 8 <= utf8.count {
+                    let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                    // Bytes below 0x20 (ASCII only: bytes of 0x80 and up never need escaping) ...
+                    let control = (word &- ones &* 0x20) & ~word & highs
+                    if control != 0 || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C)) { return false }
+                    index += 8
+                }
+                while index < utf8.count {
+                    let byte = utf8[index]
+                    if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+                    index += 1
+                }
                 return true
             }
         }

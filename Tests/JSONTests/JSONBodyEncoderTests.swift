@@ -32,6 +32,16 @@ import Testing
         #expect(text.contains(#""array":[1,"two",[3]]"#))
     }
 
+    @Test func escapesEveryCharacterThatNeedsItWhereverItStands() throws {
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{1F}", "é", "☃", "\u{7F}"] {
+            for position in 0..<20 {
+                let text = String(repeating: "a", count: position) + special + String(repeating: "b", count: 19 - position)
+                let parsed = try JSONParser.parse(JSONBodyEncoder.encode([text]))
+                #expect(parsed == [.string(text)], "\(special.unicodeScalars.map(\.value)) at \(position)")
+            }
+        }
+    }
+
     struct Optionals: Encodable {
         let present: Int? = 1
         let absent: Int? = nil
