@@ -1,6 +1,7 @@
 import Diffusion
 import Foundation
 import Numerics
+import TestSupport
 import Testing
 
 @Suite struct ModelFileTests {
@@ -8,7 +9,7 @@ import Testing
                                     condition: .text(vocab: 32, maxTokens: 4))
 
     static func temporaryPath() -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("model-\(UUID()).safetensors").path
+        TestSupport.temporaryPath("model", suffix: ".safetensors")
     }
 
     @Test func saveThenLoadGivesTheSameModel() throws {

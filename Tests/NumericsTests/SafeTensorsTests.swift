@@ -1,5 +1,6 @@
 import Foundation
 import Numerics
+import TestSupport
 import Testing
 
 @Suite struct SafeTensorsTests {
@@ -98,7 +99,7 @@ import Testing
     }
 
     @Test func atomicWriteReplacesTheFileWhole() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-\(UUID())").path
+        let directory = temporaryPath("preftune")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/m.safetensors"
@@ -136,7 +137,7 @@ import Testing
     }
 
     @Test func readsAFileWrittenByPython() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("py-\(UUID()).safetensors").path
+        let path = temporaryPath("py", suffix: ".safetensors")
         defer { try? FileManager.default.removeItem(atPath: path) }
         _ = try Self.python(["write", path])
         let file = try SafeTensorsFile(contentsOf: path)
@@ -153,7 +154,7 @@ import Testing
     }
 
     @Test func pythonReadsAFileWrittenByPreftune() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sw-\(UUID()).safetensors").path
+        let path = temporaryPath("sw", suffix: ".safetensors")
         defer { try? FileManager.default.removeItem(atPath: path) }
         var writer = SafeTensorsWriter(metadata: ["config": #"{"hidden":4}"#])
         writer.add("blocks.0.fc1.weight", shape: [2, 2], floats: [1, 2, 3, 4.5])

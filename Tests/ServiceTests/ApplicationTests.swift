@@ -28,7 +28,7 @@ final class LiveService {
     }
 
     init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4], settings: ServiceSettings = LiveService.testSettings) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-data-\(UUID())").path
+        directory = temporaryPath("preftune-data")
         let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
         data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
         application = Application(dataDirectory: data, settings: settings, webhookDelays: webhookDelays)

@@ -17,7 +17,7 @@ import Glibc
     }
 
     static func temporaryDirectory() -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("preftune-cli-\(UUID())").path
+        temporaryPath("preftune-cli")
     }
 
     /// Polls /healthz for up to 10 s; whether a server answered.

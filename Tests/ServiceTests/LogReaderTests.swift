@@ -1,11 +1,12 @@
 import Foundation
 @testable import Service
+import TestSupport
 import Testing
 
 /// Where a log read starts (tail, Last-Event-ID) and how a growing file is read in whole lines.
 @Suite struct LogReaderTests {
     static func file(_ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-log-\(UUID()).txt").path
+        let path = temporaryPath("preftune-log", suffix: ".txt")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

@@ -1,10 +1,11 @@
 import Foundation
 import Store
+import TestSupport
 import Testing
 
 @Suite struct MigratorTests {
     static func temporaryDatabase() -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("preftune-\(UUID()).db").path
+        temporaryPath("preftune", suffix: ".db")
     }
 
     static var projectMigrations: [Migration] {
@@ -59,7 +60,7 @@ import Testing
     }
 
     @Test func migrationFilesMustBeNumberedWithoutGaps() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("migrations-\(UUID())").path
+        let directory = temporaryPath("migrations")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try "CREATE TABLE a (x);".write(toFile: "\(directory)/0001_first.sql", atomically: true, encoding: .utf8)
         try "CREATE TABLE c (x);".write(toFile: "\(directory)/0003_third.sql", atomically: true, encoding: .utf8)

@@ -2,6 +2,7 @@ import Diffusion
 import Foundation
 import JSON
 import Numerics
+import TestSupport
 import Testing
 import Training
 
@@ -53,7 +54,7 @@ enum TinyJob {
     }
 
     static func directory() -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-job-\(UUID())").path
+        let path = temporaryPath("preftune-job")
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }

@@ -18,3 +18,8 @@ public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120
         try await Task.sleep(for: interval)
     }
 }
+
+/// A path in the temporary directory no other test uses: `<prefix>-<uuid><suffix>`. Not created.
+public func temporaryPath(_ prefix: String, suffix: String = "") -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID())\(suffix)").path
+}
