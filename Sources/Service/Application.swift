@@ -16,6 +16,8 @@ public final class Application: Sendable {
     public let settings: ServiceSettings
     /// Samples and model creation, off the request threads.
     public let heavyWork: HeavyWork
+    /// Training-file validation: the stage between `validating_files` and `queued`.
+    public let fileValidation: FileValidation
     let idempotency: any IdempotencyStore
     let resources: Resources
     let router: Router
@@ -54,20 +56,23 @@ public final class Application: Sendable {
         JobMetricsAPI.add(to: &router, store: jobs)
         Dashboard.add(to: &router)
         self.router = router
+        fileValidation = FileValidation(resources: resources, changes: statusChanges)
+        fileValidation.start()
         statusChanges.observe { jobID, status in
             if status.isTerminal { webhooks.jobFinished(jobID) }
         }
     }
 
-    /// Jobs left in `validating_files` by a stopped server are validated again.
-    public func resumeValidations() {
-        for job in (try? jobs.jobs(status: .validatingFiles)) ?? [] {
-            JobsAPI.validateInBackground(job, resources, changes: statusChanges)
-        }
-    }
+    /// Jobs left in `validating_files` by a stopped server are validated again (the stage
+    /// finds them on its own within a second; this looks at once).
+    public func resumeValidations() { fileValidation.wake() }
 
-    /// Stops heavy request work (samples, model builds): what runs is cancelled.
-    public func stop() { heavyWork.stop() }
+    /// Stops heavy request work (samples, model builds: what runs is cancelled) and the
+    /// validation stage (after the file it is reading).
+    public func stop() {
+        heavyWork.stop()
+        fileValidation.stop()
+    }
 
     /// Streams this application produces (log followers) run on the server's handler threads.
     public func serve(on server: HTTPServer) {

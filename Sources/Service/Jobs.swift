@@ -167,9 +167,9 @@ enum JobsAPI {
             webhook = text
         }
         // Memory, with the examples counted at upload (older uploads are checked when validated).
-        if let refusal = budgetRefusal(config: config, method: type, hyperparameters: hyperparameters,
-                                       examples: trainingRow.lines ?? 0, validationExamples: validationRow.map { $0.lines ?? 0 },
-                                       budget: resources.settings.memoryBudget) {
+        if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: type, hyperparameters: hyperparameters,
+                                                                         examples: trainingRow.lines ?? 0,
+                                                                         validationExamples: validationRow.map { $0.lines ?? 0 }) {
             throw APIError(status: 400, message: refusal, param: "method.\(typeName).hyperparameters", code: "over_memory_budget")
         }
         if let lines = trainingRow.lines {
@@ -186,85 +186,8 @@ enum JobsAPI {
                             metadata: JSONBodyEncoder.string(SortedMembers(metadata)),
                             webhookURL: webhook, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
-        DispatchQueue.global(qos: .utility).async {
-            if let status = validateFiles(job, config: config, method: type, hyperparameters: hyperparameters, resources) {
-                changes.post(jobID: job.id, status: status)
-            }
-        }
+        // The validation stage takes it from here.
+        changes.post(jobID: job.id, status: .validatingFiles)
         return .json(FineTuningJob(job))
-    }
-
-    /// Why a job would not fit the memory budget, or nil.
-    static func budgetRefusal(config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters, examples: Int,
-                              validationExamples: Int?, budget: MemoryBudget) -> String? {
-        let estimate = MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
-                                               validationExamples: validationExamples)
-        return budget.refusal(estimate, what: "this job")
-    }
-
-    /// Validation of a job whose server stopped before it finished.
-    static func validateInBackground(_ job: JobRecord, _ resources: Application.Resources, changes: JobStatusChanges) {
-        let data = resources.data, store = resources.jobs
-        DispatchQueue.global(qos: .utility).async {
-            let base = try? ModelFile.declaredConfig(data.modelPath(job.model))
-            guard let base, let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
-                let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
-                                     param: "model")
-                if (try? store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: error.message, level: "error")) == true {
-                    changes.post(jobID: job.id, status: .failed)
-                }
-                return
-            }
-            if let status = validateFiles(job, config: base, method: settings.method, hyperparameters: settings.hyperparameters, resources) {
-                changes.post(jobID: job.id, status: status)
-            }
-        }
-    }
-
-    /// Reads every line of the training (and validation) file against the model;
-    /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
-    static func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
-                              _ resources: Application.Resources) -> JobStatus? {
-        let data = resources.data, store = resources.jobs
-        do {
-            // Before any file is parsed: the job's memory with every line an example, and the step limit.
-            let trainingLines = try Dataset.countLines(path: data.filePath(job.trainingFile))
-            let validationLines = try job.validationFile.map { try Dataset.countLines(path: data.filePath($0)) }
-            if let refusal = budgetRefusal(config: config, method: method, hyperparameters: hyperparameters, examples: trainingLines,
-                                           validationExamples: validationLines, budget: resources.settings.memoryBudget) {
-                return try fail(job, code: "over_memory_budget", param: "training_file", message: refusal, store: store)
-            }
-            let training: Dataset
-            do {
-                training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
-                if let validation = job.validationFile {
-                    do { _ = try Dataset.load(path: data.filePath(validation), method: method, config: config) } catch let error as DatasetError {
-                        return try fail(job, field: "validation_file", error, store: store)
-                    }
-                }
-            } catch let error as DatasetError {
-                return try fail(job, field: "training_file", error, store: store)
-            }
-            let steps: Int
-            do { steps = try hyperparameters.checkedTotalSteps(datasetSize: training.count) } catch let error as HyperparameterError {
-                return try fail(job, code: "invalid_hyperparameters", param: "hyperparameters.\(error.param)", message: error.message, store: store)
-            }
-            try store.setTotalSteps(job.id, steps)
-            let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
-                                              event: "Validated files: \(training.count) examples; job queued", level: "info")
-            return queued ? .queued : nil
-        } catch {
-            ServerLog.error("validating \(job.id)", error)
-            return nil
-        }
-    }
-
-    static func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> JobStatus? {
-        try fail(job, code: "invalid_\(field)", param: field, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", store: store)
-    }
-
-    static func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> JobStatus? {
-        let error = JobError(code: code, message: message, param: param)
-        return try store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: message, level: "error") ? .failed : nil
     }
 }

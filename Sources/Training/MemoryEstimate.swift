@@ -135,4 +135,11 @@ public struct MemoryBudget: Sendable, Equatable {
         guard estimate.total > bytes else { return nil }
         return "\(what) would need about \(estimate) of memory (\(estimate.breakdown)), over this server's limit of \(ByteCount.describe(bytes)) (--max-job-memory); \(advice)"
     }
+
+    /// Why a training job would not fit, or nil: checked at creation, at validation and by the worker.
+    public func trainingRefusal(config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters, examples: Int,
+                                validationExamples: Int?) -> String? {
+        refusal(MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
+                                        validationExamples: validationExamples), what: "this job")
+    }
 }

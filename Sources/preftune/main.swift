@@ -145,7 +145,6 @@ func serve(_ arguments: [String]) -> Never {
         fail("\(error)")
     }
     // Started after the server, so the request threads exist and keep their priority.
-    application.resumeValidations()
     pool.start()
     // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish,
     // running jobs write a training state and go back to the queue.

@@ -70,6 +70,7 @@ final class LiveService {
         pool?.stop()
         server.shutdown()
         server.wait()
+        application.stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
 

@@ -76,8 +76,8 @@ struct JobRunner {
         // The budget again, as this worker's operator sets it, before the datasets are expanded in memory.
         let lines = (try? Dataset.countLines(path: data.filePath(job.trainingFile))) ?? 0
         let validationLines = job.validationFile.map { (try? Dataset.countLines(path: data.filePath($0))) ?? 0 }
-        if let refusal = JobsAPI.budgetRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
-                                               validationExamples: validationLines, budget: memoryBudget) {
+        if let refusal = memoryBudget.trainingRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
+                                                      validationExamples: validationLines) {
             throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
         }
         let training = try dataset(job.trainingFile, field: "training_file")

@@ -1,0 +1,130 @@
+import CLinux
+import Diffusion
+import Dispatch
+import Foundation
+import Jobs
+import Store
+import Synchronization
+import Training
+
+/// The pipeline's first stage: every job in `validating_files` has its files read
+/// against its model (each line parsed, the memory budget and the step limit
+/// checked), then goes on to `queued` or ends `failed` with the first bad line.
+///
+/// It takes its work from the store, not from whoever created the job: a job that a
+/// stopped server left in `validating_files` is picked up when the stage starts, and a
+/// stage in another process would find the same jobs. It wakes when a job is created
+/// (a status change to `validating_files`) and looks again every second regardless.
+/// Requests never wait for it: creating a job answers at once.
+public final class FileValidation: Sendable {
+    private let resources: Application.Resources
+    private let changes: JobStatusChanges
+    private let wakeups = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let stopped = DispatchSemaphore(value: 0)
+    static let pollSeconds = 1.0
+
+    init(resources: Application.Resources, changes: JobStatusChanges) {
+        self.resources = resources
+        self.changes = changes
+        changes.observe { [weak self] _, status in
+            if status == .validatingFiles { self?.wake() }
+        }
+    }
+
+    /// Starts the stage's thread (a file's validation holds it for as long as the file takes to read).
+    func start() {
+        Thread { [self] in
+            _ = preftune_name_current_thread("validation")
+            // Reading a large file must not slow the event loops: below them, as sampling is.
+            _ = preftune_set_thread_nice(0, 2)
+            while !stopping.load(ordering: .relaxed) {
+                validatePending()
+                _ = wakeups.wait(timeout: .now() + Self.pollSeconds)
+            }
+            stopped.signal()
+        }.start()
+    }
+
+    /// Looks for jobs to validate now.
+    public func wake() { wakeups.signal() }
+
+    /// Stops after the validation in progress, if any.
+    func stop() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        wake()
+        stopped.wait()
+    }
+
+    /// Validates every job waiting, oldest first.
+    func validatePending() {
+        let pending: [JobRecord]
+        do { pending = try resources.jobs.jobs(status: .validatingFiles) } catch {
+            ServerLog.error("listing jobs to validate", error)
+            return
+        }
+        for job in pending where !stopping.load(ordering: .relaxed) {
+            if let status = validate(job) { changes.post(jobID: job.id, status: status) }
+        }
+    }
+
+    /// One job: its stored settings and base model, then its files. Returns the new status.
+    func validate(_ job: JobRecord) -> JobStatus? {
+        let store = resources.jobs
+        guard let base = try? ModelFile.declaredConfig(resources.data.modelPath(job.model)),
+              let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
+            let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
+                                 param: "model")
+            let failed = (try? store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: error.message, level: "error")) == true
+            return failed ? .failed : nil
+        }
+        return validateFiles(job, config: base, method: settings.method, hyperparameters: settings.hyperparameters)
+    }
+
+    /// Reads every line of the training (and validation) file against the model;
+    /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
+    func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
+                              _ unused: Void = ()) -> JobStatus? {
+        let data = resources.data, store = resources.jobs
+        do {
+            // Before any file is parsed: the job's memory with every line an example, and the step limit.
+            let trainingLines = try Dataset.countLines(path: data.filePath(job.trainingFile))
+            let validationLines = try job.validationFile.map { try Dataset.countLines(path: data.filePath($0)) }
+            if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: hyperparameters,
+                                                                             examples: trainingLines, validationExamples: validationLines) {
+                return try fail(job, code: "over_memory_budget", param: "training_file", message: refusal, store: store)
+            }
+            let training: Dataset
+            do {
+                training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
+                if let validation = job.validationFile {
+                    do { _ = try Dataset.load(path: data.filePath(validation), method: method, config: config) } catch let error as DatasetError {
+                        return try fail(job, field: "validation_file", error, store: store)
+                    }
+                }
+            } catch let error as DatasetError {
+                return try fail(job, field: "training_file", error, store: store)
+            }
+            let steps: Int
+            do { steps = try hyperparameters.checkedTotalSteps(datasetSize: training.count) } catch let error as HyperparameterError {
+                return try fail(job, code: "invalid_hyperparameters", param: "hyperparameters.\(error.param)", message: error.message, store: store)
+            }
+            try store.setTotalSteps(job.id, steps)
+            let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
+                                              event: "Validated files: \(training.count) examples; job queued", level: "info")
+            return queued ? .queued : nil
+        } catch {
+            ServerLog.error("validating \(job.id)", error)
+            return nil
+        }
+    }
+
+    func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> JobStatus? {
+        try fail(job, code: "invalid_\(field)", param: field, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", store: store)
+    }
+
+    func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> JobStatus? {
+        let error = JobError(code: code, message: message, param: param)
+        return try store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: message, level: "error") ? .failed : nil
+    }
+}
