@@ -77,12 +77,36 @@ final class LiveService {
     var adminKey: String { (try? String(contentsOfFile: data.adminKeyPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
 
     func request(_ method: String, _ path: String, key: String? = nil) async throws -> (status: Int, json: [String: Any]) {
-        var request = URLRequest(url: URL(string: base + path)!)
-        request.httpMethod = method
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        let (body, response) = try await URLSession.shared.data(for: request)
-        let json = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
-        return ((response as! HTTPURLResponse).statusCode, json)
+        let answer = try await handle(method, path, key: key)
+        return (answer.status, (try? JSONSerialization.jsonObject(with: answer.body)) as? [String: Any] ?? [:])
+    }
+
+    /// Answers a request in-process, through `Application.handle` as the event loop calls it:
+    /// the same routing, authentication, handlers and envelope, without a socket. (Uploads, the
+    /// HTTP layer's own limits and streaming are tested over real sockets: FilesTests, HTTPTests,
+    /// HardeningTests, ExecutableTests.) A streamed body is read to its end; a file body is read.
+    func handle(_ method: String, _ path: String, key: String? = nil, contentType: String? = nil,
+                body: [UInt8] = []) async throws -> (status: Int, body: Data, type: String?) {
+        var headers: [(name: String, value: String)] = [("Host", "127.0.0.1")]
+        if let key { headers.append(("Authorization", "Bearer \(key)")) }
+        if let contentType { headers.append(("Content-Type", contentType)) }
+        if !body.isEmpty { headers.append(("Content-Length", "\(body.count)")) }
+        let head = HTTPRequestHead(method: method, target: path, minorVersion: 1, headers: headers)
+        let response = await application.handle(HTTPRequest(head: head, body: body))
+        let type = response.headers.first { $0.0.lowercased() == "content-type" }?.1
+        switch response.body {
+        case let .bytes(bytes):
+            return (response.status, Data(bytes), type)
+        case let .file(path, offset, size):
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            return (response.status, try handle.read(upToCount: size) ?? Data(), type)
+        case let .stream(stream):
+            var collected = Data()
+            for await piece in stream { collected.append(contentsOf: piece) }
+            return (response.status, collected, type)
+        }
     }
 }
 

@@ -14,14 +14,8 @@ extension LiveService {
 
     /// The answer as bytes, with its content type (a PNG, say).
     func postRaw(_ path: String, _ object: [String: Any], key: String? = nil) async throws -> (status: Int, body: Data, type: String?) {
-        var request = URLRequest(url: URL(string: base + path)!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue("Bearer \(key ?? adminKey)", forHTTPHeaderField: "Authorization")
-        request.httpBody = try JSONSerialization.data(withJSONObject: object)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        return (http.statusCode, data, http.value(forHTTPHeaderField: "Content-Type"))
+        try await handle("POST", path, key: key ?? adminKey, contentType: "application/json",
+                         body: Array(try JSONSerialization.data(withJSONObject: object)))
     }
 }
 
