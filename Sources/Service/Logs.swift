@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HTTP
 import Store
 
@@ -104,62 +105,67 @@ struct LogReader {
 /// The log followers of every job: each waits on its own stream of wake-ups, sent when
 /// its job's log grows or its status changes, and every 15 s so SSE can keep the
 /// connection alive through proxies.
-public final class LogFollowers: @unchecked Sendable {
+public final class LogFollowers: Sendable {
     static let keepAliveSeconds = 15.0
 
-    private let lock = NSLock()
-    private var waiting: [String: [UUID: AsyncStream<Void>.Continuation]] = [:]
-    /// Jobs with followers that ended while followed.
-    private var ended: Set<String> = []
-    private let ticker: DispatchSourceTimer
+    struct Followers {
+        var waiting: [String: [UUID: AsyncStream<Void>.Continuation]] = [:]
+        /// Jobs with followers that ended while followed.
+        var ended: Set<String> = []
+    }
+    private let followers = Mutex(Followers())
+    /// Wakes every follower every 15 s (SSE's keep-alive comment).
+    private let ticker = Mutex<Task<Void, Never>?>(nil)
     /// Where followers run: the server's handler threads (`Application.serve(on:)`), else Swift's global pool.
-    private let executorLock = NSLock()
-    private var preferredExecutor: (any TaskExecutor)?
+    private let preferredExecutor = Mutex<(any TaskExecutor)?>(nil)
 
-    func run(on executor: any TaskExecutor) { executorLock.withLock { preferredExecutor = executor } }
+    func run(on executor: any TaskExecutor) { preferredExecutor.withLock { $0 = executor } }
 
     init(changes: JobStatusChanges) {
-        ticker = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
-        ticker.schedule(deadline: .now() + Self.keepAliveSeconds, repeating: Self.keepAliveSeconds)
         changes.observeLogs { [weak self] jobID in self?.wake(jobID) }
         changes.observe { [weak self] jobID, status in self?.statusChanged(jobID, status) }
-        ticker.setEventHandler { [weak self] in self?.wakeAll() }
-        ticker.resume()
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(Self.keepAliveSeconds))
+                self?.wakeAll()
+            }
+        }
+        ticker.withLock { $0 = task }
     }
 
-    deinit { ticker.cancel() }
+    deinit { ticker.withLock { $0?.cancel() } }
 
     /// Followers connected now.
-    public var count: Int { lock.withLock { waiting.values.reduce(0) { $0 + $1.count } } }
+    public var count: Int { followers.withLock { $0.waiting.values.reduce(0) { $0 + $1.count } } }
 
     func wake(_ jobID: String) {
-        for continuation in lock.withLock({ waiting[jobID].map { Array($0.values) } ?? [] }) { continuation.yield() }
+        for continuation in followers.withLock({ $0.waiting[jobID].map { Array($0.values) } ?? [] }) { continuation.yield() }
     }
 
     func wakeAll() {
-        for continuation in lock.withLock({ waiting.values.flatMap(\.values) }) { continuation.yield() }
+        for continuation in followers.withLock({ $0.waiting.values.flatMap(\.values) }) { continuation.yield() }
     }
 
     func statusChanged(_ jobID: String, _ status: JobStatus) {
-        if status.isTerminal { lock.withLock { if waiting[jobID] != nil { _ = ended.insert(jobID) } } }
+        if status.isTerminal { followers.withLock { if $0.waiting[jobID] != nil { _ = $0.ended.insert(jobID) } } }
         wake(jobID)
     }
 
-    func hasEnded(_ jobID: String) -> Bool { lock.withLock { ended.contains(jobID) } }
+    func hasEnded(_ jobID: String) -> Bool { followers.withLock { $0.ended.contains(jobID) } }
 
     private func subscribe(_ jobID: String) -> (UUID, AsyncStream<Void>) {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let token = UUID()
-        lock.withLock { waiting[jobID, default: [:]][token] = continuation }
+        followers.withLock { $0.waiting[jobID, default: [:]][token] = continuation }
         return (token, stream)
     }
 
     private func unsubscribe(_ jobID: String, _ token: UUID) {
-        let continuation: AsyncStream<Void>.Continuation? = lock.withLock {
-            let removed = waiting[jobID]?.removeValue(forKey: token)
-            if waiting[jobID]?.isEmpty == true {
-                waiting[jobID] = nil
-                ended.remove(jobID)
+        let continuation: AsyncStream<Void>.Continuation? = followers.withLock { followers in
+            let removed = followers.waiting[jobID]?.removeValue(forKey: token)
+            if followers.waiting[jobID]?.isEmpty == true {
+                followers.waiting[jobID] = nil
+                followers.ended.remove(jobID)
             }
             return removed
         }
@@ -173,7 +179,7 @@ public final class LogFollowers: @unchecked Sendable {
         // Subscribed before the status is read: an end between the two is not missed.
         let (token, wakes) = subscribe(jobID)
         let endedAlready = (try? store.job(jobID, project: nil))??.status.isTerminal ?? false
-        let task = Task(executorPreference: executorLock.withLock { preferredExecutor }) { [self] in
+        let task = Task(executorPreference: preferredExecutor.withLock { $0 }) { [self] in
             var reader = start
             var lastSent = Date()
             var iterator = wakes.makeAsyncIterator()

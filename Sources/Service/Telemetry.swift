@@ -1,11 +1,12 @@
 import Foundation
 import HTTP
 import Store
+import Synchronization
 
 /// What `GET /metrics` reports besides the store's counts: HTTP requests and their
 /// latency by route, method and status, and the training side — workers, the jobs
 /// they run (step, loss) and the samples trained since the process started.
-public final class Telemetry: @unchecked Sendable {
+public final class Telemetry: Sendable {
     /// Histogram buckets of request latency, in seconds.
     static let buckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
@@ -23,41 +24,43 @@ public final class Telemetry: @unchecked Sendable {
     }
     struct RunningJob { var step = 0; var loss: Double? }
 
-    private let lock = NSLock()
-    private var requests: [RequestKey: Latency] = [:]
-    private var running: [String: RunningJob] = [:]
-    private var samplesTrained = 0
-    private var workers = 0
+    struct Counters {
+        var requests: [RequestKey: Latency] = [:]
+        var running: [String: RunningJob] = [:]
+        var samplesTrained = 0
+        var workers = 0
+    }
+    private let counters = Mutex(Counters())
 
     public init() {}
 
     func recordRequest(route: String, method: String, code: Int, seconds: Double) {
         let bucket = Self.buckets.firstIndex { seconds <= $0 }
         let key = RequestKey(route: route, method: method, code: code)
-        lock.withLock {
+        counters.withLock {
             // In place: a copy out of the dictionary would copy its bucket array on every request.
-            requests[key, default: Latency()].record(bucket: bucket, seconds: seconds)
+            $0.requests[key, default: Latency()].record(bucket: bucket, seconds: seconds)
         }
     }
 
-    func setWorkers(_ count: Int) { lock.withLock { workers = count } }
-    func jobStarted(_ id: String) { lock.withLock { running[id] = RunningJob() } }
-    func jobStopped(_ id: String) { lock.withLock { running[id] = nil } }
+    func setWorkers(_ count: Int) { counters.withLock { $0.workers = count } }
+    func jobStarted(_ id: String) { counters.withLock { $0.running[id] = RunningJob() } }
+    func jobStopped(_ id: String) { counters.withLock { $0.running[id] = nil } }
 
     func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int) {
-        lock.withLock {
-            if running[id] != nil {
-                running[id]!.step = step
-                if let loss { running[id]!.loss = loss }
+        counters.withLock { counters in
+            if counters.running[id] != nil {
+                counters.running[id]!.step = step
+                if let loss { counters.running[id]!.loss = loss }
             }
-            samplesTrained += samples
+            counters.samplesTrained += samples
         }
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
     /// `perJob`: series labelled by job id (step, loss), for a scraper holding the metrics token only.
     func render(jobsByStatus: [JobStatus: Int], followers: Int, perJob: Bool) -> String {
-        let (requests, running, samplesTrained, workers) = lock.withLock { (self.requests, self.running, self.samplesTrained, self.workers) }
+        let (requests, running, samplesTrained, workers) = counters.withLock { ($0.requests, $0.running, $0.samplesTrained, $0.workers) }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
         func label(_ value: String) -> String {
