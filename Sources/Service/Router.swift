@@ -1,6 +1,7 @@
 import Foundation
 import Store
 import HTTP
+import Synchronization
 
 /// What a handler of an authenticated route gets: the request, the path parameters, and
 /// who is asking (the route's wrapper has authenticated them).
@@ -23,12 +24,14 @@ public struct RequestContext: Sendable {
 /// its body has been read: the handler calls `verify` with a signature of what it stored
 /// (the content's hash) before committing it. A repeat of the first request then gets the
 /// first response (`Replay`, which undoes this one), another request with the key a 409.
-public final class IdempotencyCheck: @unchecked Sendable {
+public final class IdempotencyCheck: Sendable {
     struct Replay: Error { let response: IdempotentResponse }
 
     let previous: IdempotentResponse?
     let prefix: String
-    private(set) var signature: String?
+    private let verified = Mutex<String?>(nil)
+    /// What the handler stored, once it has verified it.
+    var signature: String? { verified.withLock { $0 } }
 
     init(previous: IdempotentResponse?, prefix: String) {
         self.previous = previous
@@ -44,7 +47,7 @@ public final class IdempotencyCheck: @unchecked Sendable {
             }
             throw Replay(response: previous)
         }
-        self.signature = signature
+        verified.withLock { $0 = signature }
     }
 }
 
