@@ -239,10 +239,8 @@ final class Connection {
     let address: UInt32
     /// Handlers running for this connection, by sequence: cancelled when the client leaves.
     var handlers: [Int: Task<Void, Never>] = [:]
-    var nextSequence = 0
-    var nextToSend = 0
-    var ready: [Int: HTTPResponse] = [:]
-    var keepAlive: [Int: Bool] = [:]
+    /// Responses in request order (pipelining).
+    var responses = ResponseQueue()
     var streaming: (sequence: Int, task: Task<Void, Never>)?
     /// A file being sent: its descriptor, the bytes left, and the response it belongs to.
     var sendingFile: (fd: Int32, remaining: Int, sequence: Int)?
@@ -263,7 +261,7 @@ final class Connection {
         lastActivity = now
     }
 
-    var inFlight: Bool { nextSequence > nextToSend || head != nil || bodyStream != nil || sendingFile != nil }
+    var inFlight: Bool { responses.pending > 0 || head != nil || bodyStream != nil || sendingFile != nil }
 }
 
 /// One event loop: its connections, their handlers' tasks (it is their executor), and an
@@ -369,7 +367,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Whether this connection has more work queued than it may: its requests then wait.
     func overBound(_ connection: Connection) -> Bool {
-        connection.nextSequence - connection.nextToSend >= server.configuration.maxQueuedResponses
+        connection.responses.pending >= server.configuration.maxQueuedResponses
             || connection.output.count >= server.configuration.maxBufferedOutput
     }
 
@@ -560,9 +558,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Runs the handler as a task on this loop; its response comes back through the inbox.
     func dispatch(_ request: HTTPRequest, on connection: Connection) {
-        let sequence = connection.nextSequence
-        connection.nextSequence += 1
-        connection.keepAlive[sequence] = request.head.keepAlive && !server.isShuttingDown
+        let sequence = connection.responses.enqueue(keepAlive: request.head.keepAlive && !server.isShuttingDown)
         let (handler, fd, generation) = (server.handler, connection.fd, connection.generation)
         connection.handlers[sequence] = Task(executorPreference: self) { [self] in
             let response = await handler(request)
@@ -576,13 +572,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         connection.bodyStream = nil
         connection.backlog = []
         let body = server.errorBody(status: status, message: message, code: status == 408 ? "request_timeout" : nil)
-        let sequence = connection.nextSequence
-        connection.nextSequence += 1
-        connection.keepAlive[sequence] = false
+        let sequence = connection.responses.enqueue(keepAlive: false)
         connection.head = nil
         connection.requestStarted = nil
         connection.closeAfterFlush = true
-        connection.ready[sequence] = HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body))
+        connection.responses.complete(sequence, with: HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body)))
         sendReady(connection)
     }
 
@@ -604,17 +598,17 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
             case let .response(fd, generation, sequence, response):
                 guard let connection = live(fd, generation) else { continue }
                 connection.handlers[sequence] = nil
-                if let unread = connection.bodyStream, sequence == connection.nextSequence - 1 {
+                if let unread = connection.bodyStream, sequence == connection.responses.newest {
                     // Answered before its body was read (e.g. 401): the rest of the body
                     // cannot be skipped reliably, so the connection ends after this response.
                     unread.finish(error: "the response was sent before the body was read")
                     connection.bodyStream = nil
                     connection.head = nil
                     connection.requestStarted = nil
-                    connection.keepAlive[sequence] = false
+                    connection.responses.closeAfter(sequence)
                     connection.closeAfterFlush = true
                 }
-                connection.ready[sequence] = response
+                connection.responses.complete(sequence, with: response)
                 sendReady(connection)
             case let .resumeReading(fd, generation):
                 guard let connection = live(fd, generation) else { continue }
@@ -640,12 +634,9 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Writes responses in request order, as far as they are ready.
     func sendReady(_ connection: Connection) {
+        // Once shutting down, every response tells the client to go elsewhere next time.
         while connection.streaming == nil, connection.sendingFile == nil, connections[connection.fd] === connection,
-              let response = connection.ready.removeValue(forKey: connection.nextToSend) {
-            let sequence = connection.nextToSend
-            // Once shutting down, every response tells the client to go elsewhere next time.
-            let keepAlive = (connection.keepAlive[sequence] ?? false) && !server.isShuttingDown
-            connection.keepAlive[sequence] = keepAlive
+              let (sequence, response, keepAlive) = connection.responses.takeNext(shuttingDown: server.isShuttingDown) {
             switch response.body {
             case let .bytes(body):
                 write(response.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
@@ -677,8 +668,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     func finishResponse(_ connection: Connection, sequence: Int) {
-        if connection.keepAlive.removeValue(forKey: sequence) == false { connection.closeAfterFlush = true }
-        connection.nextToSend = sequence + 1
+        if !connection.responses.sent(sequence) { connection.closeAfterFlush = true }
         connection.lastActivity = Self.now()
         if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { lingerThenClose(connection); return }
         sendReady(connection)
@@ -705,7 +695,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
         if !connection.backlog.isEmpty || connection.readingPaused { processBacklog(connection) }
-        if connection.closeAfterFlush, connection.streaming == nil, connection.nextToSend >= connection.nextSequence {
+        if connection.closeAfterFlush, connection.streaming == nil, connection.responses.pending == 0 {
             lingerThenClose(connection)
         }
     }
