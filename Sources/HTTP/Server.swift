@@ -245,13 +245,11 @@ final class Connection {
     /// A file being sent: its descriptor, the bytes left, and the response it belongs to.
     var sendingFile: (fd: Int32, remaining: Int, sequence: Int)?
     var output = OutputBuffer()
-    var closeAfterFlush = false
     var wantsWrite = false
     var lastActivity: Double
     var requestStarted: Double?
-    /// After the last response: the write side is shut and input is read and dropped
-    /// until the client closes or this deadline passes (see `lingerThenClose`).
-    var lingeringUntil: Double?
+    /// Open, closing once its responses are out, or lingering (see `lingerThenClose`).
+    var phase = ConnectionPhase.open
 
     init(fd: Int32, generation: UInt64, address: UInt32, limits: HTTPRequestParser.Limits, now: Double) {
         self.fd = fd
@@ -375,7 +373,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// or it is over its bound of queued responses or unsent bytes (a client that pipelines
     /// requests and never reads the answers stops being read, instead of growing the server).
     func updateReading(_ connection: Connection) {
-        guard connections[connection.fd] === connection, connection.lingeringUntil == nil else { return }
+        guard connections[connection.fd] === connection, !connection.phase.isLingering else { return }
         let paused = connection.bodyPaused || !connection.backlog.isEmpty || overBound(connection)
         guard connection.readingPaused != paused else { return }
         connection.readingPaused = paused
@@ -388,11 +386,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         guard !connection.handlingBacklog else { return }
         connection.handlingBacklog = true
         while !connection.backlog.isEmpty, connections[connection.fd] === connection, !overBound(connection),
-              !connection.closeAfterFlush, connection.lingeringUntil == nil {
+              connection.phase.isOpen {
             handle(connection.backlog.removeFirst(), on: connection)
         }
         connection.handlingBacklog = false
-        if connection.closeAfterFlush || connection.lingeringUntil != nil { connection.backlog = [] }
+        if !connection.phase.isOpen { connection.backlog = [] }
         updateReading(connection)
     }
 
@@ -432,7 +430,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                     close(listener)
                     listener = -1
                 }
-                for connection in connections.values where (!connection.inFlight && connection.output.isEmpty) || connection.lingeringUntil != nil {
+                for connection in connections.values where (!connection.inFlight && connection.output.isEmpty) || connection.phase.isLingering {
                     closeConnection(connection)
                 }
                 if connections.isEmpty { break }
@@ -498,7 +496,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 return
             }
             connection.lastActivity = Self.now()
-            if connection.closeAfterFlush || connection.lingeringUntil != nil { continue }  // after an error, ignore what follows
+            if !connection.phase.isOpen { continue }  // after an error, ignore what follows
             do {
                 connection.backlog += try connection.parser.feed(readBuffer[0..<n])
                 processBacklog(connection)
@@ -575,7 +573,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         let sequence = connection.responses.enqueue(keepAlive: false)
         connection.head = nil
         connection.requestStarted = nil
-        connection.closeAfterFlush = true
+        connection.phase.closeAfterResponses()
         connection.responses.complete(sequence, with: HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body)))
         sendReady(connection)
     }
@@ -606,7 +604,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                     connection.head = nil
                     connection.requestStarted = nil
                     connection.responses.closeAfter(sequence)
-                    connection.closeAfterFlush = true
+                    connection.phase.closeAfterResponses()
                 }
                 connection.responses.complete(sequence, with: response)
                 sendReady(connection)
@@ -668,9 +666,9 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     func finishResponse(_ connection: Connection, sequence: Int) {
-        if !connection.responses.sent(sequence) { connection.closeAfterFlush = true }
+        if !connection.responses.sent(sequence) { connection.phase.closeAfterResponses() }
         connection.lastActivity = Self.now()
-        if connection.output.isEmpty, connection.closeAfterFlush, connection.streaming == nil { lingerThenClose(connection); return }
+        if connection.output.isEmpty, !connection.phase.isOpen, connection.streaming == nil { lingerThenClose(connection); return }
         sendReady(connection)
         processBacklog(connection)
     }
@@ -695,7 +693,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
         if !connection.backlog.isEmpty || connection.readingPaused { processBacklog(connection) }
-        if connection.closeAfterFlush, connection.streaming == nil, connection.responses.pending == 0 {
+        if !connection.phase.isOpen, connection.streaming == nil, connection.responses.pending == 0 {
             lingerThenClose(connection)
         }
     }
@@ -728,12 +726,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// answered mid-upload). So: shut the write side, drop what still arrives, and
     /// close when the client does, or after two seconds.
     func lingerThenClose(_ connection: Connection) {
-        guard connection.lingeringUntil == nil else { return }
+        guard connection.phase.linger(until: Self.now() + 2) else { return }
         connection.bodyStream?.finish(error: "the connection is closing")
         connection.bodyStream = nil
         connection.backlog = []
         shutdown(connection.fd, Int32(SHUT_WR))
-        connection.lingeringUntil = Self.now() + 2
         connection.readingPaused = false
         connection.wantsWrite = false
         updateInterest(connection)
@@ -742,7 +739,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     func sweepTimeouts(now: Double, since lastSweep: Double) {
         let configuration = server.configuration
         for connection in Array(connections.values) {
-            if let deadline = connection.lingeringUntil {
+            if case let .lingering(deadline) = connection.phase {
                 if now > deadline { closeConnection(connection) }
                 continue
             }

@@ -71,3 +71,19 @@ struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct ConnectionPhaseTests {
+    @Test func aConnectionOnlyMovesForward() {
+        var phase = ConnectionPhase.open
+        #expect(phase.isOpen && !phase.isLingering)
+        phase.closeAfterResponses()
+        #expect(phase == .closingAfterResponses)
+        #expect(phase.linger(until: 10) && phase == .lingering(until: 10))
+        #expect(!phase.linger(until: 20) && phase == .lingering(until: 10), "lingering starts once; its deadline does not move")
+        phase.closeAfterResponses()
+        #expect(phase == .lingering(until: 10), "a lingering connection does not go back to closing")
+
+        var open = ConnectionPhase.open
+        #expect(open.linger(until: 5) && open.isLingering, "an open connection may linger at once (its last response sent)")
+    }
+}
