@@ -11,14 +11,18 @@ public struct JSONParser {
     public static let maximumDepth = 256
 
     public static func parse(_ bytes: some Collection<UInt8>) throws(Failure) -> JSONValue {
-        let bytes = Array(bytes)
-        return try bytes.withUnsafeBufferPointer { (buffer) throws(Failure) -> JSONValue in
-            var parser = JSONParser(bytes: buffer)
-            let value = try parser.value(depth: 0)
-            parser.skipWhitespace()
-            guard parser.index == buffer.count else { throw parser.failure("unexpected text after the value") }
-            return value
-        }
+        // Arrays, slices and buffers are read where they are; anything else is copied once.
+        let result = bytes.withContiguousStorageIfAvailable { buffer in Result { () throws(Failure) in try parse(buffer) } }
+            ?? Array(bytes).withUnsafeBufferPointer { buffer in Result { () throws(Failure) in try parse(buffer) } }
+        return try result.get()
+    }
+
+    static func parse(_ buffer: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONValue {
+        var parser = JSONParser(bytes: buffer)
+        let value = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        guard parser.index == buffer.count else { throw parser.failure("unexpected text after the value") }
+        return value
     }
 
     private let bytes: UnsafeBufferPointer<UInt8>
@@ -57,6 +61,9 @@ public struct JSONParser {
     private mutating func object(depth: Int) throws(Failure) -> JSONValue {
         index += 1
         var members: [(String, JSONValue)] = []
+        // Where each name stands, once an object is too large to search: a body of many
+        // members must not cost their square on the event loop.
+        var positions: [String: Int]?
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(JSONObject(members)) }
         while true {
@@ -68,7 +75,16 @@ public struct JSONParser {
             index += 1
             let member = try value(depth: depth + 1)
             // A repeated name: the last one counts, as in most parsers.
-            if let existing = members.firstIndex(where: { $0.0 == key }) { members[existing].1 = member } else { members.append((key, member)) }
+            if positions == nil, members.count >= 16 {
+                positions = Dictionary(members.enumerated().map { ($0.element.0, $0.offset) }, uniquingKeysWith: { $1 })
+            }
+            let existing = positions.map { $0[key] } ?? members.firstIndex(where: { $0.0 == key })
+            if let existing {
+                members[existing].1 = member
+            } else {
+                positions?[key] = members.count
+                members.append((key, member))
+            }
             skipWhitespace()
             guard index < bytes.count else { throw failure("unexpected end") }
             if bytes[index] == UInt8(ascii: ",") { index += 1; continue }

@@ -85,6 +85,17 @@ import Testing
         #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(text.utf8)) }
     }
 
+    @Test func aRepeatedNameKeepsItsPlaceAndTakesTheLastValue() throws {
+        for count in [3, 40] {
+            let names = (0..<count).map { "k\($0)" }
+            let text = "{" + (names + ["k1", "k\(count - 1)"]).enumerated().map { "\"\($1)\":\($0)" }.joined(separator: ",") + "}"
+            let object = try #require(try JSONParser.parse(Array(text.utf8)).object)
+            #expect(object.keys == names, "\(count) members")
+            #expect(object["k1"] == .integer(Int64(count)) && object["k\(count - 1)"] == .integer(Int64(count + 1)))
+            #expect(object["k0"] == .integer(0))
+        }
+    }
+
     @Test func boundsNesting() throws {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(deep.utf8)) }
