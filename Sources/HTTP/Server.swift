@@ -338,18 +338,24 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         _ = Glibc.write(wakeFD, &one, 8)
     }
 
-    /// Runs the queued jobs and handles the inbox until neither has anything left.
-    func runPending() {
-        while true {
+    /// Runs the jobs queued now and handles the inbox, a few rounds at most: what they queue
+    /// in turn waits for the next turn of the loop, so tasks that keep re-queueing themselves
+    /// cannot keep the loop from its sockets. Returns whether work is left.
+    @discardableResult
+    func runPending(rounds: Int = 4) -> Bool {
+        for _ in 0..<rounds {
             let jobs = runQueue.withLock { queue -> [UnownedJob] in
                 defer { queue.removeAll(keepingCapacity: true) }
                 return queue
             }
             for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
             let handled = drainInbox()
-            if jobs.isEmpty && !handled { return }
+            if jobs.isEmpty && !handled { return false }
         }
+        return hasPending
     }
+
+    var hasPending: Bool { runQueue.withLock { !$0.isEmpty } || inbox.withLock { !$0.isEmpty } }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
@@ -403,8 +409,10 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         thread.store(UInt(pthread_self()), ordering: .relaxed)
         var fds = [Int32](repeating: 0, count: 256), events = [UInt32](repeating: 0, count: 256)
         var lastSweep = Self.now()
+        var workLeft = false
         while true {
-            let count = preftune_epoll_wait(epoll, &fds, &events, 256, 250)
+            // Work left from the last turn: look at the sockets without waiting, then do it.
+            let count = preftune_epoll_wait(epoll, &fds, &events, 256, workLeft ? 0 : 250)
             for i in 0..<max(0, Int(count)) {
                 let fd = fds[i], flags = events[i]
                 if fd == listener { accept() }
@@ -414,7 +422,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                     if flags & UInt32(PREFTUNE_EPOLLOUT) != 0, connections[fd] === connection { flush(connection) }
                 }
             }
-            runPending()
+            workLeft = runPending()
             let now = Self.now()
             if now - lastSweep >= 0.25 {
                 sweepTimeouts(now: now, since: lastSweep)
@@ -439,7 +447,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         finished.store(true, ordering: .releasing)
         thread.store(0, ordering: .relaxed)
         // What was queued before `finished` was seen still runs.
-        runPending()
+        while runPending() {}
         server.loopStopped()
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import Synchronization
 import Testing
 import TestSupport
 #if canImport(Glibc)
@@ -33,6 +34,30 @@ import Glibc
         #expect(client.read { $0.contains("POST /b q= body=hello") })
         #expect(count("HTTP/1.1 200 OK", in: client.text) == 2)
         #expect(!client.text.contains("Connection: close"))
+    }
+
+    /// A handler's task runs on its connection's loop; one that keeps yielding must still let
+    /// the loop read and answer other connections between its turns.
+    @Test func aTaskThatKeepsYieldingDoesNotHoldItsLoop() throws {
+        let released = Atomic<Bool>(false)
+        let server = try Self.server({ $0.eventLoops = 1 }) { request in
+            if request.path == "/spin" {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while !released.load(ordering: .relaxed), ContinuousClock.now < deadline { await Task.yield() }
+                return HTTPResponse(status: 200, contentType: "text/plain", body: released.load(ordering: .relaxed) ? "released" : "timed out")
+            }
+            released.store(true, ordering: .relaxed)
+            return HTTPResponse(status: 200, contentType: "text/plain", body: "fast")
+        }
+        defer { server.shutdown(); server.wait() }
+        let spinning = try RawClient(port: server.port)
+        spinning.send("GET /spin HTTP/1.1\r\nHost: t\r\n\r\n")
+        usleep(100_000)  // the spinning task is running before the other request arrives
+        let other = try RawClient(port: server.port)
+        other.send("GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(other.read { $0.contains("fast") })
+        #expect(spinning.read { $0.contains("released") || $0.contains("timed out") })
+        #expect(spinning.text.contains("released"))
     }
 
     @Test func pipelinedResponsesComeBackInRequestOrder() throws {
