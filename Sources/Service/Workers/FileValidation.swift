@@ -21,6 +21,7 @@ public final class FileValidation: Sendable {
     private let changes: JobStatusChanges
     private let wakeups = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
     private let stopped = DispatchSemaphore(value: 0)
     static let pollSeconds = 1.0
 
@@ -34,6 +35,7 @@ public final class FileValidation: Sendable {
 
     /// Starts the stage's thread (a file's validation holds it for as long as the file takes to read).
     func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         Thread { [self] in
             _ = preftune_name_current_thread("validation")
             // Reading a large file must not slow the event loops: below them, as sampling is.
@@ -51,7 +53,7 @@ public final class FileValidation: Sendable {
 
     /// Stops after the validation in progress, if any.
     func stop() {
-        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        guard !stopping.exchange(true, ordering: .relaxed), started.load(ordering: .relaxed) else { return }
         wake()
         stopped.wait()
     }
@@ -83,13 +85,27 @@ public final class FileValidation: Sendable {
 
     /// Reads every line of the training (and validation) file against the model;
     /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
-    func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
-                              _ unused: Void = ()) -> JobStatus? {
+    /// Store errors leave the job for the next look; anything wrong with the job itself ends it.
+    func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters) -> JobStatus? {
         let data = resources.data, store = resources.jobs
         do {
             // Before any file is parsed: the job's memory with every line an example, and the step limit.
-            let trainingLines = try Dataset.countLines(path: data.filePath(job.trainingFile))
-            let validationLines = try job.validationFile.map { try Dataset.countLines(path: data.filePath($0)) }
+            // A file that cannot be read (deleted since) ends the job: looking again would not help.
+            func lines(_ file: String) -> Int? {
+                try? Dataset.countLines(path: data.filePath(file))
+            }
+            guard let trainingLines = lines(job.trainingFile) else {
+                return try fail(job, code: "training_file_unavailable", param: "training_file",
+                                message: "the training file \(job.trainingFile) can no longer be read", store: store)
+            }
+            var validationLines: Int?
+            if let validation = job.validationFile {
+                guard let count = lines(validation) else {
+                    return try fail(job, code: "validation_file_unavailable", param: "validation_file",
+                                    message: "the validation file \(validation) can no longer be read", store: store)
+                }
+                validationLines = count
+            }
             if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: hyperparameters,
                                                                              examples: trainingLines, validationExamples: validationLines) {
                 return try fail(job, code: "over_memory_budget", param: "training_file", message: refusal, store: store)
