@@ -187,11 +187,8 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 2, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(firstPort)/hook"])
         _ = try await service.waitFor(id, ["succeeded"])
-        let deadline = Date(timeIntervalSinceNow: 10)
-        var failure: String?
-        while failure == nil, Date() < deadline {
-            failure = try await service.events(id).compactMap { $0["message"] as? String }.first { $0.contains("Webhook to 127.0.0.1 failed") }
-            if failure == nil { try await Task.sleep(for: .milliseconds(50)) }
+        let failure = try? await poll("the webhook's failure event", seconds: 10, every: .milliseconds(50)) {
+            try await service.events(id).compactMap { $0["message"] as? String }.first { $0.contains("Webhook to 127.0.0.1 failed") }
         }
         #expect(failure?.contains("HTTP 307") == true, "\(failure ?? "no event")")
         #expect(stolen.load(ordering: .relaxed) == 0, "the redirect's target never heard of the job")

@@ -230,11 +230,8 @@ enum WorkerFixtures {
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(closed)/hook"])
         #expect(try await service.waitFor(id, ["succeeded", "failed"])["status"] as? String == "succeeded")
-        let deadline = Date(timeIntervalSinceNow: 10)
-        var warning: [String: Any]?
-        while warning == nil, Date() < deadline {
-            warning = try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook to 127.0.0.1 failed after 3 attempts") == true }
-            if warning == nil { try await Task.sleep(for: .milliseconds(50)) }
+        let warning = try? await poll("the webhook's warning event", seconds: 10, every: .milliseconds(50)) {
+            try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook to 127.0.0.1 failed after 3 attempts") == true }
         }
         #expect(warning?["level"] as? String == "warn", "three attempts, then a warning event")
         #expect(try await service.job(id)["status"] as? String == "succeeded", "the job is not affected")
@@ -292,8 +289,7 @@ enum WorkerFixtures {
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(port)/hooks/preftune"])
         _ = try await service.waitFor(id, ["succeeded"])
-        let deadline = Date(timeIntervalSinceNow: 10)
-        while await received.bodies.count < 2, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        _ = try? await poll("a second delivery", seconds: 10) { await received.bodies.count >= 2 ? () : nil }
         let bodies = await received.bodies
         #expect(bodies.count == 2, "the first attempt got a 500 and was retried")
         let event = try #require(bodies.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] })
