@@ -86,6 +86,10 @@ public final class SQLiteJobStore: JobStore {
         status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at
         """
 
+    /// Built once: a job is read on every poll, and the statement cache looks its text up.
+    static let selectInProject = "SELECT \(columns) FROM jobs WHERE id = ? AND project_id = ?"
+    static let selectByID = "SELECT \(columns) FROM jobs WHERE id = ?"
+
     static func record(_ row: [SQLiteValue]) -> JobRecord? {
         func text(_ i: Int) -> String? { if case let .text(v) = row[i] { v } else { nil } }
         func int(_ i: Int) -> Int? { if case let .integer(v) = row[i] { Int(v) } else { nil } }
@@ -126,9 +130,8 @@ public final class SQLiteJobStore: JobStore {
 
     public func job(_ id: String, project: String?) throws -> JobRecord? {
         try database.read { connection in
-            let rows = try project.map {
-                try connection.rows("SELECT \(Self.columns) FROM jobs WHERE id = ? AND project_id = ?", [.text(id), .text($0)])
-            } ?? connection.rows("SELECT \(Self.columns) FROM jobs WHERE id = ?", [.text(id)])
+            let rows = try project.map { try connection.rows(Self.selectInProject, [.text(id), .text($0)]) }
+                ?? connection.rows(Self.selectByID, [.text(id)])
             return rows.first.flatMap(Self.record)
         }
     }
