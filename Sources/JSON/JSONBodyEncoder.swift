@@ -53,7 +53,8 @@ public enum JSONBodyEncoder {
         /// Writes one value, then closes what it opened.
         func value<Value: Encodable>(_ value: Value) throws {
             if Value.self == RawJSON.self {
-                bytes += (value as! RawJSON).text
+                // The type is known equal: a bit cast, where `as!` would run the dynamic cast machinery.
+                bytes += unsafeBitCast(value, to: RawJSON.self).text
                 return
             }
             let outer = valueBase, start = bytes.count, depth = open.count

@@ -2,7 +2,8 @@ import JSON
 
 /// A job as the API shows it, in OpenAI's shape (`fine_tuning.job`), plus `progress`
 /// and `estimated_finish`. Absent values are null; JSON columns are embedded as stored.
-public struct FineTuningJob: Encodable, Sendable {
+/// Written member by member (`JSONMembers`): every poll of a job writes one.
+public struct FineTuningJob: JSONMembers, Sendable {
     public let id: String
     public let object = "fine_tuning.job"
     public let model: String
@@ -25,13 +26,15 @@ public struct FineTuningJob: Encodable, Sendable {
     public let trainedTokens: Int? = nil
     public let integrations: [JSONValue] = []
 
-    public struct Progress: Encodable, Sendable {
+    public struct Progress: JSONMembers, Sendable {
         public let step: Int
         public let totalSteps: Int?
         public let samplesPerS: Double?
 
-        enum CodingKeys: String, CodingKey {
-            case step, totalSteps = "total_steps", samplesPerS = "samples_per_s"
+        public func writeMembers(to object: inout JSONObjectWriter) {
+            object.member("step", step)
+            object.member("total_steps", totalSteps)
+            object.member("samples_per_s", samplesPerS)
         }
     }
 
@@ -55,11 +58,28 @@ public struct FineTuningJob: Encodable, Sendable {
         organizationID = job.projectID
     }
 
-    enum CodingKeys: String, CodingKey {
-        case id, object, model, createdAt = "created_at", finishedAt = "finished_at", status, trainingFile = "training_file"
-        case validationFile = "validation_file", method, hyperparameters, seed, userProvidedSuffix = "user_provided_suffix", metadata
-        case fineTunedModel = "fine_tuned_model", error, estimatedFinish = "estimated_finish", progress
-        case organizationID = "organization_id", resultFiles = "result_files", trainedTokens = "trained_tokens", integrations
+    public func writeMembers(to object: inout JSONObjectWriter) {
+        object.member("id", id)
+        object.member("object", self.object)
+        object.member("model", model)
+        object.member("created_at", createdAt)
+        object.member("finished_at", finishedAt)
+        object.member("status", status.rawValue)
+        object.member("training_file", trainingFile)
+        object.member("validation_file", validationFile)
+        object.member("method", method)
+        object.member("hyperparameters", hyperparameters)
+        object.member("seed", seed)
+        object.member("user_provided_suffix", userProvidedSuffix)
+        object.member("metadata", metadata)
+        object.member("fine_tuned_model", fineTunedModel)
+        object.member("error", error)
+        object.member("estimated_finish", estimatedFinish)
+        object.member("progress", progress)
+        object.member("organization_id", organizationID)
+        object.member("result_files", encoding: resultFiles)
+        object.member("trained_tokens", trainedTokens)
+        object.member("integrations", encoding: integrations)
     }
 }
 

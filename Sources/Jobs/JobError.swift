@@ -3,7 +3,7 @@ import JSON
 
 /// Why a job failed, as the API shows it (`error` of a job: `{code, message, param}`) and
 /// as the store keeps it. The only place this JSON is made.
-public struct JobError: Codable, Equatable, Sendable, Error, CustomStringConvertible {
+public struct JobError: Decodable, JSONMembers, Equatable, Sendable, Error, CustomStringConvertible {
     /// Machine-readable: `invalid_training_file`, `over_memory_budget`, `worker_crashed`, …
     public let code: String
     public let message: String
@@ -22,6 +22,12 @@ public struct JobError: Codable, Equatable, Sendable, Error, CustomStringConvert
     public var json: String { JSONBodyEncoder.string(self) }
 
     enum CodingKeys: String, CodingKey { case code, message, param }
+
+    public func writeMembers(to object: inout JSONObjectWriter) {
+        object.member("code", code)
+        object.member("message", message)
+        object.member("param", param)
+    }
 
     /// Decodes stored JSON; nil for anything else.
     public init?(json: String) {

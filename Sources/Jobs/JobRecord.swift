@@ -81,7 +81,7 @@ public enum ModelKey {
     public static func key(project: String, name: String) -> String { "\(project)/\(name)" }
 
     public static func name(of key: String) -> String {
-        guard !key.hasPrefix("ft:"), let slash = key.lastIndex(of: "/") else { return key }
-        return String(key[key.index(after: slash)...])
+        guard !key.hasPrefix("ft:"), let slash = key.utf8.lastIndex(of: UInt8(ascii: "/")) else { return key }
+        return String(key.utf8[key.utf8.index(after: slash)...])!
     }
 }
