@@ -84,24 +84,36 @@ public struct HTTPResponse: Sendable {
         501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
     ]
 
-    /// Set here, from the body, whatever a handler says.
+    /// Each known status's line, built once.
+    static let statusLines = Dictionary(uniqueKeysWithValues: reasons.map { ($0.key, Array("HTTP/1.1 \($0.key) \($0.value)\r\n".utf8)) })
+
+    /// Set here, from the body, whatever a handler says (each name is 10 letters or more).
     static let framingHeaders = ["content-length", "transfer-encoding", "connection"]
 
     /// Status line and headers; framing (Content-Length or chunked) and Connection are added here.
     func head(keepAlive: Bool, contentLength: Int?) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(160)
-        out += "HTTP/1.1 \(status) \(Self.reasons[status] ?? "Status")\r\n".utf8
+        if let line = Self.statusLines[status] { out += line } else { out += "HTTP/1.1 \(status) Status\r\n".utf8 }
         for (name, value) in headers
-        where !Self.framingHeaders.contains(where: { HTTPRequestHead.sameName($0, name) }) {
+        where !(name.utf8.count >= 10 && Self.framingHeaders.contains(where: { HTTPRequestHead.sameName($0, name) })) {
             out += name.utf8
             out += ": ".utf8
             out += value.utf8
             out += "\r\n".utf8
         }
-        if let contentLength { out += "Content-Length: \(contentLength)\r\n".utf8 } else { out += "Transfer-Encoding: chunked\r\n".utf8 }
+        if let contentLength {
+            out += "Content-Length: ".utf8
+            Self.appendDecimal(contentLength, to: &out)
+            out += "\r\n".utf8
+        } else { out += "Transfer-Encoding: chunked\r\n".utf8 }
         if !keepAlive { out += "Connection: close\r\n".utf8 }
         out += "\r\n".utf8
         return out
+    }
+
+    static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        if value >= 10 { appendDecimal(value / 10, to: &out) }
+        out.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 }

@@ -36,12 +36,22 @@ public struct HTTPRequestHead: Sendable, Equatable {
 
     /// Whether the connection stays open after this request (HTTP/1.1 default; HTTP/1.0 only with keep-alive).
     public var keepAlive: Bool {
-        let tokens = (header("connection") ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        return minorVersion >= 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+        let tokens = header("connection").map(Self.tokens) ?? []
+        return minorVersion >= 1 ? !tokens.contains { Self.sameName($0, "close") } : tokens.contains { Self.sameName($0, "keep-alive") }
     }
 
     /// Whether the client waits for `100 Continue` before sending the body.
-    public var expectsContinue: Bool { header("expect")?.lowercased() == "100-continue" }
+    public var expectsContinue: Bool { header("expect").map { Self.sameName($0, "100-continue") } ?? false }
+
+    /// The comma-separated tokens of a list-valued field, without their surrounding whitespace.
+    static func tokens(_ value: String) -> [String] {
+        value.utf8.split(separator: UInt8(ascii: ",")).map { token in
+            var token = token
+            while let first = token.first, first == 0x20 || first == 0x09 { token = token.dropFirst() }
+            while let last = token.last, last == 0x20 || last == 0x09 { token = token.dropLast() }
+            return String(decoding: token, as: UTF8.self)
+        }
+    }
 }
 
 /// What the parser found in the bytes it was fed, in order.
@@ -222,28 +232,41 @@ public struct HTTPRequestParser: Sendable {
     }
 
     static func parseHead(_ bytes: ArraySlice<UInt8>, limits: Limits) throws -> HTTPRequestHead {
-        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line -> ArraySlice<UInt8> in
-            line.last == 0x0D ? line.dropLast() : line
+        // Lines in place, without an array of them: this runs on every request. A line ends
+        // at LF, with an optional CR before it; the first blank line ends the head.
+        var next = bytes.startIndex
+        func nextLine() -> ArraySlice<UInt8>? {
+            guard next < bytes.endIndex else { return nil }
+            let end = bytes[next...].firstIndex(of: 0x0A) ?? bytes.endIndex
+            var line = bytes[next..<end]
+            next = end < bytes.endIndex ? end + 1 : end
+            if line.last == 0x0D { line = line.dropLast() }
+            return line.isEmpty ? nil : line
         }
-        while lines.last?.isEmpty == true { lines.removeLast() }
-        guard let requestLine = lines.first else { throw HTTPParseError.badRequest("empty request") }
-        let parts = requestLine.split(separator: 0x20, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
+        guard let requestLine = nextLine() else { throw HTTPParseError.badRequest("empty request") }
+        // Exactly two spaces: method, target, version.
+        guard let firstSpace = requestLine.firstIndex(of: 0x20),
+              let secondSpace = requestLine[(firstSpace + 1)...].firstIndex(of: 0x20),
+              !requestLine[(secondSpace + 1)...].contains(0x20) else {
             throw HTTPParseError.badRequest("malformed request line")
         }
-        guard parts[0].allSatisfy(isTokenByte) else { throw HTTPParseError.badRequest("invalid method") }
-        guard parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw HTTPParseError.badRequest("invalid request target") }
-        let version = String(decoding: parts[2], as: UTF8.self)
+        let method = requestLine[..<firstSpace], target = requestLine[(firstSpace + 1)..<secondSpace]
+        let versionBytes = requestLine[(secondSpace + 1)...]
+        guard !method.isEmpty, !target.isEmpty else { throw HTTPParseError.badRequest("malformed request line") }
+        guard method.allSatisfy(isTokenByte) else { throw HTTPParseError.badRequest("invalid method") }
+        guard target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw HTTPParseError.badRequest("invalid request target") }
         let minor: Int
-        switch version {
-        case "HTTP/1.1": minor = 1
-        case "HTTP/1.0": minor = 0
-        default:
+        if versionBytes.elementsEqual("HTTP/1.1".utf8) {
+            minor = 1
+        } else if versionBytes.elementsEqual("HTTP/1.0".utf8) {
+            minor = 0
+        } else {
+            let version = String(decoding: versionBytes, as: UTF8.self)
             guard version.hasPrefix("HTTP/") else { throw HTTPParseError.badRequest("malformed HTTP version") }
             throw HTTPParseError(status: 505, message: "\(version) is not supported; use HTTP/1.1")
         }
         var headers: [(name: String, value: String)] = []
-        for line in lines.dropFirst() {
+        while let line = nextLine() {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw HTTPParseError.badRequest("header line without a colon") }
             let name = line[line.startIndex..<colon]
             guard !name.isEmpty, name.allSatisfy(isTokenByte) else {
@@ -267,7 +290,7 @@ public struct HTTPRequestParser: Sendable {
         guard hosts == 1 || (minor == 0 && hosts == 0) else {
             throw HTTPParseError.badRequest(hosts == 0 ? "missing Host header" : "more than one Host header")
         }
-        return HTTPRequestHead(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: parts[1], as: UTF8.self),
+        return HTTPRequestHead(method: String(decoding: method, as: UTF8.self), target: String(decoding: target, as: UTF8.self),
                                minorVersion: minor, headers: headers)
     }
 

@@ -8,6 +8,13 @@ import Glibc
 
 public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
 
+/// How an application answers a request: at once, on the event loop (a quick read that waits
+/// on nothing: no task, no hand-off), or later, from a task on the loop that may await.
+public enum HTTPAnswer: Sendable {
+    case now(HTTPResponse)
+    case later(@Sendable () async -> HTTPResponse)
+}
+
 /// The project's own HTTP/1.1 server: one epoll event loop thread per core, each
 /// owning its connections and running their handlers as tasks on itself (each loop
 /// is a `TaskExecutor`), so a request is read, answered and written on one thread
@@ -74,7 +81,7 @@ public final class HTTPServer: Sendable {
     }
 
     let configuration: Configuration
-    let handler: HTTPHandler
+    let answer: @Sendable (HTTPRequest) -> HTTPAnswer
     let shared = Mutex(Shared())
     let admission = Mutex(Admission())
     let shuttingDown = Atomic<Bool>(false)
@@ -85,9 +92,15 @@ public final class HTTPServer: Sendable {
     /// else occupies Swift's global pool (log followers).
     public var taskExecutor: any TaskExecutor { executor }
 
-    public init(configuration: Configuration, handler: @escaping HTTPHandler) {
+    /// A server whose handler always runs as a task.
+    public convenience init(configuration: Configuration, handler: @escaping HTTPHandler) {
+        self.init(configuration: configuration, answer: { request in .later { await handler(request) } })
+    }
+
+    /// A server that asks `answer`, on the loop, whether a request is answered at once or needs a task.
+    public init(configuration: Configuration, answer: @escaping @Sendable (HTTPRequest) -> HTTPAnswer) {
         self.configuration = configuration
-        self.handler = handler
+        self.answer = answer
         executor = HandlerExecutor(threads: configuration.handlerThreads, name: "http-handler")
     }
 
@@ -286,6 +299,9 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     private let inbox = Mutex<[HTTPServer.Delivery]>([])
     /// Jobs of tasks that run on this loop, in order.
     private let runQueue = Mutex<[UnownedJob]>([])
+    /// The loop's side of the run queue and the inbox: swapped with them each turn.
+    private var runnable: [UnownedJob] = []
+    private var delivered: [HTTPServer.Delivery] = []
     /// The loop's thread while it runs (0 before and after): work from it needs no wake-up.
     private let thread = Atomic<UInt>(0)
     private let finished = Atomic<Bool>(false)
@@ -344,13 +360,13 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     @discardableResult
     func runPending(rounds: Int = 4) -> Bool {
         for _ in 0..<rounds {
-            let jobs = runQueue.withLock { queue -> [UnownedJob] in
-                defer { queue.removeAll(keepingCapacity: true) }
-                return queue
-            }
-            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            // Swapped with a spare whose capacity is kept: no allocation per turn.
+            runQueue.withLock { swap(&$0, &runnable) }
+            let ran = !runnable.isEmpty
+            for job in runnable { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            runnable.removeAll(keepingCapacity: true)
             let handled = drainInbox()
-            if jobs.isEmpty && !handled { return false }
+            if !ran && !handled { return false }
         }
         return hasPending
     }
@@ -504,12 +520,15 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 return
             }
             connection.lastActivity = Self.now()
-            if !connection.phase.isOpen { continue }  // after an error, ignore what follows
+            // A short read emptied the socket: epoll reports more when it comes (level-triggered),
+            // which saves the recv that would only say EAGAIN.
+            let drained = n < readBuffer.count
+            if !connection.phase.isOpen { if drained { return }; continue }  // after an error, ignore what follows
             do {
                 connection.backlog += try connection.parser.feed(readBuffer[0..<n])
                 processBacklog(connection)
                 // Handled further up the stack: leave the rest in the socket until then.
-                if connection.handlingBacklog { return }
+                if connection.handlingBacklog || drained { return }
             } catch let error as HTTPParseError {
                 // What was parsed before the error is answered first, in order.
                 processBacklog(connection)
@@ -562,14 +581,37 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         }
     }
 
-    /// Runs the handler as a task on this loop; its response comes back through the inbox.
+    /// Answers at once when the application can; else runs its work as a task on this loop,
+    /// whose response comes back through the inbox.
     func dispatch(_ request: HTTPRequest, on connection: Connection) {
         let sequence = connection.responses.enqueue(keepAlive: request.head.keepAlive && !server.isShuttingDown)
-        let (handler, fd, generation) = (server.handler, connection.fd, connection.generation)
-        connection.handlers[sequence] = Task(executorPreference: self) { [self] in
-            let response = await handler(request)
-            deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
+        switch server.answer(request) {
+        case let .now(response):
+            receive(response, sequence: sequence, on: connection)
+        case let .later(work):
+            let (fd, generation) = (connection.fd, connection.generation)
+            connection.handlers[sequence] = Task(executorPreference: self) { [self] in
+                let response = await work()
+                deliver(.response(connection: fd, generation: generation, sequence: sequence, response))
+            }
         }
+    }
+
+    /// A handler's response: queued in request order, and sent as far as the order allows.
+    func receive(_ response: HTTPResponse, sequence: Int, on connection: Connection) {
+        connection.handlers[sequence] = nil
+        if let unread = connection.bodyStream, sequence == connection.responses.newest {
+            // Answered before its body was read (e.g. 401): the rest of the body
+            // cannot be skipped reliably, so the connection ends after this response.
+            unread.finish(error: "the response was sent before the body was read")
+            connection.bodyStream = nil
+            connection.head = nil
+            connection.requestStarted = nil
+            connection.responses.closeAfter(sequence)
+            connection.phase.closeAfterResponses()
+        }
+        connection.responses.complete(sequence, with: response)
+        sendReady(connection)
     }
 
     /// Answers a broken request and closes the connection once the answer is out.
@@ -588,11 +630,10 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Handles what other threads (and finished tasks) delivered; false when there was nothing.
     func drainInbox() -> Bool {
-        let deliveries = inbox.withLock { inbox -> [HTTPServer.Delivery] in
-            defer { inbox.removeAll(keepingCapacity: true) }
-            return inbox
-        }
-        for delivery in deliveries {
+        inbox.withLock { swap(&$0, &delivered) }
+        guard !delivered.isEmpty else { return false }
+        defer { delivered.removeAll(keepingCapacity: true) }
+        for delivery in delivered {
             switch delivery {
             case let .adopt(fd, address):
                 if server.isShuttingDown {
@@ -603,19 +644,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 }
             case let .response(fd, generation, sequence, response):
                 guard let connection = live(fd, generation) else { continue }
-                connection.handlers[sequence] = nil
-                if let unread = connection.bodyStream, sequence == connection.responses.newest {
-                    // Answered before its body was read (e.g. 401): the rest of the body
-                    // cannot be skipped reliably, so the connection ends after this response.
-                    unread.finish(error: "the response was sent before the body was read")
-                    connection.bodyStream = nil
-                    connection.head = nil
-                    connection.requestStarted = nil
-                    connection.responses.closeAfter(sequence)
-                    connection.phase.closeAfterResponses()
-                }
-                connection.responses.complete(sequence, with: response)
-                sendReady(connection)
+                receive(response, sequence: sequence, on: connection)
             case let .resumeReading(fd, generation):
                 guard let connection = live(fd, generation) else { continue }
                 connection.bodyPaused = false
@@ -630,7 +659,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 finishResponse(connection, sequence: sequence)
             }
         }
-        return !deliveries.isEmpty
+        return true
     }
 
     func live(_ fd: Int32, _ generation: UInt64) -> Connection? {
@@ -645,7 +674,8 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
               let (sequence, response, keepAlive) = connection.responses.takeNext(shuttingDown: server.isShuttingDown) {
             switch response.body {
             case let .bytes(body):
-                write(response.head(keepAlive: keepAlive, contentLength: body.count) + body, to: connection)
+                connection.output.append(response.head(keepAlive: keepAlive, contentLength: body.count))
+                write(body, to: connection)
                 finishResponse(connection, sequence: sequence)
             case let .file(path, offset, size):
                 let fd = open(path, O_RDONLY | O_CLOEXEC)
