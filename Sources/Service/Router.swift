@@ -79,15 +79,18 @@ public struct Router: Sendable {
         /// The handler reads the body as it arrives (`HTTPRequest.bodyStream`), e.g. uploads.
         let streamsBody: Bool
         let maxBodyBytes: Int
-        let action: Action
+        /// The handler inside the pipeline's wrappers.
+        let responder: Responder
     }
 
     /// The body limit of requests whose route does not set one.
     public static let defaultMaxBodyBytes = 1 << 20
 
     var routes: [Route] = []
+    /// Wraps each handler as it is added.
+    let pipeline: RequestPipeline
 
-    public init() {}
+    init(pipeline: RequestPipeline) { self.pipeline = pipeline }
 
     /// A route for project keys: its handler runs once the request is authenticated.
     public mutating func add(_ method: String, _ pattern: String, streamsBody: Bool = false,
@@ -110,7 +113,8 @@ public struct Router: Sendable {
         let segments = pattern.split(separator: "/").map(String.init)
         let names = segments.map { $0.hasPrefix("{") && $0.hasSuffix("}") ? String($0.dropFirst().dropLast()) : nil }
         routes.append(Route(method: method, pattern: pattern, segments: segments, parameterNames: names,
-                            streamsBody: streamsBody, maxBodyBytes: maxBodyBytes, action: action))
+                            streamsBody: streamsBody, maxBodyBytes: maxBodyBytes,
+                            responder: pipeline.responder(pattern: pattern, streamsBody: streamsBody, action)))
     }
 
     /// The route a request head goes to, if any: the server asks it, as soon as the head

@@ -134,7 +134,7 @@ func serve(_ arguments: [String]) -> Never {
     configuration.host = String(listen[..<colon])
     configuration.port = port
     application.configure(&configuration)
-    let server = HTTPServer(configuration: configuration) { await application.handle($0) }
+    let server = HTTPServer(configuration: configuration, answer: application.answer)
     application.serve(on: server)
     do {
         let bound = try server.start()

@@ -35,7 +35,7 @@ final class LiveService {
         var configuration = HTTPServer.Configuration()
         configuration.port = 0
         application.configure(&configuration)
-        server = HTTPServer(configuration: configuration) { [application] in await application.handle($0) }
+        server = HTTPServer(configuration: configuration, answer: application.answer)
         application.serve(on: server)
         try server.start()
         if workers > 0 { startWorkers(workers) }
