@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // preftune: preference fine-tuning service for diffusion models.
 // No package dependencies: SQLite and OpenBLAS are system libraries.
-// Layers point one way: (JSON, Numerics) → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
+// Layers point one way: (JSON, Threads, Numerics) → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
 import PackageDescription
 
 // Float.squareRoot() goes through C's sqrtf, whose errno side effect keeps LLVM
@@ -22,7 +22,9 @@ let package = Package(
 
         // JSON values and the one encoder of response bodies, payloads and stored JSON.
         .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
-        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux"], swiftSettings: numericsSettings),
+        // The one dedicated-thread executor, beside Mutex: threads of our own, named, in order.
+        .target(name: "Threads", dependencies: ["CLinux"]),
+        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux", "Threads"], swiftSettings: numericsSettings),
         .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
         .target(name: "Training", dependencies: ["Numerics", "Diffusion", "JSON"], swiftSettings: numericsSettings),
         // A procedural text-to-image world with a reward: demo data and alignment checks.
@@ -36,10 +38,10 @@ let package = Package(
         // epoll and eventfd, which Swift's Glibc module does not export.
         .target(name: "CLinux"),
         // HTTP/1.1: knows nothing of jobs or routes.
-        .target(name: "HTTP", dependencies: ["CLinux", "JSON"]),
+        .target(name: "HTTP", dependencies: ["CLinux", "JSON", "Threads"]),
 
         // The API: routes, auth and the error envelope over Store and HTTP.
-        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux"]),
+        .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux", "Threads"]),
 
         .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
@@ -53,6 +55,7 @@ let package = Package(
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
+        .testTarget(name: "ThreadsTests", dependencies: ["Threads"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Store", "HTTP", "Numerics", "Diffusion", "Training", "TestSupport"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Numerics", "Diffusion", "GoldenFixtures", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "GoldenFixtures", "JSON", "TestSupport"]),

@@ -2,6 +2,7 @@ import CLinux
 import Foundation
 import JSON
 import Synchronization
+import Threads
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,7 +88,7 @@ public final class HTTPServer: Sendable {
     let shuttingDown = Atomic<Bool>(false)
     /// Signalled once, when every event loop has stopped.
     let stopped = DispatchSemaphore(value: 0)
-    let executor: HandlerExecutor
+    let executor: DedicatedThreads
     /// Threads for work that belongs with the requests and must not wait behind whatever
     /// else occupies Swift's global pool (log followers).
     public var taskExecutor: any TaskExecutor { executor }
@@ -101,7 +102,7 @@ public final class HTTPServer: Sendable {
     public init(configuration: Configuration, answer: @escaping @Sendable (HTTPRequest) -> HTTPAnswer) {
         self.configuration = configuration
         self.answer = answer
-        executor = HandlerExecutor(threads: configuration.handlerThreads, name: "http-handler")
+        executor = DedicatedThreads(threads: configuration.handlerThreads, name: "http-handler")
     }
 
     deinit {
@@ -144,10 +145,9 @@ public final class HTTPServer: Sendable {
         let loops = (0..<count).map { EventLoop(server: self, index: $0, listener: $0 == 0 ? listener : -1) }
         shared.withLock { $0.port = port; $0.loops = loops }
         for loop in loops {
-            Thread {
-                _ = preftune_name_current_thread(loop.index == 0 ? "preftune-http" : "preftune-http-\(loop.index)")
-                loop.run()
-            }.start()
+            let thread = DedicatedThreads(threads: 1, name: loop.index == 0 ? "preftune-http" : "preftune-http-\(loop.index)")
+            thread.run { loop.run() }
+            thread.stop()
         }
         return port
     }

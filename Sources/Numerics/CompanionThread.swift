@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import Threads
 
 /// A second thread for one job's arithmetic. When a step has two independent pieces
 /// of work — the reference and θ forward passes — the job's own thread and its
@@ -12,59 +13,12 @@ import Foundation
 /// priority (the worker's nice 10; Dispatch's default-QoS threads run at nice 0,
 /// beside the request path), and the two pieces are sure to run at once.
 /// One thread (the job's) uses a companion; its thread ends when the companion is released.
-public final class CompanionThread: @unchecked Sendable {
-    private final class Queue: @unchecked Sendable {
-        let condition = NSCondition()
-        var tasks: [() -> Void] = []
-        var running = false
-        var stopping = false
-    }
-    private let queue = Queue()
+public final class CompanionThread: Sendable {
+    private let thread: DedicatedThreads
 
-    public init(name: String) {
-        let queue = self.queue
-        let thread = Thread {
-            _ = preftune_name_current_thread(name)
-            Self.serve(queue)
-        }
-        thread.start()
-    }
+    public init(name: String) { thread = DedicatedThreads(threads: 1, name: name) }
 
-    deinit {
-        queue.condition.lock()
-        queue.stopping = true
-        queue.condition.broadcast()
-        queue.condition.unlock()
-    }
-
-    private static func serve(_ queue: Queue) {
-        queue.condition.lock()
-        while true {
-            while queue.tasks.isEmpty && !queue.stopping { queue.condition.wait() }
-            if queue.tasks.isEmpty { break }  // stopping, nothing left
-            let task = queue.tasks.removeFirst()
-            queue.running = true
-            queue.condition.unlock()
-            task()
-            queue.condition.lock()
-            queue.running = false
-            queue.condition.broadcast()
-        }
-        queue.condition.unlock()
-    }
-
-    private func submit(_ task: @escaping () -> Void) {
-        queue.condition.lock()
-        queue.tasks.append(task)
-        queue.condition.broadcast()
-        queue.condition.unlock()
-    }
-
-    private func waitUntilDone() {
-        queue.condition.lock()
-        while !queue.tasks.isEmpty || queue.running { queue.condition.wait() }
-        queue.condition.unlock()
-    }
+    deinit { thread.stop() }
 
     /// Runs `mine` here and `theirs` on the companion at the same time, each with
     /// single-threaded OpenBLAS; returns when both have finished. The two must not
@@ -76,8 +30,10 @@ public final class CompanionThread: @unchecked Sendable {
     /// Runs `mine` here and `theirs` on the companion at the same time (no BLAS in
     /// either); returns when both have finished.
     public func together(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
-        submit(theirs)
+        // `theirs` touches this thread's buffers, which is safe because this call waits for it.
+        let work = UncheckedSendable(theirs)
+        thread.run { work.value() }
         mine()
-        waitUntilDone()
+        thread.waitUntilIdle()
     }
 }

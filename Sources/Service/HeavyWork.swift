@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import Threads
 import Synchronization
 
 /// Request work too heavy for the request threads — sampling, initialising or loading a
@@ -38,13 +39,10 @@ public final class HeavyWork: Sendable {
     public init(threads: Int, queueCapacity: Int) {
         capacity = queueCapacity
         self.threads = max(1, threads)
-        for index in 0..<self.threads {
-            Thread { [core] in
-                _ = preftune_name_current_thread("heavy-work-\(index)")
-                _ = preftune_set_thread_nice(0, 2)
-                Self.work(core)
-            }.start()
-        }
+        // Below the event loops (nice 2): a sample must not slow the API's answers.
+        let threads = DedicatedThreads(threads: self.threads, name: "heavy-work", nice: 2)
+        for _ in 0..<self.threads { threads.run { [core] in Self.work(core) } }
+        threads.stop()
     }
 
     deinit {

@@ -1,21 +1,40 @@
 import Foundation
+import Synchronization
 
 /// SQLite as the service uses it: one writer connection, serialized, and a few
 /// reader connections that run concurrently with it and each other (WAL lets
 /// readers see the last committed state while a write is in progress). A
 /// connection never leaves its lock, which is what makes sharing this object safe.
-public final class Database: @unchecked Sendable {
-    private let writer: SQLiteConnection
-    private let writerLock = NSLock()
-    private let readers: [(connection: SQLiteConnection, lock: NSLock)]
-    private let nextReader = NSLock()
-    private var readerCursor = 0
+public final class Database: Sendable {
+    /// A connection and the lock it never leaves.
+    final class Guarded: Sendable {
+        private let lock = Mutex(())
+        nonisolated(unsafe) private let connection: SQLiteConnection
+        init(_ connection: SQLiteConnection) { self.connection = connection }
+
+        func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+            try lock.withLock { _ in
+                let result = try body(connection)
+                // The result leaves the lock: callers return values read from the connection, never the connection.
+                return UncheckedResult(result)
+            }.value
+        }
+    }
+    /// Lets a generic result cross `Mutex.withLock`'s `sending` boundary.
+    struct UncheckedResult<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
+    }
+
+    private let writer: Guarded
+    private let readers: [Guarded]
+    private let readerCursor = Atomic<Int>(0)
 
     /// Opens the writer (creating the file) and `readers` read-only connections.
     public init(path: String, readers: Int = 4) throws {
-        writer = try SQLiteConnection(path: path)
+        writer = Guarded(try SQLiteConnection(path: path))
         // WAL must be set by the writer before readers open the file read-only.
-        self.readers = try (0..<max(1, readers)).map { _ in (try SQLiteConnection(path: path, readOnly: true), NSLock()) }
+        self.readers = try (0..<max(1, readers)).map { _ in Guarded(try SQLiteConnection(path: path, readOnly: true)) }
     }
 
     /// The reader of the read transaction this thread is in, if any (`readTransaction`).
@@ -33,19 +52,12 @@ public final class Database: @unchecked Sendable {
         if let current = pthread_getspecific(currentReader) {
             return try body(Unmanaged<SQLiteConnection>.fromOpaque(current).takeUnretainedValue())
         }
-        let reader = takeReader()
-        defer { reader.lock.unlock() }
-        return try body(reader.connection)
+        return try nextReader().withConnection(body)
     }
 
-    /// The next reader in turn, locked: its caller unlocks it.
-    private func takeReader() -> (connection: SQLiteConnection, lock: NSLock) {
-        nextReader.lock()
-        let reader = readers[readerCursor % readers.count]
-        readerCursor &+= 1
-        nextReader.unlock()
-        reader.lock.lock()
-        return reader
+    /// The next reader in turn.
+    private func nextReader() -> Guarded {
+        readers[readerCursor.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
     }
 
     /// Runs `body` in one read transaction: every `read` it makes on this thread uses the same
@@ -54,29 +66,25 @@ public final class Database: @unchecked Sendable {
     /// anything but the database: it holds a reader.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
         if pthread_getspecific(currentReader) != nil { return try body() }
-        let reader = takeReader()
-        defer { reader.lock.unlock() }
-        try reader.connection.run("BEGIN")
-        pthread_setspecific(currentReader, Unmanaged.passUnretained(reader.connection).toOpaque())
-        defer {
-            pthread_setspecific(currentReader, nil)
-            // A read has nothing to keep: COMMIT ends it (ROLLBACK if COMMIT cannot).
-            if (try? reader.connection.run("COMMIT")) == nil { try? reader.connection.run("ROLLBACK") }
+        return try nextReader().withConnection { connection in
+            try connection.run("BEGIN")
+            pthread_setspecific(currentReader, Unmanaged.passUnretained(connection).toOpaque())
+            defer {
+                pthread_setspecific(currentReader, nil)
+                // A read has nothing to keep: COMMIT ends it (ROLLBACK if COMMIT cannot).
+                if (try? connection.run("COMMIT")) == nil { try? connection.run("ROLLBACK") }
+            }
+            return try body()
         }
-        return try body()
     }
 
     /// Runs `body` in a transaction on the writer; writes are serialized.
     public func write<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        writerLock.lock()
-        defer { writerLock.unlock() }
-        return try writer.transaction { try body(writer) }
+        try writer.withConnection { writer in try writer.transaction { try body(writer) } }
     }
 
     /// The writer outside a transaction, for schema migrations and statements that manage their own.
     public func withWriter<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        writerLock.lock()
-        defer { writerLock.unlock() }
-        return try body(writer)
+        try writer.withConnection(body)
     }
 }

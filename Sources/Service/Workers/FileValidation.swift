@@ -2,6 +2,7 @@ import CLinux
 import Diffusion
 import Dispatch
 import Foundation
+import Threads
 import Jobs
 import Store
 import Synchronization
@@ -36,16 +37,16 @@ public final class FileValidation: Sendable {
     /// Starts the stage's thread (a file's validation holds it for as long as the file takes to read).
     func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
-        Thread { [self] in
-            _ = preftune_name_current_thread("validation")
-            // Reading a large file must not slow the event loops: below them, as sampling is.
-            _ = preftune_set_thread_nice(0, 2)
+        // Reading a large file must not slow the event loops: below them (nice 2), as sampling is.
+        let thread = DedicatedThreads(threads: 1, name: "validation", nice: 2)
+        thread.run { [self] in
             while !stopping.load(ordering: .relaxed) {
                 validatePending()
                 _ = wakeups.wait(timeout: .now() + Self.pollSeconds)
             }
             stopped.signal()
-        }.start()
+        }
+        thread.stop()
     }
 
     /// Looks for jobs to validate now.

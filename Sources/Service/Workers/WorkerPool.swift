@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import Threads
 import CLinux
 import Numerics
 import Store
@@ -9,7 +11,7 @@ import Training
 /// when the job ends, pauses or the server stops. A job whose worker died (its
 /// lease expired, or its process is gone) is claimed again and resumes from its
 /// last training state.
-public final class WorkerPool: @unchecked Sendable {
+public final class WorkerPool: Sendable {
     public struct Configuration: Sendable {
         /// Jobs trained at once.
         public var workers: Int
@@ -46,11 +48,14 @@ public final class WorkerPool: @unchecked Sendable {
     /// `host/pid/boot`: who holds a lease, so that a restarted server recognises its dead predecessor's jobs.
     let identity: String
 
-    private let condition = NSCondition()
-    private var stopping = false
-    private var workAvailable = false
-    private var liveWorkers = 0
-    private var controls: [String: JobControl] = [:]
+    struct State {
+        var stopping = false
+        var controls: [String: JobControl] = [:]
+        var threads: [DedicatedThreads] = []
+    }
+    private let state = Mutex(State())
+    /// Wakes an idle worker when a job is queued (else it looks again after `pollSeconds`).
+    private let workQueued = DispatchSemaphore(value: 0)
 
     public init(data: DataDirectory, store: any JobStore, changes: JobStatusChanges, configuration: Configuration,
                 telemetry: Telemetry? = nil) {
@@ -64,7 +69,7 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     /// Jobs being trained now.
-    public var busyWorkers: Int { condition.withLock { controls.count } }
+    public var busyWorkers: Int { state.withLock { $0.controls.count } }
 
     /// Recovers the jobs of a dead predecessor on this host, then starts the workers.
     public func start() {
@@ -73,25 +78,27 @@ public final class WorkerPool: @unchecked Sendable {
             BLASRuntime.setThreadCount(configuration.threadsPerJob)
             CPUPriority.lower(configuration.blasThreads)
         }
-        condition.withLock { liveWorkers = configuration.workers }
         telemetry?.setWorkers(configuration.workers)
-        for index in 0..<configuration.workers {
-            Thread { [self] in
-                _ = preftune_name_current_thread("worker-\(index)")
-                work(name: "\(identity)/worker-\(index)")
-            }.start()
+        guard configuration.workers > 0 else { return }
+        // A thread each, named after its worker.
+        let threads = (0..<configuration.workers).map { DedicatedThreads(threads: 1, name: "worker-\($0)") }
+        state.withLock { $0.threads = threads }
+        for (index, thread) in threads.enumerated() {
+            thread.run { [self] in work(name: "\(identity)/worker-\(index)") }
+            thread.stop()
         }
     }
 
     /// Graceful stop: running jobs write a training state and go back to the queue;
     /// returns when every worker has finished.
     public func stop() {
-        condition.lock()
-        stopping = true
-        for control in controls.values { control.request(.shutdown) }
-        condition.broadcast()
-        while liveWorkers > 0 { condition.wait() }
-        condition.unlock()
+        let threads = state.withLock { state -> [DedicatedThreads] in
+            state.stopping = true
+            for control in state.controls.values { control.request(.shutdown) }
+            return state.threads
+        }
+        for _ in 0..<configuration.workers { workQueued.signal() }
+        for thread in threads { thread.join() }
     }
 
     /// Leases held by a process of this host that no longer runs (killed, crashed,
@@ -109,26 +116,15 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     func statusChanged(_ jobID: String, _ status: JobStatus) {
-        condition.withLock {
-            if status == .queued {
-                workAvailable = true
-                condition.signal()
-            }
-            controls[jobID]?.statusChanged(to: status)
-        }
+        if status == .queued { workQueued.signal() }
+        state.withLock { $0.controls[jobID] }?.statusChanged(to: status)
     }
 
     // MARK: - A worker
 
     private func work(name: String) {
-        defer {
-            condition.withLock {
-                liveWorkers -= 1
-                condition.broadcast()
-            }
-        }
         CPUPriority.lowerCurrentThread()
-        while !condition.withLock({ stopping }) {
+        while !state.withLock({ $0.stopping }) {
             let claimed: JobRecord?
             do {
                 // A job whose workers keep dying fails here instead of taking this one down too.
@@ -141,16 +137,13 @@ public final class WorkerPool: @unchecked Sendable {
                 claimed = nil
             }
             guard let job = claimed else {
-                condition.withLock {
-                    if !workAvailable && !stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: configuration.pollSeconds)) }
-                    workAvailable = false
-                }
+                _ = workQueued.wait(timeout: .now() + configuration.pollSeconds)
                 continue
             }
             let control = JobControl(jobID: job.id, worker: name, store: store)
-            let proceed: Bool = condition.withLock {
-                controls[job.id] = control
-                return !stopping
+            let proceed: Bool = state.withLock {
+                $0.controls[job.id] = control
+                return !$0.stopping
             }
             if !proceed { control.request(.shutdown) }
             let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds)
@@ -163,21 +156,20 @@ public final class WorkerPool: @unchecked Sendable {
             _ = preftune_release_free_memory()
             heartbeat.stop()
             telemetry?.jobStopped(job.id)
-            condition.withLock { controls[job.id] = nil }
+            state.withLock { $0.controls[job.id] = nil }
             if let status { changes.post(jobID: job.id, status: status) }
         }
     }
 }
 
 /// What a running job has been asked to do, read by the trainer between steps.
-final class JobControl: @unchecked Sendable {
+final class JobControl: Sendable {
     enum Request { case pause, cancel, shutdown, leaseLost }
 
     let jobID: String
     let worker: String
     let store: any JobStore
-    private let lock = NSLock()
-    private var pending: Request?
+    private let pending = Mutex<Request?>(nil)
 
     init(jobID: String, worker: String, store: any JobStore) {
         self.jobID = jobID
@@ -185,11 +177,11 @@ final class JobControl: @unchecked Sendable {
         self.store = store
     }
 
-    var request: Request? { lock.withLock { pending } }
+    var request: Request? { pending.withLock { $0 } }
 
     /// The first request wins, except that losing the lease overrides everything: then nothing may be written.
     func request(_ request: Request) {
-        lock.withLock { if pending == nil || request == .leaseLost { pending = request } }
+        pending.withLock { if $0 == nil || request == .leaseLost { $0 = request } }
     }
 
     func statusChanged(to status: JobStatus) {
@@ -207,15 +199,16 @@ final class JobControl: @unchecked Sendable {
 
 /// Renews a running job's lease on a timer, apart from the training thread, so a long
 /// step or checkpoint cannot let it lapse.
-final class Heartbeat: @unchecked Sendable {
-    let timer: DispatchSourceTimer
+final class Heartbeat: Sendable {
+    private let stopped = DispatchSemaphore(value: 0)
 
     init(control: JobControl, leaseSeconds: Int, every interval: Double) {
-        timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
-        timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { control.renew(leaseSeconds: leaseSeconds) }
-        timer.resume()
+        let thread = DedicatedThreads(threads: 1, name: "heartbeat")
+        thread.run { [stopped] in
+            while stopped.wait(timeout: .now() + interval) == .timedOut { control.renew(leaseSeconds: leaseSeconds) }
+        }
+        thread.stop()
     }
 
-    func stop() { timer.cancel() }
+    func stop() { stopped.signal() }
 }

@@ -1,0 +1,47 @@
+import Foundation
+import Synchronization
+import Testing
+import Threads
+
+@Suite struct DedicatedThreadsTests {
+    @Test func oneThreadRunsWorkInOrderAndWaitsUntilIdle() {
+        let thread = DedicatedThreads(threads: 1, name: "test-order")
+        let seen = Mutex<[Int]>([])
+        for i in 0..<200 { thread.run { seen.withLock { $0.append(i) } } }
+        thread.waitUntilIdle()
+        #expect(seen.withLock { $0 } == Array(0..<200))
+        thread.stop()
+        thread.join()
+    }
+
+    @Test func stopRunsWhatIsQueuedThenEndsTheThreads() {
+        let threads = DedicatedThreads(threads: 3, name: "test-stop")
+        let count = Atomic<Int>(0)
+        for _ in 0..<100 { threads.run { count.add(1, ordering: .relaxed) } }
+        threads.stop()
+        threads.join()
+        #expect(count.load(ordering: .relaxed) == 100)
+    }
+
+    @Test func theThreadsRunWorkAtTheSameTime() {
+        // Two pieces that each wait for the other finish only if two threads run them at once.
+        let threads = DedicatedThreads(threads: 2, name: "test-together")
+        let first = DispatchSemaphore(value: 0), second = DispatchSemaphore(value: 0)
+        let met = Atomic<Int>(0)
+        threads.run { first.signal(); if second.wait(timeout: .now() + 10) == .success { met.add(1, ordering: .relaxed) } }
+        threads.run { second.signal(); if first.wait(timeout: .now() + 10) == .success { met.add(1, ordering: .relaxed) } }
+        threads.waitUntilIdle()
+        #expect(met.load(ordering: .relaxed) == 2)
+        threads.stop()
+    }
+
+    @Test func tasksPreferringTheExecutorRunOnItsThread() async {
+        let thread = DedicatedThreads(threads: 1, name: "test-tasks")
+        let own = Mutex<UInt>(0)
+        thread.run { own.withLock { $0 = UInt(pthread_self()) } }
+        thread.waitUntilIdle()
+        let ran = await Task(executorPreference: thread) { UInt(pthread_self()) }.value
+        #expect(ran == own.withLock { $0 } && ran != 0)
+        thread.stop()
+    }
+}
