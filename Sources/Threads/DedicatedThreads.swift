@@ -16,7 +16,9 @@ public final class DedicatedThreads: TaskExecutor, Sendable {
     }
 
     struct Queue {
-        var work: [Work] = []
+        /// Taken slots are emptied at once: a closure must not outlive its run here (callers such as
+        /// `CompanionThread` hand over closures that may not escape, and check that they did not).
+        var work: [Work?] = []
         var next = 0
         var stopping = false
         var running = 0
@@ -25,6 +27,7 @@ public final class DedicatedThreads: TaskExecutor, Sendable {
         mutating func take() -> Work? {
             guard next < work.count else { return nil }
             let taken = work[next]
+            work[next] = nil
             next += 1
             if next == work.count {
                 work.removeAll(keepingCapacity: true)
@@ -98,19 +101,20 @@ public final class DedicatedThreads: TaskExecutor, Sendable {
         }
         while true {
             available.wait()
-            let work = queue.withLock { queue -> Work? in
+            var work = queue.withLock { queue -> Work? in
                 let taken = queue.take()
                 if taken != nil { queue.running += 1 }
                 return taken
             }
-            guard let work else {
+            switch work {
+            case nil:
                 if queue.withLock({ $0.stopping }) { return }
                 continue
+            case let .job(job)?: job.runSynchronously(on: asUnownedTaskExecutor())
+            case let .closure(closure)?: closure()
             }
-            switch work {
-            case let .job(job): job.runSynchronously(on: asUnownedTaskExecutor())
-            case let .closure(closure): closure()
-            }
+            // Let go of the closure before anyone is told it ran.
+            work = nil
             queue.withLock { $0.running -= 1 }
             progress.signal()
         }

@@ -44,4 +44,24 @@ import Threads
         #expect(ran == own.withLock { $0 } && ran != 0)
         thread.stop()
     }
+
+    struct Unchecked<Value>: @unchecked Sendable { let value: Value }
+
+    /// `CompanionThread` hands over closures that may not escape; Swift checks, when
+    /// `withoutActuallyEscaping` ends, that nothing still holds them (and traps if something
+    /// does). So a thread must let go of a closure before it reports the run done.
+    @Test func aClosureIsReleasedBeforeItsRunIsReported() {
+        let thread = DedicatedThreads(threads: 1, name: "test-release")
+        let runs = Atomic<Int>(0)
+        for _ in 0..<5000 {
+            let body: () -> Void = { runs.add(1, ordering: .relaxed) }
+            withoutActuallyEscaping(body) { escapable in
+                let work = Unchecked(value: escapable)
+                thread.run { work.value() }
+                thread.waitUntilIdle()
+            }
+        }
+        #expect(runs.load(ordering: .relaxed) == 5000)
+        thread.stop()
+    }
 }
