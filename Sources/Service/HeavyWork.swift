@@ -1,4 +1,3 @@
-import CLinux
 import Foundation
 import Threads
 import Synchronization
@@ -15,43 +14,28 @@ public final class HeavyWork: Sendable {
         public func cancel() { flag.store(true, ordering: .relaxed) }
     }
 
-    struct Item: Sendable {
-        let run: @Sendable () -> Void
-        let cancellation: Cancellation
-    }
-
     struct State: Sendable {
-        var queue: [Item] = []
-        var running: [Cancellation] = []
+        /// Accepted and not yet started: bounded by the capacity.
+        var waiting = 0
+        /// Accepted and not yet finished: what `stop` cancels.
+        var unfinished: [Cancellation] = []
         var stopping = false
     }
 
-    /// What the threads share with this object; they end when it is released.
-    final class Core: Sendable {
-        let state = Mutex(State())
-        let available = DispatchSemaphore(value: 0)
-    }
-
     let capacity: Int
-    let threads: Int
-    let core = Core()
+    let state = Mutex(State())
+    /// Below the event loops (nice 2): a sample must not slow the API's answers.
+    let threads: DedicatedThreads
 
     public init(threads: Int, queueCapacity: Int) {
         capacity = queueCapacity
-        self.threads = max(1, threads)
-        // Below the event loops (nice 2): a sample must not slow the API's answers.
-        let threads = DedicatedThreads(threads: self.threads, name: "heavy-work", nice: 2)
-        for _ in 0..<self.threads { threads.run { [core] in Self.work(core) } }
-        threads.stop()
+        self.threads = DedicatedThreads(threads: threads, name: "heavy-work", nice: 2)
     }
 
-    deinit {
-        stop()
-        for _ in 0..<threads { core.available.signal() }
-    }
+    deinit { stop() }
 
     /// Work waiting or running.
-    public var load: Int { core.state.withLock { $0.queue.count + $0.running.count } }
+    public var load: Int { state.withLock { $0.unfinished.count } }
 
     /// Runs `body` on a heavy-work thread and returns its result. Throws 429 when the queue is
     /// full, and `CancellationError` when the calling task is cancelled (its client left) or
@@ -60,7 +44,19 @@ public final class HeavyWork: Sendable {
         let cancellation = Cancellation()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-                let item = Item(run: {
+                let accepted = state.withLock { state -> Bool in
+                    guard !state.stopping, state.waiting < capacity else { return false }
+                    state.waiting += 1
+                    state.unfinished.append(cancellation)
+                    return true
+                }
+                guard accepted else {
+                    return continuation.resume(throwing: APIError(status: 429, message: "the server is busy with other samples and model builds; retry shortly",
+                                                                  type: "rate_limit_error", code: "server_busy"))
+                }
+                threads.run { [self] in
+                    state.withLock { $0.waiting -= 1 }
+                    defer { state.withLock { $0.unfinished.removeAll { $0 === cancellation } } }
                     if cancellation.isCancelled { return continuation.resume(throwing: CancellationError()) }
                     do {
                         let value = try body(cancellation)
@@ -68,17 +64,6 @@ public final class HeavyWork: Sendable {
                     } catch {
                         continuation.resume(throwing: error)
                     }
-                }, cancellation: cancellation)
-                let accepted = core.state.withLock { state -> Bool in
-                    guard !state.stopping, state.queue.count < capacity else { return false }
-                    state.queue.append(item)
-                    return true
-                }
-                if accepted {
-                    core.available.signal()
-                } else {
-                    continuation.resume(throwing: APIError(status: 429, message: "the server is busy with other samples and model builds; retry shortly",
-                                                           type: "rate_limit_error", code: "server_busy"))
                 }
             }
         } onCancel: {
@@ -86,28 +71,14 @@ public final class HeavyWork: Sendable {
         }
     }
 
-    /// Cancels everything queued or running (the server is stopping).
+    /// Cancels everything queued or running (the server is stopping); the threads end once
+    /// what was queued has seen its cancellation.
     public func stop() {
-        let cancelled = core.state.withLock { state -> [Cancellation] in
+        let cancelled = state.withLock { state -> [Cancellation] in
             state.stopping = true
-            return state.queue.map(\.cancellation) + state.running
+            return state.unfinished
         }
         for item in cancelled { item.cancel() }
-    }
-
-    private static func work(_ core: Core) {
-        while true {
-            core.available.wait()
-            let next = core.state.withLock { state -> (item: Item?, exit: Bool) in
-                guard !state.queue.isEmpty else { return (nil, state.stopping) }
-                let item = state.queue.removeFirst()
-                state.running.append(item.cancellation)
-                return (item, false)
-            }
-            if next.exit { return }
-            guard let item = next.item else { continue }
-            item.run()
-            core.state.withLock { state in state.running.removeAll { $0 === item.cancellation } }
-        }
+        threads.stop()
     }
 }
