@@ -23,7 +23,8 @@ public final class FileValidation: Sendable {
     private let wakeups = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
-    private let stopped = DispatchSemaphore(value: 0)
+    /// Reading a large file must not slow the event loops: below them (nice 2), as sampling is.
+    private let thread = DedicatedThreads(threads: 1, name: "validation", nice: 2)
     static let pollSeconds = 1.0
 
     init(resources: Application.Resources, changes: JobStatusChanges) {
@@ -37,16 +38,12 @@ public final class FileValidation: Sendable {
     /// Starts the stage's thread (a file's validation holds it for as long as the file takes to read).
     func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
-        // Reading a large file must not slow the event loops: below them (nice 2), as sampling is.
-        let thread = DedicatedThreads(threads: 1, name: "validation", nice: 2)
         thread.run { [self] in
             while !stopping.load(ordering: .relaxed) {
                 validatePending()
                 _ = wakeups.wait(timeout: .now() + Self.pollSeconds)
             }
-            stopped.signal()
         }
-        thread.stop()
     }
 
     /// Looks for jobs to validate now.
@@ -54,9 +51,10 @@ public final class FileValidation: Sendable {
 
     /// Stops after the validation in progress, if any.
     func stop() {
-        guard !stopping.exchange(true, ordering: .relaxed), started.load(ordering: .relaxed) else { return }
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
         wake()
-        stopped.wait()
+        thread.stop()
+        thread.join()
     }
 
     /// Validates every job waiting, oldest first.
