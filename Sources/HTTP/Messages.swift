@@ -87,7 +87,7 @@ public struct HTTPResponse: Sendable {
     /// Each known status's line, built once.
     static let statusLines = Dictionary(uniqueKeysWithValues: reasons.map { ($0.key, Array("HTTP/1.1 \($0.key) \($0.value)\r\n".utf8)) })
 
-    /// Set here, from the body, whatever a handler says (each name is 10 letters or more).
+    /// Set here, from the body, whatever a handler says.
     static let framingHeaders = ["content-length", "transfer-encoding", "connection"]
 
     /// Status line and headers; framing (Content-Length or chunked) and Connection are added here.
@@ -96,7 +96,7 @@ public struct HTTPResponse: Sendable {
         out.reserveCapacity(160)
         if let line = Self.statusLines[status] { out += line } else { out += "HTTP/1.1 \(status) Status\r\n".utf8 }
         for (name, value) in headers
-        where !(name.utf8.count >= 10 && Self.framingHeaders.contains(where: { HTTPRequestHead.sameName($0, name) })) {
+        where !Self.framingHeaders.contains(where: { HTTPRequestHead.sameName($0, name) }) {
             out += name.utf8
             out += ": ".utf8
             out += value.utf8

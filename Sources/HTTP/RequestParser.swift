@@ -300,13 +300,14 @@ public struct HTTPRequestParser: Sendable {
         let encodings = head.headers.filter { HTTPRequestHead.sameName($0.name, "transfer-encoding") }
         let lengths = head.headers.filter { HTTPRequestHead.sameName($0.name, "content-length") }.map(\.value)
         // Only a request with a body asks its route for the limit: most requests (GETs) have none.
-        let hasBody = !encodings.isEmpty || lengths.contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
+        // Field values arrive without their surrounding whitespace (`parseHead`).
+        let hasBody = !encodings.isEmpty || lengths.contains { $0 != "0" }
         bodyLimit = hasBody ? (limits.bodyBytesForHead?(head) ?? limits.bodyBytes) : limits.bodyBytes
         if !encodings.isEmpty {
             // Both framings at once is how request smuggling starts: refuse it.
             guard lengths.isEmpty else { throw HTTPParseError.badRequest("both Transfer-Encoding and Content-Length") }
-            let codings = encodings.flatMap { $0.value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-            guard codings == ["chunked"] else {
+            let codings = encodings.flatMap { HTTPRequestHead.tokens($0.value) }
+            guard codings.count == 1, HTTPRequestHead.sameName(codings[0], "chunked") else {
                 throw HTTPParseError(status: 501, message: "transfer coding \(codings.joined(separator: ", ")) is not supported; send chunked or Content-Length")
             }
             state = .chunkSize
