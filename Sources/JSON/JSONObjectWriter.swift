@@ -13,7 +13,11 @@ extension JSONMembers {
             return
         }
         // Any other encoder gets the same members, as a value.
-        guard let value = JSONValue.parse(JSONBodyEncoder.string(self)) else { return }
+        let text = JSONBodyEncoder.string(self)
+        guard let value = JSONValue.parse(text) else {
+            // Only an embedded `RawJSON` that is not JSON can get here, as with `RawJSON` itself.
+            throw EncodingError.invalidValue(text, .init(codingPath: encoder.codingPath, debugDescription: "not JSON"))
+        }
         try value.encode(to: encoder)
     }
 }

@@ -103,7 +103,6 @@ public final class Application: Sendable {
     /// The server's entry: the route is found once, then its wrapped handler answers (a read
     /// at once, on the event loop; anything that may await from a task). A request that finds
     /// no route is answered at once, and counted under `unmatched`.
-    @Sendable
     public func answer(_ request: HTTPRequest) -> HTTPAnswer {
         let started = ContinuousClock.now
         if let part = request.malformedQueryPart {
