@@ -70,6 +70,44 @@ import Glibc
         #expect(order == order.sorted(), "responses out of order:\n\(client.text)")
     }
 
+    /// Answers given at once on the loop (`HTTPAnswer.now`) and answers from tasks share one
+    /// order: a quick answer waits behind a slow one that was asked first.
+    @Test func immediateAndLaterAnswersKeepRequestOrder() throws {
+        var configuration = HTTPServer.Configuration()
+        configuration.port = 0
+        let server = HTTPServer(configuration: configuration) { request in
+            guard request.path == "/slow" else { return .now(HTTPResponse(status: 200, contentType: "text/plain", body: "now \(request.path)")) }
+            return .later {
+                try? await Task.sleep(for: .milliseconds(200))
+                return HTTPResponse(status: 200, contentType: "text/plain", body: "later /slow")
+            }
+        }
+        try server.start()
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(client.read { count("HTTP/1.1 200", in: $0) == 3 && $0.hasSuffix("now /b") })
+        let order = ["now /a", "later /slow", "now /b"].map { client.text.range(of: $0)!.lowerBound }
+        #expect(order == order.sorted(), "responses out of order:\n\(client.text)")
+    }
+
+    /// An answer given at once to a request whose body is still arriving (a refused upload)
+    /// is sent, and the connection then closes: the rest of the body cannot be skipped reliably.
+    @Test func anImmediateAnswerBeforeAStreamedBodyClosesTheConnection() throws {
+        var configuration = HTTPServer.Configuration()
+        configuration.port = 0
+        configuration.streamsBody = { _ in true }
+        let server = HTTPServer(configuration: configuration) { _ in
+            .now(HTTPResponse(status: 401, contentType: "application/json", body: "{}"))
+        }
+        try server.start()
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "a", count: 1000))
+        #expect(client.read { $0.contains("HTTP/1.1 401") && $0.contains("Connection: close") })
+        #expect(client.isClosedByPeer(), "the connection closes after the answer")
+    }
+
     @Test func streamedResponsesAreChunkedAsPiecesArrive() throws {
         let server = try Self.server { _ in
             // The producer runs on Dispatch, like a tailer fed by file events: not on Swift's global pool.
