@@ -10,3 +10,16 @@ public enum JobStatus: String, Codable, CaseIterable, Sendable {
     /// Every status a job can leave (cancel takes it from any of these).
     public static let active: Set<JobStatus> = Set(allCases.filter { !$0.isTerminal })
 }
+
+/// What asking a job to move from some statuses to another did: the job as the move left it,
+/// or as it stands in a status the move does not start from, both read in the same transaction.
+public enum JobTransition: Sendable {
+    case moved(JobRecord)
+    case refused(JobRecord)
+    case missing
+
+    public var moved: Bool {
+        if case .moved = self { return true }
+        return false
+    }
+}

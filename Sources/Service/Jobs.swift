@@ -28,14 +28,17 @@ enum JobsAPI {
         for (action, from, to, verb) in actions {
             router.add("POST", "/v1/fine_tuning/jobs/{id}/\(action)") { context in
                 let job = try find(context, store: store)
-                guard try store.transition(job.id, from: from, to: to, error: nil, event: "\(verb) by request", level: "info") else {
-                    throw APIError(status: 409, message: "cannot \(action) a job that is \((try store.job(job.id, project: nil)?.status ?? job.status).rawValue)",
-                                   param: "id", code: "invalid_state")
+                // The answer is the job as this request left it (read in the same transaction),
+                // not what a worker made of it once told.
+                switch try store.transition(job.id, from: from, to: to, error: nil, event: "\(verb) by request", level: "info") {
+                case let .moved(changed):
+                    changes.post(jobID: job.id, status: to)
+                    return .json(FineTuningJob(changed))
+                case let .refused(current):
+                    throw APIError(status: 409, message: "cannot \(action) a job that is \(current.status.rawValue)", param: "id", code: "invalid_state")
+                case .missing:
+                    throw APIError.notFound("fine-tuning job \(job.id)", param: "id")
                 }
-                // Read before telling the workers: the answer is the state this request made, not what a worker did next.
-                let changed = try store.job(job.id, project: nil)!
-                changes.post(jobID: job.id, status: to)
-                return .json(FineTuningJob(changed))
             }
         }
         router.addRead("GET", "/v1/fine_tuning/jobs/{id}/events") { context in

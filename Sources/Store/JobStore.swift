@@ -20,7 +20,7 @@ public protocol JobStore: Sendable {
     /// Ids of the project's jobs whose base is the model with this key (unfinished ones only, if asked).
     func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String]
     /// Moves a job from one of `from` to `to`, with an event; false when it was in another state.
-    func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> Bool
+    func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> JobTransition
     func setTotalSteps(_ id: String, _ steps: Int) throws
     func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws
     /// Newest first, older than sequence `before` when given.
@@ -185,7 +185,8 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> Bool {
+    @discardableResult
+    public func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> JobTransition {
         try database.write { connection in
             let terminal = to.isTerminal
             let placeholders = from.map { _ in "?" }.joined(separator: ", ")
@@ -197,9 +198,11 @@ public final class SQLiteJobStore: JobStore {
             try update.bind([.text(to.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .integer(terminal ? 1 : 0),
                              .text(id)] + from.map(\.rawValue).sorted().map(SQLiteValue.text))
             try update.step()
-            guard connection.changes == 1 else { return false }
+            let moved = connection.changes == 1
+            guard let job = try connection.rows(Self.selectByID, [.text(id)]).first.flatMap(Self.record) else { return .missing }
+            guard moved else { return .refused(job) }
             try Self.appendEvent(connection, id, level: level, type: "message", message: event, data: nil)
-            return true
+            return .moved(job)
         }
     }
 

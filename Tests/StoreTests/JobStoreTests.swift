@@ -34,6 +34,25 @@ import Testing
         #expect(try !store.heartbeat("ftjob-old", worker: "w2", leaseSeconds: 60), "only the owner extends a lease")
     }
 
+    /// A transition answers with the job as it left it, or as it stands when it was in a status
+    /// the transition does not start from, read in the same transaction (one query fewer for
+    /// cancel, pause and resume, and no other writer's change in between).
+    @Test func aTransitionAnswersWithTheJobItLeftOrFound() throws {
+        let (store, _) = try Self.store()
+        try Self.insert(store, "ftjob-a", createdAt: 1)
+        guard case let .moved(paused) = try store.transition("ftjob-a", from: [.queued, .running], to: .paused, error: nil, event: "Paused", level: "info")
+        else { Issue.record("a queued job pauses"); return }
+        #expect(paused.status == .paused)
+        guard case let .refused(current) = try store.transition("ftjob-a", from: [.queued, .running], to: .paused, error: nil, event: "Paused", level: "info")
+        else { Issue.record("a paused job does not pause again"); return }
+        #expect(current.status == .paused)
+        #expect(try store.events("ftjob-a", before: nil, limit: 10).map(\.message) == ["Paused", "created"], "only a move writes an event")
+        #expect(try !store.transition("ftjob-none", from: JobStatus.active, to: .cancelled, error: nil, event: "x", level: "info").moved)
+        if case .missing = try store.transition("ftjob-none", from: JobStatus.active, to: .cancelled, error: nil, event: "x", level: "info") {} else {
+            Issue.record("an unknown job is missing")
+        }
+    }
+
     @Test func anExpiredLeaseIsTakenOver() throws {
         let (store, _) = try Self.store()
         try Self.insert(store, "ftjob-a", createdAt: 1)

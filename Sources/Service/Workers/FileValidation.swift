@@ -76,7 +76,7 @@ public final class FileValidation: Sendable {
               let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
             let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
                                  param: "model")
-            let failed = (try? store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: error.message, level: "error")) == true
+            let failed = (try? store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: error.message, level: "error"))?.moved == true
             return failed ? .failed : nil
         }
         return validateFiles(job, config: base, method: settings.method, hyperparameters: settings.hyperparameters)
@@ -127,7 +127,7 @@ public final class FileValidation: Sendable {
             try store.setTotalSteps(job.id, steps)
             let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
                                               event: "Validated files: \(training.count) examples; job queued", level: "info")
-            return queued ? .queued : nil
+            return queued.moved ? .queued : nil
         } catch {
             ServerLog.error("validating \(job.id)", error)
             return nil
@@ -140,6 +140,6 @@ public final class FileValidation: Sendable {
 
     func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> JobStatus? {
         let error = JobError(code: code, message: message, param: param)
-        return try store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: message, level: "error") ? .failed : nil
+        return try store.transition(job.id, from: [.validatingFiles], to: .failed, error: error, event: message, level: "error").moved ? .failed : nil
     }
 }
