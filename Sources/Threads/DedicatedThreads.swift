@@ -86,12 +86,23 @@ public final class DedicatedThreads: TaskExecutor, Sendable {
 
     /// Blocks until nothing is queued or running.
     public func waitUntilIdle() {
-        while queue.withLock({ $0.next < $0.work.count || $0.running > 0 }) { progress.wait() }
+        waitForProgress { $0.next < $0.work.count || $0.running > 0 }
     }
 
     /// Blocks until every thread has ended (after `stop`).
     public func join() {
-        while queue.withLock({ $0.threads > 0 }) { progress.wait() }
+        waitForProgress { $0.threads > 0 }
+    }
+
+    /// Waits on `progress` while `busy` holds. One signal may wake one of several waiters:
+    /// the one it wakes passes it on when it is done, so the others look again too.
+    private func waitForProgress(while busy: (Queue) -> Bool) {
+        var woken = false
+        while queue.withLock({ busy($0) }) {
+            progress.wait()
+            woken = true
+        }
+        if woken { progress.signal() }
     }
 
     private func serve() {

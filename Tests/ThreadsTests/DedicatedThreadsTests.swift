@@ -45,6 +45,23 @@ import Threads
         thread.stop()
     }
 
+    /// Several threads may wait for the same executor at once (a stop joins while another
+    /// caller waits for idle): each must be told, not only the first woken.
+    @Test func everyWaiterReturnsNotOnlyTheFirst() {
+        let threads = DedicatedThreads(threads: 1, name: "test-waiters")
+        let release = DispatchSemaphore(value: 0)
+        threads.run { release.wait() }
+        let returned = DispatchSemaphore(value: 0)
+        let waiters = DedicatedThreads(threads: 3, name: "test-waiting")
+        for _ in 0..<3 { waiters.run { threads.waitUntilIdle(); returned.signal() } }
+        usleep(50_000)  // let the three block
+        release.signal()
+        let all = (0..<3).allSatisfy { _ in returned.wait(timeout: .now() + 10) == .success }
+        #expect(all, "every waiter returned once the work was done")
+        threads.stop()
+        waiters.stop()
+    }
+
     struct Unchecked<Value>: @unchecked Sendable { let value: Value }
 
     /// `CompanionThread` hands over closures that may not escape; Swift checks, when
