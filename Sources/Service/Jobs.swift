@@ -100,74 +100,92 @@ enum JobsAPI {
 
     // MARK: - Creating a job
 
-    static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
-        let store = resources.jobs, models = resources.models, files = resources.files
-        let body = try RequestJSON.object(context.request)
-        try RequestJSON.allowOnly(["model", "training_file", "validation_file", "method", "seed", "suffix", "metadata", "webhook_url"], in: body)
-        let project = context.principal.projectID
+    /// `POST /v1/fine_tuning/jobs`'s body, OpenAI's fields plus `seed` and `webhook_url`.
+    struct CreateRequest: Decodable {
+        var model: String
+        var trainingFile: String
+        var validationFile: String?
+        var settings: JobSettings
+        var seed: Int?
+        var suffix: String?
+        var metadata: [String: String]
+        var webhookURL: String?
 
-        guard let modelID = body["model"]?.string else { throw APIError.invalid("model is required", param: "model") }
-        guard let modelRow = try models.model(modelID, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
-            throw APIError.notFound("model \(modelID)", param: "model")
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
+            case webhookURL = "webhook_url"
         }
-        func ownedFile(_ field: String) throws -> FileRow? {
-            guard let value = body.present(field) else { return nil }
-            guard let id = value.string else { throw APIError.invalid("\(field) must be a file id", param: field) }
-            guard let file = try files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            model = try body.decode(String.self, forKey: .model)
+            guard let trainingFile = try body.decodeIfPresent(String.self, forKey: .trainingFile, explaining: "training_file must be a file id") else {
+                throw body.mistake(.trainingFile, "training_file is required")
+            }
+            self.trainingFile = trainingFile
+            validationFile = try body.decodeIfPresent(String.self, forKey: .validationFile, explaining: "validation_file must be a file id")
+            guard try !body.isAbsent(.method) else {
+                throw body.mistake(.method, "method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}")
+            }
+            settings = try body.decode(MethodChoice.self, forKey: .method).settings
+            seed = try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max))
+            let suffixRule = "suffix must be 1-40 letters, digits, '-' or '_'"
+            suffix = try body.decodeIfPresent(String.self, forKey: .suffix, explaining: suffixRule)
+            if let suffix, !(1...40).contains(suffix.count) || !suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                throw body.mistake(.suffix, suffixRule)
+            }
+            let metadataRule = "metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)"
+            metadata = try body.decodeIfPresent([String: String].self, forKey: .metadata, explaining: metadataRule) ?? [:]
+            guard metadata.count <= 16, metadata.allSatisfy({ $0.key.count <= 64 && $0.value.count <= 512 }) else {
+                throw body.mistake(.metadata, metadataRule)
+            }
+            webhookURL = try body.decodeIfPresent(String.self, forKey: .webhookURL, explaining: "webhook_url must be an http(s) URL")
+        }
+    }
+
+    /// `method`: `{"type": "dro", "dro": {"hyperparameters": {…}}}`, resolved against the method's defaults.
+    struct MethodChoice: Decodable {
+        var settings: JobSettings
+
+        struct Section: Decodable {
+            var hyperparameters: JSONObject?
+            enum CodingKeys: String, CodingKey, CaseIterable { case hyperparameters }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let method = try decoder.container(keyedBy: AnyKey.self)
+            let typeKey = AnyKey("type")
+            let typeName = try? method.decode(String.self, forKey: typeKey)
+            guard let typeName, let type = TrainingMethod(rawValue: typeName) else {
+                throw method.mistake(typeKey, "method.type must be one of \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            try method.rejectMembers(except: ["type", typeName])
+            let section = try method.decodeIfPresent(Section.self, forKey: AnyKey(typeName))
+            do {
+                settings = JobSettings(method: type, hyperparameters: try Hyperparameters.resolve(section?.hyperparameters ?? [:], method: type))
+            } catch let error as HyperparameterError {
+                let param = "method.\(typeName).hyperparameters.\(error.param)"
+                if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
+                throw JSONFieldError(error.message, path: param)
+            }
+        }
+    }
+
+    static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
+        let request = try RequestJSON.decode(CreateRequest.self, from: context.request)
+        let store = resources.jobs, project = context.principal.projectID
+        guard let modelRow = try resources.models.model(request.model, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
+            throw APIError.notFound("model \(request.model)", param: "model")
+        }
+        func ownedFile(_ id: String, _ field: String) throws -> FileRow {
+            guard let file = try resources.files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
             return file
         }
-        guard let trainingRow = try ownedFile("training_file") else { throw APIError.invalid("training_file is required", param: "training_file") }
-        let validationRow = try ownedFile("validation_file")
-        let trainingFile = trainingRow.id, validationFile = validationRow?.id
-
-        guard let method = body["method"]?.object else {
-            throw APIError.invalid("method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}", param: "method")
-        }
-        let typeName = method["type"]?.string ?? ""
-        guard let type = TrainingMethod(rawValue: typeName) else {
-            throw APIError.invalid("method.type must be one of \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", "))", param: "method.type")
-        }
-        if let extra = method.keys.sorted().first(where: { $0 != "type" && $0 != typeName }) {
-            throw APIError.invalid("unknown field method.\(extra)", param: "method.\(extra)")
-        }
-        let settings = method[typeName]?.object ?? [:]
-        if let extra = settings.keys.sorted().first(where: { $0 != "hyperparameters" }) {
-            throw APIError.invalid("unknown field method.\(typeName).\(extra)", param: "method.\(typeName).\(extra)")
-        }
-        guard settings["hyperparameters"] == nil || settings["hyperparameters"]?.object != nil else {
-            throw APIError.invalid("hyperparameters must be an object", param: "method.\(typeName).hyperparameters")
-        }
-        let hyperparameters: Hyperparameters
-        do {
-            hyperparameters = try Hyperparameters.resolve(settings["hyperparameters"]?.object ?? [:], method: type)
-        } catch let error as HyperparameterError {
-            let param = "method.\(typeName).hyperparameters.\(error.param)"
-            if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
-            throw APIError.invalid(error.message, param: param)
-        }
-
-        let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? Int.random(in: 0...Int(Int32.max))
-        var suffix: String?
-        if let value = body.present("suffix") {
-            guard let text = value.string, (1...40).contains(text.count),
-                  text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
-                throw APIError.invalid("suffix must be 1-40 letters, digits, '-' or '_'", param: "suffix")
-            }
-            suffix = text
-        }
-        var metadata: [String: String] = [:]
-        if let value = body.present("metadata") {
-            guard let pairs = value.object, pairs.count <= 16,
-                  pairs.members.allSatisfy({ $0.0.count <= 64 && $0.1.string.map { $0.count <= 512 } == true }) else {
-                throw APIError.invalid("metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)", param: "metadata")
-            }
-            for (key, value) in pairs.members { metadata[key] = value.string }
-        }
-        var webhook: String?
-        if let value = body.present("webhook_url") {
-            guard let text = value.string else { throw APIError.invalid("webhook_url must be an http(s) URL", param: "webhook_url") }
-            do { _ = try resources.webhooks.validate(text) } catch { throw APIError.invalid("webhook_url: \(error)", param: "webhook_url") }
-            webhook = text
+        let trainingRow = try ownedFile(request.trainingFile, "training_file")
+        let validationRow = try request.validationFile.map { try ownedFile($0, "validation_file") }
+        let type = request.settings.method, typeName = type.rawValue, hyperparameters = request.settings.hyperparameters
+        if let webhook = request.webhookURL {
+            do { _ = try resources.webhooks.validate(webhook) } catch { throw APIError.invalid("webhook_url: \(error)", param: "webhook_url") }
         }
         // Memory, with the examples counted at upload (older uploads are checked when validated).
         if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: type, hyperparameters: hyperparameters,
@@ -183,11 +201,11 @@ enum JobsAPI {
         try Quotas.checkActiveJobs(project: project, resources)
 
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
-        let jobSettings = JobSettings(method: type, hyperparameters: hyperparameters)
-        let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingFile, validationFile: validationFile,
-                            method: jobSettings.methodJSON, hyperparameters: jobSettings.hyperparametersJSON, seed: seed, suffix: suffix,
-                            metadata: JSONBodyEncoder.string(SortedMembers(metadata)),
-                            webhookURL: webhook, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
+        let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingRow.id, validationFile: validationRow?.id,
+                            method: request.settings.methodJSON, hyperparameters: request.settings.hyperparametersJSON,
+                            seed: request.seed ?? Int.random(in: 0...Int(Int32.max)), suffix: request.suffix,
+                            metadata: JSONBodyEncoder.string(SortedMembers(request.metadata)),
+                            webhookURL: request.webhookURL, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         // The validation stage takes it from here.
         changes.post(jobID: job.id, status: .validatingFiles)

@@ -47,29 +47,53 @@ enum ModelsAPI {
         (try? ModelConfig.parse(config)).map { ParameterLayout($0).totalCount * 4 } ?? 0
     }
 
-    static func create(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
-        let body = try RequestJSON.object(context.request)
-        try RequestJSON.allowOnly(["id", "config", "seed", "file"], in: body)
-        let project = context.principal.projectID
-        guard let id = body["id"]?.string else { throw APIError.invalid("id is required: a name for the model", param: "id") }
-        guard ModelKey.isValidName(id) else {
-            throw APIError.invalid("id must be 1-64 characters: a letter or digit, then letters, digits, '-', '_' or '.'", param: "id")
+    /// `POST /v1/models`'s body: a name, and either an architecture (with an initialisation seed) or an uploaded file.
+    struct CreateRequest: Decodable {
+        enum Source { case config(ModelConfig, seed: Int), file(String) }
+        var id: String
+        var source: Source
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case id, config, seed, file }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            guard let id = try body.decodeIfPresent(String.self, forKey: .id, explaining: "id must be a string") else {
+                throw body.mistake(.id, "id is required: a name for the model")
+            }
+            guard ModelKey.isValidName(id) else {
+                throw body.mistake(.id, "id must be 1-64 characters: a letter or digit, then letters, digits, '-', '_' or '.'")
+            }
+            self.id = id
+            let config = try body.decodeIfPresent(JSONObject.self, forKey: .config, explaining: "config must be an object (SPEC §2)")
+            let file = try body.decodeIfPresent(String.self, forKey: .file, explaining: "file must be the id of an uploaded safetensors file")
+            switch (config, file) {
+            case let (config?, nil):
+                try ServiceLimits.rejectUnknownKeys(config)
+                do {
+                    source = .config(try ModelConfig.parse(JSONValue.object(config).text),
+                                     seed: try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max)) ?? 0)
+                } catch let error as ModelConfigError {
+                    throw JSONFieldError(error.message, path: "config.\(error.param)")
+                }
+            case let (nil, file?):
+                source = .file(file)
+            default:
+                throw body.mistake(.config, "give either config (an architecture) or file (an uploaded safetensors model), not both")
+            }
         }
+    }
+
+    static func create(_ context: RequestContext, _ resources: Application.Resources) async throws -> HTTPResponse {
+        let request = try RequestJSON.decode(CreateRequest.self, from: context.request)
+        let project = context.principal.projectID, id = request.id
         let budget = resources.settings.memoryBudget
         let build: @Sendable (HeavyWork.Cancellation) throws -> UncheckedSendable<ModelFile>
-        switch (body["config"], body["file"]) {
-        case let (config?, nil):
-            guard let configObject = config.object else { throw APIError.invalid("config must be an object (SPEC §2)", param: "config") }
-            try ServiceLimits.rejectUnknownKeys(configObject)
-            let parsed: ModelConfig
-            do { parsed = try ModelConfig.parse(config.text) } catch let error as ModelConfigError {
-                throw APIError.invalid(error.message, param: "config.\(error.param)")
-            }
+        switch request.source {
+        case let .config(parsed, seed):
             try ServiceLimits.check(parsed)
             try checkBudget(parsed, budget)
-            let seed = try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0
             build = { _ in UncheckedSendable(ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))) }
-        case let (nil, .string(file)?):
+        case let .file(file):
             guard try resources.files.file(file, project: project) != nil else { throw APIError.notFound("file \(file)", param: "file") }
             let path = resources.data.filePath(file)
             // What the file declares is checked before anything of it is read: the limits a JSON config
@@ -87,8 +111,6 @@ enum ModelsAPI {
                     throw APIError(status: 422, message: "the file is not a valid resmlp model: \(error)", param: "file", code: "invalid_model_file")
                 }
             }
-        default:
-            throw APIError.invalid("give either config (an architecture) or file (an uploaded safetensors model), not both", param: "config")
         }
         try Quotas.check(.model, project: project, adding: 0, resources)
         // Initialising or reading a model and writing its file take seconds at the largest sizes: not on a
@@ -121,34 +143,22 @@ enum ModelsAPI {
     }
 }
 
-/// Decoding request bodies: JSON objects only, with errors that name the field.
+/// Decoding request bodies: a JSON object into the endpoint's request type, with errors
+/// that name the field (`param`).
 enum RequestJSON {
-    static func object(_ request: HTTPRequest) throws -> JSONObject {
-        let type = request.head.header("content-type")?.lowercased() ?? ""
-        guard type.hasPrefix("application/json") else {
+    static func decode<Request: Decodable>(_ type: Request.Type, from request: HTTPRequest) throws -> Request {
+        let contentType = request.head.header("content-type")?.lowercased() ?? ""
+        guard contentType.hasPrefix("application/json") else {
             throw APIError(status: 415, message: "send the request body as application/json", code: "unsupported_media_type")
         }
         let value: JSONValue
         do { value = try JSONParser.parse(request.body) } catch {
             throw APIError.invalid("the request body is not JSON: \(error)")
         }
-        guard let object = value.object else { throw APIError.invalid("the request body is not a JSON object") }
-        return object
-    }
-
-    static func allowOnly(_ keys: Set<String>, in object: JSONObject) throws {
-        if let unknown = object.keys.sorted().first(where: { !keys.contains($0) }) {
-            throw APIError.invalid("unknown field \(unknown); expected \(keys.sorted().joined(separator: ", "))", param: unknown)
+        guard value.object != nil else { throw APIError.invalid("the request body is not a JSON object") }
+        do { return try JSONValueDecoder.decode(Request.self, from: value) } catch let error as JSONFieldError {
+            throw APIError.invalid(error.message, param: error.path)
         }
-    }
-
-    /// An optional integer field (null is absent); JSON does not tell 2 from 2.0, so an integral number counts.
-    static func integer(_ value: JSONValue?, param: String, range: ClosedRange<Int>) throws -> Int? {
-        guard let value, value != .null else { return nil }
-        guard let exact = value.exactInteger, range.contains(exact) else {
-            throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
-        }
-        return exact
     }
 }
 
@@ -162,7 +172,7 @@ enum ServiceLimits {
     static func rejectUnknownKeys(_ config: JSONObject) throws {
         func only(_ allowed: Set<String>, in object: JSONObject, at path: String) throws {
             if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
-                throw APIError.invalid("unknown field \(path).\(unknown)", param: "\(path).\(unknown)")
+                throw JSONFieldError("unknown field \(path).\(unknown)", path: "\(path).\(unknown)")
             }
         }
         try only(["arch", "sample_shape", "hidden", "depth", "mlp_ratio", "time_freq_dim", "cond", "schedule"], in: config, at: "config")

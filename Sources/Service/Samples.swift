@@ -16,7 +16,7 @@ enum SamplesAPI {
     static func add(to router: inout Router, _ resources: Application.Resources) {
         let data = resources.data, models = resources.models, jobs = resources.jobs
         router.add("POST", "/v1/samples") { context in
-            let request = try SampleRequest(RequestJSON.object(context.request))
+            let request = try RequestJSON.decode(SampleRequest.self, from: context.request)
             let path = try resolve(request.model, project: context.principal.projectID, data: data, models: models, jobs: jobs)
             let config: ModelConfig
             do { config = try ModelFile.declaredConfig(path) } catch {
@@ -69,7 +69,8 @@ enum SamplesAPI {
         return data.modelPath(row.id)
     }
 
-    struct SampleRequest: Sendable {
+    /// `POST /v1/samples`'s body.
+    struct SampleRequest: Decodable, Sendable {
         var model: String
         var prompts: [String]?
         var conditions: [[Double]?]?
@@ -81,50 +82,30 @@ enum SamplesAPI {
         var noise: [[Double]]?
         var png: Bool
 
-        init(_ body: JSONObject) throws {
-            try RequestJSON.allowOnly(["model", "prompts", "conditions", "n", "sampler", "steps", "guidance_scale", "seed", "noise", "format"],
-                                      in: body)
-            guard let model = body["model"]?.string else { throw APIError.invalid("model is required", param: "model") }
-            self.model = model
-            if let value = body.present("prompts") {
-                guard let list = value.array?.compactMap(\.string), list.count == value.array?.count, !list.isEmpty else { throw APIError.invalid("prompts must be a non-empty array of strings", param: "prompts") }
-                prompts = list
-            }
-            if let value = body.present("conditions") {
-                guard let list = value.array, !list.isEmpty else { throw APIError.invalid("conditions must be a non-empty array of vectors (or null)", param: "conditions") }
-                conditions = try list.map { item in
-                    if item == .null { return nil }
-                    guard let vector = item.array?.compactMap(\.number), vector.count == item.array?.count else {
-                        throw APIError.invalid("each condition is an array of numbers or null", param: "conditions")
-                    }
-                    return vector
-                }
-            }
-            n = try RequestJSON.integer(body["n"], param: "n", range: 1...SamplesAPI.maximumSamples) ?? 1
-            let samplerName = body["sampler"]?.string ?? "dpmpp2m"
-            guard let kind = SamplerKind(rawValue: samplerName), body["sampler"] == nil || body["sampler"]?.string != nil else {
-                throw APIError.invalid("sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))", param: "sampler")
-            }
-            sampler = kind
-            steps = try RequestJSON.integer(body["steps"], param: "steps", range: 1...1000) ?? 20
-            if let value = body.present("guidance_scale") {
-                guard let number = value.number, number.isFinite, (0...100).contains(number) else {
-                    throw APIError.invalid("guidance_scale must be a number in [0, 100]", param: "guidance_scale")
-                }
-                guidance = Float(number)
-            } else {
-                guidance = 1
-            }
-            seed = UInt64(try RequestJSON.integer(body["seed"], param: "seed", range: 0...Int(Int32.max)) ?? 0)
-            if let value = body.present("noise") {
-                let rows = value.array?.map { row in row.array?.compactMap(\.number) }
-                guard let rows, zip(rows, value.array ?? []).allSatisfy({ $0 != nil && $0!.count == $1.array?.count }) else {
-                    throw APIError.invalid("noise must be an array of x_T arrays, one per sample", param: "noise")
-                }
-                noise = rows.map { $0! }
-            }
-            let format = body["format"]?.string ?? "json"
-            guard ["json", "png"].contains(format) else { throw APIError.invalid("format must be json or png", param: "format") }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case model, prompts, conditions, n, sampler, steps, guidance = "guidance_scale", seed, noise, format
+        }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            model = try body.decode(String.self, forKey: .model)
+            prompts = try body.decodeIfPresent([String].self, forKey: .prompts, explaining: "prompts must be a non-empty array of strings")
+            if prompts?.isEmpty == true { throw body.mistake(.prompts, "prompts must be a non-empty array of strings") }
+            let conditionsMessage = "conditions must be a non-empty array of vectors, each an array of numbers or null"
+            conditions = try body.decodeIfPresent([[Double]?].self, forKey: .conditions, explaining: conditionsMessage)
+            if conditions?.isEmpty == true { throw body.mistake(.conditions, conditionsMessage) }
+            n = try body.decodeIfPresent(Int.self, forKey: .n, in: 1...SamplesAPI.maximumSamples) ?? 1
+            sampler = try body.decodeIfPresent(SamplerKind.self, forKey: .sampler,
+                                               explaining: "sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))") ?? .dpmpp2m
+            steps = try body.decodeIfPresent(Int.self, forKey: .steps, in: 1...1000) ?? 20
+            let guidanceMessage = "guidance_scale must be a number in [0, 100]"
+            let guidance = try body.decodeIfPresent(Double.self, forKey: .guidance, explaining: guidanceMessage) ?? 1
+            guard (0...100).contains(guidance) else { throw body.mistake(.guidance, guidanceMessage) }
+            self.guidance = Float(guidance)
+            seed = UInt64(try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max)) ?? 0)
+            noise = try body.decodeIfPresent([[Double]].self, forKey: .noise, explaining: "noise must be an array of x_T arrays, one per sample")
+            let format = try body.decodeIfPresent(String.self, forKey: .format, explaining: "format must be json or png") ?? "json"
+            guard ["json", "png"].contains(format) else { throw body.mistake(.format, "format must be json or png") }
             png = format == "png"
         }
     }

@@ -51,7 +51,7 @@ import TestSupport
         }
         _ = await Task.detached { started.wait() }.value
         let waiting = Task { try await pool.run { _ in 2 } }
-        try await poll("the second piece of work queued", seconds: 10) { pool.load == 2 ? true : nil }
+        _ = try await poll("the second piece of work queued", seconds: 10) { pool.load == 2 ? true : nil }
         await #expect(throws: APIError.self, "the queue of one is full") { try await pool.run { _ in 3 } }
         pool.stop()
         await #expect(throws: CancellationError.self) { try await running.value }
