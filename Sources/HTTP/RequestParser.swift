@@ -128,6 +128,13 @@ public struct HTTPRequestParser: Sendable {
     /// connection should be answered with `error.status` and closed.
     public mutating func feed(_ bytes: some Collection<UInt8>) throws -> [HTTPRequestEvent] {
         var events: [HTTPRequestEvent] = []
+        try feed(bytes, into: &events)
+        return events
+    }
+
+    /// Parses `bytes`, appending the events they complete; on an error, `events` keeps those
+    /// completed before it, so the requests ahead of a broken one are still answered.
+    public mutating func feed(_ bytes: some Collection<UInt8>, into events: inout [HTTPRequestEvent]) throws {
         var input = Array(bytes)[...]
         do {
             while !input.isEmpty {
@@ -135,7 +142,7 @@ public struct HTTPRequestParser: Sendable {
                 case .failed:
                     throw HTTPParseError.badRequest("the connection already failed")
                 case .head:
-                    guard let head = try takeHead(&input) else { return events }
+                    guard let head = try takeHead(&input) else { return }
                     events.append(.head(head))
                     try startBody(for: head, events: &events)
                 case let .fixedBody(remaining):
@@ -149,7 +156,7 @@ public struct HTTPRequestParser: Sendable {
                         state = .fixedBody(remaining: remaining - piece.count)
                     }
                 case .chunkSize:
-                    guard let line = try takeLine(&input, limit: 1024, what: "chunk size line") else { return events }
+                    guard let line = try takeLine(&input, limit: 1024, what: "chunk size line") else { return }
                     guard let size = Self.chunkSize(line) else { throw HTTPParseError.badRequest("invalid chunk size line") }
                     if size == 0 {
                         state = .trailers
@@ -167,11 +174,11 @@ public struct HTTPRequestParser: Sendable {
                     events.append(.body(Array(piece)))
                     state = remaining == piece.count ? .chunkDataEnd : .chunkData(remaining: remaining - piece.count)
                 case .chunkDataEnd:
-                    guard let line = try takeLine(&input, limit: 2, what: "chunk end") else { return events }
+                    guard let line = try takeLine(&input, limit: 2, what: "chunk end") else { return }
                     guard line.isEmpty else { throw HTTPParseError.badRequest("chunk data is longer than its size") }
                     state = .chunkSize
                 case .trailers:
-                    guard let line = try takeLine(&input, limit: limits.headerBytes, what: "trailer") else { return events }
+                    guard let line = try takeLine(&input, limit: limits.headerBytes, what: "trailer") else { return }
                     trailerBytes += line.count + 2
                     guard trailerBytes <= limits.headerBytes else {
                         throw HTTPParseError(status: 431, message: "trailer fields are over the \(limits.headerBytes)-byte limit")
@@ -187,7 +194,6 @@ public struct HTTPRequestParser: Sendable {
             pending = []
             throw error
         }
-        return events
     }
 
     // MARK: - Head

@@ -231,48 +231,34 @@ final class Connection {
     let fd: Int32
     /// Distinguishes this connection from a later one that reuses the fd.
     let generation: UInt64
+    /// The client's IPv4 address (network order), for the per-address cap.
+    let address: UInt32
     var parser: HTTPRequestParser
-    var head: HTTPRequestHead?
-    var body: [UInt8] = []
+    /// What the connection is doing; the fields below are the handles its IO needs.
+    var state: ConnectionState
     /// The streamed body of the request being read, if its route streams.
     var bodyStream: RequestBody?
-    /// Reading is off: see `EventLoop.updateReading` for why.
-    var readingPaused = false
-    /// The streamed body's consumer is behind: wait for it before reading more.
-    var bodyPaused = false
-    /// Parsed but not yet handled: requests beyond the back-pressure bound wait here, and no
-    /// more is read until they have been handled.
-    var backlog: [HTTPRequestEvent] = []
+    /// Handlers running for this connection, by sequence: cancelled when the client leaves.
+    var handlers: [Int: Task<Void, Never>] = [:]
+    /// The task forwarding a streamed response's chunks (`state.outgoing` is `.stream`).
+    var streamTask: Task<Void, Never>?
+    /// The file being sent (`state.outgoing` is `.file`).
+    var file: Int32 = -1
+    var output = OutputBuffer()
+    /// The epoll interest as last set: reading (`state.shouldRead`) and writing (output the socket would not take).
+    var reading = true
+    var wantsWrite = false
     /// The backlog is being handled further up the stack: handling an event can write (100
     /// Continue), which flushes, which must not handle the next event before this one is done.
     var handlingBacklog = false
-    /// Body bytes of the request being read, for its deadline.
-    var bodyBytes = 0
-    /// The client's IPv4 address (network order), for the per-address cap.
-    let address: UInt32
-    /// Handlers running for this connection, by sequence: cancelled when the client leaves.
-    var handlers: [Int: Task<Void, Never>] = [:]
-    /// Responses in request order (pipelining).
-    var responses = ResponseQueue()
-    var streaming: (sequence: Int, task: Task<Void, Never>)?
-    /// A file being sent: its descriptor, the bytes left, and the response it belongs to.
-    var sendingFile: (fd: Int32, remaining: Int, sequence: Int)?
-    var output = OutputBuffer()
-    var wantsWrite = false
-    var lastActivity: Double
-    var requestStarted: Double?
-    /// Open, closing once its responses are out, or lingering (see `lingerThenClose`).
-    var phase = ConnectionPhase.open
 
     init(fd: Int32, generation: UInt64, address: UInt32, limits: HTTPRequestParser.Limits, now: Double) {
         self.fd = fd
         self.generation = generation
         self.address = address
         parser = HTTPRequestParser(limits: limits)
-        lastActivity = now
+        state = ConnectionState(now: now)
     }
-
-    var inFlight: Bool { responses.pending > 0 || head != nil || bodyStream != nil || sendingFile != nil }
 }
 
 /// One event loop: its connections, their handlers' tasks (it is their executor), and an
@@ -387,7 +373,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Whether this connection has more work queued than it may: its requests then wait.
     func overBound(_ connection: Connection) -> Bool {
-        connection.responses.pending >= server.configuration.maxQueuedResponses
+        connection.state.responses.pending >= server.configuration.maxQueuedResponses
             || connection.output.count >= server.configuration.maxBufferedOutput
     }
 
@@ -395,29 +381,27 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// or it is over its bound of queued responses or unsent bytes (a client that pipelines
     /// requests and never reads the answers stops being read, instead of growing the server).
     func updateReading(_ connection: Connection) {
-        guard connections[connection.fd] === connection, !connection.phase.isLingering else { return }
-        let paused = connection.bodyPaused || !connection.backlog.isEmpty || overBound(connection)
-        guard connection.readingPaused != paused else { return }
-        connection.readingPaused = paused
+        guard connections[connection.fd] === connection, !connection.state.phase.isLingering else { return }
+        let reading = connection.state.shouldRead(overBound: overBound(connection))
+        guard connection.reading != reading else { return }
+        connection.reading = reading
         updateInterest(connection)
-        if !paused { read(connection) }
+        if reading { read(connection) }
     }
 
     /// Handles parsed events, in order, while the connection is within its bound.
     func processBacklog(_ connection: Connection) {
         guard !connection.handlingBacklog else { return }
         connection.handlingBacklog = true
-        while !connection.backlog.isEmpty, connections[connection.fd] === connection, !overBound(connection),
-              connection.phase.isOpen {
-            handle(connection.backlog.removeFirst(), on: connection)
+        while connections[connection.fd] === connection, let event = connection.state.nextEvent(overBound: overBound(connection)) {
+            handle(event, on: connection)
         }
         connection.handlingBacklog = false
-        if !connection.phase.isOpen { connection.backlog = [] }
         updateReading(connection)
     }
 
     func updateInterest(_ connection: Connection) {
-        let events = (connection.readingPaused ? 0 : Self.readable) | (connection.wantsWrite ? UInt32(PREFTUNE_EPOLLOUT) : 0)
+        let events = (connection.reading ? Self.readable : 0) | (connection.wantsWrite ? UInt32(PREFTUNE_EPOLLOUT) : 0)
         _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_MODIFY), connection.fd, events)
     }
 
@@ -454,7 +438,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                     close(listener)
                     listener = -1
                 }
-                for connection in connections.values where (!connection.inFlight && connection.output.isEmpty) || connection.phase.isLingering {
+                for connection in connections.values where (!connection.state.inFlight && connection.output.isEmpty) || connection.state.phase.isLingering {
                     closeConnection(connection)
                 }
                 if connections.isEmpty { break }
@@ -510,7 +494,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     func read(_ connection: Connection) {
-        while connections[connection.fd] === connection, !connection.readingPaused {
+        while connections[connection.fd] === connection, connection.reading {
             let n = readBuffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { closeConnection(connection); return }
             if n < 0 {
@@ -519,22 +503,24 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 closeConnection(connection)
                 return
             }
-            connection.lastActivity = Self.now()
+            connection.state.touched(now: Self.now())
             // A short read emptied the socket: epoll reports more when it comes (level-triggered),
             // which saves the recv that would only say EAGAIN.
             let drained = n < readBuffer.count
-            if !connection.phase.isOpen { if drained { return }; continue }  // after an error, ignore what follows
+            if !connection.state.phase.isOpen { if drained { return }; continue }  // after an error, ignore what follows
+            var events: [HTTPRequestEvent] = []
             do {
-                connection.backlog += try connection.parser.feed(readBuffer[0..<n])
+                try connection.parser.feed(readBuffer[0..<n], into: &events)
+                connection.state.parsed(events)
                 processBacklog(connection)
                 // Handled further up the stack: leave the rest in the socket until then.
                 if connection.handlingBacklog || drained { return }
-            } catch let error as HTTPParseError {
-                // What was parsed before the error is answered first, in order.
-                processBacklog(connection)
-                fail(connection, status: error.status, message: error.message)
             } catch {
-                fail(connection, status: 400, message: "\(error)")
+                // What was parsed before the error is answered first, in order.
+                connection.state.parsed(events)
+                processBacklog(connection)
+                let failure = error as? HTTPParseError ?? .badRequest("\(error)")
+                fail(connection, status: failure.status, message: failure.message)
             }
         }
     }
@@ -542,49 +528,38 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     func handle(_ event: HTTPRequestEvent, on connection: Connection) {
         switch event {
         case let .head(head):
-            connection.head = head
-            connection.body = []
-            connection.bodyBytes = 0
-            connection.requestStarted = Self.now()
             let hasBody = head.header("content-length").map { $0 != "0" } ?? (head.header("transfer-encoding") != nil)
+            let streamed = hasBody && server.configuration.streamsBody?(head) == true
+            connection.state.receivedHead(head, streamed: streamed, now: Self.now())
             if head.expectsContinue && hasBody && head.minorVersion >= 1 {
                 write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), to: connection)
             }
-            if hasBody, server.configuration.streamsBody?(head) == true {
+            if streamed {
                 let (loop, fd, generation) = (self, connection.fd, connection.generation)
                 let body = RequestBody { loop.deliver(.resumeReading(connection: fd, generation: generation)) }
                 connection.bodyStream = body
                 dispatch(HTTPRequest(head: head, body: [], bodyStream: body), on: connection)
             }
         case let .body(piece):
-            connection.bodyBytes += piece.count
-            if let stream = connection.bodyStream {
-                if stream.append(piece) {
-                    connection.bodyPaused = true
-                    updateReading(connection)
-                }
-            } else {
-                connection.body += piece
+            if connection.state.receivedBody(piece), let stream = connection.bodyStream, stream.append(piece) {
+                connection.state.consumerBehind(true)
+                updateReading(connection)
             }
         case .end:
-            guard let head = connection.head else { return }
-            connection.head = nil
-            connection.requestStarted = nil
+            guard let request = connection.state.receivedEnd() else { return }
             if let stream = connection.bodyStream {
                 stream.finish()
                 connection.bodyStream = nil
                 return
             }
-            let request = HTTPRequest(head: head, body: connection.body)
-            connection.body = []
-            dispatch(request, on: connection)
+            dispatch(HTTPRequest(head: request.head, body: request.body), on: connection)
         }
     }
 
     /// Answers at once when the application can; else runs its work as a task on this loop,
     /// whose response comes back through the inbox.
     func dispatch(_ request: HTTPRequest, on connection: Connection) {
-        let sequence = connection.responses.enqueue(keepAlive: request.head.keepAlive && !server.isShuttingDown)
+        let sequence = connection.state.responses.enqueue(keepAlive: request.head.keepAlive && !server.isShuttingDown)
         switch server.answer(request) {
         case let .now(response):
             receive(response, sequence: sequence, on: connection)
@@ -600,17 +575,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// A handler's response: queued in request order, and sent as far as the order allows.
     func receive(_ response: HTTPResponse, sequence: Int, on connection: Connection) {
         connection.handlers[sequence] = nil
-        if let unread = connection.bodyStream, sequence == connection.responses.newest {
-            // Answered before its body was read (e.g. 401): the rest of the body
-            // cannot be skipped reliably, so the connection ends after this response.
-            unread.finish(error: "the response was sent before the body was read")
+        if connection.state.answeredBeforeBody(sequence) {
+            connection.bodyStream?.finish(error: "the response was sent before the body was read")
             connection.bodyStream = nil
-            connection.head = nil
-            connection.requestStarted = nil
-            connection.responses.closeAfter(sequence)
-            connection.phase.closeAfterResponses()
         }
-        connection.responses.complete(sequence, with: response)
+        connection.state.responses.complete(sequence, with: response)
         sendReady(connection)
     }
 
@@ -618,13 +587,9 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     func fail(_ connection: Connection, status: Int, message: String) {
         connection.bodyStream?.finish(error: message)
         connection.bodyStream = nil
-        connection.backlog = []
         let body = server.errorBody(status: status, message: message, code: status == 408 ? "request_timeout" : nil)
-        let sequence = connection.responses.enqueue(keepAlive: false)
-        connection.head = nil
-        connection.requestStarted = nil
-        connection.phase.closeAfterResponses()
-        connection.responses.complete(sequence, with: HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body)))
+        let sequence = connection.state.failed()
+        connection.state.responses.complete(sequence, with: HTTPResponse(status: status, headers: [("Content-Type", "application/json")], body: .bytes(body)))
         sendReady(connection)
     }
 
@@ -647,14 +612,15 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 receive(response, sequence: sequence, on: connection)
             case let .resumeReading(fd, generation):
                 guard let connection = live(fd, generation) else { continue }
-                connection.bodyPaused = false
+                connection.state.consumerBehind(false)
                 updateReading(connection)
             case let .chunk(fd, generation, sequence, bytes):
-                guard let connection = live(fd, generation), connection.streaming?.sequence == sequence, !bytes.isEmpty else { continue }
+                guard let connection = live(fd, generation), connection.state.isStreaming(sequence), !bytes.isEmpty else { continue }
                 write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10], to: connection)
             case let .end(fd, generation, sequence):
-                guard let connection = live(fd, generation), connection.streaming?.sequence == sequence else { continue }
-                connection.streaming = nil
+                guard let connection = live(fd, generation), connection.state.isStreaming(sequence) else { continue }
+                connection.state.endOutgoing()
+                connection.streamTask = nil
                 write(Array("0\r\n\r\n".utf8), to: connection)
                 finishResponse(connection, sequence: sequence)
             }
@@ -670,8 +636,8 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// Writes responses in request order, as far as they are ready.
     func sendReady(_ connection: Connection) {
         // Once shutting down, every response tells the client to go elsewhere next time.
-        while connection.streaming == nil, connection.sendingFile == nil, connections[connection.fd] === connection,
-              let (sequence, response, keepAlive) = connection.responses.takeNext(shuttingDown: server.isShuttingDown) {
+        while connection.state.canSendNext, connections[connection.fd] === connection,
+              let (sequence, response, keepAlive) = connection.state.responses.takeNext(shuttingDown: server.isShuttingDown) {
             switch response.body {
             case let .bytes(body):
                 connection.output.append(response.head(keepAlive: keepAlive, contentLength: body.count))
@@ -687,26 +653,26 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                     finishResponse(connection, sequence: sequence)
                     continue
                 }
-                connection.sendingFile = (fd, size, sequence)
+                connection.file = fd
+                connection.state.beginFile(sequence, size: size)
                 write(response.head(keepAlive: keepAlive, contentLength: size), to: connection)
             case let .stream(stream):
                 write(response.head(keepAlive: keepAlive, contentLength: nil), to: connection)
                 let (fd, generation) = (connection.fd, connection.generation)
-                let task = Task(executorPreference: self) { [self] in
+                connection.state.beginStream(sequence)
+                connection.streamTask = Task(executorPreference: self) { [self] in
                     for await piece in stream {
                         deliver(.chunk(connection: fd, generation: generation, sequence: sequence, piece))
                     }
                     deliver(.end(connection: fd, generation: generation, sequence: sequence))
                 }
-                connection.streaming = (sequence, task)
             }
         }
     }
 
     func finishResponse(_ connection: Connection, sequence: Int) {
-        if !connection.responses.sent(sequence) { connection.phase.closeAfterResponses() }
-        connection.lastActivity = Self.now()
-        if connection.output.isEmpty, !connection.phase.isOpen, connection.streaming == nil { lingerThenClose(connection); return }
+        connection.state.finished(sequence, now: Self.now())
+        if connection.state.isDone(outputEmpty: connection.output.isEmpty) { lingerThenClose(connection); return }
         sendReady(connection)
         processBacklog(connection)
     }
@@ -730,33 +696,34 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         }
         guard connections[connection.fd] === connection else { return }
         setWriteInterest(connection, false)
-        if !connection.backlog.isEmpty || connection.readingPaused { processBacklog(connection) }
-        if !connection.phase.isOpen, connection.streaming == nil, connection.responses.pending == 0 {
-            lingerThenClose(connection)
-        }
+        if !connection.reading { processBacklog(connection) }
+        if connection.state.isDone(outputEmpty: connection.output.isEmpty) { lingerThenClose(connection) }
     }
 
     /// Reads the next piece of a file being sent into the output; false when there is none.
     func refillFromFile(_ connection: Connection) -> Bool {
-        guard let file = connection.sendingFile else { return false }
-        if file.remaining == 0 {
-            close(file.fd)
-            connection.sendingFile = nil
-            finishResponse(connection, sequence: file.sequence)
+        guard case let .file(sequence, remaining) = connection.state.outgoing else { return false }
+        if remaining == 0 {
+            closeFile(connection)
+            finishResponse(connection, sequence: sequence)
             return !connection.output.isEmpty
         }
-        var chunk = [UInt8](repeating: 0, count: min(file.remaining, 256 * 1024))
-        let n = chunk.withUnsafeMutableBytes { Glibc.read(file.fd, $0.baseAddress, $0.count) }
+        var chunk = [UInt8](repeating: 0, count: min(remaining, 256 * 1024))
+        let n = chunk.withUnsafeMutableBytes { Glibc.read(connection.file, $0.baseAddress, $0.count) }
         guard n > 0 else {
             // The file shrank under us: the promised length cannot be honoured; end the connection.
-            close(file.fd)
-            connection.sendingFile = nil
             closeConnection(connection)
             return false
         }
         connection.output.append(chunk[0..<n])
-        connection.sendingFile = (file.fd, file.remaining - n, file.sequence)
+        connection.state.fileRead(n)
         return true
+    }
+
+    func closeFile(_ connection: Connection) {
+        if connection.file >= 0 { close(connection.file) }
+        connection.file = -1
+        connection.state.endOutgoing()
     }
 
     /// Closing a socket that still has unread input makes the kernel send a reset,
@@ -764,49 +731,44 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// answered mid-upload). So: shut the write side, drop what still arrives, and
     /// close when the client does, or after two seconds.
     func lingerThenClose(_ connection: Connection) {
-        guard connection.phase.linger(until: Self.now() + 2) else { return }
+        guard connection.state.linger(until: Self.now() + 2) else { return }
         connection.bodyStream?.finish(error: "the connection is closing")
         connection.bodyStream = nil
-        connection.backlog = []
         shutdown(connection.fd, Int32(SHUT_WR))
-        connection.readingPaused = false
+        connection.reading = true
         connection.wantsWrite = false
         updateInterest(connection)
     }
 
     func sweepTimeouts(now: Double, since lastSweep: Double) {
         let configuration = server.configuration
+        let deadlines = ConnectionState.Deadlines(request: configuration.requestTimeout, minBodyBytesPerSecond: configuration.minBodyBytesPerSecond,
+                                                  idle: configuration.idleTimeout)
         for connection in Array(connections.values) {
-            if case let .lingering(deadline) = connection.phase {
-                if now > deadline { closeConnection(connection) }
-                continue
-            }
-            // Time the server itself held the body back (its consumer was behind) is not the client's.
-            if connection.bodyPaused, let started = connection.requestStarted { connection.requestStarted = started + (now - lastSweep) }
-            let allowed = configuration.requestTimeout + Double(connection.bodyBytes) / configuration.minBodyBytesPerSecond
-            if let started = connection.requestStarted, now - started > allowed {
+            if connection.state.lingerExpired(now: now) { closeConnection(connection); continue }
+            switch connection.state.timeout(now: now, heldBack: now - lastSweep, parserIdle: connection.parser.isIdle,
+                                            outputEmpty: connection.output.isEmpty, deadlines) {
+            case .request:
                 fail(connection, status: 408, message: "the request was not received in time: \(Int(configuration.requestTimeout)) s for the head, and the body at \(Int(configuration.minBodyBytesPerSecond)) bytes/s or faster")
-            } else if !connection.inFlight, connection.output.isEmpty, connection.parser.isIdle,
-                      now - connection.lastActivity > configuration.idleTimeout {
+            case .idle:
                 closeConnection(connection)
-            } else if !connection.parser.isIdle, connection.requestStarted == nil {
-                connection.requestStarted = now
+            case nil:
+                break
             }
         }
     }
 
     func closeConnection(_ connection: Connection) {
         guard connections[connection.fd] === connection else { return }
-        connection.streaming?.task.cancel()
+        connection.streamTask?.cancel()
+        connection.streamTask = nil
         // The client is gone: its handlers' work (a long sample) is cancelled.
         for task in connection.handlers.values { task.cancel() }
         connection.handlers = [:]
-        connection.backlog = []
         server.release(connection.address)
         connection.bodyStream?.finish(error: "the client closed the connection before the body was complete")
         connection.bodyStream = nil
-        if let file = connection.sendingFile { close(file.fd) }
-        connection.sendingFile = nil
+        closeFile(connection)
         connections[connection.fd] = nil
         _ = preftune_epoll_ctl(epoll, Int32(PREFTUNE_EPOLL_DELETE), connection.fd, 0)
         close(connection.fd)

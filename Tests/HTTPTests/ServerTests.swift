@@ -70,6 +70,19 @@ import Glibc
         #expect(order == order.sorted(), "responses out of order:\n\(client.text)")
     }
 
+    /// A malformed request behind a slow one: the slow one is answered, then the 400, then the
+    /// connection closes. (The connection used to linger as soon as the slow answer was out,
+    /// and the 400 was never sent.)
+    @Test func aBrokenRequestBehindASlowOneIsStillAnswered() throws {
+        let server = try Self.server(handler: Self.echo)
+        defer { server.shutdown(); server.wait() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /bad HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        #expect(client.read { $0.contains("HTTP/1.1 400") })
+        #expect(client.text.range(of: "GET /slow")!.lowerBound < client.text.range(of: "HTTP/1.1 400")!.lowerBound, "\(client.text)")
+        #expect(client.isClosedByPeer())
+    }
+
     /// Answers given at once on the loop (`HTTPAnswer.now`) and answers from tasks share one
     /// order: a quick answer waits behind a slow one that was asked first.
     @Test func immediateAndLaterAnswersKeepRequestOrder() throws {
