@@ -170,6 +170,9 @@ extension JSONValue {
     public var bool: Bool? { if case let .bool(value) = self { value } else { nil } }
     public var array: [JSONValue]? { if case let .array(value) = self { value } else { nil } }
 
+    /// An object's member; nil when absent or when this is not an object.
+    public subscript(key: String) -> JSONValue? { object?[key] }
+
     /// The value as JSON text, for error messages.
     public var text: String { JSONBodyEncoder.string(self) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -27,16 +28,17 @@ struct APIClient {
     struct Response {
         let status: Int
         let body: Data
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
+        /// The body as JSON; null when it is not JSON.
+        var json: JSONValue { (try? JSONParser.parse(body)) ?? .null }
     }
 
     /// Sends a request and waits; a connection failure ends the program with a clear message.
-    func send(_ method: String, _ path: String, json: [String: Any]? = nil) -> Response {
+    func send(_ method: String, _ path: String, json: JSONValue? = nil) -> Response {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
         request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         if let json {
-            request.httpBody = try? JSONSerialization.data(withJSONObject: json)
+            request.httpBody = Data(JSONBodyEncoder.encode(json))
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
         return perform { URLSession.shared.dataTask(with: request, completionHandler: $0) }
@@ -79,11 +81,11 @@ struct APIClient {
     }
 
     /// The response's JSON, or the API's error message and exit status 1.
-    func expect(_ response: Response) -> [String: Any] {
+    func expect(_ response: Response) -> JSONValue {
         guard (200..<300).contains(response.status) else {
-            let error = response.json["error"] as? [String: Any]
-            let message = error?["message"] as? String ?? String(decoding: response.body, as: UTF8.self)
-            let param = (error?["param"] as? String).map { " (\($0))" } ?? ""
+            let error = response.json["error"]
+            let message = error?["message"]?.string ?? String(decoding: response.body, as: UTF8.self)
+            let param = error?["param"]?.string.map { " (\($0))" } ?? ""
             fail("HTTP \(response.status): \(message)\(param)")
         }
         return response.json

@@ -1,10 +1,13 @@
 import Foundation
+import JSON
 import Store
 
 /// `preftune files|models|jobs|sample …`: the API from the command line.
 enum ClientCommands {
-    static func printJSON(_ object: Any) {
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return }
+    static func printJSON(_ value: JSONValue) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { return }
         print(String(decoding: data, as: UTF8.self))
     }
 
@@ -15,11 +18,22 @@ enum ClientCommands {
     }
 
     /// JSON given inline or as `@file`.
-    static func jsonArgument(_ text: String, name: String) -> Any {
+    static func jsonArgument(_ text: String, name: String) -> JSONValue {
         let data = text.hasPrefix("@") ? FileManager.default.contents(atPath: String(text.dropFirst())) : Data(text.utf8)
-        guard let data, let value = try? JSONSerialization.jsonObject(with: data) else { fail("\(name) must be JSON (or @file with JSON)", status: 2) }
+        guard let data, let value = try? JSONParser.parse(data) else { fail("\(name) must be JSON (or @file with JSON)", status: 2) }
         return value
     }
+
+    /// A file's line in a listing.
+    static func fileLine(_ file: JSONValue) -> String {
+        "\(file["id"]?.string ?? "?")  \(file["bytes"]?.exactInteger ?? 0) bytes  \(file["filename"]?.string ?? "")"
+    }
+
+    /// A page's `data`.
+    static func items(_ page: JSONValue) -> [JSONValue] { page["data"]?.array ?? [] }
+
+    /// A whole-number flag as the API should see it: not a number is sent as -1, which the API refuses by name.
+    static func integer(_ text: String) -> JSONValue { JSONValue(Int(text) ?? -1) }
 
     static func files(_ arguments: [String]) {
         let client = APIClient(arguments: arguments)
@@ -27,11 +41,9 @@ enum ClientCommands {
         case "upload":
             let path = positional(arguments, "files upload PATH [--purpose fine-tune]")
             let file = client.expect(client.upload(path, purpose: option("--purpose", in: arguments) ?? "fine-tune"))
-            print("\(file["id"] as? String ?? "?")  \(file["bytes"] as? Int ?? 0) bytes  \(file["filename"] as? String ?? "")")
+            print(fileLine(file))
         case "list":
-            for file in client.expect(client.send("GET", "/v1/files?limit=100"))["data"] as? [[String: Any]] ?? [] {
-                print("\(file["id"] as? String ?? "?")  \(file["bytes"] as? Int ?? 0) bytes  \(file["filename"] as? String ?? "")")
-            }
+            for file in items(client.expect(client.send("GET", "/v1/files?limit=100"))) { print(fileLine(file)) }
         default:
             fail("files takes upload or list", status: 2)
         }
@@ -42,15 +54,15 @@ enum ClientCommands {
         switch arguments.first {
         case "create":
             let id = positional(arguments, "models create ID (--config JSON|@file | --file FILE_ID) [--seed N]")
-            var body: [String: Any] = ["id": id]
+            var body: JSONObject = ["id": .string(id)]
             if let config = option("--config", in: arguments) { body["config"] = jsonArgument(config, name: "--config") }
-            if let file = option("--file", in: arguments) { body["file"] = file }
-            if let seed = option("--seed", in: arguments) { body["seed"] = Int(seed) ?? -1 }
-            let model = client.expect(client.send("POST", "/v1/models", json: body))
-            print(model["id"] as? String ?? "?")
+            if let file = option("--file", in: arguments) { body["file"] = .string(file) }
+            if let seed = option("--seed", in: arguments) { body["seed"] = integer(seed) }
+            let model = client.expect(client.send("POST", "/v1/models", json: .object(body)))
+            print(model["id"]?.string ?? "?")
         case "list":
-            for model in client.expect(client.send("GET", "/v1/models"))["data"] as? [[String: Any]] ?? [] {
-                print("\(model["id"] as? String ?? "?")  \(model["owned_by"] as? String ?? "")")
+            for model in items(client.expect(client.send("GET", "/v1/models"))) {
+                print("\(model["id"]?.string ?? "?")  \(model["owned_by"]?.string ?? "")")
             }
         case "get":
             printJSON(client.expect(client.send("GET", "/v1/models/\(positional(arguments, "models get ID"))")))
@@ -67,30 +79,34 @@ enum ClientCommands {
                   let method = option("--method", in: arguments) else {
                 fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--webhook-url URL] [--follow]", status: 2)
             }
-            var hyperparameters = (option("--hyperparameters", in: arguments).map { jsonArgument($0, name: "--hyperparameters") } as? [String: Any]) ?? [:]
+            var hyperparameters = JSONObject()
+            if let given = option("--hyperparameters", in: arguments) {
+                guard let object = jsonArgument(given, name: "--hyperparameters").object else { fail("--hyperparameters must be a JSON object", status: 2) }
+                hyperparameters = object
+            }
             for (index, argument) in arguments.enumerated() where argument == "--set" && index + 1 < arguments.count {
                 let pair = arguments[index + 1].split(separator: "=", maxSplits: 1).map(String.init)
                 guard pair.count == 2 else { fail("--set takes key=value", status: 2) }
-                hyperparameters[pair[0]] = (try? JSONSerialization.jsonObject(with: Data(pair[1].utf8), options: [.fragmentsAllowed])) ?? pair[1]
+                // A JSON value (3, 1e-4, true, "text"), else the text itself.
+                hyperparameters[pair[0]] = (try? JSONParser.parse(Array(pair[1].utf8))) ?? .string(pair[1])
             }
-            var body: [String: Any] = ["model": model, "training_file": file, "method": ["type": method, method: ["hyperparameters": hyperparameters]]]
+            var body: JSONObject = ["model": .string(model), "training_file": .string(file),
+                                    "method": ["type": .string(method), method: ["hyperparameters": .object(hyperparameters)]]]
             for (flag, field) in [("--validation-file", "validation_file"), ("--suffix", "suffix"), ("--webhook-url", "webhook_url")] {
-                if let value = option(flag, in: arguments) { body[field] = value }
+                if let value = option(flag, in: arguments) { body[field] = .string(value) }
             }
-            if let seed = option("--seed", in: arguments) { body["seed"] = Int(seed) ?? -1 }
-            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: body))
-            let id = job["id"] as? String ?? "?"
+            if let seed = option("--seed", in: arguments) { body["seed"] = integer(seed) }
+            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: .object(body)))
+            let id = job["id"]?.string ?? "?"
             print(id)
             if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
         case "list":
-            for job in client.expect(client.send("GET", "/v1/fine_tuning/jobs?limit=100"))["data"] as? [[String: Any]] ?? [] {
-                print(summary(job))
-            }
+            for job in items(client.expect(client.send("GET", "/v1/fine_tuning/jobs?limit=100"))) { print(summary(job)) }
         case "get":
             printJSON(client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(positional(arguments, "jobs get ID"))")))
         case "cancel", "pause", "resume":
             let action = arguments[0]
-            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs/\(positional(arguments, "jobs \(action) ID"))/\(action)", json: [:]))
+            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs/\(positional(arguments, "jobs \(action) ID"))/\(action)", json: [:] as JSONValue))
             print(summary(job))
         case "logs":
             let id = positional(arguments, "jobs logs ID [-f]")
@@ -103,27 +119,28 @@ enum ClientCommands {
         }
     }
 
-    static func summary(_ job: [String: Any]) -> String {
-        let progress = job["progress"] as? [String: Any]
-        let steps = "\(progress?["step"] as? Int ?? 0)/\(progress?["total_steps"] as? Int ?? 0)"
-        let method = (job["method"] as? [String: Any])?["type"] as? String ?? "?"
-        var text = "\(job["id"] as? String ?? "?")  \(job["status"] as? String ?? "?")  \(method)  step \(steps)  \(job["model"] as? String ?? "")"
-        if let result = job["fine_tuned_model"] as? String { text += " → \(result)" }
-        if let error = job["error"] as? [String: Any] { text += "\n  error \(error["code"] as? String ?? ""): \(error["message"] as? String ?? "")" }
+    static func summary(_ job: JSONValue) -> String {
+        let steps = "\(job["progress"]?["step"]?.exactInteger ?? 0)/\(job["progress"]?["total_steps"]?.exactInteger ?? 0)"
+        let method = job["method"]?["type"]?.string ?? "?"
+        var text = "\(job["id"]?.string ?? "?")  \(job["status"]?.string ?? "?")  \(method)  step \(steps)  \(job["model"]?.string ?? "")"
+        if let result = job["fine_tuned_model"]?.string { text += " → \(result)" }
+        if let error = job["error"], error.object != nil {
+            text += "\n  error \(error["code"]?.string ?? ""): \(error["message"]?.string ?? "")"
+        }
         return text
     }
 
-    static func sequence(_ event: [String: Any]) -> Int { Int((event["id"] as? String)?.split(separator: "-").last ?? "") ?? 0 }
+    static func sequence(_ event: JSONValue) -> Int { Int(event["id"]?.string?.split(separator: "-").last ?? "") ?? 0 }
 
     /// The job's events after sequence `after`, oldest first.
-    static func events(_ id: String, client: APIClient, after: Int) -> [[String: Any]] {
-        let page = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1000"))["data"] as? [[String: Any]] ?? []
+    static func events(_ id: String, client: APIClient, after: Int) -> [JSONValue] {
+        let page = items(client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1000")))
         return page.reversed().filter { sequence($0) > after }
     }
 
-    static func line(_ event: [String: Any]) -> String {
-        let time = (event["created_at"] as? Int).map { Date(timeIntervalSince1970: Double($0)) }.map { "\($0)".prefix(19) } ?? ""
-        return "\(time) \(event["level"] as? String ?? "info") \(event["message"] as? String ?? "")"
+    static func line(_ event: JSONValue) -> String {
+        let time = event["created_at"]?.exactInteger.map { Date(timeIntervalSince1970: Double($0)) }.map { "\($0)".prefix(19) } ?? ""
+        return "\(time) \(event["level"]?.string ?? "info") \(event["message"]?.string ?? "")"
     }
 
     /// Prints the job's events as they come, with a progress line on a terminal, until the
@@ -138,7 +155,7 @@ enum ClientCommands {
             fflush(nil)
             last = fresh.last.map(sequence) ?? last
             let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
-            let status = job["status"] as? String ?? "?"
+            let status = job["status"]?.string ?? "?"
             if JobStatus(rawValue: status)?.isTerminal == true {
                 for event in events(id, client: client, after: last) { print(line(event)) }
                 print(summary(job))
@@ -149,13 +166,13 @@ enum ClientCommands {
         }
     }
 
-    static func progressLine(_ job: [String: Any]) -> String {
-        let progress = job["progress"] as? [String: Any]
-        let step = progress?["step"] as? Int ?? 0, total = progress?["total_steps"] as? Int ?? 0
-        var text = "\(job["status"] as? String ?? "?") step \(step)/\(total)"
+    static func progressLine(_ job: JSONValue) -> String {
+        let progress = job["progress"]
+        let step = progress?["step"]?.exactInteger ?? 0, total = progress?["total_steps"]?.exactInteger ?? 0
+        var text = "\(job["status"]?.string ?? "?") step \(step)/\(total)"
         if total > 0 { text += String(format: " (%.0f%%)", 100 * Double(step) / Double(total)) }
-        if let rate = progress?["samples_per_s"] as? Double { text += String(format: " · %.0f samples/s", rate) }
-        if let finish = job["estimated_finish"] as? Int { text += " · about \(max(0, finish - Int(Date().timeIntervalSince1970))) s left" }
+        if let rate = progress?["samples_per_s"]?.number { text += String(format: " · %.0f samples/s", rate) }
+        if let finish = job["estimated_finish"]?.exactInteger { text += " · about \(max(0, finish - Int(Date().timeIntervalSince1970))) s left" }
         return text
     }
 
@@ -165,21 +182,21 @@ enum ClientCommands {
             fail("usage: preftune sample --model ID --prompt TEXT [--prompt TEXT]… [--n 4] [--steps 20] [--guidance 1] [--sampler dpmpp2m] [--seed 0] [--png FILE]", status: 2)
         }
         let prompts = arguments.enumerated().filter { $0.element == "--prompt" && $0.offset + 1 < arguments.count }.map { arguments[$0.offset + 1] }
-        var body: [String: Any] = ["model": model]
-        if !prompts.isEmpty { body["prompts"] = prompts }
+        var body: JSONObject = ["model": .string(model)]
+        if !prompts.isEmpty { body["prompts"] = .array(prompts.map(JSONValue.string)) }
         for (flag, field) in [("--n", "n"), ("--steps", "steps"), ("--seed", "seed")] {
-            if let value = option(flag, in: arguments) { body[field] = Int(value) ?? -1 }
+            if let value = option(flag, in: arguments) { body[field] = integer(value) }
         }
-        if let guidance = option("--guidance", in: arguments) { body["guidance_scale"] = Double(guidance) ?? -1 }
-        if let sampler = option("--sampler", in: arguments) { body["sampler"] = sampler }
+        if let guidance = option("--guidance", in: arguments) { body["guidance_scale"] = JSONValue(Double(guidance) ?? -1) }
+        if let sampler = option("--sampler", in: arguments) { body["sampler"] = .string(sampler) }
         if let path = option("--png", in: arguments) {
             body["format"] = "png"
-            let response = client.send("POST", "/v1/samples", json: body)
+            let response = client.send("POST", "/v1/samples", json: .object(body))
             _ = client.expect(response.status == 200 ? APIClient.Response(status: 200, body: Data("{}".utf8)) : response)
             guard FileManager.default.createFile(atPath: path, contents: response.body) else { fail("cannot write \(path)") }
             print("wrote \(path)")
         } else {
-            printJSON(client.expect(client.send("POST", "/v1/samples", json: body)))
+            printJSON(client.expect(client.send("POST", "/v1/samples", json: .object(body))))
         }
     }
 }

@@ -211,6 +211,9 @@ extension ServerProcess {
         #expect(followed.output.contains("step 20/20 loss") && followed.output.contains("succeeded  dro  step 20/20"), "\(followed.output)")
         #expect(followed.output.contains("ft:tiny:cli:\(job)"))
         #expect(try await cli(["jobs", "list"]).output.contains("\(job)  succeeded"))
+        let shown = try await cli(["jobs", "get", job]).output
+        let object = try JSONSerialization.jsonObject(with: Data(shown.utf8)) as? [String: Any]
+        #expect(object?["status"] as? String == "succeeded" && (object?["hyperparameters"] as? [String: Any])?["n_steps"] as? Int == 20, "\(shown)")
         let png = data + "/grid.png"
         #expect(try await cli(["sample", "--model", "ft:tiny:cli:\(job)", "--prompt", "shape 1", "--n", "2", "--png", png]).status == 0)
         #expect(FileManager.default.contents(atPath: png)?.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
