@@ -43,7 +43,7 @@ let package = Package(
         // The API: routes, auth and the error envelope over Store and HTTP.
         .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux", "Threads"]),
 
-        .executableTarget(name: "preftune", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service"]),
+        .executableTarget(name: "preftune", dependencies: ["CLinux", "Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
         .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "JSON"]),
 

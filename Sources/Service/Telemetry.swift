@@ -43,11 +43,11 @@ public final class Telemetry: Sendable {
         }
     }
 
-    func setWorkers(_ count: Int) { counters.withLock { $0.workers = count } }
-    func jobStarted(_ id: String) { counters.withLock { $0.running[id] = RunningJob() } }
-    func jobStopped(_ id: String) { counters.withLock { $0.running[id] = nil } }
+    public func workersStarted(_ count: Int) { counters.withLock { $0.workers = count } }
+    public func jobStarted(_ id: String) { counters.withLock { $0.running[id] = RunningJob() } }
+    public func jobStopped(_ id: String) { counters.withLock { $0.running[id] = nil } }
 
-    func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int) {
+    public func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int) {
         counters.withLock { counters in
             if counters.running[id] != nil {
                 counters.running[id]!.step = step
@@ -112,3 +112,14 @@ public final class Telemetry: Sendable {
         return out
     }
 }
+
+/// What workers report of the jobs they train: to `Telemetry` in the process that serves
+/// /metrics, or through a `WorkerChannel` to it from a worker process.
+public protocol TrainingObserver: Sendable {
+    func workersStarted(_ count: Int)
+    func jobStarted(_ id: String)
+    func jobStopped(_ id: String)
+    func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int)
+}
+
+extension Telemetry: TrainingObserver {}

@@ -15,6 +15,7 @@ enum Flags {
         "serve": Command(valued: ["--listen", "--data-dir", "--workers", "--threads-per-job", "--max-job-memory", "--max-sample-flops",
                                   "--quota-storage", "--quota-files", "--quota-models", "--quota-jobs", "--webhook-allow",
                                   "--metrics-token", "--shutdown-grace"]),
+        "worker": Command(valued: ["--data-dir", "--threads-per-job", "--max-job-memory"], switches: ["--supervised"]),
         "keys create": Command(valued: ["--project", "--data-dir"], switches: ["--admin"]),
         "keys list": Command(valued: dataDir),
         "keys revoke": Command(valued: dataDir, positionals: 1...1),

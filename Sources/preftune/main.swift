@@ -1,3 +1,4 @@
+import CLinux
 import Diffusion
 import Foundation
 import HTTP
@@ -37,7 +38,12 @@ func printUsage() {
                                    run the API and the workers that train queued jobs;
                                    the first start on an empty data dir writes an
                                    admin key to <data-dir>/admin.key (docs/operations.md
-                                   explains the budgets, quotas and egress rules)
+                                   explains the budgets, quotas and egress rules);
+                                   each worker is a process of its own (preftune worker)
+      worker [--data-dir ./data] [--threads-per-job CORES] [--max-job-memory SIZE]
+                                   train queued jobs, one at a time, and nothing else
+                                   (serve starts these itself; run more on this machine
+                                   against the same data dir to add workers)
       keys create --project NAME [--admin] [--data-dir ./data]
       keys list [--data-dir ./data]
       keys revoke KEY_ID [--data-dir ./data]
@@ -71,27 +77,18 @@ func openDataDirectory(_ arguments: [String]) -> DataDirectory {
 }
 
 func serve(_ arguments: [String]) -> Never {
-    // Before anything else starts a thread: the others now are OpenBLAS's.
-    let blasThreads = CPUPriority.threadsAtStartup()
     let listen = option("--listen", in: arguments) ?? "127.0.0.1:8080"
     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
         fail("--listen takes HOST:PORT, e.g. 127.0.0.1:8080", status: 2)
     }
     var workers = WorkerPool.Configuration.defaults()
-    workers.blasThreads = blasThreads
     if let value = option("--workers", in: arguments) {
-        guard let count = Int(value), (0...64).contains(count) else { fail("--workers takes a number of jobs trained at once, 0-64", status: 2) }
+        guard let count = Int(value), (0...64).contains(count) else { fail("--workers takes a number of worker processes (jobs trained at once), 0-64", status: 2) }
         workers.workers = count
     }
-    if let value = option("--threads-per-job", in: arguments) {
-        guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
-        workers.threadsPerJob = count
-    }
+    workers.threadsPerJob = threadsPerJob(arguments) ?? workers.threadsPerJob
     var settings = ServiceSettings.defaults(workers: max(1, workers.workers))
-    if let value = option("--max-job-memory", in: arguments) {
-        guard let bytes = ByteCount.parse(value), bytes >= 16 << 20 else { fail("--max-job-memory takes a size such as 4G or 512M (at least 16M)", status: 2) }
-        settings.memoryBudget = MemoryBudget(bytes: bytes)
-    }
+    settings.memoryBudget = memoryPerJob(arguments) ?? settings.memoryBudget
     if let value = option("--max-sample-flops", in: arguments) {
         guard let flops = Double(value), flops > 0, flops.isFinite else { fail("--max-sample-flops takes a number such as 5e12", status: 2) }
         settings.maxSampleFLOPs = flops
@@ -128,8 +125,12 @@ func serve(_ arguments: [String]) -> Never {
     let data = openDataDirectory(arguments)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
     let application = Application(dataDirectory: data, settings: settings)
-    let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: workers,
-                          telemetry: application.telemetry)
+    // The API never trains: each worker is a process of its own, which a job that runs out
+    // of memory or crashes takes down alone.
+    let workerArguments = ["worker", "--supervised", "--data-dir", data.path, "--threads-per-job", "\(workers.threadsPerJob)",
+                           "--max-job-memory", "\(settings.memoryBudget.bytes)"]
+    let supervisor = WorkerSupervisor(configuration: .init(processes: workers.workers, executable: currentExecutable(), arguments: workerArguments),
+                                      data: data, store: application.jobs, changes: application.statusChanges, telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
     configuration.host = String(listen[..<colon])
     configuration.port = port
@@ -139,13 +140,12 @@ func serve(_ arguments: [String]) -> Never {
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
-        print("workers: \(workers.workers) × \(workers.threadsPerJob) threads per job, at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
+        print("workers: \(workers.workers) processes × \(workers.threadsPerJob) threads per job, at nice 10; memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
         fflush(nil)
     } catch {
         fail("\(error)")
     }
-    // Started after the server, so the request threads exist and keep their priority.
-    pool.start()
+    supervisor.start()
     // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish,
     // running jobs write a training state and go back to the queue.
     var sources: [DispatchSourceSignal] = []
@@ -163,16 +163,72 @@ func serve(_ arguments: [String]) -> Never {
             }
             application.stop()
             server.shutdown()
-            pool.stop()
+            supervisor.stop()
         }
         source.resume()
         sources.append(source)
     }
     server.wait()
-    pool.stop()
+    supervisor.stop()
     print("stopped")
     fflush(nil)
     // Everything is stored; exit() would run OpenBLAS's exit handler, which can wait on its threads.
+    _exit(0)
+}
+
+func threadsPerJob(_ arguments: [String]) -> Int? {
+    option("--threads-per-job", in: arguments).map { value in
+        guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
+        return count
+    }
+}
+
+func memoryPerJob(_ arguments: [String]) -> MemoryBudget? {
+    option("--max-job-memory", in: arguments).map { value in
+        guard let bytes = ByteCount.parse(value), bytes >= 16 << 20 else { fail("--max-job-memory takes a size such as 4G or 512M (at least 16M)", status: 2) }
+        return MemoryBudget(bytes: bytes)
+    }
+}
+
+/// This program's path, for starting its worker processes.
+func currentExecutable() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    return length > 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+}
+
+/// `preftune worker`: one job at a time, from the data dir's queue. Started by `serve`
+/// (`--supervised`: it hears the API's status changes on standard input, reports on standard
+/// output, and stops when its supervisor goes), or on its own beside a server on this machine.
+func worker(_ arguments: [String]) -> Never {
+    // Before anything else starts a thread: the others now are OpenBLAS's.
+    let blasThreads = CPUPriority.threadsAtStartup()
+    var configuration = WorkerPool.Configuration.defaults()
+    configuration.workers = 1
+    configuration.blasThreads = blasThreads
+    configuration.threadsPerJob = threadsPerJob(arguments) ?? configuration.threadsPerJob
+    configuration.memoryBudget = memoryPerJob(arguments) ?? configuration.memoryBudget
+    let supervised = arguments.contains("--supervised")
+    let stopRequested = DispatchSemaphore(value: 0)
+    if supervised, preftune_terminate_with_parent(SIGTERM, getppid()) != 0 { fail("the server that started this worker is gone") }
+    let data = openDataDirectory(arguments)
+    let changes = JobStatusChanges()
+    let channel = supervised ? WorkerChannel(changes: changes, onSupervisorGone: { stopRequested.signal() }) : nil
+    let pool = WorkerPool(data: data, store: SQLiteJobStore(database: data.database), changes: changes, configuration: configuration,
+                          telemetry: channel)
+    for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
+    let sources = [SIGTERM, SIGINT].map { signalNumber in
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler { stopRequested.signal() }
+        source.resume()
+        return source
+    }
+    FileHandle.standardError.write(Data("preftune: worker pid \(getpid()): \(configuration.threadsPerJob) threads per job (OpenBLAS \(BLASRuntime.coreName)), at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(configuration.memoryBudget.bytes))\n".utf8))
+    pool.start()
+    stopRequested.wait()
+    // A running job writes its training state and goes back to the queue.
+    pool.stop()
+    withExtendedLifetime(sources) {}
     _exit(0)
 }
 
@@ -209,6 +265,8 @@ case "--version", "version":
     print("blas: OpenBLAS \(BLASRuntime.coreName) kernels, \(BLASRuntime.threadCount) threads (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
 case "serve":
     serve(Array(arguments.dropFirst()))
+case "worker":
+    worker(Array(arguments.dropFirst()))
 case "keys":
     keys(Array(arguments.dropFirst()))
 case "files":

@@ -43,9 +43,37 @@ final class ServerProcess {
     var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
     var key: String { ((try? String(contentsOfFile: "\(data)/admin.key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines) }
 
+    /// The server and its worker processes die at once, as in a machine's crash or the OOM
+    /// killer taking the lot: the workers are frozen first, so none can save its state when the
+    /// server's death reaches it.
     func killHard() {
+        let workers = workerPIDs
+        for worker in workers { kill(worker, SIGSTOP) }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        for worker in workers { kill(worker, SIGKILL) }
+    }
+
+    /// The worker processes the server started, as /proc lists its children.
+    var workerPIDs: [pid_t] { Self.children(of: process.processIdentifier) }
+
+    static func children(of pid: pid_t) -> [pid_t] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.flatMap { task in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+    }
+
+    /// Name and nice value of each thread of a process, from /proc.
+    static func threads(of pid: pid_t) throws -> [(name: String, nice: Int)] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").map { task in
+            let base = "/proc/\(pid)/task/\(task)"
+            let name = try String(contentsOfFile: base + "/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            // Fields after the parenthesised name: state is 3rd, nice the 19th of the whole line.
+            let stat = try String(contentsOfFile: base + "/stat", encoding: .utf8)
+            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            return (name, Int(fields[16]) ?? -99)
+        }
     }
 
     func send(_ method: String, _ path: String, json: [String: Any]? = nil, body: Data? = nil,
@@ -150,27 +178,89 @@ final class ServerProcess {
     }
 }
 
-/// Training runs below the request path's CPU priority: the worker thread and OpenBLAS's threads
-/// at nice 10, the HTTP loop and handler threads at 0 — read from /proc of the real server.
+/// Training runs in worker processes, below the request path's CPU priority: the worker thread
+/// and OpenBLAS's threads at nice 10; the server's HTTP loop and handler threads at 0, and no
+/// worker thread in it — read from /proc of the real processes.
 @Suite struct CPUPriorityTests {
     @Test func workersAndBLASThreadsRunBelowTheRequestPath() async throws {
         let data = ExecutableTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: data) }
         let server = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: ["--workers", "1", "--threads-per-job", "2"])
-        var threads: [(name: String, nice: Int)] = []
-        for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.process.processIdentifier)/task") {
-            let base = "/proc/\(server.process.processIdentifier)/task/\(task)"
-            let name = try String(contentsOfFile: base + "/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            // Fields after the parenthesised name: state is 3rd, nice the 19th of the whole line.
-            let stat = try String(contentsOfFile: base + "/stat", encoding: .utf8)
-            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
-            threads.append((name, Int(fields[16]) ?? -99))
-        }
-        #expect(threads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(threads)")
+        let threads = try ServerProcess.threads(of: server.process.processIdentifier)
         #expect(threads.contains { $0.name == "preftune-http" && $0.nice == 0 }, "\(threads)")
         #expect(threads.filter { $0.name.hasPrefix("http-handler-") }.allSatisfy { $0.nice == 0 } && threads.contains { $0.name == "http-handler-0" })
+        #expect(!threads.contains { $0.name.hasPrefix("worker-") && !$0.name.hasSuffix("-out") && !$0.name.hasSuffix("-err") },
+                "the API process trains nothing: \(threads)")
+
+        // The worker says how many OpenBLAS threads it lowered once it has.
+        _ = try await poll("the worker's banner", seconds: 30) { server.output.contains("OpenBLAS threads") ? true : nil }
+        let worker = try #require(server.workerPIDs.first, "\(server.output)")
+        let workerThreads = try ServerProcess.threads(of: worker)
+        #expect(workerThreads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(workerThreads)")
         let blas = Int(server.output.components(separatedBy: "with ").last?.split(separator: " ").first ?? "") ?? -1
-        #expect(threads.filter { $0.nice == 10 }.count == 1 + blas, "the worker and the \(blas) OpenBLAS threads: \(threads)\n\(server.output)")
+        #expect(workerThreads.filter { $0.nice == 10 }.count == 1 + blas, "the worker and the \(blas) OpenBLAS threads: \(workerThreads)\n\(server.output)")
+    }
+}
+
+/// A worker process that dies mid-job (here kill -9; in life, the OOM killer or a crash) takes
+/// nothing else with it: the API keeps answering, the supervisor starts a new worker, the job's
+/// log keeps the dead worker's last lines, and the job resumes from its last training state.
+@Suite(.serialized) struct WorkerProcessTests {
+    @Test func aWorkerThatDiesLeavesItsLastLinesAndTheJobResumes() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config, "seed": 1])["id"] as! String
+        let file = try await server.upload(WorkerFixtures.samples)
+        let settings: [String: Any] = ["n_steps": 16_000, "batch_size": 4, "checkpoint_every": 2_000, "log_every": 500, "policy_steps": 4]
+        let body: [String: Any] = ["model": model, "training_file": file, "seed": 5, "method": ["type": "dro", "dro": ["hyperparameters": settings]]]
+        let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
+        while try await server.step(id) < 3_000 { try await Task.sleep(for: .milliseconds(2)) }
+
+        let first = try #require(server.workerPIDs.first)
+        kill(first, SIGKILL)
+        // The API answers all along.
+        for _ in 0..<20 {
+            #expect(try await server.send("GET", "/v1/fine_tuning/jobs/\(id)")["id"] as? String == id)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let done = try await server.waitForEnd(id)
+        #expect(done["status"] as? String == "succeeded", "\(done)\n\(server.output)")
+        let second = try #require(server.workerPIDs.first)
+        #expect(second != first, "a new worker process took over")
+        #expect(server.output.contains("worker-0 (pid \(first)) was killed by signal 9"), "\(server.output)")
+
+        let log = try String(contentsOfFile: "\(data)/jobs/\(id)/log.txt", encoding: .utf8)
+        #expect(log.contains("the worker process training this job (pid \(first)) was killed by signal 9"), "\(log)")
+        #expect(log.contains("| preftune: worker pid \(first):"), "its last lines of standard error: \(log)")
+        let events = try await server.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=1000")["data"] as? [[String: Any]] ?? []
+        let messages = events.compactMap { $0["message"] as? String }
+        #expect(messages.contains { $0.hasPrefix("The worker process training this job was killed by signal 9") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("resumed dro at step ") }, "\(messages)")
+    }
+
+    /// A cancel reaches the job's worker process at once, through its supervisor, rather than at its next heartbeat.
+    @Test func aCancelReachesTheWorkerProcessWithinASecond() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
+        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config])["id"] as! String
+        let file = try await server.upload(WorkerFixtures.samples)
+        let body: [String: Any] = ["model": model, "training_file": file,
+                                   "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200_000, "batch_size": 4, "log_every": 1000]]]]
+        // Three times: a heartbeat (every 2 s) would notice within 1 s only by luck, one time in two.
+        for _ in 0..<3 {
+            let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
+            while try await server.step(id) < 1_000 { try await Task.sleep(for: .milliseconds(5)) }
+            let cancelled = ContinuousClock.now
+            _ = try await server.send("POST", "/v1/fine_tuning/jobs/\(id)/cancel", json: [:])
+            _ = try await poll("the worker to stop the job", seconds: 10) {
+                let events = try await server.send("GET", "/v1/fine_tuning/jobs/\(id)/events?limit=20")["data"] as? [[String: Any]] ?? []
+                return events.contains { ($0["message"] as? String)?.hasPrefix("Stopped at step") == true } ? true : nil
+            }
+            let took = ContinuousClock.now - cancelled
+            #expect(took < .seconds(1), "the worker stopped \(took) after the cancel(its heartbeat comes every 2 s)")
+        }
     }
 }
 

@@ -39,4 +39,12 @@ int preftune_set_thread_nice(int tid, int nice);
 /// Returns freed heap memory to the system (glibc's malloc_trim(0)).
 int preftune_release_free_memory(void);
 
+/// Starts `path` with `argv` and `envp` (NULL-terminated), its standard input, output and
+/// error on the given descriptors and no other descriptor of this process. The child's pid, or -1.
+int preftune_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
+/// The calling process gets `signal_number` when its parent dies; -1 if `parent` is gone already.
+int preftune_terminate_with_parent(int signal_number, int parent);
+/// A pipe whose ends close on exec (pipe2 with O_CLOEXEC).
+int preftune_pipe(int fds[2]);
+
 #endif

@@ -15,7 +15,7 @@ struct JobRunner {
     let store: any JobStore
     let control: JobControl
     let changes: JobStatusChanges
-    let telemetry: Telemetry?
+    let telemetry: (any TrainingObserver)?
 
     /// A failure that ends the job, shown to the user as its `error`.
     typealias Failure = JobError

@@ -15,7 +15,7 @@ final class JobSink: TrainingSink {
     let store: any JobStore
     let log: FileHandle?
     let changes: JobStatusChanges?
-    let telemetry: Telemetry?
+    let telemetry: (any TrainingObserver)?
     /// Examples in one optimizer step (batch × accumulation), for the samples-trained counter.
     var examplesPerStep = 0
     /// Steps between metric records, for the first record of a run (a resumed one starts mid-way).
@@ -32,7 +32,7 @@ final class JobSink: TrainingSink {
     private var firstReport: (step: Int, time: Date)?
 
     init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil,
-         telemetry: Telemetry? = nil) throws {
+         telemetry: (any TrainingObserver)? = nil) throws {
         self.jobID = jobID
         self.store = store
         self.changes = changes

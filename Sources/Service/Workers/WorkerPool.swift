@@ -43,7 +43,7 @@ public final class WorkerPool: Sendable {
     let data: DataDirectory
     let store: any JobStore
     let changes: JobStatusChanges
-    let telemetry: Telemetry?
+    let telemetry: (any TrainingObserver)?
     public let configuration: Configuration
     /// `host/pid/boot`: who holds a lease, so that a restarted server recognises its dead predecessor's jobs.
     let identity: String
@@ -58,7 +58,7 @@ public final class WorkerPool: Sendable {
     private let workQueued = DispatchSemaphore(value: 0)
 
     public init(data: DataDirectory, store: any JobStore, changes: JobStatusChanges, configuration: Configuration,
-                telemetry: Telemetry? = nil) {
+                telemetry: (any TrainingObserver)? = nil) {
         self.data = data
         self.store = store
         self.changes = changes
@@ -78,7 +78,7 @@ public final class WorkerPool: Sendable {
             BLASRuntime.setThreadCount(configuration.threadsPerJob)
             CPUPriority.lower(configuration.blasThreads)
         }
-        telemetry?.setWorkers(configuration.workers)
+        telemetry?.workersStarted(configuration.workers)
         guard configuration.workers > 0 else { return }
         // A thread each, named after its worker.
         let threads = (0..<configuration.workers).map { DedicatedThreads(threads: 1, name: "worker-\($0)") }
