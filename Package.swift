@@ -19,6 +19,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
 
         // JSON values and the one encoder of response bodies, payloads and stored JSON.
         .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
@@ -34,7 +35,7 @@ let package = Package(
         // shared by the store, the API and the workers.
         .target(name: "Jobs", dependencies: ["Training", "JSON"]),
         // SQLite through the C API, with migrations from migrations/.
-        .target(name: "Store", dependencies: ["CSQLite", "JSON", "Jobs"]),
+        .target(name: "Store", dependencies: ["CSQLite", "CPostgres", "JSON", "Jobs"]),
         // epoll and eventfd, which Swift's Glibc module does not export.
         .target(name: "CLinux"),
         // HTTP/1.1: knows nothing of jobs or routes.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what preftune needs on a fresh Debian/Ubuntu machine that has only
-# the Swift toolchain: the SQLite and OpenBLAS development packages, and (for
-# the interoperability and API tests) curl, and python3 with numpy, safetensors,
-# openai, schemathesis and prometheus_client.
+# the Swift toolchain: the SQLite, OpenBLAS and libpq development packages; and,
+# for the tests, Debian's postgresql server (the PostgreSQL store's tests start
+# one), curl, and python3 with numpy, safetensors, openai, schemathesis and
+# prometheus_client (the interoperability and API tests).
 # Installs only what is missing; says what to do where it cannot.
 set -euo pipefail
 
@@ -27,7 +28,10 @@ if ! { exists "/usr/include/cblas.h" || exists "/usr/include/*/cblas.h"; } \
    || ! { exists "/usr/lib/*/libopenblas.so" || exists "/usr/lib/libopenblas.so"; }; then
   missing+=(libopenblas-dev)
 fi
+[ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
 if [ "$want_python" = python ]; then
+  # The PostgreSQL store's tests start a real server (initdb into a temporary directory).
+  exists "/usr/lib/postgresql/*/bin/initdb" || missing+=(postgresql)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
   command -v python3 >/dev/null 2>&1 || missing+=(python3-pip)
@@ -38,7 +42,7 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "preftune: missing ${missing[*]} and this is not a Debian-like system (no apt-get)." >&2
-    echo "preftune: install SQLite and OpenBLAS (CBLAS) development files with your package manager." >&2
+    echo "preftune: install SQLite, OpenBLAS (CBLAS) and libpq development files with your package manager." >&2
     exit 1
   fi
   echo "preftune: installing ${missing[*]}"

@@ -90,7 +90,7 @@ public final class SQLiteJobStore: JobStore {
     static let selectInProject = "SELECT \(columns) FROM jobs WHERE id = ? AND project_id = ?"
     static let selectByID = "SELECT \(columns) FROM jobs WHERE id = ?"
 
-    static func record(_ row: [SQLiteValue]) -> JobRecord? {
+    static func record(_ row: [SQLValue]) -> JobRecord? {
         func text(_ i: Int) -> String? { if case let .text(v) = row[i] { v } else { nil } }
         func int(_ i: Int) -> Int? { if case let .integer(v) = row[i] { Int(v) } else { nil } }
         guard let id = text(0), let project = text(1), let model = text(2), let training = text(3), let method = text(5),
@@ -111,7 +111,7 @@ public final class SQLiteJobStore: JobStore {
         return job
     }
 
-    static func optional(_ text: String?) -> SQLiteValue { text.map(SQLiteValue.text) ?? .null }
+    static func optional(_ text: String?) -> SQLValue { text.map(SQLValue.text) ?? .null }
 
     public func insert(_ job: JobRecord, firstEvent message: String) throws {
         try database.write { connection in
@@ -139,7 +139,7 @@ public final class SQLiteJobStore: JobStore {
     public func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord] {
         try database.read { connection in
             var sql = "SELECT \(Self.columns) FROM jobs WHERE project_id = ?"
-            var arguments: [SQLiteValue] = [.text(project)]
+            var arguments: [SQLValue] = [.text(project)]
             if let after {
                 sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?)"
                 arguments.append(.text(after))
@@ -196,7 +196,7 @@ public final class SQLiteJobStore: JobStore {
                 WHERE id = ? AND status IN (\(placeholders))
                 """)
             try update.bind([.text(to.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .integer(terminal ? 1 : 0),
-                             .text(id)] + from.map(\.rawValue).sorted().map(SQLiteValue.text))
+                             .text(id)] + from.map(\.rawValue).sorted().map(SQLValue.text))
             try update.step()
             let moved = connection.changes == 1
             guard let job = try connection.rows(Self.selectByID, [.text(id)]).first.flatMap(Self.record) else { return .missing }
@@ -256,7 +256,7 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    static func checkpoint(_ row: [SQLiteValue]) -> CheckpointRow? {
+    static func checkpoint(_ row: [SQLValue]) -> CheckpointRow? {
         guard case let .text(id) = row[0], case let .integer(step) = row[1], case let .text(metrics) = row[2],
               case let .integer(created) = row[3] else { return nil }
         return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
@@ -382,7 +382,7 @@ public final class SQLiteJobStore: JobStore {
                 UPDATE jobs SET step = MAX(step, ?), samples_per_s = COALESCE(?, samples_per_s), claims_without_progress = 0,
                        estimated_finish = COALESCE(?, estimated_finish) WHERE id = ?
                 """)
-            try update.bind([.integer(Int64(step)), samplesPerSecond.map(SQLiteValue.real) ?? .null,
+            try update.bind([.integer(Int64(step)), samplesPerSecond.map(SQLValue.real) ?? .null,
                              estimatedFinish.map { .integer(Int64($0)) } ?? .null, .text(jobID)])
             try update.step()
             return true
@@ -445,11 +445,11 @@ public final class SQLiteJobStore: JobStore {
     public func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]] {
         // The primary key (job_id, name, step) serves each name's range directly.
         var sql = "SELECT name, step, value FROM metric_points WHERE job_id = ? AND step > ?"
-        var arguments: [SQLiteValue] = [.text(jobID), .integer(Int64(sinceStep ?? -1))]
+        var arguments: [SQLValue] = [.text(jobID), .integer(Int64(sinceStep ?? -1))]
         if let names {
             guard !names.isEmpty else { return [:] }
             sql += " AND name IN (\(names.map { _ in "?" }.joined(separator: ", ")))"
-            arguments += names.map(SQLiteValue.text)
+            arguments += names.map(SQLValue.text)
         }
         let rows = try database.read { try $0.rows(sql + " ORDER BY name, step", arguments) }
         var series: [String: [(step: Int, value: Double)]] = [:]

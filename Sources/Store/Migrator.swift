@@ -1,7 +1,8 @@
 import Foundation
 
-/// One schema change: `migrations/NNNN_name.sql`. Never edited once released;
-/// a change to the schema is a new file.
+/// One schema change: `migrations/<dialect>/NNNN_name.sql`. Never edited once released;
+/// a change to the schema is a new file, for each dialect (`sqlite/`, `postgres/`), with
+/// the same version and name in both.
 public struct Migration: Sendable, Equatable {
     public let version: Int
     public let name: String
@@ -34,6 +35,11 @@ public struct Migration: Sendable, Equatable {
         return migrations
     }
 
+    /// The dialect's migrations under `root` (the project's `migrations/`).
+    public static func load(_ dialect: SQLDialect, root: String = defaultDirectory) throws -> [Migration] {
+        try load(directory: "\(root)/\(dialect.rawValue)")
+    }
+
     /// The project's `migrations/` folder: `$PREFTUNE_MIGRATIONS`, else beside the
     /// executable (`../share/preftune/migrations`), else the working directory's, else
     /// the source checkout's.
@@ -59,27 +65,27 @@ public struct MigrationError: Error, CustomStringConvertible, Equatable {
 /// `schema_migrations`. A database written by a newer preftune is refused.
 public enum Migrator {
     @discardableResult
-    public static func migrate(_ connection: SQLiteConnection, migrations: [Migration]) throws -> [Int] {
-        try connection.execute("""
+    public static func migrate(_ connection: any SQLConnection, migrations: [Migration]) throws -> [Int] {
+        let timestamp = connection.dialect == .postgres ? "BIGINT" : "INTEGER"
+        try connection.execute(script: """
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version INTEGER PRIMARY KEY,
                 name TEXT NOT NULL,
-                applied_at INTEGER NOT NULL
+                applied_at \(timestamp) NOT NULL
             )
             """)
         let current = try currentVersion(connection)
         let known = migrations.last?.version ?? 0
         guard current <= known else {
-            throw MigrationError("the database at \(connection.path) has schema version \(current), newer than this preftune knows (\(known)); run a newer preftune, or restore a backup made by this version")
+            throw MigrationError("the database at \(connection.location) has schema version \(current), newer than this preftune knows (\(known)); run a newer preftune, or restore a backup made by this version")
         }
         var applied: [Int] = []
         for migration in migrations where migration.version > current {
             do {
                 try connection.transaction {
-                    try connection.execute(migration.sql)
-                    let record = try connection.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-                    try record.bind([.integer(Int64(migration.version)), .text(migration.name), .integer(Int64(Date().timeIntervalSince1970))])
-                    try record.step()
+                    try connection.execute(script: migration.sql)
+                    try connection.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                                       [.integer(Int64(migration.version)), .text(migration.name), .integer(Int64(Date().timeIntervalSince1970))])
                 }
             } catch {
                 throw MigrationError("migration \(String(format: "%04d", migration.version))_\(migration.name) failed and was rolled back: \(error)")
@@ -89,8 +95,8 @@ public enum Migrator {
         return applied
     }
 
-    public static func currentVersion(_ connection: SQLiteConnection) throws -> Int {
-        guard case let .integer(version)? = try connection.rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").first?.first
+    public static func currentVersion(_ connection: any SQLConnection) throws -> Int {
+        guard case let .integer(version)? = try connection.rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", []).first?.first
         else { return 0 }
         return Int(version)
     }

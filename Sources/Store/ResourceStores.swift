@@ -58,7 +58,7 @@ public final class SQLiteFileStore: FileStore {
     let database: Database
     public init(database: Database) { self.database = database }
 
-    static func row(_ values: [SQLiteValue]) -> FileRow? {
+    static func row(_ values: [SQLValue]) -> FileRow? {
         guard case let .text(id) = values[0], case let .text(project) = values[1], case let .text(filename) = values[2],
               case let .text(purpose) = values[3], case let .integer(bytes) = values[4], case let .integer(created) = values[5] else { return nil }
         let lines: Int? = if case let .integer(n) = values[6] { Int(n) } else { nil }
@@ -77,7 +77,7 @@ public final class SQLiteFileStore: FileStore {
                 """)
             try insert.bind([.text(file.id), .text(file.projectID), .text(file.filename), .text(file.purpose), .integer(Int64(file.bytes)),
                              .integer(Int64(file.createdAt)), file.lines.map { .integer(Int64($0)) } ?? .null,
-                             file.sha256.map(SQLiteValue.text) ?? .null])
+                             file.sha256.map(SQLValue.text) ?? .null])
             try insert.step()
         }
     }
@@ -98,7 +98,7 @@ public final class SQLiteFileStore: FileStore {
 
     public func files(project: String, purpose: String?, after: String?, limit: Int) throws -> [FileRow] {
         var sql = "SELECT \(Self.columns) FROM files WHERE project_id = ? AND deleted_at IS NULL"
-        var arguments: [SQLiteValue] = [.text(project)]
+        var arguments: [SQLValue] = [.text(project)]
         if let purpose { sql += " AND purpose = ?"; arguments.append(.text(purpose)) }
         if let after {
             // rowid breaks ties between files made in the same second, in upload order.
@@ -123,7 +123,7 @@ public final class SQLiteModelStore: ModelStore {
     let database: Database
     public init(database: Database) { self.database = database }
 
-    static func row(_ values: [SQLiteValue]) -> ModelRow? {
+    static func row(_ values: [SQLValue]) -> ModelRow? {
         guard case let .text(id) = values[0], case let .text(config) = values[2], case let .integer(created) = values[3] else { return nil }
         let project: String? = if case let .text(p) = values[1] { p } else { nil }
         return ModelRow(id: id, projectID: project, config: config, createdAt: Int(created))

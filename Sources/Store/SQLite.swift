@@ -129,17 +129,18 @@ public final class SQLiteConnection {
     }
 
     /// Rows of a query, each as an array of values, for small reads and tests.
-    public func rows(_ sql: String, _ arguments: [SQLiteValue] = []) throws -> [[SQLiteValue]] {
+    public func rows(_ sql: String, _ arguments: [SQLValue] = []) throws -> [[SQLValue]] {
         let statement = try prepare(sql)
         try statement.bind(arguments)
-        var result: [[SQLiteValue]] = []
+        var result: [[SQLValue]] = []
         while try statement.step() { result.append((0..<statement.columnCount).map(statement.value)) }
         statement.reset()
         return result
     }
 }
 
-public enum SQLiteValue: Sendable, Equatable {
+/// A column's or parameter's value, for either engine (SQLite, PostgreSQL).
+public enum SQLValue: Sendable, Equatable {
     case null, integer(Int64), real(Double), text(String), blob([UInt8])
 }
 
@@ -155,7 +156,7 @@ public final class SQLiteStatement {
 
     deinit { sqlite3_finalize(handle) }
 
-    public func bind(_ values: [SQLiteValue]) throws {
+    public func bind(_ values: [SQLValue]) throws {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
         for (i, value) in values.enumerated() {
@@ -192,7 +193,7 @@ public final class SQLiteStatement {
     /// Releases the statement's hold on the database (a finished read transaction).
     public func reset() { sqlite3_reset(handle) }
 
-    public func value(_ column: Int) -> SQLiteValue {
+    public func value(_ column: Int) -> SQLValue {
         let index = Int32(column)
         switch sqlite3_column_type(handle, index) {
         case SQLITE_INTEGER: return .integer(sqlite3_column_int64(handle, index))
@@ -209,4 +210,20 @@ public final class SQLiteStatement {
         default: return .null
         }
     }
+}
+
+extension SQLiteConnection: SQLConnection {
+    public var dialect: SQLDialect { .sqlite }
+    public var location: String { path }
+
+    @discardableResult
+    public func run(_ sql: String, _ parameters: [SQLValue]) throws -> Int {
+        let statement = try prepare(sql)
+        defer { statement.reset() }
+        try statement.bind(parameters)
+        while try statement.step() {}
+        return changes
+    }
+
+    public func execute(script sql: String) throws { try execute(sql) }
 }

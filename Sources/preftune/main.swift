@@ -70,7 +70,7 @@ func printUsage() {
 func openDataDirectory(_ arguments: [String]) -> DataDirectory {
     let path = option("--data-dir", in: arguments) ?? "./data"
     do {
-        return try DataDirectory.open(path, migrations: try Migration.load(directory: Migration.defaultDirectory))
+        return try DataDirectory.open(path, migrations: try Migration.load(.sqlite))
     } catch {
         fail("cannot open the data directory \(path): \(error)")
     }

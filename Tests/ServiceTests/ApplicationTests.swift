@@ -29,7 +29,7 @@ final class LiveService {
 
     init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4], settings: ServiceSettings = LiveService.testSettings) throws {
         directory = temporaryPath("preftune-data")
-        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations/sqlite").standardized.path
         data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
         application = Application(dataDirectory: data, settings: settings, webhookDelays: webhookDelays)
         var configuration = HTTPServer.Configuration()
@@ -166,7 +166,7 @@ func errorCode(_ json: [String: Any]) -> String? { (json["error"] as? [String: A
         #expect(service.data.createdAdminKey)
         let attributes = try FileManager.default.attributesOfItem(atPath: service.data.adminKeyPath)
         #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
-        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations/sqlite").standardized.path
         let again = try DataDirectory.open(service.directory, migrations: try Migration.load(directory: migrations))
         #expect(!again.createdAdminKey)
     }

@@ -10,7 +10,7 @@ import Testing
 
     static var projectMigrations: [Migration] {
         get throws {
-            let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+            let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations/sqlite").standardized.path
             return try Migration.load(directory: directory)
         }
     }

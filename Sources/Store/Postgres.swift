@@ -1,0 +1,193 @@
+import CPostgres
+import Foundation
+
+public struct PostgresError: Error, CustomStringConvertible, Equatable {
+    /// The SQLSTATE (e.g. 23505 unique_violation, 40001 serialization_failure); nil when the
+    /// connection itself failed.
+    public let sqlState: String?
+    public let message: String
+    public var description: String { "PostgreSQL error\(sqlState.map { " \($0)" } ?? ""): \(message)" }
+
+    public var isUniqueViolation: Bool { sqlState == "23505" }
+}
+
+/// One PostgreSQL connection through libpq. Not thread-safe by itself: a pool gives each
+/// connection to one thread at a time, as `Database` does with SQLite's.
+///
+/// Statements are written with SQLite's numbered parameters (`?1`, `?2`), which both engines'
+/// SQL in this project shares; they are sent as PostgreSQL's `$1`, `$2`. Parameters go as text
+/// (blobs as binary) and the server infers their types; results come back as text and are
+/// read by column type into `SQLValue`.
+public final class PostgresConnection: SQLConnection {
+    private let handle: OpaquePointer
+    /// Where it is connected, without the password, for messages.
+    public let location: String
+    public var dialect: SQLDialect { .postgres }
+
+    /// `url` is a libpq connection string or URI: `postgres://user@host/db`, or
+    /// `postgresql:///db?host=/run/postgresql` for a Unix socket.
+    public init(url: String) throws {
+        guard let handle = PQconnectdb(url) else { throw PostgresError(sqlState: nil, message: "out of memory connecting") }
+        self.handle = handle
+        location = Self.redacted(url)
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines)
+            // Every stored property is set, so deinit runs and closes the handle.
+            throw PostgresError(sqlState: nil, message: "cannot connect to \(location): \(message)")
+        }
+        // Notices (e.g. "relation already exists, skipping") are not errors: keep them off stderr.
+        _ = try query("SET client_min_messages = warning", [])
+    }
+
+    deinit { PQfinish(handle) }
+
+    /// The URL with any password replaced, for messages and logs.
+    static func redacted(_ url: String) -> String {
+        guard let at = url.firstIndex(of: "@"), let scheme = url.range(of: "://"), scheme.upperBound < at,
+              let colon = url[scheme.upperBound..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + ":***" + String(url[at...])
+    }
+
+    // MARK: Statements
+
+    /// Runs one statement with parameters: its rows, and how many rows it changed.
+    public func query(_ sql: String, _ parameters: [SQLValue]) throws -> (rows: [[SQLValue]], changes: Int) {
+        let text = Self.numberedParameters(sql)
+        // Every parameter's bytes stay alive until PQexecParams returns.
+        var storage: [[CChar]?] = []
+        var lengths: [Int32] = [], formats: [Int32] = []
+        for value in parameters {
+            switch value {
+            case .null: storage.append(nil); lengths.append(0); formats.append(0)
+            case let .integer(number): storage.append(Array(String(number).utf8CString)); lengths.append(0); formats.append(0)
+            case let .real(number): storage.append(Array(Self.exactText(number).utf8CString)); lengths.append(0); formats.append(0)
+            case let .text(string): storage.append(Array(string.utf8CString)); lengths.append(0); formats.append(0)
+            case let .blob(bytes):
+                storage.append(bytes.map { CChar(bitPattern: $0) })
+                lengths.append(Int32(bytes.count))
+                formats.append(1)
+            }
+        }
+        let result: OpaquePointer? = withParameterPointers(storage) { pointers in
+            PQexecParams(handle, text, Int32(parameters.count), nil, pointers, lengths, formats, 0)
+        }
+        guard let result else { throw connectionError() }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK:
+            return ([], Int(String(cString: PQcmdTuples(result))) ?? 0)
+        case PGRES_TUPLES_OK:
+            let rows = Self.rows(of: result)
+            return (rows, Int(String(cString: PQcmdTuples(result))) ?? rows.count)
+        default:
+            throw Self.error(of: result)
+        }
+    }
+
+    public func rows(_ sql: String, _ parameters: [SQLValue] = []) throws -> [[SQLValue]] { try query(sql, parameters).rows }
+
+    @discardableResult
+    public func run(_ sql: String, _ parameters: [SQLValue] = []) throws -> Int { try query(sql, parameters).changes }
+
+    /// Several statements at once, without parameters (a migration).
+    public func execute(script sql: String) throws {
+        guard let result = PQexec(handle, sql) else { throw connectionError() }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else { throw Self.error(of: result) }
+    }
+
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute(script: "BEGIN")
+        do {
+            let value = try body()
+            try execute(script: "COMMIT")
+            return value
+        } catch {
+            try? execute(script: "ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: Values
+
+    private func withParameterPointers<R>(_ storage: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        // Pointers into the arrays are valid only inside withUnsafeBufferPointer: nest one per parameter.
+        func nest(_ index: Int, _ pointers: [UnsafePointer<CChar>?]) -> R {
+            guard index < storage.count else { return body(pointers) }
+            guard let bytes = storage[index] else { return nest(index + 1, pointers + [nil]) }
+            return bytes.withUnsafeBufferPointer { nest(index + 1, pointers + [$0.baseAddress]) }
+        }
+        return nest(0, [])
+    }
+
+    /// A Double as text that reads back as the same Double.
+    static func exactText(_ number: Double) -> String {
+        if number.isNaN { return "NaN" }
+        if number.isInfinite { return number > 0 ? "Infinity" : "-Infinity" }
+        return "\(number)"
+    }
+
+    // Type oids (pg_type.h): which text results are numbers or bytes.
+    private static let integerTypes: Set<UInt32> = [20, 21, 23, 26]  // int8, int2, int4, oid
+    private static let realTypes: Set<UInt32> = [700, 701, 1700]     // float4, float8, numeric
+    private static let booleanType: UInt32 = 16
+    private static let byteaType: UInt32 = 17
+
+    static func rows(of result: OpaquePointer) -> [[SQLValue]] {
+        let rowCount = PQntuples(result), columnCount = PQnfields(result)
+        let types = (0..<columnCount).map { PQftype(result, $0) }
+        return (0..<rowCount).map { row in
+            (0..<columnCount).map { column -> SQLValue in
+                if PQgetisnull(result, row, column) == 1 { return .null }
+                let text = String(cString: PQgetvalue(result, row, column))
+                let type = types[Int(column)]
+                if integerTypes.contains(type) { return Int64(text).map(SQLValue.integer) ?? .text(text) }
+                if realTypes.contains(type) { return Double(text).map(SQLValue.real) ?? .text(text) }
+                if type == booleanType { return .integer(text == "t" ? 1 : 0) }
+                if type == byteaType { return .blob(hexBytes(text)) }
+                return .text(text)
+            }
+        }
+    }
+
+    /// bytea's text output: `\x` and two hex digits a byte.
+    static func hexBytes(_ text: String) -> [UInt8] {
+        let digits = Array(text.utf8.dropFirst(2))
+        func value(_ digit: UInt8) -> UInt8 { digit <= 57 ? digit - 48 : (digit | 0x20) - 87 }
+        return stride(from: 0, to: digits.count - 1, by: 2).map { value(digits[$0]) << 4 | value(digits[$0 + 1]) }
+    }
+
+    /// `?1`, `?2` (outside quotes) as `$1`, `$2`.
+    static func numberedParameters(_ sql: String) -> String {
+        var output = "", quote: Character?
+        var characters = sql.makeIterator(), pending: Character? = nil
+        while let character = pending ?? characters.next() {
+            pending = nil
+            if let open = quote {
+                output.append(character)
+                if character == open { quote = nil }
+            } else if character == "'" || character == "\"" {
+                quote = character
+                output.append(character)
+            } else if character == "?" {
+                let next = characters.next()
+                if let next, next.isNumber { output.append("$") } else { output.append("?") }
+                pending = next
+            } else {
+                output.append(character)
+            }
+        }
+        return output
+    }
+
+    private func connectionError() -> PostgresError {
+        PostgresError(sqlState: nil, message: String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    static func error(of result: OpaquePointer) -> PostgresError {
+        let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let message = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+        return PostgresError(sqlState: state, message: message)
+    }
+}

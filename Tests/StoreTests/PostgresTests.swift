@@ -1,0 +1,103 @@
+import Foundation
+import Store
+import TestSupport
+import Testing
+
+/// PostgreSQL through libpq, against a real server (`PostgresServer`): values round-trip
+/// exactly, errors carry their SQLSTATE, transactions roll back, and both dialects'
+/// migrations build the same schema.
+@Suite struct PostgresTests {
+    static func connect() throws -> PostgresConnection {
+        try PostgresConnection(url: try PostgresServer.running().createDatabase())
+    }
+
+    static var projectMigrationRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+    }
+
+    @Test func valuesRoundTripExactly() throws {
+        let connection = try Self.connect()
+        try connection.execute(script: "CREATE TABLE t (i BIGINT, r DOUBLE PRECISION, s TEXT, b BYTEA)")
+        let values: [[SQLValue]] = [
+            [.integer(Int64.max), .real(0.1 + 0.2), .text("quote ' and \" and ?1 and ünïcode 🚀"), .blob(Array(0...255))],
+            [.integer(Int64.min), .real(-1e-300), .text(""), .blob([])],
+            [.null, .null, .null, .null],
+        ]
+        for row in values { try connection.run("INSERT INTO t (i, r, s, b) VALUES (?1, ?2, ?3, ?4)", row) }
+        #expect(try connection.rows("SELECT i, r, s, b FROM t ORDER BY i NULLS LAST", []) == [values[1], values[0], values[2]])
+        // A `?1` inside a string literal is text, not a parameter.
+        #expect(try connection.rows("SELECT '?1', ?1::TEXT", [.text("x")]) == [[.text("?1"), .text("x")]])
+        #expect(try connection.run("UPDATE t SET s = ?1 WHERE i IS NOT NULL", [.text("y")]) == 2, "changed rows")
+    }
+
+    @Test func errorsCarryTheirSQLStateAndTransactionsRollBack() throws {
+        let connection = try Self.connect()
+        try connection.execute(script: "CREATE TABLE k (id TEXT PRIMARY KEY)")
+        try connection.run("INSERT INTO k VALUES (?1)", [.text("a")])
+        do {
+            try connection.run("INSERT INTO k VALUES (?1)", [.text("a")])
+            Issue.record("a duplicate key was accepted")
+        } catch let error as PostgresError {
+            #expect(error.isUniqueViolation, "\(error)")
+        }
+        struct Abort: Error {}
+        #expect(throws: Abort.self) {
+            try connection.transaction {
+                try connection.run("INSERT INTO k VALUES (?1)", [.text("b")])
+                throw Abort()
+            }
+        }
+        #expect(try connection.rows("SELECT id FROM k ORDER BY id", []) == [[.text("a")]], "the transaction left nothing")
+        #expect(throws: PostgresError.self) { try connection.execute(script: "SELECT * FROM missing") }
+        #expect(try connection.rows("SELECT 1", []) == [[.integer(1)]], "the connection is usable after an error")
+    }
+
+    @Test func aBadAddressIsAClearError() {
+        do {
+            _ = try PostgresConnection(url: "postgresql://nobody:secret@/nothing?host=/nonexistent-socket-dir")
+            Issue.record("connected to nothing")
+        } catch let error as PostgresError {
+            #expect(error.description.contains("cannot connect to postgresql://nobody:***@"), "\(error)")
+            #expect(!error.description.contains("secret"), "the password stays out of messages")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    /// Both dialects' migrations apply once and build the same tables with the same columns.
+    @Test func bothDialectsBuildTheSameSchema() throws {
+        let postgres = try Self.connect()
+        let sqlite = try SQLiteConnection(path: temporaryPath("preftune", suffix: ".db"))
+        let pgMigrations = try Migration.load(.postgres, root: Self.projectMigrationRoot)
+        let sqliteMigrations = try Migration.load(.sqlite, root: Self.projectMigrationRoot)
+        #expect(pgMigrations.map(\.version) == sqliteMigrations.map(\.version) && pgMigrations.map(\.name) == sqliteMigrations.map(\.name),
+                "every schema change exists in both dialects, under the same version and name")
+        #expect(try Migrator.migrate(postgres, migrations: pgMigrations) == pgMigrations.map(\.version))
+        #expect(try Migrator.migrate(postgres, migrations: pgMigrations) == [], "a second start applies nothing")
+        try Migrator.migrate(sqlite, migrations: sqliteMigrations)
+
+        let pgColumns = try postgres.rows("""
+            SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, column_name
+            """, []).compactMap { row -> String? in
+            guard case let .text(table) = row[0], case let .text(column) = row[1] else { return nil }
+            return "\(table).\(column)"
+        }
+        var sqliteColumns: [String] = []
+        for table in try sqlite.rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) {
+            guard case let .text(name) = table[0] else { continue }
+            for column in try sqlite.rows("SELECT name FROM pragma_table_info(?1) ORDER BY name", [.text(name)]) {
+                if case let .text(columnName) = column[0] { sqliteColumns.append("\(name).\(columnName)") }
+            }
+        }
+        #expect(pgColumns == sqliteColumns.sorted())
+        #expect(pgColumns.contains("jobs.claims_without_progress"))
+    }
+
+    @Test func aSchemaNewerThanThisBuildIsRefused() throws {
+        let postgres = try Self.connect()
+        let migrations = try Migration.load(.postgres, root: Self.projectMigrationRoot)
+        try Migrator.migrate(postgres, migrations: migrations)
+        try postgres.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, 'future', 0)", [.integer(Int64(migrations.count + 1))])
+        #expect(throws: MigrationError.self) { try Migrator.migrate(postgres, migrations: migrations) }
+    }
+}
