@@ -20,13 +20,11 @@ public struct APIKeyRecord: Sendable, Equatable {
 
 /// Projects and their API keys. A key is shown once, when created; only its
 /// SHA-256 is stored, so a copy of the database does not hand out access.
+/// The same SQL on SQLite and PostgreSQL.
 public struct APIKeys {
-    let connection: SQLiteConnection
+    public let connection: any SQLConnection
 
-    public init(connection: SQLiteConnection) { self.connection = connection }
-
-    /// The database this store writes to.
-    public var connectionPath: String { connection.path }
+    public init(connection: any SQLConnection) { self.connection = connection }
 
     /// Random bytes as hex, for ids and secrets.
     public static func randomHex(bytes: Int) -> String {
@@ -36,13 +34,16 @@ public struct APIKeys {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
 
-    /// The project named `name`, created when missing.
+    /// The project named `name`, created when missing (by whichever of two simultaneous
+    /// callers comes first: the other finds it).
     public func project(named name: String) throws -> String {
-        if case let .text(id)? = try connection.rows("SELECT id FROM projects WHERE name = ?", [.text(name)]).first?.first { return id }
-        let id = "proj_" + Self.randomHex(bytes: 12)
-        let insert = try connection.prepare("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
-        try insert.bind([.text(id), .text(name), .integer(Self.now())])
-        try insert.step()
+        let find = "SELECT id FROM projects WHERE name = ?1"
+        if case let .text(id)? = try connection.rows(find, [.text(name)]).first?.first { return id }
+        try connection.run("INSERT INTO projects (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                           [.text("proj_" + Self.randomHex(bytes: 12)), .text(name), .integer(Self.now())])
+        guard case let .text(id)? = try connection.rows(find, [.text(name)]).first?.first else {
+            throw MigrationError("project \(name) vanished as it was created")
+        }
         return id
     }
 
@@ -52,11 +53,9 @@ public struct APIKeys {
             let projectID = try project(named: name)
             let secret = "sk-pt-" + Self.randomHex(bytes: 24)
             let id = "key_" + Self.randomHex(bytes: 8)
-            let insert = try connection.prepare(
-                "INSERT INTO api_keys (id, project_id, key_hash, prefix, is_admin, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            try insert.bind([.text(id), .text(projectID), .text(SHA256.hex(secret.utf8)), .text(String(secret.prefix(10))),
-                             .integer(admin ? 1 : 0), .integer(Self.now())])
-            try insert.step()
+            try connection.run("INSERT INTO api_keys (id, project_id, key_hash, prefix, is_admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                               [.text(id), .text(projectID), .text(SHA256.hex(secret.utf8)), .text(String(secret.prefix(10))),
+                                .integer(admin ? 1 : 0), .integer(Self.now())])
             return (id, secret)
         }
     }
@@ -64,7 +63,7 @@ public struct APIKeys {
     /// The principal of a presented key, or nil for an unknown or revoked one.
     public func authenticate(_ secret: String) throws -> Principal? {
         let rows = try connection.rows(
-            "SELECT id, project_id, is_admin FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", [.text(SHA256.hex(secret.utf8))])
+            "SELECT id, project_id, is_admin FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL", [.text(SHA256.hex(secret.utf8))])
         guard let row = rows.first, case let .text(id) = row[0], case let .text(project) = row[1], case let .integer(admin) = row[2]
         else { return nil }
         return Principal(projectID: project, keyID: id, isAdmin: admin != 0)
@@ -74,7 +73,7 @@ public struct APIKeys {
         try connection.rows("""
             SELECT k.id, k.project_id, p.name, k.prefix, k.is_admin, k.created_at, k.revoked_at
             FROM api_keys k JOIN projects p ON p.id = k.project_id ORDER BY k.created_at, k.id
-            """).compactMap { row in
+            """, []).compactMap { row in
             guard case let .text(id) = row[0], case let .text(project) = row[1], case let .text(name) = row[2],
                   case let .text(prefix) = row[3], case let .integer(admin) = row[4], case let .integer(created) = row[5]
             else { return nil }
@@ -87,9 +86,6 @@ public struct APIKeys {
     /// Revokes a key; false when there is no such (unrevoked) key.
     @discardableResult
     public func revoke(_ id: String) throws -> Bool {
-        let update = try connection.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-        try update.bind([.integer(Self.now()), .text(id)])
-        try update.step()
-        return connection.changes > 0
+        try connection.run("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL", [.integer(Self.now()), .text(id)]) > 0
     }
 }

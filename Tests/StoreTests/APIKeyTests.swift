@@ -1,5 +1,7 @@
 import Foundation
 import Store
+import Synchronization
+import TestSupport
 import Testing
 
 @Suite struct SHA256Tests {
@@ -13,15 +15,20 @@ import Testing
     }
 }
 
+/// On both engines: SQLite, and a real PostgreSQL.
 @Suite struct APIKeyTests {
-    static func keys() throws -> APIKeys {
-        let connection = try SQLiteConnection(path: MigratorTests.temporaryDatabase())
-        try Migrator.migrate(connection, migrations: try MigratorTests.projectMigrations)
+    static func keys(_ dialect: SQLDialect) throws -> APIKeys {
+        let connection: any SQLConnection = switch dialect {
+        case .sqlite: try SQLiteConnection(path: MigratorTests.temporaryDatabase())
+        case .postgres: try PostgresConnection(url: try PostgresServer.running().createDatabase())
+        }
+        try Migrator.migrate(connection, migrations: try Migration.load(dialect, root: PostgresTests.projectMigrationRoot))
         return APIKeys(connection: connection)
     }
 
-    @Test func aKeyAuthenticatesItsProjectUntilRevoked() throws {
-        let keys = try Self.keys()
+    @Test(arguments: SQLDialect.allCases)
+    func aKeyAuthenticatesItsProjectUntilRevoked(dialect: SQLDialect) throws {
+        let keys = try Self.keys(dialect)
         let (id, secret) = try keys.create(project: "team-a")
         #expect(secret.hasPrefix("sk-pt-") && secret.count == 54)
         let principal = try #require(try keys.authenticate(secret))
@@ -32,19 +39,47 @@ import Testing
         #expect(try !keys.revoke(id), "a revoked key cannot be revoked again")
     }
 
-    @Test func onlyTheHashIsStored() throws {
-        let keys = try Self.keys()
+    @Test(arguments: SQLDialect.allCases)
+    func onlyTheHashIsStored(dialect: SQLDialect) throws {
+        let keys = try Self.keys(dialect)
         let (_, secret) = try keys.create(project: "team-a", admin: true)
         let records = try keys.list()
         #expect(records.count == 1 && records[0].isAdmin && records[0].projectName == "team-a")
         #expect(secret.hasPrefix(records[0].prefix))
-        let stored = try SQLiteConnection(path: keys.connectionPath).rows("SELECT * FROM api_keys")
+        let stored = try keys.connection.rows("SELECT * FROM api_keys", [])
         #expect(!stored.flatMap { $0 }.contains(.text(secret)))
     }
 
-    @Test func projectsAreSeparate() throws {
-        let keys = try Self.keys()
+    @Test(arguments: SQLDialect.allCases)
+    func projectsAreSeparate(dialect: SQLDialect) throws {
+        let keys = try Self.keys(dialect)
         let a = try keys.create(project: "a"), b = try keys.create(project: "b")
         #expect(try keys.authenticate(a.secret)?.projectID != (try keys.authenticate(b.secret)?.projectID))
+    }
+
+    /// Nodes creating keys for a new project at once agree on one project (PostgreSQL: no
+    /// database-wide write lock, so the insert itself must tolerate the race).
+    @Test func simultaneousCreatorsAgreeOnTheProject() throws {
+        let url = try PostgresServer.running().createDatabase()
+        try Migrator.migrate(try PostgresConnection(url: url), migrations: try Migration.load(.postgres, root: PostgresTests.projectMigrationRoot))
+        let projects = Mutex<Set<String>>([]), failures = Mutex<[String]>([])
+        let threads = (0..<4).map { _ in
+            Thread {
+                do {
+                    let keys = APIKeys(connection: try PostgresConnection(url: url))
+                    for _ in 0..<5 {
+                        let created = try keys.create(project: "shared")
+                        let project = try keys.authenticate(created.secret)?.projectID ?? "none"
+                        projects.withLock { _ = $0.insert(project) }
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        while threads.contains(where: { !$0.isFinished }) { usleep(10_000) }
+        #expect(failures.withLock { $0 } == [])
+        #expect(projects.withLock { $0.count } == 1, "one project, whoever created it")
     }
 }
