@@ -132,7 +132,7 @@ struct RequestPipeline: Sendable {
         while secret.first == " " || secret.first == "\t" { secret.removeFirst() }
         while secret.last == " " || secret.last == "\t" { secret.removeLast() }
         let found: Principal?
-        do { found = try database.read { try APIKeys(connection: $0).authenticate(String(secret)) } } catch {
+        do { found = try database.read { try APIKeys.authenticate(String(secret), on: $0) } } catch {
             return .failure(storeUnavailable(error))
         }
         return found.map { .success($0) } ?? .failure(.unauthorized)

@@ -61,7 +61,11 @@ public struct APIKeys {
     }
 
     /// The principal of a presented key, or nil for an unknown or revoked one.
-    public func authenticate(_ secret: String) throws -> Principal? {
+    public func authenticate(_ secret: String) throws -> Principal? { try Self.authenticate(secret, on: connection) }
+
+    /// The same, on a connection of a known type: every request authenticates, and the
+    /// specialised call skips the existential's dispatch.
+    public static func authenticate(_ secret: String, on connection: some SQLConnection) throws -> Principal? {
         let rows = try connection.rows(
             "SELECT id, project_id, is_admin FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL", [.text(SHA256.hex(secret.utf8))])
         guard let row = rows.first, case let .text(id) = row[0], case let .text(project) = row[1], case let .integer(admin) = row[2]
