@@ -1,5 +1,6 @@
 import CPostgres
 import Foundation
+import Synchronization
 
 public struct PostgresError: Error, CustomStringConvertible, Equatable {
     /// The SQLSTATE (e.g. 23505 unique_violation, 40001 serialization_failure); nil when the
@@ -189,5 +190,64 @@ public final class PostgresConnection: SQLConnection {
         let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
         let message = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
         return PostgresError(sqlState: state, message: message)
+    }
+}
+
+extension PostgresConnection {
+    /// The connection to the server is lost (it restarted, or ended this session).
+    public var isBroken: Bool { PQstatus(handle) == CONNECTION_BAD }
+}
+
+/// PostgreSQL connections shared by threads, as `Database` shares SQLite's: at most `size`
+/// open, each used by one thread at a time. A caller waits up to `timeout` seconds for one,
+/// then gets an error that says the pool is exhausted (the API answers 503 with
+/// `Retry-After`, not a hang). A connection found broken is dropped and replaced on next use,
+/// so a restarted server costs the calls in flight, not the process.
+public final class PostgresPool: Sendable {
+    public let url: String
+    public let size: Int
+    public let timeout: Double
+
+    /// A connection between uses: owned by the pool, handed to one caller at a time.
+    private struct Idle: @unchecked Sendable { let connection: PostgresConnection }
+    private let idle = Mutex<[Idle]>([])
+    private let permits: DispatchSemaphore
+
+    public init(url: String, size: Int, timeout: Double = 5) {
+        precondition(size > 0, "a pool holds at least one connection")
+        self.url = url
+        self.size = size
+        self.timeout = timeout
+        permits = DispatchSemaphore(value: size)
+    }
+
+    /// Connections open now and not in use.
+    public var idleCount: Int { idle.withLock { $0.count } }
+
+    /// `body` with a connection of the pool (opened when none is idle).
+    public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        guard permits.wait(timeout: .now() + timeout) == .success else {
+            throw PostgresError(sqlState: nil, message: "all \(size) connections to \(PostgresConnection.redacted(url)) stayed busy for \(timeout) s")
+        }
+        defer { permits.signal() }
+        let connection = try idle.withLock { $0.popLast() }?.connection ?? PostgresConnection(url: url)
+        do {
+            let result = try body(connection)
+            giveBack(connection)
+            return result
+        } catch {
+            giveBack(connection)
+            throw error
+        }
+    }
+
+    /// `body` in one transaction on one connection of the pool.
+    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try withConnection { connection in try connection.transaction { try body(connection) } }
+    }
+
+    private func giveBack(_ connection: PostgresConnection) {
+        guard !connection.isBroken else { return }
+        idle.withLock { $0.append(Idle(connection: connection)) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import Synchronization
 import TestSupport
 import Testing
 
@@ -99,5 +100,79 @@ import Testing
         try Migrator.migrate(postgres, migrations: migrations)
         try postgres.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, 'future', 0)", [.integer(Int64(migrations.count + 1))])
         #expect(throws: MigrationError.self) { try Migrator.migrate(postgres, migrations: migrations) }
+    }
+}
+
+/// The bounded pool: never more than its size open, a clear error when exhausted, and a
+/// broken connection replaced rather than handed out again.
+@Suite struct PostgresPoolTests {
+    static func backends(_ connection: PostgresConnection) throws -> Int64 {
+        guard case let .integer(count)? = try connection.rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()", []).first?.first
+        else { return -1 }
+        return count
+    }
+
+    @Test func itOpensAtMostItsSizeAndReusesConnections() throws {
+        let url = try PostgresServer.running().createDatabase()
+        let pool = PostgresPool(url: url, size: 2, timeout: 10)
+        let failures = Mutex<[String]>([])
+        let threads = (0..<6).map { _ in
+            Thread {
+                for _ in 0..<20 {
+                    do { _ = try pool.withConnection { try $0.rows("SELECT pg_sleep(0.001)", []) } } catch {
+                        failures.withLock { $0.append("\(error)") }
+                    }
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        while threads.contains(where: { !$0.isFinished }) { usleep(5_000) }
+        #expect(failures.withLock { $0 } == [])
+        #expect(pool.idleCount <= 2)
+        let observer = try PostgresConnection(url: url)
+        #expect(try Self.backends(observer) == Int64(pool.idleCount), "the pool's connections are all it opened")
+    }
+
+    @Test func anExhaustedPoolSaysSoInsteadOfWaitingForever() throws {
+        let pool = PostgresPool(url: try PostgresServer.running().createDatabase(), size: 1, timeout: 0.2)
+        let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            _ = try? pool.withConnection { _ in
+                holding.signal()
+                release.wait()
+            }
+        }
+        holder.start()
+        holding.wait()
+        do {
+            _ = try pool.withConnection { _ in 1 }
+            Issue.record("a second connection was handed out past the pool's size")
+        } catch let error as PostgresError {
+            #expect(error.message.contains("all 1 connections") && error.message.contains("busy"), "\(error)")
+        }
+        release.signal()
+        while !holder.isFinished { usleep(1_000) }
+        #expect(try pool.withConnection { try $0.rows("SELECT 1", []) } == [[.integer(1)]])
+    }
+
+    @Test func aBrokenConnectionIsReplaced() throws {
+        let url = try PostgresServer.running().createDatabase()
+        let pool = PostgresPool(url: url, size: 1)
+        guard case let .integer(pid)? = try pool.withConnection({ try $0.rows("SELECT pg_backend_pid()", []) }).first?.first else {
+            Issue.record("no backend pid")
+            return
+        }
+        // The server ends that session, as a restart or an administrator would.
+        _ = try PostgresConnection(url: url).rows("SELECT pg_terminate_backend(?1::INT)", [.integer(pid)])
+        usleep(100_000)
+        #expect(throws: PostgresError.self, "the call in flight on the dead session fails") {
+            try pool.withConnection { try $0.rows("SELECT 1", []) }
+        }
+        guard case let .integer(next)? = try pool.withConnection({ try $0.rows("SELECT pg_backend_pid()", []) }).first?.first else {
+            Issue.record("no backend pid after the break")
+            return
+        }
+        #expect(next != pid, "a new session replaced the broken one")
     }
 }
