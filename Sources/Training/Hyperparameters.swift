@@ -131,7 +131,8 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         }
         h.batchSize = try integer(.batchSize, 1...4096) ?? h.batchSize
         h.learningRate = try real(.learningRate, 0...1e30, open: true) ?? defaultLearningRate(method)
-        if let schedule = values[CodingKeys.lrScheduler.rawValue] {
+        // null is absent, for every key (as the API's schema says each is nullable).
+        if let schedule = values.present(CodingKeys.lrScheduler.rawValue) {
             guard let name = schedule.string, let parsed = LearningRateSchedule(rawValue: name) else {
                 throw HyperparameterError(param: "lr_scheduler", message: "lr_scheduler must be one of \(LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", "))")
             }
@@ -161,7 +162,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             h.policySampler = try text(.policySampler, SamplerKind.self) ?? .dpmpp2m
             h.policySteps = try integer(.policySteps, 1...1000) ?? 20
             h.policyGuidance = try real(.policyGuidance, 0...100) ?? 1
-            if let value = values[CodingKeys.perturbTimesteps.rawValue] {
+            if let value = values.present(CodingKeys.perturbTimesteps.rawValue) {
                 guard let flag = value.bool else {
                     throw HyperparameterError(param: "perturb_timesteps", message: "perturb_timesteps must be true or false")
                 }

@@ -4,7 +4,7 @@ import JSON
 import Numerics
 import TestSupport
 import Testing
-import Training
+@testable import Training
 
 /// Collects what a trainer reports.
 final class RecordingSink: TrainingSink {
@@ -220,6 +220,15 @@ enum TinyJob {
         #expect(try Hyperparameters.resolve([:], method: .kto).beta == 1000)
         #expect(try Hyperparameters.resolve([:], method: .rpo).tau == 0.5)
         #expect(try Hyperparameters.resolve(["n_epochs": 2, "batch_size": 4], method: .sft, datasetSize: 10).nSteps == 5)
+    }
+
+    /// Every hyperparameter may be null, meaning its default, as the API's schema says
+    /// (schemathesis found lr_scheduler and perturb_timesteps refusing null).
+    @Test(arguments: TrainingMethod.allCases)
+    func nullMeansTheDefaultForEveryKey(method: TrainingMethod) throws {
+        let keys = Hyperparameters.commonKeys.union(Hyperparameters.methodKeys(method)).map(\.rawValue)
+        let nulls = JSONObject(keys.map { ($0, JSONValue.null) })
+        #expect(try Hyperparameters.resolve(nulls, method: method) == Hyperparameters.resolve([:], method: method))
     }
 
     @Test func mistakesNameTheParameter() {
