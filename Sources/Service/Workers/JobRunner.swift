@@ -165,11 +165,7 @@ struct JobRunner {
     }
 
     func finish(failed failure: Failure) -> JobStatus? {
-        try? FileHandle(forWritingAtPath: data.job(job.id).log).map { handle in
-            handle.seekToEndOfFile()
-            handle.write(Data("\(JobSink.timestamp()) failed: \(failure.message)\n".utf8))
-            try handle.close()
-        }
+        JobSink.append(["failed: \(failure.message)"], toLogAt: data.job(job.id).log)
         changes.logAppended(jobID: job.id)
         let released = (try? store.release(job.id, worker: worker, status: .failed, error: failure, event: failure.message, level: "error")) ?? false
         return released ? .failed : nil

@@ -52,10 +52,23 @@ final class JobSink: TrainingSink {
                       parts.tm_hour, parts.tm_min, parts.tm_sec)
     }
 
+    /// Messages as log lines, each stamped.
+    static func stamped(_ messages: [String]) -> Data {
+        let now = timestamp()
+        return Data(messages.map { "\(now) \($0)\n" }.joined().utf8)
+    }
+
+    /// Appends stamped lines to a job's log from outside its sink (a failure before training,
+    /// a dead worker's last words), in one write; a log that cannot be written loses the lines.
+    static func append(_ messages: [String], toLogAt path: String) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return }
+        try? FileHandle(fileDescriptor: descriptor, closeOnDealloc: true).write(contentsOf: stamped(messages))
+    }
+
     /// One line in the log file, stamped; a log that cannot be written loses the line, not the job.
     func appendToFile(_ message: String) {
-        let line = "\(Self.timestamp()) \(message)\n"
-        try? log?.write(contentsOf: Data(line.utf8))
+        try? log?.write(contentsOf: Self.stamped([message]))
         changes?.logAppended(jobID: jobID)
     }
 

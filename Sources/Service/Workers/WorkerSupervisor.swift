@@ -218,13 +218,8 @@ public final class WorkerSupervisor: Sendable {
         guard let leases = try? store.leases() else { return }
         for (jobID, holder) in leases where holder.hasPrefix(owner) {
             telemetry.jobStopped(jobID)
-            var text = "\(JobSink.timestamp()) the worker process training this job (pid \(pid)) \(death); its last output:\n"
-            text += lastLines.map { "\(JobSink.timestamp())   | \($0)\n" }.joined()
-            let log = open(data.job(jobID).log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            if log >= 0 {
-                _ = Array(text.utf8).withUnsafeBytes { write(log, $0.baseAddress, $0.count) }
-                close(log)
-            }
+            JobSink.append(["the worker process training this job (pid \(pid)) \(death); its last output:"] + lastLines.map { "  | \($0)" },
+                           toLogAt: data.job(jobID).log)
             changes.logAppended(jobID: jobID)
             try? store.appendEvent(jobID, level: "error", type: "message",
                                    message: "The worker process training this job \(death); the job resumes from its last training state", data: nil)
