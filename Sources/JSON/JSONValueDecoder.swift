@@ -11,6 +11,12 @@ public struct JSONFieldError: Error, Equatable, Sendable, CustomStringConvertibl
     }
 
     public var description: String { message }
+
+    /// A member the type does not take, and those it does.
+    static func unknownField(_ name: String, at codingPath: [any CodingKey], expected: some Collection<String>) -> JSONFieldError {
+        let path = (codingPath + [AnyKey(name)]).dotted
+        return JSONFieldError("unknown field \(path); expected \(expected.sorted().joined(separator: ", "))", path: path)
+    }
 }
 
 /// `Decodable` over a parsed `JSONValue`, strict where Foundation's `JSONDecoder` is lenient:
@@ -55,8 +61,7 @@ extension KeyedDecodingContainer {
     /// Refuses any member outside `allowed` (for containers whose keys are only known at run time).
     public func rejectMembers(except allowed: [String]) throws {
         if let unknown = allKeys.map(\.stringValue).sorted().first(where: { !allowed.contains($0) }) {
-            throw JSONFieldError("unknown field \((codingPath + [AnyKey(unknown)]).dotted); expected \(allowed.sorted().joined(separator: ", "))",
-                                 path: (codingPath + [AnyKey(unknown)]).dotted)
+            throw JSONFieldError.unknownField(unknown, at: codingPath, expected: allowed)
         }
     }
 
@@ -86,8 +91,7 @@ private struct ValueDecoder: Decoder {
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case let .object(object) = value else { throw mismatch("an object") }
         if let names = declaredNames(Key.self), let unknown = object.keys.first(where: { !names.contains($0) }) {
-            let unknownPath = (codingPath + [AnyKey(unknown)]).dotted
-            throw JSONFieldError("unknown field \(unknownPath); expected \(names.sorted().joined(separator: ", "))", path: unknownPath)
+            throw JSONFieldError.unknownField(unknown, at: codingPath, expected: names)
         }
         return KeyedDecodingContainer(ObjectContainer<Key>(object: object, codingPath: codingPath))
     }
