@@ -42,7 +42,7 @@ public struct APIKeys {
         try connection.run("INSERT INTO projects (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                            [.text("proj_" + Self.randomHex(bytes: 12)), .text(name), .integer(Self.now())])
         guard case let .text(id)? = try connection.rows(find, [.text(name)]).first?.first else {
-            throw MigrationError("project \(name) vanished as it was created")
+            throw StoreError("project \(name) was created and then not found")
         }
         return id
     }

@@ -21,3 +21,9 @@ public protocol SQLConnection: AnyObject {
     /// `body` in one transaction: committed when it returns, rolled back when it throws.
     func transaction<T>(_ body: () throws -> T) throws -> T
 }
+
+/// A store's own failure, on either engine (the engines' errors are `SQLiteError` and `PostgresError`).
+public struct StoreError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
