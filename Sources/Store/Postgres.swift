@@ -54,24 +54,31 @@ public final class PostgresConnection: SQLConnection {
     /// Runs one statement with parameters: its rows, and how many rows it changed.
     public func query(_ sql: String, _ parameters: [SQLValue]) throws -> (rows: [[SQLValue]], changes: Int) {
         let text = Self.numberedParameters(sql)
-        // Every parameter's bytes stay alive until PQexecParams returns.
-        var storage: [[CChar]?] = []
+        // Each parameter's bytes in memory of its own until PQexecParams returns: text as C
+        // strings, blobs as bytes with their length (binary format); nil is SQL NULL.
         var lengths: [Int32] = [], formats: [Int32] = []
-        for value in parameters {
+        let values = parameters.map { value -> UnsafeMutablePointer<CChar>? in
+            lengths.append(0)
+            formats.append(0)
             switch value {
-            case .null: storage.append(nil); lengths.append(0); formats.append(0)
-            case let .integer(number): storage.append(Array(String(number).utf8CString)); lengths.append(0); formats.append(0)
-            case let .real(number): storage.append(Array(Self.exactText(number).utf8CString)); lengths.append(0); formats.append(0)
-            case let .text(string): storage.append(Array(string.utf8CString)); lengths.append(0); formats.append(0)
+            case .null: return nil
+            case let .integer(number): return strdup(String(number))
+            case let .real(number): return strdup(Self.exactText(number))
+            case let .text(string): return strdup(string)
             case let .blob(bytes):
-                storage.append(bytes.map { CChar(bitPattern: $0) })
-                lengths.append(Int32(bytes.count))
-                formats.append(1)
+                lengths[lengths.count - 1] = Int32(bytes.count)
+                formats[formats.count - 1] = 1
+                let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
+                for (index, byte) in bytes.enumerated() { copy[index] = CChar(bitPattern: byte) }
+                return copy
             }
         }
-        let result: OpaquePointer? = withParameterPointers(storage) { pointers in
-            PQexecParams(handle, text, Int32(parameters.count), nil, pointers, lengths, formats, 0)
+        defer {
+            for (value, parameter) in zip(values, parameters) {
+                if case .blob = parameter { value?.deallocate() } else { free(value) }
+            }
         }
+        let result = PQexecParams(handle, text, Int32(parameters.count), nil, values.map { $0.map { UnsafePointer<CChar>($0) } }, lengths, formats, 0)
         guard let result else { throw connectionError() }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
@@ -111,16 +118,6 @@ public final class PostgresConnection: SQLConnection {
     }
 
     // MARK: Values
-
-    private func withParameterPointers<R>(_ storage: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-        // Pointers into the arrays are valid only inside withUnsafeBufferPointer: nest one per parameter.
-        func nest(_ index: Int, _ pointers: [UnsafePointer<CChar>?]) -> R {
-            guard index < storage.count else { return body(pointers) }
-            guard let bytes = storage[index] else { return nest(index + 1, pointers + [nil]) }
-            return bytes.withUnsafeBufferPointer { nest(index + 1, pointers + [$0.baseAddress]) }
-        }
-        return nest(0, [])
-    }
 
     /// A Double as text that reads back as the same Double.
     static func exactText(_ number: Double) -> String {
