@@ -100,6 +100,18 @@ final class ServerProcess {
         return try await send("POST", "/v1/files", body: body, contentType: "multipart/form-data; boundary=\(boundary)")["id"] as! String
     }
 
+    /// The tiny model (initialised with `seed`) and the training file the jobs here train on.
+    func jobFixtures(seed: Int = 0) async throws -> (model: String, file: String) {
+        let model = try await send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config, "seed": seed])["id"] as! String
+        return (model, try await upload(WorkerFixtures.samples))
+    }
+
+    /// An sft job long enough to be stopped mid-way (200,000 steps).
+    static func longSFT(_ fixtures: (model: String, file: String)) -> [String: Any] {
+        ["model": fixtures.model, "training_file": fixtures.file,
+         "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200_000, "batch_size": 4, "log_every": 1000]]]]
+    }
+
     func job(_ id: String) async throws -> [String: Any] { try await send("GET", "/v1/fine_tuning/jobs/\(id)") }
 
     func step(_ id: String) async throws -> Int { ((try await job(id))["progress"] as? [String: Any])?["step"] as? Int ?? 0 }
@@ -119,8 +131,7 @@ final class ServerProcess {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }
         var server: ServerProcess? = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
-        let model = try await server!.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config, "seed": 1])["id"] as! String
-        let file = try await server!.upload(WorkerFixtures.samples)
+        let (model, file) = try await server!.jobFixtures(seed: 1)
         let settings: [String: Any] = ["n_steps": 40_000, "batch_size": 4, "checkpoint_every": 5_000, "log_every": 500, "policy_steps": 4]
         let body: [String: Any] = ["model": model, "training_file": file, "seed": 11, "method": ["type": "dro", "dro": ["hyperparameters": settings]]]
         let id = try #require(try await server!.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
@@ -160,10 +171,7 @@ final class ServerProcess {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }
         let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
-        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config])["id"] as! String
-        let file = try await server.upload(WorkerFixtures.samples)
-        let body: [String: Any] = ["model": model, "training_file": file,
-                                   "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200_000, "batch_size": 4, "log_every": 1000]]]]
+        let body = ServerProcess.longSFT(try await server.jobFixtures())
         let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
         while try await server.step(id) < 2_000 { try await Task.sleep(for: .milliseconds(5)) }
         kill(server.process.processIdentifier, SIGTERM)
@@ -210,8 +218,7 @@ final class ServerProcess {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }
         let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
-        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config, "seed": 1])["id"] as! String
-        let file = try await server.upload(WorkerFixtures.samples)
+        let (model, file) = try await server.jobFixtures(seed: 1)
         let settings: [String: Any] = ["n_steps": 16_000, "batch_size": 4, "checkpoint_every": 2_000, "log_every": 500, "policy_steps": 4]
         let body: [String: Any] = ["model": model, "training_file": file, "seed": 5, "method": ["type": "dro", "dro": ["hyperparameters": settings]]]
         let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
@@ -244,10 +251,7 @@ final class ServerProcess {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }
         let server = try await ServerProcess(data: data, port: port, arguments: ["--workers", "1"])
-        let model = try await server.send("POST", "/v1/models", json: ["id": "tiny", "config": ModelsTests.config])["id"] as! String
-        let file = try await server.upload(WorkerFixtures.samples)
-        let body: [String: Any] = ["model": model, "training_file": file,
-                                   "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200_000, "batch_size": 4, "log_every": 1000]]]]
+        let body = ServerProcess.longSFT(try await server.jobFixtures())
         // Three times: a heartbeat (every 2 s) would notice within 1 s only by luck, one time in two.
         for _ in 0..<3 {
             let id = try #require(try await server.send("POST", "/v1/fine_tuning/jobs", json: body)["id"] as? String)
