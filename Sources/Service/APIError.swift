@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import Store
 
 /// An error a client caused or must know about, in the envelope OpenAI's SDKs
 /// parse: {"error": {"message", "type", "param", "code"}}.
@@ -30,7 +31,17 @@ public struct APIError: Error, Sendable, Equatable {
         status: 401, message: "missing or invalid API key: send Authorization: Bearer <key> (preftune keys create makes one)",
         type: "authentication_error", code: "invalid_api_key")
 
+    /// The seconds a client should wait before retrying a 503 (the store or a queue is busy for a moment).
+    public static let retryAfterSeconds = 2
+
     public var response: HTTPResponse {
-        .json(ErrorEnvelope(error: .init(message: message, type: type, param: param, code: code)), status: status)
+        var response = HTTPResponse.json(ErrorEnvelope(error: .init(message: message, type: type, param: param, code: code)), status: status)
+        if status == 503 { response.headers.append(("Retry-After", "\(Self.retryAfterSeconds)")) }
+        return response
+    }
+
+    /// The database is unreachable for now (down, restarting, or every connection busy).
+    public static func databaseUnavailable(_ error: DatabaseUnavailable) -> APIError {
+        APIError(status: 503, message: "the database is unavailable; retry shortly", type: "server_error", code: "database_unavailable")
     }
 }

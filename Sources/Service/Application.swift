@@ -36,18 +36,20 @@ public final class Application: Sendable {
     public init(dataDirectory: DataDirectory, settings: ServiceSettings = .defaults(), webhookDelays: [Double] = [0, 1, 2, 4, 8, 16, 32]) {
         self.dataDirectory = dataDirectory
         self.settings = settings
-        let jobs = SQLiteJobStore(database: dataDirectory.database)
+        let jobs = SQLJobStore(database: dataDirectory.database)
         self.jobs = jobs
-        pipeline = RequestPipeline(database: dataDirectory.database, idempotency: SQLiteIdempotencyStore(database: dataDirectory.database),
+        pipeline = RequestPipeline(database: dataDirectory.database, idempotency: SQLIdempotencyStore(database: dataDirectory.database),
                                    telemetry: telemetry)
         heavyWork = HeavyWork(threads: settings.heavyWorkThreads, queueCapacity: settings.heavyWorkQueue)
         let webhooks = Webhooks(store: jobs, egress: EgressPolicy(allowed: settings.webhookAllow), delays: webhookDelays)
-        let resources = Resources(data: dataDirectory, jobs: jobs, models: SQLiteModelStore(database: dataDirectory.database),
-                                  files: SQLiteFileStore(database: dataDirectory.database), settings: settings, webhooks: webhooks,
+        let resources = Resources(data: dataDirectory, jobs: jobs, models: SQLModelStore(database: dataDirectory.database),
+                                  files: SQLFileStore(database: dataDirectory.database), settings: settings, webhooks: webhooks,
                                   heavyWork: heavyWork)
         self.resources = resources
         var router = Router(pipeline: pipeline)
-        logFollowers = LogFollowers(changes: statusChanges)
+        // On PostgreSQL, logs may be written on other machines: followers poll as well.
+        logFollowers = LogFollowers(changes: statusChanges,
+                                    polling: dataDirectory.database.dialect == .postgres ? (store: jobs, seconds: settings.fleetPollSeconds) : nil)
         Self.addOperations(&router, jobs: jobs, telemetry: telemetry, followers: logFollowers, metricsToken: settings.metricsToken)
         ModelsAPI.add(to: &router, resources)
         FilesAPI.add(to: &router, resources)

@@ -3,10 +3,12 @@ import Store
 import Training
 
 /// The service's data directory: `preftune.db`, `files/`, `models/`, `jobs/`,
-/// and on first start an admin key in `admin.key` (mode 0600).
+/// and on first start an admin key in `admin.key` (mode 0600). With a PostgreSQL
+/// database (a fleet), the directory holds the artifacts only, shared by every node
+/// (e.g. over NFS), and the database is the server's.
 public struct DataDirectory: Sendable {
     public let path: String
-    public let database: Database
+    public let database: any StoreDatabase
     /// Set when this opening created the admin key (the first start on an empty directory).
     public let createdAdminKey: Bool
 
@@ -20,20 +22,44 @@ public struct DataDirectory: Sendable {
     public func jobDirectory(_ id: String) -> String { job(id).path }
     public func logPath(_ jobID: String) -> String { job(jobID).log }
 
+    /// Opens the directory with its SQLite database, or with the PostgreSQL server at
+    /// `databaseURL` (`postgres://…`); migrates the database, and on a database without keys
+    /// creates the admin key.
+    public static func open(_ path: String, databaseURL: String? = nil, connections: Int = 8, migrationsRoot: String = Migration.defaultDirectory)
+        throws -> DataDirectory
+    {
+        try createFolders(path)
+        let database: any StoreDatabase = if let databaseURL {
+            PostgresDatabase(url: databaseURL, connections: connections)
+        } else {
+            try Database(path: "\(path)/preftune.db")
+        }
+        return try open(path, database: database, migrations: try Migration.load(database.dialect, root: migrationsRoot))
+    }
+
     public static func open(_ path: String, migrations: [Migration]) throws -> DataDirectory {
+        try createFolders(path)
+        return try open(path, database: try Database(path: "\(path)/preftune.db"), migrations: migrations)
+    }
+
+    static func createFolders(_ path: String) throws {
         for folder in ["", "/files", "/models", "/jobs"] {
             try FileManager.default.createDirectory(atPath: path + folder, withIntermediateDirectories: true)
         }
-        let database = try Database(path: "\(path)/preftune.db")
+    }
+
+    public static func open(_ path: String, database: any StoreDatabase, migrations: [Migration]) throws -> DataDirectory {
+        try createFolders(path)
         _ = try database.withWriter { try Migrator.migrate($0, migrations: migrations) }
-        let hasKeys = try database.read { try !$0.rows("SELECT 1 FROM api_keys LIMIT 1").isEmpty }
-        var created = false
-        if !hasKeys {
-            let (_, secret) = try database.withWriter { try APIKeys(connection: $0).create(project: "admin", admin: true) }
-            try Self.writePrivate(secret + "\n", to: "\(path)/admin.key")
-            created = true
+        // Nodes of a fleet starting together: one of them creates the admin key (the migrator's lock orders them).
+        let secret: String? = try database.withWriter { connection in
+            try Migrator.exclusively(connection) {
+                guard try connection.rows("SELECT 1 FROM api_keys LIMIT 1", []).isEmpty else { return nil }
+                return try APIKeys(connection: connection).create(project: "admin", admin: true).secret
+            }
         }
-        return DataDirectory(path: path, database: database, createdAdminKey: created)
+        if let secret { try Self.writePrivate(secret + "\n", to: "\(path)/admin.key") }
+        return DataDirectory(path: path, database: database, createdAdminKey: secret != nil)
     }
 
     /// Writes a file readable by its owner only, atomically.

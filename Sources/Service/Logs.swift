@@ -121,17 +121,32 @@ public final class LogFollowers: Sendable {
 
     func run(on executor: any TaskExecutor) { preferredExecutor.withLock { $0 = executor } }
 
-    init(changes: JobStatusChanges) {
+    /// `polling`: every `seconds`, each followed job's status is read from `store` and every
+    /// follower looks at its file, for logs written on other machines (a fleet), whose
+    /// notifications may not arrive; the files' growth cannot be watched there (inotify does
+    /// not see writes made by other NFS clients). Without it, followers hear of every change
+    /// from this process's own notifications and wake every 15 s for SSE's keep-alive.
+    init(changes: JobStatusChanges, polling: (store: any JobStore, seconds: Double)? = nil) {
         changes.observeLogs { [weak self] jobID in self?.wake(jobID) }
         changes.observe { [weak self] jobID, status in self?.statusChanged(jobID, status) }
+        let interval = polling?.seconds ?? Self.keepAliveSeconds
         let task = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(Self.keepAliveSeconds))
-                self?.wakeAll()
+                try? await Task.sleep(for: .seconds(interval))
+                guard let self else { return }
+                if let store = polling?.store {
+                    for jobID in followed() {
+                        if let status = (try? store.job(jobID, project: nil))??.status, status.isTerminal { statusChanged(jobID, status) }
+                    }
+                }
+                wakeAll()
             }
         }
         ticker.withLock { $0 = task }
     }
+
+    /// Jobs with followers now.
+    func followed() -> [String] { followers.withLock { Array($0.waiting.keys) } }
 
     deinit { ticker.withLock { $0?.cancel() } }
 

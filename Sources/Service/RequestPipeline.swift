@@ -25,7 +25,7 @@ enum Responder: Sendable {
 ///   read transaction as its resource);
 /// - idempotency, for POSTs that carry an `Idempotency-Key`.
 struct RequestPipeline: Sendable {
-    let database: Database
+    let database: any StoreDatabase
     let idempotency: any IdempotencyStore
     let telemetry: Telemetry
 
@@ -94,6 +94,9 @@ struct RequestPipeline: Sendable {
         switch error {
         case let error as APIError:
             return error.response
+        case let error as DatabaseUnavailable:
+            ServerLog.error("\(request.method) \(request.path)", error)
+            return APIError.databaseUnavailable(error).response
         case is CancellationError:
             // The client left (or the server is stopping): nobody reads this.
             return APIError(status: 499, message: "the request was cancelled", type: "server_error", code: "cancelled").response
@@ -116,6 +119,8 @@ struct RequestPipeline: Sendable {
                 return try body(try authenticate(request).get())
             }
         } catch let error as SQLiteError where !began {
+            throw storeUnavailable(error)
+        } catch let error as DatabaseUnavailable {
             throw storeUnavailable(error)
         }
     }
@@ -141,6 +146,7 @@ struct RequestPipeline: Sendable {
     /// A store failure is the server's fault, not a bad key: it must not read as 401.
     func storeUnavailable(_ error: any Error) -> APIError {
         ServerLog.error("reading the store", error)
+        if let error = error as? DatabaseUnavailable { return .databaseUnavailable(error) }
         return APIError(status: 503, message: "the key store is unavailable; retry shortly", type: "server_error", code: "store_unavailable")
     }
 

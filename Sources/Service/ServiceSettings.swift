@@ -21,6 +21,9 @@ public struct ServiceSettings: Sendable {
     /// The most arithmetic one sample request may ask for: n × steps × the model's FLOPs per
     /// sample (`--max-sample-flops`). The default is about a minute on two cores.
     public var maxSampleFLOPs = 5e12
+    /// On PostgreSQL (a fleet): how often log followers look for lines written on other
+    /// machines, should a notification not arrive.
+    public var fleetPollSeconds = 1.0
 
     public init(memoryBudget: MemoryBudget) {
         self.memoryBudget = memoryBudget

@@ -5,7 +5,7 @@ import Synchronization
 /// reader connections that run concurrently with it and each other (WAL lets
 /// readers see the last committed state while a write is in progress). A
 /// connection never leaves its lock, which is what makes sharing this object safe.
-public final class Database: Sendable {
+public final class Database: StoreDatabase {
     /// A connection and the lock it never leaves.
     final class Guarded: Sendable {
         private let lock = Mutex(())
@@ -32,6 +32,7 @@ public final class Database: Sendable {
 
     /// Opens the writer (creating the file) and `readers` read-only connections.
     public init(path: String, readers: Int = 4) throws {
+        location = path
         writer = Guarded(try SQLiteConnection(path: path))
         // WAL must be set by the writer before readers open the file read-only.
         self.readers = try (0..<max(1, readers)).map { _ in Guarded(try SQLiteConnection(path: path, readOnly: true)) }
@@ -48,7 +49,7 @@ public final class Database: Sendable {
 
     /// Runs a read on one of the reader connections (no write lock taken); inside
     /// `readTransaction`, on that transaction's reader.
-    public func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+    public func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
         if let current = pthread_getspecific(currentReader) {
             return try body(Unmanaged<SQLiteConnection>.fromOpaque(current).takeUnretainedValue())
         }
@@ -79,12 +80,20 @@ public final class Database: Sendable {
     }
 
     /// Runs `body` in a transaction on the writer; writes are serialized.
-    public func write<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+    public func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
         try writer.withConnection { writer in try writer.transaction { try body(writer) } }
     }
 
     /// The writer outside a transaction, for schema migrations and statements that manage their own.
-    public func withWriter<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+    public func withWriter<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
         try writer.withConnection(body)
+    }
+
+    public var dialect: SQLDialect { .sqlite }
+    public let location: String
+
+    /// A consistent copy of the database at `target` (SQLite's online backup, from a reader).
+    public func backup(to target: String) throws {
+        try nextReader().withConnection { try $0.backup(to: target) }
     }
 }

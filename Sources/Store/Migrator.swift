@@ -64,8 +64,25 @@ public struct MigrationError: Error, CustomStringConvertible, Equatable {
 /// Applies migrations in order, each in its own transaction, and records them in
 /// `schema_migrations`. A database written by a newer preftune is refused.
 public enum Migrator {
+    /// `body` while holding the database's migration lock: on PostgreSQL a session advisory
+    /// lock, so that nodes of a fleet starting together migrate one after another; SQLite's
+    /// single writer serializes already.
+    public static func exclusively<T>(_ connection: any SQLConnection, _ body: () throws -> T) throws -> T {
+        guard connection.dialect == .postgres else { return try body() }
+        _ = try connection.rows("SELECT pg_advisory_lock(\(lockKey))", [])
+        defer { _ = try? connection.rows("SELECT pg_advisory_unlock(\(lockKey))", []) }
+        return try body()
+    }
+
+    /// The advisory lock's key: "preftune" in ASCII, as a number.
+    static let lockKey: Int64 = 0x7072_6566_7475_6E65
+
     @discardableResult
     public static func migrate(_ connection: any SQLConnection, migrations: [Migration]) throws -> [Int] {
+        try exclusively(connection) { try migrateLocked(connection, migrations: migrations) }
+    }
+
+    static func migrateLocked(_ connection: any SQLConnection, migrations: [Migration]) throws -> [Int] {
         let timestamp = connection.dialect == .postgres ? "BIGINT" : "INTEGER"
         try connection.execute(script: """
             CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -10,6 +10,12 @@ public struct PostgresError: Error, CustomStringConvertible, Equatable {
     public var description: String { "PostgreSQL error\(sqlState.map { " \($0)" } ?? ""): \(message)" }
 
     public var isUniqueViolation: Bool { sqlState == "23505" }
+    /// The server cannot serve now (connection failure, shutdown, starting up, too many
+    /// connections), as opposed to a statement's error.
+    public var isUnavailability: Bool {
+        guard let sqlState else { return true }
+        return sqlState.hasPrefix("08") || sqlState.hasPrefix("57P") || sqlState == "53300"
+    }
 }
 
 /// One PostgreSQL connection through libpq. Not thread-safe by itself: a pool gives each
@@ -43,7 +49,7 @@ public final class PostgresConnection: SQLConnection {
     deinit { PQfinish(handle) }
 
     /// The URL with any password replaced, for messages and logs.
-    static func redacted(_ url: String) -> String {
+    public static func redacted(_ url: String) -> String {
         guard let at = url.firstIndex(of: "@"), let scheme = url.range(of: "://"), scheme.upperBound < at,
               let colon = url[scheme.upperBound..<at].firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + ":***" + String(url[at...])
@@ -222,16 +228,25 @@ public final class PostgresPool: Sendable {
     public var idleCount: Int { idle.withLock { $0.count } }
 
     /// `body` with a connection of the pool (opened when none is idle).
+    /// Failures of the server or the network, not of the statement, are `DatabaseUnavailable`.
     public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         guard permits.wait(timeout: .now() + timeout) == .success else {
-            throw PostgresError(sqlState: nil, message: "all \(size) connections to \(PostgresConnection.redacted(url)) stayed busy for \(timeout) s")
+            throw DatabaseUnavailable("all \(size) connections to \(PostgresConnection.redacted(url)) stayed busy for \(timeout) s")
         }
         defer { permits.signal() }
-        let connection = try idle.withLock { $0.popLast() }?.connection ?? PostgresConnection(url: url)
+        let connection: PostgresConnection
+        do {
+            connection = try idle.withLock { $0.popLast() }?.connection ?? PostgresConnection(url: url)
+        } catch let error as PostgresError {
+            throw DatabaseUnavailable(error.message)
+        }
         do {
             let result = try body(connection)
             giveBack(connection)
             return result
+        } catch let error as PostgresError where error.isUnavailability || connection.isBroken {
+            giveBack(connection)
+            throw DatabaseUnavailable("\(PostgresConnection.redacted(url)): \(error.message)")
         } catch {
             giveBack(connection)
             throw error
@@ -246,5 +261,55 @@ public final class PostgresPool: Sendable {
     private func giveBack(_ connection: PostgresConnection) {
         guard !connection.isBroken else { return }
         idle.withLock { $0.append(Idle(connection: connection)) }
+    }
+}
+
+/// PostgreSQL as the stores use it (`StoreDatabase`): each read and each write on a connection
+/// of a bounded pool. A read transaction holds one connection for its reads, in a
+/// REPEATABLE READ snapshot, as `Database` holds one SQLite reader.
+public final class PostgresDatabase: StoreDatabase {
+    public let pool: PostgresPool
+    public var dialect: SQLDialect { .postgres }
+    public var location: String { PostgresConnection.redacted(pool.url) }
+
+    public init(url: String, connections: Int = 8, timeout: Double = 5) {
+        pool = PostgresPool(url: url, size: connections, timeout: timeout)
+    }
+
+    /// The connection of the read transaction this thread is in, if any.
+    private let currentReader: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    deinit { pthread_key_delete(currentReader) }
+
+    public func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        if let current = pthread_getspecific(currentReader) {
+            return try body(Unmanaged<PostgresConnection>.fromOpaque(current).takeUnretainedValue())
+        }
+        return try pool.withConnection(body)
+    }
+
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        if pthread_getspecific(currentReader) != nil { return try body() }
+        return try pool.withConnection { connection in
+            try connection.execute(script: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            pthread_setspecific(currentReader, Unmanaged.passUnretained(connection).toOpaque())
+            defer {
+                pthread_setspecific(currentReader, nil)
+                try? connection.execute(script: "COMMIT")
+            }
+            return try body()
+        }
+    }
+
+    public func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        try pool.transaction(body)
+    }
+
+    public func withWriter<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        try pool.withConnection(body)
     }
 }

@@ -54,9 +54,10 @@ public protocol ModelStore: Sendable {
     func delete(_ key: String) throws
 }
 
-public final class SQLiteFileStore: FileStore {
-    let database: Database
-    public init(database: Database) { self.database = database }
+/// `FileStore` on SQL, the same on SQLite and PostgreSQL.
+public final class SQLFileStore: FileStore {
+    let database: any StoreDatabase
+    public init(database: any StoreDatabase) { self.database = database }
 
     static func row(_ values: [SQLValue]) -> FileRow? {
         guard case let .text(id) = values[0], case let .text(project) = values[1], case let .text(filename) = values[2],
@@ -71,20 +72,20 @@ public final class SQLiteFileStore: FileStore {
 
     public func insert(_ file: FileRow) throws {
         try database.write { connection in
-            let insert = try connection.prepare("""
+            try connection.run("""
                 INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at, lines, sha256)
-                VALUES (?, ?, ?, ?, ?, 'processed', ?, ?, ?)
-                """)
-            try insert.bind([.text(file.id), .text(file.projectID), .text(file.filename), .text(file.purpose), .integer(Int64(file.bytes)),
-                             .integer(Int64(file.createdAt)), file.lines.map { .integer(Int64($0)) } ?? .null,
-                             file.sha256.map(SQLValue.text) ?? .null])
-            try insert.step()
+                VALUES (?1, ?2, ?3, ?4, ?5, 'processed', ?6, ?7, ?8)
+                """, [.text(file.id), .text(file.projectID), .text(file.filename), .text(file.purpose), .integer(Int64(file.bytes)),
+                      .integer(Int64(file.createdAt)), file.lines.map { .integer(Int64($0)) } ?? .null,
+                      file.sha256.map(SQLValue.text) ?? .null])
         }
     }
 
     public func usage(project: String) throws -> (files: Int, bytes: Int) {
+        // SUM of BIGINT is NUMERIC on PostgreSQL: cast back to an integer.
         let row = try database.read {
-            try $0.rows("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM files WHERE project_id = ? AND deleted_at IS NULL", [.text(project)])
+            try $0.rows("SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files WHERE project_id = ?1 AND deleted_at IS NULL",
+                        [.text(project)])
         }.first
         guard let row, case let .integer(count) = row[0], case let .integer(bytes) = row[1] else { return (0, 0) }
         return (Int(count), Int(bytes))
@@ -92,36 +93,37 @@ public final class SQLiteFileStore: FileStore {
 
     public func file(_ id: String, project: String) throws -> FileRow? {
         try database.read {
-            try $0.rows("SELECT \(Self.columns) FROM files WHERE id = ? AND project_id = ? AND deleted_at IS NULL", [.text(id), .text(project)])
+            try $0.rows("SELECT \(Self.columns) FROM files WHERE id = ?1 AND project_id = ?2 AND deleted_at IS NULL", [.text(id), .text(project)])
         }.first.flatMap(Self.row)
     }
 
     public func files(project: String, purpose: String?, after: String?, limit: Int) throws -> [FileRow] {
-        var sql = "SELECT \(Self.columns) FROM files WHERE project_id = ? AND deleted_at IS NULL"
-        var arguments: [SQLValue] = [.text(project)]
-        if let purpose { sql += " AND purpose = ?"; arguments.append(.text(purpose)) }
+        var sql = "SELECT \(Self.columns) FROM files WHERE project_id = ?1 AND deleted_at IS NULL"
+        var arguments: [SQLValue] = [.text(project), .integer(Int64(limit))]
+        if let purpose {
+            arguments.append(.text(purpose))
+            sql += " AND purpose = ?\(arguments.count)"
+        }
         if let after {
             // rowid breaks ties between files made in the same second, in upload order.
-            sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM files WHERE id = ?)"
             arguments.append(.text(after))
+            sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM files WHERE id = ?\(arguments.count))"
         }
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        arguments.append(.integer(Int64(limit)))
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?2"
         return try database.read { try $0.rows(sql, arguments) }.compactMap(Self.row)
     }
 
     public func markDeleted(_ id: String) throws {
-        try database.write { connection in
-            let update = try connection.prepare("UPDATE files SET deleted_at = ? WHERE id = ?")
-            try update.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(id)])
-            try update.step()
+        try database.write {
+            try $0.run("UPDATE files SET deleted_at = ?1 WHERE id = ?2", [.integer(Int64(Date().timeIntervalSince1970)), .text(id)])
         }
     }
 }
 
-public final class SQLiteModelStore: ModelStore {
-    let database: Database
-    public init(database: Database) { self.database = database }
+/// `ModelStore` on SQL, the same on SQLite and PostgreSQL.
+public final class SQLModelStore: ModelStore {
+    let database: any StoreDatabase
+    public init(database: any StoreDatabase) { self.database = database }
 
     static func row(_ values: [SQLValue]) -> ModelRow? {
         guard case let .text(id) = values[0], case let .text(config) = values[2], case let .integer(created) = values[3] else { return nil }
@@ -136,30 +138,36 @@ public final class SQLiteModelStore: ModelStore {
             try $0.rows("""
                 SELECT id, project_id, config, created_at FROM models
                 WHERE id IN (?1, ?2) AND deleted_at IS NULL AND (project_id IS NULL OR project_id = ?3)
-                ORDER BY id = ?1 DESC LIMIT 1
+                ORDER BY (id = ?1) DESC LIMIT 1
                 """, [.text(ModelKey.key(project: project, name: name)), .text(name), .text(project)])
         }.first.flatMap(Self.row)
     }
 
     public func models(visibleTo project: String) throws -> [ModelRow] {
         try database.read {
-            try $0.rows("SELECT id, project_id, config, created_at FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?) ORDER BY created_at, rowid",
-                        [.text(project)])
+            try $0.rows("""
+                SELECT id, project_id, config, created_at FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?1)
+                ORDER BY created_at, rowid
+                """, [.text(project)])
         }.compactMap(Self.row)
     }
 
     public func create(_ name: String, project: String, config: String, write: (_ key: String) throws -> Void) throws -> Bool {
         let key = ModelKey.key(project: project, name: name)
-        return try database.write { connection in
-            // Taken: the project's own model of that name (even deleted, while jobs refer to it), or a shared one.
-            guard try connection.rows("""
-                SELECT 1 FROM models WHERE id = ?1 OR (id = ?2 AND (project_id IS NULL OR project_id = ?3)) AND deleted_at IS NULL
-                """, [.text(key), .text(name), .text(project)]).isEmpty else { return false }
-            try write(key)
-            let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, ?, ?)")
-            try insert.bind([.text(key), .text(project), .text(config), .integer(Int64(Date().timeIntervalSince1970))])
-            try insert.step()
-            return true
+        do {
+            return try database.write { connection in
+                // Taken: the project's own model of that name (even deleted, while jobs refer to it), or a shared one.
+                guard try connection.rows("""
+                    SELECT 1 FROM models WHERE id = ?1 OR (id = ?2 AND (project_id IS NULL OR project_id = ?3)) AND deleted_at IS NULL
+                    """, [.text(key), .text(name), .text(project)]).isEmpty else { return false }
+                try write(key)
+                try connection.run("INSERT INTO models (id, project_id, config, created_at) VALUES (?1, ?2, ?3, ?4)",
+                                   [.text(key), .text(project), .text(config), .integer(Int64(Date().timeIntervalSince1970))])
+                return true
+            }
+        } catch let error as PostgresError where error.isUniqueViolation {
+            // Another node registered the name between the check and the insert.
+            return false
         }
     }
 
@@ -167,9 +175,11 @@ public final class SQLiteModelStore: ModelStore {
         try database.write { connection in
             let referenced = try !connection.rows("SELECT 1 FROM jobs WHERE model = ?1 UNION ALL SELECT 1 FROM models WHERE parent = ?1 LIMIT 1",
                                                   [.text(key)]).isEmpty
-            let statement = try connection.prepare(referenced ? "UPDATE models SET deleted_at = ?1 WHERE id = ?2" : "DELETE FROM models WHERE id = ?2")
-            try statement.bind([.integer(Int64(Date().timeIntervalSince1970)), .text(key)])
-            try statement.step()
+            if referenced {
+                try connection.run("UPDATE models SET deleted_at = ?1 WHERE id = ?2", [.integer(Int64(Date().timeIntervalSince1970)), .text(key)])
+            } else {
+                try connection.run("DELETE FROM models WHERE id = ?1", [.text(key)])
+            }
         }
     }
 }
@@ -207,20 +217,30 @@ public protocol IdempotencyStore: Sendable {
     func release(project: String, key: String) throws
 }
 
-public final class SQLiteIdempotencyStore: IdempotencyStore {
-    let database: Database
+/// `IdempotencyStore` on SQL, the same on SQLite and PostgreSQL. A key is reserved by
+/// inserting it: of two simultaneous first uses (on one node or two), one inserts, and the
+/// other finds the row.
+public final class SQLIdempotencyStore: IdempotencyStore {
+    let database: any StoreDatabase
     /// A reservation older than this was left by a server that stopped mid-request.
     let abandonedAfter: Int64
+    private let forUpdate: String
 
-    public init(database: Database, abandonedAfterSeconds: Int = 600) {
+    public init(database: any StoreDatabase, abandonedAfterSeconds: Int = 600) {
         self.database = database
         abandonedAfter = Int64(abandonedAfterSeconds)
+        forUpdate = database.dialect == .postgres ? " FOR UPDATE" : ""
     }
 
     public func reserve(project: String, key: String, request: String) throws -> IdempotencyReservation {
         try database.write { connection in
             let now = Int64(Date().timeIntervalSince1970)
-            let rows = try connection.rows("SELECT request, status, body, created_at FROM idempotency_keys WHERE project_id = ? AND key = ?",
+            let inserted = try connection.run("""
+                INSERT INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                ON CONFLICT (project_id, key) DO NOTHING
+                """, [.text(project), .text(key), .text(request), .blob([]), .integer(now)])
+            if inserted == 1 { return .reserved }
+            let rows = try connection.rows("SELECT request, status, body, created_at FROM idempotency_keys WHERE project_id = ?1 AND key = ?2\(forUpdate)",
                                            [.text(project), .text(key)])
             if let row = rows.first, case let .text(stored) = row[0], case let .integer(status) = row[1], case let .integer(created) = row[3] {
                 if status != 0, case let .blob(body) = row[2] {
@@ -228,29 +248,25 @@ public final class SQLiteIdempotencyStore: IdempotencyStore {
                 }
                 if now - created < abandonedAfter { return .inProgress(request: stored) }
             }
-            let upsert = try connection.prepare("""
-                INSERT INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?1, ?2, ?3, 0, x'', ?4)
-                ON CONFLICT (project_id, key) DO UPDATE SET request = ?3, status = 0, body = x'', created_at = ?4
-                """)
-            try upsert.bind([.text(project), .text(key), .text(request), .integer(now)])
-            try upsert.step()
+            // Abandoned by a server that stopped mid-request (or released just now): this request takes it.
+            try connection.run("""
+                INSERT INTO idempotency_keys (project_id, key, request, status, body, created_at) VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                ON CONFLICT (project_id, key) DO UPDATE SET request = ?3, status = 0, body = ?4, created_at = ?5
+                """, [.text(project), .text(key), .text(request), .blob([]), .integer(now)])
             return .reserved
         }
     }
 
     public func complete(project: String, key: String, _ response: IdempotentResponse) throws {
-        try database.write { connection in
-            let update = try connection.prepare("UPDATE idempotency_keys SET request = ?, status = ?, body = ? WHERE project_id = ? AND key = ?")
-            try update.bind([.text(response.request), .integer(Int64(response.status)), .blob(response.body), .text(project), .text(key)])
-            try update.step()
+        try database.write {
+            try $0.run("UPDATE idempotency_keys SET request = ?1, status = ?2, body = ?3 WHERE project_id = ?4 AND key = ?5",
+                       [.text(response.request), .integer(Int64(response.status)), .blob(response.body), .text(project), .text(key)])
         }
     }
 
     public func release(project: String, key: String) throws {
-        try database.write { connection in
-            let delete = try connection.prepare("DELETE FROM idempotency_keys WHERE project_id = ? AND key = ? AND status = 0")
-            try delete.bind([.text(project), .text(key)])
-            try delete.step()
+        try database.write {
+            try $0.run("DELETE FROM idempotency_keys WHERE project_id = ?1 AND key = ?2 AND status = 0", [.text(project), .text(key)])
         }
     }
 }

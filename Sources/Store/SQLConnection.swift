@@ -27,3 +27,41 @@ public struct StoreError: Error, CustomStringConvertible, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// A database as the stores use it, on either engine: reads that may run beside each other,
+/// and writes, each one transaction. `Database` is SQLite's (one writer, a few readers, one
+/// file); `PostgresDatabase` is PostgreSQL's (a bounded pool of connections to a server).
+/// A connection never leaves the call that was given it.
+public protocol StoreDatabase: Sendable {
+    var dialect: SQLDialect { get }
+    /// Where it is, for messages (a file, or a server without its password).
+    var location: String { get }
+    /// A read; inside `readTransaction`, on that transaction's connection and snapshot.
+    func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T
+    /// `body` in one read transaction: every `read` it makes on this thread sees the same snapshot.
+    func readTransaction<T>(_ body: () throws -> T) throws -> T
+    /// `body` in one write transaction: committed when it returns, rolled back when it throws.
+    func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T
+    /// A connection outside any transaction, for migrations and statements that manage their own.
+    func withWriter<T>(_ body: (any SQLConnection) throws -> T) throws -> T
+}
+
+/// The database could not be reached (the server is down or restarting, or every pooled
+/// connection stayed busy): a moment's trouble, not the request's fault. The API answers
+/// 503 with `Retry-After`; workers wait and carry on.
+public struct DatabaseUnavailable: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A job's lease is no longer the writer's (it expired and another worker claimed the job,
+/// or the job ended): the write was refused, and the worker must stop without writing more.
+public struct LeaseLost: Error, CustomStringConvertible, Equatable {
+    public let jobID: String
+    public let worker: String
+    public var description: String { "\(worker) no longer holds the lease of \(jobID); the write was refused" }
+    public init(jobID: String, worker: String) {
+        self.jobID = jobID
+        self.worker = worker
+    }
+}

@@ -34,22 +34,29 @@ func printUsage() {
       serve [--listen 127.0.0.1:8080] [--data-dir ./data] [--workers 1] [--threads-per-job CORES]
             [--max-job-memory SIZE] [--max-sample-flops N] [--quota-storage SIZE] [--quota-files N]
             [--quota-models N] [--quota-jobs N] [--webhook-allow CIDR,…] [--metrics-token TOKEN]
-            [--shutdown-grace SECONDS]
+            [--shutdown-grace SECONDS] [--database postgres://… [--database-connections 16]]
                                    run the API and the workers that train queued jobs;
                                    the first start on an empty data dir writes an
                                    admin key to <data-dir>/admin.key (docs/operations.md
                                    explains the budgets, quotas and egress rules);
                                    each worker is a process of its own (preftune worker)
       worker [--data-dir ./data] [--threads-per-job CORES] [--max-job-memory SIZE]
+             [--database postgres://…] [--lease-seconds 30]
                                    train queued jobs, one at a time, and nothing else
-                                   (serve starts these itself; run more on this machine
-                                   against the same data dir to add workers)
-      keys create --project NAME [--admin] [--data-dir ./data]
-      keys list [--data-dir ./data]
-      keys revoke KEY_ID [--data-dir ./data]
-      backup --to FILE [--data-dir ./data]
+                                   (serve starts these itself; run more against the same
+                                   data dir, or on other machines against the same
+                                   PostgreSQL and shared data dir, to add workers)
+      keys create --project NAME [--admin] [--data-dir ./data] [--database postgres://…]
+      keys list [--data-dir ./data] [--database postgres://…]
+      keys revoke KEY_ID [--data-dir ./data] [--database postgres://…]
+      backup --to FILE [--data-dir ./data] [--database postgres://…]
                                    a consistent copy of the database while the server runs
-                                   (SQLite online backup); docs/operations.md covers the files
+                                   (SQLite online backup; on PostgreSQL, pg_dump's custom
+                                   format); docs/operations.md covers the files
+
+    --database (or $PREFTUNE_DATABASE): a PostgreSQL server shared by a fleet of API nodes
+    and workers, e.g. postgres://preftune@db.internal/preftune or
+    postgresql:///preftune?host=/run/postgresql; without it, <data-dir>/preftune.db (SQLite).
       inspect-model <file>         architecture and parameter count of a model file
 
     client commands (server: PREFTUNE_URL, default http://127.0.0.1:8080; key:
@@ -67,13 +74,25 @@ func printUsage() {
     """)
 }
 
-func openDataDirectory(_ arguments: [String]) -> DataDirectory {
+/// The data directory, with its SQLite database or the PostgreSQL server of `--database`
+/// (else `$PREFTUNE_DATABASE`): `postgres://user@host/db` or `postgresql:///db?host=/socket/dir`.
+func openDataDirectory(_ arguments: [String], connections: Int = 8) -> DataDirectory {
     let path = option("--data-dir", in: arguments) ?? "./data"
+    let url = databaseURL(arguments)
     do {
-        return try DataDirectory.open(path, migrations: try Migration.load(.sqlite))
+        return try DataDirectory.open(path, databaseURL: url, connections: connections)
     } catch {
-        fail("cannot open the data directory \(path): \(error)")
+        fail("cannot open the data directory \(path)\(url.map { " with the database \(PostgresConnection.redacted($0))" } ?? ""): \(error)")
     }
+}
+
+func databaseURL(_ arguments: [String]) -> String? {
+    guard let url = option("--database", in: arguments) ?? ProcessInfo.processInfo.environment["PREFTUNE_DATABASE"].flatMap({ $0.isEmpty ? nil : $0 })
+    else { return nil }
+    guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+        fail("--database takes a PostgreSQL URL (postgres://user@host/db); without it the data directory's SQLite database is used", status: 2)
+    }
+    return url
 }
 
 func serve(_ arguments: [String]) -> Never {
@@ -122,9 +141,18 @@ func serve(_ arguments: [String]) -> Never {
         files.rlim_cur = files.rlim_max
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
     }
-    let data = openDataDirectory(arguments)
+    let connections = option("--database-connections", in: arguments).map { value -> Int in
+        guard let count = Int(value), (1...1000).contains(count) else { fail("--database-connections takes a number, 1-1000", status: 2) }
+        return count
+    } ?? 16
+    let data = openDataDirectory(arguments, connections: connections)
     if data.createdAdminKey { print("created an admin API key in \(data.adminKeyPath) (readable by this user only)") }
     let application = Application(dataDirectory: data, settings: settings)
+    // Worker processes find the same database through the environment (not their command
+    // line, which every user of the machine can read).
+    if let url = databaseURL(arguments) { setenv("PREFTUNE_DATABASE", url, 1) }
+    let fleet = (data.database as? PostgresDatabase).map { FleetNotifications(database: $0, changes: application.statusChanges) }
+    fleet?.start()
     // The API never trains: each worker is a process of its own, which a job that runs out
     // of memory or crashes takes down alone.
     let workerArguments = ["worker", "--supervised", "--data-dir", data.path, "--threads-per-job", "\(workers.threadsPerJob)",
@@ -139,7 +167,7 @@ func serve(_ arguments: [String]) -> Never {
     application.serve(on: server)
     do {
         let bound = try server.start()
-        print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), BLAS: \(BLASRuntime.coreName))")
+        print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), database: \(data.database.location), BLAS: \(BLASRuntime.coreName))")
         print("workers: \(workers.workers) processes × \(workers.threadsPerJob) threads per job, at nice 10; memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
         fflush(nil)
     } catch {
@@ -211,10 +239,19 @@ func worker(_ arguments: [String]) -> Never {
     let supervised = arguments.contains("--supervised")
     let stopRequested = DispatchSemaphore(value: 0)
     if supervised, preftune_terminate_with_parent(SIGTERM, getppid()) != 0 { fail("the server that started this worker is gone") }
-    let data = openDataDirectory(arguments)
+    if let value = option("--lease-seconds", in: arguments) {
+        guard let seconds = Int(value), (3...3600).contains(seconds) else { fail("--lease-seconds takes seconds, 3-3600", status: 2) }
+        configuration.leaseSeconds = seconds
+        configuration.heartbeatSeconds = min(configuration.heartbeatSeconds, Double(seconds) / 3)
+    }
+    let data = openDataDirectory(arguments, connections: 4)
     let changes = JobStatusChanges()
     let channel = supervised ? WorkerChannel(changes: changes, onSupervisorGone: { stopRequested.signal() }) : nil
-    let pool = WorkerPool(data: data, store: SQLiteJobStore(database: data.database), changes: changes, configuration: configuration,
+    // On its own, beside a fleet: status changes and log growth travel through the database
+    // (supervised, its server carries them).
+    let fleet = supervised ? nil : (data.database as? PostgresDatabase).map { FleetNotifications(database: $0, changes: changes) }
+    fleet?.start()
+    let pool = WorkerPool(data: data, store: SQLJobStore(database: data.database), changes: changes, configuration: configuration,
                           telemetry: channel)
     for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
     let sources = [SIGTERM, SIGINT].map { signalNumber in
@@ -230,6 +267,27 @@ func worker(_ arguments: [String]) -> Never {
     pool.stop()
     withExtendedLifetime(sources) {}
     _exit(0)
+}
+
+/// `pg_dump` of the whole database in its custom format (restored with `pg_restore`): one
+/// consistent snapshot, taken in a repeatable-read transaction that does not stop writers.
+/// Written beside `target` and renamed into place, so `target` is whole or absent.
+func backupPostgres(url: String, to target: String) -> Never {
+    let partial = target + ".partial"
+    let dump = Process()
+    dump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    dump.arguments = ["pg_dump", "--format=custom", "--file=\(partial)", "--dbname=\(url)"]
+    do { try dump.run() } catch {
+        fail("backup needs pg_dump (Debian's postgresql-client, at the server's major version or newer): \(error)")
+    }
+    dump.waitUntilExit()
+    guard dump.terminationStatus == 0 else {
+        unlink(partial)
+        fail("pg_dump of \(PostgresConnection.redacted(url)) failed (exit \(dump.terminationStatus)); its message is above")
+    }
+    guard rename(partial, target) == 0 else { fail("cannot move the backup to \(target): \(String(cString: strerror(errno)))") }
+    print("backed up \(PostgresConnection.redacted(url)) to \(target) (pg_dump custom format; restore with pg_restore)")
+    exit(0)
 }
 
 func keys(_ arguments: [String]) -> Never {
@@ -279,10 +337,14 @@ case "sample":
     ClientCommands.sample(Array(arguments.dropFirst()))
 case "backup":
     let rest = Array(arguments.dropFirst())
-    guard let target = option("--to", in: rest) else { fail("usage: preftune backup --to FILE [--data-dir ./data]", status: 2) }
+    guard let target = option("--to", in: rest) else { fail("usage: preftune backup --to FILE [--data-dir ./data] [--database postgres://…]", status: 2) }
+    if let url = databaseURL(rest) {
+        backupPostgres(url: url, to: target)
+    }
     let data = openDataDirectory(rest)
     do {
-        try data.database.read { try $0.backup(to: target) }
+        guard let database = data.database as? Database else { fail("backup: not an SQLite database") }
+        try database.backup(to: target)
         print("backed up \(data.databasePath) to \(target)")
     } catch {
         fail("\(error)")

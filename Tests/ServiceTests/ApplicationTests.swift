@@ -147,11 +147,9 @@ func errorCode(_ json: [String: Any]) -> String? { (json["error"] as? [String: A
         let b = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "b") }
         try service.data.database.write { connection in
             let projectA = try APIKeys(connection: connection).project(named: "a")
-            let insert = try connection.prepare("INSERT INTO models (id, project_id, config, created_at) VALUES (?, ?, '{}', 1)")
-            try insert.bind([.text("ft:base:a"), .text(projectA)])
-            try insert.step()
-            try insert.bind([.text("shared-base"), .null])
-            try insert.step()
+            let insert = "INSERT INTO models (id, project_id, config, created_at) VALUES (?1, ?2, '{}', 1)"
+            try connection.run(insert, [.text("ft:base:a"), .text(projectA)])
+            try connection.run(insert, [.text("shared-base"), .null])
         }
         func ids(_ key: String) async throws -> Set<String> {
             let listed = try await service.request("GET", "/v1/models", key: key).json["data"] as? [[String: Any]] ?? []

@@ -7,17 +7,17 @@ import Testing
     /// and one snapshot, so a request's key and its resource cannot come from different states.
     @Test func readsInOneReadTransactionShareTheirSnapshot() throws {
         let database = try Database(path: MigratorTests.temporaryDatabase(), readers: 2)
-        try database.withWriter { try $0.execute("CREATE TABLE t (x INTEGER)") }
-        try database.write { try $0.execute("INSERT INTO t VALUES (1)") }
+        try database.withWriter { try $0.execute(script: "CREATE TABLE t (x INTEGER)") }
+        try database.write { try $0.execute(script: "INSERT INTO t VALUES (1)") }
         func count() throws -> Int {
             try database.read { connection in
-                guard case let .integer(n)? = try connection.rows("SELECT count(*) FROM t").first?.first else { return -1 }
+                guard case let .integer(n)? = try connection.rows("SELECT count(*) FROM t", []).first?.first else { return -1 }
                 return Int(n)
             }
         }
         let (before, during, sameReader) = try database.readTransaction {
             let before = try count()
-            try database.write { try $0.execute("INSERT INTO t VALUES (2)") }
+            try database.write { try $0.execute(script: "INSERT INTO t VALUES (2)") }
             let during = try count()
             let sameReader = try database.read { a in try database.read { b in a === b } }
             return (before, during, sameReader)

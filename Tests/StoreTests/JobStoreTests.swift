@@ -1,29 +1,42 @@
 import Foundation
 import Store
+import Synchronization
+import TestSupport
 import Testing
 
+/// Every store test runs on both engines: SQLite, and a real PostgreSQL (`PostgresServer`).
 @Suite struct JobStoreTests {
-    static func store() throws -> (SQLiteJobStore, Database) {
-        let database = try Database(path: MigratorTests.temporaryDatabase())
-        _ = try database.withWriter { try Migrator.migrate($0, migrations: try MigratorTests.projectMigrations) }
+    /// A migrated database of the dialect (PostgreSQL: a new database on the shared test server).
+    static func database(_ dialect: SQLDialect) throws -> any StoreDatabase {
+        let database: any StoreDatabase = switch dialect {
+        case .sqlite: try Database(path: MigratorTests.temporaryDatabase())
+        case .postgres: PostgresDatabase(url: try PostgresServer.running().createDatabase(), connections: 8, timeout: 20)
+        }
+        _ = try database.withWriter { try Migrator.migrate($0, migrations: try Migration.load(dialect, root: PostgresTests.projectMigrationRoot)) }
+        return database
+    }
+
+    static func store(_ dialect: SQLDialect = .sqlite) throws -> (SQLJobStore, any StoreDatabase) {
+        let database = try database(dialect)
         try database.write { connection in
-            try connection.execute("""
+            try connection.execute(script: """
                 INSERT INTO projects VALUES ('p', 'team', 0);
                 INSERT INTO models (id, project_id, config, created_at) VALUES ('m', 'p', '{}', 0);
                 INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at) VALUES ('f', 'p', 'a', 'fine-tune', 1, 'processed', 0);
                 """)
         }
-        return (SQLiteJobStore(database: database), database)
+        return (SQLJobStore(database: database), database)
     }
 
-    static func insert(_ store: SQLiteJobStore, _ id: String, createdAt: Int) throws {
+    static func insert(_ store: SQLJobStore, _ id: String, createdAt: Int) throws {
         try store.insert(JobRecord(id: id, projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: "{}",
                                    hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: .queued,
                                    createdAt: createdAt), firstEvent: "created")
     }
 
-    @Test func workersClaimTheOldestJobOneEach() throws {
-        let (store, _) = try Self.store()
+    @Test(arguments: SQLDialect.allCases)
+    func workersClaimTheOldestJobOneEach(dialect: SQLDialect) throws {
+        let (store, _) = try Self.store(dialect)
         try Self.insert(store, "ftjob-new", createdAt: 20)
         try Self.insert(store, "ftjob-old", createdAt: 10)
         let first = try #require(try store.claimNext(worker: "w1", leaseSeconds: 60))
@@ -37,8 +50,9 @@ import Testing
     /// A transition answers with the job as it left it, or as it stands when it was in a status
     /// the transition does not start from, read in the same transaction (one query fewer for
     /// cancel, pause and resume, and no other writer's change in between).
-    @Test func aTransitionAnswersWithTheJobItLeftOrFound() throws {
-        let (store, _) = try Self.store()
+    @Test(arguments: SQLDialect.allCases)
+    func aTransitionAnswersWithTheJobItLeftOrFound(dialect: SQLDialect) throws {
+        let (store, _) = try Self.store(dialect)
         try Self.insert(store, "ftjob-a", createdAt: 1)
         guard case let .moved(paused) = try store.transition("ftjob-a", from: [.queued, .running], to: .paused, error: nil, event: "Paused", level: "info")
         else { Issue.record("a queued job pauses"); return }
@@ -53,8 +67,9 @@ import Testing
         }
     }
 
-    @Test func anExpiredLeaseIsTakenOver() throws {
-        let (store, _) = try Self.store()
+    @Test(arguments: SQLDialect.allCases)
+    func anExpiredLeaseIsTakenOver(dialect: SQLDialect) throws {
+        let (store, _) = try Self.store(dialect)
         try Self.insert(store, "ftjob-a", createdAt: 1)
         _ = try store.claimNext(worker: "dead", leaseSeconds: -1)
         let taken = try #require(try store.claimNext(worker: "alive", leaseSeconds: 60))
@@ -64,11 +79,13 @@ import Testing
         #expect(messages.first?.contains("lease expired") == true)
     }
 
-    @Test func replayedMetricStepsAddNothing() throws {
-        let (store, _) = try Self.store()
+    @Test(arguments: SQLDialect.allCases)
+    func replayedMetricStepsAddNothing(dialect: SQLDialect) throws {
+        let (store, _) = try Self.store(dialect)
         try Self.insert(store, "ftjob-m", createdAt: 1)
+        _ = try store.claimNext(worker: "w", leaseSeconds: 60)
         func record(_ step: Int, _ values: [String: Double]) throws -> Bool {
-            try store.recordStep("ftjob-m", step: step, values: values, summary: "step \(step)", samplesPerSecond: nil, estimatedFinish: nil)
+            try store.recordStep("ftjob-m", worker: "w", step: step, values: values, summary: "step \(step)", samplesPerSecond: nil, estimatedFinish: nil)
         }
         #expect(try record(1, ["loss": 0.5, "lr": 1e-4]))
         #expect(try record(2, ["loss": 0.4, "lr": 1e-4]))
@@ -85,8 +102,9 @@ import Testing
 }
 
 @Suite struct HardeningStoreTests {
-    @Test func claimsWithoutProgressEndInWorkerCrashed() throws {
-        let (store, _) = try JobStoreTests.store()
+    @Test(arguments: SQLDialect.allCases)
+    func claimsWithoutProgressEndInWorkerCrashed(dialect: SQLDialect) throws {
+        let (store, _) = try JobStoreTests.store(dialect)
         try JobStoreTests.insert(store, "ftjob-crashy", createdAt: 1)
         for worker in ["w1", "w2", "w3"] { #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-crashy") }
         #expect(try store.claimNext(worker: "w4", leaseSeconds: 60) == nil, "not claimed a fourth time")
@@ -95,19 +113,21 @@ import Testing
         #expect(failed.status == .failed && failed.error?.code == "worker_crashed")
     }
 
-    @Test func progressResetsTheClaimCount() throws {
-        let (store, _) = try JobStoreTests.store()
+    @Test(arguments: SQLDialect.allCases)
+    func progressResetsTheClaimCount(dialect: SQLDialect) throws {
+        let (store, _) = try JobStoreTests.store(dialect)
         try JobStoreTests.insert(store, "ftjob-steady", createdAt: 1)
         for (step, worker) in ["w1", "w2", "w3", "w4"].enumerated() {
             #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-steady", "\(worker)")
-            _ = try store.recordStep("ftjob-steady", step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
+            _ = try store.recordStep("ftjob-steady", worker: worker, step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
         }
         #expect(try store.failCrashLoopingJobs(maxClaims: 3).isEmpty)
     }
 
-    @Test func anIdempotencyKeyIsReservedOnce() throws {
-        let (_, database) = try JobStoreTests.store()
-        let keys = SQLiteIdempotencyStore(database: database)
+    @Test(arguments: SQLDialect.allCases)
+    func anIdempotencyKeyIsReservedOnce(dialect: SQLDialect) throws {
+        let (_, database) = try JobStoreTests.store(dialect)
+        let keys = SQLIdempotencyStore(database: database)
         #expect(try keys.reserve(project: "p", key: "k", request: "POST /x 1") == .reserved)
         #expect(try keys.reserve(project: "p", key: "k", request: "POST /x 1") == .inProgress(request: "POST /x 1"))
         let answer = IdempotentResponse(request: "POST /x 1", status: 200, body: Array("{}".utf8))
@@ -116,7 +136,7 @@ import Testing
         #expect(try keys.reserve(project: "p", key: "other", request: "POST /x 2") == .reserved)
         try keys.release(project: "p", key: "other")
         #expect(try keys.reserve(project: "p", key: "other", request: "POST /x 2") == .reserved, "a released key is free again")
-        let stale = SQLiteIdempotencyStore(database: database, abandonedAfterSeconds: -1)
+        let stale = SQLIdempotencyStore(database: database, abandonedAfterSeconds: -1)
         #expect(try stale.reserve(project: "p", key: "other", request: "POST /x 3") == .reserved, "a reservation left by a stopped server lapses")
     }
 }

@@ -26,7 +26,7 @@ struct JobRunner {
         let sink: JobSink
         do {
             try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
-            sink = try JobSink(jobID: job.id, logPath: directory.log, store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
+            sink = try JobSink(jobID: job.id, worker: worker, logPath: directory.log, store: store, totalSteps: job.totalSteps ?? 0, changes: changes,
                                telemetry: telemetry)
         } catch {
             return finish(failed: Failure(code: "storage_unavailable", message: "cannot write the job's files under \(directory.path): \(error)"))
@@ -44,7 +44,11 @@ struct JobRunner {
             }
             // Asked inside steps too: a cancel or pause takes effect within a sampling step, not after a whole rollout.
             let outcome = try trainer.run(resume: resume, control: command, interrupt: command)
-            if let error = sink.storeError { throw Failure(code: "store_unavailable", message: "cannot record the job's progress: \(error)") }
+            // A refused write means another worker holds the job, unless the job ended (a cancel clears its lease).
+            if sink.storeError is LeaseLost, (try? store.job(job.id, project: nil))??.status.isTerminal != true { control.request(.leaseLost) }
+            if let error = sink.storeError, !(error is LeaseLost) {
+                throw Failure(code: "store_unavailable", message: "cannot record the job's progress: \(error)")
+            }
             return conclude(outcome, trainer: trainer, sink: sink)
         } catch let failure as Failure {
             return finish(failed: failure)
@@ -86,8 +90,8 @@ struct JobRunner {
                                       base: base.parameters, training: training, validation: validation)
         sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
         sink.logEvery = hyperparameters.logEvery
-        let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id
-        sink.retain = { try Self.removeCheckpoints(of: jobID, in: directory, keeping: keep, store: jobStore) }
+        let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id, worker = worker
+        sink.retain = { try Self.removeCheckpoints(of: jobID, worker: worker, in: directory, keeping: keep, store: jobStore) }
         if SampleDrawing.isImage(base.config.sampleShape) {
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
                 directory.sampleGrid(step: $0)
@@ -99,11 +103,12 @@ struct JobRunner {
     }
 
     /// Deletes all but the newest `keep` checkpoints: their weights, sample grids and records.
-    static func removeCheckpoints(of jobID: String, in directory: JobDirectory, keeping keep: Int, store: any JobStore) throws {
+    static func removeCheckpoints(of jobID: String, worker: String, in directory: JobDirectory, keeping keep: Int, store: any JobStore) throws {
         for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) {
+            // The record first, fenced by the lease: a worker that lost the job deletes nothing.
+            try store.removeCheckpoint(jobID, worker: worker, step: row.step)
             try? FileManager.default.removeItem(atPath: directory.checkpoint(step: row.step))
             try? FileManager.default.removeItem(atPath: directory.sampleGrid(step: row.step))
-            try store.removeCheckpoint(jobID, step: row.step)
         }
     }
 
@@ -157,8 +162,9 @@ struct JobRunner {
             if control.request == .leaseLost {
                 sink.appendToFile("stopped at step \(step): another worker holds this job now")
             } else {
-                // The cancel already ended the job and its lease; this only says where training stopped.
-                sink.log("Stopped at step \(step)")
+                // The cancel already ended the job and its lease: an event, not a write of the worker's.
+                sink.appendToFile("Stopped at step \(step)")
+                try? store.appendEvent(job.id, level: "info", type: "message", message: "Stopped at step \(step)", data: nil)
             }
             return nil
         }

@@ -12,6 +12,8 @@ import Training
 /// so metric and event steps stay strictly increasing without duplicates.
 final class JobSink: TrainingSink {
     let jobID: String
+    /// The lease holder: every store write is fenced by it.
+    let worker: String
     let store: any JobStore
     let log: FileHandle?
     let changes: JobStatusChanges?
@@ -31,9 +33,11 @@ final class JobSink: TrainingSink {
     /// For the estimated finish: the first step reported in this run and when.
     private var firstReport: (step: Int, time: Date)?
 
-    init(jobID: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil,
-         telemetry: (any TrainingObserver)? = nil) throws {
+    init(jobID: String, worker: String, logPath: String, store: any JobStore, totalSteps: Int, changes: JobStatusChanges? = nil,
+         telemetry: (any TrainingObserver)? = nil, unavailableFor: Double = 600) throws {
         self.jobID = jobID
+        self.worker = worker
+        patience = unavailableFor
         self.store = store
         self.changes = changes
         self.telemetry = telemetry
@@ -74,7 +78,7 @@ final class JobSink: TrainingSink {
 
     func log(_ message: String) {
         appendToFile(message)
-        attempt { try store.appendEvent(jobID, level: "info", type: "message", message: message, data: nil) }
+        attempt { try store.appendEvent(jobID, fencedBy: worker, level: "info", type: "message", message: message, data: nil) }
     }
 
     func record(step: Int, metrics: [String: Double], summary: String) {
@@ -90,7 +94,7 @@ final class JobSink: TrainingSink {
         }
         appendToFile(summary)
         attempt {
-            try store.recordStep(jobID, step: step, values: metrics, summary: summary, samplesPerSecond: metrics["samples_per_s"],
+            try store.recordStep(jobID, worker: worker, step: step, values: metrics, summary: summary, samplesPerSecond: metrics["samples_per_s"],
                                  estimatedFinish: estimatedFinish)
         }
     }
@@ -104,14 +108,35 @@ final class JobSink: TrainingSink {
         sampleGrid?(checkpoint)
         if checkpoint.step > replayedThrough { appendToFile(message) }
         attempt {
-            try store.addCheckpoint(jobID, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
+            try store.addCheckpoint(jobID, worker: worker, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
                                     metrics: metrics, event: message)
         }
         attempt { try retain?() }
     }
 
+    /// How long a write waits out an unreachable database before the job stops.
+    let patience: Double
+
+    /// A write that fails stops the job (`storeError`), except while the database is
+    /// unreachable: then training waits, trying again with back-off, and carries on when it
+    /// is back (its lease, if taken over meanwhile, then refuses the write).
     private func attempt(_ write: () throws -> Void) {
         guard storeError == nil else { return }
-        do { try write() } catch { storeError = error }
+        var delay = 0.25, waited = 0.0
+        while true {
+            do {
+                try write()
+                if waited > 0 { appendToFile("the database is reachable again after \(Int(waited)) s; training continues") }
+                return
+            } catch is DatabaseUnavailable where waited < patience {
+                if waited == 0 { appendToFile("the database is unreachable; training waits for it") }
+                Thread.sleep(forTimeInterval: delay)
+                waited += delay
+                delay = min(delay * 2, 5)
+            } catch {
+                storeError = error
+                return
+            }
+        }
     }
 }

@@ -42,6 +42,8 @@ public final class Webhooks: Sendable {
     public func jobFinished(_ jobID: String) {
         guard let job = try? store.job(jobID, project: nil), let target = job.webhookURL, let url = URL(string: target),
               job.status.isTerminal else { return }
+        // Every API node hears the status: the first to take the delivery sends it.
+        guard (try? store.claimWebhook(jobID)) == true else { return }
         let eventID = "evt_" + APIKeys.randomHex(bytes: 12)
         let payload = WebhookEvent(id: eventID, createdAt: Int(Date().timeIntervalSince1970), type: "fine_tuning.job.\(job.status.rawValue)",
                                    data: FineTuningJob(job))

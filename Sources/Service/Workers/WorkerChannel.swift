@@ -100,14 +100,14 @@ public final class WorkerChannel: TrainingObserver {
     private let reader = DedicatedThreads(threads: 1, name: "supervisor-in")
 
     public init(changes: JobStatusChanges, onSupervisorGone: @escaping @Sendable () -> Void) {
-        changes.observe(includingRelayed: false) { [weak self] jobID, status in self?.send(.status(jobID: jobID, status)) }
-        changes.observeLogs(includingRelayed: false) { [weak self] jobID in self?.send(.logAppended(jobID: jobID)) }
+        changes.observe(origins: [.local]) { [weak self] jobID, status in self?.send(.status(jobID: jobID, status)) }
+        changes.observeLogs(origins: [.local]) { [weak self] jobID in self?.send(.logAppended(jobID: jobID)) }
         reader.run {
             LineReader(fd: STDIN_FILENO, maximumLineBytes: WorkerMessage.maximumLineBytes).forEachLine { line in
                 guard let message = try? WorkerMessage(line: line) else {
                     return ServerLog.write("a line from the supervisor is not a message: \(String(decoding: line.prefix(200), as: UTF8.self))")
                 }
-                if case let .status(jobID, status) = message { changes.post(jobID: jobID, status: status, relayed: true) }
+                if case let .status(jobID, status) = message { changes.post(jobID: jobID, status: status, origin: .relayed) }
             }
             onSupervisorGone()
         }

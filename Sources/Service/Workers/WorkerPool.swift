@@ -124,16 +124,21 @@ public final class WorkerPool: Sendable {
 
     private func work(name: String) {
         CPUPriority.lowerCurrentThread()
+        var failing = false
         while !state.withLock({ $0.stopping }) {
             let claimed: JobRecord?
             do {
                 // A job whose workers keep dying fails here instead of taking this one down too.
-                for failed in try store.failCrashLoopingJobs(maxClaims: SQLiteJobStore.maxClaimsWithoutProgress) {
+                for failed in try store.failCrashLoopingJobs(maxClaims: SQLJobStore.maxClaimsWithoutProgress) {
                     changes.post(jobID: failed, status: .failed)
                 }
                 claimed = try store.claimNext(worker: name, leaseSeconds: configuration.leaseSeconds)
+                if failing { ServerLog.write("\(name): the store answers again; claiming jobs") }
+                failing = false
             } catch {
-                ServerLog.error("\(name): cannot claim jobs", error)
+                // An unreachable database pauses the worker: it says so once, and tries again each poll.
+                if !failing { ServerLog.error("\(name): cannot claim jobs (trying again every \(configuration.pollSeconds) s)", error) }
+                failing = true
                 claimed = nil
             }
             guard let job = claimed else {

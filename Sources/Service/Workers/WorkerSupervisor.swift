@@ -60,7 +60,7 @@ public final class WorkerSupervisor: Sendable {
         self.store = store
         self.changes = changes
         self.telemetry = telemetry
-        changes.observe(includingRelayed: false) { [weak self] jobID, status in self?.broadcast(.status(jobID: jobID, status)) }
+        changes.observe(origins: [.local, .fleet]) { [weak self] jobID, status in self?.broadcast(.status(jobID: jobID, status)) }
     }
 
     /// Pids of the worker processes running now, by worker number.
@@ -191,8 +191,8 @@ public final class WorkerSupervisor: Sendable {
             return ServerLog.write("worker-\(index): a line on its output is not a message: \(String(decoding: line.prefix(200), as: UTF8.self))")
         }
         switch message {
-        case let .status(jobID, status): changes.post(jobID: jobID, status: status, relayed: true)
-        case let .logAppended(jobID): changes.logAppended(jobID: jobID, relayed: true)
+        case let .status(jobID, status): changes.post(jobID: jobID, status: status, origin: .relayed)
+        case let .logAppended(jobID): changes.logAppended(jobID: jobID, origin: .relayed)
         case let .jobStarted(jobID): telemetry.jobStarted(jobID)
         case let .jobStopped(jobID): telemetry.jobStopped(jobID)
         case let .progress(jobID, step, loss, samples): telemetry.jobProgress(jobID, step: step, loss: loss, samples: samples)

@@ -1,0 +1,445 @@
+import Foundation
+import JSON
+
+/// `JobStore` on SQL, the same code on SQLite and PostgreSQL. Where the engines differ:
+/// - a claim locks its row with `FOR UPDATE SKIP LOCKED` on PostgreSQL, where workers claim at
+///   once; SQLite's single writer serializes them anyway;
+/// - a write that numbers a job's events, or that a lease fences, first locks the job's row
+///   (`FOR UPDATE`) on PostgreSQL; SQLite's write transaction holds the whole file;
+/// - `GREATEST` is SQLite's two-argument `MAX`.
+///
+/// A worker's writes are fenced by its lease: each transaction starts with the check that the
+/// worker still holds it, and (on PostgreSQL) holds the job's row from then until it commits, so
+/// no claim can come between the check and the write.
+public final class SQLJobStore: JobStore {
+    let database: any StoreDatabase
+    let dialect: SQLDialect
+    /// The engine's spellings, fixed at start (statements are looked up by their text).
+    private let greatest: String
+    private let forUpdate: String
+    private let claimable: String
+    private let lockJob: String
+    private let fence: String
+
+    public init(database: any StoreDatabase) {
+        self.database = database
+        dialect = database.dialect
+        greatest = dialect == .postgres ? "GREATEST" : "MAX"
+        forUpdate = dialect == .postgres ? " FOR UPDATE" : ""
+        claimable = """
+            SELECT id, status FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
+            ORDER BY created_at, rowid LIMIT 1\(dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : "")
+            """
+        lockJob = "SELECT 1 FROM jobs WHERE id = ?1\(forUpdate)"
+        fence = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_owner = ?2\(forUpdate)"
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+    static func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    static let columns = """
+        id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
+        status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at
+        """
+
+    /// Built once: a job is read on every poll, and the statement cache looks its text up.
+    static let selectInProject = "SELECT \(columns) FROM jobs WHERE id = ?1 AND project_id = ?2"
+    static let selectByID = "SELECT \(columns) FROM jobs WHERE id = ?1"
+
+    static func record(_ row: [SQLValue]) -> JobRecord? {
+        func text(_ i: Int) -> String? { if case let .text(v) = row[i] { v } else { nil } }
+        func int(_ i: Int) -> Int? { if case let .integer(v) = row[i] { Int(v) } else { nil } }
+        guard let id = text(0), let project = text(1), let model = text(2), let training = text(3), let method = text(5),
+              let hyper = text(6), let seed = int(7), let metadata = text(9), let status = text(11).flatMap(JobStatus.init(rawValue:)),
+              let created = int(18)
+        else { return nil }
+        var job = JobRecord(id: id, projectID: project, model: model, trainingFile: training, validationFile: text(4), method: method,
+                            hyperparameters: hyper, seed: seed, suffix: text(8), metadata: metadata, webhookURL: text(10),
+                            status: status, createdAt: created)
+        job.error = text(12).flatMap(JobError.init(json:))
+        job.fineTunedModel = text(13)
+        job.step = int(14) ?? 0
+        job.totalSteps = int(15)
+        if case let .real(rate) = row[16] { job.samplesPerSecond = rate }
+        job.estimatedFinish = int(17)
+        job.startedAt = int(19)
+        job.finishedAt = int(20)
+        return job
+    }
+
+    static func optional(_ text: String?) -> SQLValue { text.map(SQLValue.text) ?? .null }
+
+    // MARK: - The API's side
+
+    public func insert(_ job: JobRecord, firstEvent message: String) throws {
+        try database.write { connection in
+            try connection.run("""
+                INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
+                                  metadata, webhook_url, status, created_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
+                      .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
+                      .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt))])
+            try appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
+        }
+    }
+
+    public func job(_ id: String, project: String?) throws -> JobRecord? {
+        try database.read { connection in
+            let rows = try project.map { try connection.rows(Self.selectInProject, [.text(id), .text($0)]) }
+                ?? connection.rows(Self.selectByID, [.text(id)])
+            return rows.first.flatMap(Self.record)
+        }
+    }
+
+    public func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord] {
+        try database.read { connection in
+            var sql = "SELECT \(Self.columns) FROM jobs WHERE project_id = ?1"
+            var arguments: [SQLValue] = [.text(project), .integer(Int64(limit))]
+            if let after {
+                // rowid breaks ties between jobs made in the same second, in creation order.
+                sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?3)"
+                arguments.append(.text(after))
+            }
+            sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+            return try connection.rows(sql, arguments).compactMap(Self.record)
+        }
+    }
+
+    public func countsByStatus() throws -> [JobStatus: Int] {
+        try database.read { connection in
+            var counts: [JobStatus: Int] = [:]
+            for row in try connection.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status", []) {
+                if case let .text(name) = row[0], let status = JobStatus(rawValue: name), case let .integer(count) = row[1] { counts[status] = Int(count) }
+            }
+            return counts
+        }
+    }
+
+    public func activeJobCount(project: String) throws -> Int {
+        let rows = try database.read {
+            try $0.rows("SELECT COUNT(*) FROM jobs WHERE project_id = ?1 AND status NOT IN \(Self.terminalList)", [.text(project)])
+        }
+        if case let .integer(count)? = rows.first?.first { return Int(count) }
+        return 0
+    }
+
+    public func jobs(project: String, usingModel key: String, activeOnly: Bool) throws -> [String] {
+        let filter = activeOnly ? " AND status NOT IN \(Self.terminalList)" : ""
+        return try database.read {
+            try $0.rows("SELECT id FROM jobs WHERE project_id = ?1 AND model = ?2" + filter + " ORDER BY created_at, rowid", [.text(project), .text(key)])
+        }.compactMap { if case let .text(id) = $0[0] { id } else { nil } }
+    }
+
+    /// `('succeeded', 'failed', 'cancelled')`, for SQL.
+    static let terminalList = "(" + JobStatus.allCases.filter(\.isTerminal).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
+    public func jobs(status: JobStatus) throws -> [JobRecord] {
+        try database.read { connection in
+            try connection.rows("SELECT \(Self.columns) FROM jobs WHERE status = ?1 ORDER BY created_at, rowid", [.text(status.rawValue)])
+                .compactMap(Self.record)
+        }
+    }
+
+    @discardableResult
+    public func transition(_ id: String, from: Set<JobStatus>, to: JobStatus, error: JobError?, event: String, level: String) throws -> JobTransition {
+        try database.write { connection in
+            let terminal = to.isTerminal
+            let placeholders = (0..<from.count).map { "?\($0 + 6)" }.joined(separator: ", ")
+            let moved = try connection.run("""
+                UPDATE jobs SET status = ?1, error = COALESCE(CAST(?2 AS TEXT), error), finished_at = CASE WHEN ?3 = 1 THEN ?4 ELSE finished_at END,
+                       lease_owner = CASE WHEN ?3 = 1 THEN NULL ELSE lease_owner END
+                WHERE id = ?5 AND status IN (\(placeholders))
+                """, [.text(to.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(id)]
+                    + from.map(\.rawValue).sorted().map(SQLValue.text)) == 1
+            guard let job = try connection.rows(Self.selectByID, [.text(id)]).first.flatMap(Self.record) else { return .missing }
+            guard moved else { return .refused(job) }
+            if terminal { try endLease(connection, id) }
+            try appendEvent(connection, id, level: level, type: "message", message: event, data: nil)
+            return .moved(job)
+        }
+    }
+
+    public func setTotalSteps(_ id: String, _ steps: Int) throws {
+        try database.write { try $0.run("UPDATE jobs SET total_steps = ?1 WHERE id = ?2", [.integer(Int64(steps)), .text(id)]) }
+    }
+
+    public func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws {
+        try database.write { try appendEvent($0, jobID, level: level, type: type, message: message, data: data) }
+    }
+
+    public func appendEvent(_ jobID: String, fencedBy worker: String, level: String, type: String, message: String, data: String?) throws {
+        try database.write { connection in
+            try checkLease(connection, jobID, worker: worker)
+            try appendEvent(connection, jobID, level: level, type: type, message: message, data: data)
+        }
+    }
+
+    /// Inside a write transaction: the next sequence number is taken and used atomically (the
+    /// job's row is locked first, so two writers cannot take the same number).
+    func appendEvent(_ connection: any SQLConnection, _ jobID: String, level: String, type: String, message: String, data: String?) throws {
+        if dialect == .postgres { _ = try connection.rows(lockJob, [.text(jobID)]) }
+        try connection.run("""
+            INSERT INTO events (job_id, seq, created_at, level, type, message, data)
+            VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?1), ?2, ?3, ?4, ?5, ?6)
+            """, [.text(jobID), .integer(Self.now()), .text(level), .text(type), .text(message), Self.optional(data)])
+    }
+
+    public func events(_ jobID: String, before: Int?, limit: Int) throws -> [EventRecord] {
+        try database.read { connection in
+            try connection.rows("""
+                SELECT seq, created_at, level, type, message, data FROM events
+                WHERE job_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3
+                """, [.text(jobID), .integer(Int64(before ?? Int.max)), .integer(Int64(limit))]).compactMap { row in
+                guard case let .integer(seq) = row[0], case let .integer(created) = row[1], case let .text(level) = row[2],
+                      case let .text(type) = row[3], case let .text(message) = row[4] else { return nil }
+                let data: String? = if case let .text(d) = row[5] { d } else { nil }
+                return EventRecord(jobID: jobID, sequence: Int(seq), createdAt: Int(created), level: level, type: type, message: message, data: data)
+            }
+        }
+    }
+
+    public func checkpoints(_ jobID: String, limit: Int) throws -> [CheckpointRow] {
+        try database.read { connection in
+            try connection.rows("SELECT id, step, metrics, created_at FROM checkpoints WHERE job_id = ?1 ORDER BY step DESC LIMIT ?2",
+                                [.text(jobID), .integer(Int64(limit))]).compactMap(Self.checkpoint)
+        }
+    }
+
+    public func checkpoint(_ jobID: String, id: String) throws -> CheckpointRow? {
+        try database.read { connection in
+            try connection.rows("SELECT id, step, metrics, created_at FROM checkpoints WHERE id = ?1 AND job_id = ?2", [.text(id), .text(jobID)])
+                .first.flatMap(Self.checkpoint)
+        }
+    }
+
+    static func checkpoint(_ row: [SQLValue]) -> CheckpointRow? {
+        guard case let .text(id) = row[0], case let .integer(step) = row[1], case let .text(metrics) = row[2],
+              case let .integer(created) = row[3] else { return nil }
+        return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
+    }
+
+    public func claimWebhook(_ jobID: String) throws -> Bool {
+        try database.write {
+            try $0.run("UPDATE jobs SET webhook_claimed_at = ?1 WHERE id = ?2 AND webhook_claimed_at IS NULL",
+                       [.integer(Self.now()), .text(jobID)]) == 1
+        }
+    }
+
+    // MARK: - Leases
+
+    /// Claims without progress after which a job fails instead of being claimed again.
+    public static let maxClaimsWithoutProgress = 3
+
+    /// Claimable: queued and not held (a paused job keeps its lease until its worker has written
+    /// the training state), or running under an expired lease; and not crash-looping.
+    static let claimableCondition = """
+        ((status = '\(JobStatus.queued.rawValue)' AND (lease_owner IS NULL OR lease_expires_at < ?1))
+         OR (status = '\(JobStatus.running.rawValue)' AND lease_expires_at < ?1))
+        """
+
+    /// Refuses the write (`LeaseLost`) unless `worker` holds the job's lease, and on PostgreSQL
+    /// holds the job's row until the transaction ends.
+    func checkLease(_ connection: any SQLConnection, _ jobID: String, worker: String) throws {
+        guard try !connection.rows(fence, [.text(jobID), .text(worker)]).isEmpty else { throw LeaseLost(jobID: jobID, worker: worker) }
+    }
+
+    /// Ends the job's open lease in the history (its worker released it, or the job ended).
+    func endLease(_ connection: any SQLConnection, _ jobID: String) throws {
+        try connection.run("UPDATE lease_history SET ended_at_ms = ?1 WHERE job_id = ?2 AND ended_at_ms IS NULL",
+                           [.integer(Self.nowMilliseconds()), .text(jobID)])
+    }
+
+    public func failCrashLoopingJobs(maxClaims: Int = SQLJobStore.maxClaimsWithoutProgress) throws -> [String] {
+        let find = "SELECT id FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress >= ?2 ORDER BY created_at, rowid"
+        guard try !database.read({ try $0.rows(find, [.integer(Self.now()), .integer(Int64(maxClaims))]) }).isEmpty else { return [] }
+        return try database.write { connection in
+            let ids = try connection.rows(find + forUpdate, [.integer(Self.now()), .integer(Int64(maxClaims))]).compactMap { row -> String? in
+                if case let .text(id) = row[0] { id } else { nil }
+            }
+            let message = "the job was claimed \(maxClaims) times and its worker stopped each time before one step completed (the process crashed or was killed); it is not retried. Check the job's log and settings, e.g. its memory needs"
+            let error = JobError(code: "worker_crashed", message: message)
+            for id in ids {
+                try connection.run("""
+                    UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?4
+                    """, [.text(JobStatus.failed.rawValue), .text(error.json), .integer(Self.now()), .text(id)])
+                try connection.run("UPDATE lease_history SET ended_at_ms = expires_at_ms WHERE job_id = ?1 AND ended_at_ms IS NULL", [.text(id)])
+                try appendEvent(connection, id, level: "error", type: "message", message: "Failed: \(message)", data: nil)
+            }
+            return ids
+        }
+    }
+
+    static let anyClaimable = "SELECT id FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) LIMIT 1"
+
+    public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
+        // Idle workers poll: look on a reader first, and take a writer only when there is work.
+        guard try !database.read({ try $0.rows(Self.anyClaimable, [.integer(Self.now())]) }).isEmpty else { return nil }
+        let claimed: String? = try database.write { connection in
+            let now = Self.now()
+            guard let row = try connection.rows(claimable, [.integer(now)]).first, case let .text(id) = row[0], case let .text(previous) = row[1]
+            else { return nil }
+            let expires = now + Int64(leaseSeconds)
+            try connection.run("""
+                UPDATE jobs SET status = ?1, lease_owner = ?2, lease_expires_at = ?3, started_at = COALESCE(started_at, ?4),
+                       claims_without_progress = claims_without_progress + 1
+                WHERE id = ?5
+                """, [.text(JobStatus.running.rawValue), .text(worker), .integer(expires), .integer(now), .text(id)])
+            // A lease taken over ended when it expired.
+            try connection.run("UPDATE lease_history SET ended_at_ms = expires_at_ms WHERE job_id = ?1 AND ended_at_ms IS NULL", [.text(id)])
+            try connection.run("INSERT INTO lease_history (job_id, owner, claimed_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                               [.text(id), .text(worker), .integer(Self.nowMilliseconds()), .integer(expires * 1000)])
+            let message = previous == JobStatus.queued.rawValue ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
+            try appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
+            return id
+        }
+        return try claimed.flatMap { try job($0, project: nil) }
+    }
+
+    public func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool {
+        try database.write { connection in
+            let expires = Self.now() + Int64(leaseSeconds)
+            guard try connection.run("UPDATE jobs SET lease_expires_at = ?1 WHERE id = ?2 AND lease_owner = ?3 AND status = ?4",
+                                     [.integer(expires), .text(jobID), .text(worker), .text(JobStatus.running.rawValue)]) == 1 else { return false }
+            try connection.run("UPDATE lease_history SET expires_at_ms = ?1 WHERE job_id = ?2 AND owner = ?3 AND ended_at_ms IS NULL",
+                               [.integer(expires * 1000), .text(jobID), .text(worker)])
+            return true
+        }
+    }
+
+    public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool {
+        try database.write { connection in
+            let terminal = status?.isTerminal ?? false
+            guard try connection.run("""
+                UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claims_without_progress = 0,
+                       status = CASE WHEN CAST(?1 AS TEXT) IS NOT NULL AND status = ?7 THEN CAST(?1 AS TEXT) ELSE status END,
+                       error = COALESCE(CAST(?2 AS TEXT), error), finished_at = CASE WHEN ?3 = 1 THEN ?4 ELSE finished_at END
+                WHERE id = ?5 AND lease_owner = ?6
+                """, [Self.optional(status?.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(jobID),
+                      .text(worker), .text(JobStatus.running.rawValue)]) == 1 else { return false }
+            try endLease(connection, jobID)
+            try appendEvent(connection, jobID, level: level, type: "message", message: event, data: nil)
+            return true
+        }
+    }
+
+    public func leases() throws -> [(job: String, owner: String)] {
+        try database.read { connection in
+            try connection.rows("SELECT id, lease_owner FROM jobs WHERE lease_owner IS NOT NULL", []).compactMap { row in
+                guard case let .text(id) = row[0], case let .text(owner) = row[1] else { return nil }
+                return (id, owner)
+            }
+        }
+    }
+
+    public func expireLease(_ jobID: String, owner: String) throws {
+        try database.write { connection in
+            guard try connection.run("UPDATE jobs SET lease_expires_at = 0 WHERE id = ?1 AND lease_owner = ?2", [.text(jobID), .text(owner)]) == 1
+            else { return }
+            try connection.run("UPDATE lease_history SET ended_at_ms = ?1 WHERE job_id = ?2 AND owner = ?3 AND ended_at_ms IS NULL",
+                               [.integer(Self.nowMilliseconds()), .text(jobID), .text(owner)])
+        }
+    }
+
+    public func leaseHistory(_ jobID: String) throws -> [LeaseRecord] {
+        try database.read { connection in
+            try connection.rows("""
+                SELECT owner, claimed_at_ms, expires_at_ms, ended_at_ms FROM lease_history WHERE job_id = ?1 ORDER BY claimed_at_ms, owner
+                """, [.text(jobID)]).compactMap { row in
+                guard case let .text(owner) = row[0], case let .integer(claimed) = row[1], case let .integer(expires) = row[2] else { return nil }
+                let ended: Int? = if case let .integer(value) = row[3] { Int(value) } else { nil }
+                return LeaseRecord(owner: owner, claimedAtMs: Int(claimed), expiresAtMs: Int(expires), endedAtMs: ended)
+            }
+        }
+    }
+
+    // MARK: - The worker's writes, each fenced by its lease
+
+    public func recordStep(_ jobID: String, worker: String, step: Int, values: [String: Double], summary: String, samplesPerSecond: Double?,
+                           estimatedFinish: Int?) throws -> Bool {
+        try database.write { connection in
+            try checkLease(connection, jobID, worker: worker)
+            var added = 0
+            for (name, value) in values.sorted(by: { $0.key < $1.key }) where value.isFinite {
+                added += try connection.run("INSERT INTO metric_points (job_id, name, step, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                                            [.text(jobID), .text(name), .integer(Int64(step)), .real(value)])
+            }
+            guard added > 0 else { return false }
+            var data: [String: JSONValue] = ["step": .init(step)]
+            for (name, value) in values where value.isFinite { data[name] = .number(value) }
+            let json = JSONBodyEncoder.string(SortedMembers(data))
+            try appendEvent(connection, jobID, level: "info", type: "metrics", message: summary, data: json)
+            try connection.run("""
+                UPDATE jobs SET step = \(greatest)(step, ?1), samples_per_s = COALESCE(?2, samples_per_s), claims_without_progress = 0,
+                       estimated_finish = COALESCE(?3, estimated_finish) WHERE id = ?4
+                """, [.integer(Int64(step)), samplesPerSecond.map(SQLValue.real) ?? .null,
+                      estimatedFinish.map { .integer(Int64($0)) } ?? .null, .text(jobID)])
+            return true
+        }
+    }
+
+    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String) throws {
+        try database.write { connection in
+            try checkLease(connection, jobID, worker: worker)
+            guard try connection.run("""
+                INSERT INTO checkpoints (id, job_id, step, metrics, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING
+                """, [.text(id), .text(jobID), .integer(Int64(step)), .text(metrics), .integer(Self.now())]) == 1 else { return }
+            try connection.run("UPDATE jobs SET step = \(greatest)(step, ?1), claims_without_progress = 0 WHERE id = ?2",
+                               [.integer(Int64(step)), .text(jobID)])
+            try appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+        }
+    }
+
+    public func removeCheckpoint(_ jobID: String, worker: String, step: Int) throws {
+        try database.write { connection in
+            try checkLease(connection, jobID, worker: worker)
+            try connection.run("DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2", [.text(jobID), .integer(Int64(step))])
+        }
+    }
+
+    public func lastMetricStep(_ jobID: String) throws -> Int? {
+        try database.read { connection in
+            guard case let .integer(step) = try connection.rows("SELECT MAX(step) FROM metric_points WHERE job_id = ?1", [.text(jobID)]).first?[0]
+            else { return nil }
+            return Int(step)
+        }
+    }
+
+    public func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
+                        writeWeights: () throws -> Void) throws -> Bool {
+        try database.write { connection in
+            guard let row = try connection.rows("SELECT project_id FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = ?3\(forUpdate)",
+                                                [.text(jobID), .text(worker), .text(JobStatus.running.rawValue)]).first,
+                  case let .text(project) = row[0] else { return false }
+            try writeWeights()
+            try connection.run("INSERT INTO models (id, project_id, config, parent, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                               [.text(model), .text(project), .text(config), .text(parent), .text(jobID), .integer(Self.now())])
+            try connection.run("""
+                UPDATE jobs SET status = ?1, fine_tuned_model = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL,
+                       step = COALESCE(total_steps, step), estimated_finish = NULL
+                WHERE id = ?4
+                """, [.text(JobStatus.succeeded.rawValue), .text(model), .integer(Self.now()), .text(jobID)])
+            try endLease(connection, jobID)
+            try appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+            return true
+        }
+    }
+
+    public func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]] {
+        // The primary key (job_id, name, step) serves each name's range directly.
+        var sql = "SELECT name, step, value FROM metric_points WHERE job_id = ?1 AND step > ?2"
+        var arguments: [SQLValue] = [.text(jobID), .integer(Int64(sinceStep ?? -1))]
+        if let names {
+            guard !names.isEmpty else { return [:] }
+            sql += " AND name IN (\(names.indices.map { "?\($0 + 3)" }.joined(separator: ", ")))"
+            arguments += names.map(SQLValue.text)
+        }
+        let rows = try database.read { try $0.rows(sql + " ORDER BY name, step", arguments) }
+        var series: [String: [(step: Int, value: Double)]] = [:]
+        for row in rows {
+            guard case let .text(name) = row[0], case let .integer(step) = row[1], case let .real(value) = row[2] else { continue }
+            series[name, default: []].append((Int(step), value))
+        }
+        return series
+    }
+}
