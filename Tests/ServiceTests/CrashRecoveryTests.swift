@@ -76,11 +76,12 @@ final class ServerProcess {
         }
     }
 
+    /// As `as` (a project's key), else as the admin.
     func send(_ method: String, _ path: String, json: [String: Any]? = nil, body: Data? = nil,
-              contentType: String? = nil) async throws -> [String: Any] {
+              contentType: String? = nil, as key: String? = nil) async throws -> [String: Any] {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
-        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        request.setValue("Bearer \(key ?? self.key)", forHTTPHeaderField: "Authorization")
         if let json {
             request.httpBody = try JSONSerialization.data(withJSONObject: json)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -92,12 +93,12 @@ final class ServerProcess {
         return (try JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
     }
 
-    func upload(_ content: [UInt8]) async throws -> String {
+    func upload(_ content: [UInt8], as key: String? = nil) async throws -> String {
         let boundary = "preftune-\(UUID().uuidString)"
         var body = Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n".utf8)
         body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"train.jsonl\"\r\n\r\n".utf8)
         body += Data(content) + Data("\r\n--\(boundary)--\r\n".utf8)
-        return try await send("POST", "/v1/files", body: body, contentType: "multipart/form-data; boundary=\(boundary)")["id"] as! String
+        return try await send("POST", "/v1/files", body: body, contentType: "multipart/form-data; boundary=\(boundary)", as: key)["id"] as! String
     }
 
     /// The tiny model (initialised with `seed`) and the training file the jobs here train on.

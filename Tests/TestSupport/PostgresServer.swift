@@ -24,6 +24,31 @@ public final class PostgresServer: Sendable {
         }
     }
 
+    /// A server of the caller's own, for a test that stops and starts it (the database going
+    /// down under a running fleet); stopped when the process exits, as the shared one is.
+    /// It commits durably (`synchronous_commit` on): an immediate stop keeps every committed
+    /// transaction, as a real server's crash does.
+    public static func dedicated() throws -> PostgresServer {
+        do { return try PostgresServer(durable: true) } catch let error as PostgresServerError { throw error } catch { throw PostgresServerError("\(error)") }
+    }
+
+    /// Stops the server at once (`-m immediate`: as a crash or a failover would); its data stays.
+    public func stop() throws {
+        try run([binaries + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"], asServerUser: true)
+    }
+
+    /// Starts it again after `stop`.
+    public func start() throws {
+        try run([binaries + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"],
+                asServerUser: true)
+    }
+
+    /// Durability past the operating system is not what these tests measure: no fsync makes
+    /// them fast. Without `durable`, commits do not wait for the WAL either.
+    var options: String {
+        "-k \(directory) -c listen_addresses='' -c fsync=off -c synchronous_commit=\(durable ? "on" : "off") -c full_page_writes=off -c max_connections=200"
+    }
+
     /// A new, empty database: a libpq URL for it.
     public func createDatabase() throws -> String {
         let name = "test_\(UUID().uuidString.prefix(8).lowercased())"
@@ -34,7 +59,10 @@ public final class PostgresServer: Sendable {
 
     public func url(database: String) -> String { "postgresql://preftune@/\(database)?host=\(directory)" }
 
-    init() throws {
+    let durable: Bool
+
+    init(durable: Bool = false) throws {
+        self.durable = durable
         guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?
             .compactMap(Int.init).max() else {
             throw PostgresServerError("no PostgreSQL server in /usr/lib/postgresql: `make test` installs Debian's postgresql package (scripts/ensure-deps.sh python)")
@@ -52,8 +80,6 @@ public final class PostgresServer: Sendable {
         }
         let data = directory + "/data"
         try run([binaries + "/initdb", "-D", data, "-U", "preftune", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"], asServerUser: true)
-        // Durability is not what these tests measure: no fsync makes them fast.
-        let options = "-k \(directory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         try run([binaries + "/pg_ctl", "-D", data, "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"], asServerUser: true)
         let stop = [binaries + "/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]
         Self.stopAtExit.withLock { $0.append((stop, user, directory)) }
