@@ -130,7 +130,8 @@ public final class Application: Sendable {
         router.addPublic("GET", "/metrics") { request in
             let presented = request.head.header("authorization").map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" }
             let perJob = metricsToken.map { token in presented.map { SHA256.hex($0.utf8) == SHA256.hex(token.utf8) } ?? false } ?? false
-            let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count, perJob: perJob)
+            let text = telemetry.render(jobsByStatus: try jobs.countsByStatus(), followers: followers.count,
+                                        perJob: perJob ? try jobs.runningProgress() : nil)
             return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: .bytes(Array(text.utf8)))
         }
     }

@@ -3,9 +3,10 @@ import HTTP
 import Store
 import Synchronization
 
-/// What `GET /metrics` reports besides the store's counts: HTTP requests and their
-/// latency by route, method and status, and the training side — workers, the jobs
-/// they run (step, loss) and the samples trained since the process started.
+/// What `GET /metrics` reports of this process besides the database's figures: HTTP
+/// requests and their latency by route, method and status, and the training side —
+/// its workers, how many are busy, and the samples trained since the process started.
+/// Each node of a fleet exports its own; per-job series come from the database.
 public final class Telemetry: Sendable {
     /// Histogram buckets of request latency, in seconds.
     static let buckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -22,11 +23,9 @@ public final class Telemetry: Sendable {
             sum += seconds
         }
     }
-    struct RunningJob { var step = 0; var loss: Double? }
-
     struct Counters {
         var requests: [RequestKey: Latency] = [:]
-        var running: [String: RunningJob] = [:]
+        var running: Set<String> = []
         var samplesTrained = 0
         var workers = 0
     }
@@ -44,22 +43,17 @@ public final class Telemetry: Sendable {
     }
 
     public func workersStarted(_ count: Int) { counters.withLock { $0.workers = count } }
-    public func jobStarted(_ id: String) { counters.withLock { $0.running[id] = RunningJob() } }
-    public func jobStopped(_ id: String) { counters.withLock { $0.running[id] = nil } }
+    public func jobStarted(_ id: String) { counters.withLock { _ = $0.running.insert(id) } }
+    public func jobStopped(_ id: String) { counters.withLock { _ = $0.running.remove(id) } }
 
     public func jobProgress(_ id: String, step: Int, loss: Double?, samples: Int) {
-        counters.withLock { counters in
-            if counters.running[id] != nil {
-                counters.running[id]!.step = step
-                if let loss { counters.running[id]!.loss = loss }
-            }
-            counters.samplesTrained += samples
-        }
+        counters.withLock { $0.samplesTrained += samples }
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
-    /// `perJob`: series labelled by job id (step, loss), for a scraper holding the metrics token only.
-    func render(jobsByStatus: [JobStatus: Int], followers: Int, perJob: Bool) -> String {
+    /// `perJob`: series labelled by job id (step, loss), for a scraper holding the metrics token only:
+    /// every running job's, from the database, whichever worker (on whichever machine) trains it.
+    func render(jobsByStatus: [JobStatus: Int], followers: Int, perJob: [(id: String, step: Int, loss: Double?)]?) -> String {
         let (requests, running, samplesTrained, workers) = counters.withLock { ($0.requests, $0.running, $0.samplesTrained, $0.workers) }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
@@ -80,12 +74,12 @@ public final class Telemetry: Sendable {
         out += "preftune_workers_busy \(running.count)\n"
         family("preftune_samples_trained_total", "counter", "Training examples processed since the process started.")
         out += "preftune_samples_trained_total \(samplesTrained)\n"
-        if perJob {
+        if let perJob {
             family("preftune_job_step", "gauge", "Last recorded optimizer step of each running job.")
-            for (id, job) in running.sorted(by: { $0.key < $1.key }) { out += "preftune_job_step{job=\"\(label(id))\"} \(job.step)\n" }
+            for job in perJob { out += "preftune_job_step{job=\"\(label(job.id))\"} \(job.step)\n" }
             family("preftune_job_loss", "gauge", "Last recorded training loss of each running job.")
-            for (id, job) in running.sorted(by: { $0.key < $1.key }) {
-                if let loss = job.loss { out += "preftune_job_loss{job=\"\(label(id))\"} \(number(loss))\n" }
+            for job in perJob {
+                if let loss = job.loss { out += "preftune_job_loss{job=\"\(label(job.id))\"} \(number(loss))\n" }
             }
         }
         family("preftune_log_followers", "gauge", "Clients following a job's log.")

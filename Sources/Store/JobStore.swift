@@ -65,6 +65,8 @@ public protocol JobStore: Sendable {
     func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
                  writeWeights: () throws -> Void) throws -> Bool
 
+    /// Each running job's last recorded step and loss, for per-job metrics on any node.
+    func runningProgress() throws -> [(id: String, step: Int, loss: Double?)]
     /// Every lease ever taken on the job, oldest first: who held it and when, for audits.
     func leaseHistory(_ jobID: String) throws -> [LeaseRecord]
     /// Takes the job's terminal-status webhook for this process: true once per job, for the

@@ -219,6 +219,19 @@ public final class SQLJobStore: JobStore {
         return CheckpointRow(id: id, step: Int(step), metrics: metrics, createdAt: Int(created))
     }
 
+    public func runningProgress() throws -> [(id: String, step: Int, loss: Double?)] {
+        try database.read { connection in
+            try connection.rows("""
+                SELECT id, step, (SELECT value FROM metric_points WHERE job_id = jobs.id AND name = 'loss' ORDER BY step DESC LIMIT 1)
+                FROM jobs WHERE status = ?1 ORDER BY id
+                """, [.text(JobStatus.running.rawValue)]).compactMap { row in
+                guard case let .text(id) = row[0], case let .integer(step) = row[1] else { return nil }
+                let loss: Double? = if case let .real(value) = row[2] { value } else { nil }
+                return (id, Int(step), loss)
+            }
+        }
+    }
+
     public func claimWebhook(_ jobID: String) throws -> Bool {
         try database.write {
             try $0.run("UPDATE jobs SET webhook_claimed_at = ?1 WHERE id = ?2 AND webhook_claimed_at IS NULL",

@@ -27,10 +27,16 @@ final class LiveService {
         return settings
     }
 
-    init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4], settings: ServiceSettings = LiveService.testSettings) throws {
+    /// `database`: PostgreSQL's, in place of the data directory's SQLite.
+    init(workers: Int = 0, webhookDelays: [Double] = [0, 0.2, 0.4], settings: ServiceSettings = LiveService.testSettings,
+         database: (any StoreDatabase)? = nil) throws {
         directory = temporaryPath("preftune-data")
-        let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations/sqlite").standardized.path
-        data = try DataDirectory.open(directory, migrations: try Migration.load(directory: migrations))
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized.path
+        data = if let database {
+            try DataDirectory.open(directory, database: database, migrations: try Migration.load(database.dialect, root: root))
+        } else {
+            try DataDirectory.open(directory, migrations: try Migration.load(.sqlite, root: root))
+        }
         application = Application(dataDirectory: data, settings: settings, webhookDelays: webhookDelays)
         var configuration = HTTPServer.Configuration()
         configuration.port = 0

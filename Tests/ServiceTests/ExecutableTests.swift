@@ -71,6 +71,27 @@ import Glibc
         #expect(try runTool([Self.binary, "backup", "--data-dir", data]).status == 2)
     }
 
+    /// The same commands on a fleet's PostgreSQL: keys in the shared database, and a backup
+    /// that is pg_dump's consistent snapshot, which pg_restore reads.
+    @Test func keysAndBackupWorkOnPostgreSQL() throws {
+        let data = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let database = try PostgresServer.running().createDatabase()
+        let created = try runTool([Self.binary, "keys", "create", "--project", "vision", "--data-dir", data, "--database", database])
+        #expect(created.status == 0 && created.output.contains("sk-pt-"), "\(created.output)")
+        let listed = try runTool([Self.binary, "keys", "list", "--data-dir", data, "--database", database])
+        #expect(listed.output.contains("project vision") && listed.output.contains("project admin"), "\(listed.output)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/preftune.db"), "no SQLite database beside a PostgreSQL one")
+        let target = data + "/backup.dump"
+        let backup = try runTool([Self.binary, "backup", "--to", target, "--data-dir", data, "--database", database])
+        #expect(backup.status == 0 && backup.output.contains("pg_dump"), "\(backup.output)")
+        let contents = try runTool(["pg_restore", "--list", target])
+        #expect(contents.status == 0 && contents.output.contains("TABLE public jobs") && contents.output.contains("TABLE DATA public api_keys"),
+                "\(contents.output.prefix(600))")
+        let refused = try runTool([Self.binary, "keys", "list", "--data-dir", data, "--database", "mysql://x"])
+        #expect(refused.status == 2 && refused.output.contains("PostgreSQL URL"))
+    }
+
     @Test func versionSaysWhichKernelsItChose() throws {
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))

@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import HTTP
 import Store
 import TestSupport
 import Testing
@@ -207,7 +208,7 @@ final class WorkerProcess {
         let database = try PostgresServer.running().createDatabase()
         let data = ExecutableTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: data) }
-        let arguments = ["--workers", "0", "--database", database]
+        let arguments = ["--workers", "0", "--database", database, "--metrics-token", "scrape"]
         let nodeA = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: arguments)
         let nodeB = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: arguments)
         // A long lease: nothing here may rely on a lease running out.
@@ -216,6 +217,11 @@ final class WorkerProcess {
         let fixtures = try await nodeA.jobFixtures(seed: 2)
         let id = try #require(try await nodeA.send("POST", "/v1/fine_tuning/jobs", json: ServerProcess.longSFT(fixtures))["id"] as? String)
         _ = try await poll("the job to train", seconds: 60) { try await nodeB.step(id) > 0 ? true : nil }
+        // Each node exports its own figures; a job's come from the database, so any node shows them.
+        var scrape = URLRequest(url: URL(string: "\(nodeA.base)/metrics")!)
+        scrape.setValue("Bearer scrape", forHTTPHeaderField: "Authorization")
+        let exported = String(decoding: try await URLSession.shared.data(for: scrape).0, as: UTF8.self)
+        #expect(exported.contains("preftune_job_step{job=\"\(id)\"}") && exported.contains("preftune_workers 0"), "\(exported.prefix(1500))")
         let followCommand = ["curl", "-sN", "--max-time", "60", "-H", "Authorization: Bearer \(nodeB.key)", "-H", "Accept: text/event-stream",
                              "\(nodeB.base)/v1/fine_tuning/jobs/\(id)/logs"]
         let follower = Task { try await runToolAsync(followCommand) }
@@ -281,5 +287,36 @@ final class WorkerProcess {
         #expect(steps == Array(stride(from: 500, through: 40_000, by: 500)), "every step once across the outage")
         let log = try String(contentsOfFile: "\(data)/jobs/\(id)/log.txt", encoding: .utf8)
         #expect(log.contains("the database is unreachable; training waits for it") && log.contains("reachable again"), "\(log.suffix(800))")
+    }
+}
+
+/// The API on PostgreSQL when the database cannot serve it: a clear 503 with Retry-After.
+@Suite struct DatabaseUnavailableTests {
+    /// Every pooled connection held (a burst of slow requests): the next request waits the
+    /// pool's timeout, then answers 503 — never a hang, never a 500.
+    @Test func anExhaustedPoolAnswers503WithRetryAfter() async throws {
+        let database = PostgresDatabase(url: try PostgresServer.running().createDatabase(), connections: 1, timeout: 0.3)
+        let service = try LiveService(database: database)
+        let key = service.adminKey
+        #expect(try await service.request("GET", "/v1/models", key: key).status == 200)
+        let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            _ = try? database.pool.withConnection { _ in
+                holding.signal()
+                release.wait()
+            }
+        }
+        holder.start()
+        holding.wait()
+        var headers: [(name: String, value: String)] = [("Host", "127.0.0.1"), ("Authorization", "Bearer \(key)")]
+        let response = await service.application.handle(HTTPRequest(head: HTTPRequestHead(method: "GET", target: "/v1/models", minorVersion: 1,
+                                                                                          headers: headers), body: []))
+        headers = response.headers
+        release.signal()
+        #expect(response.status == 503)
+        #expect(headers.contains { $0.name == "Retry-After" })
+        if case let .bytes(body) = response.body { #expect(String(decoding: body, as: UTF8.self).contains("database_unavailable")) }
+        while !holder.isFinished { usleep(1_000) }
+        #expect(try await service.request("GET", "/v1/models", key: key).status == 200, "and serves again once a connection is free")
     }
 }
