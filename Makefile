@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: all deps build test test-browser test-nginx bench bench-pytorch bench-api bench-followers probe-hostile eval demo run clean
+.PHONY: all deps build test test-browser test-nginx test-nginx-fleet bench-fleet bench bench-pytorch bench-api bench-followers probe-hostile eval demo run clean
 
 all: build
 
@@ -26,6 +26,11 @@ test-browser: deps
 # deploy/nginx in front of a real server (Debian's nginx on loopback): log following streams through.
 test-nginx: deps
 	@scripts/test-nginx.sh
+
+# deploy/nginx/preftune-fleet.conf balancing two API nodes and a worker on a real PostgreSQL
+# (installs Debian's nginx-light and postgresql when missing): a node killed mid-run.
+test-nginx-fleet: deps
+	@scripts/test-nginx-fleet.sh
 
 # JSON lines on stdout, one measurement per line: {"name", "value", "unit", …}.
 bench: deps
