@@ -46,6 +46,11 @@ bench-pytorch:
 bench-api: deps
 	@scripts/bench-api.sh
 
+# A fleet on this machine on a real PostgreSQL (JSON lines): claim latency, short jobs per minute with
+# 1, 2 and 4 workers, and GET /v1/fine_tuning/jobs/{id} on PostgreSQL against SQLite in the same run.
+bench-fleet: deps
+	@scripts/bench-fleet.sh
+
 # 1,000 clients following one running job's log: lines received, server memory, threads and CPU (JSON lines).
 bench-followers: deps
 	$(SWIFT) build -c release --product preftune

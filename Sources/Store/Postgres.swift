@@ -57,8 +57,15 @@ public final class PostgresConnection: SQLConnection {
 
     // MARK: Statements
 
-    /// Runs one statement with parameters: its rows, and how many rows it changed.
+    /// Runs one statement with parameters: its rows, and how many rows it changed. A failure of
+    /// the server or the connection, not of the statement, is `DatabaseUnavailable`.
     public func query(_ sql: String, _ parameters: [SQLValue]) throws -> (rows: [[SQLValue]], changes: Int) {
+        do { return try send(sql, parameters) } catch let error as PostgresError where error.isUnavailability || isBroken {
+            throw DatabaseUnavailable("\(location): \(error.message)")
+        }
+    }
+
+    private func send(_ sql: String, _ parameters: [SQLValue]) throws -> (rows: [[SQLValue]], changes: Int) {
         let text = Self.numberedParameters(sql)
         // Each parameter's bytes in memory of its own until PQexecParams returns: text as C
         // strings, blobs as bytes with their length (binary format); nil is SQL NULL.
@@ -84,7 +91,12 @@ public final class PostgresConnection: SQLConnection {
                 if case .blob = parameter { value?.deallocate() } else { free(value) }
             }
         }
-        let result = PQexecParams(handle, text, Int32(parameters.count), nil, values.map { $0.map { UnsafePointer<CChar>($0) } }, lengths, formats, 0)
+        let pointers = values.map { $0.map { UnsafePointer<CChar>($0) } }
+        let result = if let name = try preparedName(text, parameters: parameters.count) {
+            PQexecPrepared(handle, name, Int32(parameters.count), pointers, lengths, formats, 0)
+        } else {
+            PQexecParams(handle, text, Int32(parameters.count), nil, pointers, lengths, formats, 0)
+        }
         guard let result else { throw connectionError() }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
@@ -96,6 +108,24 @@ public final class PostgresConnection: SQLConnection {
         default:
             throw Self.error(of: result)
         }
+    }
+
+    /// Statements prepared on this connection, by their text: each is parsed and planned once
+    /// per connection, as SQLite's are, not on every call (the server's CPU is the fleet's to share).
+    private var prepared: [String: String] = [:]
+    static let maxPrepared = 256
+
+    /// The prepared statement for `text`, prepared now on first use; nil past the cache's size
+    /// (statements built from varying lists), which then run unprepared.
+    private func preparedName(_ text: String, parameters: Int) throws -> String? {
+        if let name = prepared[text] { return name }
+        guard prepared.count < Self.maxPrepared else { return nil }
+        let name = "preftune_\(prepared.count)"
+        guard let result = PQprepare(handle, name, text, Int32(parameters), nil) else { throw connectionError() }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_COMMAND_OK else { throw Self.error(of: result) }
+        prepared[text] = name
+        return name
     }
 
     public func rows(_ sql: String, _ parameters: [SQLValue] = []) throws -> [[SQLValue]] { try query(sql, parameters).rows }
@@ -265,8 +295,8 @@ public final class PostgresPool: Sendable {
 }
 
 /// PostgreSQL as the stores use it (`StoreDatabase`): each read and each write on a connection
-/// of a bounded pool. A read transaction holds one connection for its reads, in a
-/// REPEATABLE READ snapshot, as `Database` holds one SQLite reader.
+/// of a bounded pool. A read transaction holds one connection for its reads, as `Database`
+/// holds one SQLite reader.
 public final class PostgresDatabase: StoreDatabase {
     public let pool: PostgresPool
     public var dialect: SQLDialect { .postgres }
@@ -292,15 +322,15 @@ public final class PostgresDatabase: StoreDatabase {
         return try pool.withConnection(body)
     }
 
+    /// The reads of `body` on one connection, each its own statement: on a server, BEGIN and
+    /// COMMIT would be two more round trips for every request, which a request's reads (its key,
+    /// then its resource) do not need — each is consistent by itself, and a key revoked between
+    /// the two is honoured from the next request on.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
         if pthread_getspecific(currentReader) != nil { return try body() }
         return try pool.withConnection { connection in
-            try connection.execute(script: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             pthread_setspecific(currentReader, Unmanaged.passUnretained(connection).toOpaque())
-            defer {
-                pthread_setspecific(currentReader, nil)
-                try? connection.execute(script: "COMMIT")
-            }
+            defer { pthread_setspecific(currentReader, nil) }
             return try body()
         }
     }

@@ -36,9 +36,10 @@ public protocol StoreDatabase: Sendable {
     var dialect: SQLDialect { get }
     /// Where it is, for messages (a file, or a server without its password).
     var location: String { get }
-    /// A read; inside `readTransaction`, on that transaction's connection and snapshot.
+    /// A read; inside `readTransaction`, on that transaction's connection.
     func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T
-    /// `body` in one read transaction: every `read` it makes on this thread sees the same snapshot.
+    /// `body`'s reads (every `read` it makes on this thread) on one connection: on SQLite in one
+    /// snapshot; on PostgreSQL each read is its own statement, sparing a request two round trips.
     func readTransaction<T>(_ body: () throws -> T) throws -> T
     /// `body` in one write transaction: committed when it returns, rolled back when it throws.
     func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T
