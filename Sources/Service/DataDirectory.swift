@@ -9,18 +9,19 @@ import Training
 public struct DataDirectory: Sendable {
     public let path: String
     public let database: any StoreDatabase
+    /// Uploads, models and jobs' files: every access by the API and the workers goes through it.
+    public let artifacts: any ArtifactStore
     /// Set when this opening created the admin key (the first start on an empty directory).
     public let createdAdminKey: Bool
 
     public var databasePath: String { "\(path)/preftune.db" }
     public var adminKeyPath: String { "\(path)/admin.key" }
-    public func filePath(_ id: String) -> String { "\(path)/files/\(id)" }
-    public func modelDirectory(_ id: String) -> String { "\(path)/models/\(id)" }
-    public func modelPath(_ id: String) -> String { "\(modelDirectory(id))/model.safetensors" }
+    // Where artifacts are, for tests and tools; the service asks `artifacts`.
+    public func filePath(_ id: String) -> String { artifacts.localPath(.upload(id)) }
+    public func modelPath(_ id: String) -> String { artifacts.localPath(.model(id)) }
     /// `log.txt`, `checkpoints/`, `state/`, `samples/` and the final `model.safetensors` of a job.
-    public func job(_ id: String) -> JobDirectory { JobDirectory("\(path)/jobs/\(id)") }
-    public func jobDirectory(_ id: String) -> String { job(id).path }
-    public func logPath(_ jobID: String) -> String { job(jobID).log }
+    public func job(_ id: String) -> JobDirectory { artifacts.workingDirectory(job: id) }
+    public func logPath(_ jobID: String) -> String { artifacts.localPath(.jobLog(jobID)) }
 
     /// Opens the directory with its SQLite database, or with the PostgreSQL server at
     /// `databaseURL` (`postgres://…`); migrates the database, and on a database without keys
@@ -59,7 +60,7 @@ public struct DataDirectory: Sendable {
             }
         }
         if let secret { try Self.writePrivate(secret + "\n", to: "\(path)/admin.key") }
-        return DataDirectory(path: path, database: database, createdAdminKey: secret != nil)
+        return DataDirectory(path: path, database: database, artifacts: SharedDirectoryArtifacts(root: path), createdAdminKey: secret != nil)
     }
 
     /// Writes a file readable by its owner only, atomically.

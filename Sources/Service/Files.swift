@@ -20,12 +20,12 @@ enum FilesAPI {
         router.addRead("GET", "/v1/files/{id}/content") { context in
             let file = try find(context, store: store)
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
-                                body: .file(path: data.filePath(file.id), size: file.bytes))
+                                body: .file(path: data.artifacts.localPath(.upload(file.id)), size: file.bytes))
         }
         router.add("DELETE", "/v1/files/{id}") { context in
             let file = try find(context, store: store)
             try store.markDeleted(file.id)
-            try? FileManager.default.removeItem(atPath: data.filePath(file.id))
+            data.artifacts.remove(.upload(file.id))
             return .json(Deleted(id: file.id, object: "file"))
         }
     }
@@ -72,7 +72,7 @@ enum FilesAPI {
         let declared = Int(context.request.head.header("content-length") ?? "") ?? 0
         try Quotas.check(.file, project: project, adding: declared, resources)
         let id = "file-" + APIKeys.randomHex(bytes: 12)
-        let temporary = "\(data.path)/files/.upload-\(id)"
+        let temporary = try data.artifacts.stagingPath(for: .upload(id))
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error") }
         var keep = false
@@ -136,8 +136,8 @@ enum FilesAPI {
         let digest = hasher.finalizeHex()
         try Quotas.check(.file, project: project, adding: bytes, resources)
         try context.idempotency?.verify(content: "sha256=\(digest) purpose=\(purposeText)")
-        guard fsync(fd) == 0, rename(temporary, data.filePath(id)) == 0 else {
-            throw APIError(status: 500, message: "cannot store the upload: \(String(cString: strerror(errno)))", type: "server_error")
+        do { try data.artifacts.publish(staged: temporary, as: .upload(id)) } catch {
+            throw APIError(status: 500, message: "cannot store the upload: \(error)", type: "server_error")
         }
         keep = true
         let file = FileRow(id: id, projectID: project, filename: filename ?? "upload", purpose: purposeText,

@@ -60,7 +60,7 @@ enum JobsAPI {
             let limit = try Pagination.limit(context.request.query["limit"], default: 10, maximum: 100)
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
             let data = checkpoints.prefix(limit).map { row in
-                let hasGrid = FileManager.default.fileExists(atPath: dataDirectory.job(job.id).sampleGrid(step: row.step))
+                let hasGrid = dataDirectory.artifacts.exists(.sampleGrid(job: job.id, step: row.step))
                 return CheckpointObject(id: row.id, createdAt: row.createdAt, stepNumber: row.step, metrics: RawJSON(text: row.metrics),
                                         fineTuningJobID: job.id, fineTunedModelCheckpoint: job.resultModelID + ":ckpt-step-\(row.step)",
                                         contentURL: "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
@@ -71,13 +71,13 @@ enum JobsAPI {
         // The checkpoint's weights (safetensors, SPEC §2 names), Range requests welcome; and its sample grid.
         router.addRead("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/content") { context in
             let (job, row) = try findCheckpoint(context, store: store)
-            return try FileResponse.make(path: dataDirectory.job(job.id).checkpoint(step: row.step), contentType: "application/octet-stream",
+            return try FileResponse.make(path: dataDirectory.artifacts.localPath(.checkpoint(job: job.id, step: row.step)), contentType: "application/octet-stream",
                                          request: context.request, filename: "\(job.id)-step-\(row.step).safetensors")
         }
         router.addRead("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{checkpoint_id}/samples.png") { context in
             let (job, row) = try findCheckpoint(context, store: store)
-            let path = dataDirectory.job(job.id).sampleGrid(step: row.step)
-            guard FileManager.default.fileExists(atPath: path) else { throw APIError.notFound("a sample grid for checkpoint \(row.id)", param: "checkpoint_id") }
+            let path = dataDirectory.artifacts.localPath(.sampleGrid(job: job.id, step: row.step))
+            guard dataDirectory.artifacts.exists(.sampleGrid(job: job.id, step: row.step)) else { throw APIError.notFound("a sample grid for checkpoint \(row.id)", param: "checkpoint_id") }
             return try FileResponse.make(path: path, contentType: "image/png", request: context.request)
         }
     }

@@ -28,11 +28,11 @@ enum LogsAPI {
                 // Only an SSE client resumes by id; a plain read ignores it.
                 if sse { after = line }
             }
-            let path = data.logPath(job.id)
+            let path = data.artifacts.localPath(.jobLog(job.id))
             let start = LogReader.start(path: path, afterLine: after, tail: tail)
             guard follow else {
                 // The whole log streams from disk; a tail is read from its offset to the end.
-                guard FileManager.default.fileExists(atPath: path) else {
+                guard data.artifacts.exists(.jobLog(job.id)) else {
                     return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; charset=utf-8")], body: .bytes([]))
                 }
                 guard start.offset > 0, let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber else {

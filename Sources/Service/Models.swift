@@ -31,7 +31,7 @@ enum ModelsAPI {
             }
             try store.delete(model.id)
             // The weights go with the model: deleting is how a project frees its storage quota.
-            try? FileManager.default.removeItem(atPath: resources.data.modelDirectory(model.id))
+            resources.data.artifacts.remove(.model(model.id))
             return .json(Deleted(id: model.name, object: "model"))
         }
     }
@@ -95,7 +95,7 @@ enum ModelsAPI {
             build = { _ in UncheckedSendable(ModelFile(config: parsed, parameters: ResMLP(config: parsed).initialParameters(seed: UInt64(seed)))) }
         case let .file(file):
             guard try resources.files.file(file, project: project) != nil else { throw APIError.notFound("file \(file)", param: "file") }
-            let path = resources.data.filePath(file)
+            let path = resources.data.artifacts.localPath(.upload(file))
             // What the file declares is checked before anything of it is read: the limits a JSON config
             // gets, and the memory budget. Then its tensors must cover that config exactly.
             let declared: ModelConfig
@@ -115,20 +115,18 @@ enum ModelsAPI {
         try Quotas.check(.model, project: project, adding: 0, resources)
         // Initialising or reading a model and writing its file take seconds at the largest sizes: not on a
         // request thread. The file is written beside its place and renamed in when the model is registered.
-        let directory = resources.data.modelDirectory(ModelKey.key(project: project, name: id))
-        let staged = "\(directory)/.model-\(APIKeys.randomHex(bytes: 6)).safetensors"
+        let staged = try resources.data.artifacts.stagingPath(for: .model(ModelKey.key(project: project, name: id)))
         // Gone on every path: renamed into place, or removed after a refusal, a conflict or a cancelled build.
         defer { try? FileManager.default.removeItem(atPath: staged) }
         let built = try await resources.heavyWork.run { cancellation in
             let model = try build(cancellation).value
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try model.write(to: staged)
             return (config: model.config.json, bytes: model.parameters.count * 4)
         }
         try Quotas.check(.model, project: project, adding: built.bytes, resources)
         let inserted = try resources.models.create(id, project: project, config: built.config) { key in
-            guard rename(staged, resources.data.modelPath(key)) == 0 else {
-                throw APIError(status: 500, message: "cannot store the model: \(String(cString: strerror(errno)))", type: "server_error")
+            do { try resources.data.artifacts.publish(staged: staged, as: .model(key)) } catch {
+                throw APIError(status: 500, message: "cannot store the model: \(error)", type: "server_error")
             }
         }
         guard inserted else { throw APIError(status: 409, message: "you have a model named \(id) already (or a shared model has that name)", param: "id", code: "conflict") }

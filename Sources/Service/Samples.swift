@@ -59,14 +59,14 @@ enum SamplesAPI {
         if id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
            let step = Int(last.dropFirst("ckpt-step-".count)) {
             let jobID = String(parts[parts.count - 2])
-            let path = data.job(jobID).checkpoint(step: step)
-            guard try jobs.job(jobID, project: project) != nil, FileManager.default.fileExists(atPath: path) else {
+            let path = data.artifacts.localPath(.checkpoint(job: jobID, step: step))
+            guard try jobs.job(jobID, project: project) != nil, data.artifacts.exists(.checkpoint(job: jobID, step: step)) else {
                 throw APIError.notFound("model \(id)", param: "model")
             }
             return path
         }
         guard let row = try models.model(id, visibleTo: project) else { throw APIError.notFound("model \(id)", param: "model") }
-        return data.modelPath(row.id)
+        return data.artifacts.localPath(.model(row.id))
     }
 
     /// `POST /v1/samples`'s body.

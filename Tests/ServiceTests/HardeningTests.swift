@@ -257,7 +257,7 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         _ = try await service.waitFor(id, ["succeeded"])
         let listed = try await service.request("GET", "/v1/fine_tuning/jobs/\(id)/checkpoints", key: service.adminKey).json["data"] as? [[String: Any]]
         #expect(listed?.compactMap { $0["step_number"] as? Int } == [8, 7, 6])
-        let onDisk = try FileManager.default.contentsOfDirectory(atPath: service.data.jobDirectory(id) + "/checkpoints")
+        let onDisk = try FileManager.default.contentsOfDirectory(atPath: service.data.job(id).path + "/checkpoints")
         #expect(onDisk.sorted() == ["step-0000006.safetensors", "step-0000007.safetensors", "step-0000008.safetensors"])
 
         let path = try service.modelPath(model)

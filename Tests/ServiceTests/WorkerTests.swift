@@ -44,7 +44,7 @@ extension LiveService {
     }
 
     /// Weights a job left in its directory.
-    func finalWeights(_ id: String) throws -> [Float] { try ModelFile.load("\(data.jobDirectory(id))/model.safetensors").parameters.array }
+    func finalWeights(_ id: String) throws -> [Float] { try ModelFile.load("\(data.job(id).path)/model.safetensors").parameters.array }
 }
 
 /// Training data for the tiny text model of `ModelsTests.config` (D = 16): a few prompts
@@ -155,7 +155,7 @@ enum WorkerFixtures {
         let paused = try await service.events(id)
         try await Task.sleep(for: .milliseconds(300))
         #expect(try await service.job(id)["status"] as? String == "paused")
-        #expect(FileManager.default.fileExists(atPath: "\(service.data.jobDirectory(id))/state/latest.safetensors"))
+        #expect(FileManager.default.fileExists(atPath: "\(service.data.job(id).path)/state/latest.safetensors"))
         #expect(try await service.events(id).contains { ($0["message"] as? String)?.hasPrefix("Paused at step") == true }, "\(paused)")
         #expect(service.pool?.busyWorkers == 0)
 
@@ -211,7 +211,7 @@ enum WorkerFixtures {
         for id in [first, second, third] { _ = try await service.waitFor(id, ["queued"]) }
         #expect(try await service.request("DELETE", "/v1/files/\(doomed)", key: service.adminKey).status == 200)
         // A file where the job's directory should be.
-        _ = FileManager.default.createFile(atPath: service.data.jobDirectory(second), contents: Data("in the way".utf8))
+        _ = FileManager.default.createFile(atPath: service.data.job(second).path, contents: Data("in the way".utf8))
         service.startWorkers()
 
         let gone = try await service.waitFor(first, ["failed", "succeeded"])
@@ -249,7 +249,7 @@ enum WorkerFixtures {
         _ = try await service.waitFor(id, ["queued"])
         let disk = try TemporaryFilesystem(kilobytes: 64)
         defer { disk.remove() }
-        try FileManager.default.createSymbolicLink(atPath: service.data.jobDirectory(id), withDestinationPath: disk.path)
+        try FileManager.default.createSymbolicLink(atPath: service.data.job(id).path, withDestinationPath: disk.path)
         service.startWorkers()
         let failed = try await service.waitFor(id, ["failed", "succeeded"])
         let error = try #require(failed["error"] as? [String: Any], "\(failed)")

@@ -31,6 +31,15 @@ import Testing
         #expect(try connection.run("UPDATE t SET s = ?1 WHERE i IS NOT NULL", [.text("y")]) == 2, "changed rows")
     }
 
+    /// Statements are prepared once per connection, up to a bound; past it they run unprepared.
+    @Test func statementsPastThePreparedCacheStillRun() throws {
+        let connection = try Self.connect()
+        for offset in 0..<300 {
+            #expect(try connection.rows("SELECT ?1::BIGINT + \(offset)", [.integer(1)]) == [[.integer(Int64(offset + 1))]])
+        }
+        #expect(try connection.rows("SELECT ?1::BIGINT + 7", [.integer(2)]) == [[.integer(9)]], "a prepared statement again, with new values")
+    }
+
     @Test func errorsCarryTheirSQLStateAndTransactionsRollBack() throws {
         let connection = try Self.connect()
         try connection.execute(script: "CREATE TABLE k (id TEXT PRIMARY KEY)")

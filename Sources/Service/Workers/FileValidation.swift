@@ -72,7 +72,7 @@ public final class FileValidation: Sendable {
     /// One job: its stored settings and base model, then its files. Returns the new status.
     func validate(_ job: JobRecord) -> JobStatus? {
         let store = resources.jobs
-        guard let base = try? ModelFile.declaredConfig(resources.data.modelPath(job.model)),
+        guard let base = try? ModelFile.declaredConfig(resources.data.artifacts.localPath(.model(job.model))),
               let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
             let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
                                  param: "model")
@@ -91,7 +91,7 @@ public final class FileValidation: Sendable {
             // Before any file is parsed: the job's memory with every line an example, and the step limit.
             // A file that cannot be read (deleted since) ends the job: looking again would not help.
             func lines(_ file: String) -> Int? {
-                try? Dataset.countLines(path: data.filePath(file))
+                try? Dataset.countLines(path: data.artifacts.localPath(.upload(file)))
             }
             guard let trainingLines = lines(job.trainingFile) else {
                 return try fail(job, code: "training_file_unavailable", param: "training_file",
@@ -111,9 +111,9 @@ public final class FileValidation: Sendable {
             }
             let training: Dataset
             do {
-                training = try Dataset.load(path: data.filePath(job.trainingFile), method: method, config: config)
+                training = try Dataset.load(path: data.artifacts.localPath(.upload(job.trainingFile)), method: method, config: config)
                 if let validation = job.validationFile {
-                    do { _ = try Dataset.load(path: data.filePath(validation), method: method, config: config) } catch let error as DatasetError {
+                    do { _ = try Dataset.load(path: data.artifacts.localPath(.upload(validation)), method: method, config: config) } catch let error as DatasetError {
                         return try fail(job, field: "validation_file", error, store: store)
                     }
                 }

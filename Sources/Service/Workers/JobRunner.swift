@@ -22,7 +22,7 @@ struct JobRunner {
 
     /// Runs the job; returns the status it ended in, when this worker changed it.
     func run() -> JobStatus? {
-        let directory = data.job(job.id)
+        let directory = data.artifacts.workingDirectory(job: job.id)
         let sink: JobSink
         do {
             try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
@@ -65,12 +65,12 @@ struct JobRunner {
         }
         let (method, hyperparameters) = (settings.method, settings.hyperparameters)
         let base: ModelFile
-        do { base = try ModelFile.load(data.modelPath(job.model)) } catch {
+        do { base = try ModelFile.load(data.artifacts.localPath(.model(job.model))) } catch {
             throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(error)", param: "model")
         }
         func dataset(_ id: String, field: String) throws -> Dataset {
-            let path = data.filePath(id)
-            guard FileManager.default.fileExists(atPath: path) else {
+            let path = data.artifacts.localPath(.upload(id))
+            guard data.artifacts.exists(.upload(id)) else {
                 throw Failure(code: "\(field)_unavailable", message: "the \(field.replacingOccurrences(of: "_", with: " ")) \(id) is gone (deleted after the job was created)", param: field)
             }
             do { return try Dataset.load(path: path, method: method, config: base.config) } catch {
@@ -78,8 +78,8 @@ struct JobRunner {
             }
         }
         // The budget again, as this worker's operator sets it, before the datasets are expanded in memory.
-        let lines = (try? Dataset.countLines(path: data.filePath(job.trainingFile))) ?? 0
-        let validationLines = job.validationFile.map { (try? Dataset.countLines(path: data.filePath($0))) ?? 0 }
+        let lines = (try? Dataset.countLines(path: data.artifacts.localPath(.upload(job.trainingFile)))) ?? 0
+        let validationLines = job.validationFile.map { (try? Dataset.countLines(path: data.artifacts.localPath(.upload($0)))) ?? 0 }
         if let refusal = memoryBudget.trainingRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
                                                       validationExamples: validationLines) {
             throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
@@ -91,11 +91,10 @@ struct JobRunner {
         sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
         sink.logEvery = hyperparameters.logEvery
         let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id, worker = worker
-        sink.retain = { try Self.removeCheckpoints(of: jobID, worker: worker, in: directory, keeping: keep, store: jobStore) }
+        let artifacts = data.artifacts
+        sink.retain = { try Self.removeCheckpoints(of: jobID, worker: worker, in: artifacts, keeping: keep, store: jobStore) }
         if SampleDrawing.isImage(base.config.sampleShape) {
-            sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config)) {
-                directory.sampleGrid(step: $0)
-            }
+            sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config), job: job.id, artifacts: artifacts)
         }
         do { return try Trainer(job: trainingJob, directory: directory, sink: sink) } catch {
             throw Failure(code: "out_of_memory", message: "the job's buffers cannot be allocated: \(error); lower batch_size or buffer_size")
@@ -103,12 +102,12 @@ struct JobRunner {
     }
 
     /// Deletes all but the newest `keep` checkpoints: their weights, sample grids and records.
-    static func removeCheckpoints(of jobID: String, worker: String, in directory: JobDirectory, keeping keep: Int, store: any JobStore) throws {
+    static func removeCheckpoints(of jobID: String, worker: String, in artifacts: any ArtifactStore, keeping keep: Int, store: any JobStore) throws {
         for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) {
             // The record first, fenced by the lease: a worker that lost the job deletes nothing.
             try store.removeCheckpoint(jobID, worker: worker, step: row.step)
-            try? FileManager.default.removeItem(atPath: directory.checkpoint(step: row.step))
-            try? FileManager.default.removeItem(atPath: directory.sampleGrid(step: row.step))
+            artifacts.remove(.checkpoint(job: jobID, step: row.step))
+            artifacts.remove(.sampleGrid(job: jobID, step: row.step))
         }
     }
 
@@ -122,13 +121,15 @@ struct JobRunner {
 
     /// Writes `samples/step-N.png` from each checkpoint's weights: a row of 4 samples per grid prompt,
     /// from the same noise every time, so grids of successive checkpoints compare.
-    static func sampleGridWriter(conditions: Conditions, path: @escaping (Int) -> String) -> (CheckpointRecord) -> Void {
+    static func sampleGridWriter(conditions: Conditions, job: String, artifacts: any ArtifactStore) -> (CheckpointRecord) -> Void {
         { checkpoint in
             guard let model = try? ModelFile.load(checkpoint.modelPath),
                   let png = SampleDrawing.grid(model: model, conditions: conditions, columns: 4) else { return }
-            let target = path(checkpoint.step)
-            try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try? AtomicFile.write(png, to: target)
+            let grid = Artifact.sampleGrid(job: job, step: checkpoint.step)
+            guard let staged = try? artifacts.stagingPath(for: grid) else { return }
+            if (try? Data(png).write(to: URL(fileURLWithPath: staged))) == nil || (try? artifacts.publish(staged: staged, as: grid)) == nil {
+                unlink(staged)
+            }
         }
     }
 
@@ -140,7 +141,7 @@ struct JobRunner {
             do {
                 registered = try store.succeed(job.id, worker: worker, model: id, config: trainer.job.config.json, parent: job.model,
                                                event: "Fine-tuning job succeeded: \(id)") {
-                    try Self.publish(modelPath, to: data.modelDirectory(id))
+                    try data.artifacts.publish(copyOf: modelPath, as: .model(id))
                 }
             } catch {
                 // Not retried by a later claim: a disk that cannot take the model now would fail it again.
@@ -171,20 +172,11 @@ struct JobRunner {
     }
 
     func finish(failed failure: Failure) -> JobStatus? {
-        JobSink.append(["failed: \(failure.message)"], toLogAt: data.job(job.id).log)
+        JobSink.append(["failed: \(failure.message)"], to: job.id, in: data.artifacts)
         changes.logAppended(jobID: job.id)
         let released = (try? store.release(job.id, worker: worker, status: .failed, error: failure, event: failure.message, level: "error")) ?? false
         return released ? .failed : nil
     }
 
-    /// The job's final weights become the model's: a hard link (same file system, no copy), else a copy.
-    static func publish(_ modelPath: String, to directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let target = "\(directory)/model.safetensors"
-        try? FileManager.default.removeItem(atPath: target)
-        if link(modelPath, target) != 0 {
-            try AtomicFile.write(Array(try Data(contentsOf: URL(fileURLWithPath: modelPath))), to: target)
-        }
-    }
 
 }

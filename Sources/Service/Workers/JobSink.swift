@@ -64,10 +64,8 @@ final class JobSink: TrainingSink {
 
     /// Appends stamped lines to a job's log from outside its sink (a failure before training,
     /// a dead worker's last words), in one write; a log that cannot be written loses the lines.
-    static func append(_ messages: [String], toLogAt path: String) {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { return }
-        try? FileHandle(fileDescriptor: descriptor, closeOnDealloc: true).write(contentsOf: stamped(messages))
+    static func append(_ messages: [String], to jobID: String, in artifacts: any ArtifactStore) {
+        try? artifacts.append(stamped(messages), to: .jobLog(jobID))
     }
 
     /// One line in the log file, stamped; a log that cannot be written loses the line, not the job.

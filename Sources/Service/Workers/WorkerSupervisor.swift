@@ -219,7 +219,7 @@ public final class WorkerSupervisor: Sendable {
         for (jobID, holder) in leases where holder.hasPrefix(owner) {
             telemetry.jobStopped(jobID)
             JobSink.append(["the worker process training this job (pid \(pid)) \(death); its last output:"] + lastLines.map { "  | \($0)" },
-                           toLogAt: data.job(jobID).log)
+                           to: jobID, in: data.artifacts)
             changes.logAppended(jobID: jobID)
             try? store.appendEvent(jobID, level: "error", type: "message",
                                    message: "The worker process training this job \(death); the job resumes from its last training state", data: nil)
