@@ -250,6 +250,26 @@ final class WorkerProcess {
         withExtendedLifetime(worker) {}
     }
 
+    /// `serve --workers 1` on PostgreSQL beside another node: its supervised worker hears of a
+    /// cancel made on the other node through its server, which hears it from the database.
+    @Test func aCancelOnAnotherNodeReachesASupervisedWorker() async throws {
+        let database = try PostgresServer.running().createDatabase()
+        let data = ExecutableTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let training = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: ["--workers", "1", "--threads-per-job", "1", "--database", database])
+        let other = try await ServerProcess(data: data, port: ExecutableTests.freePort(), arguments: ["--workers", "0", "--database", database])
+        let store = SQLJobStore(database: PostgresDatabase(url: database, connections: 1))
+        let id = try #require(try await other.send("POST", "/v1/fine_tuning/jobs", json: ServerProcess.longSFT(try await other.jobFixtures()))["id"] as? String)
+        _ = try await poll("the job to train", seconds: 60) { try await other.step(id) > 0 ? true : nil }
+        #expect(try store.leases().first { $0.job == id }?.owner.contains("/\(training.workerPIDs.first ?? -1)/") == true, "trained by the supervised worker")
+        let start = Date()
+        _ = try await other.send("POST", "/v1/fine_tuning/jobs/\(id)/cancel")
+        _ = try await poll("the supervised worker to stop", seconds: 10, every: .milliseconds(10)) {
+            try store.events(id, before: nil, limit: 5).contains { $0.message.hasPrefix("Stopped at step") } ? true : nil
+        }
+        #expect(Date().timeIntervalSince(start) < 1, "\(Date().timeIntervalSince(start)) s")
+    }
+
     /// PostgreSQL stops under a running fleet: the API answers 503 with Retry-After (not 500,
     /// not a hang), the training job waits, and when the database is back the job carries on
     /// and finishes with every step recorded once.
