@@ -9,12 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  echo "preftune: installing nginx for the proxy test"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
-fi
-nginx=$(command -v nginx || echo /usr/sbin/nginx)
+ensure_nginx
 swift build -c release --product preftune >/dev/null
 bin=$(swift build -c release --show-bin-path)
 work=$(mktemp -d)
@@ -41,44 +36,17 @@ wait_healthy "http://127.0.0.1:$node2"
 
 # The deployed file's upstream, pointed at the two nodes here; its server block as deployed
 # but for TLS (the test speaks plain HTTP on loopback).
-mkdir -p "$work/nginx/logs"
+mkdir -p "$work/nginx"
 sed -e "s/server 10.0.0.11:8080/server 127.0.0.1:$node1/" -e "s/server 10.0.0.12:8080/server 127.0.0.1:$node2/" \
   -n -e '/^upstream preftune {/,/^}/p' deploy/nginx/preftune-fleet.conf >"$work/nginx/upstream.conf"
 grep -q "127.0.0.1:$node1" "$work/nginx/upstream.conf" && grep -q "127.0.0.1:$node2" "$work/nginx/upstream.conf" \
   || { echo "deploy/nginx/preftune-fleet.conf's upstream did not take the test's nodes"; cat "$work/nginx/upstream.conf"; exit 1; }
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    log_format upstream '\$request_method \$uri \$status \$upstream_addr';
-    access_log $work/nginx/logs/access.log upstream;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    include $work/nginx/upstream.conf;
-    server {
-        listen 127.0.0.1:$proxy_port;
-        include $PWD/deploy/nginx/preftune-fleet-balancing.conf;
-        include $PWD/deploy/nginx/preftune-locations.conf;
-    }
-}
-CONF
-"$nginx" -t -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx-t.log" || { cat "$work/nginx-t.log"; exit 1; }
-"$nginx" -c "$work/nginx/nginx.conf" -p "$work/nginx" -g "daemon off;" 2>>"$work/nginx/logs/error.log" &
-pids+=($!)
+start_nginx "$work/nginx" "$proxy_port" "$work/nginx/upstream.conf" \
+  "$PWD/deploy/nginx/preftune-fleet-balancing.conf" "$PWD/deploy/nginx/preftune-locations.conf"
+pids+=($proxy)
 wait_healthy "http://127.0.0.1:$proxy_port"
 
-export PREFTUNE_URL="http://127.0.0.1:$proxy_port" PREFTUNE_API_KEY="$(cat "$work/data/admin.key")"
-python3 -c 'import json; print("\n".join(json.dumps({"prompt": "p%d" % (i % 4), "sample": [0.1 * (i % 5)] * 16}) for i in range(16)))' >"$work/train.jsonl"
-file=$("$bin/preftune" files upload "$work/train.jsonl" | cut -d' ' -f1)
-"$bin/preftune" models create tiny --config '{"sample_shape": [1, 4, 4], "hidden": 16, "depth": 1, "cond": {"kind": "text", "vocab": 32, "max_tokens": 4}}' >/dev/null
-job=$("$bin/preftune" jobs create --model tiny --training-file "$file" --method sft \
-  --hyperparameters '{"n_steps": 10000000, "batch_size": 4, "log_every": 2000, "checkpoint_every": 5000000}')
-auth=(-H "Authorization: Bearer $PREFTUNE_API_KEY")
+start_endless_job "$bin" "http://127.0.0.1:$proxy_port" "$work/data" "$work"
 for _ in $(seq 20); do curl -sf "${auth[@]}" "$PREFTUNE_URL/v1/fine_tuning/jobs/$job" >/dev/null; done
 for node in "$node1" "$node2"; do
   grep -q "127.0.0.1:$node\$" "$work/nginx/logs/access.log" || { echo "no request reached the node on port $node"; exit 1; }
@@ -98,10 +66,5 @@ echo "with one node killed: $failed of 40 requests failed"
 [ "$failed" -eq 0 ] || { cat "$work/nginx/logs/error.log"; exit 1; }
 
 # A cancel through the proxy reaches the worker and ends a follow on the surviving node.
-curl -sN --max-time 30 "${auth[@]}" -H "Accept: text/event-stream" "$PREFTUNE_URL/v1/fine_tuning/jobs/$job/logs" >"$work/end.txt" &
-follower=$!
-sleep 1
-"$bin/preftune" jobs cancel "$job" >/dev/null
-wait $follower
-grep -q '^event: end' "$work/end.txt" || { echo "the SSE stream did not end with the job"; exit 1; }
+cancel_ends_follow "$bin" "$work"
 echo "nginx fleet: ok"

@@ -39,20 +39,12 @@ public final class Database: StoreDatabase {
     }
 
     /// The reader of the read transaction this thread is in, if any (`readTransaction`).
-    private let currentReader: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
-
-    deinit { pthread_key_delete(currentReader) }
+    private let currentReader = CurrentConnection<SQLiteConnection>()
 
     /// Runs a read on one of the reader connections (no write lock taken); inside
     /// `readTransaction`, on that transaction's reader.
     public func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
-        if let current = pthread_getspecific(currentReader) {
-            return try body(Unmanaged<SQLiteConnection>.fromOpaque(current).takeUnretainedValue())
-        }
+        if let current = currentReader.connection { return try body(current) }
         return try nextReader().withConnection(body)
     }
 
@@ -66,16 +58,14 @@ public final class Database: StoreDatabase {
     /// (a request authenticates and reads its resource together). `body` must not block on
     /// anything but the database: it holds a reader.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        if pthread_getspecific(currentReader) != nil { return try body() }
+        if currentReader.connection != nil { return try body() }
         return try nextReader().withConnection { connection in
             try connection.run("BEGIN")
-            pthread_setspecific(currentReader, Unmanaged.passUnretained(connection).toOpaque())
             defer {
-                pthread_setspecific(currentReader, nil)
                 // A read has nothing to keep: COMMIT ends it (ROLLBACK if COMMIT cannot).
                 if (try? connection.run("COMMIT")) == nil { try? connection.run("ROLLBACK") }
             }
-            return try body()
+            return try currentReader.with(connection, body)
         }
     }
 

@@ -307,18 +307,10 @@ public final class PostgresDatabase: StoreDatabase {
     }
 
     /// The connection of the read transaction this thread is in, if any.
-    private let currentReader: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
-
-    deinit { pthread_key_delete(currentReader) }
+    private let currentReader = CurrentConnection<PostgresConnection>()
 
     public func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
-        if let current = pthread_getspecific(currentReader) {
-            return try body(Unmanaged<PostgresConnection>.fromOpaque(current).takeUnretainedValue())
-        }
+        if let current = currentReader.connection { return try body(current) }
         return try pool.withConnection(body)
     }
 
@@ -327,12 +319,8 @@ public final class PostgresDatabase: StoreDatabase {
     /// then its resource) do not need — each is consistent by itself, and a key revoked between
     /// the two is honoured from the next request on.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        if pthread_getspecific(currentReader) != nil { return try body() }
-        return try pool.withConnection { connection in
-            pthread_setspecific(currentReader, Unmanaged.passUnretained(connection).toOpaque())
-            defer { pthread_setspecific(currentReader, nil) }
-            return try body()
-        }
+        if currentReader.connection != nil { return try body() }
+        return try pool.withConnection { connection in try currentReader.with(connection, body) }
     }
 
     public func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The SQL engines preftune stores in: SQLite, the embedded default, and PostgreSQL, for a
 /// fleet of API nodes and workers sharing one database.
 public enum SQLDialect: String, Sendable, CaseIterable {
@@ -64,5 +66,28 @@ public struct LeaseLost: Error, CustomStringConvertible, Equatable {
     public init(jobID: String, worker: String) {
         self.jobID = jobID
         self.worker = worker
+    }
+}
+
+/// The connection of the read transaction the calling thread is in, if any: what lets a
+/// request's nested reads use the connection its read transaction holds, on either engine.
+final class CurrentConnection<Connection: AnyObject>: @unchecked Sendable {
+    private let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    deinit { pthread_key_delete(key) }
+
+    var connection: Connection? {
+        pthread_getspecific(key).map { Unmanaged<Connection>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// `body` with `connection` as this thread's current one.
+    func with<T>(_ connection: Connection, _ body: () throws -> T) rethrows -> T {
+        pthread_setspecific(key, Unmanaged.passUnretained(connection).toOpaque())
+        defer { pthread_setspecific(key, nil) }
+        return try body()
     }
 }
