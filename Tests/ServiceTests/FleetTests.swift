@@ -168,6 +168,21 @@ final class WorkerProcess {
             }
         }
 
+        // A job trained elsewhere, served by the surviving node: its events, checkpoints (listed and
+        // downloaded, written by whichever workers trained it) and samples from its model.
+        let someJob = ids[1][3], someKey = keys[someJob]!
+        let events = try await second.send("GET", "/v1/fine_tuning/jobs/\(someJob)/events?limit=100", as: someKey)["data"] as? [[String: Any]] ?? []
+        #expect(events.contains { ($0["message"] as? String)?.hasPrefix("Fine-tuning job succeeded") == true })
+        let checkpoints = try await second.send("GET", "/v1/fine_tuning/jobs/\(someJob)/checkpoints", as: someKey)["data"] as? [[String: Any]] ?? []
+        #expect(checkpoints.count == 4)
+        var download = URLRequest(url: URL(string: second.base + (checkpoints.first?["content_url"] as? String ?? "/missing"))!)
+        download.setValue("Bearer \(someKey)", forHTTPHeaderField: "Authorization")
+        let (weights, response) = try await URLSession.shared.data(for: download)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200 && weights.count > 1000)
+        let fineTuned = try #require(try await second.send("GET", "/v1/fine_tuning/jobs/\(someJob)", as: someKey)["fine_tuned_model"] as? String)
+        let samples = try await second.send("POST", "/v1/samples", json: ["model": fineTuned, "prompts": ["shape 1"], "n": 2, "seed": 3], as: someKey)
+        #expect((samples["data"] as? [[String: Any]])?.count == 2, "\(samples)")
+
         // No job was ever held by two workers at once; the victim's job changed hands.
         for id in ids.joined() {
             let history = try store.leaseHistory(id)
