@@ -21,6 +21,8 @@ public struct FineTuningJob: JSONMembers, Sendable {
     public let error: JobError?
     public let estimatedFinish: Int?
     public let progress: Progress
+    public let priority: Int
+    public let queuePosition: Int?
     public let organizationID: String
     public let resultFiles: [String] = []
     public let trainedTokens: Int? = nil
@@ -56,6 +58,8 @@ public struct FineTuningJob: JSONMembers, Sendable {
         estimatedFinish = job.estimatedFinish
         progress = Progress(step: job.step, totalSteps: job.totalSteps, samplesPerS: job.samplesPerSecond)
         organizationID = job.projectID
+        priority = job.priority
+        queuePosition = job.queuePosition
     }
 
     public func writeMembers(to object: inout JSONObjectWriter) {
@@ -76,6 +80,8 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("error", error)
         object.member("estimated_finish", estimatedFinish)
         object.member("progress", progress)
+        object.member("priority", priority)
+        object.member("queue_position", queuePosition)
         object.member("organization_id", organizationID)
         object.member("result_files", encoding: resultFiles)
         object.member("trained_tokens", trainedTokens)

@@ -23,6 +23,10 @@ public struct JobRecord: Sendable, Equatable {
     public var createdAt: Int
     public var startedAt: Int?
     public var finishedAt: Int?
+    /// Higher is claimed first (within the bounds the operator sets for the project).
+    public var priority = 0
+    /// For a queued job, its place in the queue (1: claimed next), as read.
+    public var queuePosition: Int?
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
                 hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,

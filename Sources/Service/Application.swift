@@ -28,6 +28,7 @@ public final class Application: Sendable {
         let jobs: any JobStore
         let models: any ModelStore
         let files: any FileStore
+        let projects: SQLProjectStore
         let settings: ServiceSettings
         let webhooks: Webhooks
         let heavyWork: HeavyWork
@@ -43,7 +44,8 @@ public final class Application: Sendable {
         heavyWork = HeavyWork(threads: settings.heavyWorkThreads, queueCapacity: settings.heavyWorkQueue)
         let webhooks = Webhooks(store: jobs, egress: EgressPolicy(allowed: settings.webhookAllow), delays: webhookDelays)
         let resources = Resources(data: dataDirectory, jobs: jobs, models: SQLModelStore(database: dataDirectory.database),
-                                  files: SQLFileStore(database: dataDirectory.database), settings: settings, webhooks: webhooks,
+                                  files: SQLFileStore(database: dataDirectory.database), projects: SQLProjectStore(database: dataDirectory.database),
+                                  settings: settings, webhooks: webhooks,
                                   heavyWork: heavyWork)
         self.resources = resources
         var router = Router(pipeline: pipeline)

@@ -110,10 +110,11 @@ enum JobsAPI {
         var suffix: String?
         var metadata: [String: String]
         var webhookURL: String?
+        var priority: Int
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
-            case webhookURL = "webhook_url"
+            case webhookURL = "webhook_url", priority
         }
 
         init(from decoder: any Decoder) throws {
@@ -140,6 +141,7 @@ enum JobsAPI {
                 throw body.mistake(.metadata, metadataRule)
             }
             webhookURL = try body.decodeIfPresent(String.self, forKey: .webhookURL, explaining: "webhook_url must be an http(s) URL")
+            priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities) ?? 0
         }
     }
 
@@ -199,13 +201,19 @@ enum JobsAPI {
             }
         }
         try Quotas.checkActiveJobs(project: project, resources)
+        let limits = try resources.projects.limits(project: project)
+        guard request.priority <= limits.maxPriority else {
+            throw APIError(status: 403, message: "priority \(request.priority) is above this project's limit of \(limits.maxPriority), which the operator sets (preftune projects set)",
+                           param: "priority", code: "priority_not_allowed")
+        }
 
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
-        let job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingRow.id, validationFile: validationRow?.id,
+        var job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingRow.id, validationFile: validationRow?.id,
                             method: request.settings.methodJSON, hyperparameters: request.settings.hyperparametersJSON,
                             seed: request.seed ?? Int.random(in: 0...Int(Int32.max)), suffix: request.suffix,
                             metadata: JSONBodyEncoder.string(SortedMembers(request.metadata)),
                             webhookURL: request.webhookURL, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
+        job.priority = request.priority
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         // The validation stage takes it from here.
         changes.post(jobID: job.id, status: .validatingFiles)

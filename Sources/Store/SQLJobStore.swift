@@ -27,8 +27,9 @@ public final class SQLJobStore: JobStore {
         greatest = dialect == .postgres ? "GREATEST" : "MAX"
         forUpdate = dialect == .postgres ? " FOR UPDATE" : ""
         claimable = """
-            SELECT id, status FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
-            ORDER BY created_at, rowid LIMIT 1\(dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : "")
+            SELECT id, status, project_id FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
+              AND \(Self.withinProjectLimit)
+            ORDER BY priority DESC, created_at, rowid LIMIT 1\(dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : "")
             """
         lockJob = "SELECT 1 FROM jobs WHERE id = ?1\(forUpdate)"
         fence = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_owner = ?2\(forUpdate)"
@@ -37,9 +38,17 @@ public final class SQLJobStore: JobStore {
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
     static func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
 
+    /// A queued job's place: the queued jobs ahead of it (higher priority, or the same and older), plus one.
+    static let queuePosition = """
+        CASE WHEN status = '\(JobStatus.queued.rawValue)' THEN 1 + (SELECT COUNT(*) FROM jobs ahead WHERE ahead.status = '\(JobStatus.queued.rawValue)'
+            AND (ahead.priority > jobs.priority OR (ahead.priority = jobs.priority
+                 AND (ahead.created_at < jobs.created_at OR (ahead.created_at = jobs.created_at AND ahead.rowid < jobs.rowid))))) END
+        """
+
     static let columns = """
         id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
-        status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at
+        status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at,
+        priority, \(queuePosition)
         """
 
     /// Built once: a job is read on every poll, and the statement cache looks its text up.
@@ -64,6 +73,8 @@ public final class SQLJobStore: JobStore {
         job.estimatedFinish = int(17)
         job.startedAt = int(19)
         job.finishedAt = int(20)
+        job.priority = int(21) ?? 0
+        job.queuePosition = int(22)
         return job
     }
 
@@ -75,11 +86,12 @@ public final class SQLJobStore: JobStore {
         try database.write { connection in
             try connection.run("""
                 INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
-                                  metadata, webhook_url, status, created_at)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                  metadata, webhook_url, status, created_at, priority)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                 """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                       .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
-                      .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt))])
+                      .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt)),
+                      .integer(Int64(job.priority))])
             try appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
         }
     }
@@ -283,14 +295,36 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    static let anyClaimable = "SELECT id FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) LIMIT 1"
+    static let anyClaimable = """
+        SELECT id FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(withinProjectLimit) LIMIT 1
+        """
+
+    /// The job's project is under its operator's limit of jobs running at once (under a live lease).
+    static let withinProjectLimit = """
+        ((SELECT max_running FROM projects WHERE projects.id = jobs.project_id) IS NULL
+         OR (SELECT COUNT(*) FROM jobs running WHERE running.project_id = jobs.project_id AND running.status = '\(JobStatus.running.rawValue)'
+             AND running.lease_expires_at >= ?1) < (SELECT max_running FROM projects WHERE projects.id = jobs.project_id))
+        """
+
+    /// On PostgreSQL, claims run at once: the project's row is locked and its running jobs
+    /// counted again, so that two workers cannot both take its last free place.
+    func projectHasRoom(_ connection: any SQLConnection, _ project: String, now: Int64) throws -> Bool {
+        guard dialect == .postgres else { return true }
+        guard case let .integer(limit)? = try connection.rows("SELECT max_running FROM projects WHERE id = ?1 FOR UPDATE", [.text(project)]).first?.first
+        else { return true }
+        guard case let .integer(running)? = try connection.rows("""
+            SELECT COUNT(*) FROM jobs WHERE project_id = ?1 AND status = '\(JobStatus.running.rawValue)' AND lease_expires_at >= ?2
+            """, [.text(project), .integer(now)]).first?.first else { return true }
+        return running < limit
+    }
 
     public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
         // Idle workers poll: look on a reader first, and take a writer only when there is work.
         guard try !database.read({ try $0.rows(Self.anyClaimable, [.integer(Self.now())]) }).isEmpty else { return nil }
         let claimed: String? = try database.write { connection in
             let now = Self.now()
-            guard let row = try connection.rows(claimable, [.integer(now)]).first, case let .text(id) = row[0], case let .text(previous) = row[1]
+            guard let row = try connection.rows(claimable, [.integer(now)]).first, case let .text(id) = row[0], case let .text(previous) = row[1],
+                  case let .text(project) = row[2], try projectHasRoom(connection, project, now: now)
             else { return nil }
             let expires = now + Int64(leaseSeconds)
             try connection.run("""

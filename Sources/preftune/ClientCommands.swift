@@ -77,7 +77,7 @@ enum ClientCommands {
         case "create":
             guard let model = option("--model", in: arguments), let file = option("--training-file", in: arguments),
                   let method = option("--method", in: arguments) else {
-                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--webhook-url URL] [--follow]", status: 2)
+                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--follow]", status: 2)
             }
             var hyperparameters = JSONObject()
             if let given = option("--hyperparameters", in: arguments) {
@@ -96,6 +96,7 @@ enum ClientCommands {
                 if let value = option(flag, in: arguments) { body[field] = .string(value) }
             }
             if let seed = option("--seed", in: arguments) { body["seed"] = integer(seed) }
+            if let priority = option("--priority", in: arguments) { body["priority"] = integer(priority) }
             let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: .object(body)))
             let id = job["id"]?.string ?? "?"
             print(id)

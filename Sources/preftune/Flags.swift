@@ -20,6 +20,8 @@ enum Flags {
         "keys create": Command(valued: ["--project", "--data-dir", "--database"], switches: ["--admin"]),
         "keys list": Command(valued: ["--data-dir", "--database"]),
         "keys revoke": Command(valued: ["--data-dir", "--database"], positionals: 1...1),
+        "projects list": Command(valued: ["--data-dir", "--database"]),
+        "projects set": Command(valued: ["--max-priority", "--max-running", "--data-dir", "--database"], positionals: 1...1),
         "backup": Command(valued: ["--to", "--data-dir", "--database"]),
         "inspect-model": Command(valued: [], positionals: 1...1),
         "files upload": Command(valued: ["--purpose", "--data-dir"], positionals: 1...1),
@@ -28,7 +30,7 @@ enum Flags {
         "models list": Command(valued: dataDir),
         "models get": Command(valued: dataDir, positionals: 1...1),
         "jobs create": Command(valued: ["--model", "--training-file", "--method", "--hyperparameters", "--set", "--validation-file",
-                                        "--suffix", "--seed", "--webhook-url", "--data-dir"], switches: ["--follow", "-f"]),
+                                        "--suffix", "--seed", "--priority", "--webhook-url", "--data-dir"], switches: ["--follow", "-f"]),
         "jobs list": Command(valued: dataDir),
         "jobs get": Command(valued: dataDir, positionals: 1...1),
         "jobs cancel": Command(valued: dataDir, positionals: 1...1),
@@ -43,7 +45,7 @@ enum Flags {
     static func check(_ arguments: [String]) {
         guard let first = arguments.first else { return }
         let name: String, rest: ArraySlice<String>
-        if ["keys", "files", "models", "jobs"].contains(first), arguments.count >= 2, commands["\(first) \(arguments[1])"] != nil {
+        if ["keys", "projects", "files", "models", "jobs"].contains(first), arguments.count >= 2, commands["\(first) \(arguments[1])"] != nil {
             name = "\(first) \(arguments[1])"
             rest = arguments.dropFirst(2)
         } else if commands[first] != nil {

@@ -49,6 +49,10 @@ func printUsage() {
       keys create --project NAME [--admin] [--data-dir ./data] [--database postgres://…]
       keys list [--data-dir ./data] [--database postgres://…]
       keys revoke KEY_ID [--data-dir ./data] [--database postgres://…]
+      projects list | set NAME [--max-priority N] [--max-running N|none]
+                                   the operator's limits on a project sharing the workers:
+                                   the highest priority its jobs may ask for (default 0)
+                                   and how many may run at once (default unlimited)
       backup --to FILE [--data-dir ./data] [--database postgres://…]
                                    a consistent copy of the database while the server runs
                                    (SQLite online backup; on PostgreSQL, pg_dump's custom
@@ -65,7 +69,7 @@ func printUsage() {
       models create ID (--config JSON|@file | --file FILE_ID) [--seed N] | models list | models get ID
       jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo
                   [--hyperparameters JSON|@file] [--set key=value]… [--validation-file ID]
-                  [--suffix S] [--seed N] [--webhook-url URL] [--follow]
+                  [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--follow]
       jobs list | get ID | cancel ID | pause ID | resume ID | events ID
       jobs logs ID [-f]            the job's log; -f follows it to the end with a progress line
       sample --model ID --prompt TEXT… [--n N] [--steps N] [--guidance G] [--sampler S] [--seed N] [--png FILE]
@@ -290,6 +294,40 @@ func backupPostgres(url: String, to target: String) -> Never {
     exit(0)
 }
 
+/// `preftune projects list | set NAME [--max-priority N] [--max-running N|none]`: the operator's
+/// limits on each project sharing the workers.
+func projects(_ arguments: [String]) -> Never {
+    let data = openDataDirectory(arguments, connections: 2)
+    let store = SQLProjectStore(database: data.database)
+    do {
+        switch arguments.first {
+        case "list":
+            for project in try store.list() {
+                print("\(project.name)  \(project.id)  max priority \(project.limits.maxPriority)  max running \(project.limits.maxRunning.map(String.init) ?? "unlimited")")
+            }
+        case "set":
+            let name = arguments[1]
+            let priority = option("--max-priority", in: arguments).map { value -> Int in
+                guard let number = Int(value), ProjectLimits.priorities.contains(number) else { fail("--max-priority takes -100 to 100", status: 2) }
+                return number
+            }
+            let running = option("--max-running", in: arguments).map { value -> Int? in
+                if value == "none" || value == "unlimited" { return nil }
+                guard let number = Int(value), number >= 0 else { fail("--max-running takes a number of jobs, or none", status: 2) }
+                return number
+            }
+            guard priority != nil || running != nil else { fail("projects set needs --max-priority or --max-running", status: 2) }
+            try store.set(project: name, maxPriority: priority, maxRunning: running)
+            print("project \(name): max priority \(priority.map(String.init) ?? "unchanged"), max running \(running.map { $0.map(String.init) ?? "unlimited" } ?? "unchanged")")
+        default:
+            fail("usage: preftune projects list | set NAME [--max-priority N] [--max-running N|none]", status: 2)
+        }
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
 func keys(_ arguments: [String]) -> Never {
     let data = openDataDirectory(arguments)
     do {
@@ -327,6 +365,8 @@ case "worker":
     worker(Array(arguments.dropFirst()))
 case "keys":
     keys(Array(arguments.dropFirst()))
+case "projects":
+    projects(Array(arguments.dropFirst()))
 case "files":
     ClientCommands.files(Array(arguments.dropFirst()))
 case "models":

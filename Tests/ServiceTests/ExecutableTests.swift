@@ -92,6 +92,19 @@ import Glibc
         #expect(refused.status == 2 && refused.output.contains("PostgreSQL URL"))
     }
 
+    @Test func projectLimitsAreSetAndListed() throws {
+        let data = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let set = try runTool([Self.binary, "projects", "set", "vision", "--max-priority", "5", "--max-running", "2", "--data-dir", data])
+        #expect(set.status == 0, "\(set.output)")
+        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("vision  proj_"))
+        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("max priority 5  max running 2"))
+        _ = try runTool([Self.binary, "projects", "set", "vision", "--max-running", "none", "--data-dir", data])
+        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("max priority 5  max running unlimited"))
+        #expect(try runTool([Self.binary, "projects", "set", "vision", "--max-priority", "500", "--data-dir", data]).status == 2)
+        #expect(try runTool([Self.binary, "projects", "set", "vision", "--data-dir", data]).status == 2, "nothing to set")
+    }
+
     @Test func versionSaysWhichKernelsItChose() throws {
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))

@@ -30,6 +30,33 @@ extension LiveService {
         ["type": "dro", "dro": ["hyperparameters": hyper]]
     }
 
+    /// A job asks for a priority within what the operator allows its project; a queued job
+    /// says where it stands.
+    @Test func priorityIsBoundedPerProjectAndTheQueueShowsPositions() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        func create(_ priority: Int?) async throws -> (status: Int, json: [String: Any]) {
+            var body: [String: Any] = ["model": model, "training_file": file, "method": Self.dro()]
+            if let priority { body["priority"] = priority }
+            return try await service.post("/v1/fine_tuning/jobs", body)
+        }
+        let refused = try await create(3)
+        #expect(refused.status == 403 && errorCode(refused.json) == "priority_not_allowed", "\(refused.json)")
+        #expect(try await create(101).status == 400, "outside -100…100")
+        let low = try await create(-5)
+        #expect(low.status == 200 && low.json["priority"] as? Int == -5)
+        let admin = try #require(try SQLProjectStore(database: service.data.database).list().first { $0.name == "admin" })
+        try SQLProjectStore(database: service.data.database).set(project: admin.name, maxPriority: 3, maxRunning: nil)
+        let high = try await create(3)
+        #expect(high.status == 200, "\(high.json)")
+        let plain = try await create(nil)
+        let ids = [high, plain, low].map { $0.json["id"] as! String }
+        for id in ids { _ = try await service.waitForStatus(id, notIn: ["validating_files"]) }
+        var positions: [Int?] = []
+        for id in ids { positions.append(try await service.request("GET", "/v1/fine_tuning/jobs/\(id)", key: service.adminKey).json["queue_position"] as? Int) }
+        #expect(positions == [1, 2, 3], "priority 3, then 0, then -5")
+    }
+
     @Test func aJobIsValidatedThenQueuedAndCanBeCancelled() async throws {
         let service = try LiveService()
         let (model, file) = try await service.jobFixtures()

@@ -20,7 +20,7 @@ import Testing
         let database = try database(dialect)
         try database.write { connection in
             try connection.execute(script: """
-                INSERT INTO projects VALUES ('p', 'team', 0);
+                INSERT INTO projects (id, name, created_at) VALUES ('p', 'team', 0);
                 INSERT INTO models (id, project_id, config, created_at) VALUES ('m', 'p', '{}', 0);
                 INSERT INTO files (id, project_id, filename, purpose, bytes, status, created_at) VALUES ('f', 'p', 'a', 'fine-tune', 1, 'processed', 0);
                 """)

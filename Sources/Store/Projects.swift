@@ -1,0 +1,59 @@
+import Foundation
+
+/// What the operator allows a project on a shared pool.
+public struct ProjectLimits: Sendable, Equatable {
+    /// The highest `priority` its jobs may ask for (any job may ask for less, down to -100).
+    public var maxPriority: Int
+    /// How many of its jobs may run at once; nil: no limit.
+    public var maxRunning: Int?
+
+    public init(maxPriority: Int = 0, maxRunning: Int? = nil) {
+        self.maxPriority = maxPriority
+        self.maxRunning = maxRunning
+    }
+
+    /// A job's priority: -100 (last) to 100 (first); 0 unless asked.
+    public static let priorities = -100...100
+}
+
+/// Projects and the operator's limits on them, on either engine.
+public struct SQLProjectStore: Sendable {
+    let database: any StoreDatabase
+
+    public init(database: any StoreDatabase) { self.database = database }
+
+    public func limits(project id: String) throws -> ProjectLimits {
+        guard let row = try database.read({ try $0.rows("SELECT max_priority, max_running FROM projects WHERE id = ?1", [.text(id)]) }).first
+        else { return ProjectLimits() }
+        return Self.limits(row[0], row[1])
+    }
+
+    static func limits(_ priority: SQLValue, _ running: SQLValue) -> ProjectLimits {
+        let maxPriority: Int = if case let .integer(value) = priority { Int(value) } else { 0 }
+        let maxRunning: Int? = if case let .integer(value) = running { Int(value) } else { nil }
+        return ProjectLimits(maxPriority: maxPriority, maxRunning: maxRunning)
+    }
+
+    /// Sets the project's limits (creating the project when it has no keys yet); nil leaves one as it is.
+    public func set(project name: String, maxPriority: Int?, maxRunning: Int??) throws {
+        try database.write { connection in
+            let id = try APIKeys(connection: connection).project(named: name)
+            if let maxPriority {
+                try connection.run("UPDATE projects SET max_priority = ?1 WHERE id = ?2", [.integer(Int64(maxPriority)), .text(id)])
+            }
+            if let maxRunning {
+                try connection.run("UPDATE projects SET max_running = ?1 WHERE id = ?2", [maxRunning.map { .integer(Int64($0)) } ?? .null, .text(id)])
+            }
+        }
+    }
+
+    /// Every project with its limits, by name.
+    public func list() throws -> [(name: String, id: String, limits: ProjectLimits)] {
+        try database.read { connection in
+            try connection.rows("SELECT name, id, max_priority, max_running FROM projects ORDER BY name", []).compactMap { row in
+                guard case let .text(name) = row[0], case let .text(id) = row[1] else { return nil }
+                return (name, id, Self.limits(row[2], row[3]))
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+-- Scheduling: a job's priority (higher is claimed first; ties oldest first), and the
+-- operator's bounds per project: the highest priority its jobs may ask for, and how many
+-- of its jobs may run at once (NULL: no limit).
+ALTER TABLE jobs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE projects ADD COLUMN max_priority BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE projects ADD COLUMN max_running BIGINT;
+CREATE INDEX jobs_queue ON jobs(status, priority DESC, created_at, rowid);
