@@ -65,6 +65,13 @@ public protocol JobStore: Sendable {
     func succeed(_ jobID: String, worker: String, model: String, config: String, parent: String, event: String,
                  writeWeights: () throws -> Void) throws -> Bool
 
+    /// The running job that should give its worker up to a waiting one, if any: a job waits
+    /// (claimable for `waitingSeconds`, so no worker is free) that comes before a running job in
+    /// the scheduler's order — a higher priority, or the same from a project that has had less of
+    /// the workers for its weight — and that running job has run `minimumRunSeconds` at least.
+    /// Of those, the victim is the lowest priority, then the most served project, then the
+    /// latest claimed. Every worker asks; only the victim's yields.
+    func preemption(minimumRunSeconds: Int, waitingSeconds: Int) throws -> Preemption?
     /// Each running job's last recorded step and loss, for per-job metrics on any node.
     func runningProgress() throws -> [(id: String, step: Int, loss: Double?)]
     /// Every lease ever taken on the job, oldest first: who held it and when, for audits.
@@ -75,6 +82,13 @@ public protocol JobStore: Sendable {
 
     /// Points by name with steps strictly increasing, after `sinceStep` when given.
     func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]]
+}
+
+/// A running job to preempt, for a waiting one, and why.
+public struct Preemption: Sendable, Equatable {
+    public let victim: String
+    public let waiting: String
+    public let reason: String
 }
 
 /// One lease a worker held on a job: from its claim until it ended — released by its worker,

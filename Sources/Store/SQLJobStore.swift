@@ -17,19 +17,23 @@ public final class SQLJobStore: JobStore {
     /// The engine's spellings, fixed at start (statements are looked up by their text).
     private let greatest: String
     private let forUpdate: String
-    private let claimable: String
+    private let lockCandidate: String
+    private let least: String
+    /// How far back a project's use of the workers counts against its fair share.
+    public let fairShareWindowSeconds: Int
     private let lockJob: String
     private let fence: String
 
-    public init(database: any StoreDatabase) {
+    public init(database: any StoreDatabase, fairShareWindowSeconds: Int = 3600) {
         self.database = database
+        self.fairShareWindowSeconds = fairShareWindowSeconds
         dialect = database.dialect
         greatest = dialect == .postgres ? "GREATEST" : "MAX"
+        least = dialect == .postgres ? "LEAST" : "MIN"
         forUpdate = dialect == .postgres ? " FOR UPDATE" : ""
-        claimable = """
-            SELECT id, status, project_id FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
-              AND \(Self.withinProjectLimit)
-            ORDER BY priority DESC, created_at, rowid LIMIT 1\(dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : "")
+        lockCandidate = """
+            SELECT id, status, project_id FROM jobs WHERE id = ?2 AND \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
+            \(dialect == .postgres ? "FOR UPDATE SKIP LOCKED" : "")
             """
         lockJob = "SELECT 1 FROM jobs WHERE id = ?1\(forUpdate)"
         fence = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_owner = ?2\(forUpdate)"
@@ -86,8 +90,8 @@ public final class SQLJobStore: JobStore {
         try database.write { connection in
             try connection.run("""
                 INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
-                                  metadata, webhook_url, status, created_at, priority)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                                  metadata, webhook_url, status, created_at, priority, queued_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?12 = '\(JobStatus.queued.rawValue)' THEN CAST(?13 AS BIGINT) END)
                 """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                       .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
                       .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt)),
@@ -160,7 +164,8 @@ public final class SQLJobStore: JobStore {
             let placeholders = (0..<from.count).map { "?\($0 + 6)" }.joined(separator: ", ")
             let moved = try connection.run("""
                 UPDATE jobs SET status = ?1, error = COALESCE(CAST(?2 AS TEXT), error), finished_at = CASE WHEN ?3 = 1 THEN ?4 ELSE finished_at END,
-                       lease_owner = CASE WHEN ?3 = 1 THEN NULL ELSE lease_owner END
+                       lease_owner = CASE WHEN ?3 = 1 THEN NULL ELSE lease_owner END,
+                       queued_at = CASE WHEN ?1 = '\(JobStatus.queued.rawValue)' THEN ?4 ELSE queued_at END
                 WHERE id = ?5 AND status IN (\(placeholders))
                 """, [.text(to.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(id)]
                     + from.map(\.rawValue).sorted().map(SQLValue.text)) == 1
@@ -318,14 +323,112 @@ public final class SQLJobStore: JobStore {
         return running < limit
     }
 
+    // MARK: - The queue: priority, then fair share, then age
+
+    /// A job waiting for a worker, as the scheduler weighs it.
+    struct Candidate {
+        let id: String, project: String, priority: Int, queuedAt: Int
+    }
+
+    /// The first few claimable jobs of each project (by priority, then age): every project with
+    /// work is weighed, however many jobs another has queued.
+    static let candidatesByProject = """
+        SELECT id, project_id, priority, COALESCE(queued_at, created_at) FROM (
+            SELECT id, project_id, priority, queued_at, created_at,
+                   ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY priority DESC, created_at, rowid) AS place
+            FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(withinProjectLimit)
+        ) AS candidates WHERE place <= ?2
+        """
+
+    func candidates(_ connection: any SQLConnection, now: Int64, perProject: Int) throws -> [Candidate] {
+        try connection.rows(Self.candidatesByProject, [.integer(now), .integer(Int64(perProject))]).compactMap { row in
+            guard case let .text(id) = row[0], case let .text(project) = row[1], case let .integer(priority) = row[2],
+                  case let .integer(queued) = row[3] else { return nil }
+            return Candidate(id: id, project: project, priority: Int(priority), queuedAt: Int(queued))
+        }
+    }
+
+    /// Each project's use of the workers over the fair-share window, in worker-seconds divided by
+    /// its weight: leases held (a lease still held counts up to now), clipped to the window.
+    func weightedUsage(_ connection: any SQLConnection, nowMs: Int64) throws -> [String: Double] {
+        let windowStart = nowMs - Int64(fairShareWindowSeconds) * 1000
+        var usage: [String: Double] = [:]
+        for row in try connection.rows("""
+            SELECT jobs.project_id,
+                   SUM(COALESCE(h.ended_at_ms, \(least)(h.expires_at_ms, ?2)) - \(greatest)(h.claimed_at_ms, ?1)), MAX(projects.weight)
+            FROM lease_history h JOIN jobs ON jobs.id = h.job_id JOIN projects ON projects.id = jobs.project_id
+            WHERE COALESCE(h.ended_at_ms, \(least)(h.expires_at_ms, ?2)) > ?1
+            GROUP BY jobs.project_id
+            """, [.integer(windowStart), .integer(nowMs)]) {
+            guard case let .text(project) = row[0] else { continue }
+            let milliseconds: Double = switch row[1] { case let .integer(v): Double(v); case let .real(v): v; default: 0 }
+            let weight: Double = switch row[2] { case let .real(v): v; case let .integer(v): Double(v); default: 1 }
+            usage[project] = milliseconds / 1000 / max(weight, 1e-9)
+        }
+        return usage
+    }
+
+    /// The scheduler's order: higher priority first; among equals, the project that has had the
+    /// least of the workers for its weight; then the job that has waited longest.
+    static func ordered(_ candidates: [Candidate], usage: [String: Double]) -> [Candidate] {
+        candidates.sorted { a, b in
+            if a.priority != b.priority { return a.priority > b.priority }
+            let (ua, ub) = (usage[a.project] ?? 0, usage[b.project] ?? 0)
+            if ua != ub { return ua < ub }
+            if a.queuedAt != b.queuedAt { return a.queuedAt < b.queuedAt }
+            return a.id < b.id
+        }
+    }
+
+    public func preemption(minimumRunSeconds: Int, waitingSeconds: Int) throws -> Preemption? {
+        try database.read { connection in
+            let now = Self.now(), nowMs = Self.nowMilliseconds()
+            let waiting = try candidates(connection, now: now, perProject: 1).filter { $0.queuedAt <= Int(now) - waitingSeconds }
+            guard !waiting.isEmpty else { return nil }
+            let usage = try weightedUsage(connection, nowMs: nowMs)
+            guard let first = Self.ordered(waiting, usage: usage).first else { return nil }
+            let running = try connection.rows("""
+                SELECT jobs.id, jobs.project_id, jobs.priority, h.claimed_at_ms FROM jobs
+                JOIN lease_history h ON h.job_id = jobs.id AND h.ended_at_ms IS NULL
+                WHERE jobs.status = '\(JobStatus.running.rawValue)' AND jobs.lease_expires_at >= ?1 AND h.claimed_at_ms <= ?2
+                """, [.integer(now), .integer(nowMs - Int64(minimumRunSeconds) * 1000)]).compactMap { row -> (Candidate, claimed: Int)? in
+                guard case let .text(id) = row[0], case let .text(project) = row[1], case let .integer(priority) = row[2],
+                      case let .integer(claimed) = row[3] else { return nil }
+                return (Candidate(id: id, project: project, priority: Int(priority), queuedAt: 0), Int(claimed))
+            }
+            let firstUsage = usage[first.project] ?? 0
+            let displaceable = running.filter { job, _ in
+                job.priority < first.priority
+                    || (job.priority == first.priority && job.project != first.project && (usage[job.project] ?? 0) > firstUsage)
+            }
+            guard let victim = displaceable.min(by: { a, b in
+                if a.0.priority != b.0.priority { return a.0.priority < b.0.priority }
+                let (ua, ub) = (usage[a.0.project] ?? 0, usage[b.0.project] ?? 0)
+                if ua != ub { return ua > ub }
+                return a.claimed > b.claimed
+            })?.0 else { return nil }
+            let reason = victim.priority < first.priority
+                ? "job \(first.id) of priority \(first.priority) is waiting (this job's is \(victim.priority))"
+                : "job \(first.id) of a project that has had less of the workers is waiting (fair share over \(fairShareWindowSeconds / 60) minutes)"
+            return Preemption(victim: victim.id, waiting: first.id, reason: reason)
+        }
+    }
+
     public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
         // Idle workers poll: look on a reader first, and take a writer only when there is work.
         guard try !database.read({ try $0.rows(Self.anyClaimable, [.integer(Self.now())]) }).isEmpty else { return nil }
         let claimed: String? = try database.write { connection in
             let now = Self.now()
-            guard let row = try connection.rows(claimable, [.integer(now)]).first, case let .text(id) = row[0], case let .text(previous) = row[1],
-                  case let .text(project) = row[2], try projectHasRoom(connection, project, now: now)
-            else { return nil }
+            let usage = try weightedUsage(connection, nowMs: Self.nowMilliseconds())
+            // The first in order that is still claimable (on PostgreSQL, not being claimed by another worker now).
+            var taken: (id: String, previous: String)?
+            for candidate in Self.ordered(try candidates(connection, now: now, perProject: 3), usage: usage) {
+                guard let row = try connection.rows(lockCandidate, [.integer(now), .text(candidate.id)]).first, case let .text(previous) = row[1],
+                      try projectHasRoom(connection, candidate.project, now: now) else { continue }
+                taken = (candidate.id, previous)
+                break
+            }
+            guard let (id, previous) = taken else { return nil }
             let expires = now + Int64(leaseSeconds)
             try connection.run("""
                 UPDATE jobs SET status = ?1, lease_owner = ?2, lease_expires_at = ?3, started_at = COALESCE(started_at, ?4),
@@ -360,7 +463,8 @@ public final class SQLJobStore: JobStore {
             guard try connection.run("""
                 UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claims_without_progress = 0,
                        status = CASE WHEN CAST(?1 AS TEXT) IS NOT NULL AND status = ?7 THEN CAST(?1 AS TEXT) ELSE status END,
-                       error = COALESCE(CAST(?2 AS TEXT), error), finished_at = CASE WHEN ?3 = 1 THEN ?4 ELSE finished_at END
+                       error = COALESCE(CAST(?2 AS TEXT), error), finished_at = CASE WHEN ?3 = 1 THEN ?4 ELSE finished_at END,
+                       queued_at = CASE WHEN CAST(?1 AS TEXT) = '\(JobStatus.queued.rawValue)' THEN ?4 ELSE queued_at END
                 WHERE id = ?5 AND lease_owner = ?6
                 """, [Self.optional(status?.rawValue), Self.optional(error?.json), .integer(terminal ? 1 : 0), .integer(Self.now()), .text(jobID),
                       .text(worker), .text(JobStatus.running.rawValue)]) == 1 else { return false }

@@ -49,10 +49,11 @@ func printUsage() {
       keys create --project NAME [--admin] [--data-dir ./data] [--database postgres://…]
       keys list [--data-dir ./data] [--database postgres://…]
       keys revoke KEY_ID [--data-dir ./data] [--database postgres://…]
-      projects list | set NAME [--max-priority N] [--max-running N|none]
+      projects list | set NAME [--max-priority N] [--max-running N|none] [--weight W]
                                    the operator's limits on a project sharing the workers:
-                                   the highest priority its jobs may ask for (default 0)
-                                   and how many may run at once (default unlimited)
+                                   the highest priority its jobs may ask for (default 0),
+                                   how many may run at once (default unlimited), and its
+                                   weight in the fair share (default 1)
       backup --to FILE [--data-dir ./data] [--database postgres://…]
                                    a consistent copy of the database while the server runs
                                    (SQLite online backup; on PostgreSQL, pg_dump's custom
@@ -110,6 +111,7 @@ func serve(_ arguments: [String]) -> Never {
         workers.workers = count
     }
     workers.threadsPerJob = threadsPerJob(arguments) ?? workers.threadsPerJob
+    _ = (minimumRunSeconds(arguments), fairShareWindow(arguments))  // checked here, applied by the workers
     var settings = ServiceSettings.defaults(workers: max(1, workers.workers))
     settings.memoryBudget = memoryPerJob(arguments) ?? settings.memoryBudget
     if let value = option("--max-sample-flops", in: arguments) {
@@ -161,6 +163,7 @@ func serve(_ arguments: [String]) -> Never {
     // of memory or crashes takes down alone.
     let workerArguments = ["worker", "--supervised", "--data-dir", data.path, "--threads-per-job", "\(workers.threadsPerJob)",
                            "--max-job-memory", "\(settings.memoryBudget.bytes)"]
+        + ["--min-run-seconds", "--fair-share-window"].flatMap { flag in option(flag, in: arguments).map { [flag, $0] } ?? [] }
     let supervisor = WorkerSupervisor(configuration: .init(processes: workers.workers, executable: currentExecutable(), arguments: workerArguments),
                                       data: data, store: application.jobs, changes: application.statusChanges, telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
@@ -208,6 +211,23 @@ func serve(_ arguments: [String]) -> Never {
     _exit(0)
 }
 
+/// `--min-run-seconds N|never`: how long a job runs before fair sharing may preempt it (nil: not given).
+func minimumRunSeconds(_ arguments: [String]) -> Int?? {
+    option("--min-run-seconds", in: arguments).map { value -> Int? in
+        if value == "never" { return nil }
+        guard let seconds = Int(value), (1...86_400).contains(seconds) else { fail("--min-run-seconds takes seconds (1-86400), or never", status: 2) }
+        return seconds
+    }
+}
+
+/// `--fair-share-window SECONDS`: how far back a project's use of the workers counts.
+func fairShareWindow(_ arguments: [String]) -> Int? {
+    option("--fair-share-window", in: arguments).map { value -> Int in
+        guard let seconds = Int(value), (60...30 * 86_400).contains(seconds) else { fail("--fair-share-window takes seconds, 60 to 2592000", status: 2) }
+        return seconds
+    }
+}
+
 func threadsPerJob(_ arguments: [String]) -> Int? {
     option("--threads-per-job", in: arguments).map { value in
         guard let count = Int(value), (1...256).contains(count) else { fail("--threads-per-job takes a number of BLAS threads, 1-256", status: 2) }
@@ -248,6 +268,7 @@ func worker(_ arguments: [String]) -> Never {
         configuration.leaseSeconds = seconds
         configuration.heartbeatSeconds = min(configuration.heartbeatSeconds, Double(seconds) / 3)
     }
+    if let minimum = minimumRunSeconds(arguments) { configuration.minimumRunSeconds = minimum }
     let data = openDataDirectory(arguments, connections: 4)
     let changes = JobStatusChanges()
     let channel = supervised ? WorkerChannel(changes: changes, onSupervisorGone: { stopRequested.signal() }) : nil
@@ -255,7 +276,8 @@ func worker(_ arguments: [String]) -> Never {
     // (supervised, its server carries them).
     let fleet = supervised ? nil : (data.database as? PostgresDatabase).map { FleetNotifications(database: $0, changes: changes) }
     fleet?.start()
-    let pool = WorkerPool(data: data, store: SQLJobStore(database: data.database), changes: changes, configuration: configuration,
+    let window = fairShareWindow(arguments) ?? 3600
+    let pool = WorkerPool(data: data, store: SQLJobStore(database: data.database, fairShareWindowSeconds: window), changes: changes, configuration: configuration,
                           telemetry: channel)
     for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
     let sources = [SIGTERM, SIGINT].map { signalNumber in
@@ -303,7 +325,7 @@ func projects(_ arguments: [String]) -> Never {
         switch arguments.first {
         case "list":
             for project in try store.list() {
-                print("\(project.name)  \(project.id)  max priority \(project.limits.maxPriority)  max running \(project.limits.maxRunning.map(String.init) ?? "unlimited")")
+                print("\(project.name)  \(project.id)  max priority \(project.limits.maxPriority)  max running \(project.limits.maxRunning.map(String.init) ?? "unlimited")  weight \(project.limits.weight)")
             }
         case "set":
             let name = arguments[1]
@@ -316,11 +338,15 @@ func projects(_ arguments: [String]) -> Never {
                 guard let number = Int(value), number >= 0 else { fail("--max-running takes a number of jobs, or none", status: 2) }
                 return number
             }
-            guard priority != nil || running != nil else { fail("projects set needs --max-priority or --max-running", status: 2) }
-            try store.set(project: name, maxPriority: priority, maxRunning: running)
+            let weight = option("--weight", in: arguments).map { value -> Double in
+                guard let number = Double(value), number > 0, number <= 1000 else { fail("--weight takes a number above 0, at most 1000", status: 2) }
+                return number
+            }
+            guard priority != nil || running != nil || weight != nil else { fail("projects set needs --max-priority, --max-running or --weight", status: 2) }
+            try store.set(project: name, maxPriority: priority, maxRunning: running, weight: weight)
             print("project \(name): max priority \(priority.map(String.init) ?? "unchanged"), max running \(running.map { $0.map(String.init) ?? "unlimited" } ?? "unchanged")")
         default:
-            fail("usage: preftune projects list | set NAME [--max-priority N] [--max-running N|none]", status: 2)
+            fail("usage: preftune projects list | set NAME [--max-priority N] [--max-running N|none] [--weight W]", status: 2)
         }
     } catch {
         fail("\(error)")

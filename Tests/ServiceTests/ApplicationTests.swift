@@ -55,8 +55,9 @@ final class LiveService {
     }
 
     /// Starts a worker pool (a restarted server's, when one ran and was stopped before).
-    func startWorkers(_ count: Int = 1, memoryBudget: MemoryBudget? = nil) {
+    func startWorkers(_ count: Int = 1, memoryBudget: MemoryBudget? = nil, minimumRunSeconds: Int? = 60) {
         var configuration = WorkerPool.Configuration(workers: count, threadsPerJob: 1)
+        configuration.minimumRunSeconds = minimumRunSeconds
         configuration.memoryBudget = memoryBudget ?? application.settings.memoryBudget
         configuration.heartbeatSeconds = 0.5
         configuration.pollSeconds = 0.05

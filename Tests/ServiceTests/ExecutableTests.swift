@@ -100,7 +100,9 @@ import Glibc
         #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("vision  proj_"))
         #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("max priority 5  max running 2"))
         _ = try runTool([Self.binary, "projects", "set", "vision", "--max-running", "none", "--data-dir", data])
-        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("max priority 5  max running unlimited"))
+        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("max priority 5  max running unlimited  weight 1.0"))
+        _ = try runTool([Self.binary, "projects", "set", "vision", "--weight", "2.5", "--data-dir", data])
+        #expect(try runTool([Self.binary, "projects", "list", "--data-dir", data]).output.contains("weight 2.5"))
         #expect(try runTool([Self.binary, "projects", "set", "vision", "--max-priority", "500", "--data-dir", data]).status == 2)
         #expect(try runTool([Self.binary, "projects", "set", "vision", "--data-dir", data]).status == 2, "nothing to set")
     }

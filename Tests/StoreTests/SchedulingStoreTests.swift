@@ -61,3 +61,61 @@ import Testing
         #expect(try store.countsByStatus()[.running] == 2)
     }
 }
+
+/// Fair share between projects, and which running job a waiting one displaces.
+@Suite struct FairShareStoreTests {
+    /// Records `seconds` of worker time for the project's job `id`, ended a minute ago.
+    static func used(_ database: any StoreDatabase, _ id: String, seconds: Int) throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        try database.write {
+            try $0.run("INSERT INTO lease_history (job_id, owner, claimed_at_ms, expires_at_ms, ended_at_ms) VALUES (?1, 'old', ?2, ?3, ?3)",
+                       [.text(id), .integer(now - 60_000 - Int64(seconds) * 1000), .integer(now - 60_000)])
+        }
+    }
+
+    static func twoProjects(_ dialect: SQLDialect) throws -> (SQLJobStore, any StoreDatabase) {
+        let (store, database) = try JobStoreTests.store(dialect)
+        try database.write { try $0.run("INSERT INTO projects (id, name, created_at) VALUES ('q', 'other', 0)", []) }
+        return (store, database)
+    }
+
+    @Test(arguments: SQLDialect.allCases)
+    func theProjectThatHadLessOfTheWorkersGoesFirst(dialect: SQLDialect) throws {
+        let (store, database) = try Self.twoProjects(dialect)
+        try SchedulingStoreTests.insert(store, "ftjob-p-done", createdAt: 1)
+        _ = try store.transition("ftjob-p-done", from: [.queued], to: .succeeded, error: nil, event: "done", level: "info")
+        try Self.used(database, "ftjob-p-done", seconds: 600)
+        try SchedulingStoreTests.insert(store, "ftjob-p-old", createdAt: 2)
+        try SchedulingStoreTests.insert(store, "ftjob-q-new", project: "q", createdAt: 3)
+        #expect(try store.claimNext(worker: "w1", leaseSeconds: 60)?.id == "ftjob-q-new", "p had ten minutes of the workers; q none")
+        #expect(try store.claimNext(worker: "w2", leaseSeconds: 60)?.id == "ftjob-p-old")
+        // Weight doubles a project's share: 600 s at weight 4 counts as 150 s.
+        try SQLProjectStore(database: database).set(project: "team", maxPriority: nil, maxRunning: nil, weight: 4)
+        try Self.used(database, "ftjob-q-new", seconds: 300)
+        try SchedulingStoreTests.insert(store, "ftjob-q-2", project: "q", createdAt: 4)
+        try SchedulingStoreTests.insert(store, "ftjob-p-2", createdAt: 5)
+        #expect(try store.claimNext(worker: "w3", leaseSeconds: 60)?.id == "ftjob-p-2")
+    }
+
+    @Test(arguments: SQLDialect.allCases)
+    func aWaitingJobDisplacesTheRightRunningOne(dialect: SQLDialect) throws {
+        let (store, database) = try Self.twoProjects(dialect)
+        try SchedulingStoreTests.insert(store, "ftjob-p-run", createdAt: 1)
+        _ = try store.claimNext(worker: "w1", leaseSeconds: 600)
+        #expect(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 3) == nil, "nothing waits")
+        try SchedulingStoreTests.insert(store, "ftjob-q-wait", project: "q", createdAt: 2)
+        try database.write { try $0.run("UPDATE jobs SET queued_at = ?1 WHERE id = 'ftjob-q-wait'", [.integer(Int64(Date().timeIntervalSince1970) - 10)]) }
+        #expect(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 3) == nil, "the running job has not run its minimum yet")
+        try database.write { try $0.run("UPDATE lease_history SET claimed_at_ms = claimed_at_ms - 120000 WHERE job_id = 'ftjob-p-run'", []) }
+        let fair = try #require(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 3))
+        #expect(fair.victim == "ftjob-p-run" && fair.waiting == "ftjob-q-wait" && fair.reason.contains("fair share"), "\(fair)")
+        #expect(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 30) == nil, "not waiting long enough to mean no worker is free")
+        // Of the same project and priority, a waiting job displaces nothing.
+        try database.write { try $0.run("UPDATE jobs SET project_id = 'p' WHERE id = 'ftjob-q-wait'", []) }
+        #expect(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 3) == nil)
+        // A higher priority does, in any project.
+        try database.write { try $0.run("UPDATE jobs SET priority = 3 WHERE id = 'ftjob-q-wait'", []) }
+        let urgent = try #require(try store.preemption(minimumRunSeconds: 60, waitingSeconds: 3))
+        #expect(urgent.victim == "ftjob-p-run" && urgent.reason.contains("priority 3"))
+    }
+}

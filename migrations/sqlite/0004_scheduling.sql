@@ -5,3 +5,7 @@ ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE projects ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE projects ADD COLUMN max_running INTEGER;
 CREATE INDEX jobs_queue ON jobs(status, priority DESC, created_at);
+-- Fair share: each project's weight (its share of the workers, relative to the other
+-- projects waiting), and when each job last entered the queue.
+ALTER TABLE projects ADD COLUMN weight REAL NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN queued_at INTEGER;

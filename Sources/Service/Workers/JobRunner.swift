@@ -38,7 +38,7 @@ struct JobRunner {
                 if sink.storeError != nil { return .cancel }
                 switch control.request {
                 case nil: return .proceed
-                case .pause, .shutdown: return .pause
+                case .pause, .shutdown, .preempt: return .pause
                 case .cancel, .leaseLost: return .cancel
                 }
             }
@@ -151,6 +151,14 @@ struct JobRunner {
             if registered { sink.appendToFile("succeeded: model \(id)") }
             return registered ? .succeeded : nil
         case let .paused(step):
+            if control.request == .preempt {
+                let reason = control.whyPreempted ?? "another job takes this worker"
+                sink.appendToFile("preempted at step \(step): \(reason)")
+                _ = try? store.release(job.id, worker: worker, status: .queued, error: nil,
+                                       event: "Preempted at step \(step): \(reason); training state saved, the job is queued again and resumes where it stopped",
+                                       level: "info")
+                return .queued
+            }
             if control.request == .shutdown {
                 _ = try? store.release(job.id, worker: worker, status: .queued, error: nil,
                                        event: "Server stopping: training state saved at step \(step); the job is queued again", level: "info")

@@ -25,6 +25,8 @@ public final class WorkerPool: Sendable {
         public var pollSeconds = 1.0
         /// OpenBLAS's threads, lowered to the workers' priority (`CPUPriority.threadsAtStartup`).
         public var blasThreads: [Int32] = []
+        /// A running job may be preempted (fair share, priority) once it has run this long; nil: never.
+        public var minimumRunSeconds: Int? = 60
         /// What one job may hold in memory; checked again before a job's buffers are allocated.
         public var memoryBudget = ServiceSettings.defaults().memoryBudget
 
@@ -151,7 +153,8 @@ public final class WorkerPool: Sendable {
                 return !$0.stopping
             }
             if !proceed { control.request(.shutdown) }
-            let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds)
+            let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds,
+                                      preemptAfter: configuration.minimumRunSeconds, waitingSeconds: Int(configuration.pollSeconds * 2) + 1)
             telemetry?.jobStarted(job.id)
             let runner = JobRunner(job: job, worker: name, data: data, memoryBudget: configuration.memoryBudget, store: store, control: control,
                                    changes: changes, telemetry: telemetry)
@@ -169,12 +172,14 @@ public final class WorkerPool: Sendable {
 
 /// What a running job has been asked to do, read by the trainer between steps.
 final class JobControl: Sendable {
-    enum Request { case pause, cancel, shutdown, leaseLost }
+    enum Request { case pause, cancel, shutdown, leaseLost, preempt }
 
     let jobID: String
     let worker: String
     let store: any JobStore
     private let pending = Mutex<Request?>(nil)
+    /// Why the job was preempted, when it was.
+    private let preemptionReason = Mutex<String?>(nil)
 
     init(jobID: String, worker: String, store: any JobStore) {
         self.jobID = jobID
@@ -183,6 +188,13 @@ final class JobControl: Sendable {
     }
 
     var request: Request? { pending.withLock { $0 } }
+    var whyPreempted: String? { preemptionReason.withLock { $0 } }
+
+    /// Gives the worker up to a waiting job: the trainer saves its state as for a pause, and the job is queued again.
+    func preempt(because reason: String) {
+        preemptionReason.withLock { $0 = reason }
+        request(.preempt)
+    }
 
     /// The first request wins, except that losing the lease overrides everything: then nothing may be written.
     func request(_ request: Request) {
@@ -207,10 +219,18 @@ final class JobControl: Sendable {
 final class Heartbeat: Sendable {
     private let stopped = DispatchSemaphore(value: 0)
 
-    init(control: JobControl, leaseSeconds: Int, every interval: Double) {
+    /// With `preemptAfter`, each beat also asks whether this job should give its worker to a waiting one.
+    init(control: JobControl, leaseSeconds: Int, every interval: Double, preemptAfter: Int? = nil, waitingSeconds: Int = 3) {
         let thread = DedicatedThreads(threads: 1, name: "heartbeat")
         thread.run { [stopped] in
-            while stopped.wait(timeout: .now() + interval) == .timedOut { control.renew(leaseSeconds: leaseSeconds) }
+            while stopped.wait(timeout: .now() + interval) == .timedOut {
+                control.renew(leaseSeconds: leaseSeconds)
+                if let preemptAfter, control.request == nil,
+                   let preemption = try? control.store.preemption(minimumRunSeconds: preemptAfter, waitingSeconds: waitingSeconds),
+                   preemption.victim == control.jobID {
+                    control.preempt(because: preemption.reason)
+                }
+            }
         }
         thread.stop()
     }

@@ -1,0 +1,68 @@
+import Foundation
+import Service
+import Store
+import TestSupport
+import Testing
+
+/// One worker shared by two projects: a waiting job of the project that has had less of the
+/// worker takes it from a running one at its next step, and the preempted job, queued again,
+/// later ends with exactly the weights of a run that was never preempted.
+@Suite struct PreemptionTests {
+    static var long: [String: Any] { ["type": "sft", "sft": ["hyperparameters": ["n_steps": 60_000, "batch_size": 4, "log_every": 2000,
+                                                                                  "checkpoint_every": 100_000, "learning_rate": 1e-3]]] }
+    static var short: [String: Any] { ["type": "sft", "sft": ["hyperparameters": ["n_steps": 500, "batch_size": 4, "log_every": 100]]] }
+
+    /// A seeded base model and a training file in the key's project.
+    static func fixtures(_ service: LiveService, key: String) async throws -> (model: String, file: String) {
+        let model = try await service.post("/v1/models", ["id": "base", "config": ModelsTests.config, "seed": 5], key: key)
+        let lines = (0..<12).map { #"{"prompt": "dot \#($0 % 3)", "sample": \#(WorkerFixtures.vector($0))}"# }.joined(separator: "\n")
+        let file = try await service.upload(Array(lines.utf8), key: key)
+        return (model.json["id"] as! String, file.json["id"] as! String)
+    }
+
+    static func job(_ service: LiveService, _ fixtures: (model: String, file: String), method: [String: Any], key: String) async throws -> String {
+        let created = try await service.post("/v1/fine_tuning/jobs", ["model": fixtures.model, "training_file": fixtures.file, "method": method, "seed": 7],
+                                             key: key)
+        return try #require(created.json["id"] as? String, "\(created.json)")
+    }
+
+    static func finish(_ service: LiveService, _ id: String, key: String) async throws -> [String: Any] {
+        try await poll("job \(id) to end", seconds: 120, every: .milliseconds(20)) {
+            let job = try await service.request("GET", "/v1/fine_tuning/jobs/\(id)", key: key).json
+            return ["succeeded", "failed", "cancelled"].contains(job["status"] as? String ?? "") ? job : nil
+        }
+    }
+
+    @Test func aJobOfAnUnderServedProjectPreemptsLosslessly() async throws {
+        let service = try LiveService()
+        service.startWorkers(1, minimumRunSeconds: 1)
+        let other = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "other") }.secret
+        let mine = try await Self.fixtures(service, key: service.adminKey)
+        let theirs = try await Self.fixtures(service, key: other)
+        let long = try await Self.job(service, mine, method: Self.long, key: service.adminKey)
+        _ = try await poll("the long job to train", seconds: 30) {
+            (try await service.request("GET", "/v1/fine_tuning/jobs/\(long)", key: service.adminKey).json["progress"] as? [String: Any])?["step"] as? Int ?? 0 > 0 ? true : nil
+        }
+        let short = try await Self.job(service, theirs, method: Self.short, key: other)
+        let shortEnd = try await Self.finish(service, short, key: other)
+        #expect(shortEnd["status"] as? String == "succeeded")
+        let longStatus = try await service.request("GET", "/v1/fine_tuning/jobs/\(long)", key: service.adminKey).json["status"] as? String
+        #expect(longStatus != "succeeded", "the other project's job ran before the long one ended: it was preempted")
+        let longEnd = try await Self.finish(service, long, key: service.adminKey)
+        #expect(longEnd["status"] as? String == "succeeded", "\(longEnd)")
+        let events = try await service.request("GET", "/v1/fine_tuning/jobs/\(long)/events?limit=100", key: service.adminKey).json["data"] as? [[String: Any]] ?? []
+        let preempted = events.compactMap { $0["message"] as? String }.filter { $0.hasPrefix("Preempted at step") }
+        #expect(preempted.count >= 1 && preempted[0].contains("fair share"), "\(preempted)")
+        let metrics = try await service.request("GET", "/v1/fine_tuning/jobs/\(long)/metrics?names=loss", key: service.adminKey).json
+        #expect((metrics["series"] as? [String: [String: Any]])?["loss"]?["steps"] as? [Int] == Array(stride(from: 2000, through: 60_000, by: 2000)))
+
+        // The same job alone, never preempted.
+        let alone = try LiveService()
+        alone.startWorkers(1, minimumRunSeconds: nil)
+        let again = try await Self.job(alone, try await Self.fixtures(alone, key: alone.adminKey), method: Self.long, key: alone.adminKey)
+        let aloneEnd = try await Self.finish(alone, again, key: alone.adminKey)
+        let preemptedWeights = try Data(contentsOf: URL(fileURLWithPath: try service.modelPath(longEnd["fine_tuned_model"] as! String)))
+        let aloneWeights = try Data(contentsOf: URL(fileURLWithPath: try alone.modelPath(aloneEnd["fine_tuned_model"] as! String)))
+        #expect(preemptedWeights == aloneWeights, "bit-identical to a run that was never preempted")
+    }
+}
