@@ -23,6 +23,9 @@ public struct FineTuningJob: JSONMembers, Sendable {
     public let progress: Progress
     public let priority: Int
     public let queuePosition: Int?
+    public let maxRetries: Int
+    public let retries: Int
+    public let maxDuration: Int?
     public let organizationID: String
     public let resultFiles: [String] = []
     public let trainedTokens: Int? = nil
@@ -60,6 +63,9 @@ public struct FineTuningJob: JSONMembers, Sendable {
         organizationID = job.projectID
         priority = job.priority
         queuePosition = job.queuePosition
+        maxRetries = job.maxRetries
+        retries = job.retries
+        maxDuration = job.maxDuration
     }
 
     public func writeMembers(to object: inout JSONObjectWriter) {
@@ -82,6 +88,9 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("progress", progress)
         object.member("priority", priority)
         object.member("queue_position", queuePosition)
+        object.member("max_retries", maxRetries)
+        object.member("retries", retries)
+        object.member("max_duration", maxDuration)
         object.member("organization_id", organizationID)
         object.member("result_files", encoding: resultFiles)
         object.member("trained_tokens", trainedTokens)

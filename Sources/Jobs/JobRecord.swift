@@ -27,6 +27,11 @@ public struct JobRecord: Sendable, Equatable {
     public var priority = 0
     /// For a queued job, its place in the queue (1: claimed next), as read.
     public var queuePosition: Int?
+    /// Takeovers allowed after a worker died or lost its lease, and how many there were.
+    public var maxRetries = 3
+    public var retries = 0
+    /// The most the job may run (seconds of training, pauses and queueing not counted); nil: no limit.
+    public var maxDuration: Int?
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
                 hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,

@@ -111,10 +111,12 @@ enum JobsAPI {
         var metadata: [String: String]
         var webhookURL: String?
         var priority: Int
+        var maxRetries: Int
+        var maxDuration: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
-            case webhookURL = "webhook_url", priority
+            case webhookURL = "webhook_url", priority, maxRetries = "max_retries", maxDuration = "max_duration"
         }
 
         init(from decoder: any Decoder) throws {
@@ -142,6 +144,8 @@ enum JobsAPI {
             }
             webhookURL = try body.decodeIfPresent(String.self, forKey: .webhookURL, explaining: "webhook_url must be an http(s) URL")
             priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities) ?? 0
+            maxRetries = try body.decodeIfPresent(Int.self, forKey: .maxRetries, in: 0...10) ?? 3
+            maxDuration = try body.decodeIfPresent(Int.self, forKey: .maxDuration, in: 1...30 * 86_400)
         }
     }
 
@@ -214,6 +218,8 @@ enum JobsAPI {
                             metadata: JSONBodyEncoder.string(SortedMembers(request.metadata)),
                             webhookURL: request.webhookURL, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
         job.priority = request.priority
+        job.maxRetries = request.maxRetries
+        job.maxDuration = request.maxDuration
         try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
         // The validation stage takes it from here.
         changes.post(jobID: job.id, status: .validatingFiles)

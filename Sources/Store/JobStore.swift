@@ -74,6 +74,8 @@ public protocol JobStore: Sendable {
     func preemption(minimumRunSeconds: Int, waitingSeconds: Int) throws -> Preemption?
     /// Each running job's last recorded step and loss, for per-job metrics on any node.
     func runningProgress() throws -> [(id: String, step: Int, loss: Double?)]
+    /// How long the job has trained, over all its leases (a held one up to now), in seconds.
+    func runSeconds(_ jobID: String) throws -> Int
     /// Every lease ever taken on the job, oldest first: who held it and when, for audits.
     func leaseHistory(_ jobID: String) throws -> [LeaseRecord]
     /// Takes the job's terminal-status webhook for this process: true once per job, for the

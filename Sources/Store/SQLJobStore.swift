@@ -32,7 +32,7 @@ public final class SQLJobStore: JobStore {
         least = dialect == .postgres ? "LEAST" : "MIN"
         forUpdate = dialect == .postgres ? " FOR UPDATE" : ""
         lockCandidate = """
-            SELECT id, status, project_id FROM jobs WHERE id = ?2 AND \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress)
+            SELECT id, status, project_id FROM jobs WHERE id = ?2 AND \(Self.claimableCondition) AND claims_without_progress < \(Self.maxClaimsWithoutProgress) AND \(Self.retriesLeft)
             \(dialect == .postgres ? "FOR UPDATE SKIP LOCKED" : "")
             """
         lockJob = "SELECT 1 FROM jobs WHERE id = ?1\(forUpdate)"
@@ -52,7 +52,7 @@ public final class SQLJobStore: JobStore {
     static let columns = """
         id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
         status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at,
-        priority, \(queuePosition)
+        priority, \(queuePosition), max_retries, retries, max_duration
         """
 
     /// Built once: a job is read on every poll, and the statement cache looks its text up.
@@ -79,6 +79,9 @@ public final class SQLJobStore: JobStore {
         job.finishedAt = int(20)
         job.priority = int(21) ?? 0
         job.queuePosition = int(22)
+        job.maxRetries = int(23) ?? 3
+        job.retries = int(24) ?? 0
+        job.maxDuration = int(25)
         return job
     }
 
@@ -90,12 +93,13 @@ public final class SQLJobStore: JobStore {
         try database.write { connection in
             try connection.run("""
                 INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
-                                  metadata, webhook_url, status, created_at, priority, queued_at)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?12 = '\(JobStatus.queued.rawValue)' THEN CAST(?13 AS BIGINT) END)
+                                  metadata, webhook_url, status, created_at, priority, queued_at, max_retries, max_duration)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?12 = '\(JobStatus.queued.rawValue)' THEN CAST(?13 AS BIGINT) END,
+                        ?15, ?16)
                 """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                       .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
                       .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt)),
-                      .integer(Int64(job.priority))])
+                      .integer(Int64(job.priority)), .integer(Int64(job.maxRetries)), job.maxDuration.map { .integer(Int64($0)) } ?? .null])
             try appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
         }
     }
@@ -280,28 +284,37 @@ public final class SQLJobStore: JobStore {
                            [.integer(Self.nowMilliseconds()), .text(jobID)])
     }
 
+    /// A takeover (a running job whose worker died or lost its lease) is left while the job has retries left.
+    static let retriesLeft = "NOT (status = '\(JobStatus.running.rawValue)' AND retries >= max_retries)"
+
     public func failCrashLoopingJobs(maxClaims: Int = SQLJobStore.maxClaimsWithoutProgress) throws -> [String] {
-        let find = "SELECT id FROM jobs WHERE \(Self.claimableCondition) AND claims_without_progress >= ?2 ORDER BY created_at, rowid"
+        let find = """
+            SELECT id, claims_without_progress >= ?2, retries FROM jobs WHERE \(Self.claimableCondition)
+              AND (claims_without_progress >= ?2 OR NOT \(Self.retriesLeft)) ORDER BY created_at, rowid
+            """
         guard try !database.read({ try $0.rows(find, [.integer(Self.now()), .integer(Int64(maxClaims))]) }).isEmpty else { return [] }
         return try database.write { connection in
-            let ids = try connection.rows(find + forUpdate, [.integer(Self.now()), .integer(Int64(maxClaims))]).compactMap { row -> String? in
-                if case let .text(id) = row[0] { id } else { nil }
+            let failing = try connection.rows(find + forUpdate, [.integer(Self.now()), .integer(Int64(maxClaims))]).compactMap { row -> (String, JobError)? in
+                guard case let .text(id) = row[0], case let .integer(retries) = row[2] else { return nil }
+                if case .integer(1) = row[1] {
+                    return (id, JobError(code: "worker_crashed", message: "the job was claimed \(maxClaims) times and its worker stopped each time before one step completed (the process crashed or was killed); it is not retried. Check the job's log and settings, e.g. its memory needs"))
+                }
+                return (id, JobError(code: "worker_crashed", message: "the job's worker died or lost its lease \(retries + 1) times, past its max_retries of \(retries); it is not retried"))
             }
-            let message = "the job was claimed \(maxClaims) times and its worker stopped each time before one step completed (the process crashed or was killed); it is not retried. Check the job's log and settings, e.g. its memory needs"
-            let error = JobError(code: "worker_crashed", message: message)
-            for id in ids {
+            for (id, error) in failing {
+                let message = error.message
                 try connection.run("""
                     UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?4
                     """, [.text(JobStatus.failed.rawValue), .text(error.json), .integer(Self.now()), .text(id)])
                 try connection.run("UPDATE lease_history SET ended_at_ms = expires_at_ms WHERE job_id = ?1 AND ended_at_ms IS NULL", [.text(id)])
                 try appendEvent(connection, id, level: "error", type: "message", message: "Failed: \(message)", data: nil)
             }
-            return ids
+            return failing.map(\.0)
         }
     }
 
     static let anyClaimable = """
-        SELECT id FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(withinProjectLimit) LIMIT 1
+        SELECT id FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(retriesLeft) AND \(withinProjectLimit) LIMIT 1
         """
 
     /// The job's project is under its operator's limit of jobs running at once (under a live lease).
@@ -336,7 +349,7 @@ public final class SQLJobStore: JobStore {
         SELECT id, project_id, priority, COALESCE(queued_at, created_at) FROM (
             SELECT id, project_id, priority, queued_at, created_at,
                    ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY priority DESC, created_at, rowid) AS place
-            FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(withinProjectLimit)
+            FROM jobs WHERE \(claimableCondition) AND claims_without_progress < \(maxClaimsWithoutProgress) AND \(retriesLeft) AND \(withinProjectLimit)
         ) AS candidates WHERE place <= ?2
         """
 
@@ -432,7 +445,8 @@ public final class SQLJobStore: JobStore {
             let expires = now + Int64(leaseSeconds)
             try connection.run("""
                 UPDATE jobs SET status = ?1, lease_owner = ?2, lease_expires_at = ?3, started_at = COALESCE(started_at, ?4),
-                       claims_without_progress = claims_without_progress + 1
+                       claims_without_progress = claims_without_progress + 1,
+                       retries = retries + CASE WHEN status = ?1 THEN 1 ELSE 0 END
                 WHERE id = ?5
                 """, [.text(JobStatus.running.rawValue), .text(worker), .integer(expires), .integer(now), .text(id)])
             // A lease taken over ended when it expired.
@@ -489,6 +503,17 @@ public final class SQLJobStore: JobStore {
             else { return }
             try connection.run("UPDATE lease_history SET ended_at_ms = ?1 WHERE job_id = ?2 AND owner = ?3 AND ended_at_ms IS NULL",
                                [.integer(Self.nowMilliseconds()), .text(jobID), .text(owner)])
+        }
+    }
+
+    public func runSeconds(_ jobID: String) throws -> Int {
+        try database.read { connection in
+            let now = Self.nowMilliseconds()
+            let row = try connection.rows("""
+                SELECT CAST(COALESCE(SUM(COALESCE(ended_at_ms, \(least)(expires_at_ms, ?2)) - claimed_at_ms), 0) AS BIGINT) FROM lease_history WHERE job_id = ?1
+                """, [.text(jobID), .integer(now)]).first
+            guard case let .integer(milliseconds)? = row?.first else { return 0 }
+            return Int(milliseconds / 1000)
         }
     }
 

@@ -66,3 +66,20 @@ import Testing
         #expect(preemptedWeights == aloneWeights, "bit-identical to a run that was never preempted")
     }
 }
+
+@Suite struct DeadlineTests {
+    @Test func aJobPastItsMaxDurationFailsWithDeadlineExceeded() async throws {
+        let service = try LiveService(workers: 1)
+        let (model, file) = try await service.jobFixtures()
+        let created = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "max_duration": 1,
+                                                                       "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 10_000_000, "log_every": 1000]]]])
+        let id = try #require(created.json["id"] as? String, "\(created.json)")
+        #expect(created.json["max_duration"] as? Int == 1 && created.json["max_retries"] as? Int == 3)
+        let ended = try await PreemptionTests.finish(service, id, key: service.adminKey)
+        #expect(ended["status"] as? String == "failed")
+        let error = ended["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "deadline_exceeded" && (error?["message"] as? String)?.contains("max_duration of 1 s") == true, "\(ended)")
+        #expect(try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "max_retries": 11,
+                                                                 "method": ["type": "sft"]]).status == 400)
+    }
+}

@@ -115,13 +115,31 @@ import Testing
 
     @Test(arguments: SQLDialect.allCases)
     func progressResetsTheClaimCount(dialect: SQLDialect) throws {
-        let (store, _) = try JobStoreTests.store(dialect)
+        let (store, database) = try JobStoreTests.store(dialect)
         try JobStoreTests.insert(store, "ftjob-steady", createdAt: 1)
+        _ = try database.write { try $0.run("UPDATE jobs SET max_retries = 10", []) }
         for (step, worker) in ["w1", "w2", "w3", "w4"].enumerated() {
             #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-steady", "\(worker)")
             _ = try store.recordStep("ftjob-steady", worker: worker, step: step + 1, values: ["loss": 1], summary: "step", samplesPerSecond: nil, estimatedFinish: nil)
         }
         #expect(try store.failCrashLoopingJobs(maxClaims: 3).isEmpty)
+    }
+
+    /// A job whose workers die after making progress is taken over at most `max_retries` times.
+    @Test(arguments: SQLDialect.allCases)
+    func takeoversStopAtMaxRetries(dialect: SQLDialect) throws {
+        let (store, database) = try JobStoreTests.store(dialect)
+        try JobStoreTests.insert(store, "ftjob-r", createdAt: 1)
+        _ = try database.write { try $0.run("UPDATE jobs SET max_retries = 1", []) }
+        for (step, worker) in ["w1", "w2"].enumerated() {
+            #expect(try store.claimNext(worker: worker, leaseSeconds: -1)?.id == "ftjob-r", "\(worker)")
+            _ = try store.recordStep("ftjob-r", worker: worker, step: step + 1, values: ["loss": 1], summary: "s", samplesPerSecond: nil, estimatedFinish: nil)
+        }
+        #expect(try store.job("ftjob-r", project: nil)?.retries == 1)
+        #expect(try store.claimNext(worker: "w3", leaseSeconds: 60) == nil, "no retries left")
+        #expect(try store.failCrashLoopingJobs(maxClaims: 3) == ["ftjob-r"])
+        let failed = try #require(try store.job("ftjob-r", project: nil))
+        #expect(failed.status == .failed && failed.error?.code == "worker_crashed" && failed.error?.message.contains("max_retries") == true)
     }
 
     @Test(arguments: SQLDialect.allCases)

@@ -9,3 +9,8 @@ CREATE INDEX jobs_queue ON jobs(status, priority DESC, created_at);
 -- projects waiting), and when each job last entered the queue.
 ALTER TABLE projects ADD COLUMN weight REAL NOT NULL DEFAULT 1;
 ALTER TABLE jobs ADD COLUMN queued_at INTEGER;
+-- Retries and deadlines: how many times a job may be taken over after its worker died or
+-- lost its lease (retries counts them), and the most it may run, in seconds (NULL: no limit).
+ALTER TABLE jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 3;
+ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN max_duration INTEGER;

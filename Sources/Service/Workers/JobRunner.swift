@@ -39,7 +39,7 @@ struct JobRunner {
                 switch control.request {
                 case nil: return .proceed
                 case .pause, .shutdown, .preempt: return .pause
-                case .cancel, .leaseLost: return .cancel
+                case .cancel, .leaseLost, .deadline: return .cancel
                 }
             }
             // Asked inside steps too: a cancel or pause takes effect within a sampling step, not after a whole rollout.
@@ -168,6 +168,9 @@ struct JobRunner {
                                    event: "Paused at step \(step): training state saved; resume to continue", level: "info")
             return nil
         case let .cancelled(step):
+            if control.request == .deadline {
+                return finish(failed: Failure(code: "deadline_exceeded", message: "the job trained past its max_duration of \(job.maxDuration ?? 0) s; it stopped at step \(step), and its checkpoints are kept"))
+            }
             if control.request == .leaseLost {
                 sink.appendToFile("stopped at step \(step): another worker holds this job now")
             } else {

@@ -147,7 +147,7 @@ public final class WorkerPool: Sendable {
                 _ = workQueued.wait(timeout: .now() + configuration.pollSeconds)
                 continue
             }
-            let control = JobControl(jobID: job.id, worker: name, store: store)
+            let control = JobControl(jobID: job.id, worker: name, store: store, maxDuration: job.maxDuration)
             let proceed: Bool = state.withLock {
                 $0.controls[job.id] = control
                 return !$0.stopping
@@ -172,19 +172,22 @@ public final class WorkerPool: Sendable {
 
 /// What a running job has been asked to do, read by the trainer between steps.
 final class JobControl: Sendable {
-    enum Request { case pause, cancel, shutdown, leaseLost, preempt }
+    enum Request { case pause, cancel, shutdown, leaseLost, preempt, deadline }
 
     let jobID: String
     let worker: String
     let store: any JobStore
+    /// The job's `max_duration`, in seconds of training.
+    let maxDuration: Int?
     private let pending = Mutex<Request?>(nil)
     /// Why the job was preempted, when it was.
     private let preemptionReason = Mutex<String?>(nil)
 
-    init(jobID: String, worker: String, store: any JobStore) {
+    init(jobID: String, worker: String, store: any JobStore, maxDuration: Int? = nil) {
         self.jobID = jobID
         self.worker = worker
         self.store = store
+        self.maxDuration = maxDuration
     }
 
     var request: Request? { pending.withLock { $0 } }
@@ -225,6 +228,9 @@ final class Heartbeat: Sendable {
         thread.run { [stopped] in
             while stopped.wait(timeout: .now() + interval) == .timedOut {
                 control.renew(leaseSeconds: leaseSeconds)
+                if let limit = control.maxDuration, control.request == nil, let ran = try? control.store.runSeconds(control.jobID), ran >= limit {
+                    control.request(.deadline)
+                }
                 if let preemptAfter, control.request == nil,
                    let preemption = try? control.store.preemption(minimumRunSeconds: preemptAfter, waitingSeconds: waitingSeconds),
                    preemption.victim == control.jobID {
