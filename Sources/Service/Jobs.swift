@@ -117,6 +117,8 @@ enum JobsAPI {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
             case webhookURL = "webhook_url", priority, maxRetries = "max_retries", maxDuration = "max_duration"
+            // OpenAI's: the deprecated top-level hyperparameters (for supervised fine-tuning), and integrations.
+            case hyperparameters, integrations
         }
 
         init(from decoder: any Decoder) throws {
@@ -127,10 +129,27 @@ enum JobsAPI {
             }
             self.trainingFile = trainingFile
             validationFile = try body.decodeIfPresent(String.self, forKey: .validationFile, explaining: "validation_file must be a file id")
-            guard try !body.isAbsent(.method) else {
-                throw body.mistake(.method, "method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}")
+            // OpenAI's deprecated top-level hyperparameters: supervised fine-tuning (sft), when no method is given.
+            let topLevel = try body.decodeIfPresent(JSONObject.self, forKey: .hyperparameters,
+                                                    explaining: "hyperparameters (deprecated: use method.<type>.hyperparameters) must be an object")
+            if try body.isAbsent(.method) {
+                guard let topLevel else {
+                    throw body.mistake(.method, "method is required, e.g. {\"type\": \"dro\", \"dro\": {\"hyperparameters\": {…}}}")
+                }
+                settings = try MethodChoice.settings(.sft, topLevel, param: "hyperparameters")
+            } else {
+                let choice = try body.decode(MethodChoice.self, forKey: .method)
+                if topLevel != nil {
+                    throw body.mistake(.hyperparameters, "give method (with method.\(choice.type.rawValue).hyperparameters) or the deprecated top-level hyperparameters (for sft), not both")
+                }
+                settings = try MethodChoice.settings(choice.type, choice.hyperparameters ?? [:], param: "method.\(choice.type.rawValue).hyperparameters")
             }
-            settings = try body.decode(MethodChoice.self, forKey: .method).settings
+            // Integrations (Weights & Biases, …) are not supported: none may be asked for, and none is silently dropped.
+            let integrationsRule = "integrations must be an array"
+            if let integrations = try body.decodeIfPresent([JSONValue].self, forKey: .integrations, explaining: integrationsRule), !integrations.isEmpty {
+                let kinds = integrations.compactMap { $0["type"]?.string }
+                throw body.mistake(.integrations, "integrations are not supported by this server\(kinds.isEmpty ? "" : " (asked for: \(kinds.joined(separator: ", ")))"); send [] or leave it out")
+            }
             seed = try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max))
             let suffixRule = "suffix must be 1-40 letters, digits, '-' or '_'"
             suffix = try body.decodeIfPresent(String.self, forKey: .suffix, explaining: suffixRule)
@@ -149,9 +168,21 @@ enum JobsAPI {
         }
     }
 
-    /// `method`: `{"type": "dro", "dro": {"hyperparameters": {…}}}`, resolved against the method's defaults.
+    /// `method`: `{"type": "dro", "dro": {"hyperparameters": {…}}}`; `settings` resolves them against the method's defaults.
     struct MethodChoice: Decodable {
-        var settings: JobSettings
+        var type: TrainingMethod
+        var hyperparameters: JSONObject?
+
+        /// The method's hyperparameters resolved: `"auto"` and absent take the method's default,
+        /// `learning_rate_multiplier` scales its default learning rate. `param` names where they were.
+        static func settings(_ type: TrainingMethod, _ values: JSONObject, param: String) throws -> JobSettings {
+            do {
+                return JobSettings(method: type, hyperparameters: try Hyperparameters.resolve(values, method: type))
+            } catch let error as HyperparameterError {
+                if error.isConflict { throw APIError(status: 422, message: error.message, param: "\(param).\(error.param)", code: "conflicting_hyperparameters") }
+                throw JSONFieldError(error.message, path: "\(param).\(error.param)")
+            }
+        }
 
         struct Section: Decodable {
             var hyperparameters: JSONObject?
@@ -166,14 +197,8 @@ enum JobsAPI {
                 throw method.mistake(typeKey, "method.type must be one of \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             try method.rejectMembers(except: ["type", typeName])
-            let section = try method.decodeIfPresent(Section.self, forKey: AnyKey(typeName))
-            do {
-                settings = JobSettings(method: type, hyperparameters: try Hyperparameters.resolve(section?.hyperparameters ?? [:], method: type))
-            } catch let error as HyperparameterError {
-                let param = "method.\(typeName).hyperparameters.\(error.param)"
-                if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
-                throw JSONFieldError(error.message, path: param)
-            }
+            self.type = type
+            hyperparameters = try method.decodeIfPresent(Section.self, forKey: AnyKey(typeName))?.hyperparameters
         }
     }
 

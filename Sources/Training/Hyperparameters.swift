@@ -86,7 +86,37 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
 
     /// Validates `values` (the request's `hyperparameters` object) for `method` and
     /// fills in the defaults. Unknown keys and out-of-range values name the key.
-    public static func resolve(_ values: JSONObject, method: TrainingMethod, datasetSize: Int? = nil) throws -> Hyperparameters {
+    ///
+    /// For clients of OpenAI's API: any key may be `"auto"`, which means the method's default
+    /// (as absent does), and `learning_rate_multiplier` sets the learning rate to that multiple
+    /// of the method's default (`learning_rate` and it together are a conflict).
+    public static func resolve(_ given: JSONObject, method: TrainingMethod, datasetSize: Int? = nil) throws -> Hyperparameters {
+        // Pairs that exclude each other do so whatever their values, "auto" included.
+        if given.present(CodingKeys.nSteps.rawValue) != nil && given.present(CodingKeys.nEpochs.rawValue) != nil {
+            throw HyperparameterError(param: "n_steps", message: "give n_steps or n_epochs, not both")
+        }
+        if given.present(multiplierKey) != nil && given.present(CodingKeys.learningRate.rawValue) != nil {
+            throw HyperparameterError(param: multiplierKey, message: "give learning_rate or learning_rate_multiplier, not both")
+        }
+        var values = given
+        for key in given.keys where given[key]?.string == "auto" { values[key] = nil }
+        var multiplier: Double?
+        if let value = values.present(multiplierKey) {
+            guard let x = value.number, x.isFinite, x > 0, x <= 1e6 else {
+                throw HyperparameterError(param: multiplierKey, message: "\(multiplierKey) must be a number in (0, 1000000]")
+            }
+            multiplier = x
+        }
+        values[multiplierKey] = nil
+        var h = try resolveExact(values, method: method, datasetSize: datasetSize)
+        if let multiplier { h.learningRate = defaultLearningRate(method) * multiplier }
+        return h
+    }
+
+    /// OpenAI's relative learning rate, accepted by `resolve` and stored as the learning rate it gives.
+    public static let multiplierKey = "learning_rate_multiplier"
+
+    static func resolveExact(_ values: JSONObject, method: TrainingMethod, datasetSize: Int?) throws -> Hyperparameters {
         let allowed = commonKeys.union(methodKeys(method))
         for key in values.keys.sorted() {
             guard let codingKey = CodingKeys(rawValue: key), allowed.contains(codingKey) else {

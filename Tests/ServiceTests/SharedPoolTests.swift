@@ -83,3 +83,31 @@ import Testing
                                                                  "method": ["type": "sft"]]).status == 400)
     }
 }
+
+/// What clients moving from OpenAI's SDK send: "auto", a learning-rate multiplier, the
+/// deprecated top-level hyperparameters, and integrations.
+@Suite struct OpenAIHabitsTests {
+    @Test func autoMultipliersTopLevelHyperparametersAndIntegrations() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        func create(_ body: [String: Any]) async throws -> (status: Int, json: [String: Any]) {
+            try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file].merging(body) { $1 })
+        }
+        let auto = try await create(["method": ["type": "dpo", "dpo": ["hyperparameters": ["batch_size": "auto", "beta": "auto", "learning_rate_multiplier": 3]]]])
+        #expect(auto.status == 200, "\(auto.json)")
+        let resolved = auto.json["hyperparameters"] as? [String: Any] ?? [:]
+        #expect(resolved["batch_size"] as? Int == 16 && abs((resolved["learning_rate"] as? Double ?? 0) - 3e-5) < 1e-15, "\(resolved)")
+        let both = try await create(["method": ["type": "dpo", "dpo": ["hyperparameters": ["learning_rate": 1e-4, "learning_rate_multiplier": 2]]]])
+        #expect(both.status == 400 && (both.json["error"] as? [String: Any])?["param"] as? String == "method.dpo.hyperparameters.learning_rate_multiplier")
+        let legacy = try await create(["hyperparameters": ["n_epochs": "auto", "batch_size": 4]])
+        #expect(legacy.status == 200 && (legacy.json["method"] as? [String: Any])?["type"] as? String == "sft", "\(legacy.json)")
+        let twice = try await create(["method": ["type": "sft", "sft": ["hyperparameters": ["batch_size": 4]]], "hyperparameters": ["batch_size": 8]])
+        #expect(twice.status == 400 && (twice.json["error"] as? [String: Any])?["param"] as? String == "hyperparameters")
+        #expect(try await create(["method": ["type": "kto"], "hyperparameters": ["batch_size": 8]]).status == 400, "method, or the deprecated form")
+        #expect(try await create(["method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": "auto", "n_epochs": "auto"]]]]).status == 400)
+        #expect(try await create(["method": ["type": "sft"], "integrations": []]).status == 200)
+        let wandb = try await create(["method": ["type": "sft"], "integrations": [["type": "wandb", "wandb": ["project": "p"]]]])
+        #expect(wandb.status == 400 && ((wandb.json["error"] as? [String: Any])?["message"] as? String)?.contains("wandb") == true, "\(wandb.json)")
+        #expect(try await create(["method": ["type": "sft", "sft": ["hyperparameters": ["learning_rate_multiplier": -1]]]]).status == 400)
+    }
+}

@@ -65,6 +65,23 @@ try:
     raise AssertionError("cancelling twice succeeded")
 except openai.ConflictError as error:
     assert error.status_code == 409
+
+# What SDK users send out of habit: the deprecated top-level hyperparameters with "auto"
+# values and a learning-rate multiplier (supervised fine-tuning: sft), and integrations: [].
+legacy = client.fine_tuning.jobs.create(
+    model="sdk-base", training_file=created.id, integrations=[],
+    hyperparameters={"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": 2})
+assert legacy.method.type == "sft", legacy.method
+resolved = legacy.to_dict()["hyperparameters"]
+assert abs(resolved["learning_rate"] - 2e-4) < 1e-12 and resolved["batch_size"] == 16, resolved
+client.fine_tuning.jobs.cancel(legacy.id)
+try:
+    client.fine_tuning.jobs.create(model="sdk-base", training_file=created.id,
+                                   integrations=[{"type": "wandb", "wandb": {"project": "x"}}],
+                                   method={"type": "sft"})
+    raise AssertionError("an unsupported integration was accepted")
+except openai.BadRequestError as error:
+    assert error.body["param"] == "integrations" and "wandb" in error.body["message"], error.body
 try:
     client.fine_tuning.jobs.create(model="sdk-base", training_file=created.id,
                                    method={"type": "sft", "sft": {"hyperparameters": {"n_stepz": 3}}})
