@@ -42,9 +42,11 @@ public final class Application: Sendable {
         pipeline = RequestPipeline(database: dataDirectory.database, idempotency: SQLIdempotencyStore(database: dataDirectory.database),
                                    telemetry: telemetry)
         heavyWork = HeavyWork(threads: settings.heavyWorkThreads, queueCapacity: settings.heavyWorkQueue)
-        let webhooks = Webhooks(store: jobs, egress: EgressPolicy(allowed: settings.webhookAllow), delays: webhookDelays)
+        let projects = SQLProjectStore(database: dataDirectory.database)
+        let webhooks = Webhooks(store: jobs, egress: EgressPolicy(allowed: settings.webhookAllow), delays: webhookDelays,
+                                secret: { try? projects.webhookSecret(project: $0) })
         let resources = Resources(data: dataDirectory, jobs: jobs, models: SQLModelStore(database: dataDirectory.database),
-                                  files: SQLFileStore(database: dataDirectory.database), projects: SQLProjectStore(database: dataDirectory.database),
+                                  files: SQLFileStore(database: dataDirectory.database), projects: projects,
                                   settings: settings, webhooks: webhooks,
                                   heavyWork: heavyWork)
         self.resources = resources

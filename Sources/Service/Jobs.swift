@@ -12,6 +12,19 @@ import Training
 enum JobsAPI {
     static func add(to router: inout Router, _ resources: Application.Resources, changes: JobStatusChanges) {
         let dataDirectory = resources.data, store = resources.jobs
+        // The project's webhook signing secret: made (or replaced) by POST and shown only then.
+        struct WebhookSecret: Encodable {
+            let object = "webhook_secret"
+            let configured: Bool
+            let secret: String?
+        }
+        router.add("POST", "/v1/webhook_secret") { context in
+            let secret = try resources.projects.rotateWebhookSecret(project: context.principal.projectID)
+            return .json(WebhookSecret(configured: true, secret: secret))
+        }
+        router.addRead("GET", "/v1/webhook_secret") { context in
+            .json(WebhookSecret(configured: try resources.projects.webhookSecret(project: context.principal.projectID) != nil, secret: nil))
+        }
         router.add("POST", "/v1/fine_tuning/jobs") { context in
             try create(context, resources, changes: changes)
         }

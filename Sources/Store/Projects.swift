@@ -54,6 +54,22 @@ public struct SQLProjectStore: Sendable {
         }
     }
 
+    /// A new webhook signing secret for the project, replacing any before it: `whsec_` and 32
+    /// random bytes in base64, as Standard Webhooks and OpenAI's SDK expect. Shown once.
+    public func rotateWebhookSecret(project id: String) throws -> String {
+        var generator = SystemRandomNumberGenerator()
+        let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }).base64EncodedString()
+        try database.write { try $0.run("UPDATE projects SET webhook_secret = ?1 WHERE id = ?2", [.text(secret), .text(id)]) }
+        return secret
+    }
+
+    /// The project's webhook signing secret, if it made one.
+    public func webhookSecret(project id: String) throws -> String? {
+        guard case let .text(secret)? = try database.read({ try $0.rows("SELECT webhook_secret FROM projects WHERE id = ?1", [.text(id)]) }).first?.first
+        else { return nil }
+        return secret
+    }
+
     /// Every project with its limits, by name.
     public func list() throws -> [(name: String, id: String, limits: ProjectLimits)] {
         try database.read { connection in

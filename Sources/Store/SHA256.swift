@@ -87,3 +87,17 @@ public enum SHA256 {
 
     @inline(__always) static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
 }
+
+extension SHA256 {
+    /// HMAC-SHA256 (RFC 2104): the signature of `message` under `key`, as Standard Webhooks uses it.
+    public static func hmac(key: [UInt8], message: some Sequence<UInt8>) -> [UInt8] {
+        var block = key.count > 64 ? hash(key) : key
+        block += [UInt8](repeating: 0, count: 64 - block.count)
+        var inner = Hasher(), outer = Hasher()
+        inner.update(block.map { $0 ^ 0x36 })
+        inner.update(Array(message))
+        outer.update(block.map { $0 ^ 0x5C })
+        outer.update(inner.finalize())
+        return outer.finalize()
+    }
+}

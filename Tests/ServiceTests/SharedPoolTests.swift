@@ -1,5 +1,6 @@
 import Foundation
 import Service
+import HTTP
 import Store
 import TestSupport
 import Testing
@@ -109,5 +110,43 @@ import Testing
         let wandb = try await create(["method": ["type": "sft"], "integrations": [["type": "wandb", "wandb": ["project": "p"]]]])
         #expect(wandb.status == 400 && ((wandb.json["error"] as? [String: Any])?["message"] as? String)?.contains("wandb") == true, "\(wandb.json)")
         #expect(try await create(["method": ["type": "sft", "sft": ["hyperparameters": ["learning_rate_multiplier": -1]]]]).status == 400)
+    }
+}
+
+/// Webhooks signed per Standard Webhooks with the project's secret, checked by the openai SDK.
+@Suite struct SignedWebhookTests {
+    actor Receiver {
+        var deliveries: [(body: [UInt8], headers: [String: String])] = []
+        func take(_ request: HTTPRequest) -> HTTPResponse {
+            deliveries.append((request.body, Dictionary(request.head.headers.map { ($0.name.lowercased(), $0.value) }) { $1 }))
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain")], body: .bytes(Array("ok".utf8)))
+        }
+    }
+
+    @Test func theOpenAISDKVerifiesOurSignature() async throws {
+        let received = Receiver()
+        let receiver = HTTPServer(configuration: { var c = HTTPServer.Configuration(); c.port = 0; return c }()) { await received.take($0) }
+        let port = try receiver.start()
+        defer { receiver.shutdown() }
+        let service = try LiveService(workers: 1)
+        #expect(try await service.request("GET", "/v1/webhook_secret", key: service.adminKey).json["configured"] as? Bool == false)
+        let made = try await service.post("/v1/webhook_secret", [:])
+        let secret = try #require(made.json["secret"] as? String)
+        #expect(secret.hasPrefix("whsec_"))
+        let shown = try await service.request("GET", "/v1/webhook_secret", key: service.adminKey).json
+        #expect(shown["configured"] as? Bool == true && shown["secret"] is NSNull, "shown once: \(shown)")
+        let (model, file) = try await service.jobFixtures()
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
+                                             extra: ["webhook_url": "http://127.0.0.1:\(port)/hook"])
+        _ = try await service.waitFor(id, ["succeeded"])
+        let delivery = try await poll("the webhook", seconds: 10) { await received.deliveries.first }
+        #expect(delivery.headers["webhook-signature"]?.hasPrefix("v1,") == true)
+        let bodyPath = service.directory + "/hook.json", headersPath = service.directory + "/hook-headers.json"
+        try Data(delivery.body).write(to: URL(fileURLWithPath: bodyPath))
+        try JSONSerialization.data(withJSONObject: delivery.headers).write(to: URL(fileURLWithPath: headersPath))
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/interop/openai_webhook.py").standardized.path
+        let (status, output) = try await runToolAsync(["python3", script, bodyPath, headersPath, secret])
+        #expect(status == 0 && output.contains("fine_tuning.job.succeeded \(id)") && output.contains("tampered: refused")
+                && output.contains("other secret: refused"), "\(output)")
     }
 }

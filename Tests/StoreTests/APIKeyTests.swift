@@ -13,6 +13,14 @@ import Testing
                 == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
         #expect(SHA256.hex([UInt8](repeating: 0x61, count: 1_000_000)) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
+
+    /// RFC 4231, test cases 2 and 6 (a key longer than a block is hashed first).
+    @Test func hmacKnownAnswers() {
+        #expect(SHA256.hexString(SHA256.hmac(key: Array("Jefe".utf8), message: "what do ya want for nothing?".utf8))
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(SHA256.hexString(SHA256.hmac(key: [UInt8](repeating: 0xAA, count: 131), message: "Test Using Larger Than Block-Size Key - Hash Key First".utf8))
+                == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
 }
 
 /// On both engines: SQLite, and a real PostgreSQL.

@@ -14,3 +14,6 @@ ALTER TABLE jobs ADD COLUMN queued_at INTEGER;
 ALTER TABLE jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 3;
 ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN max_duration INTEGER;
+-- Signed webhooks: each project's signing secret (Standard Webhooks, whsec_…), shown once
+-- when made; NULL: its webhooks go unsigned.
+ALTER TABLE projects ADD COLUMN webhook_secret TEXT;

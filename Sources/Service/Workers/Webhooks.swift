@@ -17,9 +17,13 @@ public final class Webhooks: Sendable {
     let delays: [Double]
     let session: URLSession
     let egress: EgressPolicy
+    /// A project's signing secret, when it has one.
+    let secret: @Sendable (_ project: String) -> String?
 
-    public init(store: any JobStore, egress: EgressPolicy = EgressPolicy(), delays: [Double] = [0, 1, 2, 4, 8, 16, 32], timeout: Double = 10) {
+    public init(store: any JobStore, egress: EgressPolicy = EgressPolicy(), delays: [Double] = [0, 1, 2, 4, 8, 16, 32], timeout: Double = 10,
+                secret: @escaping @Sendable (_ project: String) -> String? = { _ in nil }) {
         self.store = store
+        self.secret = secret
         self.delays = delays
         self.egress = egress
         let configuration = URLSessionConfiguration.ephemeral
@@ -49,14 +53,27 @@ public final class Webhooks: Sendable {
                                    data: FineTuningJob(job))
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
-        request.httpBody = Data(JSONBodyEncoder.encode(payload))
+        let body = JSONBodyEncoder.encode(payload)
+        request.httpBody = Data(body)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("preftune-webhooks", forHTTPHeaderField: "User-Agent")
         // The same id on every attempt lets a receiver drop repeats.
+        let timestamp = "\(Int(Date().timeIntervalSince1970))"
         request.setValue(eventID, forHTTPHeaderField: "webhook-id")
-        request.setValue("\(Int(Date().timeIntervalSince1970))", forHTTPHeaderField: "webhook-timestamp")
+        request.setValue(timestamp, forHTTPHeaderField: "webhook-timestamp")
+        if let secret = secret(job.projectID), let signature = Self.signature(id: eventID, timestamp: timestamp, body: body, secret: secret) {
+            request.setValue(signature, forHTTPHeaderField: "webhook-signature")
+        }
         let sendable = UncheckedRequest(request: request)
         Task.detached { [self] in await deliver(sendable.request, jobID: jobID, host: url.host ?? target) }
+    }
+
+    /// Standard Webhooks' signature: `v1,` and base64 of HMAC-SHA256 over `id.timestamp.body`,
+    /// keyed by the secret's bytes (the base64 after `whsec_`).
+    static func signature(id: String, timestamp: String, body: [UInt8], secret: String) -> String? {
+        guard secret.hasPrefix("whsec_"), let key = Data(base64Encoded: String(secret.dropFirst("whsec_".count))) else { return nil }
+        let signed = Array("\(id).\(timestamp).".utf8) + body
+        return "v1," + Data(SHA256.hmac(key: Array(key), message: signed)).base64EncodedString()
     }
 
     func deliver(_ request: URLRequest, jobID: String, host: String) async {
