@@ -1,6 +1,20 @@
 import Foundation
 
 /// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
+/// Which of a project's jobs a list shows: every condition given must hold.
+public struct JobFilter: Sendable, Equatable {
+    public var status: JobStatus?
+    /// The base model's storage key.
+    public var model: String?
+    /// Metadata pairs the job must carry, exactly.
+    public var metadata: [String: String] = [:]
+    /// Created strictly after / before, Unix seconds.
+    public var createdAfter: Int?
+    public var createdBefore: Int?
+
+    public init() {}
+}
+
 public struct JobRecord: Sendable, Equatable {
     public var id: String
     public var projectID: String

@@ -30,7 +30,8 @@ enum JobsAPI {
         }
         router.addRead("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
-            let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1)
+            let filter = try listFilter(context, resources)
+            let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1, filter: filter)
             return .json(ListPage(jobs.prefix(limit).map(FineTuningJob.init), hasMore: jobs.count > limit))
         }
         router.addRead("GET", "/v1/fine_tuning/jobs/{id}") { context in .json(FineTuningJob(try find(context, store: store))) }
@@ -213,6 +214,30 @@ enum JobsAPI {
             self.type = type
             hyperparameters = try method.decodeIfPresent(Section.self, forKey: AnyKey(typeName))?.hyperparameters
         }
+    }
+
+    /// The list's filters, as OpenAI's SDK sends them: `status`, `model`, `metadata[key]=value`,
+    /// `created_after`, `created_before` (Unix seconds).
+    static func listFilter(_ context: RequestContext, _ resources: Application.Resources) throws -> JobFilter {
+        let query = context.request.query
+        var filter = JobFilter()
+        if let status = query["status"] {
+            guard let parsed = JobStatus(rawValue: status) else {
+                throw APIError.invalid("status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", param: "status")
+            }
+            filter.status = parsed
+        }
+        if let model = query["model"] {
+            // A model the project cannot see matches no job (it is not a 404: the list is just empty).
+            filter.model = try resources.models.model(model, visibleTo: context.principal.projectID)?.id ?? "\u{0}none"
+        }
+        filter.createdAfter = try Query.integer(query["created_after"], param: "created_after", range: 0...Int(Int32.max) * 2)
+        filter.createdBefore = try Query.integer(query["created_before"], param: "created_before", range: 0...Int(Int32.max) * 2)
+        for (name, value) in query where name.hasPrefix("metadata[") && name.hasSuffix("]") {
+            filter.metadata[String(name.dropFirst("metadata[".count).dropLast())] = value
+        }
+        guard filter.metadata.count <= 16 else { throw APIError.invalid("at most 16 metadata filters", param: "metadata") }
+        return filter
     }
 
     static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {

@@ -8,8 +8,8 @@ public protocol JobStore: Sendable {
     func insert(_ job: JobRecord, firstEvent message: String) throws
     /// The job if it belongs to the project (nil project: any).
     func job(_ id: String, project: String?) throws -> JobRecord?
-    /// Newest first, after the job `after` (cursor paging).
-    func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord]
+    /// Newest first, after the job `after` (cursor paging), those that pass `filter`.
+    func jobs(project: String, after: String?, limit: Int, filter: JobFilter) throws -> [JobRecord]
     /// Every job in a status, oldest first.
     func jobs(status: JobStatus) throws -> [JobRecord]
     /// How many jobs are in each status.

@@ -112,14 +112,27 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    public func jobs(project: String, after: String?, limit: Int) throws -> [JobRecord] {
+    public func jobs(project: String, after: String?, limit: Int, filter: JobFilter = JobFilter()) throws -> [JobRecord] {
         try database.read { connection in
             var sql = "SELECT \(Self.columns) FROM jobs WHERE project_id = ?1"
             var arguments: [SQLValue] = [.text(project), .integer(Int64(limit))]
+            func parameter(_ value: SQLValue) -> String {
+                arguments.append(value)
+                return "?\(arguments.count)"
+            }
             if let after {
                 // rowid breaks ties between jobs made in the same second, in creation order.
-                sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?3)"
-                arguments.append(.text(after))
+                sql += " AND (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = \(parameter(.text(after))))"
+            }
+            if let status = filter.status { sql += " AND status = \(parameter(.text(status.rawValue)))" }
+            if let model = filter.model { sql += " AND model = \(parameter(.text(model)))" }
+            if let after = filter.createdAfter { sql += " AND created_at > \(parameter(.integer(Int64(after))))" }
+            if let before = filter.createdBefore { sql += " AND created_at < \(parameter(.integer(Int64(before))))" }
+            for (key, value) in filter.metadata.sorted(by: { $0.key < $1.key }) {
+                // The key as a value, never spliced into a JSON path: any key is matched exactly.
+                sql += dialect == .postgres
+                    ? " AND (metadata::jsonb ->> \(parameter(.text(key)))) = \(parameter(.text(value)))"
+                    : " AND EXISTS (SELECT 1 FROM json_each(jobs.metadata) WHERE key = \(parameter(.text(key))) AND value = \(parameter(.text(value))))"
             }
             sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?2"
             return try connection.rows(sql, arguments).compactMap(Self.record)

@@ -150,3 +150,26 @@ import Testing
                 && output.contains("other secret: refused"), "\(output)")
     }
 }
+
+@Suite struct JobListFilterTests {
+    @Test func theJobListFiltersByStatusModelMetadataAndTime() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        var ids: [String] = []
+        for team in ["vision", "audio"] {
+            let created = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": ["type": "sft"], "metadata": ["team": team]])
+            ids.append(try #require(created.json["id"] as? String))
+        }
+        _ = try await service.post("/v1/fine_tuning/jobs/\(ids[1])/cancel", [:])
+        func list(_ query: String) async throws -> [String] {
+            let page = try await service.request("GET", "/v1/fine_tuning/jobs?\(query)", key: service.adminKey).json
+            return (page["data"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        }
+        #expect(try await list("status=cancelled") == [ids[1]])
+        #expect(try await list("metadata%5Bteam%5D=vision") == [ids[0]])
+        #expect(try await list("model=\(model)").count == 2)
+        #expect(try await list("model=unknown-model").isEmpty)
+        #expect(try await list("created_after=2000000000").isEmpty)
+        #expect(try await service.request("GET", "/v1/fine_tuning/jobs?status=bogus", key: service.adminKey).status == 400)
+    }
+}

@@ -119,3 +119,32 @@ import Testing
         #expect(urgent.victim == "ftjob-p-run" && urgent.reason.contains("priority 3"))
     }
 }
+
+/// The job list's filters, on both engines.
+@Suite struct JobFilterStoreTests {
+    @Test(arguments: SQLDialect.allCases)
+    func filtersNarrowTheList(dialect: SQLDialect) throws {
+        let (store, _) = try JobStoreTests.store(dialect)
+        for (index, team) in ["vision", "audio", "vision"].enumerated() {
+            let job = JobRecord(id: "ftjob-f\(index)", projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: "{}",
+                                hyperparameters: "{}", seed: 1, suffix: nil, metadata: #"{"team":"\#(team)","n":"\#(index)"}"#, webhookURL: nil,
+                                status: .queued, createdAt: 100 + index)
+            try store.insert(job, firstEvent: "created")
+        }
+        _ = try store.transition("ftjob-f2", from: [.queued], to: .cancelled, error: nil, event: "x", level: "info")
+        func ids(_ configure: (inout JobFilter) -> Void) throws -> [String] {
+            var filter = JobFilter()
+            configure(&filter)
+            return try store.jobs(project: "p", after: nil, limit: 10, filter: filter).map(\.id)
+        }
+        #expect(try ids { _ in } == ["ftjob-f2", "ftjob-f1", "ftjob-f0"])
+        #expect(try ids { $0.status = .queued } == ["ftjob-f1", "ftjob-f0"])
+        #expect(try ids { $0.metadata = ["team": "vision"] } == ["ftjob-f2", "ftjob-f0"])
+        #expect(try ids { $0.metadata = ["team": "vision", "n": "0"] } == ["ftjob-f0"])
+        #expect(try ids { $0.createdAfter = 100; $0.createdBefore = 102 } == ["ftjob-f1"])
+        #expect(try ids { $0.metadata = [#"te"am"#: "vision"] }.isEmpty, "a key with a quote is a key like any other")
+        #expect(try ids { $0.model = "m" }.count == 3)
+        #expect(try ids { $0.model = "other" }.isEmpty)
+        #expect(try store.jobs(project: "p", after: "ftjob-f2", limit: 10, filter: { var f = JobFilter(); f.metadata = ["team": "vision"]; return f }()).map(\.id) == ["ftjob-f0"])
+    }
+}

@@ -53,6 +53,8 @@ job = client.fine_tuning.jobs.create(
 assert job.id.startswith("ftjob-") and job.status == "validating_files" and job.seed == 7, job
 assert job.metadata == {"owner": "tests"}, job.metadata
 assert [j.id for j in client.fine_tuning.jobs.list(limit=5)] == [job.id]
+assert [j.id for j in client.fine_tuning.jobs.list(metadata={"owner": "tests"})] == [job.id]
+assert list(client.fine_tuning.jobs.list(metadata={"owner": "nobody"})) == []
 retrieved = client.fine_tuning.jobs.retrieve(job.id)
 assert retrieved.model == "sdk-base" and retrieved.training_file == created.id
 events = list(client.fine_tuning.jobs.list_events(job.id))
