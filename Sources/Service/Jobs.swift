@@ -26,7 +26,7 @@ enum JobsAPI {
             .json(WebhookSecret(configured: try resources.projects.webhookSecret(project: context.principal.projectID) != nil, secret: nil))
         }
         router.add("POST", "/v1/fine_tuning/jobs") { context in
-            try create(context, resources, changes: changes)
+            try await create(context, resources, changes: changes)
         }
         router.addRead("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
@@ -127,12 +127,13 @@ enum JobsAPI {
         var priority: Int
         var maxRetries: Int
         var maxDuration: Int?
+        var dryRun: Bool
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
             case webhookURL = "webhook_url", priority, maxRetries = "max_retries", maxDuration = "max_duration"
             // OpenAI's: the deprecated top-level hyperparameters (for supervised fine-tuning), and integrations.
-            case hyperparameters, integrations
+            case hyperparameters, integrations, dryRun = "dry_run"
         }
 
         init(from decoder: any Decoder) throws {
@@ -179,6 +180,7 @@ enum JobsAPI {
             priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities) ?? 0
             maxRetries = try body.decodeIfPresent(Int.self, forKey: .maxRetries, in: 0...10) ?? 3
             maxDuration = try body.decodeIfPresent(Int.self, forKey: .maxDuration, in: 1...30 * 86_400)
+            dryRun = try body.decodeIfPresent(Bool.self, forKey: .dryRun, explaining: "dry_run must be true or false") ?? false
         }
     }
 
@@ -216,6 +218,63 @@ enum JobsAPI {
         }
     }
 
+    /// What a job would be, without queuing it (`"dry_run": true`), once every check a job goes
+    /// through has passed — its files read line by line as the validation stage would, off the
+    /// request threads: its steps, its memory estimate, and how long it would train at the step
+    /// rate the project's last job of the same base model and method measured.
+    struct DryRun: Encodable {
+        let object = "fine_tuning.job.dry_run"
+        let valid = true
+        let method: RawJSON
+        let hyperparameters: RawJSON
+        let trainingExamples: Int
+        let totalSteps: Int
+        let memoryEstimateBytes: Int
+        let memoryBudgetBytes: Int
+        let estimatedDurationSeconds: Int?
+        let estimateBasis: String
+
+        enum CodingKeys: String, CodingKey {
+            case object, valid, method, hyperparameters, trainingExamples = "training_examples", totalSteps = "total_steps"
+            case memoryEstimateBytes = "memory_estimate_bytes", memoryBudgetBytes = "memory_budget_bytes"
+            case estimatedDurationSeconds = "estimated_duration_seconds", estimateBasis = "estimate_basis"
+        }
+    }
+
+    static func dryRun(_ request: CreateRequest, config: ModelConfig, model: String, training: FileRow, validation: FileRow?, project: String,
+                       _ resources: Application.Resources) async throws -> HTTPResponse {
+        let settings = request.settings, artifacts = resources.data.artifacts
+        let (examples, validationExamples) = try await resources.heavyWork.run { _ in
+            func count(_ file: FileRow, _ field: String) throws -> Int {
+                do { return try Dataset.load(path: artifacts.localPath(.upload(file.id)), method: settings.method, config: config).count }
+                catch let error as DatasetError {
+                    throw APIError(status: 400, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", param: field, code: "invalid_\(field)")
+                }
+            }
+            return (try count(training, "training_file"), try validation.map { try count($0, "validation_file") })
+        }
+        let h = settings.hyperparameters, typeName = settings.method.rawValue
+        let steps: Int
+        do { steps = try h.checkedTotalSteps(datasetSize: examples) } catch let error as HyperparameterError {
+            throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
+        }
+        let memory = MemoryEstimate.training(config: config, method: settings.method, hyperparameters: h, examples: examples,
+                                             validationExamples: validationExamples)
+        var filter = JobFilter()
+        filter.model = model
+        let measured = try resources.jobs.jobs(project: project, after: nil, limit: 100, filter: filter).first { job in
+            job.samplesPerSecond != nil && JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters)?.method == settings.method
+        }
+        let seconds = measured.flatMap { job in
+            job.samplesPerSecond.map { Int((Double(steps) * Double(h.batchSize * h.gradientAccumulationSteps) / max($0, 1e-9)).rounded(.up)) }
+        }
+        let basis = measured.map { "the step rate of \($0.id) (same base model and method): \(Int($0.samplesPerSecond ?? 0)) samples/s" }
+            ?? "no job of this base model and method has run in this project yet: no measured rate to estimate from"
+        return .json(DryRun(method: RawJSON(text: settings.methodJSON), hyperparameters: RawJSON(text: settings.hyperparametersJSON),
+                            trainingExamples: examples, totalSteps: steps, memoryEstimateBytes: memory.total,
+                            memoryBudgetBytes: resources.settings.memoryBudget.bytes, estimatedDurationSeconds: seconds, estimateBasis: basis))
+    }
+
     /// The list's filters, as OpenAI's SDK sends them: `status`, `model`, `metadata[key]=value`,
     /// `created_after`, `created_before` (Unix seconds).
     static func listFilter(_ context: RequestContext, _ resources: Application.Resources) throws -> JobFilter {
@@ -240,7 +299,7 @@ enum JobsAPI {
         return filter
     }
 
-    static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
+    static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) async throws -> HTTPResponse {
         let request = try RequestJSON.decode(CreateRequest.self, from: context.request)
         let store = resources.jobs, project = context.principal.projectID
         guard let modelRow = try resources.models.model(request.model, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
@@ -272,6 +331,10 @@ enum JobsAPI {
         guard request.priority <= limits.maxPriority else {
             throw APIError(status: 403, message: "priority \(request.priority) is above this project's limit of \(limits.maxPriority), which the operator sets (preftune projects set)",
                            param: "priority", code: "priority_not_allowed")
+        }
+
+        if request.dryRun {
+            return try await dryRun(request, config: config, model: modelRow.id, training: trainingRow, validation: validationRow, project: project, resources)
         }
 
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)

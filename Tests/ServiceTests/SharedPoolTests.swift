@@ -173,3 +173,29 @@ import Testing
         #expect(try await service.request("GET", "/v1/fine_tuning/jobs?status=bogus", key: service.adminKey).status == 400)
     }
 }
+
+@Suite struct DryRunTests {
+    @Test func aDryRunChecksEverythingAndQueuesNothing() async throws {
+        let service = try LiveService(workers: 1)
+        let (model, file) = try await service.jobFixtures()
+        let body: [String: Any] = ["model": model, "training_file": file, "dry_run": true,
+                                   "method": ["type": "sft", "sft": ["hyperparameters": ["n_steps": 200, "batch_size": 4]]]]
+        let first = try await service.post("/v1/fine_tuning/jobs", body)
+        #expect(first.status == 200 && first.json["object"] as? String == "fine_tuning.job.dry_run", "\(first.json)")
+        #expect(first.json["total_steps"] as? Int == 200 && first.json["training_examples"] as? Int == 12)
+        #expect((first.json["memory_estimate_bytes"] as? Int ?? 0) > 0 && first.json["estimated_duration_seconds"] is NSNull)
+        let listed = try await service.request("GET", "/v1/fine_tuning/jobs", key: service.adminKey).json["data"] as? [[String: Any]]
+        #expect(listed?.isEmpty == true, "nothing was queued")
+
+        // A bad line is found now, as validation would find it later.
+        let (_, badFile) = try await service.jobFixtures(lines: [#"{"prompt": "a", "sample": [1, 2]}"#])
+        let bad = try await service.post("/v1/fine_tuning/jobs", body.merging(["training_file": badFile]) { $1 })
+        #expect(bad.status == 400 && errorCode(bad.json) == "invalid_training_file", "\(bad.json)")
+
+        // Once a job of this model and method has run, its measured rate gives the estimate.
+        let ran = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 300, "batch_size": 4, "log_every": 50])
+        _ = try await service.waitFor(ran, ["succeeded"])
+        let second = try await service.post("/v1/fine_tuning/jobs", body)
+        #expect(second.json["estimated_duration_seconds"] as? Int != nil && (second.json["estimate_basis"] as? String)?.contains(ran) == true, "\(second.json)")
+    }
+}
