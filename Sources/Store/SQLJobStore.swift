@@ -199,7 +199,10 @@ public final class SQLJobStore: JobStore {
     }
 
     public func appendEvent(_ jobID: String, level: String, type: String, message: String, data: String?) throws {
-        try database.write { try appendEvent($0, jobID, level: level, type: type, message: message, data: data) }
+        try database.write { connection in
+            if dialect == .postgres { _ = try connection.rows(lockJob, [.text(jobID)]) }
+            try appendEvent(connection, jobID, level: level, type: type, message: message, data: data)
+        }
     }
 
     public func appendEvent(_ jobID: String, fencedBy worker: String, level: String, type: String, message: String, data: String?) throws {
@@ -209,10 +212,10 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    /// Inside a write transaction: the next sequence number is taken and used atomically (the
-    /// job's row is locked first, so two writers cannot take the same number).
+    /// Inside a write transaction that holds the job's row (it inserted or updated it, or
+    /// locked it: a lease's fence, a claim), so that two writers cannot take the same event
+    /// number; SQLite's write transaction holds the whole file.
     func appendEvent(_ connection: any SQLConnection, _ jobID: String, level: String, type: String, message: String, data: String?) throws {
-        if dialect == .postgres { _ = try connection.rows(lockJob, [.text(jobID)]) }
         try connection.run("""
             INSERT INTO events (job_id, seq, created_at, level, type, message, data)
             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?1), ?2, ?3, ?4, ?5, ?6)

@@ -3,7 +3,9 @@ import Foundation
 import FoundationNetworking
 #endif
 import HTTP
+import Service
 import Store
+import Synchronization
 import TestSupport
 import Testing
 #if canImport(Glibc)
@@ -353,5 +355,34 @@ final class WorkerProcess {
         if case let .bytes(body) = response.body { #expect(String(decoding: body, as: UTF8.self).contains("database_unavailable")) }
         while !holder.isFinished { usleep(1_000) }
         #expect(try await service.request("GET", "/v1/models", key: key).status == 200, "and serves again once a connection is free")
+    }
+}
+
+/// LISTEN/NOTIFY between two processes' relays (two in one test process, each with its own
+/// listening connection): what one posts reaches the other as `.fleet`, at once, and never
+/// comes back to the sender.
+@Suite struct FleetNotificationsTests {
+    @Test func changesCrossOnceAndNeverEcho() async throws {
+        let url = try PostgresServer.running().createDatabase()
+        let (a, b) = (JobStatusChanges(), JobStatusChanges())
+        let relays = [FleetNotifications(database: PostgresDatabase(url: url, connections: 2), changes: a),
+                      FleetNotifications(database: PostgresDatabase(url: url, connections: 2), changes: b)]
+        relays.forEach { $0.start() }
+        defer { relays.forEach { $0.stop() } }
+        let heardByB = Mutex<[String]>([]), heardByA = Mutex<[String]>([])
+        b.observe(origins: [.fleet]) { job, status in heardByB.withLock { $0.append("\(job) \(status.rawValue)") } }
+        b.observeLogs(origins: [.fleet]) { job in heardByB.withLock { $0.append("\(job) log") } }
+        a.observe(origins: [.fleet]) { job, status in heardByA.withLock { $0.append("\(job) \(status.rawValue)") } }
+        try await Task.sleep(for: .milliseconds(300))  // both listening
+        let start = Date()
+        a.post(jobID: "ftjob-x", status: .cancelled)
+        _ = try await poll("B to hear the cancel", seconds: 5, every: .milliseconds(5)) { heardByB.withLock { $0 }.contains("ftjob-x cancelled") ? true : nil }
+        #expect(Date().timeIntervalSince(start) < 0.5, "a notification, not a poll")
+        // Log growth: many lines, coalesced into few notifications.
+        for _ in 0..<50 { a.logAppended(jobID: "ftjob-x") }
+        _ = try await poll("B to hear the log", seconds: 5, every: .milliseconds(5)) { heardByB.withLock { $0 }.contains("ftjob-x log") ? true : nil }
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(heardByB.withLock { $0 }.filter { $0 == "ftjob-x log" }.count <= 2)
+        #expect(heardByA.withLock { $0 }.isEmpty, "the sender ignores its own notifications")
     }
 }
