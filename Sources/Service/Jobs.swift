@@ -243,23 +243,23 @@ enum JobsAPI {
 
     static func dryRun(_ request: CreateRequest, config: ModelConfig, model: String, training: FileRow, validation: FileRow?, project: String,
                        _ resources: Application.Resources) async throws -> HTTPResponse {
-        let settings = request.settings, artifacts = resources.data.artifacts
-        let (examples, validationExamples) = try await resources.heavyWork.run { _ in
-            func count(_ file: FileRow, _ field: String) throws -> Int {
-                do { return try Dataset.load(path: artifacts.localPath(.upload(file.id)), method: settings.method, config: config).count }
-                catch let error as DatasetError {
-                    throw APIError(status: 400, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", param: field, code: "invalid_\(field)")
-                }
-            }
-            return (try count(training, "training_file"), try validation.map { try count($0, "validation_file") })
-        }
+        let settings = request.settings, artifacts = resources.data.artifacts, budget = resources.settings.memoryBudget
         let h = settings.hyperparameters, typeName = settings.method.rawValue
-        let steps: Int
-        do { steps = try h.checkedTotalSteps(datasetSize: examples) } catch let error as HyperparameterError {
-            throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
+        // The validation stage's own check, off the request threads; its failure is this request's 400.
+        let checked = try await resources.heavyWork.run { _ in
+            try FileValidation.check(training: training.id, validation: validation?.id, config: config, method: settings.method,
+                                     hyperparameters: h, artifacts: artifacts, budget: budget)
         }
+        let files: FileValidation.CheckedFiles
+        switch checked {
+        case let .success(checked): files = checked
+        case let .failure(error):
+            let param = error.param.map { $0.hasPrefix("hyperparameters.") ? "method.\(typeName).\($0)" : $0 }
+            throw APIError(status: 400, message: error.message, param: param, code: error.code)
+        }
+        let (examples, steps) = (files.examples, files.steps)
         let memory = MemoryEstimate.training(config: config, method: settings.method, hyperparameters: h, examples: examples,
-                                             validationExamples: validationExamples)
+                                             validationExamples: files.validationExamples)
         var filter = JobFilter()
         filter.model = model
         let measured = try resources.jobs.jobs(project: project, after: nil, limit: 100, filter: filter).first { job in

@@ -85,57 +85,77 @@ public final class FileValidation: Sendable {
     /// Reads every line of the training (and validation) file against the model;
     /// the job goes on to `queued`, or ends `failed` with the first bad line. Returns the new status.
     /// Store errors leave the job for the next look; anything wrong with the job itself ends it.
-    func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters) -> JobStatus? {
-        let data = resources.data, store = resources.jobs
+    /// What a job's files hold, once checked: examples in each, and the optimizer steps.
+    struct CheckedFiles: Sendable {
+        let examples: Int
+        let validationExamples: Int?
+        let steps: Int
+    }
+
+    /// Checks a job's files against its model and settings — the memory budget with every line
+    /// an example (before anything is parsed), each line, the step limit — as the validation
+    /// stage does and as a dry run does; the first problem is the job's error. Throws what is not the
+    /// files' fault (a read failing midway), which a later look may not meet.
+    static func check(training: String, validation: String?, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
+                      artifacts: any ArtifactStore, budget: MemoryBudget) throws -> Result<CheckedFiles, JobError> {
+        func lines(_ file: String) -> Int? { try? Dataset.countLines(path: artifacts.localPath(.upload(file))) }
+        guard let trainingLines = lines(training) else {
+            return .failure(JobError(code: "training_file_unavailable", message: "the training file \(training) can no longer be read", param: "training_file"))
+        }
+        var validationLines: Int?
+        if let validation {
+            guard let count = lines(validation) else {
+                return .failure(JobError(code: "validation_file_unavailable", message: "the validation file \(validation) can no longer be read",
+                                         param: "validation_file"))
+            }
+            validationLines = count
+        }
+        if let refusal = budget.trainingRefusal(config: config, method: method, hyperparameters: hyperparameters,
+                                                examples: trainingLines, validationExamples: validationLines) {
+            return .failure(JobError(code: "over_memory_budget", message: refusal, param: "training_file"))
+        }
+        func load(_ file: String, _ field: String) throws -> Result<Int, JobError> {
+            do { return .success(try Dataset.load(path: artifacts.localPath(.upload(file)), method: method, config: config).count) }
+            catch let error as DatasetError { return .failure(JobError(code: "invalid_\(field)", message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", param: field)) }
+        }
+        let examples: Int, validationExamples: Int?
+        switch try load(training, "training_file") {
+        case let .failure(error): return .failure(error)
+        case let .success(count): examples = count
+        }
+        if let validation {
+            switch try load(validation, "validation_file") {
+            case let .failure(error): return .failure(error)
+            case let .success(count): validationExamples = count
+            }
+        } else {
+            validationExamples = nil
+        }
         do {
-            // Before any file is parsed: the job's memory with every line an example, and the step limit.
-            // A file that cannot be read (deleted since) ends the job: looking again would not help.
-            func lines(_ file: String) -> Int? {
-                try? Dataset.countLines(path: data.artifacts.localPath(.upload(file)))
+            return .success(CheckedFiles(examples: examples, validationExamples: validationExamples,
+                                         steps: try hyperparameters.checkedTotalSteps(datasetSize: examples)))
+        } catch let error as HyperparameterError {
+            return .failure(JobError(code: "invalid_hyperparameters", message: error.message, param: "hyperparameters.\(error.param)"))
+        }
+    }
+
+    func validateFiles(_ job: JobRecord, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters) -> JobStatus? {
+        let store = resources.jobs
+        do {
+            switch try Self.check(training: job.trainingFile, validation: job.validationFile, config: config, method: method,
+                              hyperparameters: hyperparameters, artifacts: resources.data.artifacts, budget: resources.settings.memoryBudget) {
+            case let .failure(error):
+                return try fail(job, code: error.code, param: error.param ?? "training_file", message: error.message, store: store)
+            case let .success(files):
+                try store.setTotalSteps(job.id, files.steps)
+                let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
+                                                  event: "Validated files: \(files.examples) examples; job queued", level: "info")
+                return queued.moved ? .queued : nil
             }
-            guard let trainingLines = lines(job.trainingFile) else {
-                return try fail(job, code: "training_file_unavailable", param: "training_file",
-                                message: "the training file \(job.trainingFile) can no longer be read", store: store)
-            }
-            var validationLines: Int?
-            if let validation = job.validationFile {
-                guard let count = lines(validation) else {
-                    return try fail(job, code: "validation_file_unavailable", param: "validation_file",
-                                    message: "the validation file \(validation) can no longer be read", store: store)
-                }
-                validationLines = count
-            }
-            if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: hyperparameters,
-                                                                             examples: trainingLines, validationExamples: validationLines) {
-                return try fail(job, code: "over_memory_budget", param: "training_file", message: refusal, store: store)
-            }
-            let training: Dataset
-            do {
-                training = try Dataset.load(path: data.artifacts.localPath(.upload(job.trainingFile)), method: method, config: config)
-                if let validation = job.validationFile {
-                    do { _ = try Dataset.load(path: data.artifacts.localPath(.upload(validation)), method: method, config: config) } catch let error as DatasetError {
-                        return try fail(job, field: "validation_file", error, store: store)
-                    }
-                }
-            } catch let error as DatasetError {
-                return try fail(job, field: "training_file", error, store: store)
-            }
-            let steps: Int
-            do { steps = try hyperparameters.checkedTotalSteps(datasetSize: training.count) } catch let error as HyperparameterError {
-                return try fail(job, code: "invalid_hyperparameters", param: "hyperparameters.\(error.param)", message: error.message, store: store)
-            }
-            try store.setTotalSteps(job.id, steps)
-            let queued = try store.transition(job.id, from: [.validatingFiles], to: .queued, error: nil,
-                                              event: "Validated files: \(training.count) examples; job queued", level: "info")
-            return queued.moved ? .queued : nil
         } catch {
             ServerLog.error("validating \(job.id)", error)
             return nil
         }
-    }
-
-    func fail(_ job: JobRecord, field: String, _ error: DatasetError, store: any JobStore) throws -> JobStatus? {
-        try fail(job, code: "invalid_\(field)", param: field, message: "\(field.replacingOccurrences(of: "_", with: " ")) \(error)", store: store)
     }
 
     func fail(_ job: JobRecord, code: String, param: String, message: String, store: any JobStore) throws -> JobStatus? {
