@@ -1,7 +1,7 @@
 import JSON
 
 /// A job as the API shows it, in OpenAI's shape (`fine_tuning.job`), plus `progress`
-/// and `estimated_finish`. Absent values are null; JSON columns are embedded as stored.
+/// `estimated_finish`, and the queue's `queue_position` and `estimated_start`. Absent values are null; JSON columns are embedded as stored.
 /// Written member by member (`JSONMembers`): every poll of a job writes one.
 public struct FineTuningJob: JSONMembers, Sendable {
     public let id: String
@@ -23,6 +23,7 @@ public struct FineTuningJob: JSONMembers, Sendable {
     public let progress: Progress
     public let priority: Int
     public let queuePosition: Int?
+    public let estimatedStart: Int?
     public let maxRetries: Int
     public let retries: Int
     public let maxDuration: Int?
@@ -63,6 +64,7 @@ public struct FineTuningJob: JSONMembers, Sendable {
         organizationID = job.projectID
         priority = job.priority
         queuePosition = job.queuePosition
+        estimatedStart = job.estimatedStart
         maxRetries = job.maxRetries
         retries = job.retries
         maxDuration = job.maxDuration
@@ -88,6 +90,7 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("progress", progress)
         object.member("priority", priority)
         object.member("queue_position", queuePosition)
+        object.member("estimated_start", estimatedStart)
         object.member("max_retries", maxRetries)
         object.member("retries", retries)
         object.member("max_duration", maxDuration)

@@ -1,6 +1,16 @@
 import Foundation
 
-/// A fine-tuning job as stored. JSON columns stay JSON text here; the service decodes them.
+/// A list's bounds on creation time, as OpenAI's SDK sends them (`created_after`, `created_before`):
+/// strictly after / before, Unix seconds. Jobs, files and models take the same pair.
+public struct CreatedRange: Sendable, Equatable {
+    public var after: Int?
+    public var before: Int?
+    public init(after: Int? = nil, before: Int? = nil) {
+        self.after = after
+        self.before = before
+    }
+}
+
 /// Which of a project's jobs a list shows: every condition given must hold.
 public struct JobFilter: Sendable, Equatable {
     public var status: JobStatus?
@@ -8,9 +18,7 @@ public struct JobFilter: Sendable, Equatable {
     public var model: String?
     /// Metadata pairs the job must carry, exactly.
     public var metadata: [String: String] = [:]
-    /// Created strictly after / before, Unix seconds.
-    public var createdAfter: Int?
-    public var createdBefore: Int?
+    public var created = CreatedRange()
 
     public init() {}
 }
@@ -41,6 +49,8 @@ public struct JobRecord: Sendable, Equatable {
     public var priority = 0
     /// For a queued job, its place in the queue (1: claimed next), as read.
     public var queuePosition: Int?
+    /// A queued job's expected start (Unix seconds), planned when the job is read (`QueueOutlook`), never stored.
+    public var estimatedStart: Int?
     /// Takeovers allowed after a worker died or lost its lease, and how many there were.
     public var maxRetries = 3
     public var retries = 0

@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import Jobs
 import Store
 
 /// Files — `POST /v1/files` (multipart/form-data with `file` and `purpose`, as the
@@ -40,7 +41,8 @@ enum FilesAPI {
     static func list(_ context: RequestContext, store: any FileStore) throws -> HTTPResponse {
         let query = context.request.query
         let limit = try Pagination.limit(query["limit"], default: 10_000, maximum: 10_000)
-        let rows = try store.files(project: context.principal.projectID, purpose: query["purpose"], after: query["after"], limit: limit + 1)
+        let rows = try store.files(project: context.principal.projectID, purpose: query["purpose"], created: try Query.createdRange(query),
+                                   after: query["after"], limit: limit + 1)
         let page = Array(rows.prefix(limit))
         return .json(FilePage(data: page.map(FileObject.init), hasMore: rows.count > limit, firstID: page.first?.id, lastID: page.last?.id))
     }
@@ -174,5 +176,11 @@ enum Query {
             throw APIError.invalid("\(param) must be an integer in \(range.lowerBound)...\(range.upperBound)", param: param)
         }
         return value
+    }
+
+    /// `created_after` and `created_before`, Unix seconds, as every list takes them.
+    static func createdRange(_ query: [String: String]) throws -> CreatedRange {
+        CreatedRange(after: try integer(query["created_after"], param: "created_after", range: 0...Int(Int32.max) * 2),
+                     before: try integer(query["created_before"], param: "created_before", range: 0...Int(Int32.max) * 2))
     }
 }

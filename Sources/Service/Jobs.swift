@@ -32,9 +32,11 @@ enum JobsAPI {
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let filter = try listFilter(context, resources)
             let jobs = try store.jobs(project: context.principal.projectID, after: context.request.query["after"], limit: limit + 1, filter: filter)
-            return .json(ListPage(jobs.prefix(limit).map(FineTuningJob.init), hasMore: jobs.count > limit))
+            return .json(ListPage(try planningStarts(Array(jobs.prefix(limit)), store: store).map(FineTuningJob.init), hasMore: jobs.count > limit))
         }
-        router.addRead("GET", "/v1/fine_tuning/jobs/{id}") { context in .json(FineTuningJob(try find(context, store: store))) }
+        router.addRead("GET", "/v1/fine_tuning/jobs/{id}") { context in
+            .json(FineTuningJob(try planningStarts([find(context, store: store)], store: store)[0]))
+        }
         let actions: [(String, Set<JobStatus>, JobStatus, String)] = [
             ("cancel", JobStatus.active, .cancelled, "Cancelled"), ("pause", [.queued, .running], .paused, "Paused"),
             ("resume", [.paused], .queued, "Resumed; queued"),
@@ -96,6 +98,18 @@ enum JobsAPI {
         }
     }
 
+
+    /// The jobs with `estimated_start` filled in for the queued ones, from the queue as it is now;
+    /// the rest read nothing more. Jobs past the first 1,000 in the queue get no estimate.
+    static func planningStarts(_ jobs: [JobRecord], store: any JobStore) throws -> [JobRecord] {
+        guard jobs.contains(where: { $0.status == .queued }) else { return jobs }
+        let starts = try store.queueOutlook(queuedLimit: 1000).estimatedStarts(now: Int(Date().timeIntervalSince1970))
+        return jobs.map { job in
+            var job = job
+            if job.status == .queued { job.estimatedStart = starts[job.id] }
+            return job
+        }
+    }
 
     static func findCheckpoint(_ context: RequestContext, store: any JobStore) throws -> (JobRecord, CheckpointRow) {
         let job = try find(context, store: store)
@@ -290,8 +304,7 @@ enum JobsAPI {
             // A model the project cannot see matches no job (it is not a 404: the list is just empty).
             filter.model = try resources.models.model(model, visibleTo: context.principal.projectID)?.id ?? "\u{0}none"
         }
-        filter.createdAfter = try Query.integer(query["created_after"], param: "created_after", range: 0...Int(Int32.max) * 2)
-        filter.createdBefore = try Query.integer(query["created_before"], param: "created_before", range: 0...Int(Int32.max) * 2)
+        filter.created = try Query.createdRange(query)
         for (name, value) in query where name.hasPrefix("metadata[") && name.hasSuffix("]") {
             filter.metadata[String(name.dropFirst("metadata[".count).dropLast())] = value
         }

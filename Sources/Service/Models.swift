@@ -2,6 +2,7 @@ import Diffusion
 import Foundation
 import HTTP
 import JSON
+import Jobs
 import Numerics
 import Store
 import Training
@@ -14,7 +15,8 @@ enum ModelsAPI {
     static func add(to router: inout Router, _ resources: Application.Resources) {
         let store = resources.models
         router.addRead("GET", "/v1/models") { context in
-            .json(ListPage(try store.models(visibleTo: context.principal.projectID).map(ModelObject.init), hasMore: nil))
+            let created = try Query.createdRange(context.request.query)
+            return .json(ListPage(try store.models(visibleTo: context.principal.projectID, created: created).map(ModelObject.init), hasMore: nil))
         }
         router.addRead("GET", "/v1/models/{id}") { context in .json(ModelObject(try find(context, store: store))) }
         router.add("POST", "/v1/models") { context in try await create(context, resources) }

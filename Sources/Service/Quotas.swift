@@ -1,5 +1,6 @@
 import Foundation
 import Numerics
+import Jobs
 import Store
 
 /// Per-project quotas (`ServiceSettings.quotas`): checked when a project adds a file, a
@@ -18,7 +19,7 @@ enum Quotas {
     static func check(_ addition: Addition, project: String, adding bytes: Int, _ resources: Application.Resources) throws {
         let quotas = resources.settings.quotas
         let files = try resources.files.usage(project: project)
-        let models = try resources.models.models(visibleTo: project).filter { $0.projectID == project }
+        let models = try resources.models.models(visibleTo: project, created: CreatedRange()).filter { $0.projectID == project }
         let param = addition == .model ? "id" : "file"
         switch addition {
         case .file where files.files >= quotas.files:

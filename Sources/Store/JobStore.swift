@@ -72,6 +72,9 @@ public protocol JobStore: Sendable {
     /// Of those, the victim is the lowest priority, then the most served project, then the
     /// latest claimed. Every worker asks; only the victim's yields.
     func preemption(minimumRunSeconds: Int, waitingSeconds: Int) throws -> Preemption?
+    /// The running jobs, the first `queuedLimit` queued ones in queue order and the newest measured
+    /// step rates, read together: what `estimated_start` is planned from.
+    func queueOutlook(queuedLimit: Int) throws -> QueueOutlook
     /// Each running job's last recorded step and loss, for per-job metrics on any node.
     func runningProgress() throws -> [(id: String, step: Int, loss: Double?)]
     /// How long the job has trained, over all its leases (a held one up to now), in seconds.

@@ -36,7 +36,7 @@ public protocol FileStore: Sendable {
     /// The project's file, unless deleted.
     func file(_ id: String, project: String) throws -> FileRow?
     /// Newest first, after the file `after`.
-    func files(project: String, purpose: String?, after: String?, limit: Int) throws -> [FileRow]
+    func files(project: String, purpose: String?, created: CreatedRange, after: String?, limit: Int) throws -> [FileRow]
     func markDeleted(_ id: String) throws
     /// The project's stored files: how many, and their bytes.
     func usage(project: String) throws -> (files: Int, bytes: Int)
@@ -46,7 +46,7 @@ public protocol FileStore: Sendable {
 public protocol ModelStore: Sendable {
     /// The model a project means by `name`: its own, else a shared one.
     func model(_ name: String, visibleTo project: String) throws -> ModelRow?
-    func models(visibleTo project: String) throws -> [ModelRow]
+    func models(visibleTo project: String, created: CreatedRange) throws -> [ModelRow]
     /// Registers the project's model `name`; false when the project has one by that name, or a shared
     /// model has it. `write` stores its weights (under the returned key's directory) inside the transaction.
     func create(_ name: String, project: String, config: String, write: (_ key: String) throws -> Void) throws -> Bool
@@ -97,13 +97,14 @@ public final class SQLFileStore: FileStore {
         }.first.flatMap(Self.row)
     }
 
-    public func files(project: String, purpose: String?, after: String?, limit: Int) throws -> [FileRow] {
+    public func files(project: String, purpose: String?, created: CreatedRange = CreatedRange(), after: String?, limit: Int) throws -> [FileRow] {
         var sql = "SELECT \(Self.columns) FROM files WHERE project_id = ?1 AND deleted_at IS NULL"
         var arguments: [SQLValue] = [.text(project), .integer(Int64(limit))]
         if let purpose {
             arguments.append(.text(purpose))
             sql += " AND purpose = ?\(arguments.count)"
         }
+        sql += created.conditions(appendingTo: &arguments)
         if let after {
             // rowid breaks ties between files made in the same second, in upload order.
             arguments.append(.text(after))
@@ -143,12 +144,14 @@ public final class SQLModelStore: ModelStore {
         }.first.flatMap(Self.row)
     }
 
-    public func models(visibleTo project: String) throws -> [ModelRow] {
-        try database.read {
+    public func models(visibleTo project: String, created: CreatedRange = CreatedRange()) throws -> [ModelRow] {
+        var arguments: [SQLValue] = [.text(project)]
+        let range = created.conditions(appendingTo: &arguments)
+        return try database.read {
             try $0.rows("""
-                SELECT id, project_id, config, created_at FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?1)
+                SELECT id, project_id, config, created_at FROM models WHERE deleted_at IS NULL AND (project_id IS NULL OR project_id = ?1)\(range)
                 ORDER BY created_at, rowid
-                """, [.text(project)])
+                """, arguments)
         }.compactMap(Self.row)
     }
 
@@ -268,5 +271,21 @@ public final class SQLIdempotencyStore: IdempotencyStore {
         try database.write {
             try $0.run("DELETE FROM idempotency_keys WHERE project_id = ?1 AND key = ?2 AND status = 0", [.text(project), .text(key)])
         }
+    }
+}
+
+extension CreatedRange {
+    /// The range as SQL conditions (` AND created_at > ?n …`), its arguments appended to theirs.
+    func conditions(appendingTo arguments: inout [SQLValue]) -> String {
+        var sql = ""
+        if let after {
+            arguments.append(.integer(Int64(after)))
+            sql += " AND created_at > ?\(arguments.count)"
+        }
+        if let before {
+            arguments.append(.integer(Int64(before)))
+            sql += " AND created_at < ?\(arguments.count)"
+        }
+        return sql
     }
 }

@@ -126,8 +126,7 @@ public final class SQLJobStore: JobStore {
             }
             if let status = filter.status { sql += " AND status = \(parameter(.text(status.rawValue)))" }
             if let model = filter.model { sql += " AND model = \(parameter(.text(model)))" }
-            if let after = filter.createdAfter { sql += " AND created_at > \(parameter(.integer(Int64(after))))" }
-            if let before = filter.createdBefore { sql += " AND created_at < \(parameter(.integer(Int64(before))))" }
+            sql += filter.created.conditions(appendingTo: &arguments)
             for (key, value) in filter.metadata.sorted(by: { $0.key < $1.key }) {
                 // The key as a value, never spliced into a JSON path: any key is matched exactly.
                 sql += dialect == .postgres
@@ -266,6 +265,32 @@ public final class SQLJobStore: JobStore {
                 let loss: Double? = if case let .real(value) = row[2] { value } else { nil }
                 return (id, Int(step), loss)
             }
+        }
+    }
+
+    public func queueOutlook(queuedLimit: Int) throws -> QueueOutlook {
+        func entry(_ row: [SQLValue]) -> QueueOutlook.Entry? {
+            guard case let .text(id) = row[0], case let .text(model) = row[1], case let .text(method) = row[2],
+                  case let .text(hyperparameters) = row[3], case let .integer(step) = row[4] else { return nil }
+            let total: Int? = if case let .integer(v) = row[5] { Int(v) } else { nil }
+            let rate: Double? = if case let .real(v) = row[6] { v } else { nil }
+            let finish: Int? = if case let .integer(v) = row[7] { Int(v) } else { nil }
+            return QueueOutlook.Entry(id: id, model: model, method: method, hyperparameters: hyperparameters, step: Int(step),
+                                      totalSteps: total, samplesPerSecond: rate, estimatedFinish: finish)
+        }
+        let columns = "id, model, method, hyperparameters, step, total_steps, samples_per_s, estimated_finish"
+        return try database.read { connection in
+            let running = try connection.rows("SELECT \(columns) FROM jobs WHERE status = ?1", [.text(JobStatus.running.rawValue)])
+            let queued = try connection.rows("SELECT \(columns) FROM jobs WHERE status = ?1 ORDER BY priority DESC, created_at, rowid LIMIT ?2",
+                                             [.text(JobStatus.queued.rawValue), .integer(Int64(queuedLimit))])
+            // Rates of the newest jobs that measured one; a few hundred cover every model and method in use.
+            let rates = try connection.rows("SELECT model, method, samples_per_s FROM jobs WHERE samples_per_s IS NOT NULL ORDER BY rowid DESC LIMIT 200", [])
+                .compactMap { row -> QueueOutlook.MeasuredRate? in
+                    guard case let .text(model) = row[0], case let .text(method) = row[1], case let .real(rate) = row[2],
+                          let type = JSONValue.parse(method)?.object?["type"]?.string else { return nil }
+                    return QueueOutlook.MeasuredRate(model: model, methodType: type, samplesPerSecond: rate)
+                }
+            return QueueOutlook(running: running.compactMap(entry), queued: queued.compactMap(entry), rates: rates)
         }
     }
 

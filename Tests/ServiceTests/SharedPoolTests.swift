@@ -68,6 +68,31 @@ import Testing
     }
 }
 
+/// A queued job says where it stands and when it should start: when the job ahead of it is to finish.
+@Suite struct QueueVisibilityTests {
+    @Test func aQueuedJobShowsItsPlaceAndItsEstimatedStart() async throws {
+        let service = try LiveService()
+        service.startWorkers(1, minimumRunSeconds: nil)
+        let fixtures = try await PreemptionTests.fixtures(service, key: service.adminKey)
+        let long = try await PreemptionTests.job(service, fixtures, method: PreemptionTests.long, key: service.adminKey)
+        let finish = try await poll("the running job's estimated finish", seconds: 30) {
+            try await service.request("GET", "/v1/fine_tuning/jobs/\(long)", key: service.adminKey).json["estimated_finish"] as? Int
+        }
+        let waiting = try await PreemptionTests.job(service, fixtures, method: PreemptionTests.short, key: service.adminKey)
+        let queued = try await poll("the job to be queued", seconds: 10) {
+            let job = try await service.request("GET", "/v1/fine_tuning/jobs/\(waiting)", key: service.adminKey).json
+            return job["status"] as? String == "queued" ? job : nil
+        }
+        #expect(queued["queue_position"] as? Int == 1)
+        let start = try #require(queued["estimated_start"] as? Int, "\(queued)")
+        #expect(abs(start - finish) <= 2, "starts when the running job should finish: \(start) against \(finish)")
+        let listed = try await service.request("GET", "/v1/fine_tuning/jobs", key: service.adminKey).json["data"] as? [[String: Any]] ?? []
+        #expect(listed.first { $0["id"] as? String == waiting }?["estimated_start"] as? Int != nil)
+        #expect(listed.first { $0["id"] as? String == long }?["estimated_start"] is NSNull, "a running job has no estimated start")
+        _ = try await service.post("/v1/fine_tuning/jobs/\(long)/cancel", [:])
+    }
+}
+
 @Suite struct DeadlineTests {
     @Test func aJobPastItsMaxDurationFailsWithDeadlineExceeded() async throws {
         let service = try LiveService(workers: 1)
@@ -171,6 +196,24 @@ import Testing
         #expect(try await list("model=unknown-model").isEmpty)
         #expect(try await list("created_after=2000000000").isEmpty)
         #expect(try await service.request("GET", "/v1/fine_tuning/jobs?status=bogus", key: service.adminKey).status == 400)
+    }
+
+    @Test func filesAndModelsTakeTheSameTimeRange() async throws {
+        let service = try LiveService()
+        let (model, file) = try await service.jobFixtures()
+        func ids(_ path: String) async throws -> [String] {
+            let page = try await service.request("GET", path, key: service.adminKey)
+            #expect(page.status == 200, "\(page.json)")
+            return (page.json["data"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        }
+        let now = Int(Date().timeIntervalSince1970)
+        #expect(try await ids("/v1/files?created_after=\(now - 60)").contains(file))
+        #expect(try await ids("/v1/files?created_after=\(now + 60)").isEmpty)
+        #expect(try await ids("/v1/files?created_before=\(now - 60)").isEmpty)
+        #expect(try await ids("/v1/models?created_before=\(now + 60)").contains(model))
+        #expect(try await ids("/v1/models?created_after=\(now + 60)").isEmpty)
+        let bad = try await service.request("GET", "/v1/models?created_after=yesterday", key: service.adminKey)
+        #expect(bad.status == 400 && (bad.json["error"] as? [String: Any])?["param"] as? String == "created_after")
     }
 }
 

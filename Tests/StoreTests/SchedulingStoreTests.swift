@@ -1,5 +1,7 @@
 import Foundation
+import Jobs
 import Store
+import Training
 import Synchronization
 import TestSupport
 import Testing
@@ -59,6 +61,39 @@ import Testing
         }
         #expect(claimed.withLock { $0 } == 2)
         #expect(try store.countsByStatus()[.running] == 2)
+    }
+}
+
+/// `estimated_start`: the queue played forward from the running jobs' finishes and measured rates.
+@Suite struct QueueOutlookTests {
+    @Test(arguments: SQLDialect.allCases)
+    func queuedJobsStartAsTheWorkersFree(dialect: SQLDialect) throws {
+        let (store, database) = try JobStoreTests.store(dialect)
+        // batch 4 at 40 samples/s: 10 steps a second.
+        var hyperparameters = Hyperparameters()
+        hyperparameters.batchSize = 4
+        let settings = JobSettings(method: .sft, hyperparameters: hyperparameters), unmeasured = JobSettings(method: .dpo, hyperparameters: hyperparameters)
+        for (index, id) in ["ftjob-run-a", "ftjob-run-b", "ftjob-q1", "ftjob-q2", "ftjob-q3", "ftjob-other"].enumerated() {
+            try store.insert(JobRecord(id: id, projectID: "p", model: "m", trainingFile: "f", validationFile: nil,
+                                       method: (id == "ftjob-other" ? unmeasured : settings).methodJSON, hyperparameters: settings.hyperparametersJSON, seed: 1, suffix: nil,
+                                       metadata: "{}", webhookURL: nil, status: .queued, createdAt: index), firstEvent: "created")
+            try database.write { try $0.run("UPDATE jobs SET total_steps = 100 WHERE id = ?1", [.text(id)]) }
+        }
+        #expect(try store.claimNext(worker: "w1", leaseSeconds: 60)?.id == "ftjob-run-a")
+        #expect(try store.claimNext(worker: "w2", leaseSeconds: 60)?.id == "ftjob-run-b")
+        let now = Int(Date().timeIntervalSince1970)
+        try store.recordStep("ftjob-run-a", worker: "w1", step: 50, values: ["loss": 1], summary: "", samplesPerSecond: 40, estimatedFinish: now + 5)
+        try store.recordStep("ftjob-run-b", worker: "w2", step: 10, values: ["loss": 1], summary: "", samplesPerSecond: 40, estimatedFinish: now + 9)
+        let outlook = try store.queueOutlook(queuedLimit: 100)
+        #expect(outlook.running.count == 2 && outlook.queued.map(\.id) == ["ftjob-q1", "ftjob-q2", "ftjob-q3", "ftjob-other"])
+        let starts = outlook.estimatedStarts(now: now)
+        // q1 takes a's worker at +5, q2 b's at +9, q3 the worker q1 leaves after its 10 s; the job
+        // of a method no job has measured starts after q3 (+15), and what follows it has no estimate.
+        #expect(starts["ftjob-q1"] == now + 5 && starts["ftjob-q2"] == now + 9 && starts["ftjob-q3"] == now + 15, "\(starts)")
+        #expect(starts["ftjob-other"] == now + 19)
+        let unknownFirst = QueueOutlook(running: outlook.running, queued: outlook.queued.reversed(), rates: outlook.rates).estimatedStarts(now: now)
+        #expect(unknownFirst.keys.sorted() == ["ftjob-other"], "behind a job of unknown length nothing is estimated: \(unknownFirst)")
+        #expect(try store.job("ftjob-q1", project: nil)?.estimatedStart == nil, "planned when the API reads it, never stored")
     }
 }
 
@@ -141,7 +176,7 @@ import Testing
         #expect(try ids { $0.status = .queued } == ["ftjob-f1", "ftjob-f0"])
         #expect(try ids { $0.metadata = ["team": "vision"] } == ["ftjob-f2", "ftjob-f0"])
         #expect(try ids { $0.metadata = ["team": "vision", "n": "0"] } == ["ftjob-f0"])
-        #expect(try ids { $0.createdAfter = 100; $0.createdBefore = 102 } == ["ftjob-f1"])
+        #expect(try ids { $0.created = CreatedRange(after: 100, before: 102) } == ["ftjob-f1"])
         #expect(try ids { $0.metadata = [#"te"am"#: "vision"] }.isEmpty, "a key with a quote is a key like any other")
         #expect(try ids { $0.model = "m" }.count == 3)
         #expect(try ids { $0.model = "other" }.isEmpty)
