@@ -38,6 +38,14 @@ public struct HTTPRequest: Sendable {
         return nil
     }
 
+    /// Every query parameter's name, percent-decoded, repeats included, in order.
+    public var queryNames: [String] {
+        guard let query = rawQuery else { return [] }
+        return query.split(separator: "&").compactMap { pair in
+            pair.split(separator: "=", maxSplits: 1).first.map { $0.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+        }
+    }
+
     /// Query parameters, percent-decoded; the first value of a repeated name wins.
     public var query: [String: String] {
         guard let query = rawQuery else { return [:] }

@@ -68,6 +68,7 @@ public final class Application: Sendable {
         statusChanges.observe { jobID, status in
             if status.isTerminal { webhooks.jobFinished(jobID) }
         }
+        webhooks.start()
     }
 
     /// Jobs left in `validating_files` by a stopped server are validated again (the stage
@@ -79,6 +80,7 @@ public final class Application: Sendable {
     public func stop() {
         heavyWork.stop()
         fileValidation.stop()
+        resources.webhooks.stop()
     }
 
     /// Streams this application produces (log followers) run on the server's handler threads.

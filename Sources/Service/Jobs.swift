@@ -77,10 +77,7 @@ enum JobsAPI {
             let checkpoints = try store.checkpoints(job.id, limit: limit + 1)
             let data = checkpoints.prefix(limit).map { row in
                 let hasGrid = dataDirectory.artifacts.exists(.sampleGrid(job: job.id, step: row.step))
-                return CheckpointObject(id: row.id, createdAt: row.createdAt, stepNumber: row.step, metrics: RawJSON(text: row.metrics),
-                                        fineTuningJobID: job.id, fineTunedModelCheckpoint: job.resultModelID + ":ckpt-step-\(row.step)",
-                                        contentURL: "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/content",
-                                        sampleGridURL: hasGrid ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(row.id)/samples.png" : nil)
+                return FineTuningCheckpoint(id: row.id, createdAt: row.createdAt, step: row.step, metrics: row.metrics, job: job, hasSampleGrid: hasGrid)
             }
             return .json(ListPage(data, hasMore: checkpoints.count > limit))
         }
@@ -308,7 +305,12 @@ enum JobsAPI {
         for (name, value) in query where name.hasPrefix("metadata[") && name.hasSuffix("]") {
             filter.metadata[String(name.dropFirst("metadata[".count).dropLast())] = value
         }
-        guard filter.metadata.count <= 16 else { throw APIError.invalid("at most 16 metadata filters", param: "metadata") }
+        // The keys asked for, as the object they stand for has them: a repeated name, or a deeper
+        // one (metadata[key][]=…), is still one key.
+        let keys = Set(context.request.queryNames.filter { $0.hasPrefix("metadata[") }.map { name in
+            name.dropFirst("metadata[".count).prefix { $0 != "]" }
+        })
+        guard keys.count <= 16 else { throw APIError.invalid("at most 16 metadata filters", param: "metadata") }
         return filter
     }
 

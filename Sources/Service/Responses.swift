@@ -91,21 +91,3 @@ struct ModelObject: Encodable {
 
     enum CodingKeys: String, CodingKey { case id, object, created, ownedBy = "owned_by", config }
 }
-
-/// A checkpoint of a job (`fine_tuning.job.checkpoint`).
-struct CheckpointObject: Encodable {
-    let object = "fine_tuning.job.checkpoint"
-    let id: String
-    let createdAt: Int
-    let stepNumber: Int
-    let metrics: RawJSON
-    let fineTuningJobID: String
-    let fineTunedModelCheckpoint: String
-    let contentURL: String
-    let sampleGridURL: String?
-
-    enum CodingKeys: String, CodingKey {
-        case object, id, createdAt = "created_at", stepNumber = "step_number", metrics, fineTuningJobID = "fine_tuning_job_id"
-        case fineTunedModelCheckpoint = "fine_tuned_model_checkpoint", contentURL = "content_url", sampleGridURL = "sample_grid_url"
-    }
-}

@@ -39,7 +39,9 @@ public protocol JobStore: Sendable {
     func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool
     /// Gives the job up: clears the lease and, when `status` is given, moves it there from `running`
     /// (re-queued on shutdown, or finished). False when the job is no longer this worker's.
-    func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool
+    /// `webhook`, when the job has a webhook_url, is queued with the release (a preemption's).
+    func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String,
+                 webhook: WebhookEventType?) throws -> Bool
     /// Running jobs and the workers holding them, for recovering a dead process's jobs at start-up.
     func leases() throws -> [(job: String, owner: String)]
     /// Ends a lease at once, so that the job can be claimed now rather than when it would expire.
@@ -54,8 +56,8 @@ public protocol JobStore: Sendable {
     @discardableResult
     func recordStep(_ jobID: String, worker: String, step: Int, values: [String: Double], summary: String, samplesPerSecond: Double?,
                     estimatedFinish: Int?) throws -> Bool
-    /// A checkpoint record (once per step) with an event.
-    func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String) throws
+    /// A checkpoint record (once per step) with an event, and its webhook (`sampleGrid`: one was drawn).
+    func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool) throws
     /// Forgets a checkpoint (retention deletes its files).
     func removeCheckpoint(_ jobID: String, worker: String, step: Int) throws
     /// The last step with metric points, if any.
@@ -81,9 +83,6 @@ public protocol JobStore: Sendable {
     func runSeconds(_ jobID: String) throws -> Int
     /// Every lease ever taken on the job, oldest first: who held it and when, for audits.
     func leaseHistory(_ jobID: String) throws -> [LeaseRecord]
-    /// Takes the job's terminal-status webhook for this process: true once per job, for the
-    /// first node that asks, so a fleet of API nodes delivers it once.
-    func claimWebhook(_ jobID: String) throws -> Bool
 
     /// Points by name with steps strictly increasing, after `sinceStep` when given.
     func metrics(_ jobID: String, names: [String]?, sinceStep: Int?) throws -> [String: [(step: Int, value: Double)]]
@@ -115,3 +114,9 @@ public struct CheckpointRow: Sendable, Equatable {
     public let createdAt: Int
 }
 
+extension JobStore {
+    /// A release that announces nothing.
+    public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool {
+        try release(jobID, worker: worker, status: status, error: error, event: event, level: level, webhook: nil)
+    }
+}

@@ -294,12 +294,6 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    public func claimWebhook(_ jobID: String) throws -> Bool {
-        try database.write {
-            try $0.run("UPDATE jobs SET webhook_claimed_at = ?1 WHERE id = ?2 AND webhook_claimed_at IS NULL",
-                       [.integer(Self.now()), .text(jobID)]) == 1
-        }
-    }
 
     // MARK: - Leases
 
@@ -404,6 +398,7 @@ public final class SQLJobStore: JobStore {
 
     /// Each project's use of the workers over the fair-share window, in worker-seconds divided by
     /// its weight: leases held (a lease still held counts up to now), clipped to the window.
+    /// Only leases that ended inside the window or are open are read (lease_history_by_end).
     func weightedUsage(_ connection: any SQLConnection, nowMs: Int64) throws -> [String: Double] {
         let windowStart = nowMs - Int64(fairShareWindowSeconds) * 1000
         var usage: [String: Double] = [:]
@@ -411,7 +406,7 @@ public final class SQLJobStore: JobStore {
             SELECT jobs.project_id,
                    SUM(COALESCE(h.ended_at_ms, \(least)(h.expires_at_ms, ?2)) - \(greatest)(h.claimed_at_ms, ?1)), MAX(projects.weight)
             FROM lease_history h JOIN jobs ON jobs.id = h.job_id JOIN projects ON projects.id = jobs.project_id
-            WHERE COALESCE(h.ended_at_ms, \(least)(h.expires_at_ms, ?2)) > ?1
+            WHERE (h.ended_at_ms > ?1 OR (h.ended_at_ms IS NULL AND h.expires_at_ms > ?1))
             GROUP BY jobs.project_id
             """, [.integer(windowStart), .integer(nowMs)]) {
             guard case let .text(project) = row[0] else { continue }
@@ -496,6 +491,8 @@ public final class SQLJobStore: JobStore {
                                [.text(id), .text(worker), .integer(Self.nowMilliseconds()), .integer(expires * 1000)])
             let message = previous == JobStatus.queued.rawValue ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
             try appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
+            // A job that trained before goes on from its saved state (or its last checkpoint).
+            try enqueueWebhook(connection, id, .resumed) { job in job.step > 0 ? Self.jobData(job) : nil }
             return id
         }
         return try claimed.flatMap { try job($0, project: nil) }
@@ -512,7 +509,8 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool {
+    public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String,
+                        webhook: WebhookEventType?) throws -> Bool {
         try database.write { connection in
             let terminal = status?.isTerminal ?? false
             guard try connection.run("""
@@ -525,6 +523,7 @@ public final class SQLJobStore: JobStore {
                       .text(worker), .text(JobStatus.running.rawValue)]) == 1 else { return false }
             try endLease(connection, jobID)
             try appendEvent(connection, jobID, level: level, type: "message", message: event, data: nil)
+            if let webhook { try enqueueWebhook(connection, jobID, webhook, data: Self.jobData) }
             return true
         }
     }
@@ -591,11 +590,17 @@ public final class SQLJobStore: JobStore {
                        estimated_finish = COALESCE(?3, estimated_finish) WHERE id = ?4
                 """, [.integer(Int64(step)), samplesPerSecond.map(SQLValue.real) ?? .null,
                       estimatedFinish.map { .integer(Int64($0)) } ?? .null, .text(jobID)])
+            let validation = values.filter { $0.key.hasPrefix("val_") && $0.value.isFinite }
+            if !validation.isEmpty {
+                try enqueueWebhook(connection, jobID, .validationCompleted) { _ in
+                    JSONBodyEncoder.string(ValidationResult(fineTuningJobID: jobID, step: step, metrics: SortedMembers(validation)))
+                }
+            }
             return true
         }
     }
 
-    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String) throws {
+    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool) throws {
         try database.write { connection in
             try checkLease(connection, jobID, worker: worker)
             guard try connection.run("""
@@ -604,6 +609,10 @@ public final class SQLJobStore: JobStore {
             try connection.run("UPDATE jobs SET step = \(greatest)(step, ?1), claims_without_progress = 0 WHERE id = ?2",
                                [.integer(Int64(step)), .text(jobID)])
             try appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
+            try enqueueWebhook(connection, jobID, .checkpointSaved) { job in
+                JSONBodyEncoder.string(FineTuningCheckpoint(id: id, createdAt: Int(Self.now()), step: step, metrics: metrics, job: job,
+                                                            hasSampleGrid: sampleGrid))
+            }
         }
     }
 

@@ -9,7 +9,7 @@ import Testing
 /// worker takes it from a running one at its next step, and the preempted job, queued again,
 /// later ends with exactly the weights of a run that was never preempted.
 @Suite struct PreemptionTests {
-    static var long: [String: Any] { ["type": "sft", "sft": ["hyperparameters": ["n_steps": 60_000, "batch_size": 4, "log_every": 2000,
+    static var long: [String: Any] { ["type": "sft", "sft": ["hyperparameters": ["n_steps": 400_000, "batch_size": 4, "log_every": 20_000,
                                                                                   "checkpoint_every": 100_000, "learning_rate": 1e-3]]] }
     static var short: [String: Any] { ["type": "sft", "sft": ["hyperparameters": ["n_steps": 500, "batch_size": 4, "log_every": 100]]] }
 
@@ -21,9 +21,10 @@ import Testing
         return (model.json["id"] as! String, file.json["id"] as! String)
     }
 
-    static func job(_ service: LiveService, _ fixtures: (model: String, file: String), method: [String: Any], key: String) async throws -> String {
-        let created = try await service.post("/v1/fine_tuning/jobs", ["model": fixtures.model, "training_file": fixtures.file, "method": method, "seed": 7],
-                                             key: key)
+    static func job(_ service: LiveService, _ fixtures: (model: String, file: String), method: [String: Any], key: String,
+                    extra: [String: Any] = [:]) async throws -> String {
+        let body: [String: Any] = ["model": fixtures.model, "training_file": fixtures.file, "method": method, "seed": 7]
+        let created = try await service.post("/v1/fine_tuning/jobs", body.merging(extra) { $1 }, key: key)
         return try #require(created.json["id"] as? String, "\(created.json)")
     }
 
@@ -35,12 +36,16 @@ import Testing
     }
 
     @Test func aJobOfAnUnderServedProjectPreemptsLosslessly() async throws {
+        let received = SignedWebhookTests.Receiver()
+        let receiver = HTTPServer(configuration: { var c = HTTPServer.Configuration(); c.port = 0; return c }()) { await received.take($0) }
+        let port = try receiver.start()
+        defer { receiver.shutdown() }
         let service = try LiveService()
         service.startWorkers(1, minimumRunSeconds: 1)
         let other = try service.data.database.withWriter { try APIKeys(connection: $0).create(project: "other") }.secret
         let mine = try await Self.fixtures(service, key: service.adminKey)
         let theirs = try await Self.fixtures(service, key: other)
-        let long = try await Self.job(service, mine, method: Self.long, key: service.adminKey)
+        let long = try await Self.job(service, mine, method: Self.long, key: service.adminKey, extra: ["webhook_url": "http://127.0.0.1:\(port)/hook"])
         _ = try await poll("the long job to train", seconds: 30) {
             (try await service.request("GET", "/v1/fine_tuning/jobs/\(long)", key: service.adminKey).json["progress"] as? [String: Any])?["step"] as? Int ?? 0 > 0 ? true : nil
         }
@@ -55,7 +60,15 @@ import Testing
         let preempted = events.compactMap { $0["message"] as? String }.filter { $0.hasPrefix("Preempted at step") }
         #expect(preempted.count >= 1 && preempted[0].contains("fair share"), "\(preempted)")
         let metrics = try await service.request("GET", "/v1/fine_tuning/jobs/\(long)/metrics?names=loss", key: service.adminKey).json
-        #expect((metrics["series"] as? [String: [String: Any]])?["loss"]?["steps"] as? [Int] == Array(stride(from: 2000, through: 60_000, by: 2000)))
+        #expect((metrics["series"] as? [String: [String: Any]])?["loss"]?["steps"] as? [Int] == Array(stride(from: 20_000, through: 400_000, by: 20_000)))
+        // The long job's webhooks: preempted, resumed (once per preemption), then its end.
+        let types = try await poll("the webhook of the end", seconds: 10) {
+            let types = await received.deliveries.compactMap { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [String: Any] }
+                .compactMap { $0["type"] as? String }
+            return types.contains("fine_tuning.job.succeeded") ? types : nil
+        }
+        #expect(types.filter { $0 == "fine_tuning.job.preempted" }.count == preempted.count, "\(types)")
+        #expect(types.filter { $0 == "fine_tuning.job.resumed" }.count == preempted.count, "\(types)")
 
         // The same job alone, never preempted.
         let alone = try LiveService()
@@ -164,15 +177,21 @@ import Testing
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(port)/hook"])
         _ = try await service.waitFor(id, ["succeeded"])
-        let delivery = try await poll("the webhook", seconds: 10) { await received.deliveries.first }
-        #expect(delivery.headers["webhook-signature"]?.hasPrefix("v1,") == true)
-        let bodyPath = service.directory + "/hook.json", headersPath = service.directory + "/hook-headers.json"
-        try Data(delivery.body).write(to: URL(fileURLWithPath: bodyPath))
-        try JSONSerialization.data(withJSONObject: delivery.headers).write(to: URL(fileURLWithPath: headersPath))
+        // The final checkpoint's webhook, then the job's end: the SDK verifies both.
+        let deliveries = try await poll("both webhooks", seconds: 10) { await received.deliveries.count >= 2 ? await received.deliveries : nil }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/interop/openai_webhook.py").standardized.path
-        let (status, output) = try await runToolAsync(["python3", script, bodyPath, headersPath, secret])
-        #expect(status == 0 && output.contains("fine_tuning.job.succeeded \(id)") && output.contains("tampered: refused")
-                && output.contains("other secret: refused"), "\(output)")
+        var verified: [String] = []
+        for (index, delivery) in deliveries.enumerated() {
+            #expect(delivery.headers["webhook-signature"]?.hasPrefix("v1,") == true)
+            let bodyPath = service.directory + "/hook\(index).json", headersPath = service.directory + "/hook-headers\(index).json"
+            try Data(delivery.body).write(to: URL(fileURLWithPath: bodyPath))
+            try JSONSerialization.data(withJSONObject: delivery.headers).write(to: URL(fileURLWithPath: headersPath))
+            let (status, output) = try await runToolAsync(["python3", script, bodyPath, headersPath, secret])
+            #expect(status == 0 && output.contains("tampered: refused") && output.contains("other secret: refused"), "\(output)")
+            verified.append(output.split(separator: "\n").first.map(String.init) ?? "")
+        }
+        #expect(verified.contains("fine_tuning.job.succeeded \(id)") && verified.contains { $0.hasPrefix("fine_tuning.checkpoint.saved ftckpt-") },
+                "\(verified)")
     }
 }
 
@@ -196,6 +215,11 @@ import Testing
         #expect(try await list("model=unknown-model").isEmpty)
         #expect(try await list("created_after=2000000000").isEmpty)
         #expect(try await service.request("GET", "/v1/fine_tuning/jobs?status=bogus", key: service.adminKey).status == 400)
+        // At most 16 keys, however they are spelled: a key repeated, or with a deeper part, counts once.
+        let sixteen = (0..<16).map { "metadata%5Bk\($0)%5D=v" } + ["metadata%5Bk0%5D=w", "metadata%5Bk1%5D%5B%5D=x"]
+        #expect(try await service.request("GET", "/v1/fine_tuning/jobs?" + sixteen.joined(separator: "&"), key: service.adminKey).status == 200)
+        let seventeen = sixteen + ["metadata%5Bk16%5D%5B%5D=x"]
+        #expect(try await service.request("GET", "/v1/fine_tuning/jobs?" + seventeen.joined(separator: "&"), key: service.adminKey).status == 400)
     }
 
     @Test func filesAndModelsTakeTheSameTimeRange() async throws {

@@ -231,7 +231,7 @@ enum WorkerFixtures {
                                              extra: ["webhook_url": "http://127.0.0.1:\(closed)/hook"])
         #expect(try await service.waitFor(id, ["succeeded", "failed"])["status"] as? String == "succeeded")
         let warning = try? await poll("the webhook's warning event", seconds: 10, every: .milliseconds(50)) {
-            try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook to 127.0.0.1 failed after 3 attempts") == true }
+            try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook fine_tuning.job.succeeded to 127.0.0.1 failed after 3 attempts") == true }
         }
         #expect(warning?["level"] as? String == "warn", "three attempts, then a warning event")
         #expect(try await service.job(id)["status"] as? String == "succeeded", "the job is not affected")
@@ -289,27 +289,33 @@ enum WorkerFixtures {
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(port)/hooks/preftune"])
         _ = try await service.waitFor(id, ["succeeded"])
-        _ = try? await poll("a second delivery", seconds: 10) { await received.bodies.count >= 2 ? () : nil }
-        let bodies = await received.bodies
-        #expect(bodies.count == 2, "the first attempt got a 500 and was retried")
-        let event = try #require(bodies.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] })
-        #expect(event["type"] as? String == "fine_tuning.job.succeeded" && event["object"] as? String == "event")
-        #expect((event["data"] as? [String: Any])?["id"] as? String == id)
+        func ends() async -> [[String: Any]] {
+            await received.bodies.compactMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] }
+                .filter { $0["type"] as? String == "fine_tuning.job.succeeded" }
+        }
+        _ = try? await poll("a second delivery", seconds: 10) { await ends().count >= 2 ? () : nil }
+        let attempts = await ends()
+        #expect(attempts.count == 2, "the first attempt got a 500 and was retried")
+        #expect(Set(attempts.compactMap { $0["id"] as? String }).count == 1, "the same event, with the same id")
+        let event = try #require(attempts.last)
+        #expect(event["object"] as? String == "event" && (event["data"] as? [String: Any])?["id"] as? String == id)
         #expect(await received.paths.allSatisfy { $0 == "/hooks/preftune" })
         try await Task.sleep(for: .milliseconds(100))
-        #expect(try await service.events(id).contains { ($0["message"] as? String)?.contains("Webhook delivered") == true })
+        #expect(try await service.events(id).contains { ($0["message"] as? String)?.contains("Webhook fine_tuning.job.succeeded delivered to 127.0.0.1") == true })
     }
 }
 
-/// A webhook endpoint that fails its first request.
+/// A webhook endpoint that fails the first attempt of each event (by its webhook-id).
 actor WebhookReceiver {
     var bodies: [[UInt8]] = []
     var paths: [String] = []
+    var seen: Set<String> = []
 
     func take(_ request: HTTPRequest) -> HTTPResponse {
         bodies.append(request.body)
         paths.append(request.path)
-        return HTTPResponse(status: bodies.count == 1 ? 500 : 200, headers: [("Content-Type", "text/plain")], body: .bytes(Array("ok".utf8)))
+        let first = seen.insert(request.head.header("webhook-id") ?? "").inserted
+        return HTTPResponse(status: first ? 500 : 200, headers: [("Content-Type", "text/plain")], body: .bytes(Array("ok".utf8)))
     }
 }
 

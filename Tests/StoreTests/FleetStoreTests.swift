@@ -29,7 +29,7 @@ import Testing
         #expect(throws: LeaseLost.self) {
             try store.recordStep("ftjob-f", worker: "old", step: 2, values: ["loss": 0.5], summary: "s2", samplesPerSecond: nil, estimatedFinish: nil)
         }
-        #expect(throws: LeaseLost.self) { try store.addCheckpoint("ftjob-f", worker: "old", id: "ftckpt-f-2", step: 2, metrics: "{}", event: "ckpt") }
+        #expect(throws: LeaseLost.self) { try store.addCheckpoint("ftjob-f", worker: "old", id: "ftckpt-f-2", step: 2, metrics: "{}", event: "ckpt", sampleGrid: false) }
         #expect(throws: LeaseLost.self) { try store.removeCheckpoint("ftjob-f", worker: "old", step: 1) }
         #expect(throws: LeaseLost.self) { try store.appendEvent("ftjob-f", fencedBy: "old", level: "info", type: "message", message: "late", data: nil) }
         #expect(try !store.release("ftjob-f", worker: "old", status: .failed, error: nil, event: "x", level: "error"))
@@ -117,15 +117,6 @@ import Testing
         let all = answers.withLock { $0 }
         #expect(all.count == 6)
         #expect(all.filter { $0 == .reserved }.count == 1, "\(all)")
-    }
-
-    @Test(arguments: SQLDialect.allCases)
-    func aFinishedJobsWebhookIsTakenOnce(dialect: SQLDialect) throws {
-        let (store, _) = try JobStoreTests.store(dialect)
-        try JobStoreTests.insert(store, "ftjob-w", createdAt: 1)
-        let taken = Mutex(0)
-        Self.concurrently(4) { _ in if (try? store.claimWebhook("ftjob-w")) == true { taken.withLock { $0 += 1 } } }
-        #expect(taken.withLock { $0 } == 1)
     }
 
     @Test(arguments: SQLDialect.allCases)

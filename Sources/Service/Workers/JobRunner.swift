@@ -121,15 +121,17 @@ struct JobRunner {
 
     /// Writes `samples/step-N.png` from each checkpoint's weights: a row of 4 samples per grid prompt,
     /// from the same noise every time, so grids of successive checkpoints compare.
-    static func sampleGridWriter(conditions: Conditions, job: String, artifacts: any ArtifactStore) -> (CheckpointRecord) -> Void {
+    static func sampleGridWriter(conditions: Conditions, job: String, artifacts: any ArtifactStore) -> (CheckpointRecord) -> Bool {
         { checkpoint in
             guard let model = try? ModelFile.load(checkpoint.modelPath),
-                  let png = SampleDrawing.grid(model: model, conditions: conditions, columns: 4) else { return }
+                  let png = SampleDrawing.grid(model: model, conditions: conditions, columns: 4) else { return false }
             let grid = Artifact.sampleGrid(job: job, step: checkpoint.step)
-            guard let staged = try? artifacts.stagingPath(for: grid) else { return }
+            guard let staged = try? artifacts.stagingPath(for: grid) else { return false }
             if (try? Data(png).write(to: URL(fileURLWithPath: staged))) == nil || (try? artifacts.publish(staged: staged, as: grid)) == nil {
                 unlink(staged)
+                return false
             }
+            return true
         }
     }
 
@@ -156,7 +158,7 @@ struct JobRunner {
                 sink.appendToFile("preempted at step \(step): \(reason)")
                 _ = try? store.release(job.id, worker: worker, status: .queued, error: nil,
                                        event: "Preempted at step \(step): \(reason); training state saved, the job is queued again and resumes where it stopped",
-                                       level: "info")
+                                       level: "info", webhook: .preempted)
                 return .queued
             }
             if control.request == .shutdown {

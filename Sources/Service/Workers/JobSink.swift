@@ -27,7 +27,7 @@ final class JobSink: TrainingSink {
     /// The last step whose metrics the store holds from an earlier run of this job.
     let replayedThrough: Int
     /// Draws the sample grid of a checkpoint (image-shaped models), before its record appears.
-    var sampleGrid: ((CheckpointRecord) -> Void)?
+    var sampleGrid: ((CheckpointRecord) -> Bool)?
     /// Set when a store write failed: the job must stop, as its record would have gaps.
     private(set) var storeError: Error?
     /// For the estimated finish: the first step reported in this run and when.
@@ -103,11 +103,11 @@ final class JobSink: TrainingSink {
     func checkpointSaved(_ checkpoint: CheckpointRecord) {
         let metrics = JSONBodyEncoder.string(SortedMembers(checkpoint.metrics.filter { $0.value.isFinite }))
         let message = "Checkpoint saved at step \(checkpoint.step)"
-        sampleGrid?(checkpoint)
+        let drawn = sampleGrid?(checkpoint) ?? false
         if checkpoint.step > replayedThrough { appendToFile(message) }
         attempt {
             try store.addCheckpoint(jobID, worker: worker, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
-                                    metrics: metrics, event: message)
+                                    metrics: metrics, event: message, sampleGrid: drawn)
         }
         attempt { try retain?() }
     }

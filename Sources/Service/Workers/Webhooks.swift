@@ -4,27 +4,38 @@ import JSON
 import FoundationNetworking
 #endif
 import Store
+import Synchronization
 
-/// POSTs a job's terminal status to its `webhook_url`, shaped as OpenAI's webhook
-/// events (`{"id","object":"event","type":"fine_tuning.job.succeeded","data":{…}}`).
-/// Delivery is retried with exponential back-off; every outcome is a job event, and
-/// no failure reaches the job or the server. Destinations pass the `EgressPolicy` at
-/// every attempt (after DNS resolution; plain-HTTP requests then go to the address that
-/// was checked), and redirects are not followed: a 3xx is a failed attempt.
+/// Sends the webhooks the stores queue (`WebhookOutbox`): a job's end, shaped as OpenAI's
+/// webhook events (`{"id","object":"event","type":"fine_tuning.job.succeeded","data":{…}}`),
+/// and preftune's own (`fine_tuning.checkpoint.saved`, `fine_tuning.job.preempted`,
+/// `fine_tuning.job.resumed`, `fine_tuning.validation.completed`).
+///
+/// Every API node runs a sender: it takes due deliveries from the database (one node per
+/// delivery), posts each, and records the outcome; a failed attempt is tried again after the
+/// next of `delays`, and every final outcome is a job event. No failure reaches the job or the
+/// server. Destinations pass the `EgressPolicy` at every attempt (after DNS resolution;
+/// plain-HTTP requests then go to the address that was checked), and redirects are not
+/// followed: a 3xx is a failed attempt.
 public final class Webhooks: Sendable {
-    let store: any JobStore
+    let store: any JobStore & WebhookOutbox
     /// Waits before each attempt: the first at once, then doubling.
     let delays: [Double]
     let session: URLSession
     let egress: EgressPolicy
     /// A project's signing secret, when it has one.
     let secret: @Sendable (_ project: String) -> String?
+    /// Wakes the sender before its next poll.
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let running = Mutex(false)
+    /// How long a taken delivery is this node's: longer than an attempt can take.
+    static let holdSeconds = 60
 
-    public init(store: any JobStore, egress: EgressPolicy = EgressPolicy(), delays: [Double] = [0, 1, 2, 4, 8, 16, 32], timeout: Double = 10,
-                secret: @escaping @Sendable (_ project: String) -> String? = { _ in nil }) {
+    public init(store: any JobStore & WebhookOutbox, egress: EgressPolicy = EgressPolicy(), delays: [Double] = [0, 1, 2, 4, 8, 16, 32],
+                timeout: Double = 10, secret: @escaping @Sendable (_ project: String) -> String? = { _ in nil }) {
         self.store = store
         self.secret = secret
-        self.delays = delays
+        self.delays = delays.isEmpty ? [0] : delays
         self.egress = egress
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = timeout
@@ -42,30 +53,87 @@ public final class Webhooks: Sendable {
         return url
     }
 
-    /// Starts delivering the job's terminal status, if it has a webhook; returns at once.
+    /// Queues the job's terminal-status webhook, if it has one (every node that hears the end
+    /// asks; the first queues it), and sends it now.
     public func jobFinished(_ jobID: String) {
-        guard let job = try? store.job(jobID, project: nil), let target = job.webhookURL, let url = URL(string: target),
-              job.status.isTerminal else { return }
-        // Every API node hears the status: the first to take the delivery sends it.
-        guard (try? store.claimWebhook(jobID)) == true else { return }
-        let eventID = "evt_" + APIKeys.randomHex(bytes: 12)
-        let payload = WebhookEvent(id: eventID, createdAt: Int(Date().timeIntervalSince1970), type: "fine_tuning.job.\(job.status.rawValue)",
-                                   data: FineTuningJob(job))
+        if (try? store.enqueueFinished(jobID)) == true { wake() }
+    }
+
+    public func wake() { wakeUp.signal() }
+
+    /// Starts the sender: it polls every `pollSeconds` (deliveries queued by workers in other
+    /// processes, retries coming due) and whenever woken; and prunes settled history hourly.
+    public func start(pollSeconds: Double = 1) {
+        guard running.withLock({ let was = $0; $0 = true; return !was }) else { return }
+        let thread = Thread { [self] in
+            var lastPrune = Date.distantPast
+            while running.withLock({ $0 }) {
+                if let due = try? store.takeDueWebhooks(limit: 16, holdSeconds: Self.holdSeconds) {
+                    for delivery in due { Task.detached { [self] in await attempt(delivery) } }
+                }
+                if Date().timeIntervalSince(lastPrune) > 3600 {
+                    lastPrune = Date()
+                    _ = try? store.pruneHistory(deliveriesDays: 7, leasesDays: 30)
+                }
+                _ = wakeUp.wait(timeout: .now() + pollSeconds)
+            }
+        }
+        thread.name = "webhooks"
+        thread.start()
+    }
+
+    public func stop() {
+        running.withLock { $0 = false }
+        wakeUp.signal()
+    }
+
+    /// One attempt at a delivery, and its outcome recorded: delivered, due again after the
+    /// next delay, or given up with a warning in the job's events.
+    func attempt(_ delivery: WebhookDelivery) async {
+        guard let url = URL(string: delivery.url) else {
+            try? store.webhookFailed(delivery.id, retryAtMilliseconds: nil)
+            return
+        }
+        let host = url.host ?? delivery.url
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
-        let body = JSONBodyEncoder.encode(payload)
+        let body = Array(delivery.body.utf8)
         request.httpBody = Data(body)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("preftune-webhooks", forHTTPHeaderField: "User-Agent")
-        // The same id on every attempt lets a receiver drop repeats.
+        // The same id on every attempt lets a receiver drop repeats; the timestamp is this attempt's.
         let timestamp = "\(Int(Date().timeIntervalSince1970))"
-        request.setValue(eventID, forHTTPHeaderField: "webhook-id")
+        request.setValue(delivery.id, forHTTPHeaderField: "webhook-id")
         request.setValue(timestamp, forHTTPHeaderField: "webhook-timestamp")
-        if let secret = secret(job.projectID), let signature = Self.signature(id: eventID, timestamp: timestamp, body: body, secret: secret) {
+        if let secret = secret(delivery.projectID), let signature = Self.signature(id: delivery.id, timestamp: timestamp, body: body, secret: secret) {
             request.setValue(signature, forHTTPHeaderField: "webhook-signature")
         }
-        let sendable = UncheckedRequest(request: request)
-        Task.detached { [self] in await deliver(sendable.request, jobID: jobID, host: url.host ?? target) }
+        let attempt = delivery.attempts + 1
+        let problem: String
+        do {
+            let (_, response) = try await session.data(for: try pinned(request))
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            if (200..<300).contains(status) {
+                try? store.webhookDelivered(delivery.id)
+                try? store.appendEvent(delivery.jobID, level: "info", type: "message",
+                                       message: "Webhook \(delivery.type) delivered to \(host) (HTTP \(status), attempt \(attempt))", data: nil)
+                return
+            }
+            problem = "HTTP \(status)"
+        } catch {
+            problem = error.localizedDescription
+        }
+        if attempt < delays.count {
+            let delay = delays[attempt]
+            try? store.webhookFailed(delivery.id, retryAtMilliseconds: Int64((Date().timeIntervalSince1970 + delay) * 1000))
+            // Sooner than the next poll: wake the sender when it is due.
+            if delay < 1 { DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [self] in wake() } }
+            return
+        }
+        try? store.webhookFailed(delivery.id, retryAtMilliseconds: nil)
+        let message = "Webhook \(delivery.type) to \(host) failed after \(attempt) attempts: \(problem)"
+        try? store.appendEvent(delivery.jobID, level: "warn", type: "message", message: message, data: nil)
+        ServerLog.write("\(delivery.jobID): \(message)")
     }
 
     /// Standard Webhooks' signature: `v1,` and base64 of HMAC-SHA256 over `id.timestamp.body`,
@@ -74,28 +142,6 @@ public final class Webhooks: Sendable {
         guard secret.hasPrefix("whsec_"), let key = Data(base64Encoded: String(secret.dropFirst("whsec_".count))) else { return nil }
         let signed = Array("\(id).\(timestamp).".utf8) + body
         return "v1," + Data(SHA256.hmac(key: Array(key), message: signed)).base64EncodedString()
-    }
-
-    func deliver(_ request: URLRequest, jobID: String, host: String) async {
-        var lastProblem = ""
-        for (attempt, delay) in delays.enumerated() {
-            if delay > 0 { try? await Task.sleep(nanoseconds: UInt64(delay * 1e9)) }
-            do {
-                let (_, response) = try await session.data(for: try pinned(request))
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                if (200..<300).contains(status) {
-                    try? store.appendEvent(jobID, level: "info", type: "message",
-                                           message: "Webhook delivered to \(host) (HTTP \(status), attempt \(attempt + 1))", data: nil)
-                    return
-                }
-                lastProblem = "HTTP \(status)"
-            } catch {
-                lastProblem = error.localizedDescription
-            }
-        }
-        let message = "Webhook to \(host) failed after \(delays.count) attempts: \(lastProblem)"
-        try? store.appendEvent(jobID, level: "warn", type: "message", message: message, data: nil)
-        ServerLog.write("\(jobID): \(message)")
     }
 }
 
@@ -129,14 +175,3 @@ final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendab
 
 /// URLRequest is a value type without mutable shared state; Foundation on Linux does not mark it Sendable.
 struct UncheckedRequest: @unchecked Sendable { let request: URLRequest }
-
-/// A webhook delivery's body: an `event` with the job as it is now.
-struct WebhookEvent: Encodable {
-    let id: String
-    let object = "event"
-    let createdAt: Int
-    let type: String
-    let data: FineTuningJob
-
-    enum CodingKeys: String, CodingKey { case id, object, createdAt = "created_at", type, data }
-}

@@ -12,7 +12,7 @@ client = openai.OpenAI(api_key="unused", webhook_secret=sys.argv[3])
 event = client.webhooks.unwrap(body, headers)
 print(event.type, event.data.id)
 try:
-    client.webhooks.unwrap(body.replace("succeeded", "cancelled"), headers)
+    client.webhooks.unwrap(body.replace('"object":"event"', '"object":"evil"'), headers)
     raise SystemExit("a tampered body was accepted")
 except openai.InvalidWebhookSignatureError:
     print("tampered: refused")

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""make soak: three projects share two workers, and the scheduler is held to its promises.
+
+Run by scripts/soak.sh with the binary's path as the first argument (and PREFTUNE_DATABASE
+set to run on PostgreSQL instead of SQLite). One `preftune serve --workers 2` (worker
+processes, 1 thread each), preemption after 3 s of running, fair share over 10 minutes.
+
+- alpha (weight 1), beta (weight 1) and gamma (weight 2) each submit 20 jobs, sft and dpo, of
+  priorities 5, 0 and -5 (the same mix in each project), 15 s apart: alpha first, with the
+  workers to itself, then beta, then gamma.
+- Checked at the end, each a JSON line on stdout (`name`, `value`, `unit`, `limit`, `ok`):
+  - every job succeeds;
+  - while all three projects have work waiting, each one's share of worker time (from the
+    lease history, to the millisecond) is within 0.10 of its weight's share;
+  - no project starves: from its first submission to its last job's end, it never goes
+    more than 60 s without a worker;
+  - every preempted job ends with weights bit-identical to the same job never preempted:
+    jobs with the same settings, seed, base model (each project's is made with the same
+    seed) and data must end alike, and a job of which every copy was preempted is run again
+    alone at the end, when nothing can preempt it.
+Exits 1 when a check fails. Progress goes to stderr; the server's log stays in the work
+directory named there.
+"""
+import hashlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BINARY = sys.argv[1]
+WORK = tempfile.mkdtemp(prefix="preftune-soak-")
+DATA = os.path.join(WORK, "data")
+PROJECTS = {"alpha": 1.0, "beta": 1.0, "gamma": 2.0}
+STAGGER_SECONDS = 15
+SHARE_TOLERANCE = 0.10
+STARVATION_LIMIT_SECONDS = 60
+MIN_RUN_SECONDS = 3
+# The base model: small, so that a job is seconds of work on one thread.
+CONFIG = {"arch": "resmlp", "sample_shape": [3, 8, 8], "hidden": 128, "depth": 2, "mlp_ratio": 2, "time_freq_dim": 16,
+          "cond": {"kind": "text", "vocab": 32, "max_tokens": 4}}
+FAILURES = []
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit(name, value, unit, limit=None, ok=True):
+    record = {"name": "soak/" + name, "value": value, "unit": unit}
+    if limit is not None:
+        record["limit"] = limit
+    record["ok"] = ok
+    print(json.dumps(record), flush=True)
+    if not ok:
+        FAILURES.append(name)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class API:
+    def __init__(self, base, key):
+        self.base, self.key = base, key
+
+    def call(self, method, path, body=None, raw=False, content_type="application/json"):
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Authorization": "Bearer " + self.key, "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            raise SystemExit(f"{method} {path}: HTTP {error.code}: {error.read()[:500]!r}")
+        return payload if raw else json.loads(payload)
+
+    def upload(self, lines):
+        boundary = "soakboundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.jsonl\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + "\n".join(lines).encode() + f"\r\n--{boundary}--\r\n".encode()
+        return self.call("POST", "/v1/files", body, content_type=f"multipart/form-data; boundary={boundary}")["id"]
+
+
+def vector(seed, offset=0.0, size=192):
+    import math
+    return [round(math.sin(i * (seed + 1) * 0.7) * 0.8 + offset, 3) for i in range(size)]
+
+
+SFT_LINES = [json.dumps({"prompt": f"shape {i % 4}", "sample": vector(i)}) for i in range(32)]
+DPO_LINES = [json.dumps({"prompt": f"shape {i % 4}", "chosen": vector(i, 0.1), "rejected": vector(i + 5)}) for i in range(32)]
+
+
+def job_specs():
+    """Each project's 20 jobs, the same in each: 4 of priority 5, 12 of 0, 4 of -5; a job's
+    settings repeat across projects, so copies of one job end alike unless something is lost."""
+    specs = []
+    for index in range(20):
+        priority = 5 if index % 5 == 1 else (-5 if index % 5 == 3 else 0)
+        method = "dpo" if index % 2 else "sft"
+        steps = [400, 700, 1000][index % 3]
+        specs.append({"index": index, "priority": priority, "method": method, "steps": steps, "seed": 100 + index % 7})
+    return specs
+
+
+def job_body(spec, model, files):
+    hyper = {"n_steps": spec["steps"], "batch_size": 8, "log_every": 100, "checkpoint_every": 100_000}
+    return {"model": model, "training_file": files[spec["method"]], "seed": spec["seed"], "priority": spec["priority"],
+            "method": {"type": spec["method"], spec["method"]: {"hyperparameters": hyper}}}
+
+
+def spec_key(spec):
+    return (spec["method"], spec["steps"], spec["seed"])
+
+
+def final_weights_digest(api, job_id):
+    checkpoints = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints?limit=1")["data"]
+    content = api.call("GET", checkpoints[0]["content_url"], raw=True)
+    return hashlib.sha256(content).hexdigest()
+
+
+def wait_for_end(apis, jobs, deadline):
+    pending = dict(jobs)
+    ends = {}
+    while pending and time.time() < deadline:
+        for job_id, project in list(pending.items()):
+            job = apis[project].call("GET", f"/v1/fine_tuning/jobs/{job_id}")
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                ends[job_id] = job
+                del pending[job_id]
+        time.sleep(1)
+    return ends, pending
+
+
+def main():
+    os.makedirs(DATA)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server_log = open(os.path.join(WORK, "server.log"), "w")
+    server = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", DATA, "--workers", "2",
+                               "--threads-per-job", "1", "--min-run-seconds", str(MIN_RUN_SECONDS), "--fair-share-window", "600",
+                               "--quota-jobs", "1000"], stdout=server_log, stderr=server_log)
+    try:
+        for _ in range(400):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        database = ["--database", os.environ["PREFTUNE_DATABASE"]] if os.environ.get("PREFTUNE_DATABASE") else []
+        apis = {}
+        for name, weight in PROJECTS.items():
+            created = subprocess.run([BINARY, "keys", "create", "--project", name, "--data-dir", DATA] + database,
+                                     capture_output=True, text=True, check=True)
+            apis[name] = API(base, created.stdout.strip().splitlines()[-1])
+            subprocess.run([BINARY, "projects", "set", name, "--max-priority", "5", "--weight", str(weight), "--data-dir", DATA] + database,
+                           capture_output=True, text=True, check=True)
+        log(f"soak: work directory {WORK}")
+
+        fixtures = {}
+        for name, api in apis.items():
+            model = api.call("POST", "/v1/models", {"id": "base", "config": CONFIG, "seed": 11})["id"]
+            fixtures[name] = (model, {"sft": api.upload(SFT_LINES), "dpo": api.upload(DPO_LINES)})
+
+        submitted = {}     # job id → (project, spec)
+        first_submission = {}
+        started = time.time()
+        for offset, name in enumerate(PROJECTS):
+            while time.time() < started + offset * STAGGER_SECONDS:
+                time.sleep(0.2)
+            first_submission[name] = time.time()
+            model, files = fixtures[name]
+            for spec in job_specs():
+                job = apis[name].call("POST", "/v1/fine_tuning/jobs", job_body(spec, model, files))
+                submitted[job["id"]] = (name, spec)
+            log(f"soak: {name} submitted 20 jobs at +{time.time() - started:.0f} s")
+
+        ends, pending = wait_for_end(apis, {job_id: project for job_id, (project, _) in submitted.items()}, time.time() + 1800)
+        finished = time.time()
+        succeeded = sum(1 for job in ends.values() if job["status"] == "succeeded")
+        emit("jobs_succeeded", succeeded, "jobs", limit=len(submitted), ok=succeeded == len(submitted))
+        emit("duration", round(finished - started, 1), "s")
+        if pending:
+            log(f"soak: still unfinished after 30 minutes: {sorted(pending)}")
+
+        # The lease history and each job's project, read from the database.
+        leases = []
+        if os.environ.get("PREFTUNE_DATABASE"):
+            query = ("SELECT h.job_id, j.project_id, p.name, h.claimed_at_ms, COALESCE(h.ended_at_ms, h.expires_at_ms) "
+                     "FROM lease_history h JOIN jobs j ON j.id = h.job_id JOIN projects p ON p.id = j.project_id")
+            output = subprocess.run(["psql", os.environ["PREFTUNE_DATABASE"], "-At", "-F", "\t", "-c", query],
+                                    capture_output=True, text=True, check=True).stdout
+            rows = [line.split("\t") for line in output.splitlines() if line]
+        else:
+            connection = sqlite3.connect(f"file:{os.path.join(DATA, 'preftune.db')}?mode=ro", uri=True)
+            rows = connection.execute("SELECT h.job_id, j.project_id, p.name, h.claimed_at_ms, COALESCE(h.ended_at_ms, h.expires_at_ms) "
+                                      "FROM lease_history h JOIN jobs j ON j.id = h.job_id JOIN projects p ON p.id = j.project_id").fetchall()
+        for job_id, _, project, claimed, ended in rows:
+            leases.append((job_id, project, int(claimed) / 1000, int(ended) / 1000))
+
+        # Shares while every project had work waiting: from the last project's first submission
+        # to the first moment a project's last job was taken (it had nothing left waiting).
+        last_claim = {name: max(claimed for _, project, claimed, _ in leases if project == name) for name in PROJECTS}
+        window = (max(first_submission.values()), min(last_claim.values()))
+        used = {name: 0.0 for name in PROJECTS}
+        for _, project, claimed, ended in leases:
+            used[project] += max(0.0, min(ended, window[1]) - max(claimed, window[0]))
+        total = sum(used.values())
+        emit("contended_window", round(window[1] - window[0], 1), "s")
+        for name, weight in PROJECTS.items():
+            share = used[name] / total if total else 0.0
+            target = weight / sum(PROJECTS.values())
+            emit(f"share/{name}", round(share, 3), "fraction", limit=f"{target:.3f} ± {SHARE_TOLERANCE}",
+                 ok=total > 0 and abs(share - target) <= SHARE_TOLERANCE)
+
+        # Starvation: the longest time each project went without a worker while it had jobs unfinished.
+        for name in PROJECTS:
+            spans = sorted((claimed, ended) for _, project, claimed, ended in leases if project == name)
+            last_end = max(ended for _, ended in spans)
+            gap, covered = 0.0, first_submission[name]
+            for claimed, ended in spans:
+                gap = max(gap, claimed - covered)
+                covered = max(covered, ended)
+            gap = max(gap, last_end - covered)
+            emit(f"longest_wait/{name}", round(gap, 1), "s", limit=STARVATION_LIMIT_SECONDS, ok=gap <= STARVATION_LIMIT_SECONDS)
+
+        # Preemptions, and bit-identical ends.
+        preempted = {}
+        for job_id, (project, _) in submitted.items():
+            events = apis[project].call("GET", f"/v1/fine_tuning/jobs/{job_id}/events?limit=1000")["data"]
+            preempted[job_id] = sum(1 for event in events if event["message"].startswith("Preempted at step"))
+        emit("preemptions", sum(preempted.values()), "preemptions")
+        emit("jobs_preempted", sum(1 for count in preempted.values() if count), "jobs")
+        digests = {}
+        for job_id, (project, spec) in submitted.items():
+            if ends.get(job_id, {}).get("status") == "succeeded":
+                digests.setdefault(spec_key(spec), []).append((job_id, preempted[job_id] > 0, final_weights_digest(apis[project], job_id)))
+        reruns = 0
+        for key, copies in digests.items():
+            if any(was_preempted for _, was_preempted, _ in copies) and all(was_preempted for _, was_preempted, _ in copies):
+                # Every copy was preempted: one more, alone, with nothing to preempt it.
+                job_id, _, _ = copies[0]
+                project, spec = submitted[job_id]
+                model, files = fixtures[project]
+                rerun = apis[project].call("POST", "/v1/fine_tuning/jobs", job_body(spec, model, files))["id"]
+                reruns += 1
+                end, _ = wait_for_end(apis, {rerun: project}, time.time() + 600)
+                if end.get(rerun, {}).get("status") == "succeeded":
+                    copies.append((rerun, False, final_weights_digest(apis[project], rerun)))
+        compared = sum(1 for copies in digests.values() for _, was_preempted, _ in copies if was_preempted)
+        identical = sum(1 for copies in digests.values()
+                        for _, was_preempted, digest in copies
+                        if was_preempted and any(not other and d == digest for _, other, d in copies))
+        emit("preempted_jobs_bit_identical", identical, "jobs", limit=compared, ok=identical == compared)
+        all_alike = all(len({digest for _, _, digest in copies}) == 1 for copies in digests.values())
+        emit("copies_identical", int(all_alike), "bool", limit=1, ok=all_alike)
+        emit("reference_reruns", reruns, "jobs")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    if FAILURES:
+        log(f"soak: FAILED: {', '.join(FAILURES)} (server log: {WORK}/server.log)")
+        sys.exit(1)
+    log("soak: every check passed")
+
+
+if __name__ == "__main__":
+    main()
