@@ -124,7 +124,7 @@ extension SQLJobStore: WebhookOutbox {
     }
 
     public func webhookDelivered(_ id: String) throws {
-        try database.write {
+        _ = try database.write {
             try $0.run("UPDATE webhook_deliveries SET delivered_at = ?1, attempts = attempts + 1, claimed_until_ms = NULL WHERE id = ?2",
                        [.integer(Self.now()), .text(id)])
         }
@@ -133,10 +133,10 @@ extension SQLJobStore: WebhookOutbox {
     public func webhookFailed(_ id: String, retryAtMilliseconds: Int64?) throws {
         try database.write {
             if let retry = retryAtMilliseconds {
-                try $0.run("UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?1, claimed_until_ms = NULL WHERE id = ?2",
+                _ = try $0.run("UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?1, claimed_until_ms = NULL WHERE id = ?2",
                            [.integer(retry), .text(id)])
             } else {
-                try $0.run("UPDATE webhook_deliveries SET attempts = attempts + 1, abandoned_at = ?1, claimed_until_ms = NULL WHERE id = ?2",
+                _ = try $0.run("UPDATE webhook_deliveries SET attempts = attempts + 1, abandoned_at = ?1, claimed_until_ms = NULL WHERE id = ?2",
                            [.integer(Self.now()), .text(id)])
             }
         }
