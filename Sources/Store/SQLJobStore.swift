@@ -466,7 +466,7 @@ public final class SQLJobStore: JobStore {
     public func claimNext(worker: String, leaseSeconds: Int) throws -> JobRecord? {
         // Idle workers poll: look on a reader first, and take a writer only when there is work.
         guard try !database.read({ try $0.rows(Self.anyClaimable, [.integer(Self.now())]) }).isEmpty else { return nil }
-        let claimed: String? = try database.write { connection in
+        return try database.write { connection in
             let now = Self.now()
             let usage = try weightedUsage(connection, nowMs: Self.nowMilliseconds())
             // The first in order that is still claimable (on PostgreSQL, not being claimed by another worker now).
@@ -491,11 +491,12 @@ public final class SQLJobStore: JobStore {
                                [.text(id), .text(worker), .integer(Self.nowMilliseconds()), .integer(expires * 1000)])
             let message = previous == JobStatus.queued.rawValue ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
             try appendEvent(connection, id, level: "info", type: "message", message: message, data: nil)
+            // Read once, as the claim left it: the worker's copy, and a resumption's webhook.
+            guard let job = try connection.rows(Self.selectByID, [.text(id)]).first.flatMap(Self.record) else { return nil }
             // A job that trained before goes on from its saved state (or its last checkpoint).
-            try enqueueWebhook(connection, id, .resumed) { job in job.step > 0 ? Self.jobData(job) : nil }
-            return id
+            try enqueueWebhook(connection, job, .resumed) { job in job.step > 0 ? Self.jobData(job) : nil }
+            return job
         }
-        return try claimed.flatMap { try job($0, project: nil) }
     }
 
     public func heartbeat(_ jobID: String, worker: String, leaseSeconds: Int) throws -> Bool {

@@ -73,8 +73,15 @@ extension SQLJobStore: WebhookOutbox {
     /// `webhook_url` and `data` makes a body for it (nil: nothing to announce).
     func enqueueWebhook(_ connection: any SQLConnection, _ jobID: String, _ type: WebhookEventType,
                         data: (JobRecord) -> String?) throws {
-        guard let job = try connection.rows(Self.selectByID, [.text(jobID)]).first.flatMap(Self.record), let url = job.webhookURL,
-              let data = data(job) else { return }
+        guard let job = try connection.rows(Self.selectByID, [.text(jobID)]).first.flatMap(Self.record) else { return }
+        try enqueueWebhook(connection, job, type, data: data)
+    }
+
+    /// The same, for a job the caller has just read in its transaction.
+    func enqueueWebhook(_ connection: any SQLConnection, _ job: JobRecord, _ type: WebhookEventType,
+                        data: (JobRecord) -> String?) throws {
+        guard let url = job.webhookURL, let data = data(job) else { return }
+        let jobID = job.id
         let id = "evt_" + APIKeys.randomHex(bytes: 12)
         let body = JSONBodyEncoder.string(WebhookEnvelope(id: id, createdAt: Int(Self.now()), type: type.rawValue, data: RawJSON(text: data)))
         try connection.run("""
@@ -91,11 +98,11 @@ extension SQLJobStore: WebhookOutbox {
         try database.write { connection in
             guard try connection.run("""
                 UPDATE jobs SET webhook_claimed_at = ?1 WHERE id = ?2 AND webhook_claimed_at IS NULL AND webhook_url IS NOT NULL
-                  AND status IN ('\(JobStatus.succeeded.rawValue)', '\(JobStatus.failed.rawValue)', '\(JobStatus.cancelled.rawValue)')
+                  AND status IN \(Self.terminalList)
                 """, [.integer(Self.now()), .text(jobID)]) == 1,
-                  let status = try connection.rows("SELECT status FROM jobs WHERE id = ?1", [.text(jobID)]).first?.first,
-                  case let .text(name) = status, let type = WebhookEventType(rawValue: "fine_tuning.job.\(name)") else { return false }
-            try enqueueWebhook(connection, jobID, type, data: Self.jobData)
+                  let job = try connection.rows(Self.selectByID, [.text(jobID)]).first.flatMap(Self.record),
+                  let type = WebhookEventType(rawValue: "fine_tuning.job.\(job.status.rawValue)") else { return false }
+            try enqueueWebhook(connection, job, type, data: Self.jobData)
             return true
         }
     }
@@ -163,7 +170,7 @@ extension SQLJobStore: WebhookOutbox {
                 """, [.integer(now - Int64(deliveriesDays) * 86_400)])
             let leases = try connection.run("""
                 DELETE FROM lease_history WHERE ended_at_ms < ?1
-                  AND job_id IN (SELECT id FROM jobs WHERE status IN ('\(JobStatus.succeeded.rawValue)', '\(JobStatus.failed.rawValue)', '\(JobStatus.cancelled.rawValue)'))
+                  AND job_id IN (SELECT id FROM jobs WHERE status IN \(Self.terminalList))
                 """, [.integer((now - Int64(leasesDays) * 86_400) * 1000)])
             return deliveries + leases
         }
