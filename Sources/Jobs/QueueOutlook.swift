@@ -1,3 +1,5 @@
+import Training
+
 /// When each queued job can expect a worker: `estimated_start`.
 ///
 /// The queue is played forward as the workers would take it: the running jobs hold one worker
@@ -62,9 +64,14 @@ public struct QueueOutlook: Sendable {
     func remainingSeconds(_ job: Entry) -> Double? {
         guard let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters), let total = job.totalSteps else { return nil }
         let rate = job.samplesPerSecond ?? rates.first { $0.model == job.model && $0.methodType == settings.method.rawValue }?.samplesPerSecond
-        guard let rate, rate > 0 else { return nil }
-        let samplesPerStep = settings.hyperparameters.batchSize * settings.hyperparameters.gradientAccumulationSteps
-        return Double(max(0, total - job.step) * samplesPerStep) / rate
+        return rate.flatMap { Self.seconds(steps: max(0, total - job.step), hyperparameters: settings.hyperparameters, samplesPerSecond: $0) }
+    }
+
+    /// How long `steps` optimizer steps take at a measured rate (samples per second): each step
+    /// trains batch × accumulation samples. Nil without a positive rate. The dry run's estimate too.
+    public static func seconds(steps: Int, hyperparameters: Hyperparameters, samplesPerSecond rate: Double) -> Double? {
+        guard rate > 0 else { return nil }
+        return Double(steps * hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps) / rate
     }
 
     /// Unix seconds at which each queued job should start; a job without an estimate is absent.

@@ -276,9 +276,8 @@ enum JobsAPI {
         let measured = try resources.jobs.jobs(project: project, after: nil, limit: 100, filter: filter).first { job in
             job.samplesPerSecond != nil && JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters)?.method == settings.method
         }
-        let seconds = measured.flatMap { job in
-            job.samplesPerSecond.map { Int((Double(steps) * Double(h.batchSize * h.gradientAccumulationSteps) / max($0, 1e-9)).rounded(.up)) }
-        }
+        let seconds = measured?.samplesPerSecond
+            .flatMap { QueueOutlook.seconds(steps: steps, hyperparameters: h, samplesPerSecond: $0) }.map { Int($0.rounded(.up)) }
         let basis = measured.map { "the step rate of \($0.id) (same base model and method): \(Int($0.samplesPerSecond ?? 0)) samples/s" }
             ?? "no job of this base model and method has run in this project yet: no measured rate to estimate from"
         return .json(DryRun(method: RawJSON(text: settings.methodJSON), hyperparameters: RawJSON(text: settings.hyperparametersJSON),

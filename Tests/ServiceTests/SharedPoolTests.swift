@@ -264,5 +264,8 @@ import Testing
         _ = try await service.waitFor(ran, ["succeeded"])
         let second = try await service.post("/v1/fine_tuning/jobs", body)
         #expect(second.json["estimated_duration_seconds"] as? Int != nil && (second.json["estimate_basis"] as? String)?.contains(ran) == true, "\(second.json)")
+        // 200 steps of 4 samples at the rate the job measured.
+        let rate = try #require(((try await service.job(ran))["progress"] as? [String: Any])?["samples_per_s"] as? Double)
+        #expect(second.json["estimated_duration_seconds"] as? Int == Int((800 / rate).rounded(.up)), "\(second.json) at \(rate) samples/s")
     }
 }
