@@ -19,6 +19,9 @@ public struct JobFilter: Sendable, Equatable {
     /// Metadata pairs the job must carry, exactly.
     public var metadata: [String: String] = [:]
     public var created = CreatedRange()
+    /// A condition no job can meet was asked for (a model the project cannot see, a metadata
+    /// value that is not a string): the list is empty, and no query is made.
+    public var matchesNothing = false
 
     public init() {}
 }

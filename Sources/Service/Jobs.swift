@@ -298,17 +298,23 @@ enum JobsAPI {
         }
         if let model = query["model"] {
             // A model the project cannot see matches no job (it is not a 404: the list is just empty).
-            filter.model = try resources.models.model(model, visibleTo: context.principal.projectID)?.id ?? "\u{0}none"
+            filter.model = try resources.models.model(model, visibleTo: context.principal.projectID)?.id
+            if filter.model == nil { filter.matchesNothing = true }
         }
         filter.created = try Query.createdRange(query)
-        for (name, value) in query where name.hasPrefix("metadata[") && name.hasSuffix("]") {
-            filter.metadata[String(name.dropFirst("metadata[".count).dropLast())] = value
+        // metadata[key]=value, as the object the names stand for has it: a repeated name is one key
+        // (its first value counts), and a deeper name (metadata[key][]=…, an array) is the same key
+        // with a value that is not a string, which no job's metadata holds.
+        var keys: Set<Substring> = []
+        for name in context.request.queryNames where name.hasPrefix("metadata[") {
+            let path = name.dropFirst("metadata[".count), key = path.prefix { $0 != "]" }
+            keys.insert(key)
+            if path.dropFirst(key.count) == "]" {
+                if filter.metadata[String(key)] == nil { filter.metadata[String(key)] = query[name] }
+            } else {
+                filter.matchesNothing = true
+            }
         }
-        // The keys asked for, as the object they stand for has them: a repeated name, or a deeper
-        // one (metadata[key][]=…), is still one key.
-        let keys = Set(context.request.queryNames.filter { $0.hasPrefix("metadata[") }.map { name in
-            name.dropFirst("metadata[".count).prefix { $0 != "]" }
-        })
         guard keys.count <= 16 else { throw APIError.invalid("at most 16 metadata filters", param: "metadata") }
         return filter
     }

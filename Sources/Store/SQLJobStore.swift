@@ -113,7 +113,8 @@ public final class SQLJobStore: JobStore {
     }
 
     public func jobs(project: String, after: String?, limit: Int, filter: JobFilter = JobFilter()) throws -> [JobRecord] {
-        try database.read { connection in
+        if filter.matchesNothing { return [] }
+        return try database.read { connection in
             var sql = "SELECT \(Self.columns) FROM jobs WHERE project_id = ?1"
             var arguments: [SQLValue] = [.text(project), .integer(Int64(limit))]
             func parameter(_ value: SQLValue) -> String {

@@ -211,6 +211,8 @@ import Testing
         }
         #expect(try await list("status=cancelled") == [ids[1]])
         #expect(try await list("metadata%5Bteam%5D=vision") == [ids[0]])
+        #expect(try await list("metadata%5Bteam%5D=vision&metadata%5Bteam%5D=audio") == [ids[0]], "a repeated key: its first value")
+        #expect(try await list("metadata%5Bteam%5D%5B%5D=vision").isEmpty, "an array is no job's metadata value")
         #expect(try await list("model=\(model)").count == 2)
         #expect(try await list("model=unknown-model").isEmpty)
         #expect(try await list("created_after=2000000000").isEmpty)
