@@ -16,7 +16,7 @@ import Testing
 
     @Test(arguments: SQLDialect.allCases)
     func everyAnnouncementIsQueuedWithItsChange(dialect: SQLDialect) throws {
-        let (store, _) = try JobStoreTests.store(dialect)
+        let (store, database) = try JobStoreTests.store(dialect)
         for id in ["ftjob-hooked", "ftjob-quiet"] {
             try Self.insert(store, id, webhook: id == "ftjob-hooked" ? "http://hooks.example/in" : nil)
             #expect(try store.claimNext(worker: "w-\(id)", leaseSeconds: 60)?.id == id)
@@ -41,6 +41,10 @@ import Testing
         let taken = try store.takeDueWebhooks(limit: 10, holdSeconds: 60)
         #expect(taken.count == 5 && Set(taken.map(\.id)).count == 5)
         #expect(try store.takeDueWebhooks(limit: 10, holdSeconds: 60).isEmpty, "held while their sender tries them")
+
+        // A sender that died mid-send: once its hold has run out, another sender takes the delivery.
+        _ = try database.write { try $0.run("UPDATE webhook_deliveries SET claimed_until_ms = 0 WHERE id = ?1", [.text(taken[0].id)]) }
+        #expect(try store.takeDueWebhooks(limit: 10, holdSeconds: 60).map(\.id) == [taken[0].id])
         let checkpoint = try #require(taken.first { $0.type == "fine_tuning.checkpoint.saved" })
         let body = try #require(try JSONSerialization.jsonObject(with: Data(checkpoint.body.utf8)) as? [String: Any])
         let data = try #require(body["data"] as? [String: Any])
