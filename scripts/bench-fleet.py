@@ -14,14 +14,13 @@ Progress goes to stderr.
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from harness import API, free_port, log, stop, wait_healthy
 
 BINARY = sys.argv[1]
 DATABASE = os.environ["PREFTUNE_DATABASE"]
@@ -30,18 +29,8 @@ WORK = tempfile.mkdtemp(prefix="preftune-bench-fleet-")
 CHILDREN = []
 
 
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
 def emit(record):
     print(json.dumps(record), flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(arguments, name, database=True):
@@ -54,55 +43,31 @@ def spawn(arguments, name, database=True):
     return process
 
 
-def stop(process):
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+class Node(API):
+    """An API node (`serve --workers 0`) and its admin key."""
 
-
-class Node:
     def __init__(self, data, database=True):
         self.port = free_port()
         self.data = data
         self.process = spawn(["serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", data, "--workers", "0", "--quota-jobs", "1000"],
                              f"node-{self.port}", database)
-        self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.key = open(os.path.join(data, "admin.key")).read().strip()
-
-    def request(self, method, path, body=None, content_type="application/json"):
-        data = json.dumps(body).encode() if isinstance(body, dict) else body
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Authorization": f"Bearer {self.key}", "Content-Type": content_type})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+        base = f"http://127.0.0.1:{self.port}"
+        wait_healthy(base)
+        super().__init__(base, open(os.path.join(data, "admin.key")).read().strip())
 
     def fixtures(self):
-        model = self.request("POST", "/v1/models", {"id": "tiny", "seed": 1, "config": {
+        model = self.call("POST", "/v1/models", {"id": "tiny", "seed": 1, "config": {
             "sample_shape": [1, 4, 4], "hidden": 16, "depth": 1, "cond": {"kind": "text", "vocab": 32, "max_tokens": 4}}})["id"]
-        lines = "\n".join(json.dumps({"prompt": f"p{i % 4}", "sample": [0.1 * (i % 5)] * 16}) for i in range(16))
-        boundary = "benchfleet"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.jsonl\"\r\n\r\n{lines}\r\n--{boundary}--\r\n")
-        file = self.request("POST", "/v1/files", body.encode(), f"multipart/form-data; boundary={boundary}")["id"]
-        return model, file
+        return model, self.upload([json.dumps({"prompt": f"p{i % 4}", "sample": [0.1 * (i % 5)] * 16}) for i in range(16)])
 
     def submit(self, model, file, steps=50):
-        return self.request("POST", "/v1/fine_tuning/jobs", {
+        return self.call("POST", "/v1/fine_tuning/jobs", {
             "model": model, "training_file": file,
             "method": {"type": "sft", "sft": {"hyperparameters": {"n_steps": steps, "batch_size": 4, "log_every": 10,
                                                                    "checkpoint_every": 1_000_000}}}})["id"]
 
     def status(self, job):
-        return self.request("GET", f"/v1/fine_tuning/jobs/{job}")["status"]
+        return self.call("GET", f"/v1/fine_tuning/jobs/{job}")["status"]
 
 
 def psql(query):

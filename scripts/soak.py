@@ -25,15 +25,13 @@ directory named there.
 import hashlib
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+from harness import API, free_port, log, stop, wait_healthy
 
 BINARY = sys.argv[1]
 WORK = tempfile.mkdtemp(prefix="preftune-soak-")
@@ -51,10 +49,6 @@ CONFIG = {"arch": "resmlp", "sample_shape": [3, 8, 8], "hidden": 128, "depth": 2
 FAILURES = []
 
 
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
 def emit(name, value, unit, limit=None, ok=True):
     record = {"name": "soak/" + name, "value": value, "unit": unit}
     if limit is not None:
@@ -63,35 +57,6 @@ def emit(name, value, unit, limit=None, ok=True):
     print(json.dumps(record), flush=True)
     if not ok:
         FAILURES.append(name)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class API:
-    def __init__(self, base, key):
-        self.base, self.key = base, key
-
-    def call(self, method, path, body=None, raw=False, content_type="application/json"):
-        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Authorization": "Bearer " + self.key, "Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            raise SystemExit(f"{method} {path}: HTTP {error.code}: {error.read()[:500]!r}")
-        return payload if raw else json.loads(payload)
-
-    def upload(self, lines):
-        boundary = "soakboundary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.jsonl\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode() + "\n".join(lines).encode() + f"\r\n--{boundary}--\r\n".encode()
-        return self.call("POST", "/v1/files", body, content_type=f"multipart/form-data; boundary={boundary}")["id"]
 
 
 def vector(seed, offset=0.0, size=192):
@@ -153,12 +118,7 @@ def main():
                                "--threads-per-job", "1", "--min-run-seconds", str(MIN_RUN_SECONDS), "--fair-share-window", "600",
                                "--quota-jobs", "1000"], stdout=server_log, stderr=server_log)
     try:
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_healthy(base)
         database = ["--database", os.environ["PREFTUNE_DATABASE"]] if os.environ.get("PREFTUNE_DATABASE") else []
         apis = {}
         for name, weight in PROJECTS.items():
@@ -278,11 +238,7 @@ def main():
         emit("copies_identical", int(all_alike), "bool", limit=1, ok=all_alike)
         emit("reference_reruns", reruns, "jobs")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, grace=60)
     if FAILURES:
         log(f"soak: FAILED: {', '.join(FAILURES)} (server log: {WORK}/server.log)")
         sys.exit(1)
