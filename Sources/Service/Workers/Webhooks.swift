@@ -28,6 +28,10 @@ public final class Webhooks: Sendable {
     /// Wakes the sender before its next poll.
     private let wakeUp = DispatchSemaphore(value: 0)
     private let running = Mutex(false)
+    /// Deliveries being attempted now, at most `maxInFlight`: a burst to an endpoint that never
+    /// answers waits in the database, not in tasks each holding a connection for the timeout.
+    private let inFlight = Mutex(0)
+    public static let maxInFlight = 16
     /// How long a taken delivery is this node's: longer than an attempt can take.
     static let holdSeconds = 60
 
@@ -39,6 +43,9 @@ public final class Webhooks: Sendable {
         self.egress = egress
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = timeout
+        // The bound on deliveries in flight is ours (maxInFlight), not the session's six per host:
+        // the session allows more, so that it never hides ours.
+        configuration.httpMaximumConnectionsPerHost = Self.maxInFlight * 2
         session = URLSession(configuration: configuration, delegate: RefuseRedirects(), delegateQueue: nil)
     }
 
@@ -68,8 +75,16 @@ public final class Webhooks: Sendable {
         let thread = Thread { [self] in
             var lastPrune = Date.distantPast
             while running.withLock({ $0 }) {
-                if let due = try? store.takeDueWebhooks(limit: 16, holdSeconds: Self.holdSeconds) {
-                    for delivery in due { Task.detached { [self] in await attempt(delivery) } }
+                let room = Self.maxInFlight - inFlight.withLock { $0 }
+                if room > 0, let due = try? store.takeDueWebhooks(limit: room, holdSeconds: Self.holdSeconds) {
+                    inFlight.withLock { $0 += due.count }
+                    for delivery in due {
+                        Task.detached { [self] in
+                            await attempt(delivery)
+                            inFlight.withLock { $0 -= 1 }
+                            wake()
+                        }
+                    }
                 }
                 if Date().timeIntervalSince(lastPrune) > 3600 {
                     lastPrune = Date()
