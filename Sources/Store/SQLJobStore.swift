@@ -314,10 +314,11 @@ public final class SQLJobStore: JobStore {
         guard try !connection.rows(fence, [.text(jobID), .text(worker)]).isEmpty else { throw LeaseLost(jobID: jobID, worker: worker) }
     }
 
-    /// Ends the job's open lease in the history (its worker released it, or the job ended).
-    func endLease(_ connection: any SQLConnection, _ jobID: String) throws {
-        try connection.run("UPDATE lease_history SET ended_at_ms = ?1 WHERE job_id = ?2 AND ended_at_ms IS NULL",
-                           [.integer(Self.nowMilliseconds()), .text(jobID)])
+    /// Ends the job's open lease in the history: now (its worker released it, or the job ended),
+    /// or `atExpiry` (a lease taken over, or a dead worker's job failed, ended when it expired).
+    func endLease(_ connection: any SQLConnection, _ jobID: String, atExpiry: Bool = false) throws {
+        try connection.run("UPDATE lease_history SET ended_at_ms = \(atExpiry ? "expires_at_ms" : "?2") WHERE job_id = ?1 AND ended_at_ms IS NULL",
+                           atExpiry ? [.text(jobID)] : [.text(jobID), .integer(Self.nowMilliseconds())])
     }
 
     /// A takeover (a running job whose worker died or lost its lease) is left while the job has retries left.
@@ -342,7 +343,7 @@ public final class SQLJobStore: JobStore {
                 try connection.run("""
                     UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?4
                     """, [.text(JobStatus.failed.rawValue), .text(error.json), .integer(Self.now()), .text(id)])
-                try connection.run("UPDATE lease_history SET ended_at_ms = expires_at_ms WHERE job_id = ?1 AND ended_at_ms IS NULL", [.text(id)])
+                try endLease(connection, id, atExpiry: true)
                 try appendEvent(connection, id, level: "error", type: "message", message: "Failed: \(message)", data: nil)
             }
             return failing.map(\.0)
@@ -487,7 +488,7 @@ public final class SQLJobStore: JobStore {
                 WHERE id = ?5
                 """, [.text(JobStatus.running.rawValue), .text(worker), .integer(expires), .integer(now), .text(id)])
             // A lease taken over ended when it expired.
-            try connection.run("UPDATE lease_history SET ended_at_ms = expires_at_ms WHERE job_id = ?1 AND ended_at_ms IS NULL", [.text(id)])
+            try endLease(connection, id, atExpiry: true)
             try connection.run("INSERT INTO lease_history (job_id, owner, claimed_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
                                [.text(id), .text(worker), .integer(Self.nowMilliseconds()), .integer(expires * 1000)])
             let message = previous == JobStatus.queued.rawValue ? "Claimed by \(worker)" : "Claimed by \(worker): the previous worker's lease expired"
