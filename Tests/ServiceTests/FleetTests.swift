@@ -365,7 +365,8 @@ final class WorkerProcess {
     @Test func changesCrossOnceAndNeverEcho() async throws {
         let url = try PostgresServer.running().createDatabase()
         let (a, b) = (JobStatusChanges(), JobStatusChanges())
-        let relays = [FleetNotifications(database: PostgresDatabase(url: url, connections: 2), changes: a),
+        let sender = PostgresDatabase(url: url, connections: 2)
+        let relays = [FleetNotifications(database: sender, changes: a),
                       FleetNotifications(database: PostgresDatabase(url: url, connections: 2), changes: b)]
         relays.forEach { $0.start() }
         defer { relays.forEach { $0.stop() } }
@@ -374,6 +375,8 @@ final class WorkerProcess {
         b.observeLogs(origins: [.fleet]) { job in heardByB.withLock { $0.append("\(job) log") } }
         a.observe(origins: [.fleet]) { job, status in heardByA.withLock { $0.append("\(job) \(status.rawValue)") } }
         try await Task.sleep(for: .seconds(1))  // both listening (each opens its connection on a thread of its own)
+        // A node's pool is connected long before a cancel: what is timed is the notification, not a first login.
+        _ = try sender.read { try $0.rows("SELECT 1", []) }
         let start = Date()
         a.post(jobID: "ftjob-x", status: .cancelled)
         _ = try await poll("B to hear the cancel", seconds: 5, every: .milliseconds(5)) { heardByB.withLock { $0 }.contains("ftjob-x cancelled") ? true : nil }
