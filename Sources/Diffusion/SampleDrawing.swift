@@ -29,6 +29,15 @@ public enum SampleDrawing {
         return (0..<count).map { Array(UnsafeBufferPointer(start: x.pointer + $0 * D, count: D)) }
     }
 
+    /// x_T of `count` samples drawn from `seed`, row after row: the sample endpoint's noise, which
+    /// the sample grids and checkpoint grading use too, so their draws can be asked for again.
+    public static func initialNoise(seed: UInt64, count: Int, config: ModelConfig) -> FloatBuffer {
+        let x = FloatBuffer(count: count * config.sampleSize)
+        var random = Philox(seed: seed, stream: 0x5A3E)
+        random.fillNormal(x.pointer, count: x.count)
+        return x
+    }
+
     /// Whether samples of this shape can be shown as images.
     public static func isImage(_ shape: [Int]) -> Bool { shape.count == 3 && (shape[0] == 1 || shape[0] == 3) }
 
@@ -39,9 +48,7 @@ public enum SampleDrawing {
         var rows: [Int] = []
         for row in 0..<conditions.count { rows += Array(repeating: row, count: columns) }
         let repeated = conditions.selecting(rows, config: model.config)
-        let x = FloatBuffer(count: rows.count * model.config.sampleSize)
-        var random = Philox(seed: seed, stream: 0x5A3E)
-        random.fillNormal(x.pointer, count: x.count)
+        let x = initialNoise(seed: seed, count: rows.count, config: model.config)
         guard let samples = denoise(x, model: model, conditions: repeated, sampler: .dpmpp2m, steps: steps, guidance: guidance, seed: seed)
         else { return nil }
         return PNG.grid(samples: samples, channels: shape[0], height: shape[1], width: shape[2], columns: columns,

@@ -164,15 +164,15 @@ enum SamplesAPI {
         let config = model.config, D = config.sampleSize
         let (conditions, labels) = try Self.conditions(request, config: config)
         let count = conditions.count
-        let x = FloatBuffer(count: count * D)
+        let x: FloatBuffer
         if let noise = request.noise {
             guard noise.count == count, noise.allSatisfy({ $0.count == D && $0.allSatisfy(\.isFinite) }) else {
                 throw unfit("noise must hold \(count) arrays of \(D) finite numbers (one x_T per sample)", param: "noise")
             }
+            x = FloatBuffer(count: count * D)
             for (row, values) in noise.enumerated() { for (i, value) in values.enumerated() { x[row * D + i] = Float(value) } }
         } else {
-            var random = Philox(seed: request.seed, stream: 0x5A3E)
-            random.fillNormal(x.pointer, count: count * D)
+            x = SampleDrawing.initialNoise(seed: request.seed, count: count, config: config)
         }
         guard let rows = SampleDrawing.denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
                                  guidance: request.guidance, seed: request.seed, shouldStop: { cancellation.isCancelled }) else {

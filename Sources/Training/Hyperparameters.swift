@@ -39,6 +39,8 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
     /// Checkpoints kept on disk: the newest N (older ones are deleted as new ones are written).
     /// Optional only so that jobs stored before it existed still decode; resolved to 5.
     public var keepCheckpoints: Int?
+    /// Steps between evaluations on the validation set (checkpoints are evaluated too); nil: at checkpoints only.
+    public var evalEvery: Int?
     public var promptDropout = 0.0
     // dpo, kto, rpo.
     public var beta: Double?
@@ -60,6 +62,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         case lrScheduler = "lr_scheduler", warmupSteps = "warmup_steps", weightDecay = "weight_decay"
         case maxGradNorm = "max_grad_norm", gradientAccumulationSteps = "gradient_accumulation_steps"
         case emaDecay = "ema_decay", checkpointEvery = "checkpoint_every", logEvery = "log_every", keepCheckpoints = "keep_checkpoints"
+        case evalEvery = "eval_every"
         case promptDropout = "prompt_dropout", beta, lambdaDesirable = "lambda_desirable"
         case lambdaUndesirable = "lambda_undesirable", tau, margin, policySampler = "policy_sampler"
         case policySteps = "policy_steps", policyGuidance = "policy_guidance", perturbTimesteps = "perturb_timesteps"
@@ -68,7 +71,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
 
     static let commonKeys: Set<CodingKeys> = [
         .nSteps, .nEpochs, .batchSize, .learningRate, .lrScheduler, .warmupSteps, .weightDecay, .maxGradNorm,
-        .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .keepCheckpoints, .promptDropout,
+        .gradientAccumulationSteps, .emaDecay, .checkpointEvery, .logEvery, .keepCheckpoints, .evalEvery, .promptDropout,
     ]
 
     static func methodKeys(_ method: TrainingMethod) -> Set<CodingKeys> {
@@ -176,6 +179,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         h.checkpointEvery = try integer(.checkpointEvery, 1...10_000_000) ?? h.checkpointEvery
         h.logEvery = try integer(.logEvery, 1...10_000_000) ?? h.logEvery
         h.keepCheckpoints = try integer(.keepCheckpoints, 1...10_000) ?? 5
+        h.evalEvery = try integer(.evalEvery, 1...10_000_000)
         h.promptDropout = try real(.promptDropout, 0...1) ?? (method == .dro ? 0.2 : 0)
         switch method {
         case .sft:

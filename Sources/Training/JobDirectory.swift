@@ -18,6 +18,12 @@ public struct JobDirectory: Sendable, Equatable {
     public var stateDirectory: String { "\(path)/state" }
     /// The training state a resumed run starts from.
     public var state: String { "\(stateDirectory)/latest.safetensors" }
+    /// The training state at checkpoint `step` (a fork of the job at that step starts from it).
+    public func state(step: Int) -> String { String(format: "%@/step-%07d.safetensors", stateDirectory, step) }
+    /// A fork's starting state: its parent's at the chosen checkpoint, copied when the fork is made.
+    public var forkState: String { "\(stateDirectory)/fork.safetensors" }
+    /// A job started from a checkpoint: the checkpoint's weights, copied when the job is made.
+    public var startingWeights: String { "\(path)/base.safetensors" }
     /// The weights a finished job publishes as its model.
     public var finalModel: String { "\(path)/model.safetensors" }
 }

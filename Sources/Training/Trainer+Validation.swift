@@ -2,16 +2,20 @@ import Diffusion
 import Foundation
 import Numerics
 
-/// The validation loss reported at checkpoints.
+/// Evaluation on the validation set: every `eval_every` steps and at checkpoints.
 extension Trainer {
-    /// The objective's loss on the validation set (no gradient), with noise from a
-    /// fixed stream so successive evaluations are comparable. DRO's policy rows come
-    /// from the current θ.
-    func validationLoss() -> Double? {
-        guard let validation = job.validation else { return nil }
+    /// The objective's loss and statistics on the validation set (no gradient), each as
+    /// `val_<name>`, means over the set with each batch weighted by its examples: dpo and rpo
+    /// give the implicit reward's accuracy and margin (`val_implicit_acc`, `val_reward_margin`),
+    /// kto the desirable and undesirable split (`val_desirable_loss`, `val_undesirable_loss` and
+    /// their gains), dro the hinge's active fraction and the expert–policy gap (`val_active`,
+    /// `val_diff`, `val_expert_gain`, `val_policy_gain`). Noise comes from a fixed stream, so
+    /// successive evaluations compare; DRO's policy rows come from the current θ.
+    func validationMetrics() -> [String: Double] {
+        guard let validation = job.validation, validation.count > 0 else { return [:] }
         let B = job.hyperparameters.batchSize
         var random = Philox(seed: job.seed, stream: Self.validationStream)
-        var total = 0.0, batches = 0
+        var sums: [String: Double] = [:]
         var start = 0
         let validator = job.method == .dro ? validationRollouts() : nil
         while start < validation.count {
@@ -23,12 +27,13 @@ extension Trainer {
             } else {
                 examples = prepareBatch(indices: indices, from: validation, random: &random)
             }
-            total += objective.lossAndGradient(ObjectiveContext(
+            let result = objective.lossAndGradient(ObjectiveContext(
                 model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
-                targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: nil)).loss
-            batches += 1
+                targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: nil))
+            sums["loss", default: 0] += result.loss * Double(examples)
+            for (name, value) in result.statistics { sums[name, default: 0] += value * Double(examples) }
         }
-        return batches > 0 ? total / Double(batches) : nil
+        return Dictionary(uniqueKeysWithValues: sums.map { ("val_\($0.key)", $0.value / Double(validation.count)) })
     }
 
     func validationRollouts() -> PolicyRollouts {

@@ -11,20 +11,36 @@ public protocol TrainingSink: AnyObject {
     /// and the interruption come again with the same values, and a sink may skip what it has.
     func record(step: Int, metrics: [String: Double], summary: String)
     func checkpointSaved(_ checkpoint: CheckpointRecord)
+    /// A message about step `step` (a validation or grading result); after a resume, the
+    /// replayed steps' messages come again, and a sink may skip what it has.
+    func note(step: Int, _ message: String)
+}
+
+extension TrainingSink {
+    public func note(step: Int, _ message: String) { log(message) }
 }
 
 public struct CheckpointRecord: Sendable, Equatable {
     public let step: Int
     /// The model file (EMA weights when EMA is on), loadable with `ModelFile.load`.
     public let modelPath: String
+    /// The full training state at this checkpoint, which a fork starts from.
     public let statePath: String
     public let metrics: [String: Double]
+    /// The best checkpoint so far by the job's selection metric (this one, or an earlier one), and its value.
+    public var best: (step: Int, value: Double)?
+
+    public static func == (a: CheckpointRecord, b: CheckpointRecord) -> Bool {
+        a.step == b.step && a.modelPath == b.modelPath && a.statePath == b.statePath && a.metrics == b.metrics
+            && a.best?.step == b.best?.step && a.best?.value == b.best?.value
+    }
 }
 
 /// What the trainer should do next; asked between optimizer steps.
 public enum TrainingCommand: Sendable { case proceed, pause, cancel }
 
 public enum TrainingOutcome: Sendable, Equatable {
+    /// `modelPath` holds the weights to publish: the last, or the best checkpoint's (`TrainingJob.result`).
     case succeeded(modelPath: String)
     /// A training state was written at `step`; `run(resume: true)` continues from it.
     case paused(step: Int)
@@ -55,6 +71,12 @@ public struct TrainingJob {
     public var base: FloatBuffer
     public var training: Dataset
     public var validation: Dataset?
+    /// Which checkpoint is best, and when to stop early; nil: no selection.
+    public var selection: EarlyStopping?
+    /// The weights the job publishes when it succeeds.
+    public var result = ResultChoice.last
+    /// Scores each checkpoint's samples (`reward_*` metrics); nil: no grading.
+    public var grading: CheckpointGrading?
 
     public init(method: TrainingMethod, hyperparameters: Hyperparameters, seed: UInt64, config: ModelConfig, base: FloatBuffer,
                 training: Dataset, validation: Dataset? = nil) {
@@ -66,6 +88,14 @@ public struct TrainingJob {
         self.training = training
         self.validation = validation
     }
+}
+
+/// Where a run starts: step 0, the job's own training state, or another job's state at one of
+/// its checkpoints (a fork: the same method, seed and model, hyperparameters that may differ).
+public enum StartingPoint: Sendable, Equatable {
+    case fresh
+    case resume
+    case fork(statePath: String)
 }
 
 /// Runs a job: micro-batches with gradient accumulation, global-norm clipping,
@@ -103,6 +133,8 @@ public final class Trainer {
     var rolloutRandom: Philox
     /// DRO's rollouts for validation loss, made at the first evaluation.
     var validationRolloutsStorage: PolicyRollouts?
+    /// The best checkpoint so far and the early-stopping count, saved with the training state.
+    var selection: CheckpointSelection?
 
     static let dataOrderStream: UInt64 = 0x0D0E
     static let batchStream: UInt64 = 0xBA7C
@@ -148,6 +180,7 @@ public final class Trainer {
         desirable = [Bool](repeating: false, count: h.batchSize)
         batchRandom = Philox(seed: job.seed, stream: Self.batchStream)
         rolloutRandom = Philox(seed: job.seed, stream: Self.rolloutStream)
+        selection = job.selection.map(CheckpointSelection.init)
     }
 
     public var statePath: String { directory.state }
@@ -162,13 +195,24 @@ public final class Trainer {
     /// state in the job directory.
     public func run(resume: Bool = false, control: () -> TrainingCommand = { .proceed },
                     interrupt: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
+        try run(from: resume ? .resume : .fresh, control: control, interrupt: interrupt)
+    }
+
+    /// As `run(resume:)`, from `start`: a fork restores another job's state at one of its
+    /// checkpoints and continues with this job's hyperparameters.
+    public func run(from start: StartingPoint, control: () -> TrainingCommand = { .proceed },
+                    interrupt: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
         let h = job.hyperparameters
         try FileManager.default.createDirectory(atPath: directory.checkpoints, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: directory.stateDirectory, withIntermediateDirectories: true)
-        if resume {
-            try restoreState()
+        switch start {
+        case .resume:
+            try restoreState(from: statePath, fork: false)
             sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps)")
-        } else {
+        case let .fork(path):
+            try restoreState(from: path, fork: true)
+            sink.log("forked \(job.method.rawValue) at step \(step)/\(totalSteps): weights, optimizer moments, random streams and data order continue from the parent's training state")
+        case .fresh:
             sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue))")
         }
         permutation = dataOrder(epoch: epoch)
@@ -226,21 +270,62 @@ public final class Trainer {
                 intervalStart = Date()
                 intervalExamples = 0
             }
-            if step % h.checkpointEvery == 0 || step == totalSteps {
-                if let validationLoss = validationLoss() { metrics["val_loss"] = validationLoss }
-                if !metrics.isEmpty { report(metrics) }
+            let evaluation = evaluate(checkpoint: step % h.checkpointEvery == 0 || step == totalSteps)
+            metrics.merge(evaluation.metrics) { $1 }
+            if !metrics.isEmpty { report(metrics) }
+            if evaluation.checkpoint {
                 try saveCheckpoint(metrics: metrics)
                 lastStateStep = step
-            } else if !metrics.isEmpty {
-                report(metrics)
+            }
+            if evaluation.verdict == .stop, let selection {
+                sink.log("early stop at step \(step)/\(totalSteps): \(selection.stopReason)")
+                return try finish()
             }
             if step < totalSteps, case let command = control(), command != .proceed {
                 return try stop(command, lastStateStep: lastStateStep)
             }
         }
-        try write(ModelFile(config: job.config, parameters: ema?.weights ?? theta, metadata: ["step": "\(step)"]), to: finalModelPath)
         sink.log("finished: \(totalSteps) steps")
+        return try finish()
+    }
+
+    /// Writes the last weights as the final model, and answers the weights to publish.
+    func finish() throws -> TrainingOutcome {
+        try write(ModelFile(config: job.config, parameters: ema?.weights ?? theta, metadata: ["step": "\(step)"]), to: finalModelPath)
+        if job.result == .best, let best = selection?.bestStep, best != step {
+            sink.log("result: the best checkpoint, step \(best) (\(selection!.rule.metric) \(String(format: "%.6g", selection!.bestValue!)))")
+            return .succeeded(modelPath: directory.checkpoint(step: best))
+        }
         return .succeeded(modelPath: finalModelPath)
+    }
+
+    /// What happens after a step besides training: validation every `eval_every` steps and at
+    /// checkpoints, grading at checkpoints, and the selection metric judged. A step whose
+    /// evaluation is a new best becomes a checkpoint, so the best is always one; so does a step
+    /// where the job stops early.
+    func evaluate(checkpoint: Bool) -> (metrics: [String: Double], checkpoint: Bool, verdict: CheckpointSelection.Verdict?) {
+        let h = job.hyperparameters
+        var metrics: [String: Double] = [:]
+        if job.validation != nil, checkpoint || step % (h.evalEvery ?? h.checkpointEvery) == 0 {
+            metrics = validationMetrics()
+            sink.note(step: step, "validation at step \(step): " + Self.describe(metrics))
+        }
+        if checkpoint, let grading = job.grading {
+            do {
+                let rewards = try grading.grade(weights: ema?.weights ?? theta, base: job.base, step: step)
+                metrics.merge(rewards) { $1 }
+                sink.note(step: step, "graded step \(step) by \(grading.scorer.name): " + Self.describe(rewards))
+            } catch {
+                sink.note(step: step, "grading at step \(step) failed (\(grading.scorer.name)): \(error); training goes on")
+            }
+        }
+        guard let rule = selection?.rule, let value = metrics[rule.metric] else { return (metrics, checkpoint, nil) }
+        let verdict = selection!.observe(value, step: step)
+        return (metrics, checkpoint || verdict != .notImproved, verdict)
+    }
+
+    static func describe(_ metrics: [String: Double]) -> String {
+        metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4g", $0.value))" }.joined(separator: ", ")
     }
 
     /// Ends the run at the current step boundary: a pause writes the training state there
