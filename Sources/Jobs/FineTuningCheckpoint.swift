@@ -19,10 +19,16 @@ public struct FineTuningCheckpoint: Encodable, Sendable {
         stepNumber = step
         self.metrics = RawJSON(text: metrics)
         fineTuningJobID = job.id
-        fineTunedModelCheckpoint = job.resultModelID + ":ckpt-step-\(step)"
+        fineTunedModelCheckpoint = Self.modelID(job: job, step: step)
         contentURL = "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(id)/content"
         sampleGridURL = hasSampleGrid ? "/v1/fine_tuning/jobs/\(job.id)/checkpoints/\(id)/samples.png" : nil
     }
+
+    /// A checkpoint's id: `ftckpt-<job hex>-<step>`.
+    public static func id(job: String, step: Int) -> String { "ftckpt-\(job.dropFirst("ftjob-".count))-\(step)" }
+
+    /// The model id a checkpoint is sampled and fine-tuned from: `ft:…:<job-id>:ckpt-step-N`.
+    public static func modelID(job: JobRecord, step: Int) -> String { job.resultModelID + ":ckpt-step-\(step)" }
 
     enum CodingKeys: String, CodingKey {
         case object, id, createdAt = "created_at", stepNumber = "step_number", metrics, fineTuningJobID = "fine_tuning_job_id"

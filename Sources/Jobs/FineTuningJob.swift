@@ -27,6 +27,10 @@ public struct FineTuningJob: JSONMembers, Sendable {
     public let maxRetries: Int
     public let retries: Int
     public let maxDuration: Int?
+    public let evaluation: EvaluationSettings?
+    public let bestCheckpoint: BestCheckpoint?
+    public let parentJob: String?
+    public let fromStep: Int?
     public let organizationID: String
     public let resultFiles: [String] = []
     public let trainedTokens: Int? = nil
@@ -44,9 +48,26 @@ public struct FineTuningJob: JSONMembers, Sendable {
         }
     }
 
+    /// The best checkpoint so far by the job's selection metric.
+    public struct BestCheckpoint: JSONMembers, Sendable {
+        public let id: String
+        public let stepNumber: Int
+        public let metric: String
+        public let value: Double
+        public let fineTunedModelCheckpoint: String
+
+        public func writeMembers(to object: inout JSONObjectWriter) {
+            object.member("id", id)
+            object.member("step_number", stepNumber)
+            object.member("metric", metric)
+            object.member("value", value)
+            object.member("fine_tuned_model_checkpoint", fineTunedModelCheckpoint)
+        }
+    }
+
     public init(_ job: JobRecord) {
         id = job.id
-        model = ModelKey.name(of: job.model)
+        model = job.startCheckpoint ?? ModelKey.name(of: job.model)
         createdAt = job.createdAt
         finishedAt = job.finishedAt
         status = job.status
@@ -68,6 +89,16 @@ public struct FineTuningJob: JSONMembers, Sendable {
         maxRetries = job.maxRetries
         retries = job.retries
         maxDuration = job.maxDuration
+        evaluation = job.evaluation.flatMap(EvaluationSettings.init(json:))
+        let selection = evaluation?.selection(hasValidation: job.validationFile != nil)
+        if let step = job.bestStep, let value = job.bestValue, let selection {
+            bestCheckpoint = BestCheckpoint(id: FineTuningCheckpoint.id(job: job.id, step: step), stepNumber: step, metric: selection.metric,
+                                            value: value, fineTunedModelCheckpoint: FineTuningCheckpoint.modelID(job: job, step: step))
+        } else {
+            bestCheckpoint = nil
+        }
+        parentJob = job.parentJob
+        fromStep = job.fromStep
     }
 
     public func writeMembers(to object: inout JSONObjectWriter) {
@@ -94,6 +125,12 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("max_retries", maxRetries)
         object.member("retries", retries)
         object.member("max_duration", maxDuration)
+        if let earlyStopping = evaluation?.earlyStopping { object.member("early_stopping", encoding: earlyStopping) } else { object.member("early_stopping", nil as RawJSON?) }
+        if let grader = evaluation?.grader { object.member("grader", encoding: grader) } else { object.member("grader", nil as RawJSON?) }
+        object.member("result", (evaluation?.result ?? .last).rawValue)
+        object.member("best_checkpoint", bestCheckpoint)
+        object.member("parent_job", parentJob)
+        object.member("from_step", fromStep)
         object.member("organization_id", organizationID)
         object.member("result_files", encoding: resultFiles)
         object.member("trained_tokens", trainedTokens)

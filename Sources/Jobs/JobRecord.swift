@@ -59,6 +59,16 @@ public struct JobRecord: Sendable, Equatable {
     public var retries = 0
     /// The most the job may run (seconds of training, pauses and queueing not counted); nil: no limit.
     public var maxDuration: Int?
+    /// Checkpoint selection, grading and the result choice (`EvaluationSettings` as JSON); nil: none.
+    public var evaluation: String?
+    /// The best checkpoint so far by the selection metric, and its value.
+    public var bestStep: Int?
+    public var bestValue: Double?
+    /// A fork's lineage: the job and checkpoint step it continues from.
+    public var parentJob: String?
+    public var fromStep: Int?
+    /// The checkpoint (`ft:…:ckpt-step-N`) a job was started from; `model` is then its base model's key.
+    public var startCheckpoint: String?
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
                 hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,

@@ -15,6 +15,12 @@ public enum Artifact: Hashable, Sendable {
     case checkpoint(job: String, step: Int)
     /// The sample grid drawn at a checkpoint (image-shaped models).
     case sampleGrid(job: String, step: Int)
+    /// The full training state at a checkpoint, which a fork starts from.
+    case trainingState(job: String, step: Int)
+    /// A fork's starting state (its parent's at the chosen step), or the weights of a checkpoint
+    /// a job starts from, copied into the job's directory when the job is made.
+    case forkState(job: String)
+    case startingWeights(job: String)
 }
 
 /// Where artifacts live, behind one interface: every read, write and removal of an
@@ -60,6 +66,9 @@ public struct SharedDirectoryArtifacts: ArtifactStore {
         case let .jobLog(job): workingDirectory(job: job).log
         case let .checkpoint(job, step): workingDirectory(job: job).checkpoint(step: step)
         case let .sampleGrid(job, step): workingDirectory(job: job).sampleGrid(step: step)
+        case let .trainingState(job, step): workingDirectory(job: job).state(step: step)
+        case let .forkState(job): workingDirectory(job: job).forkState
+        case let .startingWeights(job): workingDirectory(job: job).startingWeights
         }
     }
 

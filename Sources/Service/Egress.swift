@@ -93,7 +93,7 @@ public struct EgressPolicy: Sendable {
         guard !addresses.isEmpty else { throw EgressError("\(host) does not resolve to any address") }
         for address in addresses {
             if let reason = refusal(address) {
-                throw EgressError("\(host) resolves to \(reason); webhooks may not reach private networks (an operator can allow a range with --webhook-allow)")
+                throw EgressError("\(host) resolves to \(reason); webhooks and graders may not reach private networks (an operator can allow a range with --webhook-allow)")
             }
         }
         return addresses

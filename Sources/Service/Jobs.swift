@@ -28,6 +28,9 @@ enum JobsAPI {
         router.add("POST", "/v1/fine_tuning/jobs") { context in
             try await create(context, resources, changes: changes)
         }
+        router.add("POST", "/v1/fine_tuning/jobs/{id}/fork") { context in
+            try fork(context, resources, changes: changes)
+        }
         router.addRead("GET", "/v1/fine_tuning/jobs") { context in
             let limit = try Pagination.limit(context.request.query["limit"], default: 20, maximum: 100)
             let filter = try listFilter(context, resources)
@@ -139,10 +142,14 @@ enum JobsAPI {
         var maxRetries: Int
         var maxDuration: Int?
         var dryRun: Bool
+        var earlyStopping: EarlyStopping?
+        var grader: GraderSettings?
+        var result: ResultChoice?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
             case webhookURL = "webhook_url", priority, maxRetries = "max_retries", maxDuration = "max_duration"
+            case earlyStopping = "early_stopping", grader, result
             // OpenAI's: the deprecated top-level hyperparameters (for supervised fine-tuning), and integrations.
             case hyperparameters, integrations, dryRun = "dry_run"
         }
@@ -192,6 +199,9 @@ enum JobsAPI {
             maxRetries = try body.decodeIfPresent(Int.self, forKey: .maxRetries, in: 0...10) ?? 3
             maxDuration = try body.decodeIfPresent(Int.self, forKey: .maxDuration, in: 1...30 * 86_400)
             dryRun = try body.decodeIfPresent(Bool.self, forKey: .dryRun, explaining: "dry_run must be true or false") ?? false
+            earlyStopping = try body.decodeIfPresent(EvaluationRequest.EarlyStoppingBody.self, forKey: .earlyStopping)?.value
+            grader = try body.decodeIfPresent(EvaluationRequest.GraderBody.self, forKey: .grader)?.value
+            result = try body.decodeIfPresent(ResultChoice.self, forKey: .result, explaining: "result must be \"best\" or \"last\"")
         }
     }
 
@@ -319,12 +329,31 @@ enum JobsAPI {
         return filter
     }
 
+    /// What a job trains from: a model the project may use, or a checkpoint of one of its jobs
+    /// (`ft:…:ckpt-step-N`); then `key` is the base model of the checkpoint's job (the store's
+    /// `model`, a models row) and the job shows the checkpoint's id as its `model`.
+    struct BaseModel {
+        let key: String
+        let config: ModelConfig
+        let checkpoint: (id: String, path: String)?
+    }
+
+    static func baseModel(_ id: String, project: String, _ resources: Application.Resources) throws -> BaseModel {
+        if let checkpoint = try SamplesAPI.checkpoint(id, project: project, data: resources.data, jobs: resources.jobs) {
+            guard let config = try? ModelFile.declaredConfig(checkpoint.path) else { throw APIError.notFound("model \(id)", param: "model") }
+            return BaseModel(key: checkpoint.job.model, config: config, checkpoint: (id, checkpoint.path))
+        }
+        guard let row = try resources.models.model(id, visibleTo: project), let config = try? ModelConfig.parse(row.config) else {
+            throw APIError.notFound("model \(id)", param: "model")
+        }
+        return BaseModel(key: row.id, config: config, checkpoint: nil)
+    }
+
     static func create(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) async throws -> HTTPResponse {
         let request = try RequestJSON.decode(CreateRequest.self, from: context.request)
         let store = resources.jobs, project = context.principal.projectID
-        guard let modelRow = try resources.models.model(request.model, visibleTo: project), let config = try? ModelConfig.parse(modelRow.config) else {
-            throw APIError.notFound("model \(request.model)", param: "model")
-        }
+        let base = try baseModel(request.model, project: project, resources)
+        let config = base.config
         func ownedFile(_ id: String, _ field: String) throws -> FileRow {
             guard let file = try resources.files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
             return file
@@ -353,12 +382,14 @@ enum JobsAPI {
                            param: "priority", code: "priority_not_allowed")
         }
 
+        let evaluation = try await EvaluationRequest.check(earlyStopping: request.earlyStopping, grader: request.grader, result: request.result,
+                                                           method: type, hasValidation: validationRow != nil, config: config, project: project, resources)
         if request.dryRun {
-            return try await dryRun(request, config: config, model: modelRow.id, training: trainingRow, validation: validationRow, project: project, resources)
+            return try await dryRun(request, config: config, model: base.key, training: trainingRow, validation: validationRow, project: project, resources)
         }
 
         let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
-        var job = JobRecord(id: id, projectID: project, model: modelRow.id, trainingFile: trainingRow.id, validationFile: validationRow?.id,
+        var job = JobRecord(id: id, projectID: project, model: base.key, trainingFile: trainingRow.id, validationFile: validationRow?.id,
                             method: request.settings.methodJSON, hyperparameters: request.settings.hyperparametersJSON,
                             seed: request.seed ?? Int.random(in: 0...Int(Int32.max)), suffix: request.suffix,
                             metadata: JSONBodyEncoder.string(SortedMembers(request.metadata)),
@@ -366,8 +397,133 @@ enum JobsAPI {
         job.priority = request.priority
         job.maxRetries = request.maxRetries
         job.maxDuration = request.maxDuration
-        try store.insert(job, firstEvent: "Created fine-tuning job \(id)")
+        job.evaluation = evaluation?.json
+        job.startCheckpoint = base.checkpoint?.id
+        // A job started from a checkpoint trains from a copy of its weights (a link where the file
+        // system allows): the parent's retention may delete the checkpoint before this job runs.
+        if let checkpoint = base.checkpoint {
+            do { try resources.data.artifacts.publish(copyOf: checkpoint.path, as: .startingWeights(job: id)) } catch {
+                throw APIError(status: 503, message: "cannot copy the checkpoint's weights for the job: \(error)", type: "server_error", param: "model", code: "storage_unavailable")
+            }
+        }
+        try store.insert(job, firstEvent: base.checkpoint == nil ? "Created fine-tuning job \(id)" : "Created fine-tuning job \(id) from checkpoint \(request.model)")
         // The validation stage takes it from here.
+        changes.post(jobID: job.id, status: .validatingFiles)
+        return .json(FineTuningJob(job))
+    }
+
+    // MARK: - Forking a job
+
+    /// `POST /v1/fine_tuning/jobs/{id}/fork`'s body: the checkpoint to continue from, and what changes.
+    struct ForkRequest: Decodable {
+        var fromStep: Int
+        var hyperparameters: JSONObject
+        var suffix: String?
+        var metadata: [String: String]?
+        var priority: Int?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case fromStep = "from_step", hyperparameters, suffix, metadata, priority }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            guard let step = try body.decodeIfPresent(Int.self, forKey: .fromStep, in: 1...Hyperparameters.maximumSteps) else {
+                throw body.mistake(.fromStep, "from_step is required: the step of the checkpoint to continue from")
+            }
+            fromStep = step
+            hyperparameters = try body.decodeIfPresent(JSONObject.self, forKey: .hyperparameters, explaining: "hyperparameters must be an object") ?? [:]
+            let suffixRule = "suffix must be 1-40 letters, digits, '-' or '_'"
+            suffix = try body.decodeIfPresent(String.self, forKey: .suffix, explaining: suffixRule)
+            if let suffix, !(1...40).contains(suffix.count) || !suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                throw body.mistake(.suffix, suffixRule)
+            }
+            let metadataRule = "metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)"
+            metadata = try body.decodeIfPresent([String: String].self, forKey: .metadata, explaining: metadataRule)
+            if let metadata, metadata.count > 16 || !metadata.allSatisfy({ $0.key.count <= 64 && $0.value.count <= 512 }) {
+                throw body.mistake(.metadata, metadataRule)
+            }
+            priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities)
+        }
+    }
+
+    /// A new job that continues `id` from its checkpoint at `from_step` — its weights, optimizer
+    /// moments, random streams, data order and DRO's replay buffer — with the hyperparameters
+    /// changed as asked. Everything else is the parent's: model, files, seed, grader, early
+    /// stopping and result. The checkpoint's training state is linked into the new job at once,
+    /// so the parent's retention cannot take it away.
+    static func fork(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
+        let request = try RequestJSON.decode(ForkRequest.self, from: context.request)
+        let parent = try find(context, store: resources.jobs), project = context.principal.projectID
+        guard let parentSettings = JobSettings(methodJSON: parent.method, hyperparametersJSON: parent.hyperparameters),
+              var values = JSONValue.parse(parent.hyperparameters)?.object else {
+            throw APIError(status: 500, message: "the job's stored settings are unreadable", type: "server_error", param: "id", code: "internal_error")
+        }
+        let step = request.fromStep, artifacts = resources.data.artifacts
+        guard try resources.jobs.checkpoint(parent.id, id: FineTuningCheckpoint.id(job: parent.id, step: step)) != nil,
+              artifacts.exists(.checkpoint(job: parent.id, step: step)) else {
+            throw APIError.notFound("a checkpoint of \(parent.id) at step \(step)", param: "from_step")
+        }
+        guard artifacts.exists(.trainingState(job: parent.id, step: step)) else {
+            throw APIError(status: 409, message: "the checkpoint at step \(step) has no training state to continue from (it was written before forks existed); start a job from its weights with model \(FineTuningCheckpoint.modelID(job: parent, step: step)) instead",
+                           param: "from_step", code: "no_training_state")
+        }
+        // The changes over the parent's resolved settings; a pair that excludes each other is the one given.
+        let method = parentSettings.method
+        for (given, excluded) in [("n_epochs", "n_steps"), ("n_steps", "n_epochs"), (Hyperparameters.multiplierKey, "learning_rate")]
+        where request.hyperparameters[given] != nil { values[excluded] = nil }
+        for key in request.hyperparameters.keys { values[key] = request.hyperparameters[key] }
+        let settings: JobSettings
+        do { settings = try MethodChoice.settings(method, values, param: "hyperparameters") } catch let error as JSONFieldError {
+            throw APIError.invalid(error.message, param: error.path)
+        }
+        let h = settings.hyperparameters
+        let training = try resources.files.file(parent.trainingFile, project: project)
+        let steps = h.nSteps ?? training.flatMap(\.lines).map(h.totalSteps(datasetSize:)) ?? 0
+        guard steps > step else {
+            throw APIError.invalid("the fork would end at step \(steps), not after from_step \(step); raise n_steps", param: "hyperparameters.n_steps")
+        }
+        if method == .dro, h.bufferSize != parentSettings.hyperparameters.bufferSize {
+            throw APIError(status: 422, message: "a fork continues the parent's replay buffer of \(parentSettings.hyperparameters.bufferSize ?? 0) slots: buffer_size cannot change",
+                           param: "hyperparameters.buffer_size", code: "conflicting_hyperparameters")
+        }
+        // The parent's base: the copy of the checkpoint it started from, or its model.
+        let weights: Artifact = artifacts.exists(.startingWeights(job: parent.id)) ? .startingWeights(job: parent.id) : .model(parent.model)
+        guard let config = try? ModelFile.declaredConfig(artifacts.localPath(weights)) else {
+            throw APIError(status: 409, message: "the base model of \(parent.id) is gone", param: "id", code: "model_unavailable")
+        }
+        if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: h, examples: training?.lines ?? 0,
+                                                                         validationExamples: nil) {
+            throw APIError(status: 400, message: refusal, param: "hyperparameters", code: "over_memory_budget")
+        }
+        try Quotas.checkActiveJobs(project: project, resources)
+        let limits = try resources.projects.limits(project: project)
+        let priority = request.priority ?? min(parent.priority, limits.maxPriority)
+        guard priority <= limits.maxPriority else {
+            throw APIError(status: 403, message: "priority \(priority) is above this project's limit of \(limits.maxPriority), which the operator sets (preftune projects set)",
+                           param: "priority", code: "priority_not_allowed")
+        }
+
+        let id = "ftjob-" + APIKeys.randomHex(bytes: 12)
+        var job = JobRecord(id: id, projectID: project, model: parent.model, trainingFile: parent.trainingFile, validationFile: parent.validationFile,
+                            method: settings.methodJSON, hyperparameters: settings.hyperparametersJSON, seed: parent.seed,
+                            suffix: request.suffix ?? parent.suffix, metadata: request.metadata.map { JSONBodyEncoder.string(SortedMembers($0)) } ?? parent.metadata,
+                            webhookURL: parent.webhookURL, status: .validatingFiles, createdAt: Int(Date().timeIntervalSince1970))
+        job.priority = priority
+        job.maxRetries = parent.maxRetries
+        job.maxDuration = parent.maxDuration
+        job.evaluation = parent.evaluation
+        job.parentJob = parent.id
+        job.fromStep = step
+        job.startCheckpoint = parent.startCheckpoint
+        do {
+            try artifacts.publish(copyOf: artifacts.localPath(.trainingState(job: parent.id, step: step)), as: .forkState(job: id))
+            if artifacts.exists(.startingWeights(job: parent.id)) {
+                try artifacts.publish(copyOf: artifacts.localPath(.startingWeights(job: parent.id)), as: .startingWeights(job: id))
+            }
+        } catch {
+            throw APIError(status: 503, message: "cannot link the checkpoint's training state into the fork: \(error)", type: "server_error",
+                           param: "from_step", code: "storage_unavailable")
+        }
+        try resources.jobs.insert(job, firstEvent: "Created fine-tuning job \(id), forked from \(parent.id) at step \(step)")
         changes.post(jobID: job.id, status: .validatingFiles)
         return .json(FineTuningJob(job))
     }

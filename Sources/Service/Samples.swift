@@ -55,18 +55,22 @@ enum SamplesAPI {
     /// A model id to its weights: a checkpoint of one of the project's jobs, or a model it may use.
     static func resolve(_ id: String, project: String, data: DataDirectory, models: any ModelStore,
                         jobs: any JobStore) throws -> String {
-        let parts = id.split(separator: ":", omittingEmptySubsequences: false)
-        if id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
-           let step = Int(last.dropFirst("ckpt-step-".count)) {
-            let jobID = String(parts[parts.count - 2])
-            let path = data.artifacts.localPath(.checkpoint(job: jobID, step: step))
-            guard try jobs.job(jobID, project: project) != nil, data.artifacts.exists(.checkpoint(job: jobID, step: step)) else {
-                throw APIError.notFound("model \(id)", param: "model")
-            }
-            return path
-        }
+        if let checkpoint = try checkpoint(id, project: project, data: data, jobs: jobs) { return checkpoint.path }
         guard let row = try models.model(id, visibleTo: project) else { throw APIError.notFound("model \(id)", param: "model") }
         return data.artifacts.localPath(.model(row.id))
+    }
+
+    /// The weights of a checkpoint id (`ft:…:<job-id>:ckpt-step-N`) of one of the project's jobs,
+    /// and that job; nil when `id` is not a checkpoint's, 404 when it names one the project does not have.
+    static func checkpoint(_ id: String, project: String, data: DataDirectory, jobs: any JobStore) throws -> (path: String, job: JobRecord)? {
+        let parts = id.split(separator: ":", omittingEmptySubsequences: false)
+        guard id.hasPrefix("ft:"), parts.count >= 5, let last = parts.last, last.hasPrefix("ckpt-step-"),
+              let step = Int(last.dropFirst("ckpt-step-".count)) else { return nil }
+        let jobID = String(parts[parts.count - 2])
+        guard let job = try jobs.job(jobID, project: project), data.artifacts.exists(.checkpoint(job: jobID, step: step)) else {
+            throw APIError.notFound("model \(id)", param: "model")
+        }
+        return (data.artifacts.localPath(.checkpoint(job: jobID, step: step)), job)
     }
 
     /// `POST /v1/samples`'s body.

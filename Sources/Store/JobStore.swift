@@ -57,7 +57,8 @@ public protocol JobStore: Sendable {
     func recordStep(_ jobID: String, worker: String, step: Int, values: [String: Double], summary: String, samplesPerSecond: Double?,
                     estimatedFinish: Int?) throws -> Bool
     /// A checkpoint record (once per step) with an event, and its webhook (`sampleGrid`: one was drawn).
-    func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool) throws
+    func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool,
+                       best: (step: Int, value: Double)?) throws
     /// Forgets a checkpoint (retention deletes its files).
     func removeCheckpoint(_ jobID: String, worker: String, step: Int) throws
     /// The last step with metric points, if any.
@@ -118,5 +119,12 @@ extension JobStore {
     /// A release that announces nothing.
     public func release(_ jobID: String, worker: String, status: JobStatus?, error: JobError?, event: String, level: String) throws -> Bool {
         try release(jobID, worker: worker, status: status, error: error, event: event, level: level, webhook: nil)
+    }
+}
+
+extension JobStore {
+    /// A checkpoint of a job without checkpoint selection.
+    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool) throws {
+        try addCheckpoint(jobID, worker: worker, id: id, step: step, metrics: metrics, event: event, sampleGrid: sampleGrid, best: nil)
     }
 }

@@ -52,7 +52,8 @@ public final class SQLJobStore: JobStore {
     static let columns = """
         id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
         status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at,
-        priority, \(queuePosition), max_retries, retries, max_duration
+        priority, \(queuePosition), max_retries, retries, max_duration, evaluation, best_step, best_value, parent_job, from_step,
+        start_checkpoint
         """
 
     /// Built once: a job is read on every poll, and the statement cache looks its text up.
@@ -82,6 +83,12 @@ public final class SQLJobStore: JobStore {
         job.maxRetries = int(23) ?? 3
         job.retries = int(24) ?? 0
         job.maxDuration = int(25)
+        job.evaluation = text(26)
+        job.bestStep = int(27)
+        if case let .real(value) = row[28] { job.bestValue = value }
+        job.parentJob = text(29)
+        job.fromStep = int(30)
+        job.startCheckpoint = text(31)
         return job
     }
 
@@ -93,13 +100,16 @@ public final class SQLJobStore: JobStore {
         try database.write { connection in
             try connection.run("""
                 INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
-                                  metadata, webhook_url, status, created_at, priority, queued_at, max_retries, max_duration)
+                                  metadata, webhook_url, status, created_at, priority, queued_at, max_retries, max_duration,
+                                  evaluation, parent_job, from_step, start_checkpoint)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?12 = '\(JobStatus.queued.rawValue)' THEN CAST(?13 AS BIGINT) END,
-                        ?15, ?16)
+                        ?15, ?16, ?17, ?18, ?19, ?20)
                 """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                       .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
                       .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt)),
-                      .integer(Int64(job.priority)), .integer(Int64(job.maxRetries)), job.maxDuration.map { .integer(Int64($0)) } ?? .null])
+                      .integer(Int64(job.priority)), .integer(Int64(job.maxRetries)), job.maxDuration.map { .integer(Int64($0)) } ?? .null,
+                      Self.optional(job.evaluation), Self.optional(job.parentJob), job.fromStep.map { .integer(Int64($0)) } ?? .null,
+                      Self.optional(job.startCheckpoint)])
             try appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
         }
     }
@@ -603,7 +613,8 @@ public final class SQLJobStore: JobStore {
         }
     }
 
-    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool) throws {
+    public func addCheckpoint(_ jobID: String, worker: String, id: String, step: Int, metrics: String, event: String, sampleGrid: Bool,
+                              best: (step: Int, value: Double)?) throws {
         try database.write { connection in
             try checkLease(connection, jobID, worker: worker)
             guard try connection.run("""
@@ -611,6 +622,10 @@ public final class SQLJobStore: JobStore {
                 """, [.text(id), .text(jobID), .integer(Int64(step)), .text(metrics), .integer(Self.now())]) == 1 else { return }
             try connection.run("UPDATE jobs SET step = \(greatest)(step, ?1), claims_without_progress = 0 WHERE id = ?2",
                                [.integer(Int64(step)), .text(jobID)])
+            if let best {
+                try connection.run("UPDATE jobs SET best_step = ?1, best_value = ?2 WHERE id = ?3",
+                                   [.integer(Int64(best.step)), .real(best.value), .text(jobID)])
+            }
             try appendEvent(connection, jobID, level: "info", type: "message", message: event, data: nil)
             try enqueueWebhook(connection, jobID, .checkpointSaved) { job in
                 JSONBodyEncoder.string(FineTuningCheckpoint(id: id, createdAt: Int(Self.now()), step: step, metrics: metrics, job: job,

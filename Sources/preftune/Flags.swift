@@ -17,7 +17,7 @@ enum Flags {
                                   "--metrics-token", "--shutdown-grace", "--database", "--database-connections", "--min-run-seconds",
                                   "--fair-share-window"]),
         "worker": Command(valued: ["--data-dir", "--threads-per-job", "--max-job-memory", "--database", "--lease-seconds", "--min-run-seconds",
-                                   "--fair-share-window"],
+                                   "--fair-share-window", "--webhook-allow"],
                           switches: ["--supervised"]),
         "keys create": Command(valued: ["--project", "--data-dir", "--database"], switches: ["--admin"]),
         "keys list": Command(valued: ["--data-dir", "--database"]),

@@ -41,7 +41,7 @@ func printUsage() {
                                    explains the budgets, quotas and egress rules);
                                    each worker is a process of its own (preftune worker)
       worker [--data-dir ./data] [--threads-per-job CORES] [--max-job-memory SIZE]
-             [--database postgres://…] [--lease-seconds 30]
+             [--database postgres://…] [--lease-seconds 30] [--webhook-allow CIDR,…]
                                    train queued jobs, one at a time, and nothing else
                                    (serve starts these itself; run more against the same
                                    data dir, or on other machines against the same
@@ -127,14 +127,7 @@ func serve(_ arguments: [String]) -> Never {
         guard let count = Int(value), count >= 0 else { fail("\(flag) takes a number", status: 2) }
         settings.quotas[keyPath: path] = count
     }
-    if let value = option("--webhook-allow", in: arguments) {
-        settings.webhookAllow = value.split(separator: ",").map { piece in
-            guard let network = IPNetwork(String(piece).trimmingCharacters(in: .whitespaces)) else {
-                fail("--webhook-allow takes CIDR ranges separated by commas, e.g. 10.1.0.0/16,fd00::/8; '\(piece)' is not one", status: 2)
-            }
-            return network
-        }
-    }
+    if let allowed = webhookAllow(arguments) { settings.webhookAllow = allowed }
     settings.metricsToken = option("--metrics-token", in: arguments)
     let grace = option("--shutdown-grace", in: arguments).map { value -> Double in
         guard let seconds = Double(value), seconds > 0, seconds <= 3600 else { fail("--shutdown-grace takes seconds, 1-3600", status: 2) }
@@ -163,7 +156,7 @@ func serve(_ arguments: [String]) -> Never {
     // of memory or crashes takes down alone.
     let workerArguments = ["worker", "--supervised", "--data-dir", data.path, "--threads-per-job", "\(workers.threadsPerJob)",
                            "--max-job-memory", "\(settings.memoryBudget.bytes)"]
-        + ["--min-run-seconds", "--fair-share-window"].flatMap { flag in option(flag, in: arguments).map { [flag, $0] } ?? [] }
+        + ["--min-run-seconds", "--fair-share-window", "--webhook-allow"].flatMap { flag in option(flag, in: arguments).map { [flag, $0] } ?? [] }
     let supervisor = WorkerSupervisor(configuration: .init(processes: workers.workers, executable: currentExecutable(), arguments: workerArguments),
                                       data: data, store: application.jobs, changes: application.statusChanges, telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
@@ -220,6 +213,18 @@ func minimumRunSeconds(_ arguments: [String]) -> Int?? {
     }
 }
 
+/// `--webhook-allow CIDR,…`: private ranges webhooks and graders may reach (nil: not given).
+func webhookAllow(_ arguments: [String]) -> [IPNetwork]? {
+    option("--webhook-allow", in: arguments).map { value in
+        value.split(separator: ",").map { piece in
+            guard let network = IPNetwork(String(piece).trimmingCharacters(in: .whitespaces)) else {
+                fail("--webhook-allow takes CIDR ranges separated by commas, e.g. 10.1.0.0/16,fd00::/8; '\(piece)' is not one", status: 2)
+            }
+            return network
+        }
+    }
+}
+
 /// `--fair-share-window SECONDS`: how far back a project's use of the workers counts.
 func fairShareWindow(_ arguments: [String]) -> Int? {
     option("--fair-share-window", in: arguments).map { value -> Int in
@@ -260,6 +265,7 @@ func worker(_ arguments: [String]) -> Never {
     configuration.blasThreads = blasThreads
     configuration.threadsPerJob = threadsPerJob(arguments) ?? configuration.threadsPerJob
     configuration.memoryBudget = memoryPerJob(arguments) ?? configuration.memoryBudget
+    configuration.egress = EgressPolicy(allowed: webhookAllow(arguments) ?? [])
     let supervised = arguments.contains("--supervised")
     let stopRequested = DispatchSemaphore(value: 0)
     if supervised, preftune_terminate_with_parent(SIGTERM, getppid()) != 0 { fail("the server that started this worker is gone") }

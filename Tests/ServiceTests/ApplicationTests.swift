@@ -59,6 +59,7 @@ final class LiveService {
         var configuration = WorkerPool.Configuration(workers: count, threadsPerJob: 1)
         configuration.minimumRunSeconds = minimumRunSeconds
         configuration.memoryBudget = memoryBudget ?? application.settings.memoryBudget
+        configuration.egress = EgressPolicy(allowed: application.settings.webhookAllow)
         configuration.heartbeatSeconds = 0.5
         configuration.pollSeconds = 0.05
         let pool = WorkerPool(data: data, store: application.jobs, changes: application.statusChanges, configuration: configuration,

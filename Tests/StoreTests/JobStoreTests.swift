@@ -34,6 +34,29 @@ import Testing
                                    createdAt: createdAt), firstEvent: "created")
     }
 
+    /// Issue 15's columns: the evaluation settings, a fork's lineage and the checkpoint a job
+    /// started from are kept as given; the best checkpoint moves with the checkpoint that is best.
+    @Test(arguments: SQLDialect.allCases)
+    func lineageAndTheBestCheckpointAreKept(dialect: SQLDialect) throws {
+        let (store, _) = try Self.store(dialect)
+        var job = JobRecord(id: "ftjob-fork", projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: "{}",
+                            hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: .queued, createdAt: 1)
+        job.evaluation = #"{"result":"best"}"#
+        job.parentJob = "ftjob-parent"
+        job.fromStep = 40
+        job.startCheckpoint = "ft:m:preftune:ftjob-x:ckpt-step-8"
+        try store.insert(job, firstEvent: "created")
+        let read = try #require(try store.job("ftjob-fork", project: "p"))
+        #expect(read.evaluation == job.evaluation && read.parentJob == "ftjob-parent" && read.fromStep == 40 && read.startCheckpoint == job.startCheckpoint)
+        #expect(read.bestStep == nil && read.bestValue == nil)
+        _ = try store.claimNext(worker: "w", leaseSeconds: 60)
+        try store.addCheckpoint("ftjob-fork", worker: "w", id: "ftckpt-fork-50", step: 50, metrics: "{}", event: "ckpt", sampleGrid: false, best: (50, 0.25))
+        try store.addCheckpoint("ftjob-fork", worker: "w", id: "ftckpt-fork-60", step: 60, metrics: "{}", event: "ckpt", sampleGrid: false, best: (50, 0.25))
+        try store.addCheckpoint("ftjob-fork", worker: "w", id: "ftckpt-fork-70", step: 70, metrics: "{}", event: "ckpt", sampleGrid: false, best: (70, 0.125))
+        let best = try #require(try store.job("ftjob-fork", project: "p"))
+        #expect(best.bestStep == 70 && best.bestValue == 0.125)
+    }
+
     @Test(arguments: SQLDialect.allCases)
     func workersClaimTheOldestJobOneEach(dialect: SQLDialect) throws {
         let (store, _) = try Self.store(dialect)

@@ -20,7 +20,7 @@ import Testing
         for id in ["ftjob-hooked", "ftjob-quiet"] {
             try Self.insert(store, id, webhook: id == "ftjob-hooked" ? "http://hooks.example/in" : nil)
             #expect(try store.claimNext(worker: "w-\(id)", leaseSeconds: 60)?.id == id)
-            try store.recordStep(id, worker: "w-\(id)", step: 10, values: ["loss": 1, "val_loss": 0.5], summary: "", samplesPerSecond: nil, estimatedFinish: nil)
+            _ = try store.recordStep(id, worker: "w-\(id)", step: 10, values: ["loss": 1, "val_loss": 0.5], summary: "", samplesPerSecond: nil, estimatedFinish: nil)
             try store.addCheckpoint(id, worker: "w-\(id)", id: "ftckpt-\(id)-10", step: 10, metrics: #"{"val_loss":0.5}"#, event: "ckpt", sampleGrid: true)
             #expect(try store.release(id, worker: "w-\(id)", status: .queued, error: nil, event: "preempted", level: "info", webhook: .preempted))
             #expect(try store.claimNext(worker: "w2-\(id)", leaseSeconds: 60)?.id == id)

@@ -72,7 +72,9 @@ public final class FileValidation: Sendable {
     /// One job: its stored settings and base model, then its files. Returns the new status.
     func validate(_ job: JobRecord) -> JobStatus? {
         let store = resources.jobs
-        guard let base = try? ModelFile.declaredConfig(resources.data.artifacts.localPath(.model(job.model))),
+        let artifacts = resources.data.artifacts
+        let weights: Artifact = artifacts.exists(.startingWeights(job: job.id)) ? .startingWeights(job: job.id) : .model(job.model)
+        guard let base = try? ModelFile.declaredConfig(artifacts.localPath(weights)),
               let settings = JobSettings(methodJSON: job.method, hyperparametersJSON: job.hyperparameters) else {
             let error = JobError(code: "model_unavailable", message: "cannot validate: the base model \(job.model) or the job's stored settings are unreadable",
                                  param: "model")

@@ -1,5 +1,6 @@
 import Diffusion
 import Foundation
+import Jobs
 import Numerics
 import Store
 import Training
@@ -16,6 +17,8 @@ struct JobRunner {
     let control: JobControl
     let changes: JobStatusChanges
     let telemetry: (any TrainingObserver)?
+    /// Where an HTTP grader may be reached: the webhooks' rules (the operator's `--webhook-allow`).
+    var egress = EgressPolicy()
 
     /// A failure that ends the job, shown to the user as its `error`.
     typealias Failure = JobError
@@ -33,7 +36,9 @@ struct JobRunner {
         }
         do {
             let trainer = try makeTrainer(directory: directory, sink: sink)
-            let resume = FileManager.default.fileExists(atPath: directory.state)
+            // Its own state first: a fork that has trained resumes as any job does.
+            let start: StartingPoint = FileManager.default.fileExists(atPath: directory.state) ? .resume
+                : FileManager.default.fileExists(atPath: directory.forkState) ? .fork(statePath: directory.forkState) : .fresh
             let command = { () -> TrainingCommand in
                 if sink.storeError != nil { return .cancel }
                 switch control.request {
@@ -43,7 +48,7 @@ struct JobRunner {
                 }
             }
             // Asked inside steps too: a cancel or pause takes effect within a sampling step, not after a whole rollout.
-            let outcome = try trainer.run(resume: resume, control: command, interrupt: command)
+            let outcome = try trainer.run(from: start, control: command, interrupt: command)
             // A refused write means another worker holds the job, unless the job ended (a cancel clears its lease).
             if sink.storeError is LeaseLost, (try? store.job(job.id, project: nil))??.status.isTerminal != true { control.request(.leaseLost) }
             if let error = sink.storeError, !(error is LeaseLost) {
@@ -65,7 +70,10 @@ struct JobRunner {
         }
         let (method, hyperparameters) = (settings.method, settings.hyperparameters)
         let base: ModelFile
-        do { base = try ModelFile.load(data.artifacts.localPath(.model(job.model))) } catch {
+        // A job started from a checkpoint trains from the copy of its weights made with the job.
+        let basePath = data.artifacts.exists(.startingWeights(job: job.id)) ? data.artifacts.localPath(.startingWeights(job: job.id))
+            : data.artifacts.localPath(.model(job.model))
+        do { base = try ModelFile.load(basePath) } catch {
             throw Failure(code: "model_unavailable", message: "cannot load the base model \(job.model): \(error)", param: "model")
         }
         func dataset(_ id: String, field: String) throws -> Dataset {
@@ -86,13 +94,24 @@ struct JobRunner {
         }
         let training = try dataset(job.trainingFile, field: "training_file")
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
-        let trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
+        var trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
+        if let text = job.evaluation {
+            guard let evaluation = EvaluationSettings(json: text) else {
+                throw Failure(code: "internal_error", message: "the job's stored early_stopping, grader or result is not readable")
+            }
+            trainingJob.selection = evaluation.selection(hasValidation: validation != nil)
+            trainingJob.result = evaluation.result
+            if let grader = evaluation.grader {
+                trainingJob.grading = CheckpointGrading(plan: grader.plan(defaultLabels: Self.gradingLabels(validation ?? training, config: base.config)),
+                                                        scorer: try scorer(grader, config: base.config), config: base.config)
+            }
+        }
         sink.examplesPerStep = hyperparameters.batchSize * hyperparameters.gradientAccumulationSteps
         sink.logEvery = hyperparameters.logEvery
         let keep = hyperparameters.keepCheckpoints ?? 5, jobStore = store, jobID = job.id, worker = worker
         let artifacts = data.artifacts
-        sink.retain = { try Self.removeCheckpoints(of: jobID, worker: worker, in: artifacts, keeping: keep, store: jobStore) }
+        sink.retain = { best in try Self.removeCheckpoints(of: jobID, worker: worker, in: artifacts, keeping: keep, best: best, store: jobStore) }
         if SampleDrawing.isImage(base.config.sampleShape) {
             sink.sampleGrid = Self.sampleGridWriter(conditions: Self.gridConditions(training, config: base.config), job: job.id, artifacts: artifacts)
         }
@@ -101,13 +120,51 @@ struct JobRunner {
         }
     }
 
-    /// Deletes all but the newest `keep` checkpoints: their weights, sample grids and records.
-    static func removeCheckpoints(of jobID: String, worker: String, in artifacts: any ArtifactStore, keeping keep: Int, store: any JobStore) throws {
-        for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) {
+    /// Deletes all but the newest `keep` checkpoints and the best one: their weights, training
+    /// states, sample grids and records.
+    static func removeCheckpoints(of jobID: String, worker: String, in artifacts: any ArtifactStore, keeping keep: Int, best: Int?,
+                                  store: any JobStore) throws {
+        for row in try store.checkpoints(jobID, limit: Int(Int32.max)).dropFirst(keep) where row.step != best {
             // The record first, fenced by the lease: a worker that lost the job deletes nothing.
             try store.removeCheckpoint(jobID, worker: worker, step: row.step)
             artifacts.remove(.checkpoint(job: jobID, step: row.step))
+            artifacts.remove(.trainingState(job: jobID, step: row.step))
             artifacts.remove(.sampleGrid(job: jobID, step: row.step))
+        }
+    }
+
+    /// What a grader samples when the job names no prompts: the first 8 distinct prompts of the
+    /// validation set (else the training set); for vector models its first 8 rows' conditions.
+    static func gradingLabels(_ data: Dataset, config: ModelConfig) -> [GradingLabel] {
+        let count = GraderSettings.defaultLabels
+        switch config.condition {
+        case .text:
+            var seen: Set<String> = [], labels: [GradingLabel] = []
+            for prompt in data.prompts where labels.count < count && seen.insert(prompt).inserted { labels.append(.prompt(prompt)) }
+            return labels
+        case let .vector(dim):
+            return (0..<min(count, data.count)).map { row in
+                data.conditions.isNull[row] != 0 ? .none : .vector(Array(data.conditions.vectors[row * dim..<(row + 1) * dim]))
+            }
+        case .none:
+            return Array(repeating: .none, count: count)
+        }
+    }
+
+    /// The job's grader: its reward model, read and checked against the base model, or its HTTP endpoint.
+    func scorer(_ grader: GraderSettings, config: ModelConfig) throws -> any RewardScorer {
+        switch grader.type {
+        case .rewardModel:
+            let file = grader.file ?? ""
+            guard data.artifacts.exists(.upload(file)) else {
+                throw Failure(code: "grader_unavailable", message: "the grader's reward model \(file) is gone (deleted after the job was created)", param: "grader.file")
+            }
+            do { return try RewardMLP(path: data.artifacts.localPath(.upload(file)), config: config, name: "reward model \(file)") } catch {
+                throw Failure(code: "invalid_grader", message: "grader.file \(file): \(error)", param: "grader.file")
+            }
+        case .http:
+            let projects = SQLProjectStore(database: data.database), project = job.projectID
+            return HTTPGrader(settings: grader, jobID: job.id, egress: egress, secret: { (try? projects.webhookSecret(project: project)) ?? nil })
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import JSON
+import Jobs
 import Store
 import Training
 
@@ -97,8 +98,15 @@ final class JobSink: TrainingSink {
         }
     }
 
-    /// Deletes the checkpoints past the job's `keep_checkpoints`, after each new one.
-    var retain: (() throws -> Void)?
+    /// Deletes the checkpoints past the job's `keep_checkpoints` after each new one, never the best.
+    var retain: ((_ best: Int?) throws -> Void)?
+
+    /// A validation or grading result: a line in the log and an event, once (not again when a
+    /// resumed run replays the step).
+    func note(step: Int, _ message: String) {
+        guard step > replayedThrough else { return }
+        log(message)
+    }
 
     func checkpointSaved(_ checkpoint: CheckpointRecord) {
         let metrics = JSONBodyEncoder.string(SortedMembers(checkpoint.metrics.filter { $0.value.isFinite }))
@@ -106,10 +114,10 @@ final class JobSink: TrainingSink {
         let drawn = sampleGrid?(checkpoint) ?? false
         if checkpoint.step > replayedThrough { appendToFile(message) }
         attempt {
-            try store.addCheckpoint(jobID, worker: worker, id: "ftckpt-\(jobID.dropFirst("ftjob-".count))-\(checkpoint.step)", step: checkpoint.step,
-                                    metrics: metrics, event: message, sampleGrid: drawn)
+            try store.addCheckpoint(jobID, worker: worker, id: FineTuningCheckpoint.id(job: jobID, step: checkpoint.step), step: checkpoint.step,
+                                    metrics: metrics, event: message, sampleGrid: drawn, best: checkpoint.best)
         }
-        attempt { try retain?() }
+        attempt { try retain?(checkpoint.best?.step) }
     }
 
     /// How long a write waits out an unreachable database before the job stops.

@@ -161,13 +161,17 @@ public final class Webhooks: Sendable {
 }
 
 extension Webhooks {
+    func pinned(_ request: URLRequest) throws -> URLRequest { try egress.pinned(request) }
+}
+
+extension EgressPolicy {
     /// The request to send for this attempt: its host checked again (DNS may have changed since
     /// the job was created), and for plain HTTP sent to the very address that was checked, with
     /// the name in the Host header, so that a second resolution cannot point it elsewhere.
     /// (HTTPS keeps the name for its certificate: a rebinding between check and connect remains possible.)
     func pinned(_ request: URLRequest) throws -> URLRequest {
-        guard let url = request.url, let host = url.host else { throw EgressError("the webhook URL has no host") }
-        let addresses = try egress.check(host: host)
+        guard let url = request.url, let host = url.host else { throw EgressError("the URL has no host") }
+        let addresses = try check(host: host)
         guard url.scheme?.lowercased() == "http", IPNetwork.parseAddress(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) == nil,
               var components = URLComponents(url: url, resolvingAgainstBaseURL: false) else { return request }
         let address = IPNetwork.format(addresses[0])
@@ -180,7 +184,7 @@ extension Webhooks {
     }
 }
 
-/// Webhooks never follow a redirect: a 307 could send the job to an address the egress rules refuse.
+/// Webhooks and graders never follow a redirect: a 307 could send the request to an address the egress rules refuse.
 final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
     func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
                     newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {

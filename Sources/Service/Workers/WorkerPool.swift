@@ -29,6 +29,8 @@ public final class WorkerPool: Sendable {
         public var minimumRunSeconds: Int? = 60
         /// What one job may hold in memory; checked again before a job's buffers are allocated.
         public var memoryBudget = ServiceSettings.defaults().memoryBudget
+        /// Where jobs' HTTP graders may be reached (as webhooks: `--webhook-allow`).
+        public var egress = EgressPolicy()
 
         /// One job at a time using every core: on a small machine two jobs at once
         /// would each run at half speed and hold twice the memory.
@@ -156,8 +158,9 @@ public final class WorkerPool: Sendable {
             let heartbeat = Heartbeat(control: control, leaseSeconds: configuration.leaseSeconds, every: configuration.heartbeatSeconds,
                                       preemptAfter: configuration.minimumRunSeconds, waitingSeconds: Int(configuration.pollSeconds * 2) + 1)
             telemetry?.jobStarted(job.id)
-            let runner = JobRunner(job: job, worker: name, data: data, memoryBudget: configuration.memoryBudget, store: store, control: control,
+            var runner = JobRunner(job: job, worker: name, data: data, memoryBudget: configuration.memoryBudget, store: store, control: control,
                                    changes: changes, telemetry: telemetry)
+            runner.egress = configuration.egress
             let status = runner.run()
             // The job's buffers are freed; glibc keeps freed heap pages unless asked, so a server
             // that trained a large job would go on holding its memory while idle.
