@@ -35,6 +35,22 @@ enum ClientCommands {
     /// A whole-number flag as the API should see it: not a number is sent as -1, which the API refuses by name.
     static func integer(_ text: String) -> JSONValue { JSONValue(Int(text) ?? -1) }
 
+    /// `--hyperparameters JSON|@file`, then each `--set key=value` over it.
+    static func hyperparametersArgument(_ arguments: [String]) -> JSONObject {
+        var hyperparameters = JSONObject()
+        if let given = option("--hyperparameters", in: arguments) {
+            guard let object = jsonArgument(given, name: "--hyperparameters").object else { fail("--hyperparameters must be a JSON object", status: 2) }
+            hyperparameters = object
+        }
+        for (index, argument) in arguments.enumerated() where argument == "--set" && index + 1 < arguments.count {
+            let pair = arguments[index + 1].split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else { fail("--set takes key=value", status: 2) }
+            // A JSON value (3, 1e-4, true, "text"), else the text itself.
+            hyperparameters[pair[0]] = (try? JSONParser.parse(Array(pair[1].utf8))) ?? .string(pair[1])
+        }
+        return hyperparameters
+    }
+
     static func files(_ arguments: [String]) {
         let client = APIClient(arguments: arguments)
         switch arguments.first {
@@ -77,19 +93,9 @@ enum ClientCommands {
         case "create":
             guard let model = option("--model", in: arguments), let file = option("--training-file", in: arguments),
                   let method = option("--method", in: arguments) else {
-                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--follow]", status: 2)
+                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--early-stopping JSON] [--grader JSON] [--result best|last] [--follow]", status: 2)
             }
-            var hyperparameters = JSONObject()
-            if let given = option("--hyperparameters", in: arguments) {
-                guard let object = jsonArgument(given, name: "--hyperparameters").object else { fail("--hyperparameters must be a JSON object", status: 2) }
-                hyperparameters = object
-            }
-            for (index, argument) in arguments.enumerated() where argument == "--set" && index + 1 < arguments.count {
-                let pair = arguments[index + 1].split(separator: "=", maxSplits: 1).map(String.init)
-                guard pair.count == 2 else { fail("--set takes key=value", status: 2) }
-                // A JSON value (3, 1e-4, true, "text"), else the text itself.
-                hyperparameters[pair[0]] = (try? JSONParser.parse(Array(pair[1].utf8))) ?? .string(pair[1])
-            }
+            let hyperparameters = hyperparametersArgument(arguments)
             var body: JSONObject = ["model": .string(model), "training_file": .string(file),
                                     "method": ["type": .string(method), method: ["hyperparameters": .object(hyperparameters)]]]
             for (flag, field) in [("--validation-file", "validation_file"), ("--suffix", "suffix"), ("--webhook-url", "webhook_url")] {
@@ -97,10 +103,34 @@ enum ClientCommands {
             }
             if let seed = option("--seed", in: arguments) { body["seed"] = integer(seed) }
             if let priority = option("--priority", in: arguments) { body["priority"] = integer(priority) }
+            for (flag, field) in [("--early-stopping", "early_stopping"), ("--grader", "grader")] {
+                if let value = option(flag, in: arguments) { body[field] = jsonArgument(value, name: flag) }
+            }
+            if let result = option("--result", in: arguments) { body["result"] = .string(result) }
             let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: .object(body)))
             let id = job["id"]?.string ?? "?"
             print(id)
             if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+        case "fork":
+            let parent = positional(arguments, "jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]")
+            guard let step = option("--from-step", in: arguments) else { fail("usage: preftune jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]", status: 2) }
+            var body: JSONObject = ["from_step": integer(step), "hyperparameters": .object(hyperparametersArgument(arguments))]
+            if let suffix = option("--suffix", in: arguments) { body["suffix"] = .string(suffix) }
+            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs/\(parent)/fork", json: .object(body)))
+            let id = job["id"]?.string ?? "?"
+            print(id)
+            if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+        case "checkpoints":
+            let id = positional(arguments, "jobs checkpoints ID")
+            let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
+            let best = job["best_checkpoint"]?["step_number"]?.exactInteger
+            for checkpoint in items(client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)/checkpoints?limit=100"))) {
+                let step = checkpoint["step_number"]?.exactInteger ?? 0
+                let metrics = (checkpoint["metrics"]?.object).map { object in
+                    object.keys.sorted().compactMap { key in object[key]?.number.map { "\(key) \(String(format: "%.4g", $0))" } }.joined(separator: "  ")
+                } ?? ""
+                print("\(step == best ? "*" : " ") step \(step)  \(checkpoint["fine_tuned_model_checkpoint"]?.string ?? "")  \(metrics)")
+            }
         case "list":
             for job in items(client.expect(client.send("GET", "/v1/fine_tuning/jobs?limit=100"))) { print(summary(job)) }
         case "get":
@@ -116,7 +146,7 @@ enum ClientCommands {
         case "events":
             for event in events(positional(arguments, "jobs events ID"), client: client, after: 0) { print(line(event)) }
         default:
-            fail("jobs takes create, list, get, cancel, pause, resume or logs", status: 2)
+            fail("jobs takes create, fork, list, get, checkpoints, cancel, pause, resume, events or logs", status: 2)
         }
     }
 

@@ -70,8 +70,12 @@ func printUsage() {
       models create ID (--config JSON|@file | --file FILE_ID) [--seed N] | models list | models get ID
       jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo
                   [--hyperparameters JSON|@file] [--set key=value]… [--validation-file ID]
-                  [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--follow]
-      jobs list | get ID | cancel ID | pause ID | resume ID | events ID
+                  [--suffix S] [--seed N] [--priority N] [--webhook-url URL]
+                  [--early-stopping JSON] [--grader JSON|@file] [--result best|last] [--follow]
+                                   (--model ft:…:ckpt-step-N starts from a checkpoint's weights)
+      jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]
+                                   a new job continuing ID's full training state at that checkpoint
+      jobs list | get ID | checkpoints ID | cancel ID | pause ID | resume ID | events ID
       jobs logs ID [-f]            the job's log; -f follows it to the end with a progress line
       sample --model ID --prompt TEXT… [--n N] [--steps N] [--guidance G] [--sampler S] [--seed N] [--png FILE]
       --version                    version, BLAS kernels and threads in use

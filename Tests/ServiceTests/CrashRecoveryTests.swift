@@ -297,7 +297,7 @@ extension ServerProcess {
         let config = String(decoding: try JSONSerialization.data(withJSONObject: ModelsTests.config), as: UTF8.self)
         #expect(try await cli(["models", "create", "tiny", "--config", config]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "tiny")
         let created = try await cli(["jobs", "create", "--model", "tiny", "--training-file", file, "--method", "dro", "--set", "n_steps=20",
-                               "--set", "batch_size=4", "--set", "policy_steps=4", "--set", "log_every=5", "--suffix", "cli"])
+                               "--set", "batch_size=4", "--set", "policy_steps=4", "--set", "log_every=5", "--set", "checkpoint_every=10", "--suffix", "cli"])
         let job = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(job.hasPrefix("ftjob-"), "\(created.output)")
 
@@ -312,6 +312,17 @@ extension ServerProcess {
         let png = data + "/grid.png"
         #expect(try await cli(["sample", "--model", "ft:tiny:cli:\(job)", "--prompt", "shape 1", "--n", "2", "--png", png]).status == 0)
         #expect(FileManager.default.contents(atPath: png)?.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+        // Checkpoints (the best marked), a fork from one, and early stopping with the best as the result.
+        let forked = try await cli(["jobs", "fork", job, "--from-step", "10", "--set", "learning_rate=0.002", "--suffix", "fork", "--follow"])
+        #expect(forked.status == 0 && forked.output.contains("forked dro at step 10/20") && forked.output.contains("succeeded  dro  step 20/20"), "\(forked.output)")
+        let checkpoints = try await cli(["jobs", "checkpoints", job]).output
+        #expect(checkpoints.contains("step 20  ft:tiny:cli:\(job):ckpt-step-20") && checkpoints.contains("step 10  ft:tiny:cli:\(job):ckpt-step-10"), "\(checkpoints)")
+        let early = try await cli(["jobs", "create", "--model", "tiny", "--training-file", file, "--method", "sft", "--set", "n_steps=40", "--set", "batch_size=4",
+                                   "--set", "eval_every=5", "--validation-file", file, "--early-stopping", #"{"metric": "val_loss", "patience": 1, "min_delta": 1e9}"#,
+                                   "--follow"])
+        #expect(early.status == 0 && early.output.contains("early stop at step 10/40"), "\(early.output)")
+        let earlyJob = try #require(early.output.split(separator: "\n").first.map(String.init))
+        #expect(try await cli(["jobs", "checkpoints", earlyJob]).output.contains("* step 5"))
         let mistake = try await cli(["jobs", "create", "--model", "nope", "--training-file", file, "--method", "dro"])
         #expect(mistake.status == 1 && mistake.output.contains("HTTP 404") && mistake.output.contains("(model)"), "\(mistake.output)")
         let unreachable = try await runToolAsync(["env", "PREFTUNE_URL=http://127.0.0.1:1", "PREFTUNE_API_KEY=x", ExecutableTests.binary, "jobs", "list"])
