@@ -1,9 +1,9 @@
 import HTTP
 
 /// `GET /`: the dashboard, one self-contained page (no external assets, works offline).
-/// It lists jobs with status and progress, plots the selected job's loss and statistics
-/// by polling its metrics, shows its latest checkpoint's sample grid and the tail of its
-/// log. It asks for an API key (kept in the browser) or reads `#key=…&job=…` from the address.
+/// It lists jobs with status and progress, plots the selected job's loss, statistics,
+/// validation and reward curves by polling its metrics, marks its best checkpoint on them,
+/// shows its latest checkpoint's sample grid and the tail of its log. It asks for an API key (kept in the browser) or reads `#key=…&job=…` from the address.
 enum Dashboard {
     static func add(to router: inout Router) {
         let page = Array(html.utf8)
@@ -44,6 +44,8 @@ enum Dashboard {
   .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 10px; }
   .chart { border: 1px solid var(--line); border-radius: 4px; padding: 4px 6px; }
   .chart div { font-size: 12px; color: var(--muted); display: flex; justify-content: space-between; }
+  .chart.selection { border-color: #f59e0b; }
+  #best { margin: 0 0 8px; }
   canvas { width: 100%; height: 120px; display: block; }
   pre { margin: 0; max-height: 260px; overflow: auto; font: 12px/1.4 ui-monospace, Menlo, monospace; background: #0f172a; color: #e2e8f0; padding: 8px; border-radius: 4px; }
   #grid img { image-rendering: pixelated; max-width: 100%; border: 1px solid var(--line); }
@@ -67,6 +69,7 @@ enum Dashboard {
   </section>
   <section id="detail">
     <h2 id="detail-title">Select a job</h2>
+    <div id="best" class="muted"></div>
     <div class="charts" id="charts"></div>
     <h2 style="margin-top:14px">Latest samples</h2>
     <div id="grid" class="muted">no checkpoint yet</div>
@@ -126,7 +129,8 @@ function renderJobs(jobs) {
   }
 }
 
-function drawChart(canvas, steps, values) {
+// The best checkpoint's step is marked on every curve by a dashed line (and a dot where the curve has a point there).
+function drawChart(canvas, steps, values, bestStep) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 260, height = canvas.clientHeight || 120;
   canvas.width = width * ratio; canvas.height = height * ratio;
@@ -148,13 +152,27 @@ function drawChart(canvas, steps, values) {
     plotted += 1;
   });
   g.stroke();
+  if (bestStep !== null && bestStep >= first && bestStep <= last) {
+    g.strokeStyle = "#f59e0b"; g.setLineDash([3, 3]); g.beginPath();
+    g.moveTo(x(bestStep), 2); g.lineTo(x(bestStep), height - 2); g.stroke(); g.setLineDash([]);
+    const at = steps.indexOf(bestStep);
+    if (at >= 0 && Number.isFinite(values[at])) {
+      g.fillStyle = "#f59e0b"; g.beginPath(); g.arc(x(bestStep), y(values[at]), 3.5, 0, 2 * Math.PI); g.fill();
+    }
+  }
   return plotted;
 }
 
-function renderCharts(series) {
+// Training curves first, then validation (val_*) and grading (reward_*), then the rest.
+function rank(name) {
+  const order = ["loss", "val_loss", "reward_mean", "reward_win_rate", "grad_norm", "lr", "samples_per_s"];
+  const at = order.indexOf(name);
+  return at >= 0 ? at : name.startsWith("val_") ? 10 : name.startsWith("reward_") ? 11 : 20;
+}
+
+function renderCharts(series, best) {
   const charts = $("charts");
-  const order = ["loss", "val_loss", "grad_norm", "lr", "samples_per_s"];
-  const names = Object.keys(series).sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99) || a.localeCompare(b));
+  const names = Object.keys(series).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   for (const name of names) {
     let box = charts.querySelector('[data-series="' + name + '"]');
     if (!box) {
@@ -166,7 +184,10 @@ function renderCharts(series) {
     }
     const { steps, values } = series[name];
     const canvas = box.querySelector("canvas");
-    canvas.dataset.points = drawChart(canvas, steps, values);
+    const bestStep = best ? best.step_number : null;
+    canvas.dataset.points = drawChart(canvas, steps, values, bestStep);
+    box.classList.toggle("selection", !!best && best.metric === name);
+    if (bestStep !== null) box.dataset.bestStep = bestStep; else delete box.dataset.bestStep;
     box.querySelectorAll("span")[1].textContent = values.length ? Number(values[values.length - 1]).toPrecision(4) + " @ " + steps[steps.length - 1] : "";
   }
 }
@@ -178,7 +199,17 @@ async function renderDetail(job) {
     api("/v1/fine_tuning/jobs/" + job.id + "/checkpoints?limit=1"),
     api("/v1/fine_tuning/jobs/" + job.id + "/logs?tail=40", "text"),
   ]);
-  renderCharts(metrics.series);
+  const best = job.best_checkpoint;
+  const banner = $("best");
+  if (best) {
+    banner.dataset.step = best.step_number;
+    banner.textContent = "Best checkpoint: step " + best.step_number + " (" + best.metric + " " + Number(best.value).toPrecision(4) + ")"
+      + (job.result === "best" ? ", published as the result" : "") + (job.parent_job ? " · forked from " + job.parent_job + " at step " + job.from_step : "");
+  } else {
+    delete banner.dataset.step;
+    banner.textContent = job.parent_job ? "forked from " + job.parent_job + " at step " + job.from_step : "";
+  }
+  renderCharts(metrics.series, best);
   const pre = $("log");
   const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
   pre.textContent = log;
