@@ -34,6 +34,15 @@ public struct EvaluationSettings: Codable, Equatable, Sendable {
         self = decoded
     }
 
+    /// Every metric some job records at its evaluations.
+    public static let allSelectableMetrics: [String] = {
+        var names: [String] = []
+        for method in TrainingMethod.allCases {
+            for name in selectableMetrics(method: method, hasValidation: true, hasGrader: true) where !names.contains(name) { names.append(name) }
+        }
+        return names
+    }()
+
     /// The metrics a job of `method` records at its evaluations, which early stopping may name.
     public static func selectableMetrics(method: TrainingMethod, hasValidation: Bool, hasGrader: Bool) -> [String] {
         var names: [String] = []

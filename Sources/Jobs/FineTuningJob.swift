@@ -125,8 +125,9 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("max_retries", maxRetries)
         object.member("retries", retries)
         object.member("max_duration", maxDuration)
-        if let earlyStopping = evaluation?.earlyStopping { object.member("early_stopping", encoding: earlyStopping) } else { object.member("early_stopping", nil as RawJSON?) }
-        if let grader = evaluation?.grader { object.member("grader", encoding: grader) } else { object.member("grader", nil as RawJSON?) }
+        // Unset members left out, as stored (a reward_model grader has no url, not a null one).
+        object.member("early_stopping", evaluation?.earlyStopping.map { RawJSON(text: JSONBodyEncoder.string($0, nilMembers: .omitted)) })
+        object.member("grader", evaluation?.grader.map { RawJSON(text: JSONBodyEncoder.string($0, nilMembers: .omitted)) })
         object.member("result", (evaluation?.result ?? .last).rawValue)
         object.member("best_checkpoint", bestCheckpoint)
         object.member("parent_job", parentJob)

@@ -84,10 +84,12 @@ enum EvaluationRequest {
             guard (0...100).contains(grader.guidanceScale) else { throw body.mistake(.guidanceScale, guidanceRule) }
             grader.seed = try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max)) ?? 0
             let labels = grader.prompts?.count ?? grader.conditions?.count ?? GraderSettings.defaultLabels
-            guard labels * grader.samplesPerPrompt <= GraderSettings.maximumRows else {
-                throw body.mistake(.samplesPerPrompt, "a grading draws at most \(GraderSettings.maximumRows) samples (prompts × samples_per_prompt); this one would draw \(labels * grader.samplesPerPrompt)")
-            }
             value = grader
+            // Each is allowed on its own, not together: 422, as other conflicts.
+            guard labels * grader.samplesPerPrompt <= GraderSettings.maximumRows else {
+                throw APIError(status: 422, message: "a grading draws at most \(GraderSettings.maximumRows) samples (prompts × samples_per_prompt); this one would draw \(labels * grader.samplesPerPrompt)",
+                               param: "grader.samples_per_prompt", code: "conflicting_grader_settings")
+            }
         }
     }
 
@@ -99,14 +101,20 @@ enum EvaluationRequest {
         guard earlyStopping != nil || grader != nil || result != nil else { return nil }
         let settings = EvaluationSettings(earlyStopping: earlyStopping, grader: grader, result: result ?? (earlyStopping != nil ? .best : .last))
         if let earlyStopping {
+            // A name no job measures is a mistake (400); one this job does not measure does not fit it (422).
+            guard EvaluationSettings.allSelectableMetrics.contains(earlyStopping.metric) else {
+                throw APIError.invalid("early_stopping.metric must be one of \(EvaluationSettings.allSelectableMetrics.joined(separator: ", "))", param: "early_stopping.metric")
+            }
             let names = EvaluationSettings.selectableMetrics(method: method, hasValidation: hasValidation, hasGrader: grader != nil)
             guard names.contains(earlyStopping.metric) else {
                 let hint = names.isEmpty ? "this job measures none: give a validation_file or a grader" : "this job measures \(names.joined(separator: ", "))"
-                throw APIError.invalid("early_stopping.metric \(earlyStopping.metric) is not measured by this job; \(hint)", param: "early_stopping.metric")
+                throw APIError(status: 422, message: "early_stopping.metric \(earlyStopping.metric) is not measured by this job; \(hint)",
+                               param: "early_stopping.metric", code: "does_not_fit_job")
             }
         }
         if settings.result == .best, settings.selection(hasValidation: hasValidation) == nil {
-            throw APIError.invalid("result \"best\" needs something to be best by: early_stopping, a validation_file or a grader", param: "result")
+            throw APIError(status: 422, message: "result \"best\" needs something to be best by: early_stopping, a validation_file or a grader",
+                           param: "result", code: "does_not_fit_job")
         }
         if let grader { try await checkGrader(grader, config: config, project: project, resources) }
         return settings

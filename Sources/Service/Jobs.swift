@@ -314,18 +314,24 @@ enum JobsAPI {
         filter.created = try Query.createdRange(query)
         // metadata[key]=value, as the object the names stand for has it: a repeated name is one key
         // (its first value counts), and a deeper name (metadata[key][]=…, an array) is the same key
-        // with a value that is not a string, which no job's metadata holds.
-        var keys: Set<Substring> = []
+        // with a value that is not a string, which no job's metadata holds. A job carries at most 16
+        // pairs, so more than 16 distinct names match no job either: the list is empty without a
+        // query, however many names the request line holds.
+        var names: Set<Substring> = []
         for name in context.request.queryNames where name.hasPrefix("metadata[") {
             let path = name.dropFirst("metadata[".count), key = path.prefix { $0 != "]" }
-            keys.insert(key)
+            names.insert(path)
             if path.dropFirst(key.count) == "]" {
                 if filter.metadata[String(key)] == nil { filter.metadata[String(key)] = query[name] }
             } else {
                 filter.matchesNothing = true
             }
+            if names.count > 16 {
+                filter.matchesNothing = true
+                filter.metadata = [:]
+                break
+            }
         }
-        guard keys.count <= 16 else { throw APIError.invalid("at most 16 metadata filters", param: "metadata") }
         return filter
     }
 
@@ -471,15 +477,23 @@ enum JobsAPI {
         for (given, excluded) in [("n_epochs", "n_steps"), ("n_steps", "n_epochs"), (Hyperparameters.multiplierKey, "learning_rate")]
         where request.hyperparameters[given] != nil { values[excluded] = nil }
         for key in request.hyperparameters.keys { values[key] = request.hyperparameters[key] }
+        // A key of another method is well-formed but does not fit the parent (422), as in a sample
+        // request that does not fit its model; a value out of range is a mistake (400).
         let settings: JobSettings
-        do { settings = try MethodChoice.settings(method, values, param: "hyperparameters") } catch let error as JSONFieldError {
-            throw APIError.invalid(error.message, param: error.path)
+        do {
+            settings = JobSettings(method: method, hyperparameters: try Hyperparameters.resolve(values, method: method))
+        } catch let error as HyperparameterError {
+            let param = "hyperparameters.\(error.param)"
+            if error.isConflict { throw APIError(status: 422, message: error.message, param: param, code: "conflicting_hyperparameters") }
+            if error.isUnknownKey { throw APIError(status: 422, message: "\(error.message) (the parent job's method)", param: param, code: "does_not_fit_job") }
+            throw APIError.invalid(error.message, param: param)
         }
         let h = settings.hyperparameters
         let training = try resources.files.file(parent.trainingFile, project: project)
         let steps = h.nSteps ?? training.flatMap(\.lines).map(h.totalSteps(datasetSize:)) ?? 0
         guard steps > step else {
-            throw APIError.invalid("the fork would end at step \(steps), not after from_step \(step); raise n_steps", param: "hyperparameters.n_steps")
+            throw APIError(status: 422, message: "the fork would end at step \(steps), not after from_step \(step); raise n_steps",
+                           param: "hyperparameters.n_steps", code: "conflicting_hyperparameters")
         }
         if method == .dro, h.bufferSize != parentSettings.hyperparameters.bufferSize {
             throw APIError(status: 422, message: "a fork continues the parent's replay buffer of \(parentSettings.hyperparameters.bufferSize ?? 0) slots: buffer_size cannot change",

@@ -9,6 +9,8 @@ public struct HyperparameterError: Error, CustomStringConvertible, Equatable {
     public let message: String
     /// Each value is allowed, but not together with another (the API answers 422, not 400).
     public var isConflict = false
+    /// The key is not one of the method's (a fork's keys must fit its parent's method: 422 there).
+    public var isUnknownKey = false
     public var description: String { message }
 
     public init(param: String, message: String, isConflict: Bool = false) {
@@ -124,7 +126,9 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         for key in values.keys.sorted() {
             guard let codingKey = CodingKeys(rawValue: key), allowed.contains(codingKey) else {
                 let valid = allowed.map(\.rawValue).sorted().joined(separator: ", ")
-                throw HyperparameterError(param: key, message: "unknown hyperparameter '\(key)' for method \(method.rawValue); valid keys: \(valid)")
+                var error = HyperparameterError(param: key, message: "unknown hyperparameter '\(key)' for method \(method.rawValue); valid keys: \(valid)")
+                error.isUnknownKey = true
+                throw error
             }
         }
         func integer(_ key: CodingKeys, _ range: ClosedRange<Int>) throws -> Int? {

@@ -217,11 +217,10 @@ import Testing
         #expect(try await list("model=unknown-model").isEmpty)
         #expect(try await list("created_after=2000000000").isEmpty)
         #expect(try await service.request("GET", "/v1/fine_tuning/jobs?status=bogus", key: service.adminKey).status == 400)
-        // At most 16 keys, however they are spelled: a key repeated, or with a deeper part, counts once.
-        let sixteen = (0..<16).map { "metadata%5Bk\($0)%5D=v" } + ["metadata%5Bk0%5D=w", "metadata%5Bk1%5D%5B%5D=x"]
-        #expect(try await service.request("GET", "/v1/fine_tuning/jobs?" + sixteen.joined(separator: "&"), key: service.adminKey).status == 200)
-        let seventeen = sixteen + ["metadata%5Bk16%5D%5B%5D=x"]
-        #expect(try await service.request("GET", "/v1/fine_tuning/jobs?" + seventeen.joined(separator: "&"), key: service.adminKey).status == 400)
+        // A job carries at most 16 metadata pairs: 17 distinct names match nothing, without a query.
+        let seventeen = (0..<17).map { "metadata%5Bk\($0)%5D=v" }
+        let many = try await service.request("GET", "/v1/fine_tuning/jobs?" + seventeen.joined(separator: "&"), key: service.adminKey)
+        #expect(many.status == 200 && (many.json["data"] as? [Any])?.isEmpty == true)
     }
 
     @Test func filesAndModelsTakeTheSameTimeRange() async throws {
