@@ -104,6 +104,9 @@ public struct GraderSettings: Codable, Equatable, Sendable {
     /// Rows a grading may draw (labels × samples_per_prompt), and labels taken from a dataset by default.
     public static let maximumRows = 256, defaultLabels = 8
 
+    /// The samples one grading draws.
+    public var rows: Int { (prompts?.count ?? conditions?.count ?? Self.defaultLabels) * samplesPerPrompt }
+
     /// The plan for these settings, with `defaultLabels` when none were given.
     public func plan(defaultLabels: [GradingLabel]) -> GradingPlan {
         let labels: [GradingLabel] = prompts.map { $0.map(GradingLabel.prompt) }

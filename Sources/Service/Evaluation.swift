@@ -137,11 +137,6 @@ enum EvaluationRequest {
         default:
             break
         }
-        let rows = (grader.prompts?.count ?? grader.conditions?.count ?? GraderSettings.defaultLabels) * grader.samplesPerPrompt
-        if let refusal = resources.settings.memoryBudget.refusal(MemoryEstimate.sampling(config: config, count: rows), what: "this grader's samples",
-                                                                advice: "lower grader.samples_per_prompt") {
-            throw APIError(status: 400, message: refusal, param: "grader.samples_per_prompt", code: "over_memory_budget")
-        }
         switch grader.type {
         case .rewardModel:
             let id = grader.file ?? ""

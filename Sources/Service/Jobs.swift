@@ -370,12 +370,6 @@ enum JobsAPI {
         if let webhook = request.webhookURL {
             do { _ = try resources.webhooks.validate(webhook) } catch { throw APIError.invalid("webhook_url: \(error)", param: "webhook_url") }
         }
-        // Memory, with the examples counted at upload (older uploads are checked when validated).
-        if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: type, hyperparameters: hyperparameters,
-                                                                         examples: trainingRow.lines ?? 0,
-                                                                         validationExamples: validationRow.map { $0.lines ?? 0 }) {
-            throw APIError(status: 400, message: refusal, param: "method.\(typeName).hyperparameters", code: "over_memory_budget")
-        }
         if let lines = trainingRow.lines {
             do { _ = try hyperparameters.checkedTotalSteps(datasetSize: lines) } catch let error as HyperparameterError {
                 throw APIError.invalid(error.message, param: "method.\(typeName).hyperparameters.\(error.param)")
@@ -390,6 +384,14 @@ enum JobsAPI {
 
         let evaluation = try await EvaluationRequest.check(earlyStopping: request.earlyStopping, grader: request.grader, result: request.result,
                                                            method: type, hasValidation: validationRow != nil, config: config, project: project, resources)
+        // Memory, with the examples counted at upload (older uploads are checked when validated), and the grader's samples.
+        if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: type, hyperparameters: hyperparameters,
+                                                                         examples: trainingRow.lines ?? 0,
+                                                                         validationExamples: validationRow.map { $0.lines ?? 0 },
+                                                                         gradingSamples: request.grader?.rows ?? 0) {
+            throw APIError(status: 400, message: refusal, param: request.grader != nil ? "grader.samples_per_prompt" : "method.\(typeName).hyperparameters",
+                           code: "over_memory_budget")
+        }
         if request.dryRun {
             return try await dryRun(request, config: config, model: base.key, training: trainingRow, validation: validationRow, project: project, resources)
         }

@@ -38,7 +38,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// and training states are written from the buffers in place.) `examples` is the training set's size
     /// (and `validationExamples` the validation set's), when known.
     public static func training(config: ModelConfig, method: TrainingMethod, hyperparameters h: Hyperparameters,
-                                examples: Int, validationExamples: Int? = nil) -> MemoryEstimate {
+                                examples: Int, validationExamples: Int? = nil, gradingSamples: Int = 0) -> MemoryEstimate {
         var estimate = MemoryEstimate()
         let P = ParameterLayout(config).totalCount, D = config.sampleSize, float = 4
         let needsReference = method != .sft
@@ -73,6 +73,13 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             }
         }
 
+        if gradingSamples > 0 {
+            // Checkpoint grading: a sampler over every grading row at once, its samples as arrays, and a
+            // reward model (at most RewardMLP.maximumParameters, with its file while loading).
+            estimate.add("grading sampler (\(gradingSamples) rows, guided)", 2, gradingSamples, rowBytes)
+            estimate.add("grading samples", 6, gradingSamples, D, float)
+            estimate.add("reward model", 2, RewardMLP.maximumParameters, float)
+        }
         estimate.add("training set (\(examples) examples)", examples, datasetBytesPerExample(config: config, method: method))
         if let validationExamples {
             estimate.add("validation set (\(validationExamples) examples)", validationExamples,
@@ -138,8 +145,8 @@ public struct MemoryBudget: Sendable, Equatable {
 
     /// Why a training job would not fit, or nil: checked at creation, at validation and by the worker.
     public func trainingRefusal(config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters, examples: Int,
-                                validationExamples: Int?) -> String? {
+                                validationExamples: Int?, gradingSamples: Int = 0) -> String? {
         refusal(MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
-                                        validationExamples: validationExamples), what: "this job")
+                                        validationExamples: validationExamples, gradingSamples: gradingSamples), what: "this job")
     }
 }

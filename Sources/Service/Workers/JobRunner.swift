@@ -88,18 +88,21 @@ struct JobRunner {
         // The budget again, as this worker's operator sets it, before the datasets are expanded in memory.
         let lines = (try? Dataset.countLines(path: data.artifacts.localPath(.upload(job.trainingFile)))) ?? 0
         let validationLines = job.validationFile.map { (try? Dataset.countLines(path: data.artifacts.localPath(.upload($0)))) ?? 0 }
+        let evaluation = try job.evaluation.map { text in
+            guard let evaluation = EvaluationSettings(json: text) else {
+                throw Failure(code: "internal_error", message: "the job's stored early_stopping, grader or result is not readable")
+            }
+            return evaluation
+        }
         if let refusal = memoryBudget.trainingRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
-                                                      validationExamples: validationLines) {
+                                                      validationExamples: validationLines, gradingSamples: evaluation?.grader?.rows ?? 0) {
             throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
         }
         let training = try dataset(job.trainingFile, field: "training_file")
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
         var trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
-        if let text = job.evaluation {
-            guard let evaluation = EvaluationSettings(json: text) else {
-                throw Failure(code: "internal_error", message: "the job's stored early_stopping, grader or result is not readable")
-            }
+        if let evaluation {
             trainingJob.selection = evaluation.selection(hasValidation: validation != nil)
             trainingJob.result = evaluation.result
             if let grader = evaluation.grader {
