@@ -46,15 +46,17 @@ public struct DemoPipeline {
         ])
     }
 
-    public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: JSONObject,
+    /// A fine-tuning job from `base`; `seed` is the job's (data order, noise, rollouts), the pipeline's by default.
+    public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: JSONObject, seed: UInt64? = nil,
                          log: ((String) -> Void)? = nil) throws -> FloatBuffer {
-        try train(method, from: base, data: dataset(for: method), name: method.rawValue, log: log, hyperparameters: hyperparameters)
+        try train(method, from: base, data: dataset(for: method), name: "\(method.rawValue)-\(seed ?? self.seed)", log: log,
+                  hyperparameters: hyperparameters, seed: seed)
     }
 
     func train(_ method: TrainingMethod, from base: FloatBuffer, data: Dataset, name: String, log: ((String) -> Void)?,
-               hyperparameters: JSONObject) throws -> FloatBuffer {
+               hyperparameters: JSONObject, seed: UInt64? = nil) throws -> FloatBuffer {
         let job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
-                              seed: seed, config: config, base: base, training: data)
+                              seed: seed ?? self.seed, config: config, base: base, training: data)
         let trainer = try Trainer(job: job, directory: "\(directory)/\(name)", sink: LogSink(log: log))
         guard case let .succeeded(path) = try trainer.run() else { throw TrainingFailure(code: "interrupted", message: "\(name) stopped", step: nil) }
         return try ModelFile.load(path).parameters

@@ -660,7 +660,7 @@ public final class SQLJobStore: JobStore {
                                [.text(model), .text(project), .text(config), .text(parent), .text(jobID), .integer(Self.now())])
             try connection.run("""
                 UPDATE jobs SET status = ?1, fine_tuned_model = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL,
-                       step = COALESCE(total_steps, step), estimated_finish = NULL
+                       estimated_finish = NULL
                 WHERE id = ?4
                 """, [.text(JobStatus.succeeded.rawValue), .text(model), .integer(Self.now()), .text(jobID)])
             try endLease(connection, jobID)

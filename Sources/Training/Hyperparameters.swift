@@ -114,7 +114,7 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         }
         values[multiplierKey] = nil
         var h = try resolveExact(values, method: method, datasetSize: datasetSize)
-        if let multiplier { h.learningRate = defaultLearningRate(method) * multiplier }
+        if let multiplier { h.learningRate = defaultLearningRate(method, batchSize: h.batchSize, accumulation: h.gradientAccumulationSteps) * multiplier }
         return h
     }
 
@@ -167,7 +167,9 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
             throw HyperparameterError(param: "n_steps", message: "give n_steps or n_epochs, not both")
         }
         h.batchSize = try integer(.batchSize, 1...4096) ?? h.batchSize
-        h.learningRate = try real(.learningRate, 0...1e30, open: true) ?? defaultLearningRate(method)
+        h.gradientAccumulationSteps = try integer(.gradientAccumulationSteps, 1...1024) ?? 1
+        h.learningRate = try real(.learningRate, 0...1e30, open: true)
+            ?? defaultLearningRate(method, batchSize: h.batchSize, accumulation: h.gradientAccumulationSteps)
         // null is absent, for every key (as the API's schema says each is nullable).
         if let schedule = values.present(CodingKeys.lrScheduler.rawValue) {
             guard let name = schedule.string, let parsed = LearningRateSchedule(rawValue: name) else {
@@ -178,8 +180,9 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         h.warmupSteps = try integer(.warmupSteps, 0...10_000_000) ?? 0
         h.weightDecay = try real(.weightDecay, 0...1) ?? h.weightDecay
         h.maxGradNorm = try real(.maxGradNorm, 0...1e6, open: true) ?? h.maxGradNorm
-        h.gradientAccumulationSteps = try integer(.gradientAccumulationSteps, 1...1024) ?? 1
-        h.emaDecay = try real(.emaDecay, 0...0.999_999)
+        // 0 turns EMA off (dro has it on by default, as the official code).
+        h.emaDecay = try real(.emaDecay, 0...0.999_999) ?? Defaults.emaDecay(method)
+        if h.emaDecay == 0 { h.emaDecay = nil }
         h.checkpointEvery = try integer(.checkpointEvery, 1...10_000_000) ?? h.checkpointEvery
         h.logEvery = try integer(.logEvery, 1...10_000_000) ?? h.logEvery
         h.keepCheckpoints = try integer(.keepCheckpoints, 1...10_000) ?? 5
@@ -221,13 +224,23 @@ public struct Hyperparameters: Equatable, Sendable, Codable {
         return h
     }
 
-    static func defaultLearningRate(_ method: TrainingMethod) -> Double { method == .sft ? 1e-4 : 1e-5 }
+    /// Each method's own: dpo's is the official code's 1e-8 per example of the effective batch
+    /// (its `--scale_lr`), dro's the official code's 1e-4; docs/training.md compares them all.
+    static func defaultLearningRate(_ method: TrainingMethod, batchSize: Int, accumulation: Int) -> Double {
+        switch method {
+        case .sft, .dro: 1e-4
+        case .dpo: 1e-8 * Double(batchSize * accumulation)
+        case .kto, .rpo: 1e-5
+        }
+    }
 
     /// The objectives' own defaults (SPEC §5), written here only: `resolve` fills them in, and
     /// `objective(for:)` falls back on them for settings stored without them.
     public enum Defaults {
         public static func beta(_ method: TrainingMethod) -> Double { method == .kto ? 1000 : 5000 }
         public static let tau = 0.5, lambda = 1.0, margin = 1e-3
+        /// dro trains with EMA (diffusers' EMAModel at its default decay), as the official code does.
+        public static func emaDecay(_ method: TrainingMethod) -> Double? { method == .dro ? 0.9999 : nil }
     }
 
     /// The objective these settings train `method` with.

@@ -259,7 +259,7 @@ public final class Trainer {
             let scale = GradientClipping.coefficient(norm: norm, maxNorm: h.maxGradNorm) / Float(h.gradientAccumulationSteps)
             optimizer.update(theta, gradients: gradients, learningRate: learningRate, gradientScale: scale,
                              sharingWith: scratch.companion)
-            ema?.update(from: theta)
+            ema?.update(from: theta, update: step + 1)
             step += 1
 
             var metrics: [String: Double] = [:]

@@ -42,6 +42,8 @@ import Testing
         #expect(created["result"] as? String == "best", "early stopping publishes the best checkpoint unless asked otherwise")
         let done = try await service.waitFor(id, Self.terminal)
         #expect(done["status"] as? String == "succeeded", "\(done)")
+        // Its progress says where it stopped (its last checkpoint records that step).
+        #expect((done["progress"] as? [String: Any])?["step"] as? Int == 12 && (done["progress"] as? [String: Any])?["total_steps"] as? Int == 200)
         let best = try #require(done["best_checkpoint"] as? [String: Any], "\(done)")
         #expect(best["step_number"] as? Int == 4 && best["metric"] as? String == "val_loss")
         #expect(best["fine_tuned_model_checkpoint"] as? String == "ft:\(model):preftune:\(id):ckpt-step-4")

@@ -135,7 +135,8 @@ import Testing
         let auto = try await create(["method": ["type": "dpo", "dpo": ["hyperparameters": ["batch_size": "auto", "beta": "auto", "learning_rate_multiplier": 3]]]])
         #expect(auto.status == 200, "\(auto.json)")
         let resolved = auto.json["hyperparameters"] as? [String: Any] ?? [:]
-        #expect(resolved["batch_size"] as? Int == 16 && abs((resolved["learning_rate"] as? Double ?? 0) - 3e-5) < 1e-15, "\(resolved)")
+        // dpo's default rate is 1e-8 per example of the effective batch: 16 here, times 3.
+        #expect(resolved["batch_size"] as? Int == 16 && abs((resolved["learning_rate"] as? Double ?? 0) - 3 * 16e-8) < 1e-18, "\(resolved)")
         let both = try await create(["method": ["type": "dpo", "dpo": ["hyperparameters": ["learning_rate": 1e-4, "learning_rate_multiplier": 2]]]])
         #expect(both.status == 400 && (both.json["error"] as? [String: Any])?["param"] as? String == "method.dpo.hyperparameters.learning_rate_multiplier")
         let legacy = try await create(["hyperparameters": ["n_epochs": "auto", "batch_size": 4]])

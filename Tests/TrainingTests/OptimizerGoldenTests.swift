@@ -90,6 +90,23 @@ import Training
         #expect(abs(ema.weights[0] - 0.19) < 1e-6)
     }
 
+    /// The trainer's schedule is diffusers' EMAModel.get_decay: the first update copies θ, the
+    /// n-th uses min(decay, n / (9 + n)).
+    @Test func emaWarmsUpAsDiffusersDoes() throws {
+        #expect(ExponentialMovingAverage.decay(0.9999, update: 1) == 0)
+        #expect(ExponentialMovingAverage.decay(0.9999, update: 2) == 2.0 / 11)
+        #expect(ExponentialMovingAverage.decay(0.9999, update: 300) == 300.0 / 309)
+        #expect(ExponentialMovingAverage.decay(0.9, update: 1000) == 0.9)
+        let parameters = FloatBuffer([0, 0])
+        let ema = try ExponentialMovingAverage(copying: parameters, decay: 0.9999)
+        parameters.pointer.update(from: [1, -2], count: 2)
+        ema.update(from: parameters, update: 1)
+        #expect(ema.weights.array == [1, -2])
+        parameters.pointer.update(from: [12, -2], count: 2)
+        ema.update(from: parameters, update: 2)
+        #expect(abs(ema.weights[0] - (1 + 9.0 / 11 * 11)) < 1e-5)
+    }
+
     /// A gradient that stops (an unused token's embedding) lets the first moment decay by
     /// β1 per step; it must reach zero, not linger in slow subnormal arithmetic.
     @Test func momentsOfParametersWithoutGradientFlushToZero() throws {

@@ -220,6 +220,14 @@ enum TinyJob {
         #expect(try Hyperparameters.resolve([:], method: .kto).beta == 1000)
         #expect(try Hyperparameters.resolve([:], method: .rpo).tau == 0.5)
         #expect(try Hyperparameters.resolve(["n_epochs": 2, "batch_size": 4], method: .sft, datasetSize: 10).nSteps == 5)
+        // The official codes' defaults (docs/training.md): dro trains at 1e-4 with EMA; dpo's rate is
+        // 1e-8 per example of the effective batch; ema_decay 0 turns EMA off.
+        #expect(dro.learningRate == 1e-4 && dro.emaDecay == 0.9999)
+        #expect(try Hyperparameters.resolve(["ema_decay": 0], method: .dro).emaDecay == nil)
+        #expect(try Hyperparameters.resolve([:], method: .sft).emaDecay == nil)
+        let dpo = try Hyperparameters.resolve(["batch_size": 32, "gradient_accumulation_steps": 4], method: .dpo)
+        #expect(abs(dpo.learningRate - 1e-8 * 128) < 1e-20)
+        #expect(try Hyperparameters.resolve(["batch_size": 32, "learning_rate_multiplier": 2], method: .dpo).learningRate == 2 * 1e-8 * 32)
     }
 
     /// Every hyperparameter may be null, meaning its default, as the API's schema says
