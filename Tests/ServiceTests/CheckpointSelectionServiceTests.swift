@@ -15,6 +15,15 @@ import Testing
 @Suite struct CheckpointSelectionServiceTests {
     static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
 
+    /// A service with a worker on SQLite, or on a real PostgreSQL.
+    static func service(_ dialect: SQLDialect) throws -> LiveService {
+        switch dialect {
+        case .sqlite: try LiveService(workers: 1)
+        case .postgres:
+            try LiveService(workers: 1, database: PostgresDatabase(url: try PostgresServer.running().createDatabase(), connections: 8, timeout: 20))
+        }
+    }
+
     func metrics(_ service: LiveService, _ id: String) async throws -> [String: [(step: Int, value: Double)]] {
         let json = try await service.request("GET", "/v1/fine_tuning/jobs/\(id)/metrics", key: service.adminKey).json
         var series: [String: [(Int, Double)]] = [:]
@@ -28,8 +37,9 @@ import Testing
         try await service.request("GET", "/v1/fine_tuning/jobs/\(id)/checkpoints?limit=100", key: service.adminKey).json["data"] as? [[String: Any]] ?? []
     }
 
-    @Test func earlyStoppingPublishesTheBestCheckpointAndRetentionKeepsIt() async throws {
-        let service = try LiveService(workers: 1)
+    @Test(arguments: SQLDialect.allCases)
+    func earlyStoppingPublishesTheBestCheckpointAndRetentionKeepsIt(dialect: SQLDialect) async throws {
+        let service = try Self.service(dialect)
         let model = try await WorkerFixtures.baseModel(service)
         let pairs = try await WorkerFixtures.upload(service, WorkerFixtures.pairs)
         // min_delta so large that nothing after the first evaluation improves: patience 2 stops at the third.
@@ -101,9 +111,9 @@ import Testing
         #expect(answer.status == 200, "\(answer)")
     }
 
-    @Test("a fork with the parent's hyperparameters ends with the parent's weights, bit for bit")
-    func forksReproduceAndRecordTheirLineage() async throws {
-        let service = try LiveService(workers: 1)
+    @Test("a fork with the parent's hyperparameters ends with the parent's weights, bit for bit", arguments: SQLDialect.allCases)
+    func forksReproduceAndRecordTheirLineage(dialect: SQLDialect) async throws {
+        let service = try Self.service(dialect)
         let model = try await WorkerFixtures.baseModel(service)
         let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
         let hyper: [String: Any] = ["n_steps": 12, "batch_size": 4, "checkpoint_every": 4, "log_every": 2, "policy_steps": 3, "buffer_size": 6,
