@@ -35,6 +35,14 @@ enum ClientCommands {
     /// A whole-number flag as the API should see it: not a number is sent as -1, which the API refuses by name.
     static func integer(_ text: String) -> JSONValue { JSONValue(Int(text) ?? -1) }
 
+    /// POSTs a job (a new one or a fork), prints its id, and follows it with `--follow`.
+    static func createJob(_ path: String, _ body: JSONObject, client: APIClient, arguments: [String]) {
+        let job = client.expect(client.send("POST", path, json: .object(body)))
+        let id = job["id"]?.string ?? "?"
+        print(id)
+        if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+    }
+
     /// `--hyperparameters JSON|@file`, then each `--set key=value` over it.
     static func hyperparametersArgument(_ arguments: [String]) -> JSONObject {
         var hyperparameters = JSONObject()
@@ -107,19 +115,14 @@ enum ClientCommands {
                 if let value = option(flag, in: arguments) { body[field] = jsonArgument(value, name: flag) }
             }
             if let result = option("--result", in: arguments) { body["result"] = .string(result) }
-            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs", json: .object(body)))
-            let id = job["id"]?.string ?? "?"
-            print(id)
-            if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+            createJob("/v1/fine_tuning/jobs", body, client: client, arguments: arguments)
         case "fork":
-            let parent = positional(arguments, "jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]")
-            guard let step = option("--from-step", in: arguments) else { fail("usage: preftune jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]", status: 2) }
+            let usage = "jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]"
+            let parent = positional(arguments, usage)
+            guard let step = option("--from-step", in: arguments) else { fail("usage: preftune \(usage)", status: 2) }
             var body: JSONObject = ["from_step": integer(step), "hyperparameters": .object(hyperparametersArgument(arguments))]
             if let suffix = option("--suffix", in: arguments) { body["suffix"] = .string(suffix) }
-            let job = client.expect(client.send("POST", "/v1/fine_tuning/jobs/\(parent)/fork", json: .object(body)))
-            let id = job["id"]?.string ?? "?"
-            print(id)
-            if arguments.contains("--follow") || arguments.contains("-f") { exit(follow(id, client: client)) }
+            createJob("/v1/fine_tuning/jobs/\(parent)/fork", body, client: client, arguments: arguments)
         case "checkpoints":
             let id = positional(arguments, "jobs checkpoints ID")
             let job = client.expect(client.send("GET", "/v1/fine_tuning/jobs/\(id)"))
