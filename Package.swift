@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // preftune: preference fine-tuning service for diffusion models.
-// No package dependencies: SQLite and OpenBLAS are system libraries.
+// No package dependencies: SQLite, OpenBLAS, oneDNN and libpq are system libraries.
 // Layers point one way: (JSON, Threads, Numerics) → Diffusion → Training → Jobs → (Store, HTTP) → Service → executables.
 import PackageDescription
 
@@ -20,12 +20,14 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
+        // oneDNN's C API (matrix products on the CPU's best kernels), with its OpenMP runtime.
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
 
         // JSON values and the one encoder of response bodies, payloads and stored JSON.
         .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The one dedicated-thread executor, beside Mutex: threads of our own, named, in order.
         .target(name: "Threads", dependencies: ["CLinux"]),
-        .target(name: "Numerics", dependencies: ["COpenBLAS", "CLinux", "Threads"], swiftSettings: numericsSettings),
+        .target(name: "Numerics", dependencies: ["COpenBLAS", "CDNNL", "CLinux", "Threads"], swiftSettings: numericsSettings),
         .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
         .target(name: "Training", dependencies: ["Numerics", "Diffusion", "JSON"], swiftSettings: numericsSettings),
         // A procedural text-to-image world with a reward: demo data and alignment checks.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what preftune needs on a fresh Debian/Ubuntu machine that has only
-# the Swift toolchain: the SQLite, OpenBLAS and libpq development packages; and,
+# the Swift toolchain: the SQLite, OpenBLAS, oneDNN and libpq development packages; and,
 # for the tests, Debian's postgresql server (the PostgreSQL store's tests start
 # one), curl, and python3 with numpy, safetensors, openai, schemathesis and
 # prometheus_client (the interoperability and API tests).
@@ -29,6 +29,7 @@ if ! { exists "/usr/include/cblas.h" || exists "/usr/include/*/cblas.h"; } \
   missing+=(libopenblas-dev)
 fi
 [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing+=(libdnnl-dev)
 if [ "$want_python" = python ]; then
   # The PostgreSQL store's tests start a real server (initdb into a temporary directory).
   exists "/usr/lib/postgresql/*/bin/initdb" || missing+=(postgresql)
@@ -42,7 +43,7 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "preftune: missing ${missing[*]} and this is not a Debian-like system (no apt-get)." >&2
-    echo "preftune: install SQLite, OpenBLAS (CBLAS) and libpq development files with your package manager." >&2
+    echo "preftune: install SQLite, OpenBLAS (CBLAS), oneDNN and libpq development files with your package manager." >&2
     exit 1
   fi
   echo "preftune: installing ${missing[*]}"

@@ -1,7 +1,7 @@
 import COpenBLAS
 import Synchronization
 
-/// Matrix products go through OpenBLAS SGEMM. All matrices are row-major.
+/// Matrix products: on oneDNN or OpenBLAS (`MathBackend`). All matrices are row-major.
 public enum BLAS {
     /// C[m,n] = alpha · op(A)·op(B) + beta · C, where op(A) is [m,k] and op(B) is [k,n].
     /// `lda`, `ldb`, `ldc` are the row strides of A, B and C as stored.
@@ -15,6 +15,11 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
+        if k > 0, MathBackend.active == .onednn,
+           OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta),
+                        a: a, b: b, c: c) {
+            return
+        }
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,
@@ -45,12 +50,20 @@ public enum BLASRuntime {
     public static func setThreadCount(_ count: Int) {
         narrowing.withLock { state in
             state.configured = max(1, count)
-            if state.sections == 0 { openblas_set_num_threads(Int32(state.configured)) }
+            if state.sections == 0 {
+                openblas_set_num_threads(Int32(state.configured))
+                effective.store(state.configured, ordering: .relaxed)
+            }
         }
     }
 
     /// The count last set (initially the library's own).
     public static var configuredThreadCount: Int { narrowing.withLock { $0.configured } }
+
+    /// Threads a product may use now: 1 inside `singleThreaded` sections, else the configured
+    /// count. oneDNN's OpenMP teams follow it as OpenBLAS does.
+    static var effectiveThreadCount: Int { effective.load(ordering: .relaxed) }
+    private static let effective = Atomic<Int>(Int(openblas_get_num_threads()))
 
     /// OpenBLAS's thread count is one setting for the whole process, while several jobs
     /// may each be inside `singleThreaded`: the count goes to 1 when the first section
@@ -66,13 +79,19 @@ public enum BLASRuntime {
     /// single-threaded meanwhile too.
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
         narrowing.withLock { state in
-            if state.sections == 0 { openblas_set_num_threads(1) }
+            if state.sections == 0 {
+                openblas_set_num_threads(1)
+                effective.store(1, ordering: .relaxed)
+            }
             state.sections += 1
         }
         defer {
             narrowing.withLock { state in
                 state.sections -= 1
-                if state.sections == 0 { openblas_set_num_threads(Int32(state.configured)) }
+                if state.sections == 0 {
+                    openblas_set_num_threads(Int32(state.configured))
+                    effective.store(state.configured, ordering: .relaxed)
+                }
             }
         }
         return try body()

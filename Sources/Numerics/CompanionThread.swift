@@ -31,8 +31,9 @@ public final class CompanionThread: Sendable {
     /// either); returns when both have finished.
     public func together(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
         // `theirs` touches this thread's buffers, which is safe because this call waits for it.
-        let work = UncheckedSendable(theirs)
-        thread.run { work.value() }
+        // It computes its products on this thread's backend (a test may have chosen one).
+        let work = UncheckedSendable(theirs), backend = MathBackend.active
+        thread.run { MathBackend.withBackend(backend) { work.value() } }
         mine()
         thread.waitUntilIdle()
     }

@@ -208,12 +208,12 @@ public final class Trainer {
         switch start {
         case .resume:
             try restoreState(from: statePath, fork: false)
-            sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps)")
+            sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps); math on \(MathBackend.description(of: MathBackend.active))")
         case let .fork(path):
             try restoreState(from: path, fork: true)
-            sink.log("forked \(job.method.rawValue) at step \(step)/\(totalSteps): weights, optimizer moments, random streams and data order continue from the parent's training state")
+            sink.log("forked \(job.method.rawValue) at step \(step)/\(totalSteps): weights, optimizer moments, random streams and data order continue from the parent's training state; math on \(MathBackend.description(of: MathBackend.active))")
         case .fresh:
-            sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue))")
+            sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue)); math on \(MathBackend.description(of: MathBackend.active))")
         }
         permutation = dataOrder(epoch: epoch)
         var intervalStart = Date(), intervalExamples = 0

@@ -268,14 +268,26 @@ final class StepClock: TrainingSink {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--only TEXT] [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
+    usage: preftune-bench [--quick] [--only TEXT] [--math onednn|openblas] [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
       (default)   every measurement, one JSON object per line
+      --math      the library of the matrix products (default: the process's, PREFTUNE_MATH);
+                  run with OMP_WAIT_POLICY=passive for oneDNN, as preftune's workers do
       --quick     shorter measuring windows
       --only      only the measurements whose name contains TEXT (e.g. bench-s/sft, sgemm, adamw)
       --profile   run 200 SFT steps (or 200 steps of --objective, or 15 s of --sampling) of one config,
                   nothing else (for perf record)
     """)
     exit(0)
+}
+if let index = arguments.firstIndex(of: "--math") {
+    guard index + 1 < arguments.count, let backend = MathBackend(rawValue: arguments[index + 1]) else {
+        FileHandle.standardError.write(Data("--math takes onednn or openblas\n".utf8))
+        exit(2)
+    }
+    do { try MathBackend.select(backend) } catch {
+        FileHandle.standardError.write(Data("--math \(backend.rawValue): \(error)\n".utf8))
+        exit(2)
+    }
 }
 if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.count {
     guard let bench = benchConfigs.first(where: { $0.name == arguments[index + 1] }) else {
@@ -307,7 +319,8 @@ func wanted(_ names: String...) -> Bool {
     return names.contains { $0.contains(only) }
 }
 
-emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName])
+emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName, "math": MathBackend.current.rawValue,
+                                                                   "math_library": MathBackend.description])
 
 // SGEMM: a 1024³ reference and every shape a training step issues, named by M×N×K
 // (rate over all transpose layouts of that shape; each layout's rate alongside).

@@ -35,13 +35,14 @@ func printUsage() {
             [--max-job-memory SIZE] [--max-sample-flops N] [--quota-storage SIZE] [--quota-files N]
             [--quota-models N] [--quota-jobs N] [--webhook-allow CIDR,…] [--metrics-token TOKEN]
             [--shutdown-grace SECONDS] [--database postgres://… [--database-connections 16]]
+            [--min-run-seconds 60|never] [--fair-share-window 3600] [--math onednn|openblas]
                                    run the API and the workers that train queued jobs;
                                    the first start on an empty data dir writes an
                                    admin key to <data-dir>/admin.key (docs/operations.md
                                    explains the budgets, quotas and egress rules);
                                    each worker is a process of its own (preftune worker)
       worker [--data-dir ./data] [--threads-per-job CORES] [--max-job-memory SIZE]
-             [--database postgres://…] [--lease-seconds 30] [--webhook-allow CIDR,…]
+             [--database postgres://…] [--lease-seconds 30] [--webhook-allow CIDR,…] [--math onednn|openblas]
                                    train queued jobs, one at a time, and nothing else
                                    (serve starts these itself; run more against the same
                                    data dir, or on other machines against the same
@@ -116,6 +117,7 @@ func serve(_ arguments: [String]) -> Never {
     }
     workers.threadsPerJob = threadsPerJob(arguments) ?? workers.threadsPerJob
     _ = (minimumRunSeconds(arguments), fairShareWindow(arguments))  // checked here, applied by the workers
+    selectMath(arguments)
     var settings = ServiceSettings.defaults(workers: max(1, workers.workers))
     settings.memoryBudget = memoryPerJob(arguments) ?? settings.memoryBudget
     if let value = option("--max-sample-flops", in: arguments) {
@@ -161,6 +163,7 @@ func serve(_ arguments: [String]) -> Never {
     let workerArguments = ["worker", "--supervised", "--data-dir", data.path, "--threads-per-job", "\(workers.threadsPerJob)",
                            "--max-job-memory", "\(settings.memoryBudget.bytes)"]
         + ["--min-run-seconds", "--fair-share-window", "--webhook-allow"].flatMap { flag in option(flag, in: arguments).map { [flag, $0] } ?? [] }
+        + ["--math", MathBackend.current.rawValue]
     let supervisor = WorkerSupervisor(configuration: .init(processes: workers.workers, executable: currentExecutable(), arguments: workerArguments),
                                       data: data, store: application.jobs, changes: application.statusChanges, telemetry: application.telemetry)
     var configuration = HTTPServer.Configuration()
@@ -172,7 +175,7 @@ func serve(_ arguments: [String]) -> Never {
     do {
         let bound = try server.start()
         print("preftune \(version) listening on http://\(configuration.host):\(bound) (data: \(data.path), database: \(data.database.location), BLAS: \(BLASRuntime.coreName))")
-        print("workers: \(workers.workers) processes × \(workers.threadsPerJob) threads per job, at nice 10; memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
+        print("workers: \(workers.workers) processes × \(workers.threadsPerJob) threads per job, at nice 10, math on \(MathBackend.description); memory per job at most \(ByteCount.describe(settings.memoryBudget.bytes))")
         fflush(nil)
     } catch {
         fail("\(error)")
@@ -215,6 +218,16 @@ func minimumRunSeconds(_ arguments: [String]) -> Int?? {
         guard let seconds = Int(value), (1...86_400).contains(seconds) else { fail("--min-run-seconds takes seconds (1-86400), or never", status: 2) }
         return seconds
     }
+}
+
+/// `--math onednn|openblas`: the library of the matrix products, for the whole process
+/// (else `PREFTUNE_MATH`, else `MathBackend.preferred`).
+func selectMath(_ arguments: [String]) {
+    guard let value = option("--math", in: arguments) else { return }
+    guard let backend = MathBackend(rawValue: value) else {
+        fail("--math takes \(MathBackend.allCases.map(\.rawValue).joined(separator: " or "))", status: 2)
+    }
+    do { try MathBackend.select(backend) } catch { fail("--math \(value): \(error)", status: 2) }
 }
 
 /// `--webhook-allow CIDR,…`: private ranges webhooks and graders may reach (nil: not given).
@@ -268,6 +281,7 @@ func worker(_ arguments: [String]) -> Never {
     configuration.workers = 1
     configuration.blasThreads = blasThreads
     configuration.threadsPerJob = threadsPerJob(arguments) ?? configuration.threadsPerJob
+    selectMath(arguments)
     configuration.memoryBudget = memoryPerJob(arguments) ?? configuration.memoryBudget
     configuration.egress = EgressPolicy(allowed: webhookAllow(arguments) ?? [])
     let supervised = arguments.contains("--supervised")
@@ -296,7 +310,7 @@ func worker(_ arguments: [String]) -> Never {
         source.resume()
         return source
     }
-    FileHandle.standardError.write(Data("preftune: worker pid \(getpid()): \(configuration.threadsPerJob) threads per job (OpenBLAS \(BLASRuntime.coreName)), at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(configuration.memoryBudget.bytes))\n".utf8))
+    FileHandle.standardError.write(Data("preftune: worker pid \(getpid()): \(configuration.threadsPerJob) threads per job (math: \(MathBackend.description)), at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(configuration.memoryBudget.bytes))\n".utf8))
     pool.start()
     stopRequested.wait()
     // A running job writes its training state and goes back to the queue.
@@ -394,7 +408,9 @@ func keys(_ arguments: [String]) -> Never {
 switch arguments.first {
 case "--version", "version":
     print("preftune \(version)")
+    print("math: \(MathBackend.description) (of \(MathBackend.allCases.map(\.rawValue).joined(separator: ", ")); --math or PREFTUNE_MATH chooses)")
     print("blas: OpenBLAS \(BLASRuntime.coreName) kernels, \(BLASRuntime.threadCount) threads (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
+    print("onednn: \(MathBackend.description(of: .onednn))")
 case "serve":
     serve(Array(arguments.dropFirst()))
 case "worker":

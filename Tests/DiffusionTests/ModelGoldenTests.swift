@@ -34,35 +34,39 @@ import Testing
         return Run(file: file, model: model, workspace: workspace, parameters: parameters, gradients: gradients)
     }
 
-    @Test("forward matches the reference", arguments: GoldenFixtures.files("model_forward_backward"))
-    func forward(path: String) throws {
-        let run = try Self.run(path)
-        let config = run.model.config
-        let batch = try run.file.integers("t").count
-        let expectedOut = try run.file.floats("expected.out", shape: [batch, config.sampleSize])
-        let out = Array(run.workspace.output.buffer.prefix(batch * config.sampleSize))
-        #expect(GoldenFixtures.forwardMismatch(out, expectedOut) == nil, "out: \(GoldenFixtures.forwardMismatch(out, expectedOut) ?? "")")
+    @Test("forward matches the reference, on each math backend", arguments: GoldenFixtures.files("model_forward_backward"), MathBackend.allCases)
+    func forward(path: String, backend: MathBackend) throws {
+        try MathBackend.withBackend(backend) {
+            let run = try Self.run(path)
+            let config = run.model.config
+            let batch = try run.file.integers("t").count
+            let expectedOut = try run.file.floats("expected.out", shape: [batch, config.sampleSize])
+            let out = Array(run.workspace.output.buffer.prefix(batch * config.sampleSize))
+            #expect(GoldenFixtures.forwardMismatch(out, expectedOut) == nil, "out: \(GoldenFixtures.forwardMismatch(out, expectedOut) ?? "")")
 
-        let expectedCondition = try run.file.floats("expected.cond_vector", shape: [batch, config.hidden])
-        let condition = Array(run.workspace.condition.buffer.prefix(batch * config.hidden))
-        #expect(GoldenFixtures.forwardMismatch(condition, expectedCondition) == nil,
-                "cond_vector: \(GoldenFixtures.forwardMismatch(condition, expectedCondition) ?? "")")
+            let expectedCondition = try run.file.floats("expected.cond_vector", shape: [batch, config.hidden])
+            let condition = Array(run.workspace.condition.buffer.prefix(batch * config.hidden))
+            #expect(GoldenFixtures.forwardMismatch(condition, expectedCondition) == nil,
+                    "cond_vector: \(GoldenFixtures.forwardMismatch(condition, expectedCondition) ?? "")")
 
-        let expectedPhi = try run.file.floats("expected.time_features", shape: [batch, config.timeFreqDim])
-        let phi = Array(run.workspace.lastTimeFeatures.buffer.prefix(batch * config.timeFreqDim))
-        #expect(GoldenFixtures.forwardMismatch(phi, expectedPhi) == nil,
-                "time_features: \(GoldenFixtures.forwardMismatch(phi, expectedPhi) ?? "")")
+            let expectedPhi = try run.file.floats("expected.time_features", shape: [batch, config.timeFreqDim])
+            let phi = Array(run.workspace.lastTimeFeatures.buffer.prefix(batch * config.timeFreqDim))
+            #expect(GoldenFixtures.forwardMismatch(phi, expectedPhi) == nil,
+                    "time_features: \(GoldenFixtures.forwardMismatch(phi, expectedPhi) ?? "")")
+        }
     }
 
-    @Test("every parameter gradient matches the reference", arguments: GoldenFixtures.files("model_forward_backward"))
-    func gradients(path: String) throws {
-        let run = try Self.run(path)
-        for entry in run.model.layout.entries {
-            guard run.file.info("grad.\(entry.name)") != nil || entry.name != "null_cond" else { continue }
-            let expected = try run.file.floats("grad.\(entry.name)", shape: entry.shape)
-            let actual = GoldenFixtures.slice(run.gradients, entry)
-            let mismatch = GoldenFixtures.gradientMismatch(actual, expected)
-            #expect(mismatch == nil, "grad.\(entry.name): \(mismatch ?? "")")
+    @Test("every parameter gradient matches the reference, on each math backend", arguments: GoldenFixtures.files("model_forward_backward"), MathBackend.allCases)
+    func gradients(path: String, backend: MathBackend) throws {
+        try MathBackend.withBackend(backend) {
+            let run = try Self.run(path)
+            for entry in run.model.layout.entries {
+                guard run.file.info("grad.\(entry.name)") != nil || entry.name != "null_cond" else { continue }
+                let expected = try run.file.floats("grad.\(entry.name)", shape: entry.shape)
+                let actual = GoldenFixtures.slice(run.gradients, entry)
+                let mismatch = GoldenFixtures.gradientMismatch(actual, expected)
+                #expect(mismatch == nil, "grad.\(entry.name): \(mismatch ?? "")")
+            }
         }
     }
 }

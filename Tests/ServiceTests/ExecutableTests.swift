@@ -110,6 +110,10 @@ import Glibc
     @Test func versionSaysWhichKernelsItChose() throws {
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))
+        // The math backend in use, and how to choose the other.
+        #expect(version.output.contains("math: OpenBLAS (") && version.output.contains("onednn: oneDNN 2."), "\(version.output)")
+        let onednn = try runTool(["PREFTUNE_MATH=onednn", Self.binary, "--version"])
+        #expect(onednn.output.contains("math: oneDNN 2."), "\(onednn.output)")
         let preferred = KernelSelection.preferredCoreType(cpuFlags: KernelSelection.cpuFlags())
         if let preferred, ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil {
             #expect(version.output.contains("OPENBLAS_CORETYPE=\(preferred)"), "\(version.output)")
@@ -155,6 +159,9 @@ import Glibc
         defer { try? FileManager.default.removeItem(atPath: data) }
         let typo = try runTool([ExecutableTests.binary, "serve", "--wrokers", "4", "--data-dir", data])
         #expect(typo.status == 2 && typo.output.contains("unknown flag --wrokers") && typo.output.contains("did you mean --workers?"), "\(typo.output)")
+        #expect(!FileManager.default.fileExists(atPath: data), "nothing was started")
+        let math = try runTool([ExecutableTests.binary, "serve", "--math", "mkl", "--data-dir", data])
+        #expect(math.status == 2 && math.output.contains("--math takes onednn or openblas"), "\(math.output)")
         #expect(!FileManager.default.fileExists(atPath: data), "nothing was started")
         for arguments in [["serve", "--workers"], ["keys", "list", "--bogus"], ["keys", "create", "--project"], ["jobs", "get"],
                           ["jobs", "get", "a", "b"], ["backup", "--to"], ["inspect-model"], ["files", "upload", "x", "--purpos", "y"],

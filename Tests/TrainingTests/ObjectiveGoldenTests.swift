@@ -50,62 +50,64 @@ import Training
 
     static var allFiles: [String] { GoldenFixtures.files("objective_") }
 
-    @Test("loss, statistics and every gradient match", arguments: allFiles)
-    func objective(path: String) throws {
-        let golden = try Case(path)
-        let file = golden.file, B = golden.batch, D = golden.config.sampleSize
-        let hyper = try JSONSerialization.jsonObject(with: Data((file.metadata["hyperparameters"] ?? "{}").utf8)) as? [String: Double] ?? [:]
-        let name = file.metadata["objective"] ?? ""
-        let objective: any Objective
-        switch name {
-        case "sft": objective = SFTObjective()
-        case "dpo": objective = DPOObjective(beta: hyper["beta"] ?? 5000)
-        case "kto": objective = KTOObjective(beta: hyper["beta"] ?? 1000, lambdaDesirable: hyper["lambda_desirable"] ?? 1,
-                                             lambdaUndesirable: hyper["lambda_undesirable"] ?? 1)
-        case "dro": objective = DROObjective(margin: hyper["margin"] ?? 1e-3)
-        case "rpo": objective = RPOObjective(beta: hyper["beta"] ?? 5000, temperature: hyper["tau"] ?? 0.5)
-        default:
-            Issue.record("\(path): unknown objective '\(name)'")
-            return
-        }
-        let rows = B * objective.rowsPerExample
-        let workspace = golden.model.makeWorkspace(maxBatch: rows)
-        let eps = try file.floats("eps", shape: [B, D])
-        var targets = eps
-        var desirable: [Bool] = []
-        switch name {
-        case "sft": try golden.fill(workspace, x0Name: "x0")
-        case "kto":
-            try golden.fill(workspace, x0Name: "x0")
-            desirable = try file.integers("desirable", shape: [B]).map { $0 != 0 }
-        case "dpo", "rpo":
-            try golden.fill(workspace, x0Name: "chosen")
-            try golden.fill(workspace, x0Name: "rejected", offset: B)
-            targets = eps + eps
-        default:  // dro: experts noised with ε̄ at t, then the policy rows as given
-            try golden.fill(workspace, x0Name: "x0")
-            try golden.fill(workspace, x0Name: "x0", offset: B)
-            let policy = try file.floats("policy_xt", shape: [B, D])
-            (workspace.x.pointer + B * D).update(from: policy, count: B * D)
-            targets = eps + (try file.floats("policy_eps", shape: [B, D]))
-        }
-        let reference = objective.needsReference ? try ModelFile.loadParameters(file, config: golden.config, prefix: "ref.") : nil
-        let gradients = FloatBuffer(count: golden.model.parameterCount)
-        let result = targets.withUnsafeBufferPointer { targets in
-            objective.lossAndGradient(ObjectiveContext(
-                model: golden.model, theta: golden.theta, reference: reference, workspace: workspace, examples: B,
-                targets: targets.baseAddress!, desirable: desirable,
-                scratch: ObjectiveScratch(config: golden.config, maxRows: rows), gradients: gradients))
-        }
-        golden.checkLoss(result.loss)
-        try golden.checkGradients(gradients)
-        let info = try JSONSerialization.jsonObject(with: Data((file.metadata["info"] ?? "{}").utf8)) as? [String: Double] ?? [:]
-        for (statistic, expected) in info {
-            guard let actual = result.statistics[statistic] else {
-                Issue.record("\(path): no statistic \(statistic)")
-                continue
+    @Test("loss, statistics and every gradient match, on each math backend", arguments: allFiles, MathBackend.allCases)
+    func objective(path: String, backend: MathBackend) throws {
+        try MathBackend.withBackend(backend) {
+            let golden = try Case(path)
+            let file = golden.file, B = golden.batch, D = golden.config.sampleSize
+            let hyper = try JSONSerialization.jsonObject(with: Data((file.metadata["hyperparameters"] ?? "{}").utf8)) as? [String: Double] ?? [:]
+            let name = file.metadata["objective"] ?? ""
+            let objective: any Objective
+            switch name {
+            case "sft": objective = SFTObjective()
+            case "dpo": objective = DPOObjective(beta: hyper["beta"] ?? 5000)
+            case "kto": objective = KTOObjective(beta: hyper["beta"] ?? 1000, lambdaDesirable: hyper["lambda_desirable"] ?? 1,
+                                                 lambdaUndesirable: hyper["lambda_undesirable"] ?? 1)
+            case "dro": objective = DROObjective(margin: hyper["margin"] ?? 1e-3)
+            case "rpo": objective = RPOObjective(beta: hyper["beta"] ?? 5000, temperature: hyper["tau"] ?? 0.5)
+            default:
+                Issue.record("\(path): unknown objective '\(name)'")
+                return
             }
-            #expect(abs(actual - expected) <= max(1e-4 * abs(expected), 1e-5), "\(statistic): \(actual), expected \(expected)")
+            let rows = B * objective.rowsPerExample
+            let workspace = golden.model.makeWorkspace(maxBatch: rows)
+            let eps = try file.floats("eps", shape: [B, D])
+            var targets = eps
+            var desirable: [Bool] = []
+            switch name {
+            case "sft": try golden.fill(workspace, x0Name: "x0")
+            case "kto":
+                try golden.fill(workspace, x0Name: "x0")
+                desirable = try file.integers("desirable", shape: [B]).map { $0 != 0 }
+            case "dpo", "rpo":
+                try golden.fill(workspace, x0Name: "chosen")
+                try golden.fill(workspace, x0Name: "rejected", offset: B)
+                targets = eps + eps
+            default:  // dro: experts noised with ε̄ at t, then the policy rows as given
+                try golden.fill(workspace, x0Name: "x0")
+                try golden.fill(workspace, x0Name: "x0", offset: B)
+                let policy = try file.floats("policy_xt", shape: [B, D])
+                (workspace.x.pointer + B * D).update(from: policy, count: B * D)
+                targets = eps + (try file.floats("policy_eps", shape: [B, D]))
+            }
+            let reference = objective.needsReference ? try ModelFile.loadParameters(file, config: golden.config, prefix: "ref.") : nil
+            let gradients = FloatBuffer(count: golden.model.parameterCount)
+            let result = targets.withUnsafeBufferPointer { targets in
+                objective.lossAndGradient(ObjectiveContext(
+                    model: golden.model, theta: golden.theta, reference: reference, workspace: workspace, examples: B,
+                    targets: targets.baseAddress!, desirable: desirable,
+                    scratch: ObjectiveScratch(config: golden.config, maxRows: rows), gradients: gradients))
+            }
+            golden.checkLoss(result.loss)
+            try golden.checkGradients(gradients)
+            let info = try JSONSerialization.jsonObject(with: Data((file.metadata["info"] ?? "{}").utf8)) as? [String: Double] ?? [:]
+            for (statistic, expected) in info {
+                guard let actual = result.statistics[statistic] else {
+                    Issue.record("\(path): no statistic \(statistic)")
+                    continue
+                }
+                #expect(abs(actual - expected) <= max(1e-4 * abs(expected), 1e-5), "\(statistic): \(actual), expected \(expected)")
+            }
         }
     }
 }
