@@ -3,6 +3,9 @@
 SWIFT ?= swift
 # Tests run optimised: the numerics are many times slower in a debug build.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
+# oneDNN's OpenMP threads sleep when idle instead of spinning (docs/numerics.md): test threads
+# that each start a team would otherwise spin on cores the rest of the suite needs.
+export OMP_WAIT_POLICY ?= passive
 
 .PHONY: all deps build test test-browser test-nginx test-nginx-fleet soak bench-fleet bench bench-pytorch bench-api bench-followers probe-hostile eval demo run clean
 

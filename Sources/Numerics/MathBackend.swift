@@ -37,15 +37,24 @@ public enum MathBackend: String, CaseIterable, Sendable {
 
     public struct UnsupportedBackend: Error, CustomStringConvertible { public let description: String }
 
+    /// Threads inside `withBackend` now: while there are none, no product looks at its thread's context.
+    private static let overriding = Atomic<Int>(0)
+
     /// The backend this thread uses now.
-    public static var active: MathBackend { ThreadMath.context.override ?? current }
+    public static var active: MathBackend {
+        overriding.load(ordering: .relaxed) == 0 ? current : ThreadMath.context.override ?? current
+    }
 
     /// Runs `body` with this thread's products on `backend` (the process's choice is unchanged).
     public static func withBackend<T>(_ backend: MathBackend, _ body: () throws -> T) rethrows -> T {
         let context = ThreadMath.context
         let saved = context.override
         context.override = backend
-        defer { context.override = saved }
+        overriding.add(1, ordering: .relaxed)
+        defer {
+            context.override = saved
+            overriding.subtract(1, ordering: .relaxed)
+        }
         return try body()
     }
 
@@ -69,13 +78,20 @@ final class ThreadMath {
     /// The OpenMP team size this thread last set, so a change costs one call.
     var threads: Int32 = 0
 
-    private static let key = "preftune.math"
+    /// A pthread key (a lookup costs nanoseconds; Foundation's thread dictionary cost a
+    /// dictionary lookup per product); the context is released when its thread ends.
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { pointer in
+            if let pointer { Unmanaged<ThreadMath>.fromOpaque(pointer).release() }
+        }
+        return key
+    }()
 
     static var context: ThreadMath {
-        let dictionary = Thread.current.threadDictionary
-        if let context = dictionary[key] as? ThreadMath { return context }
+        if let pointer = pthread_getspecific(key) { return Unmanaged<ThreadMath>.fromOpaque(pointer).takeUnretainedValue() }
         let context = ThreadMath()
-        dictionary[key] = context
+        pthread_setspecific(key, Unmanaged.passRetained(context).toOpaque())
         return context
     }
 
