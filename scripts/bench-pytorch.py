@@ -9,8 +9,11 @@ measures the same work with PyTorch here, so the two compare on one machine:
 - a pair step as dpo, rpo and dro take it: forward and backward of both rows
   plus the frozen reference's forward of both rows (pairs/s);
 - dpmpp2m sampling, 20 steps, guidance 1 (samples/s);
-for bench-s and bench-m. Needs torch (not installed by make: it is large).
-One JSON object per line.
+for bench-s and bench-m, in fp32 and under torch.autocast("cpu", dtype=torch.bfloat16)
+(the same names with a `_bf16` suffix: bf16 products, f32 master weights, optimizer and loss).
+Subnormals are flushed, as preftune flushes them: without it PyTorch's β 5000 dpo step runs
+about 2× slower on subnormal arithmetic, and every ratio would flatter preftune.
+Needs torch (not installed by make: it is large). One JSON object per line.
 """
 import json, math, os, sys, time
 
@@ -19,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+torch.set_flush_denormal(True)
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "golden", "model_forward_backward.safetensors")
 
 
@@ -91,7 +95,7 @@ def scaled_linear_alphas(T=1000, start=0.00085, end=0.012):
     return torch.cumprod(1 - betas, 0)
 
 
-def bench(name, config, batch, seconds=4.0):
+def bench(name, config, batch, seconds=4.0, bf16=False):
     C, Hs, Ws = config["sample_shape"]
     D = C * Hs * Ws
     model = ResMLP(config)
@@ -113,9 +117,14 @@ def bench(name, config, batch, seconds=4.0):
             step(); count += 1
         return units * count / (time.perf_counter() - start)
 
+    # bf16: the products in bf16, everything autocast keeps in f32 (weights, optimizer, loss) in f32.
+    precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
+
     def sft_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(model(x, t, ids), eps)
+        with precision():
+            out = model(x, t, ids)
+        loss = F.mse_loss(out.float(), eps)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -124,9 +133,10 @@ def bench(name, config, batch, seconds=4.0):
 
     def pair_step():
         optimizer.zero_grad(set_to_none=True)
-        out = model(x2, t2, ids2)
-        with torch.no_grad():   # dpo, rpo, dro: the frozen reference's error enters the loss
-            ref = reference(x2, t2, ids2)
+        with precision():
+            out = model(x2, t2, ids2).float()
+            with torch.no_grad():   # dpo, rpo, dro: the frozen reference's error enters the loss
+                ref = reference(x2, t2, ids2).float()
         loss = ((out - eps2) ** 2).mean() - ((ref - eps2) ** 2).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -141,7 +151,8 @@ def bench(name, config, batch, seconds=4.0):
         xt = torch.randn(batch, D)
         previous, h_previous = None, None
         for i, step in enumerate(grid):
-            eps_hat = model(xt, torch.full((batch,), step), ids)
+            with precision():
+                eps_hat = model(xt, torch.full((batch,), step), ids).float()
             a = alphas[step]
             alpha, sigma = a.sqrt(), (1 - a).sqrt()
             x0 = (xt - sigma * eps_hat) / alpha
@@ -157,17 +168,21 @@ def bench(name, config, batch, seconds=4.0):
             previous, h_previous = x0, h
         return xt
 
-    print(json.dumps({"name": f"pytorch/{name}/sft_step", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
-    print(json.dumps({"name": f"pytorch/{name}/pair_step", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
+    suffix = "_bf16" if bf16 else ""
+    print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
+    print(json.dumps({"name": f"pytorch/{name}/pair_step{suffix}", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
                       "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
-    print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
+    print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20{suffix}", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
     sys.stdout.flush()
 
 
 error = check_against_golden()
 print(json.dumps({"name": "pytorch/transcription_max_error", "value": error, "unit": "abs", "torch": torch.__version__,
                   "threads": torch.get_num_threads()}))
-bench("bench-s", {"sample_shape": [1, 8, 8], "hidden": 256, "depth": 4, "mlp_ratio": 2, "time_freq_dim": 128,
-                  "cond": {"kind": "text", "vocab": 1024, "max_tokens": 16}}, batch=64)
-bench("bench-m", {"sample_shape": [3, 16, 16], "hidden": 512, "depth": 6, "mlp_ratio": 4, "time_freq_dim": 256,
-                  "cond": {"kind": "text", "vocab": 4096, "max_tokens": 16}}, batch=128)
+BENCH_S = {"sample_shape": [1, 8, 8], "hidden": 256, "depth": 4, "mlp_ratio": 2, "time_freq_dim": 128,
+           "cond": {"kind": "text", "vocab": 1024, "max_tokens": 16}}
+BENCH_M = {"sample_shape": [3, 16, 16], "hidden": 512, "depth": 6, "mlp_ratio": 4, "time_freq_dim": 256,
+           "cond": {"kind": "text", "vocab": 4096, "max_tokens": 16}}
+for bf16 in (False, True):
+    bench("bench-s", BENCH_S, batch=64, bf16=bf16)
+    bench("bench-m", BENCH_M, batch=128, bf16=bf16)
