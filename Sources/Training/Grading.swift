@@ -7,7 +7,9 @@ import Numerics
 public protocol RewardScorer: AnyObject {
     /// One sample per label, each of the model's sample size; each label is the row's prompt
     /// (text models), condition vector (vector models) or none; `conditions` are the rows as the model took them.
-    func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int) throws -> [Double]
+    /// A scorer that waits (a grader over the network) gives up when `shouldStop` says so.
+    func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int,
+                shouldStop: () -> Bool) throws -> [Double]
     /// For logs and events: "reward model file-…", "grader https://…".
     var name: String { get }
 }
@@ -91,22 +93,25 @@ public final class CheckpointGrading {
         public let description: String
     }
 
-    func score(_ weights: FloatBuffer, step: Int) throws -> [Double] {
-        guard let samples = plan.samples(config: config, weights: weights) else { throw Failure(description: "sampling stopped") }
+    func score(_ weights: FloatBuffer, step: Int, shouldStop: () -> Bool) throws -> [Double] {
+        guard let samples = plan.samples(config: config, weights: weights, shouldStop: shouldStop) else {
+            throw Failure(description: "stopped: the job is pausing or ending")
+        }
         let rows = plan.rows
         let scores = try scorer.scores(samples: samples, shape: config.sampleShape,
-                                       conditions: plan.conditions(config: config), labels: rows, step: step)
+                                       conditions: plan.conditions(config: config), labels: rows, step: step, shouldStop: shouldStop)
         guard scores.count == rows.count, scores.allSatisfy(\.isFinite) else {
             throw Failure(description: "\(scorer.name) returned \(scores.count) scores for \(rows.count) samples\(scores.allSatisfy(\.isFinite) ? "" : ", not all finite")")
         }
         return scores
     }
 
-    /// The metrics of `weights` at `step`; throws when the scorer fails (the job goes on without them).
-    public func grade(weights: FloatBuffer, base: FloatBuffer, step: Int) throws -> [String: Double] {
-        let reference = try baseScores ?? score(base, step: 0)
+    /// The metrics of `weights` at `step`; throws when the scorer fails (the job goes on without
+    /// them) or `shouldStop` ends it (a pause or cancel does not wait for a slow grader).
+    public func grade(weights: FloatBuffer, base: FloatBuffer, step: Int, shouldStop: () -> Bool = { false }) throws -> [String: Double] {
+        let reference = try baseScores ?? score(base, step: 0, shouldStop: shouldStop)
         baseScores = reference
-        let scores = try score(weights, step: step)
+        let scores = try score(weights, step: step, shouldStop: shouldStop)
         let wins = zip(scores, reference).reduce(0.0) { $0 + ($1.0 > $1.1 ? 1 : $1.0 == $1.1 ? 0.5 : 0) }
         let n = Double(scores.count)
         return ["reward_mean": scores.reduce(0, +) / n, "reward_win_rate": wins / n, "reward_base_mean": reference.reduce(0, +) / n]

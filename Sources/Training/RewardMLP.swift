@@ -120,7 +120,8 @@ public final class RewardMLP: RewardScorer {
         return x
     }
 
-    public func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int) throws -> [Double] {
+    public func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int,
+                       shouldStop: () -> Bool) throws -> [Double] {
         let rows = samples.count
         guard conditions.count == rows, samples.allSatisfy({ $0.count == sampleSize }) else {
             throw FormatError("\(rows) samples of the wrong size for this reward model")

@@ -270,7 +270,8 @@ public final class Trainer {
                 intervalStart = Date()
                 intervalExamples = 0
             }
-            let evaluation = evaluate(checkpoint: step % h.checkpointEvery == 0 || step == totalSteps)
+            let evaluation = evaluate(checkpoint: step % h.checkpointEvery == 0 || step == totalSteps,
+                                      interrupted: { interrupt() != .proceed })
             metrics.merge(evaluation.metrics) { $1 }
             if !metrics.isEmpty { report(metrics) }
             if evaluation.checkpoint {
@@ -303,7 +304,7 @@ public final class Trainer {
     /// checkpoints, grading at checkpoints, and the selection metric judged. A step whose
     /// evaluation is a new best becomes a checkpoint, so the best is always one; so does a step
     /// where the job stops early.
-    func evaluate(checkpoint: Bool) -> (metrics: [String: Double], checkpoint: Bool, verdict: CheckpointSelection.Verdict?) {
+    func evaluate(checkpoint: Bool, interrupted: () -> Bool = { false }) -> (metrics: [String: Double], checkpoint: Bool, verdict: CheckpointSelection.Verdict?) {
         let h = job.hyperparameters
         var metrics: [String: Double] = [:]
         if job.validation != nil, checkpoint || step % (h.evalEvery ?? h.checkpointEvery) == 0 {
@@ -312,7 +313,8 @@ public final class Trainer {
         }
         if checkpoint, let grading = job.grading {
             do {
-                let rewards = try grading.grade(weights: ema?.weights ?? theta, base: job.base, step: step)
+                // A pause or cancel stops the grading, not the step: the checkpoint is written without rewards.
+                let rewards = try grading.grade(weights: ema?.weights ?? theta, base: job.base, step: step, shouldStop: interrupted)
                 metrics.merge(rewards) { $1 }
                 sink.note(step: step, "graded step \(step) by \(grading.scorer.name): " + Self.describe(rewards))
             } catch {

@@ -258,4 +258,34 @@ import Testing
         let messages = try await service.events(broken).compactMap { $0["message"] as? String }
         #expect(messages.contains { $0.hasPrefix("grading at step 2 failed") && $0.contains("HTTP 503") }, "\(messages)")
     }
+
+    /// A grader that takes its time does not hold a cancel (or a pause) back: the worker stops
+    /// waiting for it within a fraction of a second, not after its timeout and retries.
+    @Test func aCancelDoesNotWaitForASlowGrader() async throws {
+        actor Seen { var requests = 0; func saw() { requests += 1 } }
+        let seen = Seen()
+        let receiver = HTTPServer(configuration: { var c = HTTPServer.Configuration(); c.port = 0; return c }()) { _ in
+            await seen.saw()
+            try? await Task.sleep(for: .seconds(20))
+            return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(Array(#"{"scores": []}"#.utf8)))
+        }
+        let port = try receiver.start()
+        defer { receiver.shutdown() }
+        let service = try LiveService(workers: 1)
+        let model = try await WorkerFixtures.baseModel(service)
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 4, "batch_size": 4, "checkpoint_every": 2],
+                                             extra: ["grader": ["type": "http", "url": "http://127.0.0.1:\(port)/score", "samples_per_prompt": 1,
+                                                                "steps": 2, "timeout_seconds": 60, "max_attempts": 3]])
+        _ = try await poll("the grader to be asked", seconds: 60) { await seen.requests > 0 ? true : nil }
+        let asked = Date()
+        _ = try await service.post("/v1/fine_tuning/jobs/\(id)/cancel", [:])
+        while service.pool?.busyWorkers != 0, Date().timeIntervalSince(asked) < 60 { try await Task.sleep(for: .milliseconds(20)) }
+        let took = Date().timeIntervalSince(asked)
+        #expect(took < 5, "the worker stopped \(took) s after the cancel (the grader would have held it 180 s)")
+        #expect(try await service.job(id)["status"] as? String == "cancelled")
+        // The cancel ended the job's lease, so the worker's last words are in its log file, not its events.
+        let log = try String(contentsOfFile: service.data.logPath(id), encoding: .utf8)
+        #expect(log.contains("grading at step 2 failed") && log.contains("stopped: the job is pausing or ending"), "\(log)")
+    }
 }

@@ -84,7 +84,8 @@ final class HTTPGrader: RewardScorer {
         return Array(JSONBodyEncoder.string(GradingRequest(jobID: jobID, step: step, shape: shape, samples: items)).utf8)
     }
 
-    func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int) throws -> [Double] {
+    func scores(samples: [[Float]], shape: [Int], conditions: Conditions, labels: [GradingLabel], step: Int,
+                shouldStop: () -> Bool) throws -> [Double] {
         guard let url else { throw Failure(description: "the grader URL is not a URL", transient: false) }
         let payload = body(samples: samples, shape: shape, labels: labels, step: step)
         // The same id on every attempt, as a webhook's: the grader may drop repeats.
@@ -92,16 +93,27 @@ final class HTTPGrader: RewardScorer {
         var delay = 1.0
         for attempt in 1...max(1, attempts) {
             do {
-                return try post(url: url, id: id, payload: payload, expecting: samples.count)
+                return try post(url: url, id: id, payload: payload, expecting: samples.count, shouldStop: shouldStop)
             } catch let failure as Failure where failure.transient && attempt < attempts {
-                Thread.sleep(forTimeInterval: delay)
+                try wait(delay, shouldStop: shouldStop)
                 delay *= 2
             }
         }
         throw Failure(description: "unreachable", transient: false)
     }
 
-    func post(url: URL, id: String, payload: [UInt8], expecting count: Int) throws -> [Double] {
+    static let stopped = Failure(description: "stopped: the job is pausing or ending", transient: false)
+
+    /// Sleeps `seconds`, in slices, giving up when `shouldStop` says so.
+    func wait(_ seconds: Double, shouldStop: () -> Bool) throws {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if shouldStop() { throw Self.stopped }
+            Thread.sleep(forTimeInterval: min(0.05, end.timeIntervalSinceNow))
+        }
+    }
+
+    func post(url: URL, id: String, payload: [UInt8], expecting count: Int, shouldStop: () -> Bool) throws -> [Double] {
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
         request.httpBody = Data(payload)
@@ -117,13 +129,25 @@ final class HTTPGrader: RewardScorer {
         do { pinned = try egress.pinned(request) } catch { throw Failure(description: "\(error)", transient: false) }
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var outcome: (Data?, URLResponse?, Error?) = (nil, nil, nil)
-        session.dataTask(with: pinned) { data, response, error in
+        let task = session.dataTask(with: pinned) { data, response, error in
             outcome = (data, response, error)
             done.signal()
-        }.resume()
-        // The session's own timeout ends the task; this wait is only a backstop.
-        guard done.wait(timeout: .now() + timeout + 5) == .success else {
-            throw Failure(description: "no answer within \(Int(timeout)) s", transient: true)
+        }
+        task.resume()
+        // The session's own timeout ends the task; this deadline is only a backstop. The wait is
+        // in slices so that a pause or cancel of the job does not wait for a slow grader.
+        let deadline = Date().addingTimeInterval(timeout + 5)
+        while done.wait(timeout: .now() + 0.05) == .timedOut {
+            if shouldStop() {
+                task.cancel()
+                _ = done.wait(timeout: .now() + 5)
+                throw Self.stopped
+            }
+            if Date() > deadline {
+                task.cancel()
+                _ = done.wait(timeout: .now() + 5)
+                throw Failure(description: "no answer within \(Int(timeout)) s", transient: true)
+            }
         }
         if let error = outcome.2 { throw Failure(description: error.localizedDescription, transient: true) }
         let status = (outcome.1 as? HTTPURLResponse)?.statusCode ?? 0
