@@ -152,8 +152,8 @@ enum EvaluationRequest {
                                code: "invalid_grader")
             }
         case .http:
-            do { _ = try resources.webhooks.validate(grader.url ?? "") } catch {
-                throw APIError.invalid("grader.url: \(error.description.replacingOccurrences(of: "webhook_url", with: "grader.url"))", param: "grader.url")
+            do { _ = try resources.webhooks.validate(grader.url ?? "", field: "grader.url") } catch {
+                throw APIError.invalid("grader.url: \(error)", param: "grader.url")
             }
         }
     }

@@ -184,16 +184,8 @@ enum JobsAPI {
                 throw body.mistake(.integrations, "integrations are not supported by this server\(kinds.isEmpty ? "" : " (asked for: \(kinds.joined(separator: ", ")))"); send [] or leave it out")
             }
             seed = try body.decodeIfPresent(Int.self, forKey: .seed, in: 0...Int(Int32.max))
-            let suffixRule = "suffix must be 1-40 letters, digits, '-' or '_'"
-            suffix = try body.decodeIfPresent(String.self, forKey: .suffix, explaining: suffixRule)
-            if let suffix, !(1...40).contains(suffix.count) || !suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
-                throw body.mistake(.suffix, suffixRule)
-            }
-            let metadataRule = "metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)"
-            metadata = try body.decodeIfPresent([String: String].self, forKey: .metadata, explaining: metadataRule) ?? [:]
-            guard metadata.count <= 16, metadata.allSatisfy({ $0.key.count <= 64 && $0.value.count <= 512 }) else {
-                throw body.mistake(.metadata, metadataRule)
-            }
+            suffix = try JobFields.suffix(body, .suffix)
+            metadata = try JobFields.metadata(body, .metadata) ?? [:]
             webhookURL = try body.decodeIfPresent(String.self, forKey: .webhookURL, explaining: "webhook_url must be an http(s) URL")
             priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities) ?? 0
             maxRetries = try body.decodeIfPresent(Int.self, forKey: .maxRetries, in: 0...10) ?? 3
@@ -420,6 +412,27 @@ enum JobsAPI {
         return .json(FineTuningJob(job))
     }
 
+    /// Members a new job and a fork both take, checked the same way.
+    enum JobFields {
+        static func suffix<Key: CodingKey>(_ body: KeyedDecodingContainer<Key>, _ key: Key) throws -> String? {
+            let rule = "suffix must be 1-40 letters, digits, '-' or '_'"
+            let suffix = try body.decodeIfPresent(String.self, forKey: key, explaining: rule)
+            if let suffix, !(1...40).contains(suffix.count) || !suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                throw body.mistake(key, rule)
+            }
+            return suffix
+        }
+
+        static func metadata<Key: CodingKey>(_ body: KeyedDecodingContainer<Key>, _ key: Key) throws -> [String: String]? {
+            let rule = "metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)"
+            let metadata = try body.decodeIfPresent([String: String].self, forKey: key, explaining: rule)
+            if let metadata, metadata.count > 16 || !metadata.allSatisfy({ $0.key.count <= 64 && $0.value.count <= 512 }) {
+                throw body.mistake(key, rule)
+            }
+            return metadata
+        }
+    }
+
     // MARK: - Forking a job
 
     /// `POST /v1/fine_tuning/jobs/{id}/fork`'s body: the checkpoint to continue from, and what changes.
@@ -439,16 +452,8 @@ enum JobsAPI {
             }
             fromStep = step
             hyperparameters = try body.decodeIfPresent(JSONObject.self, forKey: .hyperparameters, explaining: "hyperparameters must be an object") ?? [:]
-            let suffixRule = "suffix must be 1-40 letters, digits, '-' or '_'"
-            suffix = try body.decodeIfPresent(String.self, forKey: .suffix, explaining: suffixRule)
-            if let suffix, !(1...40).contains(suffix.count) || !suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
-                throw body.mistake(.suffix, suffixRule)
-            }
-            let metadataRule = "metadata takes at most 16 string pairs (keys ≤ 64, values ≤ 512 characters)"
-            metadata = try body.decodeIfPresent([String: String].self, forKey: .metadata, explaining: metadataRule)
-            if let metadata, metadata.count > 16 || !metadata.allSatisfy({ $0.key.count <= 64 && $0.value.count <= 512 }) {
-                throw body.mistake(.metadata, metadataRule)
-            }
+            suffix = try JobFields.suffix(body, .suffix)
+            metadata = try JobFields.metadata(body, .metadata)
             priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities)
         }
     }

@@ -49,10 +49,11 @@ public final class Webhooks: Sendable {
         session = URLSession(configuration: configuration, delegate: RefuseRedirects(), delegateQueue: nil)
     }
 
-    /// Checks a `webhook_url` when a job is created: an http(s) URL whose host passes the egress rules.
-    public func validate(_ text: String) throws(EgressError) -> URL {
+    /// Checks a URL the server will call for a job (`webhook_url`, a grader's `url`, named by
+    /// `field`) when the job is created: http(s), with a host that passes the egress rules.
+    public func validate(_ text: String, field: String = "webhook_url") throws(EgressError) -> URL {
         guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), let host = url.host, !host.isEmpty else {
-            throw EgressError("webhook_url must be an http(s) URL")
+            throw EgressError("\(field) must be an http(s) URL")
         }
         // A name that does not resolve now may later (each delivery checks again); one that resolves
         // to a refused address is refused now.
