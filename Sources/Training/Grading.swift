@@ -66,8 +66,12 @@ public struct GradingPlan: Sendable, Equatable {
 
     /// The samples of `weights` for this plan, one per row: drawn as the sample endpoint draws them.
     public func samples(config: ModelConfig, weights: FloatBuffer, shouldStop: () -> Bool = { false }) -> [[Float]]? {
-        let conditions = conditions(config: config)
-        return SampleDrawing.denoise(SampleDrawing.initialNoise(seed: seed, count: conditions.count, config: config),
+        samples(config: config, weights: weights, conditions: conditions(config: config), shouldStop: shouldStop)
+    }
+
+    /// As above, with the rows' conditions made already (a grading makes them once per job).
+    func samples(config: ModelConfig, weights: FloatBuffer, conditions: Conditions, shouldStop: () -> Bool) -> [[Float]]? {
+        SampleDrawing.denoise(SampleDrawing.initialNoise(seed: seed, count: conditions.count, config: config),
                                      model: ModelFile(config: config, parameters: weights), conditions: conditions, sampler: sampler,
                                      steps: steps, guidance: guidance, seed: seed, shouldStop: shouldStop)
     }
@@ -81,12 +85,17 @@ public final class CheckpointGrading {
     public let plan: GradingPlan
     public let scorer: any RewardScorer
     let config: ModelConfig
+    /// The plan's rows and their conditions: the same at every checkpoint.
+    let rows: [GradingLabel]
+    let conditions: Conditions
     private var baseScores: [Double]?
 
     public init(plan: GradingPlan, scorer: any RewardScorer, config: ModelConfig) {
         self.plan = plan
         self.scorer = scorer
         self.config = config
+        rows = plan.rows
+        conditions = plan.conditions(config: config)
     }
 
     public struct Failure: Error, CustomStringConvertible {
@@ -94,12 +103,11 @@ public final class CheckpointGrading {
     }
 
     func score(_ weights: FloatBuffer, step: Int, shouldStop: () -> Bool) throws -> [Double] {
-        guard let samples = plan.samples(config: config, weights: weights, shouldStop: shouldStop) else {
+        guard let samples = plan.samples(config: config, weights: weights, conditions: conditions, shouldStop: shouldStop) else {
             throw Failure(description: "stopped: the job is pausing or ending")
         }
-        let rows = plan.rows
-        let scores = try scorer.scores(samples: samples, shape: config.sampleShape,
-                                       conditions: plan.conditions(config: config), labels: rows, step: step, shouldStop: shouldStop)
+        let scores = try scorer.scores(samples: samples, shape: config.sampleShape, conditions: conditions, labels: rows, step: step,
+                                       shouldStop: shouldStop)
         guard scores.count == rows.count, scores.allSatisfy(\.isFinite) else {
             throw Failure(description: "\(scorer.name) returned \(scores.count) scores for \(rows.count) samples\(scores.allSatisfy(\.isFinite) ? "" : ", not all finite")")
         }

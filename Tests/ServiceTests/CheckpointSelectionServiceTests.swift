@@ -44,7 +44,7 @@ import Testing
         let pairs = try await WorkerFixtures.upload(service, WorkerFixtures.pairs)
         // min_delta so large that nothing after the first evaluation improves: patience 2 stops at the third.
         let id = try await service.createJob(model: model, file: pairs, method: "dpo",
-                                             ["n_steps": 200, "batch_size": 4, "checkpoint_every": 50, "eval_every": 4, "log_every": 100,
+                                             ["n_steps": 200, "batch_size": 4, "checkpoint_every": 4, "eval_every": 4, "log_every": 100,
                                               "keep_checkpoints": 1],
                                              extra: ["validation_file": pairs, "early_stopping": ["metric": "val_loss", "patience": 2, "min_delta": 1e9]])
         let created = try await service.job(id)
@@ -65,6 +65,11 @@ import Testing
         #expect(published == (try ModelFile.load(service.data.artifacts.localPath(.checkpoint(job: id, step: 4))).parameters.array))
         // keep_checkpoints 1 keeps the newest, and the best besides.
         #expect(try await checkpoints(service, id).compactMap { $0["step_number"] as? Int } == [12, 4])
+        // Step 8's checkpoint was written (checkpoint_every 4) and deleted with its training state;
+        // the kept ones keep theirs (a fork needs it).
+        let artifacts = service.data.artifacts
+        #expect(artifacts.exists(.trainingState(job: id, step: 12)) && artifacts.exists(.trainingState(job: id, step: 4)))
+        #expect(!artifacts.exists(.trainingState(job: id, step: 8)) && !artifacts.exists(.checkpoint(job: id, step: 8)))
         // The validation metrics are series of their own.
         let series = try await metrics(service, id)
         for name in ["val_loss", "val_implicit_acc", "val_reward_margin"] { #expect(series[name]?.map(\.step) == [4, 8, 12], "\(name)") }
