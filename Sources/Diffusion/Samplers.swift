@@ -105,7 +105,19 @@ public final class Sampler {
         precondition(grid.count == batch * steps, "the timestep grid must be [B, steps]")
         conditions.write(into: workspace, at: 0, config: config)
         if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
+        // The weights do not change during a sampling: their products read them packed once
+        // (`PackedWeights`; counted in the memory estimates as one more copy of the parameters).
+        return PackedWeights(parameters).using {
+            denoise(parameters: parameters, x: x, batch: batch, rows: rows, guidance: guidance, steps: steps, grid: grid,
+                    fillNoise: fillNoise, observe: observe, shouldStop: shouldStop)
+        }
+    }
 
+    private func denoise(
+        parameters: FloatBuffer, x: UnsafeMutablePointer<Float>, batch: Int, rows: Int, guidance: Float, steps: Int, grid: [Int],
+        fillNoise: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)?, observe: ((SamplerStep) -> Void)?, shouldStop: () -> Bool
+    ) -> Bool {
+        let D = model.config.sampleSize
         for step in 0..<steps {
             if shouldStop() { return false }
             for b in 0..<batch { rowTimesteps[b] = Float(grid[b * steps + step]) }

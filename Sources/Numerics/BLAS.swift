@@ -15,11 +15,56 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
-        if k > 0, MathBackend.active == .onednn,
-           OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta),
-                        a: a, b: b, c: c) {
-            return
+        if k > 0 {
+            var backend = MathBackend.current, bf16 = false, packed: PackedWeights?
+            if ThreadMath.anyOverrides {
+                let context = ThreadMath.context
+                backend = context.override ?? backend
+                bf16 = context.precision == .bf16
+                packed = context.packed.flatMap { $0.holds(b) ? $0 : nil }
+            }
+            if bf16 {
+                // bf16 runs on oneDNN wherever the CPU has bf16 instructions, whichever fp32 backend
+                // the process uses; elsewhere it is emulated with the same rounding.
+                if OneDNN.supportsBF16,
+                   OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
+                                      alpha: alpha, beta: beta, bf16: true, packedB: true), a: a, b: b, c: c, packed: packed) {
+                    return
+                }
+                emulatedBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                             beta: beta, c: c, ldc: ldc)
+                return
+            }
+            if backend == .onednn,
+               OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
+                                  alpha: alpha, beta: beta, packedB: packed != nil), a: a, b: b, c: c, packed: packed) {
+                return
+            }
         }
+        fp32OpenBLAS(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                     beta: beta, c: c, ldc: ldc)
+    }
+
+    /// A bf16 product where the CPU has no bf16 instructions: both operands rounded to bf16
+    /// (copies in the thread's scratch), then an fp32 product, which sums them exactly as the
+    /// native kernels do up to the order of the fp32 additions. Tests compare the two.
+    static func emulatedBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                             b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        // The stored extents: rows × row stride, the last row only as long as it is.
+        let aRows = transA ? k : m, aColumns = transA ? m : k, bRows = transB ? n : k, bColumns = transB ? k : n
+        let aCount = (aRows - 1) * lda + aColumns, bCount = (bRows - 1) * ldb + bColumns
+        let context = ThreadMath.context
+        let scratch = context.scratch.reserve(4 * (aCount + bCount)).bindMemory(to: Float.self, capacity: aCount + bCount)
+        scratch.update(from: a, count: aCount)
+        (scratch + aCount).update(from: b, count: bCount)
+        BFloat16.round(scratch, count: aCount + bCount)
+        fp32OpenBLAS(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: scratch, lda: lda, b: scratch + aCount,
+                     ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    @inline(__always)
+    static func fp32OpenBLAS(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                             b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,

@@ -31,9 +31,10 @@ public final class CompanionThread: Sendable {
     /// either); returns when both have finished.
     public func together(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
         // `theirs` touches this thread's buffers, which is safe because this call waits for it.
-        // It computes its products on this thread's backend (a test may have chosen one).
-        let work = UncheckedSendable(theirs), backend = MathBackend.active
-        thread.run { MathBackend.withBackend(backend) { work.value() } }
+        // It computes its products on this thread's backend (a test may have chosen one) and in
+        // this thread's precision (a bf16 job's).
+        let work = UncheckedSendable(theirs), backend = MathBackend.active, precision = MathPrecision.active
+        thread.run { MathBackend.withBackend(backend) { MathPrecision.with(precision) { work.value() } } }
         mine()
         thread.waitUntilIdle()
     }

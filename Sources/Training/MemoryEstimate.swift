@@ -53,6 +53,12 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         estimate.add("parameters (\(parameterCopies) copies of \(P))", parameterCopies, P, float)
         estimate.add("activations (\(rows) rows)", needsReference ? 2 : 1, rows, rowBytes)
         estimate.add("batch targets and samples", 2, rows, D, float)
+        // Packed weights (`PackedWeights`): the reference's for the whole job, and a sampler's model's
+        // while it samples (DRO's rollouts and validation, gradings).
+        let samples = method == .dro || gradingSamples > 0
+        let packedCopies = (needsReference ? 1 : 0) + (samples ? 1 : 0)
+        if packedCopies > 0 { estimate.add("packed weights (\(packedCopies) copies)", packedCopies, PackedWeights.defaultBudget(parameters: P)) }
+        estimate.add("product operands converted (2 threads)", 2, productScratchBytes(config: config, rows: max(rows, gradingSamples * 2)))
 
         if method == .dro {
             let steps = h.policySteps ?? 20, capacity = h.bufferSize ?? h.batchSize, rollout = h.bufferBatchSize ?? h.batchSize
@@ -88,6 +94,15 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         return estimate
     }
 
+    /// One thread's scratch for a product's operands converted to bf16 (or, emulated, rounded fp32
+    /// copies): the largest weight matrix and the widest activation of `rows` rows.
+    static func productScratchBytes(config: ModelConfig, rows: Int) -> Int {
+        let H = config.hidden, widest = max(config.mlpHidden, 2 * H * config.depth, config.sampleSize, config.timeFreqDim, H)
+        let largestWeight = widest * max(H, config.mlpHidden)
+        guard let activation = rows.multipliedChecked(by: widest), let floats = activation.addingChecked(largestWeight) else { return Int.max }
+        return floats.multipliedChecked(by: 4) ?? Int.max
+    }
+
     /// A parsed example: its samples and its condition (token ids or an embedding), plus
     /// the prompt and bookkeeping (a fixed allowance: prompts are short).
     public static func datasetBytesPerExample(config: ModelConfig, method: TrainingMethod) -> Int {
@@ -111,6 +126,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         estimate.add("model and its file", 2, P, 4)
         estimate.add("sampler activations (\(count) rows, guided)", 2, count, ResMLPWorkspace.bytesPerRow(config))
         estimate.add("sampler buffers", 5, count, D, 4)
+        estimate.add("packed weights", PackedWeights.defaultBudget(parameters: P))
+        estimate.add("product operands converted (2 threads)", 2, productScratchBytes(config: config, rows: 2 * count))
         estimate.add("answer (JSON text)", count, D, 24)
         return estimate
     }

@@ -268,16 +268,47 @@ final class StepClock: TrainingSink {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--only TEXT] [--math onednn|openblas] [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
-      (default)   every measurement, one JSON object per line
-      --math      the library of the matrix products (default: the process's, PREFTUNE_MATH);
+    usage: preftune-bench [--quick] [--only TEXT] [--math onednn|openblas] [--precision fp32|bf16]
+                          [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
+      (default)   every measurement, one JSON object per line: fp32, then bf16 (names ending _bf16)
+                  where the CPU computes bf16 natively
+      --math      the library of the fp32 matrix products (default: the process's, PREFTUNE_MATH);
                   run with OMP_WAIT_POLICY=passive for oneDNN, as preftune's workers do
+      --precision only this precision's measurements (for --profile: the precision profiled)
       --quick     shorter measuring windows
       --only      only the measurements whose name contains TEXT (e.g. bench-s/sft, sgemm, adamw)
       --profile   run 200 SFT steps (or 200 steps of --objective, or 15 s of --sampling) of one config,
                   nothing else (for perf record)
     """)
     exit(0)
+}
+// Refuse what this tool does not know, so a misspelt flag never measures the wrong thing.
+do {
+    let valued: Set = ["--only", "--math", "--precision", "--profile", "--objective"], bare: Set = ["--quick", "--sampling", "--help"]
+    var index = 0
+    while index < arguments.count {
+        let argument = arguments[index]
+        if valued.contains(argument), index + 1 < arguments.count {
+            index += 2
+        } else if bare.contains(argument) {
+            index += 1
+        } else {
+            FileHandle.standardError.write(Data("preftune-bench: unknown or incomplete argument '\(argument)' (see --help)\n".utf8))
+            exit(2)
+        }
+    }
+}
+var precisions = MathPrecision.nativeBF16 ? MathPrecision.allCases : [.fp32]
+if let index = arguments.firstIndex(of: "--precision") {
+    guard let precision = MathPrecision(rawValue: arguments[index + 1]) else {
+        FileHandle.standardError.write(Data("--precision takes fp32 or bf16\n".utf8))
+        exit(2)
+    }
+    if let refusal = precision == .bf16 ? MathPrecision.bf16Refusal : nil {
+        FileHandle.standardError.write(Data("--precision bf16: \(refusal)\n".utf8))
+        exit(2)
+    }
+    precisions = [precision]
 }
 if let index = arguments.firstIndex(of: "--math") {
     guard index + 1 < arguments.count, let backend = MathBackend(rawValue: arguments[index + 1]) else {
@@ -294,6 +325,13 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
         FileHandle.standardError.write(Data("unknown config \(arguments[index + 1])\n".utf8))
         exit(2)
     }
+    let precision = arguments.contains("--precision") ? precisions[0] : .fp32
+    MathPrecision.with(precision) { profile(bench) }
+    exit(0)
+}
+
+/// What --profile runs: nothing but the work, for perf record.
+func profile(_ bench: BenchConfig) {
     if arguments.contains("--sampling") {
         _ = benchSampling(bench, seconds: 5)
     } else if let flag = arguments.firstIndex(of: "--objective"), flag + 1 < arguments.count {
@@ -308,7 +346,6 @@ if let index = arguments.firstIndex(of: "--profile"), index + 1 < arguments.coun
         let sft = SFTStepBench(bench)
         for _ in 0..<200 { _ = sft.step() }
     }
-    exit(0)
 }
 let quick = arguments.contains("--quick")
 let window = quick ? 0.5 : 2.0
@@ -328,68 +365,81 @@ if wanted("sgemm/1024x1024x1024") {
     emit("sgemm/1024x1024x1024", benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false), "GFLOP/s",
          ["trans": ["NN"], "note": "reference shape, not used by the model"])
 }
-var bestModelSGEMM = 0.0
-var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
-// The best model-shape rate is the yardstick of bench-m/sft_step_useful, so it is measured for that too.
-for bench in benchConfigs where wanted("sgemm/") || wanted("bench-m/sft_step_useful") {
-    for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
-        let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
-        bestModelSGEMM = max(bestModelSGEMM, rate)
-        let name = "sgemm/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
-        if let i = shapeRates.firstIndex(where: { $0.name == name }) {
-            shapeRates[i].layouts[layout] = rate
-        } else {
-            shapeRates.append((name, bench.name, [layout: rate], 2 * Double(m * n * k)))
+/// Every measurement below in one precision: fp32 names as they are, bf16 ones with `_bf16`
+/// after the name (`bench-m/sft_step_bf16`, `sgemm_bf16/256x512x2048`), as `make bench-pytorch`
+/// names its autocast runs.
+func measureModels(_ precision: MathPrecision) {
+    let suffix = precision == .fp32 ? "" : "_\(precision.rawValue)"
+    let gemm = precision == .fp32 ? "sgemm" : "sgemm_\(precision.rawValue)"
+    var bestModelSGEMM = 0.0
+    var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
+    // The best model-shape rate is the yardstick of bench-m/sft_step_useful, so it is measured for that too.
+    for bench in benchConfigs where wanted("\(gemm)/") || wanted("bench-m/sft_step_useful\(suffix)") {
+        for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
+            let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
+            bestModelSGEMM = max(bestModelSGEMM, rate)
+            let name = "\(gemm)/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
+            if let i = shapeRates.firstIndex(where: { $0.name == name }) {
+                shapeRates[i].layouts[layout] = rate
+            } else {
+                shapeRates.append((name, bench.name, [layout: rate], 2 * Double(m * n * k)))
+            }
         }
     }
-}
-for shape in shapeRates where wanted(shape.name) {
-    // The same work in each layout: the combined rate is the harmonic mean.
-    let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
-    emit(shape.name, combined, "GFLOP/s", ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }])
+    for shape in shapeRates where wanted(shape.name) {
+        // The same work in each layout: the combined rate is the harmonic mean.
+        let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
+        emit(shape.name, combined, "GFLOP/s", ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }])
+    }
+
+    for bench in benchConfigs {
+        let sftName = "\(bench.name)/sft_step\(suffix)", usefulName = "\(bench.name)/sft_step_useful\(suffix)"
+        if wanted(sftName, usefulName) {
+            let sft = SFTStepBench(bench)
+            let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
+            if wanted(sftName) {
+                emit(sftName, rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+            }
+            if bench.name == "bench-m", wanted(usefulName) {
+                let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
+                emit(usefulName, useful, "GFLOP/s", [
+                    "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
+                    "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
+                    "flops_per_row": usefulFLOPsPerRow(bench.config),
+                ])
+            }
+        }
+        let phaseNames = ["forward", "backward", "clip_norm", "adamw"]
+        if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {
+            for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
+            where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {
+                emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", ["batch": bench.batch])
+            }
+        }
+        let objectives: [(String, any Objective, String)] = [
+            ("dpo", defaultObjective(.dpo), "pairs/s"), ("kto", defaultObjective(.kto), "rows/s"),
+            ("dro", defaultObjective(.dro), "pairs/s"), ("rpo", defaultObjective(.rpo), "pairs/s"),
+        ]
+        for (name, objective, unit) in objectives where wanted("\(bench.name)/\(name)_step\(suffix)") {
+            let step = ObjectiveStepBench(bench, objective: objective)
+            let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
+            emit("\(bench.name)/\(name)_step\(suffix)", rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+        }
+        if wanted("\(bench.name)/sample_dpmpp2m_20\(suffix)") {
+            let sampling = benchSampling(bench, seconds: window)
+            emit("\(bench.name)/sample_dpmpp2m_20\(suffix)", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
+        }
+        if wanted("\(bench.name)/dro_train_end_to_end\(suffix)") {
+            let endToEnd = benchDROEndToEnd(bench, steps: quick ? 4 : 10)
+            emit("\(bench.name)/dro_train_end_to_end\(suffix)", endToEnd, "pairs/s",
+                 ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch; steady state, checkpoint writes excluded"])
+        }
+    }
 }
 
-for bench in benchConfigs {
-    if wanted("\(bench.name)/sft_step", "\(bench.name)/sft_step_useful") {
-        let sft = SFTStepBench(bench)
-        let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
-        if wanted("\(bench.name)/sft_step") {
-            emit("\(bench.name)/sft_step", rate.median, "rows/s", ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
-        }
-        if bench.name == "bench-m", wanted("bench-m/sft_step_useful") {
-            let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
-            emit("bench-m/sft_step_useful", useful, "GFLOP/s", [
-                "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-                "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
-                "flops_per_row": usefulFLOPsPerRow(bench.config),
-            ])
-        }
-    }
-    let phaseNames = ["forward", "backward", "clip_norm", "adamw"]
-    if phaseNames.contains(where: { wanted("\(bench.name)/sft_step/\($0)") }) {
-        for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
-        where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step/\(phase)") {
-            emit("\(bench.name)/sft_step/\(phase)", milliseconds, "ms", ["batch": bench.batch])
-        }
-    }
-    let objectives: [(String, any Objective, String)] = [
-        ("dpo", defaultObjective(.dpo), "pairs/s"), ("kto", defaultObjective(.kto), "rows/s"),
-        ("dro", defaultObjective(.dro), "pairs/s"), ("rpo", defaultObjective(.rpo), "pairs/s"),
-    ]
-    for (name, objective, unit) in objectives where wanted("\(bench.name)/\(name)_step") {
-        let step = ObjectiveStepBench(bench, objective: objective)
-        let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
-        emit("\(bench.name)/\(name)_step", rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
-    }
-    if wanted("\(bench.name)/sample_dpmpp2m_20") {
-        let sampling = benchSampling(bench, seconds: window)
-        emit("\(bench.name)/sample_dpmpp2m_20", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
-    }
-    if wanted("\(bench.name)/dro_train_end_to_end") {
-        let endToEnd = benchDROEndToEnd(bench, steps: quick ? 4 : 10)
-        emit("\(bench.name)/dro_train_end_to_end", endToEnd, "pairs/s",
-             ["batch": bench.batch, "note": "policy sampling (dpmpp2m, 20 steps) every micro-step, buffer_size = buffer_batch_size = batch; steady state, checkpoint writes excluded"])
-    }
+// bf16 where the CPU computes it natively (elsewhere it is an emulation, slower than fp32).
+for precision in precisions {
+    MathPrecision.with(precision) { measureModels(precision) }
 }
 
 /// A method's objective with the service's defaults.

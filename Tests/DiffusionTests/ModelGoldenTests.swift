@@ -71,6 +71,39 @@ import Testing
     }
 }
 
+/// bf16 mixed precision (docs/numerics.md, "bf16"): every product's operands rounded to bf16,
+/// sums in fp32. Against the fp32 reference, each tensor within a fraction of its largest
+/// magnitude: `bf16Tolerance` for outputs and condition vectors, `bf16GradientTolerance` for
+/// gradients (errors of 8-bit mantissas compound through the layers and the backward pass).
+extension ModelGoldenTests {
+    static let bf16Tolerance: Float = 2e-2
+    static let bf16GradientTolerance: Float = 3e-2
+
+    @Test("forward and every gradient in bf16 match the fp32 reference within bf16's tolerance",
+          arguments: GoldenFixtures.files("model_forward_backward"))
+    func bf16(path: String) throws {
+        let fp32 = try Self.run(path)
+        let run = try MathPrecision.with(.bf16) { try Self.run(path) }
+        let config = run.model.config, batch = try run.file.integers("t").count
+        let expectedOut = try run.file.floats("expected.out", shape: [batch, config.sampleSize])
+        let out = Array(run.workspace.output.buffer.prefix(batch * config.sampleSize))
+        #expect(GoldenFixtures.gradientMismatch(out, expectedOut, relative: Self.bf16Tolerance) == nil,
+                "out: \(GoldenFixtures.gradientMismatch(out, expectedOut, relative: Self.bf16Tolerance) ?? "")")
+        // The products really ran in bf16: the outputs are not fp32's.
+        #expect(out != Array(fp32.workspace.output.buffer.prefix(batch * config.sampleSize)), "bf16 gave fp32's bits")
+        let expectedCondition = try run.file.floats("expected.cond_vector", shape: [batch, config.hidden])
+        let condition = Array(run.workspace.condition.buffer.prefix(batch * config.hidden))
+        #expect(GoldenFixtures.gradientMismatch(condition, expectedCondition, relative: Self.bf16Tolerance) == nil)
+        for entry in run.model.layout.entries {
+            guard run.file.info("grad.\(entry.name)") != nil || entry.name != "null_cond" else { continue }
+            let expected = try run.file.floats("grad.\(entry.name)", shape: entry.shape)
+            let mismatch = GoldenFixtures.gradientMismatch(GoldenFixtures.slice(run.gradients, entry), expected,
+                                                           relative: Self.bf16GradientTolerance)
+            #expect(mismatch == nil, "grad.\(entry.name): \(mismatch ?? "")")
+        }
+    }
+}
+
 @Suite struct TokenizerGoldenTests {
     @Test("prompts tokenize as the reference", arguments: GoldenFixtures.files("tokenizer", extension: "json"))
     func cases(path: String) throws {

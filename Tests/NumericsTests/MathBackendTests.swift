@@ -62,4 +62,91 @@ import Testing
         #expect(MathBackend.active == process && MathBackend.current == process)
         #expect(MathBackend.description(of: .onednn).hasPrefix("oneDNN 2.") && MathBackend.description(of: .openblas).hasPrefix("OpenBLAS ("))
     }
+
+    /// Operands and a starting C for a case, with strides wider than the rows.
+    static func operands(_ c: Case, seed: UInt64) -> (a: FloatBuffer, b: FloatBuffer, start: FloatBuffer, lda: Int, ldb: Int, ldc: Int) {
+        var random = Philox(seed: seed)
+        let lda = (c.transA ? c.m : c.k) + 3, ldb = (c.transB ? c.k : c.n) + 5, ldc = c.n + 2
+        let a = FloatBuffer(count: (c.transA ? c.k : c.m) * lda), b = FloatBuffer(count: (c.transB ? c.n : c.k) * ldb)
+        random.fillUniform(a.pointer, count: a.count, low: -1, high: 1)
+        random.fillUniform(b.pointer, count: b.count, low: -1, high: 1)
+        let start = FloatBuffer(count: c.m * ldc)
+        random.fillUniform(start.pointer, count: start.count, low: -1, high: 1)
+        return (a, b, start, lda, ldb, ldc)
+    }
+
+    static func largestDifference(_ x: FloatBuffer, _ y: FloatBuffer) -> Float {
+        (0..<x.count).reduce(0) { max($0, abs(x[$1] - y[$1])) }
+    }
+
+    /// A native bf16 product (AVX512-BF16 / AMX kernels) and the emulation (operands rounded, an
+    /// fp32 product) agree up to the order of the fp32 sums; both differ from fp32's.
+    @Test(arguments: cases)
+    func bf16KernelsMatchTheirEmulation(_ c: Case) throws {
+        try #require(OneDNN.supportsBF16, "no bf16 instructions on \(OneDNN.isaName)")
+        let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 7)
+        let native = start.copy(), emulated = start.copy(), fp32 = start.copy()
+        let shape = OneDNN.ProductShape(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, lda: lda, ldb: ldb, ldc: ldc,
+                                        alpha: c.alpha, beta: c.beta, bf16: true, packedB: true)
+        #expect(OneDNN.sgemm(shape, a: a.pointer, b: b.pointer, c: native.pointer), "oneDNN refused the bf16 product")
+        BLAS.emulatedBF16(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
+                          b: b.pointer, ldb: ldb, beta: c.beta, c: emulated.pointer, ldc: ldc)
+        MathBackend.withBackend(.openblas) {
+            BLAS.sgemm(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
+                       b: b.pointer, ldb: ldb, beta: c.beta, c: fp32.pointer, ldc: ldc)
+        }
+        #expect(Self.largestDifference(native, emulated) <= 1e-5 * Float(c.k) * max(1, abs(c.beta)))
+        if c.k > 1 { #expect(Self.largestDifference(native, fp32) > 1e-4, "the bf16 product gave fp32's result") }
+        // And `BLAS.sgemm` takes the native path inside `MathPrecision.with(.bf16)`.
+        let dispatched = start.copy()
+        MathPrecision.with(.bf16) {
+            BLAS.sgemm(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
+                       b: b.pointer, ldb: ldb, beta: c.beta, c: dispatched.pointer, ldc: ldc)
+        }
+        #expect(Self.largestDifference(dispatched, native) == 0)
+    }
+
+    /// Products of packed weights give the unpacked results, make each packed copy once, and keep
+    /// to the budget (past it they pack per call, still correct).
+    @Test(arguments: [MathPrecision.fp32, .bf16])
+    func packedWeightsAreMadeOnceAndGiveTheSameProducts(_ precision: MathPrecision) throws {
+        try #require(precision == .fp32 ? OneDNN.supportsCPU : OneDNN.supportsBF16)
+        let c = Case(transA: false, transB: true, m: 64, n: 256, k: 128, alpha: 1, beta: 1)
+        let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 11)
+        func product(_ packed: PackedWeights?) -> FloatBuffer {
+            let result = start.copy()
+            MathBackend.withBackend(.onednn) {
+                MathPrecision.with(precision) {
+                    let run = {
+                        BLAS.sgemm(transB: true, m: c.m, n: c.n, k: c.k, a: a.pointer, lda: lda, b: b.pointer, ldb: ldb,
+                                   beta: 1, c: result.pointer, ldc: ldc)
+                    }
+                    if let packed { packed.using(run) } else { run() }
+                }
+            }
+            return result
+        }
+        let unpacked = product(nil)
+        let packed = PackedWeights(b)
+        let first = product(packed)
+        let held = packed.bytesHeld
+        let again = product(packed)
+        #expect(held >= c.n * c.k * (precision == .fp32 ? 4 : 2), "no packed copy was kept")
+        #expect(packed.bytesHeld == held, "the second product packed again")
+        #expect(Self.largestDifference(first, unpacked) <= 1e-5 * Float(c.k))
+        #expect(Self.largestDifference(again, first) == 0)
+        let starved = PackedWeights(b, budget: 0)
+        #expect(Self.largestDifference(product(starved), first) == 0)
+        #expect(starved.bytesHeld == 0)
+    }
+
+    @Test func bfloat16RoundsToNearestEven() {
+        #expect(BFloat16.round(1) == 1)
+        #expect(BFloat16.round(Float(bitPattern: 0x3F80_8000)) == 1)                          // a tie: to even (down)
+        #expect(BFloat16.round(Float(bitPattern: 0x3F81_8000)) == Float(bitPattern: 0x3F82_0000))  // a tie: to even (up)
+        #expect(BFloat16.round(Float(bitPattern: 0x3F80_8001)) == Float(bitPattern: 0x3F81_0000))
+        #expect(BFloat16.round(.infinity) == .infinity && BFloat16.round(-.infinity) == -.infinity)
+        #expect(BFloat16.round(.nan).isNaN && BFloat16.round(Float(bitPattern: 0x7F80_0001)).isNaN)
+        #expect(BFloat16.round(.greatestFiniteMagnitude) == .infinity)  // past bf16's largest, as the hardware rounds
+    }
 }

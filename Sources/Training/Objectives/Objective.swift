@@ -61,6 +61,15 @@ public final class ObjectiveScratch {
     /// reference forward beside θ's and half of AdamW and the gradient norm. Made on first use.
     public private(set) lazy var companion: CompanionThread? =
         BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "train-companion") : nil
+    /// The reference model's weights packed for its products, made once per job (the reference
+    /// never changes); remade if a different reference buffer comes.
+    private var packedReference: PackedWeights?
+    func packed(_ reference: FloatBuffer) -> PackedWeights {
+        if let packedReference, packedReference.weights === reference { return packedReference }
+        let made = PackedWeights(reference)
+        packedReference = made
+        return made
+    }
     /// Per-row mean squared errors of θ and ref, and ∂L/∂mse_θ per row.
     var thetaMSE: [Double]
     var referenceMSE: [Double]
@@ -100,10 +109,10 @@ extension ObjectiveContext {
     /// workspace), and keeps both per-row mse and the reference's condition vectors.
     func runReferenceAndTheta(rows: Int) {
         guard let reference else { preconditionFailure("this objective needs the reference model") }
-        let referenceWorkspace = scratch.referenceWorkspace
+        let referenceWorkspace = scratch.referenceWorkspace, packedReference = scratch.packed(reference)
         referenceWorkspace.copyInputs(from: workspace, rows: rows)
         let runReference = { [model, examples] in
-            model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples)
+            packedReference.using { model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples) }
         }
         if let companion = scratch.companion {
             companion.sideBySide({ runTheta(rows: rows) }, runReference)

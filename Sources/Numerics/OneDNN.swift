@@ -1,0 +1,227 @@
+import CDNNL
+
+/// Matrix products on oneDNN: each shape (transposes, sizes, strides, α and β) becomes a
+/// matmul primitive once per thread, with the operands' strides in its memory descriptors
+/// (no copies), α as its output scale and β as a sum post-op.
+enum OneDNN {
+    struct Engine: @unchecked Sendable { let handle: dnnl_engine_t? }
+
+    /// One CPU engine for the process (engines may be shared between threads; streams may not).
+    static let engine: Engine = {
+        var engine: dnnl_engine_t?
+        return Engine(handle: dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success ? engine : nil)
+    }()
+
+    static var supportsCPU: Bool {
+        #if arch(x86_64)
+        let avx2 = dnnl_cpu_isa_avx2.rawValue
+        return engine.handle != nil && dnnl_get_effective_cpu_isa().rawValue & avx2 == avx2
+        #else
+        return false
+        #endif
+    }
+
+    static var version: String {
+        guard let v = dnnl_version()?.pointee else { return "?" }
+        return "\(v.major).\(v.minor).\(v.patch)"
+    }
+
+    static var isaName: String {
+        let isa = dnnl_get_effective_cpu_isa()
+        let names: [(dnnl_cpu_isa_t, String)] = [
+            (dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"), (dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"),
+            (dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"), (dnnl_cpu_isa_avx512_core, "avx512_core"),
+            (dnnl_cpu_isa_avx2, "avx2"), (dnnl_cpu_isa_avx, "avx"), (dnnl_cpu_isa_sse41, "sse41"),
+        ]
+        return names.first { isa.rawValue & $0.0.rawValue == $0.0.rawValue }?.1 ?? "no SIMD oneDNN uses"
+    }
+
+    /// Whether oneDNN computes bf16 products on this CPU with bf16 instructions (AVX512-BF16 or AMX).
+    static var supportsBF16: Bool {
+        #if arch(x86_64)
+        let bf16 = dnnl_cpu_isa_avx512_core_bf16.rawValue
+        return engine.handle != nil && dnnl_get_effective_cpu_isa().rawValue & bf16 == bf16
+        #else
+        return false
+        #endif
+    }
+
+    struct ProductShape: Hashable {
+        let transA, transB: Bool
+        let m, n, k, lda, ldb, ldc: Int
+        let alpha, beta: Float
+        /// bf16 operands, summed in fp32: A and B are reordered from fp32 into the layouts the
+        /// primitive asks for (for B, AMX's packed pairs) by reorder primitives.
+        var bf16 = false
+        /// B in the layout the primitive chooses, reordered from the caller's: once per
+        /// `PackedWeights` and shape, else (bf16) per call.
+        var packedB = false
+    }
+
+    /// A product's primitive and its operands' descriptors, and the reorders that convert A (bf16)
+    /// and B (bf16 or packed) from the caller's fp32 into the primitive's layouts.
+    final class Product {
+        let primitive: dnnl_primitive_t
+        /// The caller's operands as stored (fp32, strided).
+        var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
+        /// bf16 only: the operands as the primitive reads them, and the reorders that make them.
+        var aConverted = dnnl_memory_desc_t(), bConverted = dnnl_memory_desc_t()
+        var convertA: dnnl_primitive_t?, convertB: dnnl_primitive_t?
+        /// Bytes of the converted A (rounded up to 64) and B.
+        var aBytes = 0, bBytes = 0
+
+        init?(_ s: ProductShape) {
+            let ok = { (status: dnnl_status_t) in status == dnnl_success }
+            var aDims: [dnnl_dim_t] = [dnnl_dim_t(s.m), dnnl_dim_t(s.k)], bDims: [dnnl_dim_t] = [dnnl_dim_t(s.k), dnnl_dim_t(s.n)]
+            var cDims: [dnnl_dim_t] = [dnnl_dim_t(s.m), dnnl_dim_t(s.n)]
+            var aStrides: [dnnl_dim_t] = s.transA ? [1, dnnl_dim_t(s.lda)] : [dnnl_dim_t(s.lda), 1]
+            var bStrides: [dnnl_dim_t] = s.transB ? [1, dnnl_dim_t(s.ldb)] : [dnnl_dim_t(s.ldb), 1]
+            var cStrides: [dnnl_dim_t] = [dnnl_dim_t(s.ldc), 1]
+            var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
+            guard ok(dnnl_memory_desc_init_by_strides(&a, 2, &aDims, dnnl_f32, &aStrides)),
+                  ok(dnnl_memory_desc_init_by_strides(&b, 2, &bDims, dnnl_f32, &bStrides)),
+                  ok(dnnl_memory_desc_init_by_strides(&c, 2, &cDims, dnnl_f32, &cStrides)) else { return nil }
+            // In bf16 the primitive chooses its operands' layouts ("any"), and reorders fill them.
+            var aWanted = a, bWanted = b
+            if s.bf16 {
+                guard ok(dnnl_memory_desc_init_by_tag(&aWanted, 2, &aDims, dnnl_bf16, dnnl_format_tag_any)) else { return nil }
+            }
+            if s.packedB {
+                guard ok(dnnl_memory_desc_init_by_tag(&bWanted, 2, &bDims, s.bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any))
+                else { return nil }
+            }
+            var description = dnnl_matmul_desc_t()
+            guard ok(dnnl_matmul_desc_init(&description, &aWanted, &bWanted, nil, &c)) else { return nil }
+            var attributes: dnnl_primitive_attr_t?
+            guard ok(dnnl_primitive_attr_create(&attributes)) else { return nil }
+            defer { dnnl_primitive_attr_destroy(attributes) }
+            if s.alpha != 1 {
+                var alpha = s.alpha
+                guard ok(dnnl_primitive_attr_set_output_scales(attributes, 1, 0, &alpha)) else { return nil }
+            }
+            if s.beta != 0 {
+                var postOps: dnnl_post_ops_t?
+                guard ok(dnnl_post_ops_create(&postOps)) else { return nil }
+                defer { dnnl_post_ops_destroy(postOps) }
+                guard ok(dnnl_post_ops_append_sum(postOps, s.beta)), ok(dnnl_primitive_attr_set_post_ops(attributes, postOps)) else { return nil }
+            }
+            var descriptor: dnnl_primitive_desc_t?
+            guard ok(dnnl_primitive_desc_create(&descriptor, &description, attributes, OneDNN.engine.handle, nil)) else { return nil }
+            defer { dnnl_primitive_desc_destroy(descriptor) }
+            var primitive: dnnl_primitive_t?
+            guard ok(dnnl_primitive_create(&primitive, descriptor)), let primitive else { return nil }
+            self.primitive = primitive
+            self.a = a
+            self.b = b
+            self.c = c
+            if s.bf16 {
+                guard let chosenA = dnnl_primitive_desc_query_md(descriptor, dnnl_query_src_md, 0)?.pointee,
+                      let convertA = Self.reorder(from: &self.a, to: chosenA) else {
+                    release()
+                    return nil
+                }
+                aConverted = chosenA
+                self.convertA = convertA
+                aBytes = (dnnl_memory_desc_get_size(&aConverted) + 63) / 64 * 64
+            }
+            if s.packedB {
+                guard let chosenB = dnnl_primitive_desc_query_md(descriptor, dnnl_query_weights_md, 0)?.pointee,
+                      let convertB = Self.reorder(from: &self.b, to: chosenB) else {
+                    release()
+                    return nil
+                }
+                bConverted = chosenB
+                self.convertB = convertB
+                bBytes = dnnl_memory_desc_get_size(&bConverted)
+            }
+        }
+
+        private static func reorder(from source: inout dnnl_memory_desc_t, to target: dnnl_memory_desc_t) -> dnnl_primitive_t? {
+            var target = target
+            var descriptor: dnnl_primitive_desc_t?
+            guard dnnl_reorder_primitive_desc_create(&descriptor, &source, OneDNN.engine.handle, &target, OneDNN.engine.handle, nil)
+                == dnnl_success else { return nil }
+            defer { dnnl_primitive_desc_destroy(descriptor) }
+            var primitive: dnnl_primitive_t?
+            return dnnl_primitive_create(&primitive, descriptor) == dnnl_success ? primitive : nil
+        }
+
+        func release() {
+            dnnl_primitive_destroy(primitive)
+            if let convertA { dnnl_primitive_destroy(convertA) }
+            if let convertB { dnnl_primitive_destroy(convertB) }
+        }
+    }
+
+    /// C = α·op(A)·op(B) + β·C on this thread's primitive for the shape, with B's packed copy
+    /// from `packed` when given; false when oneDNN cannot (the caller then uses OpenBLAS, or in
+    /// bf16 the emulation).
+    static func sgemm(_ shape: ProductShape, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
+                      packed: PackedWeights? = nil) -> Bool {
+        let context = ThreadMath.context
+        // The team size follows BLASRuntime's (one thread inside `singleThreaded` sections).
+        let threads = Int32(BLASRuntime.effectiveThreadCount)
+        if context.threads != threads {
+            omp_set_num_threads(threads)
+            context.threads = threads
+        }
+        if context.stream == nil {
+            var stream: dnnl_stream_t?
+            guard dnnl_stream_create(&stream, engine.handle, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
+            context.stream = stream
+        }
+        let product: Product
+        if let cached = context.primitives[shape] {
+            product = cached
+        } else {
+            guard let made = Product(shape) else { return false }
+            // A bounded cache: a process that met thousands of shapes starts over rather than grow.
+            if context.primitives.count >= 512 {
+                for old in context.primitives.values { old.release() }
+                context.primitives.removeAll()
+            }
+            context.primitives[shape] = made
+            product = made
+        }
+        let stream = context.stream
+        func memory(_ descriptor: inout dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer) -> dnnl_memory_t? {
+            var memory: dnnl_memory_t?
+            return dnnl_memory_create(&memory, &descriptor, engine.handle, pointer) == dnnl_success ? memory : nil
+        }
+        func convert(_ reorder: dnnl_primitive_t, _ from: dnnl_memory_t, _ to: dnnl_memory_t) -> Bool {
+            var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: from), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: to)]
+            return dnnl_primitive_execute(reorder, stream, 2, &arguments) == dnnl_success
+        }
+        var memories: [dnnl_memory_t?] = []
+        defer { for case let made? in memories { dnnl_memory_destroy(made) } }
+        guard let aMemory = memory(&product.a, UnsafeMutableRawPointer(mutating: a)),
+              let bMemory = memory(&product.b, UnsafeMutableRawPointer(mutating: b)),
+              let cMemory = memory(&product.c, UnsafeMutableRawPointer(c)) else { return false }
+        memories += [aMemory, bMemory, cMemory]
+        var source = aMemory, weights = bMemory
+        let scratch = context.scratch.reserve(product.aBytes + product.bBytes)
+        if let convertA = product.convertA {
+            guard let converted = memory(&product.aConverted, scratch) else { return false }
+            memories.append(converted)
+            guard convert(convertA, aMemory, converted) else { return false }
+            source = converted
+        }
+        if let convertB = product.convertB {
+            // Packed once per `PackedWeights` and shape where B is such weights, else here into scratch.
+            var bDescriptor = product.bConverted
+            let kept = packed?.copy(of: b, shape: shape, bytes: product.bBytes) { into in
+                guard let target = memory(&bDescriptor, into) else { return false }
+                defer { dnnl_memory_destroy(target) }
+                return convert(convertB, bMemory, target) && dnnl_stream_wait(stream) == dnnl_success
+            }
+            guard let converted = memory(&product.bConverted, kept ?? scratch + product.aBytes) else { return false }
+            memories.append(converted)
+            if kept == nil { guard convert(convertB, bMemory, converted) else { return false } }
+            weights = converted
+        }
+        var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: source), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
+                         dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: cMemory)]
+        guard dnnl_primitive_execute(product.primitive, stream, 3, &arguments) == dnnl_success else { return false }
+        return dnnl_stream_wait(stream) == dnnl_success
+    }
+}
