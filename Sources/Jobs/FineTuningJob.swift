@@ -31,6 +31,8 @@ public struct FineTuningJob: JSONMembers, Sendable {
     public let bestCheckpoint: BestCheckpoint?
     public let parentJob: String?
     public let fromStep: Int?
+    /// "fp32" or "bf16": the arithmetic of the job's matrix products.
+    public let precision: String
     public let organizationID: String
     public let resultFiles: [String] = []
     public let trainedTokens: Int? = nil
@@ -99,6 +101,7 @@ public struct FineTuningJob: JSONMembers, Sendable {
         }
         parentJob = job.parentJob
         fromStep = job.fromStep
+        precision = job.precision
     }
 
     public func writeMembers(to object: inout JSONObjectWriter) {
@@ -132,6 +135,7 @@ public struct FineTuningJob: JSONMembers, Sendable {
         object.member("best_checkpoint", bestCheckpoint)
         object.member("parent_job", parentJob)
         object.member("from_step", fromStep)
+        object.member("precision", precision)
         object.member("organization_id", organizationID)
         object.member("result_files", encoding: resultFiles)
         object.member("trained_tokens", trainedTokens)

@@ -69,6 +69,8 @@ public struct JobRecord: Sendable, Equatable {
     public var fromStep: Int?
     /// The checkpoint (`ft:…:ckpt-step-N`) a job was started from; `model` is then its base model's key.
     public var startCheckpoint: String?
+    /// The arithmetic of the job's matrix products: "fp32" or "bf16" (`MathPrecision`).
+    public var precision = "fp32"
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
                 hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,

@@ -28,7 +28,7 @@ public enum BLAS {
                 // the process uses; elsewhere it is emulated with the same rounding.
                 if OneDNN.supportsBF16,
                    OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
-                                      alpha: alpha, beta: beta, bf16: true, packedB: true), a: a, b: b, c: c, packed: packed) {
+                                      alpha: alpha, beta: beta, bf16: true, packedB: packed != nil), a: a, b: b, c: c, packed: packed) {
                     return
                 }
                 emulatedBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,

@@ -50,48 +50,62 @@ enum OneDNN {
         let transA, transB: Bool
         let m, n, k, lda, ldb, ldc: Int
         let alpha, beta: Float
-        /// bf16 operands, summed in fp32: A and B are reordered from fp32 into the layouts the
-        /// primitive asks for (for B, AMX's packed pairs) by reorder primitives.
+        /// bf16 operands, summed in fp32. A, and B unless packed, are converted to bf16 in their
+        /// stored orientation, rows contiguous (a plain reorder: one pass, on the product's
+        /// threads); the primitive reads them through strides as it reads fp32 operands.
+        /// (Reorders into oneDNN's blocked layouts at every call cost as much as the products.)
         var bf16 = false
-        /// B in the layout the primitive chooses, reordered from the caller's: once per
-        /// `PackedWeights` and shape, else (bf16) per call.
+        /// B in the layout the primitive chooses (fp32, or bf16 in AMX's pairs), made by a
+        /// reorder once per `PackedWeights` and shape.
         var packedB = false
+
+        /// The stored extent of op(A) and op(B): rows × columns before any transpose.
+        var aStored: (rows: Int, columns: Int) { transA ? (k, m) : (m, k) }
+        var bStored: (rows: Int, columns: Int) { transB ? (n, k) : (k, n) }
     }
 
-    /// A product's primitive and its operands' descriptors, and the reorders that convert A (bf16)
-    /// and B (bf16 or packed) from the caller's fp32 into the primitive's layouts.
+    /// A product's primitive, its operands' descriptors, and for packed weights the reorder
+    /// that makes their copy.
     final class Product {
         let primitive: dnnl_primitive_t
         /// The caller's operands as stored (fp32, strided).
         var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
-        /// bf16 only: the operands as the primitive reads them, and the reorders that make them.
-        var aConverted = dnnl_memory_desc_t(), bConverted = dnnl_memory_desc_t()
+        /// The operands as the primitive reads them: in bf16, converted (rows contiguous); B packed.
+        var aRead = dnnl_memory_desc_t(), bRead = dnnl_memory_desc_t()
+        /// bf16: the reorders that convert A, and B unless packed.
         var convertA: dnnl_primitive_t?, convertB: dnnl_primitive_t?
-        /// Bytes of the converted A (rounded up to 64) and B.
+        /// Packed weights only: the reorder that makes B's copy, and its bytes.
+        var packB: dnnl_primitive_t?
+        var bPackedBytes = 0
+        /// Bytes of the converted A (rounded up to 64) and B (bf16, not packed), in thread scratch.
         var aBytes = 0, bBytes = 0
 
         init?(_ s: ProductShape) {
             let ok = { (status: dnnl_status_t) in status == dnnl_success }
             var aDims: [dnnl_dim_t] = [dnnl_dim_t(s.m), dnnl_dim_t(s.k)], bDims: [dnnl_dim_t] = [dnnl_dim_t(s.k), dnnl_dim_t(s.n)]
             var cDims: [dnnl_dim_t] = [dnnl_dim_t(s.m), dnnl_dim_t(s.n)]
-            var aStrides: [dnnl_dim_t] = s.transA ? [1, dnnl_dim_t(s.lda)] : [dnnl_dim_t(s.lda), 1]
-            var bStrides: [dnnl_dim_t] = s.transB ? [1, dnnl_dim_t(s.ldb)] : [dnnl_dim_t(s.ldb), 1]
+            func strides(transposed: Bool, _ rowStride: Int) -> [dnnl_dim_t] { transposed ? [1, dnnl_dim_t(rowStride)] : [dnnl_dim_t(rowStride), 1] }
+            var aStrides = strides(transposed: s.transA, s.lda), bStrides = strides(transposed: s.transB, s.ldb)
             var cStrides: [dnnl_dim_t] = [dnnl_dim_t(s.ldc), 1]
             var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
             guard ok(dnnl_memory_desc_init_by_strides(&a, 2, &aDims, dnnl_f32, &aStrides)),
                   ok(dnnl_memory_desc_init_by_strides(&b, 2, &bDims, dnnl_f32, &bStrides)),
                   ok(dnnl_memory_desc_init_by_strides(&c, 2, &cDims, dnnl_f32, &cStrides)) else { return nil }
-            // In bf16 the primitive chooses its operands' layouts ("any"), and reorders fill them.
-            var aWanted = a, bWanted = b
+            var aRead = a, bRead = b
             if s.bf16 {
-                guard ok(dnnl_memory_desc_init_by_tag(&aWanted, 2, &aDims, dnnl_bf16, dnnl_format_tag_any)) else { return nil }
+                var converted = strides(transposed: s.transA, s.aStored.columns)
+                guard ok(dnnl_memory_desc_init_by_strides(&aRead, 2, &aDims, dnnl_bf16, &converted)) else { return nil }
+                aBytes = (2 * s.m * s.k + 63) / 64 * 64
             }
             if s.packedB {
-                guard ok(dnnl_memory_desc_init_by_tag(&bWanted, 2, &bDims, s.bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any))
-                else { return nil }
+                guard ok(dnnl_memory_desc_init_by_tag(&bRead, 2, &bDims, s.bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any)) else { return nil }
+            } else if s.bf16 {
+                var converted = strides(transposed: s.transB, s.bStored.columns)
+                guard ok(dnnl_memory_desc_init_by_strides(&bRead, 2, &bDims, dnnl_bf16, &converted)) else { return nil }
+                bBytes = 2 * s.k * s.n
             }
             var description = dnnl_matmul_desc_t()
-            guard ok(dnnl_matmul_desc_init(&description, &aWanted, &bWanted, nil, &c)) else { return nil }
+            guard ok(dnnl_matmul_desc_init(&description, &aRead, &bRead, nil, &c)) else { return nil }
             var attributes: dnnl_primitive_attr_t?
             guard ok(dnnl_primitive_attr_create(&attributes)) else { return nil }
             defer { dnnl_primitive_attr_destroy(attributes) }
@@ -114,25 +128,32 @@ enum OneDNN {
             self.a = a
             self.b = b
             self.c = c
+            self.aRead = aRead
+            self.bRead = bRead
             if s.bf16 {
-                guard let chosenA = dnnl_primitive_desc_query_md(descriptor, dnnl_query_src_md, 0)?.pointee,
-                      let convertA = Self.reorder(from: &self.a, to: chosenA) else {
+                guard let convertA = Self.reorder(from: &self.a, to: aRead) else {
                     release()
                     return nil
                 }
-                aConverted = chosenA
                 self.convertA = convertA
-                aBytes = (dnnl_memory_desc_get_size(&aConverted) + 63) / 64 * 64
+                if !s.packedB {
+                    guard let convertB = Self.reorder(from: &self.b, to: bRead) else {
+                        release()
+                        return nil
+                    }
+                    self.convertB = convertB
+                }
             }
             if s.packedB {
-                guard let chosenB = dnnl_primitive_desc_query_md(descriptor, dnnl_query_weights_md, 0)?.pointee,
-                      let convertB = Self.reorder(from: &self.b, to: chosenB) else {
+                guard let chosen = dnnl_primitive_desc_query_md(descriptor, dnnl_query_weights_md, 0)?.pointee,
+                      let pack = Self.reorder(from: &self.b, to: chosen) else {
                     release()
                     return nil
                 }
-                bConverted = chosenB
-                self.convertB = convertB
-                bBytes = dnnl_memory_desc_get_size(&bConverted)
+                bRead = chosen
+                self.bRead = chosen
+                packB = pack
+                bPackedBytes = dnnl_memory_desc_get_size(&bRead)
             }
         }
 
@@ -148,8 +169,7 @@ enum OneDNN {
 
         func release() {
             dnnl_primitive_destroy(primitive)
-            if let convertA { dnnl_primitive_destroy(convertA) }
-            if let convertB { dnnl_primitive_destroy(convertB) }
+            for made in [packB, convertA, convertB] { if let made { dnnl_primitive_destroy(made) } }
         }
     }
 
@@ -188,38 +208,53 @@ enum OneDNN {
             var memory: dnnl_memory_t?
             return dnnl_memory_create(&memory, &descriptor, engine.handle, pointer) == dnnl_success ? memory : nil
         }
-        func convert(_ reorder: dnnl_primitive_t, _ from: dnnl_memory_t, _ to: dnnl_memory_t) -> Bool {
-            var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: from), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: to)]
+        var memories: [dnnl_memory_t] = []
+        defer { for made in memories { dnnl_memory_destroy(made) } }
+        let scratch = context.scratch.reserve(product.aBytes + product.bBytes)
+        var aPointer = UnsafeMutableRawPointer(mutating: a), bPointer = UnsafeMutableRawPointer(mutating: b)
+        /// Runs a reorder from `source` (the caller's operand) into `target` laid out as `layout`.
+        func run(_ reorder: dnnl_primitive_t, from source: dnnl_memory_t, into target: UnsafeMutableRawPointer,
+                 as layout: inout dnnl_memory_desc_t) -> Bool {
+            guard let made = memory(&layout, target) else { return false }
+            defer { dnnl_memory_destroy(made) }
+            var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: source), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: made)]
             return dnnl_primitive_execute(reorder, stream, 2, &arguments) == dnnl_success
         }
-        var memories: [dnnl_memory_t?] = []
-        defer { for case let made? in memories { dnnl_memory_destroy(made) } }
-        guard let aMemory = memory(&product.a, UnsafeMutableRawPointer(mutating: a)),
-              let bMemory = memory(&product.b, UnsafeMutableRawPointer(mutating: b)),
-              let cMemory = memory(&product.c, UnsafeMutableRawPointer(c)) else { return false }
-        memories += [aMemory, bMemory, cMemory]
-        var source = aMemory, weights = bMemory
-        let scratch = context.scratch.reserve(product.aBytes + product.bBytes)
         if let convertA = product.convertA {
-            guard let converted = memory(&product.aConverted, scratch) else { return false }
-            memories.append(converted)
-            guard convert(convertA, aMemory, converted) else { return false }
-            source = converted
+            guard let source = memory(&product.a, aPointer) else { return false }
+            memories.append(source)
+            guard run(convertA, from: source, into: scratch, as: &product.aRead) else { return false }
+            aPointer = scratch
         }
         if let convertB = product.convertB {
-            // Packed once per `PackedWeights` and shape where B is such weights, else here into scratch.
-            var bDescriptor = product.bConverted
-            let kept = packed?.copy(of: b, shape: shape, bytes: product.bBytes) { into in
-                guard let target = memory(&bDescriptor, into) else { return false }
-                defer { dnnl_memory_destroy(target) }
-                return convert(convertB, bMemory, target) && dnnl_stream_wait(stream) == dnnl_success
-            }
-            guard let converted = memory(&product.bConverted, kept ?? scratch + product.aBytes) else { return false }
-            memories.append(converted)
-            if kept == nil { guard convert(convertB, bMemory, converted) else { return false } }
-            weights = converted
+            guard let source = memory(&product.b, bPointer) else { return false }
+            memories.append(source)
+            guard run(convertB, from: source, into: scratch + product.aBytes, as: &product.bRead) else { return false }
+            bPointer = scratch + product.aBytes
         }
-        var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: source), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
+        if let pack = product.packB {
+            // Packed once per `PackedWeights` and shape where B is such weights, else here, per call.
+            guard let source = memory(&product.b, bPointer) else { return false }
+            memories.append(source)
+            var packedDescriptor = product.bRead
+            func packB(into target: UnsafeMutableRawPointer) -> Bool {
+                run(pack, from: source, into: target, as: &packedDescriptor) && dnnl_stream_wait(stream) == dnnl_success
+            }
+            if let kept = packed?.copy(of: b, shape: shape, bytes: product.bPackedBytes, pack: packB) {
+                bPointer = kept
+            } else {
+                let perCall = context.scratch.reserveSecond(product.bPackedBytes)
+                guard packB(into: perCall) else { return false }
+                bPointer = perCall
+            }
+        }
+        guard let aMemory = memory(&product.aRead, aPointer) else { return false }
+        memories.append(aMemory)
+        guard let bMemory = memory(&product.bRead, bPointer) else { return false }
+        memories.append(bMemory)
+        guard let cMemory = memory(&product.c, UnsafeMutableRawPointer(c)) else { return false }
+        memories.append(cMemory)
+        var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: aMemory), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: bMemory),
                          dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: cMemory)]
         guard dnnl_primitive_execute(product.primitive, stream, 3, &arguments) == dnnl_success else { return false }
         return dnnl_stream_wait(stream) == dnnl_success

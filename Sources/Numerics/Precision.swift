@@ -7,7 +7,7 @@ import Foundation
 /// weights, optimizer state, losses, norms, reductions, element-wise work) stays fp32.
 /// Chosen per job or per sample request; a thread computes in one precision for a while
 /// (`with`), and its companion thread follows it.
-public enum MathPrecision: String, CaseIterable, Sendable {
+public enum MathPrecision: String, CaseIterable, Sendable, Codable {
     case fp32
     case bf16
 
@@ -63,6 +63,18 @@ public enum BFloat16 {
 struct ConversionScratch {
     private(set) var pointer: UnsafeMutableRawPointer?
     private(set) var capacity = 0
+    /// A second region, for packed weights made per call beside converted operands.
+    private var second: UnsafeMutableRawPointer?
+    private var secondCapacity = 0
+
+    mutating func reserveSecond(_ bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes > secondCapacity || second == nil {
+            second?.deallocate()
+            secondCapacity = max(bytes, 64)
+            second = UnsafeMutableRawPointer.allocate(byteCount: secondCapacity, alignment: 64)
+        }
+        return second!
+    }
 
     /// At least `bytes` bytes; the contents are not kept across growth.
     mutating func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
@@ -74,5 +86,8 @@ struct ConversionScratch {
         return pointer!
     }
 
-    func release() { pointer?.deallocate() }
+    func release() {
+        pointer?.deallocate()
+        second?.deallocate()
+    }
 }

@@ -2,6 +2,7 @@ import Diffusion
 import Foundation
 import HTTP
 import JSON
+import Numerics
 import Store
 import Training
 
@@ -145,11 +146,12 @@ enum JobsAPI {
         var earlyStopping: EarlyStopping?
         var grader: GraderSettings?
         var result: ResultChoice?
+        var precision: MathPrecision
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case model, trainingFile = "training_file", validationFile = "validation_file", method, seed, suffix, metadata
             case webhookURL = "webhook_url", priority, maxRetries = "max_retries", maxDuration = "max_duration"
-            case earlyStopping = "early_stopping", grader, result
+            case earlyStopping = "early_stopping", grader, result, precision
             // OpenAI's: the deprecated top-level hyperparameters (for supervised fine-tuning), and integrations.
             case hyperparameters, integrations, dryRun = "dry_run"
         }
@@ -194,6 +196,7 @@ enum JobsAPI {
             earlyStopping = try body.decodeIfPresent(EvaluationRequest.EarlyStoppingBody.self, forKey: .earlyStopping)?.value
             grader = try body.decodeIfPresent(EvaluationRequest.GraderBody.self, forKey: .grader)?.value
             result = try body.decodeIfPresent(ResultChoice.self, forKey: .result, explaining: "result must be \"best\" or \"last\"")
+            precision = try JobFields.precision(body, .precision)
         }
     }
 
@@ -356,6 +359,7 @@ enum JobsAPI {
             guard let file = try resources.files.file(id, project: project) else { throw APIError.notFound("file \(id)", param: field) }
             return file
         }
+        try JobFields.checkPrecision(request.precision)
         let trainingRow = try ownedFile(request.trainingFile, "training_file")
         let validationRow = try request.validationFile.map { try ownedFile($0, "validation_file") }
         let type = request.settings.method, typeName = type.rawValue, hyperparameters = request.settings.hyperparameters
@@ -399,6 +403,7 @@ enum JobsAPI {
         job.maxDuration = request.maxDuration
         job.evaluation = evaluation?.json
         job.startCheckpoint = base.checkpoint?.id
+        job.precision = request.precision.rawValue
         // A job started from a checkpoint trains from a copy of its weights (a link where the file
         // system allows): the parent's retention may delete the checkpoint before this job runs.
         if let checkpoint = base.checkpoint {
@@ -414,6 +419,19 @@ enum JobsAPI {
 
     /// Members a new job and a fork both take, checked the same way.
     enum JobFields {
+        /// `precision`: "fp32" (the default) or "bf16".
+        static func precision<Key: CodingKey>(_ body: KeyedDecodingContainer<Key>, _ key: Key) throws -> MathPrecision {
+            try body.decodeIfPresent(MathPrecision.self, forKey: key, explaining: "precision must be \"fp32\" or \"bf16\"") ?? .fp32
+        }
+
+        /// bf16 work on a CPU without bf16 instructions: a 400 that says so (rather than an
+        /// emulation slower than fp32).
+        static func checkPrecision(_ precision: MathPrecision) throws {
+            if precision == .bf16, let refusal = MathPrecision.bf16Refusal {
+                throw APIError(status: 400, message: refusal, param: "precision", code: "unsupported_precision")
+            }
+        }
+
         static func suffix<Key: CodingKey>(_ body: KeyedDecodingContainer<Key>, _ key: Key) throws -> String? {
             let rule = "suffix must be 1-40 letters, digits, '-' or '_'"
             let suffix = try body.decodeIfPresent(String.self, forKey: key, explaining: rule)
@@ -442,8 +460,10 @@ enum JobsAPI {
         var suffix: String?
         var metadata: [String: String]?
         var priority: Int?
+        /// nil: the parent's.
+        var precision: MathPrecision?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case fromStep = "from_step", hyperparameters, suffix, metadata, priority }
+        enum CodingKeys: String, CodingKey, CaseIterable { case fromStep = "from_step", hyperparameters, suffix, metadata, priority, precision }
 
         init(from decoder: any Decoder) throws {
             let body = try decoder.container(keyedBy: CodingKeys.self)
@@ -455,16 +475,18 @@ enum JobsAPI {
             suffix = try JobFields.suffix(body, .suffix)
             metadata = try JobFields.metadata(body, .metadata)
             priority = try body.decodeIfPresent(Int.self, forKey: .priority, in: ProjectLimits.priorities)
+            precision = try body.isAbsent(.precision) ? nil : JobFields.precision(body, .precision)
         }
     }
 
     /// A new job that continues `id` from its checkpoint at `from_step` — its weights, optimizer
     /// moments, random streams, data order and DRO's replay buffer — with the hyperparameters
-    /// changed as asked. Everything else is the parent's: model, files, seed, grader, early
-    /// stopping and result. The checkpoint's training state is linked into the new job at once,
+    /// changed as asked (and the precision, if given). Everything else is the parent's: model,
+    /// files, seed, grader, early stopping and result. The checkpoint's training state is linked into the new job at once,
     /// so the parent's retention cannot take it away.
     static func fork(_ context: RequestContext, _ resources: Application.Resources, changes: JobStatusChanges) throws -> HTTPResponse {
         let request = try RequestJSON.decode(ForkRequest.self, from: context.request)
+        if let precision = request.precision { try JobFields.checkPrecision(precision) }
         let parent = try find(context, store: resources.jobs), project = context.principal.projectID
         guard let parentSettings = JobSettings(methodJSON: parent.method, hyperparametersJSON: parent.hyperparameters),
               var values = JSONValue.parse(parent.hyperparameters)?.object else {
@@ -535,6 +557,7 @@ enum JobsAPI {
         job.parentJob = parent.id
         job.fromStep = step
         job.startCheckpoint = parent.startCheckpoint
+        job.precision = request.precision?.rawValue ?? parent.precision
         do {
             try artifacts.publish(copyOf: artifacts.localPath(.trainingState(job: parent.id, step: step)), as: .forkState(job: id))
             if artifacts.exists(.startingWeights(job: parent.id)) {

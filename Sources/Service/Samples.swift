@@ -17,6 +17,7 @@ enum SamplesAPI {
         let data = resources.data, models = resources.models, jobs = resources.jobs
         router.add("POST", "/v1/samples") { context in
             let request = try RequestJSON.decode(SampleRequest.self, from: context.request)
+            try JobsAPI.JobFields.checkPrecision(request.precision)
             let path = try resolve(request.model, project: context.principal.projectID, data: data, models: models, jobs: jobs)
             let config: ModelConfig
             do { config = try ModelFile.declaredConfig(path) } catch {
@@ -85,9 +86,10 @@ enum SamplesAPI {
         var seed: UInt64
         var noise: [[Double]]?
         var png: Bool
+        var precision: MathPrecision
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case model, prompts, conditions, n, sampler, steps, guidance = "guidance_scale", seed, noise, format
+            case model, prompts, conditions, n, sampler, steps, guidance = "guidance_scale", seed, noise, format, precision
         }
 
         init(from decoder: any Decoder) throws {
@@ -111,6 +113,7 @@ enum SamplesAPI {
             let format = try body.decodeIfPresent(String.self, forKey: .format, explaining: "format must be json or png") ?? "json"
             guard ["json", "png"].contains(format) else { throw body.mistake(.format, "format must be json or png") }
             png = format == "png"
+            precision = try JobsAPI.JobFields.precision(body, .precision)
         }
     }
 
@@ -178,8 +181,11 @@ enum SamplesAPI {
         } else {
             x = SampleDrawing.initialNoise(seed: request.seed, count: count, config: config)
         }
-        guard let rows = SampleDrawing.denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
-                                 guidance: request.guidance, seed: request.seed, shouldStop: { cancellation.isCancelled }) else {
+        let drawn = MathPrecision.with(request.precision) {
+            SampleDrawing.denoise(x, model: model, conditions: conditions, sampler: request.sampler, steps: request.steps,
+                                  guidance: request.guidance, seed: request.seed, shouldStop: { cancellation.isCancelled })
+        }
+        guard let rows = drawn else {
             throw CancellationError()
         }
         return Drawn(rows: rows, labels: labels)
@@ -200,7 +206,7 @@ enum SamplesAPI {
             Sample(index: index, sample: row, labelKey: labelKey, label: samples.labels[index])
         }
         return .json(SampleList(model: request.model, shape: shape, sampler: request.sampler.rawValue, steps: request.steps,
-                                guidanceScale: request.guidance, seed: Int(request.seed), data: data))
+                                guidanceScale: request.guidance, seed: Int(request.seed), precision: request.precision.rawValue, data: data))
     }
 
     /// The samples drawn, in request order.
@@ -212,9 +218,10 @@ enum SamplesAPI {
         let steps: Int
         let guidanceScale: Float
         let seed: Int
+        let precision: String
         let data: [Sample]
 
-        enum CodingKeys: String, CodingKey { case object, model, shape, sampler, steps, guidanceScale = "guidance_scale", seed, data }
+        enum CodingKeys: String, CodingKey { case object, model, shape, sampler, steps, guidanceScale = "guidance_scale", seed, precision, data }
     }
 
     /// One sample, with the prompt (or class condition) it was drawn for.

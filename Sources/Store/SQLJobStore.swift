@@ -53,7 +53,7 @@ public final class SQLJobStore: JobStore {
         id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix, metadata, webhook_url,
         status, error, fine_tuned_model, step, total_steps, samples_per_s, estimated_finish, created_at, started_at, finished_at,
         priority, \(queuePosition), max_retries, retries, max_duration, evaluation, best_step, best_value, parent_job, from_step,
-        start_checkpoint
+        start_checkpoint, math_precision
         """
 
     /// Built once: a job is read on every poll, and the statement cache looks its text up.
@@ -89,6 +89,7 @@ public final class SQLJobStore: JobStore {
         job.parentJob = text(29)
         job.fromStep = int(30)
         job.startCheckpoint = text(31)
+        job.precision = text(32) ?? "fp32"
         return job
     }
 
@@ -101,15 +102,15 @@ public final class SQLJobStore: JobStore {
             try connection.run("""
                 INSERT INTO jobs (id, project_id, model, training_file, validation_file, method, hyperparameters, seed, suffix,
                                   metadata, webhook_url, status, created_at, priority, queued_at, max_retries, max_duration,
-                                  evaluation, parent_job, from_step, start_checkpoint)
+                                  evaluation, parent_job, from_step, start_checkpoint, math_precision)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?12 = '\(JobStatus.queued.rawValue)' THEN CAST(?13 AS BIGINT) END,
-                        ?15, ?16, ?17, ?18, ?19, ?20)
+                        ?15, ?16, ?17, ?18, ?19, ?20, ?21)
                 """, [.text(job.id), .text(job.projectID), .text(job.model), .text(job.trainingFile), Self.optional(job.validationFile),
                       .text(job.method), .text(job.hyperparameters), .integer(Int64(job.seed)), Self.optional(job.suffix),
                       .text(job.metadata), Self.optional(job.webhookURL), .text(job.status.rawValue), .integer(Int64(job.createdAt)),
                       .integer(Int64(job.priority)), .integer(Int64(job.maxRetries)), job.maxDuration.map { .integer(Int64($0)) } ?? .null,
                       Self.optional(job.evaluation), Self.optional(job.parentJob), job.fromStep.map { .integer(Int64($0)) } ?? .null,
-                      Self.optional(job.startCheckpoint)])
+                      Self.optional(job.startCheckpoint), .text(job.precision)])
             try appendEvent(connection, job.id, level: "info", type: "message", message: message, data: nil)
         }
     }

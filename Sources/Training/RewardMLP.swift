@@ -126,7 +126,12 @@ public final class RewardMLP: RewardScorer {
         guard conditions.count == rows, samples.allSatisfy({ $0.count == sampleSize }) else {
             throw FormatError("\(rows) samples of the wrong size for this reward model")
         }
-        var x = inputs(samples: samples, conditions: conditions)
+        // The yardstick is the same whatever the job's precision: a bf16 job's samples are scored in fp32.
+        return MathPrecision.with(.fp32) { score(inputs(samples: samples, conditions: conditions), rows: rows) }
+    }
+
+    private func score(_ input: [Float], rows: Int) -> [Double] {
+        var x = input
         for (index, layer) in layers.enumerated() {
             var y = [Float](repeating: 0, count: rows * layer.outputs)
             for row in 0..<rows { for o in 0..<layer.outputs { y[row * layer.outputs + o] = layer.bias[o] } }

@@ -77,6 +77,9 @@ public struct TrainingJob {
     public var result = ResultChoice.last
     /// Scores each checkpoint's samples (`reward_*` metrics); nil: no grading.
     public var grading: CheckpointGrading?
+    /// The arithmetic of every matrix product the job computes: training, validation, rollouts
+    /// and grading samples (`MathPrecision`). Weights, optimizer state and checkpoints stay fp32.
+    public var precision = MathPrecision.fp32
 
     public init(method: TrainingMethod, hyperparameters: Hyperparameters, seed: UInt64, config: ModelConfig, base: FloatBuffer,
                 training: Dataset, validation: Dataset? = nil) {
@@ -202,18 +205,28 @@ public final class Trainer {
     /// checkpoints and continues with this job's hyperparameters.
     public func run(from start: StartingPoint, control: () -> TrainingCommand = { .proceed },
                     interrupt: () -> TrainingCommand = { .proceed }) throws -> TrainingOutcome {
+        try MathPrecision.with(job.precision) { try train(from: start, control: control, interrupt: interrupt) }
+    }
+
+    /// Which library computes the products, and in what precision, for the log's first line.
+    var mathDescription: String {
+        job.precision == .fp32 ? MathBackend.description(of: MathBackend.active)
+            : "\(MathBackend.description(of: .onednn)) in \(job.precision.rawValue)\(MathPrecision.nativeBF16 ? "" : " (emulated: this CPU has no bf16 instructions)")"
+    }
+
+    private func train(from start: StartingPoint, control: () -> TrainingCommand, interrupt: () -> TrainingCommand) throws -> TrainingOutcome {
         let h = job.hyperparameters
         try FileManager.default.createDirectory(atPath: directory.checkpoints, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: directory.stateDirectory, withIntermediateDirectories: true)
         switch start {
         case .resume:
             try restoreState(from: statePath, fork: false)
-            sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps); math on \(MathBackend.description(of: MathBackend.active))")
+            sink.log("resumed \(job.method.rawValue) at step \(step)/\(totalSteps); math on \(mathDescription)")
         case let .fork(path):
             try restoreState(from: path, fork: true)
-            sink.log("forked \(job.method.rawValue) at step \(step)/\(totalSteps): weights, optimizer moments, random streams and data order continue from the parent's training state; math on \(MathBackend.description(of: MathBackend.active))")
+            sink.log("forked \(job.method.rawValue) at step \(step)/\(totalSteps): weights, optimizer moments, random streams and data order continue from the parent's training state; math on \(mathDescription)")
         case .fresh:
-            sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue)); math on \(MathBackend.description(of: MathBackend.active))")
+            sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue)); math on \(mathDescription)")
         }
         permutation = dataOrder(epoch: epoch)
         var intervalStart = Date(), intervalExamples = 0

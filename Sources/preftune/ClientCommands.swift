@@ -101,7 +101,7 @@ enum ClientCommands {
         case "create":
             guard let model = option("--model", in: arguments), let file = option("--training-file", in: arguments),
                   let method = option("--method", in: arguments) else {
-                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--early-stopping JSON] [--grader JSON] [--result best|last] [--follow]", status: 2)
+                fail("usage: preftune jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo [--hyperparameters JSON] [--set key=value]… [--validation-file ID] [--suffix S] [--seed N] [--priority N] [--webhook-url URL] [--early-stopping JSON] [--grader JSON] [--result best|last] [--precision fp32|bf16] [--follow]", status: 2)
             }
             let hyperparameters = hyperparametersArgument(arguments)
             var body: JSONObject = ["model": .string(model), "training_file": .string(file),
@@ -114,14 +114,18 @@ enum ClientCommands {
             for (flag, field) in [("--early-stopping", "early_stopping"), ("--grader", "grader")] {
                 if let value = option(flag, in: arguments) { body[field] = jsonArgument(value, name: flag) }
             }
-            if let result = option("--result", in: arguments) { body["result"] = .string(result) }
+            for (flag, field) in [("--result", "result"), ("--precision", "precision")] {
+                if let value = option(flag, in: arguments) { body[field] = .string(value) }
+            }
             createJob("/v1/fine_tuning/jobs", body, client: client, arguments: arguments)
         case "fork":
-            let usage = "jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]"
+            let usage = "jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--precision fp32|bf16] [--follow]"
             let parent = positional(arguments, usage)
             guard let step = option("--from-step", in: arguments) else { fail("usage: preftune \(usage)", status: 2) }
             var body: JSONObject = ["from_step": integer(step), "hyperparameters": .object(hyperparametersArgument(arguments))]
-            if let suffix = option("--suffix", in: arguments) { body["suffix"] = .string(suffix) }
+            for (flag, field) in [("--suffix", "suffix"), ("--precision", "precision")] {
+                if let value = option(flag, in: arguments) { body[field] = .string(value) }
+            }
             createJob("/v1/fine_tuning/jobs/\(parent)/fork", body, client: client, arguments: arguments)
         case "checkpoints":
             let id = positional(arguments, "jobs checkpoints ID")
@@ -213,7 +217,7 @@ enum ClientCommands {
     static func sample(_ arguments: [String]) {
         let client = APIClient(arguments: arguments)
         guard let model = option("--model", in: arguments) else {
-            fail("usage: preftune sample --model ID --prompt TEXT [--prompt TEXT]… [--n 4] [--steps 20] [--guidance 1] [--sampler dpmpp2m] [--seed 0] [--png FILE]", status: 2)
+            fail("usage: preftune sample --model ID --prompt TEXT [--prompt TEXT]… [--n 4] [--steps 20] [--guidance 1] [--sampler dpmpp2m] [--seed 0] [--png FILE] [--precision fp32|bf16]", status: 2)
         }
         let prompts = arguments.enumerated().filter { $0.element == "--prompt" && $0.offset + 1 < arguments.count }.map { arguments[$0.offset + 1] }
         var body: JSONObject = ["model": .string(model)]
@@ -222,7 +226,9 @@ enum ClientCommands {
             if let value = option(flag, in: arguments) { body[field] = integer(value) }
         }
         if let guidance = option("--guidance", in: arguments) { body["guidance_scale"] = JSONValue(Double(guidance) ?? -1) }
-        if let sampler = option("--sampler", in: arguments) { body["sampler"] = .string(sampler) }
+        for (flag, field) in [("--sampler", "sampler"), ("--precision", "precision")] {
+            if let value = option(flag, in: arguments) { body[field] = .string(value) }
+        }
         if let path = option("--png", in: arguments) {
             body["format"] = "png"
             let response = client.send("POST", "/v1/samples", json: .object(body))

@@ -32,9 +32,9 @@ enum Flags {
         "models list": Command(valued: dataDir),
         "models get": Command(valued: dataDir, positionals: 1...1),
         "jobs create": Command(valued: ["--model", "--training-file", "--method", "--hyperparameters", "--set", "--validation-file",
-                                        "--suffix", "--seed", "--priority", "--webhook-url", "--early-stopping", "--grader", "--result", "--data-dir"],
+                                        "--suffix", "--seed", "--priority", "--webhook-url", "--early-stopping", "--grader", "--result", "--precision", "--data-dir"],
                                switches: ["--follow", "-f"]),
-        "jobs fork": Command(valued: ["--from-step", "--hyperparameters", "--set", "--suffix", "--data-dir"], switches: ["--follow", "-f"], positionals: 1...1),
+        "jobs fork": Command(valued: ["--from-step", "--hyperparameters", "--set", "--suffix", "--precision", "--data-dir"], switches: ["--follow", "-f"], positionals: 1...1),
         "jobs checkpoints": Command(valued: dataDir, positionals: 1...1),
         "jobs list": Command(valued: dataDir),
         "jobs get": Command(valued: dataDir, positionals: 1...1),
@@ -43,7 +43,7 @@ enum Flags {
         "jobs resume": Command(valued: dataDir, positionals: 1...1),
         "jobs events": Command(valued: dataDir, positionals: 1...1),
         "jobs logs": Command(valued: dataDir, switches: ["-f", "--follow"], positionals: 1...1),
-        "sample": Command(valued: ["--model", "--prompt", "--n", "--steps", "--guidance", "--sampler", "--seed", "--png", "--data-dir"]),
+        "sample": Command(valued: ["--model", "--prompt", "--n", "--steps", "--guidance", "--sampler", "--seed", "--png", "--precision", "--data-dir"]),
     ]
 
     /// Checks the whole command line (without the program name); exits 2 with a usage message on a mistake.

@@ -72,13 +72,16 @@ func printUsage() {
       jobs create --model ID --training-file FILE_ID --method sft|dpo|kto|dro|rpo
                   [--hyperparameters JSON|@file] [--set key=value]… [--validation-file ID]
                   [--suffix S] [--seed N] [--priority N] [--webhook-url URL]
-                  [--early-stopping JSON] [--grader JSON|@file] [--result best|last] [--follow]
+                  [--early-stopping JSON] [--grader JSON|@file] [--result best|last]
+                  [--precision fp32|bf16] [--follow]
                                    (--model ft:…:ckpt-step-N starts from a checkpoint's weights)
-      jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S] [--follow]
+      jobs fork ID --from-step N [--hyperparameters JSON] [--set key=value]… [--suffix S]
+                   [--precision fp32|bf16] [--follow]
                                    a new job continuing ID's full training state at that checkpoint
       jobs list | get ID | checkpoints ID | cancel ID | pause ID | resume ID | events ID
       jobs logs ID [-f]            the job's log; -f follows it to the end with a progress line
       sample --model ID --prompt TEXT… [--n N] [--steps N] [--guidance G] [--sampler S] [--seed N] [--png FILE]
+             [--precision fp32|bf16]       bf16: products in bf16 mixed precision (AVX512-BF16 or AMX CPUs)
       --version                    version, BLAS kernels and threads in use
       help                         this text
     """)
@@ -411,6 +414,7 @@ case "--version", "version":
     print("math: \(MathBackend.description) (of \(MathBackend.allCases.map(\.rawValue).joined(separator: ", ")); --math or PREFTUNE_MATH chooses)")
     print("blas: OpenBLAS \(BLASRuntime.coreName) kernels, \(BLASRuntime.threadCount) threads (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
     print("onednn: \(MathBackend.description(of: .onednn))")
+    print("bf16: \(MathPrecision.bf16Refusal.map { "no — \($0)" } ?? "yes (\"precision\": \"bf16\" on jobs and sample requests)")")
 case "serve":
     serve(Array(arguments.dropFirst()))
 case "worker":

@@ -87,7 +87,7 @@ import Testing
         let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 7)
         let native = start.copy(), emulated = start.copy(), fp32 = start.copy()
         let shape = OneDNN.ProductShape(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, lda: lda, ldb: ldb, ldc: ldc,
-                                        alpha: c.alpha, beta: c.beta, bf16: true, packedB: true)
+                                        alpha: c.alpha, beta: c.beta, bf16: true)
         #expect(OneDNN.sgemm(shape, a: a.pointer, b: b.pointer, c: native.pointer), "oneDNN refused the bf16 product")
         BLAS.emulatedBF16(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
                           b: b.pointer, ldb: ldb, beta: c.beta, c: emulated.pointer, ldc: ldc)

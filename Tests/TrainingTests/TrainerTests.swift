@@ -61,17 +61,20 @@ enum TinyJob {
 }
 
 @Suite struct TrainerTests {
-    @Test("a resumed run is bit-identical to one that never stopped", arguments: [TrainingMethod.dro, .dpo])
-    func resumeIsBitIdentical(method: TrainingMethod) throws {
+    @Test("a resumed run is bit-identical to one that never stopped, in fp32 and in bf16",
+          arguments: [TrainingMethod.dro, .dpo], MathPrecision.allCases)
+    func resumeIsBitIdentical(method: TrainingMethod, precision: MathPrecision) throws {
         let hyper: JSONObject = ["n_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 5,
                                     "log_every": 2, "lr_scheduler": "cosine", "warmup_steps": 2, "ema_decay": 0.9,
                                     "gradient_accumulation_steps": 2, "prompt_dropout": 0.25]
         var extra = hyper
         if method == .dro { extra["policy_steps"] = 4; extra["buffer_size"] = 6; extra["policy_sync_every"] = 3 }
-        let job = try TinyJob.job(method, extra)
+        var job = try TinyJob.job(method, extra)
+        job.precision = precision
 
         let straightDirectory = TinyJob.directory()
-        let straight = try Trainer(job: job, directory: straightDirectory, sink: RecordingSink())
+        let straightSink = RecordingSink()
+        let straight = try Trainer(job: job, directory: straightDirectory, sink: straightSink)
         guard case let .succeeded(straightModel) = try straight.run() else { Issue.record("did not finish"); return }
 
         let stoppedDirectory = TinyJob.directory()
@@ -85,7 +88,8 @@ enum TinyJob {
         guard case let .succeeded(resumedModel) = try second.run(resume: true) else { Issue.record("did not finish"); return }
 
         let a = try ModelFile.load(straightModel), b = try ModelFile.load(resumedModel)
-        #expect(a.parameters.array == b.parameters.array, "\(method): resumed weights differ")
+        #expect(a.parameters.array == b.parameters.array, "\(method) in \(precision): resumed weights differ")
+        #expect(straightSink.lines.first?.contains(precision == .bf16 ? " in bf16" : "math on ") == true, "\(straightSink.lines.first ?? "")")
         // Metric steps continue strictly increasing across the pause, with no duplicates.
         let steps = (firstSink.points + secondSink.points).map(\.step)
         #expect(steps == steps.sorted() && Set(steps).count == steps.count)

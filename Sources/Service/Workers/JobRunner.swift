@@ -102,6 +102,14 @@ struct JobRunner {
         let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
         var trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
                                       base: base.parameters, training: training, validation: validation)
+        // The API node checked its own CPU; in a fleet this worker's may differ.
+        guard let precision = MathPrecision(rawValue: job.precision) else {
+            throw Failure(code: "internal_error", message: "the job's stored precision \(job.precision) is not readable")
+        }
+        if precision == .bf16, let refusal = MathPrecision.bf16Refusal {
+            throw Failure(code: "unsupported_precision", message: "this worker cannot train in bf16: \(refusal)", param: "precision")
+        }
+        trainingJob.precision = precision
         if let evaluation {
             trainingJob.selection = evaluation.selection(hasValidation: validation != nil)
             trainingJob.result = evaluation.result
