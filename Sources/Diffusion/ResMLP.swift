@@ -202,7 +202,12 @@ public struct ResMLP: Sendable {
     /// on (t, c) — time MLP, condition vector, all blocks' modulation — runs on the first
     /// G rows and is reused: a pair costs 10–18 % fewer FLOPs. Gradients are the same
     /// sums, taken per shared row.
-    public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int, conditionRows: Int? = nil) {
+    ///
+    /// Without `keepingActivations` (sampling, the reference model, validation: no backward pass
+    /// follows) the SiLU layers keep only their output, and on oneDNN each SiLU is its product's
+    /// post-op rather than a pass of its own.
+    public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int, conditionRows: Int? = nil,
+                        keepingActivations: Bool = true) {
         precondition(parameters.count == layout.totalCount, "parameters do not match this model")
         precondition(batch <= ws.maxBatch, "batch \(batch) exceeds the workspace's \(ws.maxBatch)")
         let G = conditionRows ?? batch
@@ -216,8 +221,8 @@ public struct ResMLP: Sendable {
 
         // 1–2. Time embedding e.
         timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: G)
-        linear(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, output: ws.time0.pointer, outputs: H, batch: G)
-        Elementwise.siluForward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, out: ws.time0Activation.pointer, count: G * H)
+        linearSiLU(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, preActivation: ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer,
+                   output: ws.time0Activation.pointer, outputs: H, batch: G, keepingActivations: keepingActivations)
         linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: G)
 
         // 3. s = SiLU(e + c).
@@ -236,12 +241,11 @@ public struct ResMLP: Sendable {
                               normalized: a.normalized.pointer, rstd: a.rstd.pointer, out: a.normOut.pointer, rows: B, width: H)
             modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer,
                      batch: B, conditionRows: G)
-            linear(p, block.fc1, input: a.u.pointer, inputs: H, output: a.fc1.pointer, outputs: M, batch: B)
-            Elementwise.siluForward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, out: a.fc1Activation.pointer, count: B * M)
-            // h += fc2(…): the GEMM accumulates straight into the residual stream.
-            BLAS.sgemm(transB: true, m: B, n: H, k: M, a: a.fc1Activation.pointer, lda: M, b: p + block.fc2.weight, ldb: M,
-                       beta: 1, c: ws.h.pointer, ldc: H)
-            Elementwise.addBias(p + block.fc2.bias, to: ws.h.pointer, rows: B, columns: H, stride: H)
+            linearSiLU(p, block.fc1, input: a.u.pointer, inputs: H, preActivation: a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer,
+                       output: a.fc1Activation.pointer, outputs: M, batch: B, keepingActivations: keepingActivations)
+            // h += fc2(…): the product accumulates straight into the residual stream.
+            BLAS.linear(a.fc1Activation.pointer, rows: B, inputs: M, weight: p + block.fc2.weight, bias: p + block.fc2.bias, outputs: H,
+                        into: ws.h.pointer, accumulate: true)
         }
 
         // 6. out = out_proj(LN(h)).
@@ -250,15 +254,26 @@ public struct ResMLP: Sendable {
         linear(p, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, output: ws.output.pointer, outputs: D, batch: B)
     }
 
-    /// y = x·Wᵀ + b for W stored [outputs, inputs]. The bias is written first and the
-    /// GEMM accumulates onto it (β = 1): with β = 0 OpenBLAS would make a zeroing pass
-    /// over y, and the bias another read-modify-write one.
+    /// y = x·Wᵀ + b for W stored [outputs, inputs].
     @inline(__always)
     func linear(_ p: UnsafePointer<Float>, _ offsets: (weight: Int, bias: Int), input: UnsafePointer<Float>, inputs: Int,
                 output: UnsafeMutablePointer<Float>, outputs: Int, batch: Int) {
-        Elementwise.broadcastRows(p + offsets.bias, into: output, rows: batch, columns: outputs, stride: outputs)
-        BLAS.sgemm(transB: true, m: batch, n: outputs, k: inputs, a: input, lda: inputs, b: p + offsets.weight, ldb: inputs,
-                   beta: 1, c: output, ldc: outputs)
+        BLAS.linear(input, rows: batch, inputs: inputs, weight: p + offsets.weight, bias: p + offsets.bias, outputs: outputs, into: output)
+    }
+
+    /// SiLU(x·Wᵀ + b): for a backward pass the pre-activation and its sigmoid are kept too;
+    /// without one, only the output, the SiLU fused into the product.
+    @inline(__always)
+    func linearSiLU(_ p: UnsafePointer<Float>, _ offsets: (weight: Int, bias: Int), input: UnsafePointer<Float>, inputs: Int,
+                    preActivation: UnsafeMutablePointer<Float>, sigmoid: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
+                    outputs: Int, batch: Int, keepingActivations: Bool) {
+        if keepingActivations {
+            linear(p, offsets, input: input, inputs: inputs, output: preActivation, outputs: outputs, batch: batch)
+            Elementwise.siluForward(preActivation, sigmoid: sigmoid, out: output, count: batch * outputs)
+        } else {
+            BLAS.linear(input, rows: batch, inputs: inputs, weight: p + offsets.weight, bias: p + offsets.bias, outputs: outputs,
+                        into: output, silu: true)
+        }
     }
 
     /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.

@@ -125,7 +125,7 @@ public final class Sampler {
                 (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
                 for b in 0..<batch { workspace.timesteps[copy + b] = rowTimesteps[b] }
             }
-            model.forward(parameters, workspace, batch: rows)
+            model.forward(parameters, workspace, batch: rows, keepingActivations: false)
             let conditional = workspace.output.pointer
             if rows > batch {
                 let unconditional = conditional + batch * D

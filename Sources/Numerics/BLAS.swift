@@ -15,34 +15,73 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
-        if k > 0 {
-            var backend = MathBackend.current, bf16 = false, packed: PackedWeights?
-            if ThreadMath.anyOverrides {
-                let context = ThreadMath.context
-                backend = context.override ?? backend
-                bf16 = context.precision == .bf16
-                packed = context.packed.flatMap { $0.holds(b) ? $0 : nil }
-            }
-            if bf16 {
-                // bf16 runs on oneDNN wherever the CPU has bf16 instructions, whichever fp32 backend
-                // the process uses; elsewhere it is emulated with the same rounding.
-                if OneDNN.supportsBF16,
-                   OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
-                                      alpha: alpha, beta: beta, bf16: true, packedB: packed != nil), a: a, b: b, c: c, packed: packed) {
-                    return
-                }
-                emulatedBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                             beta: beta, c: c, ldc: ldc)
-                return
-            }
-            if backend == .onednn,
-               OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
-                                  alpha: alpha, beta: beta, packedB: packed != nil), a: a, b: b, c: c, packed: packed) {
-                return
-            }
+        let route = Route(b: b)
+        if k > 0, route.onOneDNN,
+           OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
+                              bf16: route.bf16, packedB: route.packed != nil), a: a, b: b, c: c, packed: route.packed) {
+            return
         }
-        fp32OpenBLAS(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                     beta: beta, c: c, ldc: ldc)
+        fallback(bf16: k > 0 && route.bf16, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                 b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    /// A layer: Y = X·Wᵀ + bias, then SiLU when `silu`, or Y += X·Wᵀ + bias when `accumulate`
+    /// (a residual), for X [rows, inputs] and W stored [outputs, inputs], all rows contiguous.
+    /// On oneDNN the bias, the activation and the sum are the product's post-ops, written with
+    /// its output; on OpenBLAS they are passes of their own.
+    public static func linear(_ x: UnsafePointer<Float>, rows: Int, inputs: Int, weight: UnsafePointer<Float>,
+                              bias: UnsafePointer<Float>, outputs: Int, into y: UnsafeMutablePointer<Float>,
+                              accumulate: Bool = false, silu: Bool = false) {
+        precondition(!(accumulate && silu), "SiLU of an accumulated output is not a layer")
+        if rows == 0 || outputs == 0 { return }
+        let route = Route(b: weight)
+        if inputs > 0, route.onOneDNN,
+           OneDNN.sgemm(.init(transA: false, transB: true, m: rows, n: outputs, k: inputs, lda: inputs, ldb: inputs, ldc: outputs,
+                              alpha: 1, beta: accumulate ? 1 : 0, bf16: route.bf16, packedB: route.packed != nil, bias: true, silu: silu),
+                        a: x, b: weight, c: y, bias: bias, packed: route.packed) {
+            return
+        }
+        // The bias written first and the product accumulated onto it: with β = 0 OpenBLAS would
+        // make a zeroing pass over y, and the bias another read-modify-write one.
+        if !accumulate { Elementwise.broadcastRows(bias, into: y, rows: rows, columns: outputs, stride: outputs) }
+        fallback(bf16: inputs > 0 && route.bf16, transA: false, transB: true, m: rows, n: outputs, k: inputs, alpha: 1, a: x, lda: inputs,
+                 b: weight, ldb: inputs, beta: 1, c: y, ldc: outputs)
+        if accumulate { Elementwise.addBias(bias, to: y, rows: rows, columns: outputs, stride: outputs) }
+        if silu { Elementwise.siluInPlace(y, count: rows * outputs) }
+    }
+
+    /// Where this thread's product of B goes: oneDNN (the process's or thread's backend, or any
+    /// bf16 product on a CPU with bf16 instructions), in bf16 or not, with B's packed copy or not.
+    struct Route {
+        var onOneDNN: Bool, bf16 = false
+        var packed: PackedWeights?
+
+        @inline(__always)
+        init(b: UnsafePointer<Float>) {
+            guard ThreadMath.anyOverrides else {
+                onOneDNN = MathBackend.current == .onednn
+                return
+            }
+            let context = ThreadMath.context
+            bf16 = context.precision == .bf16
+            // bf16 runs on oneDNN wherever the CPU has bf16 instructions, whichever fp32 backend
+            // the process uses; elsewhere it is emulated with the same rounding.
+            onOneDNN = bf16 ? OneDNN.supportsBF16 : (context.override ?? MathBackend.current) == .onednn
+            packed = context.packed.flatMap { $0.holds(b) ? $0 : nil }
+        }
+    }
+
+    /// What oneDNN did not compute: OpenBLAS's SGEMM, or in bf16 the emulation.
+    @inline(__always)
+    static func fallback(bf16: Bool, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if bf16 {
+            emulatedBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                         beta: beta, c: c, ldc: ldc)
+        } else {
+            fp32OpenBLAS(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                         beta: beta, c: c, ldc: ldc)
+        }
     }
 
     /// A bf16 product where the CPU has no bf16 instructions: both operands rounded to bf16

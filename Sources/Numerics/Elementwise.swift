@@ -43,6 +43,11 @@ public enum Elementwise {
         }
     }
 
+    /// SiLU in place, σ not kept (a forward pass no backward pass follows).
+    public static func siluInPlace(_ y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] = y[i] * Self.sigmoid(y[i]) }
+    }
+
     /// SiLU backward: da = dout · σ(a)·(1 + a·(1 − σ(a))).
     public static func siluBackward(_ a: UnsafePointer<Float>, sigmoid: UnsafePointer<Float>,
                                     dOut: UnsafePointer<Float>, dA: UnsafeMutablePointer<Float>, count: Int) {

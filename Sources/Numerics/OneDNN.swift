@@ -58,6 +58,10 @@ enum OneDNN {
         /// B in the layout the primitive chooses (fp32, or bf16 in AMX's pairs), made by a
         /// reorder once per `PackedWeights` and shape.
         var packedB = false
+        /// Epilogues fused as the primitive's own: a bias row added (before any sum), and SiLU
+        /// (swish with α 1) applied last.
+        var bias = false
+        var silu = false
 
         /// The stored extent of op(A) and op(B): rows × columns before any transpose.
         var aStored: (rows: Int, columns: Int) { transA ? (k, m) : (m, k) }
@@ -70,6 +74,8 @@ enum OneDNN {
         let primitive: dnnl_primitive_t
         /// The caller's operands as stored (fp32, strided).
         var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
+        /// The bias row, [1, n].
+        var bias = dnnl_memory_desc_t()
         /// The operands as the primitive reads them: in bf16, converted (rows contiguous); B packed.
         var aRead = dnnl_memory_desc_t(), bRead = dnnl_memory_desc_t()
         /// bf16: the reorders that convert A, and B unless packed.
@@ -104,8 +110,15 @@ enum OneDNN {
                 guard ok(dnnl_memory_desc_init_by_strides(&bRead, 2, &bDims, dnnl_bf16, &converted)) else { return nil }
                 bBytes = 2 * s.k * s.n
             }
+            var bias = dnnl_memory_desc_t()
+            if s.bias {
+                var biasDims: [dnnl_dim_t] = [1, dnnl_dim_t(s.n)], biasStrides: [dnnl_dim_t] = [dnnl_dim_t(s.n), 1]
+                guard ok(dnnl_memory_desc_init_by_strides(&bias, 2, &biasDims, dnnl_f32, &biasStrides)) else { return nil }
+            }
             var description = dnnl_matmul_desc_t()
-            guard ok(dnnl_matmul_desc_init(&description, &aRead, &bRead, nil, &c)) else { return nil }
+            let described = s.bias ? dnnl_matmul_desc_init(&description, &aRead, &bRead, &bias, &c)
+                : dnnl_matmul_desc_init(&description, &aRead, &bRead, nil, &c)
+            guard ok(described) else { return nil }
             var attributes: dnnl_primitive_attr_t?
             guard ok(dnnl_primitive_attr_create(&attributes)) else { return nil }
             defer { dnnl_primitive_attr_destroy(attributes) }
@@ -113,11 +126,13 @@ enum OneDNN {
                 var alpha = s.alpha
                 guard ok(dnnl_primitive_attr_set_output_scales(attributes, 1, 0, &alpha)) else { return nil }
             }
-            if s.beta != 0 {
+            if s.beta != 0 || s.silu {
                 var postOps: dnnl_post_ops_t?
                 guard ok(dnnl_post_ops_create(&postOps)) else { return nil }
                 defer { dnnl_post_ops_destroy(postOps) }
-                guard ok(dnnl_post_ops_append_sum(postOps, s.beta)), ok(dnnl_primitive_attr_set_post_ops(attributes, postOps)) else { return nil }
+                if s.beta != 0 { guard ok(dnnl_post_ops_append_sum(postOps, s.beta)) else { return nil } }
+                if s.silu { guard ok(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_swish, 1, 0)) else { return nil } }
+                guard ok(dnnl_primitive_attr_set_post_ops(attributes, postOps)) else { return nil }
             }
             var descriptor: dnnl_primitive_desc_t?
             guard ok(dnnl_primitive_desc_create(&descriptor, &description, attributes, OneDNN.engine.handle, nil)) else { return nil }
@@ -130,6 +145,7 @@ enum OneDNN {
             self.c = c
             self.aRead = aRead
             self.bRead = bRead
+            self.bias = bias
             if s.bf16 {
                 guard let convertA = Self.reorder(from: &self.a, to: aRead) else {
                     release()
@@ -177,7 +193,8 @@ enum OneDNN {
     /// from `packed` when given; false when oneDNN cannot (the caller then uses OpenBLAS, or in
     /// bf16 the emulation).
     static func sgemm(_ shape: ProductShape, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
-                      packed: PackedWeights? = nil) -> Bool {
+                      bias: UnsafePointer<Float>? = nil, packed: PackedWeights? = nil) -> Bool {
+        precondition(shape.bias == (bias != nil), "a bias pointer goes with a shape that has one")
         let context = ThreadMath.context
         // The team size follows BLASRuntime's (one thread inside `singleThreaded` sections).
         let threads = Int32(BLASRuntime.effectiveThreadCount)
@@ -256,7 +273,12 @@ enum OneDNN {
         memories.append(cMemory)
         var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: aMemory), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: bMemory),
                          dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: cMemory)]
-        guard dnnl_primitive_execute(product.primitive, stream, 3, &arguments) == dnnl_success else { return false }
+        if let bias {
+            guard let biasMemory = memory(&product.bias, UnsafeMutableRawPointer(mutating: bias)) else { return false }
+            memories.append(biasMemory)
+            arguments.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: biasMemory))
+        }
+        guard dnnl_primitive_execute(product.primitive, stream, Int32(arguments.count), &arguments) == dnnl_success else { return false }
         return dnnl_stream_wait(stream) == dnnl_success
     }
 }

@@ -101,7 +101,7 @@ extension ObjectiveContext {
 
     /// Runs θ's forward pass and computes its per-row mse.
     func runTheta(rows: Int) {
-        model.forward(theta, workspace, batch: rows, conditionRows: examples)
+        model.forward(theta, workspace, batch: rows, conditionRows: examples, keepingActivations: gradients != nil)
         Self.rowMSE(workspace.output.pointer, targets, rows: rows, width: rowWidth, into: &scratch.thetaMSE)
     }
 
@@ -112,7 +112,9 @@ extension ObjectiveContext {
         let referenceWorkspace = scratch.referenceWorkspace, packedReference = scratch.packed(reference)
         referenceWorkspace.copyInputs(from: workspace, rows: rows)
         let runReference = { [model, examples] in
-            packedReference.using { model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples) }
+            packedReference.using {
+                model.forward(reference, referenceWorkspace, batch: rows, conditionRows: examples, keepingActivations: false)
+            }
         }
         if let companion = scratch.companion {
             companion.sideBySide({ runTheta(rows: rows) }, runReference)
