@@ -15,7 +15,7 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
-        let route = Route(b: b)
+        let route = Route(b: b, work: m * n * k)
         if k > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
                               bf16: route.bf16, packedB: route.packed != nil), a: a, b: b, c: c, packed: route.packed) {
@@ -34,7 +34,7 @@ public enum BLAS {
                               accumulate: Bool = false, silu: Bool = false) {
         precondition(!(accumulate && silu), "SiLU of an accumulated output is not a layer")
         if rows == 0 || outputs == 0 { return }
-        let route = Route(b: weight)
+        let route = Route(b: weight, work: rows * outputs * inputs)
         if inputs > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: false, transB: true, m: rows, n: outputs, k: inputs, lda: inputs, ldb: inputs, ldc: outputs,
                               alpha: 1, beta: accumulate ? 1 : 0, bf16: route.bf16, packedB: route.packed != nil, bias: true, silu: silu),
@@ -56,17 +56,31 @@ public enum BLAS {
         var onOneDNN: Bool, bf16 = false
         var packed: PackedWeights?
 
+        /// Multiply-adds below which an fp32 product runs on OpenBLAS whatever the backend: a oneDNN
+        /// call costs microseconds of its own (memory objects, a stream, an OpenMP team), which a
+        /// product this small does not repay (bench-s's 64×256×64: 74 GFLOP/s on oneDNN, 124 on
+        /// OpenBLAS; a tiny model trained 5× slower).
+        static let smallestForOneDNN = 1 << 20
+
         @inline(__always)
-        init(b: UnsafePointer<Float>) {
+        init(b: UnsafePointer<Float>, work: Int) {
             guard ThreadMath.anyOverrides else {
-                onOneDNN = MathBackend.current == .onednn
+                onOneDNN = MathBackend.current == .onednn && work > Self.smallestForOneDNN
                 return
             }
             let context = ThreadMath.context
             bf16 = context.precision == .bf16
             // bf16 runs on oneDNN wherever the CPU has bf16 instructions, whichever fp32 backend
-            // the process uses; elsewhere it is emulated with the same rounding.
-            onOneDNN = bf16 ? OneDNN.supportsBF16 : (context.override ?? MathBackend.current) == .onednn
+            // the process uses (small products too: bf16 is the arithmetic asked for); elsewhere it
+            // is emulated with the same rounding. A thread's own choice (`withBackend`, which the
+            // golden tests make) holds for every size.
+            if bf16 {
+                onOneDNN = OneDNN.supportsBF16
+            } else if let chosen = context.override {
+                onOneDNN = chosen == .onednn
+            } else {
+                onOneDNN = MathBackend.current == .onednn && work > Self.smallestForOneDNN
+            }
             packed = context.packed.flatMap { $0.holds(b) ? $0 : nil }
         }
     }

@@ -33,8 +33,12 @@ public final class CompanionThread: Sendable {
         // `theirs` touches this thread's buffers, which is safe because this call waits for it.
         // It computes its products on this thread's backend (a test may have chosen one) and in
         // this thread's precision (a bf16 job's).
-        let work = UncheckedSendable(theirs), backend = MathBackend.active, precision = MathPrecision.active
-        thread.run { MathBackend.withBackend(backend) { MathPrecision.with(precision) { work.value() } } }
+        let work = UncheckedSendable(theirs), backend = MathBackend.chosenByThisThread, precision = MathPrecision.active
+        thread.run {
+            MathPrecision.with(precision) {
+                if let backend { MathBackend.withBackend(backend) { work.value() } } else { work.value() }
+            }
+        }
         mine()
         thread.waitUntilIdle()
     }

@@ -13,6 +13,10 @@ import Glibc
 ///   short element-wise gaps between a forward pass's GEMMs, where a sleep and
 ///   wake-up per GEMM cost small models 20 % (measured: 2^16 made bench-s
 ///   sampling 1,528 samples/s, 2^20 1,910).
+/// And one of libgomp's, oneDNN's OpenMP runtime, read when it loads too:
+/// - `OMP_WAIT_POLICY`: by default its threads spin after each product, taking the
+///   core the element-wise work between products needs (three timing-sensitive tests
+///   failed with it, and a job's companion thread starved); `passive` makes them sleep.
 /// Entry points call `ensureFastestKernels` first thing; when either variable is
 /// unset it sets it and re-executes the process so the library loads with it.
 /// Values already in the environment are always respected.
@@ -51,6 +55,10 @@ public enum KernelSelection {
         }
         if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
             setenv("OPENBLAS_THREAD_TIMEOUT", threadTimeout, 1)
+            changed = true
+        }
+        if getenv("OMP_WAIT_POLICY") == nil {
+            setenv("OMP_WAIT_POLICY", "passive", 1)
             changed = true
         }
         guard changed else { return }

@@ -10,11 +10,10 @@ public enum MathBackend: String, CaseIterable, Sendable {
     case onednn
     case openblas
 
-    /// OpenBLAS, for now. oneDNN's matmul on the operands as stored (no packed weights yet) is on
-    /// par with OpenBLAS product by product on the project's machine, and its OpenMP threads slow
-    /// the element-wise work between products (docs/numerics.md, "Math backends"): it becomes the
-    /// default when packed weights make it the faster one.
-    public static var preferred: MathBackend { .openblas }
+    /// oneDNN wherever it runs (x86-64 with AVX2 or better): with packed weights for models that
+    /// do not change and fused epilogues it is the faster of the two on the project's machine
+    /// (docs/numerics.md, "Math backends"); OpenBLAS elsewhere.
+    public static var preferred: MathBackend { OneDNN.supportsCPU ? .onednn : .openblas }
 
     private static let chosen = Atomic<UInt8>(0)  // 0: not chosen yet; 1 + index in allCases
 
@@ -41,6 +40,9 @@ public enum MathBackend: String, CaseIterable, Sendable {
     public static var active: MathBackend {
         ThreadMath.anyOverrides ? ThreadMath.context.override ?? current : current
     }
+
+    /// The backend this thread chose for a while (`withBackend`), if any.
+    static var chosenByThisThread: MathBackend? { ThreadMath.anyOverrides ? ThreadMath.context.override : nil }
 
     /// Runs `body` with this thread's products on `backend` (the process's choice is unchanged).
     public static func withBackend<T>(_ backend: MathBackend, _ body: () throws -> T) rethrows -> T {

@@ -413,7 +413,7 @@ case "--version", "version":
     print("preftune \(version)")
     print("math: \(MathBackend.description) (of \(MathBackend.allCases.map(\.rawValue).joined(separator: ", ")); --math or PREFTUNE_MATH chooses)")
     print("blas: OpenBLAS \(BLASRuntime.coreName) kernels, \(BLASRuntime.threadCount) threads (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
-    print("onednn: \(MathBackend.description(of: .onednn))")
+    print("onednn: \(MathBackend.description(of: .onednn)), OpenMP threads waiting \(ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "unset") (OMP_WAIT_POLICY)")
     print("bf16: \(MathPrecision.bf16Refusal.map { "no — \($0)" } ?? "yes (\"precision\": \"bf16\" on jobs and sample requests)")")
 case "serve":
     serve(Array(arguments.dropFirst()))

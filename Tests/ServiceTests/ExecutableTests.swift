@@ -111,9 +111,14 @@ import Glibc
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))
         // The math backend in use, and how to choose the other.
-        #expect(version.output.contains("math: OpenBLAS (") && version.output.contains("onednn: oneDNN 2."), "\(version.output)")
-        let onednn = try runTool(["PREFTUNE_MATH=onednn", Self.binary, "--version"])
-        #expect(onednn.output.contains("math: oneDNN 2."), "\(onednn.output)")
+        // oneDNN is the default where it runs (AVX2 or better), OpenBLAS elsewhere.
+        let expected = MathBackend.preferred == .onednn ? "math: oneDNN 2." : "math: OpenBLAS ("
+        #expect(version.output.contains(expected) && version.output.contains("onednn: oneDNN 2."), "\(version.output)")
+        let openblas = try runTool(["PREFTUNE_MATH=openblas", Self.binary, "--version"])
+        #expect(openblas.output.contains("math: OpenBLAS ("), "\(openblas.output)")
+        // libgomp's threads sleep between products unless the environment says otherwise.
+        let environment = try runTool(["sh", "-c", "unset OMP_WAIT_POLICY; exec \(Self.binary) --version"])
+        #expect(environment.output.contains("OpenMP threads waiting passive"), "\(environment.output)")
         let preferred = KernelSelection.preferredCoreType(cpuFlags: KernelSelection.cpuFlags())
         if let preferred, ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil {
             #expect(version.output.contains("OPENBLAS_CORETYPE=\(preferred)"), "\(version.output)")
