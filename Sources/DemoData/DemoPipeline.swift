@@ -48,15 +48,16 @@ public struct DemoPipeline {
 
     /// A fine-tuning job from `base`; `seed` is the job's (data order, noise, rollouts), the pipeline's by default.
     public func fineTune(_ method: TrainingMethod, from base: FloatBuffer, hyperparameters: JSONObject, seed: UInt64? = nil,
-                         log: ((String) -> Void)? = nil) throws -> FloatBuffer {
-        try train(method, from: base, data: dataset(for: method), name: "\(method.rawValue)-\(seed ?? self.seed)", log: log,
-                  hyperparameters: hyperparameters, seed: seed)
+                         precision: MathPrecision = .fp32, log: ((String) -> Void)? = nil) throws -> FloatBuffer {
+        try train(method, from: base, data: dataset(for: method), name: "\(method.rawValue)-\(seed ?? self.seed)-\(precision.rawValue)",
+                  log: log, hyperparameters: hyperparameters, seed: seed, precision: precision)
     }
 
     func train(_ method: TrainingMethod, from base: FloatBuffer, data: Dataset, name: String, log: ((String) -> Void)?,
-               hyperparameters: JSONObject, seed: UInt64? = nil) throws -> FloatBuffer {
-        let job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
+               hyperparameters: JSONObject, seed: UInt64? = nil, precision: MathPrecision = .fp32) throws -> FloatBuffer {
+        var job = TrainingJob(method: method, hyperparameters: try Hyperparameters.resolve(hyperparameters, method: method),
                               seed: seed ?? self.seed, config: config, base: base, training: data)
+        job.precision = precision
         let trainer = try Trainer(job: job, directory: "\(directory)/\(name)", sink: LogSink(log: log))
         guard case let .succeeded(path) = try trainer.run() else { throw TrainingFailure(code: "interrupted", message: "\(name) stopped", step: nil) }
         return try ModelFile.load(path).parameters
