@@ -71,11 +71,12 @@ public enum BLAS {
             let context = ThreadMath.context
             bf16 = context.precision == .bf16
             // bf16 runs on oneDNN wherever the CPU has bf16 instructions, whichever fp32 backend
-            // the process uses (small products too: bf16 is the arithmetic asked for); elsewhere it
-            // is emulated with the same rounding. A thread's own choice (`withBackend`, which the
-            // golden tests make) holds for every size.
+            // the process uses; elsewhere, and for products too small to repay a oneDNN call, it
+            // is emulated with the same rounding (operands rounded, an fp32 product: the same
+            // numbers up to the order of the sums). A thread's own choice (`withBackend`, which
+            // the golden tests make) holds for every size.
             if bf16 {
-                onOneDNN = OneDNN.supportsBF16
+                onOneDNN = OneDNN.supportsBF16 && (context.override == .onednn || work > Self.smallestForOneDNN)
             } else if let chosen = context.override {
                 onOneDNN = chosen == .onednn
             } else {

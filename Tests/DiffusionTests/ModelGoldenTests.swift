@@ -79,11 +79,12 @@ extension ModelGoldenTests {
     static let bf16Tolerance: Float = 2e-2
     static let bf16GradientTolerance: Float = 3e-2
 
-    @Test("forward and every gradient in bf16 match the fp32 reference within bf16's tolerance",
-          arguments: GoldenFixtures.files("model_forward_backward"))
-    func bf16(path: String) throws {
+    /// On oneDNN the bf16 kernels run (where the CPU has them); on OpenBLAS the emulation.
+    @Test("forward and every gradient in bf16 match the fp32 reference within bf16's tolerance, natively and emulated",
+          arguments: GoldenFixtures.files("model_forward_backward"), MathBackend.allCases)
+    func bf16(path: String, backend: MathBackend) throws {
         let fp32 = try Self.run(path)
-        let run = try MathPrecision.with(.bf16) { try Self.run(path) }
+        let run = try MathBackend.withBackend(backend) { try MathPrecision.with(.bf16) { try Self.run(path) } }
         let config = run.model.config, batch = try run.file.integers("t").count
         let expectedOut = try run.file.floats("expected.out", shape: [batch, config.sampleSize])
         let out = Array(run.workspace.output.buffer.prefix(batch * config.sampleSize))

@@ -99,9 +99,11 @@ import Testing
         if c.k > 1 { #expect(Self.largestDifference(native, fp32) > 1e-4, "the bf16 product gave fp32's result") }
         // And `BLAS.sgemm` takes the native path inside `MathPrecision.with(.bf16)`.
         let dispatched = start.copy()
-        MathPrecision.with(.bf16) {
+        MathBackend.withBackend(.onednn) {
+            MathPrecision.with(.bf16) {
             BLAS.sgemm(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
-                       b: b.pointer, ldb: ldb, beta: c.beta, c: dispatched.pointer, ldc: ldc)
+                           b: b.pointer, ldb: ldb, beta: c.beta, c: dispatched.pointer, ldc: ldc)
+            }
         }
         #expect(Self.largestDifference(dispatched, native) == 0)
     }
