@@ -7,7 +7,7 @@ TEST_FLAGS = -c release -Xswiftc -enable-testing
 # that each start a team would otherwise spin on cores the rest of the suite needs.
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: all deps build test test-browser test-nginx test-nginx-fleet soak bench-fleet bench bench-pytorch bench-api bench-followers probe-hostile eval eval-bf16 demo run clean
+.PHONY: all deps build test test-browser test-nginx test-nginx-fleet soak bench-fleet bench bench-pytorch bench-ratios bench-api bench-followers probe-hostile eval eval-bf16 demo run clean
 
 all: build
 
@@ -44,6 +44,12 @@ bench: deps
 # the golden forward (needs torch: pip install torch --index-url https://download.pytorch.org/whl/cpu).
 bench-pytorch:
 	@python3 scripts/bench-pytorch.py
+
+# The same ratios taken without the machine's drift: short preftune and PyTorch runs alternated
+# (ROUNDS=3, BENCH_CONFIGS=bench-m), each ratio per round and its median (JSON lines; needs torch).
+bench-ratios:
+	$(SWIFT) build -c release --product preftune-bench
+	@python3 scripts/bench-ratios.py
 
 # wrk against a real server on loopback and nginx serving the same body: GET /v1/fine_tuning/jobs/{id}, keep-alive, 64 connections.
 bench-api: deps

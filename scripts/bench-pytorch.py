@@ -14,6 +14,8 @@ for bench-s and bench-m, in fp32 and under torch.autocast("cpu", dtype=torch.bfl
 Subnormals are flushed, as preftune flushes them: without it PyTorch's β 5000 dpo step runs
 about 2× slower on subnormal arithmetic, and every ratio would flatter preftune.
 Needs torch (not installed by make: it is large). One JSON object per line.
+BENCH_CONFIGS (e.g. "bench-m") and BENCH_SECONDS (per measurement, default 4) narrow a run;
+scripts/bench-ratios.py uses them to alternate short runs with preftune's.
 """
 import json, math, os, sys, time
 
@@ -95,7 +97,11 @@ def scaled_linear_alphas(T=1000, start=0.00085, end=0.012):
     return torch.cumprod(1 - betas, 0)
 
 
-def bench(name, config, batch, seconds=4.0, bf16=False):
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+CONFIGS = set(os.environ.get("BENCH_CONFIGS", "bench-s,bench-m").split(","))
+
+
+def bench(name, config, batch, seconds=SECONDS, bf16=False):
     C, Hs, Ws = config["sample_shape"]
     D = C * Hs * Ws
     model = ResMLP(config)
@@ -184,5 +190,7 @@ BENCH_S = {"sample_shape": [1, 8, 8], "hidden": 256, "depth": 4, "mlp_ratio": 2,
 BENCH_M = {"sample_shape": [3, 16, 16], "hidden": 512, "depth": 6, "mlp_ratio": 4, "time_freq_dim": 256,
            "cond": {"kind": "text", "vocab": 4096, "max_tokens": 16}}
 for bf16 in (False, True):
-    bench("bench-s", BENCH_S, batch=64, bf16=bf16)
-    bench("bench-m", BENCH_M, batch=128, bf16=bf16)
+    if "bench-s" in CONFIGS:
+        bench("bench-s", BENCH_S, batch=64, bf16=bf16)
+    if "bench-m" in CONFIGS:
+        bench("bench-m", BENCH_M, batch=128, bf16=bf16)

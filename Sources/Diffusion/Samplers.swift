@@ -99,7 +99,7 @@ public final class Sampler {
     ) -> Bool {
         precondition(batch <= maxBatch, "batch \(batch) exceeds the sampler's \(maxBatch)")
         precondition(conditions.count == batch, "one condition per row")
-        let config = model.config, D = config.sampleSize
+        let config = model.config
         let rows = guidance == 1 ? batch : 2 * batch
         let grid = grid ?? Array(repeating: timesteps(steps: steps), count: batch).flatMap { $0 }
         precondition(grid.count == batch * steps, "the timestep grid must be [B, steps]")

@@ -95,6 +95,9 @@ final class SFTStepBench {
     let x0: FloatBuffer, noise: FloatBuffer
     let scratch: ObjectiveScratch
     var random = Philox(seed: 2024)
+    /// Packs θ's weight matrices afresh every step (`PackedWeights`, both layouts a step reads),
+    /// to measure whether packing θ pays.
+    var packTheta = false
 
     init(_ bench: BenchConfig) {
         model = ResMLP(config: bench.config)
@@ -128,9 +131,13 @@ final class SFTStepBench {
         random.fillNormal(noise.pointer, count: batch * D)
         schedule.addNoise(x0: x0.pointer, noise: noise.pointer, timesteps: workspace.timesteps.pointer,
                           into: workspace.x.pointer, rows: batch, width: D)
-        let loss = SFTObjective().lossAndGradient(ObjectiveContext(
-            model: model, theta: parameters, reference: nil, workspace: workspace, examples: batch,
-            targets: noise.pointer, scratch: scratch, gradients: gradients)).loss
+        let context = ObjectiveContext(model: model, theta: parameters, reference: nil, workspace: workspace, examples: batch,
+                                       targets: noise.pointer, scratch: scratch, gradients: gradients)
+        let loss = packTheta
+            ? PackedWeights(parameters, budget: 2 * PackedWeights.defaultBudget(parameters: parameters.count)).using {
+                SFTObjective().lossAndGradient(context).loss
+            }
+            : SFTObjective().lossAndGradient(context).loss
         let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
                          gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion)
@@ -408,6 +415,14 @@ func measureModels(_ precision: MathPrecision) {
                     "flops_per_row": usefulFLOPsPerRow(bench.config),
                 ])
             }
+        }
+        // Whether packing θ after every optimizer step would pay: the same step with θ packed afresh.
+        let packedName = "\(bench.name)/sft_step_theta_packed\(suffix)"
+        if bench.name == "bench-m", wanted(packedName) {
+            let sft = SFTStepBench(bench)
+            sft.packTheta = true
+            let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
+            emit(packedName, rate.median, "rows/s", ["batch": bench.batch, "note": "θ packed by oneDNN reorders at every step, then the step"])
         }
         let phaseNames = ["forward", "backward", "clip_norm", "adamw"]
         if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""make bench-ratios: SPEC §7's ratios, preftune against PyTorch, taken so that drift cannot fake them.
+
+The project's machine changes speed by up to 2x within minutes (a shared host: memory bandwidth and
+clocks move together), so a ratio of `make bench` to a `make bench-pytorch` run minutes later says
+more about the minute than the code. This alternates short runs of the two — ROUNDS rounds (default 3)
+of `preftune-bench --quick --only <config>/` then `bench-pytorch.py` on the same config — and reports
+each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
+One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
+Needs torch (see make bench-pytorch).
+"""
+import json, os, statistics, subprocess, sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+CONFIGS = os.environ.get("BENCH_CONFIGS", "bench-m").split(",")
+BENCH = os.path.join(ROOT, ".build", "release", "preftune-bench")
+
+# preftune's measurement → PyTorch's measurement of the same work (a kto step is an sft-shaped step
+# plus the reference's forward; PyTorch's pair step is what dpo, rpo and dro do).
+PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step", "rpo_step": "pair_step",
+         "kto_step": "sft_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
+
+
+def lines(command, env=None):
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
+    values = {}
+    for line in result.stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        values[record["name"].removeprefix("pytorch/")] = record["value"]
+    return values
+
+
+ratios = {}
+for round_number in range(ROUNDS):
+    for config in CONFIGS:
+        ours = lines([BENCH, "--quick", "--only", f"{config}/"])
+        theirs = lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
+                       {"BENCH_CONFIGS": config, "BENCH_SECONDS": "1.5"})
+        for suffix in ("", "_bf16"):
+            for name, their_name in PAIRS.items():
+                mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
+                if mine and other:
+                    ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)
+        for name in ("sft_step", "sample_dpmpp2m_20"):
+            if ours.get(f"{config}/{name}_bf16") and ours.get(f"{config}/{name}"):
+                ratios.setdefault(f"ratio/{config}/{name}_bf16_over_fp32", []).append(ours[f"{config}/{name}_bf16"] / ours[f"{config}/{name}"])
+        print(json.dumps({"name": f"round/{round_number + 1}/{config}", "preftune": ours, "pytorch": theirs}), file=sys.stderr)
+
+for name, values in ratios.items():
+    print(json.dumps({"name": name, "value": round(statistics.median(values), 3), "unit": "x",
+                      "rounds": [round(v, 3) for v in values]}))
