@@ -46,15 +46,7 @@ public enum MathBackend: String, CaseIterable, Sendable {
 
     /// Runs `body` with this thread's products on `backend` (the process's choice is unchanged).
     public static func withBackend<T>(_ backend: MathBackend, _ body: () throws -> T) rethrows -> T {
-        let context = ThreadMath.context
-        let saved = context.override
-        context.override = backend
-        ThreadMath.overrides.add(1, ordering: .relaxed)
-        defer {
-            context.override = saved
-            ThreadMath.overrides.subtract(1, ordering: .relaxed)
-        }
-        return try body()
+        try ThreadMath.with(\.override, backend, body)
     }
 
     /// What `--version` and job logs print: "oneDNN 2.6.3 (avx512_core_amx)" or "OpenBLAS (SkylakeX)".
@@ -87,6 +79,20 @@ final class ThreadMath {
     /// product looks at its thread's context (one relaxed load per product).
     static let overrides = Atomic<Int>(0)
     static var anyOverrides: Bool { overrides.load(ordering: .relaxed) != 0 }
+
+    /// Runs `body` with one of this thread's settings changed, and counted in `overrides`.
+    static func with<Value, T>(_ setting: ReferenceWritableKeyPath<ThreadMath, Value>, _ value: Value,
+                               _ body: () throws -> T) rethrows -> T {
+        let context = ThreadMath.context
+        let saved = context[keyPath: setting]
+        context[keyPath: setting] = value
+        overrides.add(1, ordering: .relaxed)
+        defer {
+            context[keyPath: setting] = saved
+            overrides.subtract(1, ordering: .relaxed)
+        }
+        return try body()
+    }
 
     /// A pthread key (a lookup costs nanoseconds; Foundation's thread dictionary cost a
     /// dictionary lookup per product); the context is released when its thread ends.

@@ -12,10 +12,16 @@ enum OneDNN {
         return Engine(handle: dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success ? engine : nil)
     }()
 
-    static var supportsCPU: Bool {
+    /// Whether oneDNN runs here at all (x86-64 with AVX2 or better).
+    static let supportsCPU = offers(dnnl_cpu_isa_avx2)
+
+    /// Whether oneDNN computes bf16 products on this CPU with bf16 instructions (AVX512-BF16 or AMX).
+    /// Read once: the ISA oneDNN uses is fixed when it first looks (`DNNL_MAX_CPU_ISA` caps it).
+    static let supportsBF16 = offers(dnnl_cpu_isa_avx512_core_bf16)
+
+    private static func offers(_ isa: dnnl_cpu_isa_t) -> Bool {
         #if arch(x86_64)
-        let avx2 = dnnl_cpu_isa_avx2.rawValue
-        return engine.handle != nil && dnnl_get_effective_cpu_isa().rawValue & avx2 == avx2
+        return engine.handle != nil && dnnl_get_effective_cpu_isa().rawValue & isa.rawValue == isa.rawValue
         #else
         return false
         #endif
@@ -36,15 +42,6 @@ enum OneDNN {
         return names.first { isa.rawValue & $0.0.rawValue == $0.0.rawValue }?.1 ?? "no SIMD oneDNN uses"
     }
 
-    /// Whether oneDNN computes bf16 products on this CPU with bf16 instructions (AVX512-BF16 or AMX).
-    static var supportsBF16: Bool {
-        #if arch(x86_64)
-        let bf16 = dnnl_cpu_isa_avx512_core_bf16.rawValue
-        return engine.handle != nil && dnnl_get_effective_cpu_isa().rawValue & bf16 == bf16
-        #else
-        return false
-        #endif
-    }
 
     struct ProductShape: Hashable {
         let transA, transB: Bool

@@ -45,15 +45,7 @@ public final class PackedWeights: @unchecked Sendable {
 
     /// Runs `body` with this thread's products reading these weights packed.
     public func using<T>(_ body: () throws -> T) rethrows -> T {
-        let context = ThreadMath.context
-        let saved = context.packed
-        context.packed = self
-        ThreadMath.overrides.add(1, ordering: .relaxed)
-        defer {
-            context.packed = saved
-            ThreadMath.overrides.subtract(1, ordering: .relaxed)
-        }
-        return try body()
+        try ThreadMath.with(\.packed, self, body)
     }
 
     /// Whether `pointer` is inside these weights.

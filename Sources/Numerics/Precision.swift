@@ -19,15 +19,7 @@ public enum MathPrecision: String, CaseIterable, Sendable, Codable {
     /// Runs `body` with this thread's products in `precision`.
     public static func with<T>(_ precision: MathPrecision, _ body: () throws -> T) rethrows -> T {
         if precision == .fp32 && !ThreadMath.anyOverrides { return try body() }
-        let context = ThreadMath.context
-        let saved = context.precision
-        context.precision = precision
-        ThreadMath.overrides.add(1, ordering: .relaxed)
-        defer {
-            context.precision = saved
-            ThreadMath.overrides.subtract(1, ordering: .relaxed)
-        }
-        return try body()
+        return try ThreadMath.with(\.precision, precision, body)
     }
 
     /// Whether this CPU computes bf16 products natively (AVX512-BF16 or AMX, through oneDNN).
@@ -61,33 +53,33 @@ public enum BFloat16 {
 /// A thread's buffer for operands converted to bf16 (and, when emulating, rounded fp32
 /// copies), 64-byte aligned, grown to the largest product met and kept.
 struct ConversionScratch {
-    private(set) var pointer: UnsafeMutableRawPointer?
-    private(set) var capacity = 0
-    /// A second region, for packed weights made per call beside converted operands.
-    private var second: UnsafeMutableRawPointer?
-    private var secondCapacity = 0
+    /// One region: at least the bytes asked for, the contents not kept across growth.
+    struct Region {
+        private var pointer: UnsafeMutableRawPointer?
+        private var capacity = 0
 
-    mutating func reserveSecond(_ bytes: Int) -> UnsafeMutableRawPointer {
-        if bytes > secondCapacity || second == nil {
-            second?.deallocate()
-            secondCapacity = max(bytes, 64)
-            second = UnsafeMutableRawPointer.allocate(byteCount: secondCapacity, alignment: 64)
+        mutating func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
+            if bytes > capacity || pointer == nil {
+                pointer?.deallocate()
+                capacity = max(bytes, 64)
+                pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+            }
+            return pointer!
         }
-        return second!
+
+        func release() { pointer?.deallocate() }
     }
 
-    /// At least `bytes` bytes; the contents are not kept across growth.
-    mutating func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
-        if bytes > capacity || pointer == nil {
-            pointer?.deallocate()
-            capacity = max(bytes, 64)
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-        }
-        return pointer!
-    }
+    /// Converted operands (or emulation's rounded copies).
+    private var operands = Region()
+    /// Packed weights made per call (their `PackedWeights` budget spent), beside converted operands.
+    private var packed = Region()
+
+    mutating func reserve(_ bytes: Int) -> UnsafeMutableRawPointer { operands.reserve(bytes) }
+    mutating func reserveSecond(_ bytes: Int) -> UnsafeMutableRawPointer { packed.reserve(bytes) }
 
     func release() {
-        pointer?.deallocate()
-        second?.deallocate()
+        operands.release()
+        packed.release()
     }
 }

@@ -24,14 +24,8 @@ import Testing
     @Test(arguments: cases)
     func oneDNNMatchesOpenBLAS(_ c: Case) throws {
         try #require(OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)")
-        var random = Philox(seed: 5)
         // Row strides wider than the rows: the products must honour lda, ldb and ldc.
-        let lda = (c.transA ? c.m : c.k) + 3, ldb = (c.transB ? c.k : c.n) + 5, ldc = c.n + 2
-        let a = FloatBuffer(count: (c.transA ? c.k : c.m) * lda), b = FloatBuffer(count: (c.transB ? c.n : c.k) * ldb)
-        random.fillUniform(a.pointer, count: a.count, low: -1, high: 1)
-        random.fillUniform(b.pointer, count: b.count, low: -1, high: 1)
-        let start = FloatBuffer(count: c.m * ldc)
-        random.fillUniform(start.pointer, count: start.count, low: -1, high: 1)
+        let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 5)
         let expected = start.copy(), actual = start.copy()
         MathBackend.withBackend(.openblas) {
             BLAS.sgemm(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: a.pointer, lda: lda,
@@ -140,6 +134,46 @@ import Testing
         let starved = PackedWeights(b, budget: 0)
         #expect(Self.largestDifference(product(starved), first) == 0)
         #expect(starved.bytesHeld == 0)
+    }
+
+    /// A layer's epilogues — bias, bias and SiLU, bias and residual sum — give the same numbers as
+    /// post-ops on oneDNN as in passes of their own on OpenBLAS; in bf16, natively and emulated.
+    @Test(arguments: [MathPrecision.fp32, .bf16])
+    func layerEpiloguesAgreeOnBothBackends(_ precision: MathPrecision) throws {
+        try #require(precision == .fp32 ? OneDNN.supportsCPU : OneDNN.supportsBF16)
+        let rows = 48, inputs = 96, outputs = 80
+        var random = Philox(seed: 13)
+        let x = FloatBuffer(count: rows * inputs), weight = FloatBuffer(count: outputs * inputs), bias = FloatBuffer(count: outputs)
+        let residual = FloatBuffer(count: rows * outputs)
+        for buffer in [x, weight, bias, residual] { random.fillUniform(buffer.pointer, count: buffer.count, low: -1, high: 1) }
+        for (accumulate, silu) in [(false, false), (false, true), (true, false)] {
+            func layer(_ backend: MathBackend) -> FloatBuffer {
+                let y = residual.copy()
+                MathBackend.withBackend(backend) {
+                    MathPrecision.with(precision) {
+                        BLAS.linear(x.pointer, rows: rows, inputs: inputs, weight: weight.pointer, bias: bias.pointer, outputs: outputs,
+                                    into: y.pointer, accumulate: accumulate, silu: silu)
+                    }
+                }
+                return y
+            }
+            let fused = layer(.onednn), separate = layer(.openblas)
+            // By hand: Σ x·w in Double over the operands as the precision rounds them.
+            let round: (Float) -> Float = precision == .bf16 ? BFloat16.round : { $0 }
+            var worst: Float = 0
+            for r in 0..<rows {
+                for o in 0..<outputs {
+                    var sum = 0.0
+                    for i in 0..<inputs { sum += Double(round(x[r * inputs + i])) * Double(round(weight[o * inputs + i])) }
+                    var value = Float(sum) + bias[o]
+                    if silu { value = value / (1 + Foundation.exp(-value)) }
+                    if accumulate { value += residual[r * outputs + o] }
+                    worst = max(worst, abs(fused[r * outputs + o] - value))
+                }
+            }
+            #expect(worst <= 1e-4, "accumulate \(accumulate), silu \(silu): oneDNN off by \(worst)")
+            #expect(Self.largestDifference(fused, separate) <= 1e-4, "accumulate \(accumulate), silu \(silu)")
+        }
     }
 
     @Test func bfloat16RoundsToNearestEven() {
