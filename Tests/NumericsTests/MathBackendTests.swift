@@ -176,6 +176,25 @@ import Testing
         }
     }
 
+    /// Products too small to repay a oneDNN call stay on OpenBLAS (in bf16: the emulation) on the
+    /// process's backend; a thread's own choice holds at every size.
+    @Test func smallProductsStayOffOneDNNUnlessAThreadChoseIt() throws {
+        try #require(OneDNN.supportsBF16 && OneDNN.supportsCPU)
+        let weights = FloatBuffer(count: 1)
+        let small = BLAS.Route.smallestForOneDNN, large = small + 1
+        #expect(BLAS.Route(b: weights.pointer, work: large).onOneDNN == (MathBackend.current == .onednn))
+        #expect(!BLAS.Route(b: weights.pointer, work: small).onOneDNN)
+        MathPrecision.with(.bf16) {
+            #expect(BLAS.Route(b: weights.pointer, work: large).onOneDNN)
+            #expect(!BLAS.Route(b: weights.pointer, work: small).onOneDNN, "a small bf16 product is emulated")
+        }
+        MathBackend.withBackend(.onednn) {
+            #expect(BLAS.Route(b: weights.pointer, work: 1).onOneDNN)
+            MathPrecision.with(.bf16) { #expect(BLAS.Route(b: weights.pointer, work: 1).onOneDNN) }
+        }
+        MathBackend.withBackend(.openblas) { #expect(!BLAS.Route(b: weights.pointer, work: large).onOneDNN) }
+    }
+
     @Test func bfloat16RoundsToNearestEven() {
         #expect(BFloat16.round(1) == 1)
         #expect(BFloat16.round(Float(bitPattern: 0x3F80_8000)) == 1)                          // a tie: to even (down)

@@ -168,6 +168,14 @@ import Glibc
         let math = try runTool([ExecutableTests.binary, "serve", "--math", "mkl", "--data-dir", data])
         #expect(math.status == 2 && math.output.contains("--math takes onednn or openblas"), "\(math.output)")
         #expect(!FileManager.default.fileExists(atPath: data), "nothing was started")
+        // The bench too: a misspelt flag must not measure the wrong thing.
+        let bench = URL(fileURLWithPath: ExecutableTests.binary).deletingLastPathComponent().appendingPathComponent("preftune-bench").path
+        if FileManager.default.isExecutableFile(atPath: bench) {
+            for arguments in [["--quik"], ["--only"], ["--precision", "fp16"]] {
+                let result = try runTool([bench] + arguments)
+                #expect(result.status == 2, "preftune-bench \(arguments): \(result.status) \(result.output)")
+            }
+        }
         for arguments in [["serve", "--workers"], ["keys", "list", "--bogus"], ["keys", "create", "--project"], ["jobs", "get"],
                           ["jobs", "get", "a", "b"], ["backup", "--to"], ["inspect-model"], ["files", "upload", "x", "--purpos", "y"],
                           ["sample", "--model", "m", "--stepz", "3"], ["models", "create", "m", "--seeed", "1"]] {

@@ -140,6 +140,28 @@ import Testing
         try writer.write(to: path)
     }
 
+    /// The yardstick does not move with the job's precision: a bf16 job's samples are scored in fp32.
+    @Test func aRewardModelScoresInFP32WhateverThePrecision() throws {
+        let path = temporaryPath("reward") + ".safetensors"
+        let w = (0..<16).map { Float($0 % 7) * 0.1234567 - 0.3 }
+        try Self.linearRewardModel(path: path, weights: w, tokenWeight: 0.3333333, bias: 0.1, config: TinyJob.config)
+        let scorer = try RewardMLP(path: path, config: TinyJob.config, name: "reward model")
+        var random = Philox(seed: 3)
+        let samples = (0..<4).map { _ in (0..<16).map { _ in random.nextUniform() * 2 - 1.0000001 } }
+        let labels: [GradingLabel] = [.prompt("a red dot"), .prompt("green"), .prompt("a blue dot"), .prompt("")]
+        let conditions = Conditions.prompts(["a red dot", "green", "a blue dot", ""], config: TinyJob.config)
+        func score() throws -> [Double] {
+            try scorer.scores(samples: samples, shape: TinyJob.config.sampleShape, conditions: conditions, labels: labels, step: 1,
+                              shouldStop: { false })
+        }
+        let fp32 = try score()
+        #expect(try MathPrecision.with(.bf16) { try score() } == fp32)
+        // And on oneDNN's kernels, where bf16 would run natively (against oneDNN's own fp32 sums).
+        let onOneDNN = try MathBackend.withBackend(.onednn) { try score() }
+        let bf16OnOneDNN = try MathBackend.withBackend(.onednn) { try MathPrecision.with(.bf16) { try score() } }
+        #expect(bf16OnOneDNN == onOneDNN)
+    }
+
     @Test func checkpointsAreGradedAgainstTheBaseModel() throws {
         var job = try TinyJob.job(.sft, ["n_steps": 4, "batch_size": 4, "checkpoint_every": 2, "learning_rate": 1e-2])
         let path = temporaryPath("reward") + ".safetensors"

@@ -169,12 +169,9 @@ public final class WorkerSupervisor: Sendable {
     }
 
     static func spawn(_ path: String, _ arguments: [String], input: Int32, output: Int32, errors: Int32) -> pid_t {
-        // oneDNN's OpenMP threads spin after each product by default, taking the core the
-        // element-wise work between products needs; a worker's sleep when idle (libgomp reads this
-        // when it loads, so it must be in the environment the process starts with).
-        var variables = ProcessInfo.processInfo.environment
-        if variables["OMP_WAIT_POLICY"] == nil { variables["OMP_WAIT_POLICY"] = "passive" }
-        let environment = variables.map { "\($0.key)=\($0.value)" }
+        // The server's environment, with `KernelSelection`'s settings (OMP_WAIT_POLICY among them)
+        // already in it: `serve` re-executed itself with them.
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         func cStrings(_ strings: [String]) -> [UnsafeMutablePointer<CChar>?] { strings.map { strdup($0) } + [nil] }
         let argv = cStrings(arguments), envp = cStrings(environment)
         defer { (argv + envp).forEach { free($0) } }
