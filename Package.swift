@@ -27,9 +27,11 @@ let package = Package(
         .target(name: "JSON", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The one dedicated-thread executor, beside Mutex: threads of our own, named, in order.
         .target(name: "Threads", dependencies: ["CLinux"]),
-        .target(name: "Numerics", dependencies: ["COpenBLAS", "CDNNL", "CLinux", "Threads"], swiftSettings: numericsSettings),
+        // AdamW and the gradient norm in AVX-512, chosen at run time (Swift's baseline build is SSE).
+        .target(name: "CKernels"),
+        .target(name: "Numerics", dependencies: ["COpenBLAS", "CDNNL", "CLinux", "CKernels", "Threads"], swiftSettings: numericsSettings),
         .target(name: "Diffusion", dependencies: ["Numerics"], swiftSettings: numericsSettings),
-        .target(name: "Training", dependencies: ["Numerics", "Diffusion", "JSON"], swiftSettings: numericsSettings),
+        .target(name: "Training", dependencies: ["Numerics", "CKernels", "Diffusion", "JSON"], swiftSettings: numericsSettings),
         // A procedural text-to-image world with a reward: demo data and alignment checks.
         .target(name: "DemoData", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
 

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Element-wise kernels over raw Float32 memory. Loops run over 8-wide SIMD
@@ -111,21 +112,28 @@ public enum Elementwise {
             let shared = UncheckedSendable((x, partials.baseAddress!))
             Parallel.forEachChunk(count: count, chunkSize: chunkSize, sharingWith: companion) { range in
                 let (x, partials) = shared.value
-                // Float32 lanes over short runs keep the loop vectorised; Float64 across runs keeps precision.
-                var total = 0.0
-                var i = range.lowerBound
-                while i < range.upperBound {
-                    let end = min(range.upperBound, i + 1024)
-                    var lanes = Vector()
-                    while i + 8 <= end { let v = load(x + i); lanes += v * v; i += 8 }
-                    var run: Float = 0
-                    while i < end { run += x[i] * x[i]; i += 1 }
-                    total += Double(lanes.sum()) + Double(run)
-                }
-                partials[range.lowerBound / chunkSize] = total
+                partials[range.lowerBound / chunkSize] = sumOfSquares(x + range.lowerBound, count: range.count, kernel: .fastest)
             }
         }
         return partials.reduce(0, +)
+    }
+
+    /// One chunk's Σ x²: runs of 1024 values, each summed in Float32 lanes (keeping the loop
+    /// vectorised), the runs' totals added in Float64 (keeping precision). CKernels' AVX-512
+    /// version sums four runs at once, one chain of adds each, and adds their totals in order.
+    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, kernel: VectorKernel) -> Double {
+        if kernel == .avx512 { return preftune_sum_of_squares_avx512(x, Int64(count)) }
+        var total = 0.0
+        var i = 0
+        while i < count {
+            let end = min(count, i + 1024)
+            var lanes = Vector()
+            while i + 8 <= end { let v = load(x + i); lanes += v * v; i += 8 }
+            var run: Float = 0
+            while i < end { run += x[i] * x[i]; i += 1 }
+            total += Double(lanes.sum()) + Double(run)
+        }
+        return total
     }
 
     /// True when every value is finite.

@@ -1,4 +1,5 @@
 import Foundation
+import CKernels
 import Numerics
 
 /// AdamW with PyTorch's semantics (torch.optim.AdamW): decoupled weight decay
@@ -63,7 +64,23 @@ public final class AdamW {
         Parallel.forEachChunk(count: parameters.count, sharingWith: companion) { range in
             let (p, g, m, v) = buffers.value
             Self.update(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
-                        count: range.count, coefficients)
+                        count: range.count, coefficients, kernel: .fastest)
+        }
+    }
+
+    /// One chunk's pass, by the portable loop below or its AVX-512 transcription in CKernels
+    /// (about 2× faster on a bench-m step: the SSE loop is bound by its divisions).
+    static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>,
+                       _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                       count: Int, _ c: Coefficients, kernel: VectorKernel) {
+        switch kernel {
+        case .portable:
+            update(p, g, m, v, count: count, c)
+        case .avx512:
+            var constants = preftune_adamw_coefficients(
+                decay: c.decay, one_minus_beta1: c.oneMinusBeta1, beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2,
+                step_size: c.stepSize, correction2: c.correction2, epsilon: c.epsilon, gradient_scale: c.gradientScale)
+            preftune_adamw_update_avx512(p, g, m, v, Int64(count), &constants)
         }
     }
 

@@ -1,0 +1,98 @@
+#include "CKernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+// Every multiply and add rounds on its own, as in the Swift loops these mirror.
+#pragma clang fp contract(off)
+
+int preftune_kernels_have_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+#define AVX512 __attribute__((target("avx512f")))
+
+/// Zero where |x| is below the smallest normal float (NaN kept), as AdamW.flushSubnormal.
+AVX512 static inline __m512 flush_subnormal(__m512 x) {
+    const __m512 smallest_normal = _mm512_set1_ps(1.17549435e-38f);
+    __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(x), smallest_normal, _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(x, tiny, _mm512_setzero_ps());
+}
+
+AVX512 void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_t count,
+                                         const preftune_adamw_coefficients *c) {
+    const __m512 decay = _mm512_set1_ps(c->decay), one_minus_beta1 = _mm512_set1_ps(c->one_minus_beta1);
+    const __m512 beta2 = _mm512_set1_ps(c->beta2), one_minus_beta2 = _mm512_set1_ps(c->one_minus_beta2);
+    const __m512 step_size = _mm512_set1_ps(c->step_size), correction2 = _mm512_set1_ps(c->correction2);
+    const __m512 epsilon = _mm512_set1_ps(c->epsilon), gradient_scale = _mm512_set1_ps(c->gradient_scale);
+    for (int64_t i = 0; i < count; i += 16) {
+        // The tail runs masked: lanes past count are neither read nor written.
+        __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, g + i), gradient_scale);
+        __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + i);
+        // m + (1 − β1)·(g − m)
+        __m512 mi = flush_subnormal(_mm512_add_ps(m0, _mm512_mul_ps(one_minus_beta1, _mm512_sub_ps(gi, m0))));
+        // v·β2 + ((1 − β2)·g)·g
+        __m512 vi = flush_subnormal(_mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, v + i), beta2),
+                                                  _mm512_mul_ps(_mm512_mul_ps(one_minus_beta2, gi), gi)));
+        _mm512_mask_storeu_ps(m + i, lanes, mi);
+        _mm512_mask_storeu_ps(v + i, lanes, vi);
+        // p·decay − stepSize·(m / (√v / correction2 + ε))
+        __m512 denominator = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), correction2), epsilon);
+        __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), decay),
+                                  _mm512_mul_ps(step_size, _mm512_div_ps(mi, denominator)));
+        _mm512_mask_storeu_ps(p + i, lanes, pi);
+        _mm512_mask_storeu_ps(g + i, lanes, _mm512_setzero_ps());
+    }
+}
+
+/// The sum of 8 lanes in index order, as Swift's SIMD8<Float>.sum().
+AVX512 static inline float lanes_sum(__m256 lanes) {
+    float values[8];
+    _mm256_storeu_ps(values, lanes);
+    float total = -0.0f;
+    for (int j = 0; j < 8; j++) total += values[j];
+    return total;
+}
+
+/// One run as Elementwise.sumOfSquares sums it: 8-float lanes, then the lanes, plus the tail.
+AVX512 static inline double run_total(__m256 lanes, const float *tail, int64_t tail_count) {
+    float run = 0;
+    for (int64_t i = 0; i < tail_count; i++) run += tail[i] * tail[i];
+    return (double)lanes_sum(lanes) + (double)run;
+}
+
+AVX512 double preftune_sum_of_squares_avx512(const float *x, int64_t count) {
+    enum { RUN = 1024 };
+    double total = 0;
+    int64_t start = 0;
+    // Four full runs at a time, one accumulator each: four independent chains of adds.
+    for (; start + 4 * RUN <= count; start += 4 * RUN) {
+        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps(), c = _mm256_setzero_ps(), d = _mm256_setzero_ps();
+        const float *xa = x + start, *xb = xa + RUN, *xc = xb + RUN, *xd = xc + RUN;
+        for (int64_t i = 0; i < RUN; i += 8) {
+            __m256 va = _mm256_loadu_ps(xa + i), vb = _mm256_loadu_ps(xb + i);
+            __m256 vc = _mm256_loadu_ps(xc + i), vd = _mm256_loadu_ps(xd + i);
+            a = _mm256_add_ps(a, _mm256_mul_ps(va, va));
+            b = _mm256_add_ps(b, _mm256_mul_ps(vb, vb));
+            c = _mm256_add_ps(c, _mm256_mul_ps(vc, vc));
+            d = _mm256_add_ps(d, _mm256_mul_ps(vd, vd));
+        }
+        total += run_total(a, 0, 0);
+        total += run_total(b, 0, 0);
+        total += run_total(c, 0, 0);
+        total += run_total(d, 0, 0);
+    }
+    // The last runs, one at a time; the final one may be short, with a tail under 8.
+    for (; start < count; start += RUN) {
+        int64_t end = start + RUN < count ? start + RUN : count, i = start;
+        __m256 lanes = _mm256_setzero_ps();
+        for (; i + 8 <= end; i += 8) {
+            __m256 value = _mm256_loadu_ps(x + i);
+            lanes = _mm256_add_ps(lanes, _mm256_mul_ps(value, value));
+        }
+        total += run_total(lanes, x + i, end - i);
+    }
+    return total;
+}

@@ -1,0 +1,30 @@
+// Memory-bound passes over whole parameter vectors, written for the CPU's wide vector units
+// and chosen at run time. Swift's baseline x86-64 build compiles its loops to 4-wide SSE,
+// where AdamW's square root and divisions, not memory, set the pace.
+//
+// Each kernel does exactly the IEEE operations of its Swift twin, in the same order and
+// without fused multiply-adds, so the two give the same bits; the tests hold them to that.
+#ifndef PREFTUNE_CKERNELS_H
+#define PREFTUNE_CKERNELS_H
+
+#include <stdint.h>
+
+/// 1 when this CPU (and its OS) runs AVX-512F code, else 0.
+int preftune_kernels_have_avx512(void);
+
+/// AdamW's constants for one step (see Training/AdamW.swift).
+typedef struct {
+    float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, correction2, epsilon, gradient_scale;
+} preftune_adamw_coefficients;
+
+/// One AdamW step over `count` values, gradients zeroed: AVX-512F. Call only when
+/// preftune_kernels_have_avx512() is 1.
+void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_t count,
+                                  const preftune_adamw_coefficients *c);
+
+/// Σ x², as Elementwise.sumOfSquares sums one chunk: runs of 1024 values, each summed in
+/// 8 float lanes (then the lanes in order, then the run's tail), the runs' totals added in
+/// double, in order. Runs are independent until then, so four are summed at once. AVX-512F.
+double preftune_sum_of_squares_avx512(const float *x, int64_t count);
+
+#endif
