@@ -123,6 +123,16 @@ def bench(name, config, batch, seconds=SECONDS, bf16=False):
             step(); count += 1
         return units * count / (time.perf_counter() - start)
 
+    def product_milliseconds(step, steps=5):
+        """Time per step inside the matrix products: the part of PyTorch's step no framework overhead is in."""
+        step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(steps):
+                step()
+        products = sum(event.self_cpu_time_total for event in profiler.key_averages()
+                       if event.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation"))
+        return products / 1000 / steps
+
     # bf16: the products in bf16, everything autocast keeps in f32 (weights, optimizer, loss) in f32.
     precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
 
@@ -176,6 +186,8 @@ def bench(name, config, batch, seconds=SECONDS, bf16=False):
 
     suffix = "_bf16" if bf16 else ""
     print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
+    print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}/products", "value": round(product_milliseconds(sft_step), 2),
+                      "unit": "ms", "note": "per step, inside matrix products (aten::mm, addmm, bmm), by torch.profiler"}))
     print(json.dumps({"name": f"pytorch/{name}/pair_step{suffix}", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
                       "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
     print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20{suffix}", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))

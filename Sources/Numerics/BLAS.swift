@@ -15,6 +15,8 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
+        let started = ProductClock.start()
+        defer { ProductClock.stop(started) }
         let route = Route(b: b, work: m * n * k)
         if k > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
@@ -34,6 +36,8 @@ public enum BLAS {
                               accumulate: Bool = false, silu: Bool = false) {
         precondition(!(accumulate && silu), "SiLU of an accumulated output is not a layer")
         if rows == 0 || outputs == 0 { return }
+        let started = ProductClock.start()
+        defer { ProductClock.stop(started) }
         let route = Route(b: weight, work: rows * outputs * inputs)
         if inputs > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: false, transB: true, m: rows, n: outputs, k: inputs, lda: inputs, ldb: inputs, ldc: outputs,

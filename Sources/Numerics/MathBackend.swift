@@ -74,8 +74,11 @@ final class ThreadMath {
     var threads: Int32 = 0
     /// Operands converted to bf16 for the product at hand (grown to the largest seen).
     var scratch = ConversionScratch()
+    /// Nanoseconds inside products since `ProductClock.measuring` began; nil when it is not running.
+    var productNanoseconds: UInt64?
 
-    /// Threads inside `withBackend`, `MathPrecision.with` or `PackedWeights.using` now: while there are none, no
+    /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using` or
+    /// `ProductClock.measuring` now: while there are none, no
     /// product looks at its thread's context (one relaxed load per product).
     static let overrides = Atomic<Int>(0)
     static var anyOverrides: Bool { overrides.load(ordering: .relaxed) != 0 }

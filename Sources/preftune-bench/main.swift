@@ -145,7 +145,8 @@ final class SFTStepBench {
     }
 }
 
-/// Where a step's time goes, in milliseconds per step (GEMMs dominate forward and backward).
+/// Where a step's time goes, in milliseconds per step: forward, backward, clip_norm and adamw in
+/// turn, and `products`, the part of forward and backward spent inside matrix products.
 func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
     let s = SFTStepBench(bench)
     for _ in 0..<3 { _ = s.step() }
@@ -153,9 +154,12 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
     for _ in 0..<steps {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
-        s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
-        s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
-                         gradients: s.gradients); lap("backward")
+        let (_, productSeconds) = ProductClock.measuring {
+            s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
+            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
+                             gradients: s.gradients); lap("backward")
+        }
+        totals["products", default: 0] += productSeconds
         let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
                            gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion); lap("adamw")
@@ -424,7 +428,7 @@ func measureModels(_ precision: MathPrecision) {
             let rate = measure(seconds: window, work: Double(bench.batch)) { _ = sft.step() }
             emit(packedName, rate.median, "rows/s", ["batch": bench.batch, "note": "θ packed by oneDNN reorders at every step, then the step"])
         }
-        let phaseNames = ["forward", "backward", "clip_norm", "adamw"]
+        let phaseNames = ["forward", "backward", "products", "clip_norm", "adamw"]
         if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {
             for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
             where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {

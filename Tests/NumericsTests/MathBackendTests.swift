@@ -45,6 +45,33 @@ import Testing
         #expect(worst <= 1e-4 * Float(c.k), "largest difference \(worst)")
     }
 
+    /// The bench splits a step into products and the rest with this clock: it must count the
+    /// time inside products, on either entry point, and nothing outside them or once it is off.
+    @Test func productClockCountsTimeInsideProductsOnly() {
+        let n = 256
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n), bias = FloatBuffer(count: n)
+        let started = Date()
+        let (_, inside) = ProductClock.measuring {
+            for _ in 0..<20 {
+                BLAS.sgemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
+                BLAS.linear(a.pointer, rows: n, inputs: n, weight: b.pointer, bias: bias.pointer, outputs: n, into: c.pointer)
+            }
+        }
+        let wall = Date().timeIntervalSince(started)
+        #expect(inside > 0 && inside <= wall, "\(inside) s inside products, \(wall) s in all")
+        // Another thread's products are its own: this thread's clock sees none of them.
+        let (_, outside) = ProductClock.measuring {
+            let operands = UncheckedSendable((a.pointer, b.pointer, c.pointer))
+            let other = Thread {
+                let (a, b, c) = operands.value
+                BLAS.sgemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: c, ldc: n)
+            }
+            other.start()
+            while !other.isFinished { Thread.sleep(forTimeInterval: 0.005) }
+        }
+        #expect(outside == 0)
+    }
+
     @Test func aThreadMayUseTheOtherBackendForAWhile() {
         let process = MathBackend.current
         let other: MathBackend = process == .onednn ? .openblas : .onednn
