@@ -20,30 +20,64 @@ AVX512 static inline __m512 flush_subnormal(__m512 x) {
     return _mm512_mask_mov_ps(x, tiny, _mm512_setzero_ps());
 }
 
+/// One AdamW step over 16 lanes at i (the tail masked by `lanes`); returns the new parameters.
+#define ADAMW_LANES(lanes)                                                                                    \
+    __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, g + i), gradient_scale);                          \
+    __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + i);                                                         \
+    /* m + (1 − β1)·(g − m) */                                                                              \
+    __m512 mi = flush_subnormal(_mm512_add_ps(m0, _mm512_mul_ps(one_minus_beta1, _mm512_sub_ps(gi, m0))));  \
+    /* v·β2 + ((1 − β2)·g)·g */                                                                             \
+    __m512 vi = flush_subnormal(_mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, v + i), beta2),    \
+                                              _mm512_mul_ps(_mm512_mul_ps(one_minus_beta2, gi), gi)));      \
+    _mm512_mask_storeu_ps(m + i, lanes, mi);                                                                 \
+    _mm512_mask_storeu_ps(v + i, lanes, vi);                                                                 \
+    /* p·decay − stepSize·(m / (√v / correction2 + ε)) */                                                   \
+    __m512 denominator = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), correction2), epsilon);             \
+    __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), decay),                     \
+                              _mm512_mul_ps(step_size, _mm512_div_ps(mi, denominator)));                     \
+    _mm512_mask_storeu_ps(p + i, lanes, pi);                                                                 \
+    _mm512_mask_storeu_ps(g + i, lanes, _mm512_setzero_ps());
+
+#define ADAMW_CONSTANTS                                                                                                \
+    const __m512 decay = _mm512_set1_ps(c->decay), one_minus_beta1 = _mm512_set1_ps(c->one_minus_beta1);             \
+    const __m512 beta2 = _mm512_set1_ps(c->beta2), one_minus_beta2 = _mm512_set1_ps(c->one_minus_beta2);             \
+    const __m512 step_size = _mm512_set1_ps(c->step_size), correction2 = _mm512_set1_ps(c->correction2);             \
+    const __m512 epsilon = _mm512_set1_ps(c->epsilon), gradient_scale = _mm512_set1_ps(c->gradient_scale);
+
+/// The lanes of the tail (past count, neither read nor written).
+#define TAIL_LANES(count, i) ((count) - (i) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((count) - (i))) - 1))
+
 AVX512 void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_t count,
                                          const preftune_adamw_coefficients *c) {
-    const __m512 decay = _mm512_set1_ps(c->decay), one_minus_beta1 = _mm512_set1_ps(c->one_minus_beta1);
-    const __m512 beta2 = _mm512_set1_ps(c->beta2), one_minus_beta2 = _mm512_set1_ps(c->one_minus_beta2);
-    const __m512 step_size = _mm512_set1_ps(c->step_size), correction2 = _mm512_set1_ps(c->correction2);
-    const __m512 epsilon = _mm512_set1_ps(c->epsilon), gradient_scale = _mm512_set1_ps(c->gradient_scale);
+    ADAMW_CONSTANTS
     for (int64_t i = 0; i < count; i += 16) {
-        // The tail runs masked: lanes past count are neither read nor written.
-        __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
-        __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, g + i), gradient_scale);
-        __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + i);
-        // m + (1 − β1)·(g − m)
-        __m512 mi = flush_subnormal(_mm512_add_ps(m0, _mm512_mul_ps(one_minus_beta1, _mm512_sub_ps(gi, m0))));
-        // v·β2 + ((1 − β2)·g)·g
-        __m512 vi = flush_subnormal(_mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, v + i), beta2),
-                                                  _mm512_mul_ps(_mm512_mul_ps(one_minus_beta2, gi), gi)));
-        _mm512_mask_storeu_ps(m + i, lanes, mi);
-        _mm512_mask_storeu_ps(v + i, lanes, vi);
-        // p·decay − stepSize·(m / (√v / correction2 + ε))
-        __m512 denominator = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), correction2), epsilon);
-        __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), decay),
-                                  _mm512_mul_ps(step_size, _mm512_div_ps(mi, denominator)));
-        _mm512_mask_storeu_ps(p + i, lanes, pi);
-        _mm512_mask_storeu_ps(g + i, lanes, _mm512_setzero_ps());
+        __mmask16 lanes = TAIL_LANES(count, i);
+        ADAMW_LANES(lanes)
+    }
+}
+
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+int preftune_kernels_have_avx512_bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512bf16");
+}
+
+AVX512_BF16 void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, uint16_t *p_bf16, int64_t count,
+                                                   const preftune_adamw_coefficients *c) {
+    ADAMW_CONSTANTS
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 lanes = TAIL_LANES(count, i);
+        ADAMW_LANES(lanes)
+        _mm256_mask_storeu_epi16(p_bf16 + i, lanes, (__m256i)_mm512_cvtneps_pbh(pi));
+    }
+}
+
+AVX512_BF16 void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count) {
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 lanes = TAIL_LANES(count, i);
+        _mm256_mask_storeu_epi16(x_bf16 + i, lanes, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes, x + i)));
     }
 }
 

@@ -68,6 +68,8 @@ final class ThreadMath {
     var precision: MathPrecision = .fp32
     /// Weights this thread's products read packed (`PackedWeights.using`).
     var packed: PackedWeights?
+    /// Weights whose bf16 copy this thread's bf16 products read (`BF16Shadow.using`).
+    var shadow: BF16Shadow?
     var stream: dnnl_stream_t?
     var primitives: [OneDNN.ProductShape: OneDNN.Product] = [:]
     /// The OpenMP team size this thread last set, so a change costs one call.
@@ -77,8 +79,8 @@ final class ThreadMath {
     /// Nanoseconds inside products since `ProductClock.measuring` began; nil when it is not running.
     var productNanoseconds: UInt64?
 
-    /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using` or
-    /// `ProductClock.measuring` now: while there are none, no
+    /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using`, `BF16Shadow.using`
+    /// or `ProductClock.measuring` now: while there are none, no
     /// product looks at its thread's context (one relaxed load per product).
     static let overrides = Atomic<Int>(0)
     static var anyOverrides: Bool { overrides.load(ordering: .relaxed) != 0 }

@@ -240,7 +240,9 @@ enum OneDNN {
             guard run(convertA, from: source, into: scratch, as: &product.aRead) else { return false }
             aPointer = scratch
         }
-        if let convertB = product.convertB {
+        if product.convertB != nil, shape.ldb == shape.bStored.columns, let copy = context.shadow?.copy(of: b) {
+            bPointer = copy  // B already in bf16, rounded as the reorder would (`BF16Shadow`)
+        } else if let convertB = product.convertB {
             guard let source = memory(&product.b, bPointer) else { return false }
             memories.append(source)
             guard run(convertB, from: source, into: scratch + product.aBytes, as: &product.bRead) else { return false }

@@ -264,7 +264,7 @@ enum JobsAPI {
         // The validation stage's own check, off the request threads; its failure is this request's 400.
         let checked = try await resources.heavyWork.run { _ in
             try FileValidation.check(training: training.id, validation: validation?.id, config: config, method: settings.method,
-                                     hyperparameters: h, artifacts: artifacts, budget: budget)
+                                     hyperparameters: h, precision: request.precision, artifacts: artifacts, budget: budget)
         }
         let files: FileValidation.CheckedFiles
         switch checked {
@@ -275,7 +275,7 @@ enum JobsAPI {
         }
         let (examples, steps) = (files.examples, files.steps)
         let memory = MemoryEstimate.training(config: config, method: settings.method, hyperparameters: h, examples: examples,
-                                             validationExamples: files.validationExamples)
+                                             validationExamples: files.validationExamples, precision: request.precision)
         var filter = JobFilter()
         filter.model = model
         let measured = try resources.jobs.jobs(project: project, after: nil, limit: 100, filter: filter).first { job in
@@ -384,7 +384,8 @@ enum JobsAPI {
         if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: type, hyperparameters: hyperparameters,
                                                                          examples: trainingRow.lines ?? 0,
                                                                          validationExamples: validationRow.map { $0.lines ?? 0 },
-                                                                         gradingSamples: request.grader?.rows ?? 0) {
+                                                                         gradingSamples: request.grader?.rows ?? 0,
+                                                                         precision: request.precision) {
             throw APIError(status: 400, message: refusal, param: request.grader != nil ? "grader.samples_per_prompt" : "method.\(typeName).hyperparameters",
                            code: "over_memory_budget")
         }
@@ -533,8 +534,9 @@ enum JobsAPI {
         guard let config = try? ModelFile.declaredConfig(artifacts.localPath(weights)) else {
             throw APIError(status: 409, message: "the base model of \(parent.id) is gone", param: "id", code: "model_unavailable")
         }
+        let precision = request.precision ?? MathPrecision(rawValue: parent.precision) ?? .fp32
         if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: h, examples: training?.lines ?? 0,
-                                                                         validationExamples: nil) {
+                                                                         validationExamples: nil, precision: precision) {
             throw APIError(status: 400, message: refusal, param: "hyperparameters", code: "over_memory_budget")
         }
         try Quotas.checkActiveJobs(project: project, resources)

@@ -49,9 +49,11 @@ public final class AdamW {
     /// it is read — the clipping coefficient, applied without a pass of its own.
     /// The gradients are consumed: zero on return. A job passes its companion thread,
     /// which takes half of the parameters.
+    /// `shadow`, θ's bf16 copy in a bf16 job, is written in the same pass.
     public func update(_ parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Double,
-                       gradientScale: Float = 1, sharingWith companion: CompanionThread? = nil) {
+                       gradientScale: Float = 1, sharingWith companion: CompanionThread? = nil, shadow: BF16Shadow? = nil) {
         precondition(parameters.count == gradients.count && parameters.count == firstMoment.count)
+        precondition(shadow.map { $0.weights === parameters } ?? true, "the shadow is another buffer's")
         step += 1
         let h = hyperparameters
         let coefficients = Coefficients(
@@ -60,11 +62,12 @@ public final class AdamW {
             stepSize: Float(lr / (1 - pow(h.beta1, Double(step)))),
             correction2: Float((1 - pow(h.beta2, Double(step))).squareRoot()),
             epsilon: Float(h.epsilon), gradientScale: gradientScale)
-        let buffers = UncheckedSendable((parameters.pointer, gradients.pointer, firstMoment.pointer, secondMoment.pointer))
+        let buffers = UncheckedSendable((parameters.pointer, gradients.pointer, firstMoment.pointer, secondMoment.pointer,
+                                         shadow?.values))
         Parallel.forEachChunk(count: parameters.count, sharingWith: companion) { range in
-            let (p, g, m, v) = buffers.value
+            let (p, g, m, v, shadow) = buffers.value
             Self.update(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
-                        count: range.count, coefficients, kernel: .fastest)
+                        shadow: shadow.map { $0 + range.lowerBound }, count: range.count, coefficients, kernel: .fastest)
         }
     }
 
@@ -72,15 +75,21 @@ public final class AdamW {
     /// (about 2× faster on a bench-m step: the SSE loop is bound by its divisions).
     static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>,
                        _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
-                       count: Int, _ c: Coefficients, kernel: VectorKernel) {
+                       shadow: UnsafeMutablePointer<UInt16>? = nil, count: Int, _ c: Coefficients, kernel: VectorKernel) {
         switch kernel {
         case .portable:
             update(p, g, m, v, count: count, c)
+            // A shadow exists only where the CPU rounds to bf16 in AVX-512 (`BF16Shadow.isAvailable`).
+            if let shadow { preftune_convert_to_bf16(p, shadow, Int64(count)) }
         case .avx512:
             var constants = preftune_adamw_coefficients(
                 decay: c.decay, one_minus_beta1: c.oneMinusBeta1, beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2,
                 step_size: c.stepSize, correction2: c.correction2, epsilon: c.epsilon, gradient_scale: c.gradientScale)
-            preftune_adamw_update_avx512(p, g, m, v, Int64(count), &constants)
+            if let shadow {
+                preftune_adamw_update_avx512_bf16(p, g, m, v, shadow, Int64(count), &constants)
+            } else {
+                preftune_adamw_update_avx512(p, g, m, v, Int64(count), &constants)
+            }
         }
     }
 

@@ -38,7 +38,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// and training states are written from the buffers in place.) `examples` is the training set's size
     /// (and `validationExamples` the validation set's), when known.
     public static func training(config: ModelConfig, method: TrainingMethod, hyperparameters h: Hyperparameters,
-                                examples: Int, validationExamples: Int? = nil, gradingSamples: Int = 0) -> MemoryEstimate {
+                                examples: Int, validationExamples: Int? = nil, gradingSamples: Int = 0,
+                                precision: MathPrecision = .fp32) -> MemoryEstimate {
         var estimate = MemoryEstimate()
         let P = ParameterLayout(config).totalCount, D = config.sampleSize, float = 4
         let needsReference = method != .sft
@@ -59,6 +60,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         let packedCopies = (needsReference ? 1 : 0) + (samples ? 1 : 0)
         if packedCopies > 0 { estimate.add("packed weights (\(packedCopies) copies)", packedCopies, PackedWeights.defaultBudget(parameters: P)) }
         estimate.add("product operands converted (2 threads)", 2, productScratchBytes(config: config, rows: max(rows, gradingSamples * 2)))
+        if precision == .bf16 { estimate.add("θ in bf16", BF16Shadow.bytes(parameters: P)) }
 
         if method == .dro {
             let steps = h.policySteps ?? 20, capacity = h.bufferSize ?? h.batchSize, rollout = h.bufferBatchSize ?? h.batchSize
@@ -162,8 +164,9 @@ public struct MemoryBudget: Sendable, Equatable {
 
     /// Why a training job would not fit, or nil: checked at creation, at validation and by the worker.
     public func trainingRefusal(config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters, examples: Int,
-                                validationExamples: Int?, gradingSamples: Int = 0) -> String? {
+                                validationExamples: Int?, gradingSamples: Int = 0, precision: MathPrecision = .fp32) -> String? {
         refusal(MemoryEstimate.training(config: config, method: method, hyperparameters: hyperparameters, examples: examples,
-                                        validationExamples: validationExamples, gradingSamples: gradingSamples), what: "this job")
+                                        validationExamples: validationExamples, gradingSamples: gradingSamples, precision: precision),
+                what: "this job")
     }
 }

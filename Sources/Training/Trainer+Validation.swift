@@ -27,9 +27,9 @@ extension Trainer {
             } else {
                 examples = prepareBatch(indices: indices, from: validation, random: &random)
             }
-            let result = objective.lossAndGradient(ObjectiveContext(
+            let result = withThetaInBF16 { objective.lossAndGradient(ObjectiveContext(
                 model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
-                targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: nil))
+                targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: nil)) }
             sums["loss", default: 0] += result.loss * Double(examples)
             for (name, value) in result.statistics { sums[name, default: 0] += value * Double(examples) }
         }

@@ -115,6 +115,9 @@ public final class Trainer {
     let schedule: NoiseSchedule
     let objective: any Objective
     let theta: FloatBuffer
+    /// θ rounded to bf16 for a bf16 job's products, written by AdamW's pass (nil in fp32, and
+    /// where bf16 products are emulated).
+    let thetaBF16: BF16Shadow?
     let reference: FloatBuffer?
     let gradients: FloatBuffer
     let optimizer: AdamW
@@ -160,6 +163,7 @@ public final class Trainer {
         totalSteps = h.totalSteps(datasetSize: job.training.count)
         objective = h.objective(for: job.method)
         theta = try job.base.checkedCopy()
+        thetaBF16 = job.precision == .bf16 ? try BF16Shadow(of: theta) : nil
         reference = objective.needsReference ? try job.base.checkedCopy() : nil
         gradients = try FloatBuffer(allocating: model.parameterCount)
         optimizer = try AdamW(parameterCount: model.parameterCount,
@@ -208,6 +212,12 @@ public final class Trainer {
         try MathPrecision.with(job.precision) { try train(from: start, control: control, interrupt: interrupt) }
     }
 
+    /// Runs `body` with θ's products reading its bf16 copy, in a bf16 job where there is one.
+    func withThetaInBF16<T>(_ body: () throws -> T) rethrows -> T {
+        guard let thetaBF16 else { return try body() }
+        return try thetaBF16.using(body)
+    }
+
     /// Which library computes the products, and in what precision, for the log's first line.
     var mathDescription: String {
         job.precision == .fp32 ? MathBackend.description(of: MathBackend.active)
@@ -229,6 +239,7 @@ public final class Trainer {
             sink.log("training \(job.method.rawValue): \(totalSteps) steps, batch \(h.batchSize) × \(h.gradientAccumulationSteps) accumulation, \(job.training.count) examples, lr \(h.learningRate) (\(h.lrScheduler.rawValue)); math on \(mathDescription)")
         }
         permutation = dataOrder(epoch: epoch)
+        thetaBF16?.refresh()  // θ may come from a training state; from here only AdamW changes it
         var intervalStart = Date(), intervalExamples = 0
         var lastStateStep = -1
 
@@ -247,9 +258,9 @@ public final class Trainer {
             }
             for _ in 0..<h.gradientAccumulationSteps {
                 guard !interrupted(), let examples = prepareBatch(random: &batchRandom, shouldStop: interrupted) else { break }
-                let result = objective.lossAndGradient(ObjectiveContext(
+                let result = withThetaInBF16 { objective.lossAndGradient(ObjectiveContext(
                     model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
-                    targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
+                    targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients)) }
                 loss += result.loss / Double(h.gradientAccumulationSteps)
                 for (name, value) in result.statistics { statistics[name, default: 0] += value / Double(h.gradientAccumulationSteps) }
                 intervalExamples += examples
@@ -271,7 +282,7 @@ public final class Trainer {
             let learningRate = h.learningRate * h.lrScheduler.multiplier(step: step, warmupSteps: h.warmupSteps, totalSteps: totalSteps)
             let scale = GradientClipping.coefficient(norm: norm, maxNorm: h.maxGradNorm) / Float(h.gradientAccumulationSteps)
             optimizer.update(theta, gradients: gradients, learningRate: learningRate, gradientScale: scale,
-                             sharingWith: scratch.companion)
+                             sharingWith: scratch.companion, shadow: thetaBF16)
             ema?.update(from: theta, update: step + 1)
             step += 1
 

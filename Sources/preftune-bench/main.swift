@@ -98,6 +98,8 @@ final class SFTStepBench {
     /// Packs θ's weight matrices afresh every step (`PackedWeights`, both layouts a step reads),
     /// to measure whether packing θ pays.
     var packTheta = false
+    /// θ in bf16 beside it, written by AdamW, in a bf16 step (as the trainer does).
+    let thetaBF16: BF16Shadow?
 
     init(_ bench: BenchConfig) {
         model = ResMLP(config: bench.config)
@@ -108,6 +110,7 @@ final class SFTStepBench {
         random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
         gradients = FloatBuffer(count: model.parameterCount)
         optimizer = try! AdamW(parameterCount: model.parameterCount)
+        thetaBF16 = MathPrecision.active == .bf16 ? try! BF16Shadow(of: parameters) : nil
         workspace = model.makeWorkspace(maxBatch: batch)
         let D = bench.config.sampleSize
         dataset = FloatBuffer(count: rows * D)
@@ -137,10 +140,11 @@ final class SFTStepBench {
             ? PackedWeights(parameters, budget: 2 * PackedWeights.defaultBudget(parameters: parameters.count)).using {
                 SFTObjective().lossAndGradient(context).loss
             }
-            : SFTObjective().lossAndGradient(context).loss
+            : withThetaInBF16(thetaBF16) { SFTObjective().lossAndGradient(context).loss }
         let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
-                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion)
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion,
+                         shadow: thetaBF16)
         return loss
     }
 }
@@ -155,14 +159,17 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
         let (_, productSeconds) = ProductClock.measuring {
-            s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
-            s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
-                             gradients: s.gradients); lap("backward")
+            withThetaInBF16(s.thetaBF16) {
+                s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
+                s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
+                                 gradients: s.gradients); lap("backward")
+            }
         }
         totals["products", default: 0] += productSeconds
         let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
-                           gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion); lap("adamw")
+                           gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion,
+                           shadow: s.thetaBF16); lap("adamw")
     }
     return totals.mapValues { $0 * 1000 / Double(steps) }
 }
@@ -176,6 +183,7 @@ final class ObjectiveStepBench {
     let objective: any Objective
     let batch: Int
     let theta: FloatBuffer, reference: FloatBuffer, gradients: FloatBuffer
+    let thetaBF16: BF16Shadow?
     let optimizer: AdamW
     let workspace: ResMLPWorkspace
     let scratch: ObjectiveScratch
@@ -192,6 +200,7 @@ final class ObjectiveStepBench {
         reference = theta.copy()
         // θ a little away from the reference, as during training.
         for i in stride(from: 0, to: theta.count, by: 7) { theta[i] += 1e-3 }
+        thetaBF16 = MathPrecision.active == .bf16 ? try! BF16Shadow(of: theta) : nil
         gradients = FloatBuffer(count: model.parameterCount)
         optimizer = try! AdamW(parameterCount: model.parameterCount)
         let rows = batch * objective.rowsPerExample, D = bench.config.sampleSize
@@ -213,13 +222,22 @@ final class ObjectiveStepBench {
     }
 
     func step() {
-        _ = objective.lossAndGradient(ObjectiveContext(
-            model: model, theta: theta, reference: reference, workspace: workspace, examples: batch,
-            targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
+        _ = withThetaInBF16(thetaBF16) {
+            objective.lossAndGradient(ObjectiveContext(
+                model: model, theta: theta, reference: reference, workspace: workspace, examples: batch,
+                targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
+        }
         let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(theta, gradients: gradients, learningRate: 1e-5,
-                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion)
+                         gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion,
+                         shadow: thetaBF16)
     }
+}
+
+/// `body` with θ's bf16 products reading `shadow`, when there is one (a bf16 step, as the trainer runs it).
+func withThetaInBF16<T>(_ shadow: BF16Shadow?, _ body: () -> T) -> T {
+    guard let shadow else { return body() }
+    return shadow.using(body)
 }
 
 /// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts.

@@ -22,6 +22,17 @@ typedef struct {
 void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_t count,
                                   const preftune_adamw_coefficients *c);
 
+/// 1 when this CPU converts to bf16 in AVX-512 (AVX512-BF16, with BW and VL), else 0.
+int preftune_kernels_have_avx512_bf16(void);
+
+/// preftune_adamw_update_avx512 that also writes the new parameters rounded to bf16 into
+/// `p_bf16` (VCVTNEPS2BF16: to nearest even, as oneDNN's reorders). AVX512-BF16.
+void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, uint16_t *p_bf16, int64_t count,
+                                       const preftune_adamw_coefficients *c);
+
+/// x rounded to bf16, as preftune_adamw_update_avx512_bf16 rounds parameters. AVX512-BF16.
+void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count);
+
 /// Σ x², as Elementwise.sumOfSquares sums one chunk: runs of 1024 values, each summed in
 /// 8 float lanes (then the lanes in order, then the run's tail), the runs' totals added in
 /// double, in order. Runs are independent until then, so four are summed at once. AVX-512F.

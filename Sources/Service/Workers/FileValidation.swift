@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Threads
 import Jobs
+import Numerics
 import Store
 import Synchronization
 import Training
@@ -99,7 +100,7 @@ public final class FileValidation: Sendable {
     /// stage does and as a dry run does; the first problem is the job's error. Throws what is not the
     /// files' fault (a read failing midway), which a later look may not meet.
     static func check(training: String, validation: String?, config: ModelConfig, method: TrainingMethod, hyperparameters: Hyperparameters,
-                      artifacts: any ArtifactStore, budget: MemoryBudget) throws -> Result<CheckedFiles, JobError> {
+                      precision: MathPrecision, artifacts: any ArtifactStore, budget: MemoryBudget) throws -> Result<CheckedFiles, JobError> {
         func lines(_ file: String) -> Int? { try? Dataset.countLines(path: artifacts.localPath(.upload(file))) }
         guard let trainingLines = lines(training) else {
             return .failure(JobError(code: "training_file_unavailable", message: "the training file \(training) can no longer be read", param: "training_file"))
@@ -113,7 +114,7 @@ public final class FileValidation: Sendable {
             validationLines = count
         }
         if let refusal = budget.trainingRefusal(config: config, method: method, hyperparameters: hyperparameters,
-                                                examples: trainingLines, validationExamples: validationLines) {
+                                                examples: trainingLines, validationExamples: validationLines, precision: precision) {
             return .failure(JobError(code: "over_memory_budget", message: refusal, param: "training_file"))
         }
         func load(_ file: String, _ field: String) throws -> Result<Int, JobError> {
@@ -145,7 +146,8 @@ public final class FileValidation: Sendable {
         let store = resources.jobs
         do {
             switch try Self.check(training: job.trainingFile, validation: job.validationFile, config: config, method: method,
-                              hyperparameters: hyperparameters, artifacts: resources.data.artifacts, budget: resources.settings.memoryBudget) {
+                              hyperparameters: hyperparameters, precision: MathPrecision(rawValue: job.precision) ?? .fp32,
+                              artifacts: resources.data.artifacts, budget: resources.settings.memoryBudget) {
             case let .failure(error):
                 return try fail(job, code: error.code, param: error.param ?? "training_file", message: error.message, store: store)
             case let .success(files):

@@ -94,14 +94,6 @@ struct JobRunner {
             }
             return evaluation
         }
-        if let refusal = memoryBudget.trainingRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
-                                                      validationExamples: validationLines, gradingSamples: evaluation?.grader?.rows ?? 0) {
-            throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
-        }
-        let training = try dataset(job.trainingFile, field: "training_file")
-        let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
-        var trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
-                                      base: base.parameters, training: training, validation: validation)
         // The API node checked its own CPU; in a fleet this worker's may differ.
         guard let precision = MathPrecision(rawValue: job.precision) else {
             throw Failure(code: "internal_error", message: "the job's stored precision \(job.precision) is not readable")
@@ -109,6 +101,15 @@ struct JobRunner {
         if precision == .bf16, let refusal = MathPrecision.bf16Refusal {
             throw Failure(code: "unsupported_precision", message: "this worker cannot train in bf16: \(refusal)", param: "precision")
         }
+        if let refusal = memoryBudget.trainingRefusal(config: base.config, method: method, hyperparameters: hyperparameters, examples: lines,
+                                                      validationExamples: validationLines, gradingSamples: evaluation?.grader?.rows ?? 0,
+                                                      precision: precision) {
+            throw Failure(code: "over_memory_budget", message: refusal, param: "hyperparameters")
+        }
+        let training = try dataset(job.trainingFile, field: "training_file")
+        let validation = try job.validationFile.map { try dataset($0, field: "validation_file") }
+        var trainingJob = TrainingJob(method: method, hyperparameters: hyperparameters, seed: UInt64(job.seed), config: base.config,
+                                      base: base.parameters, training: training, validation: validation)
         trainingJob.precision = precision
         if let evaluation {
             trainingJob.selection = evaluation.selection(hasValidation: validation != nil)
