@@ -14,8 +14,9 @@ for bench-s and bench-m, in fp32 and under torch.autocast("cpu", dtype=torch.bfl
 Subnormals are flushed, as preftune flushes them: without it PyTorch's β 5000 dpo step runs
 about 2× slower on subnormal arithmetic, and every ratio would flatter preftune.
 Needs torch (not installed by make: it is large). One JSON object per line.
-BENCH_CONFIGS (e.g. "bench-m") and BENCH_SECONDS (per measurement, default 4) narrow a run;
-scripts/bench-ratios.py uses them to alternate short runs with preftune's.
+BENCH_CONFIGS (e.g. "bench-m"), BENCH_ONLY (any of sft_step, pair_step, sample_dpmpp2m_20),
+BENCH_PRECISIONS (fp32, bf16) and BENCH_SECONDS (per measurement, default 4) narrow a run;
+scripts/bench-ratios.py uses them to time each measurement right beside preftune's.
 """
 import json, math, os, sys, time
 
@@ -99,6 +100,8 @@ def scaled_linear_alphas(T=1000, start=0.00085, end=0.012):
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONFIGS = set(os.environ.get("BENCH_CONFIGS", "bench-s,bench-m").split(","))
+ONLY = set(os.environ.get("BENCH_ONLY", "sft_step,pair_step,sample_dpmpp2m_20").split(","))
+PRECISIONS = set(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))
 
 
 def bench(name, config, batch, seconds=SECONDS, bf16=False):
@@ -185,12 +188,15 @@ def bench(name, config, batch, seconds=SECONDS, bf16=False):
         return xt
 
     suffix = "_bf16" if bf16 else ""
-    print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
-    print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}/products", "value": round(product_milliseconds(sft_step), 2),
-                      "unit": "ms", "note": "per step, inside matrix products (aten::mm, addmm, bmm), by torch.profiler"}))
-    print(json.dumps({"name": f"pytorch/{name}/pair_step{suffix}", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
-                      "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
-    print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20{suffix}", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
+    if "sft_step" in ONLY:
+        print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}", "value": round(timed(sft_step, batch), 1), "unit": "rows/s"}))
+        print(json.dumps({"name": f"pytorch/{name}/sft_step{suffix}/products", "value": round(product_milliseconds(sft_step), 2),
+                          "unit": "ms", "note": "per step, inside matrix products (aten::mm, addmm, bmm), by torch.profiler"}))
+    if "pair_step" in ONLY:
+        print(json.dumps({"name": f"pytorch/{name}/pair_step{suffix}", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
+                          "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
+    if "sample_dpmpp2m_20" in ONLY:
+        print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20{suffix}", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
     sys.stdout.flush()
 
 
@@ -201,7 +207,7 @@ BENCH_S = {"sample_shape": [1, 8, 8], "hidden": 256, "depth": 4, "mlp_ratio": 2,
            "cond": {"kind": "text", "vocab": 1024, "max_tokens": 16}}
 BENCH_M = {"sample_shape": [3, 16, 16], "hidden": 512, "depth": 6, "mlp_ratio": 4, "time_freq_dim": 256,
            "cond": {"kind": "text", "vocab": 4096, "max_tokens": 16}}
-for bf16 in (False, True):
+for bf16 in [precision == "bf16" for precision in ("fp32", "bf16") if precision in PRECISIONS]:
     if "bench-s" in CONFIGS:
         bench("bench-s", BENCH_S, batch=64, bf16=bf16)
     if "bench-m" in CONFIGS:

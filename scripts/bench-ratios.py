@@ -3,9 +3,10 @@
 
 The project's machine changes speed by up to 2x within minutes (a shared host: memory bandwidth and
 clocks move together), so a ratio of `make bench` to a `make bench-pytorch` run minutes later says
-more about the minute than the code. This alternates short runs of the two — ROUNDS rounds (default 3)
-of `preftune-bench --quick --only <config>/` then `bench-pytorch.py` on the same config — and reports
-each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
+more about the minute than the code. This times each measurement right beside its PyTorch
+counterpart — `preftune-bench --quick --only <name> --exact`, then `bench-pytorch.py` narrowed to
+the same work, seconds apart — for every measurement and precision, in ROUNDS rounds (default 3),
+and reports each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -37,11 +38,13 @@ def lines(command, env=None):
 ratios = {}
 for round_number in range(ROUNDS):
     for config in CONFIGS:
-        ours = lines([BENCH, "--quick", "--only", f"{config}/"])
-        theirs = lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
-                       {"BENCH_CONFIGS": config, "BENCH_SECONDS": "1.5"})
-        for suffix in ("", "_bf16"):
+        ours, theirs = {}, {}
+        for suffix, precision in (("", "fp32"), ("_bf16", "bf16")):
             for name, their_name in PAIRS.items():
+                ours.update(lines([BENCH, "--quick", "--only", f"{config}/{name}{suffix}", "--exact", "--precision", precision]))
+                theirs.update(lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
+                                    {"BENCH_CONFIGS": config, "BENCH_ONLY": their_name, "BENCH_PRECISIONS": precision,
+                                     "BENCH_SECONDS": "1.5"}))
                 mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
                 if mine and other:
                     ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)

@@ -130,3 +130,61 @@ AVX512 double preftune_sum_of_squares_avx512(const float *x, int64_t count) {
     }
     return total;
 }
+
+// MARK: SiLU
+
+/// e^x as Elementwise.exp computes it: clamped, 2^n·p(r) with n by the 1.5·2^23 rounding trick.
+AVX512 static inline __m512 exp_lanes(__m512 input) {
+    __m512 x = _mm512_mask_mov_ps(input, _mm512_cmp_ps_mask(input, _mm512_set1_ps(88.3f), _CMP_GT_OQ), _mm512_set1_ps(88.3f));
+    x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ), _mm512_set1_ps(-87.3f));
+    const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5·2^23
+    __m512 shifted = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), magic);
+    __m512 n = _mm512_sub_ps(shifted, magic);
+    __m512 r = _mm512_add_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(2.1219444e-4f)));
+    __m512 p = _mm512_set1_ps(1.98756915e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.39819995e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.16657959e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.66666655e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.00000012e-1f));
+    __m512 poly = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+    __m512i exponent = _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000)),
+                                        _mm512_set1_epi32(127));
+    return _mm512_mul_ps(poly, _mm512_castsi512_ps(_mm512_slli_epi32(exponent, 23)));
+}
+
+/// σ(x) = 1 / (1 + e^−x), as Elementwise.sigmoid.
+AVX512 static inline __m512 sigmoid_lanes(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 negated = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp_lanes(negated)));
+}
+
+AVX512 void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count) {
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 lanes = TAIL_LANES(count, i);
+        __m512 x = _mm512_maskz_loadu_ps(lanes, a + i), s = sigmoid_lanes(x);
+        _mm512_mask_storeu_ps(sigmoid + i, lanes, s);
+        _mm512_mask_storeu_ps(out + i, lanes, _mm512_mul_ps(x, s));
+    }
+}
+
+AVX512 void preftune_silu_in_place_avx512(float *y, int64_t count) {
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 lanes = TAIL_LANES(count, i);
+        __m512 x = _mm512_maskz_loadu_ps(lanes, y + i);
+        _mm512_mask_storeu_ps(y + i, lanes, _mm512_mul_ps(x, sigmoid_lanes(x)));
+    }
+}
+
+AVX512 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 lanes = TAIL_LANES(count, i);
+        __m512 s = _mm512_maskz_loadu_ps(lanes, sigmoid + i), x = _mm512_maskz_loadu_ps(lanes, a + i);
+        // (dout·σ)·(1 + a·(1 − σ))
+        __m512 slope = _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s)));
+        _mm512_mask_storeu_ps(d_a + i, lanes, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, d_out + i), s), slope));
+    }
+}

@@ -36,7 +36,8 @@ public enum Elementwise {
 
     /// SiLU forward: out = a·σ(a); σ(a) is kept for the backward pass.
     public static func siluForward(_ a: UnsafePointer<Float>, sigmoid: UnsafeMutablePointer<Float>,
-                                   out: UnsafeMutablePointer<Float>, count: Int) {
+                                   out: UnsafeMutablePointer<Float>, count: Int, kernel: VectorKernel = .fastest) {
+        if kernel == .avx512 { return preftune_silu_forward_avx512(a, sigmoid, out, Int64(count)) }
         for i in 0..<count {
             let s = Self.sigmoid(a[i])
             sigmoid[i] = s
@@ -45,13 +46,16 @@ public enum Elementwise {
     }
 
     /// SiLU in place, σ not kept (a forward pass no backward pass follows).
-    public static func siluInPlace(_ y: UnsafeMutablePointer<Float>, count: Int) {
+    public static func siluInPlace(_ y: UnsafeMutablePointer<Float>, count: Int, kernel: VectorKernel = .fastest) {
+        if kernel == .avx512 { return preftune_silu_in_place_avx512(y, Int64(count)) }
         for i in 0..<count { y[i] = y[i] * Self.sigmoid(y[i]) }
     }
 
     /// SiLU backward: da = dout · σ(a)·(1 + a·(1 − σ(a))).
     public static func siluBackward(_ a: UnsafePointer<Float>, sigmoid: UnsafePointer<Float>,
-                                    dOut: UnsafePointer<Float>, dA: UnsafeMutablePointer<Float>, count: Int) {
+                                    dOut: UnsafePointer<Float>, dA: UnsafeMutablePointer<Float>, count: Int,
+                                    kernel: VectorKernel = .fastest) {
+        if kernel == .avx512 { return preftune_silu_backward_avx512(a, sigmoid, dOut, dA, Int64(count)) }
         for i in 0..<count {
             let s = sigmoid[i]
             dA[i] = dOut[i] * s * (1 + a[i] * (1 - s))

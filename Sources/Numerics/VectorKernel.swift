@@ -1,6 +1,6 @@
 import CKernels
 
-/// Who runs a pass over a whole parameter vector — AdamW's update, the gradient norm. Both do
+/// Who runs a pass over a whole vector — AdamW's update, the gradient norm, SiLU. Both do
 /// the same IEEE operations in the same order, so they give the same bits (tests hold them to it).
 public enum VectorKernel: Sendable {
     /// The Swift loop. Swift's baseline x86-64 build makes it 4-wide SSE, where AdamW's square

@@ -297,7 +297,7 @@ final class StepClock: TrainingSink {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") {
     print("""
-    usage: preftune-bench [--quick] [--only TEXT] [--math onednn|openblas] [--precision fp32|bf16]
+    usage: preftune-bench [--quick] [--only TEXT [--exact]] [--math onednn|openblas] [--precision fp32|bf16]
                           [--profile bench-s|bench-m [--sampling | --objective dpo|kto|dro|rpo]]
       (default)   every measurement, one JSON object per line: fp32, then bf16 (names ending _bf16)
                   where the CPU computes bf16 natively
@@ -306,6 +306,7 @@ if arguments.contains("--help") {
       --precision only this precision's measurements (for --profile: the precision profiled)
       --quick     shorter measuring windows
       --only      only the measurements whose name contains TEXT (e.g. bench-s/sft, sgemm, adamw)
+      --exact     only the measurement named TEXT (make bench-ratios times one at a time)
       --profile   run 200 SFT steps (or 200 steps of --objective, or 15 s of --sampling) of one config,
                   nothing else (for perf record)
     """)
@@ -313,7 +314,7 @@ if arguments.contains("--help") {
 }
 // Refuse what this tool does not know, so a misspelt flag never measures the wrong thing.
 do {
-    let valued: Set = ["--only", "--math", "--precision", "--profile", "--objective"], bare: Set = ["--quick", "--sampling", "--help"]
+    let valued: Set = ["--only", "--math", "--precision", "--profile", "--objective"], bare: Set = ["--quick", "--sampling", "--exact", "--help"]
     var index = 0
     while index < arguments.count {
         let argument = arguments[index]
@@ -378,11 +379,12 @@ func profile(_ bench: BenchConfig) {
 }
 let quick = arguments.contains("--quick")
 let window = quick ? 0.5 : 2.0
+let exact = arguments.contains("--exact")
 let only = arguments.firstIndex(of: "--only").flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
 /// Whether any of the measurements named was asked for.
 func wanted(_ names: String...) -> Bool {
     guard let only else { return true }
-    return names.contains { $0.contains(only) }
+    return names.contains { exact ? $0 == only : $0.contains(only) }
 }
 
 emit("blas/threads", Double(BLASRuntime.threadCount), "threads", ["core": BLASRuntime.coreName, "math": MathBackend.current.rawValue,

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -195,6 +196,10 @@ import Glibc
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
+        // When it exited, noted by Foundation's own thread: polling on the cooperative pool would time
+        // the test too, and under the full suite other suites' training can hold the pool's threads.
+        let exited = Mutex<Date?>(nil)
+        process.terminationHandler = { _ in exited.withLock { $0 = Date() } }
         try process.run()
         defer { if process.isRunning { process.terminate() } }
         let base = "http://127.0.0.1:\(port)"
@@ -217,7 +222,7 @@ import Glibc
         kill(process.processIdentifier, SIGTERM)
         while process.isRunning, Date().timeIntervalSince(signalled) < 20 { try await Task.sleep(for: .milliseconds(20)) }
         pending.cancel()
-        let took = Date().timeIntervalSince(signalled)
+        let took = (exited.withLock { $0 } ?? Date()).timeIntervalSince(signalled)
         // The grace period is 3 s; a busy test machine adds scheduling delay to the watchdog.
         #expect(!process.isRunning && took < 6, "exited \(took) s after SIGTERM (status \(process.terminationStatus))")
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

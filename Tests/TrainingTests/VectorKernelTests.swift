@@ -42,6 +42,35 @@ struct VectorKernelTests {
         }
     }
 
+    @Test("SiLU forward, in place and backward: the AVX-512 passes give the portable loops' bits",
+          arguments: [1, 16, 33, 4099])
+    func siluSameBits(count: Int) {
+        // Past e^x's clamps (±88.3, −87.3) and through zero, infinities and NaN.
+        var a = Self.awkward(count, seed: 21, scale: 30)
+        let edges: [Float] = [88.3, -88.3, 87.3, -87.3, 89, -90, .infinity, -.infinity, 0, -0.0, 1e-30]
+        for (i, edge) in edges.enumerated() where i * 3 < count { a[i * 3] = edge }
+        let dOut = FloatBuffer(Self.awkward(count, seed: 22, scale: 1))
+        var results: [VectorKernel: [[Float]]] = [:]
+        for kernel in [VectorKernel.portable, .avx512] {
+            let input = FloatBuffer(a), sigmoid = FloatBuffer(count: count), out = FloatBuffer(count: count)
+            Elementwise.siluForward(input.pointer, sigmoid: sigmoid.pointer, out: out.pointer, count: count, kernel: kernel)
+            let inPlace = FloatBuffer(a)
+            Elementwise.siluInPlace(inPlace.pointer, count: count, kernel: kernel)
+            // In place over dOut, as the backward pass calls it.
+            let dA = dOut.copy()
+            Elementwise.siluBackward(input.pointer, sigmoid: sigmoid.pointer, dOut: dA.pointer, dA: dA.pointer, count: count, kernel: kernel)
+            results[kernel] = [sigmoid.array, out.array, inPlace.array, dA.array]
+        }
+        for (name, (portable, wide)) in zip(["σ", "out", "in place", "da"], zip(results[.portable]!, results[.avx512]!)) {
+            // Which NaN comes out of an operation on two NaNs depends on its operands' order, which
+            // LLVM may swap in the Swift loop; a NaN is all a result needs to be there.
+            let differing = zip(portable, wide).enumerated().filter {
+                $0.element.0.bitPattern != $0.element.1.bitPattern && !($0.element.0.isNaN && $0.element.1.isNaN)
+            }
+            #expect(differing.isEmpty, "\(name), \(count) values: \(differing.prefix(5).map { "[\($0.offset)] a \(a[$0.offset]) → \($0.element.0) against \($0.element.1)" })")
+        }
+    }
+
     @Test("Σ x²: the AVX-512 pass gives the portable loop's bits",
           arguments: [0, 7, 8, 1023, 1024, 1029, 4 * 1024, 4 * 1024 + 3, 9 * 1024 + 13, Parallel.chunkSize])
     func sumOfSquaresSameBits(count: Int) {

@@ -1,9 +1,10 @@
-// Memory-bound passes over whole parameter vectors, written for the CPU's wide vector units
-// and chosen at run time. Swift's baseline x86-64 build compiles its loops to 4-wide SSE,
+// Passes over whole vectors — AdamW, the gradient norm, SiLU — written for the CPU's wide
+// vector units and chosen at run time. Swift's baseline x86-64 build compiles its loops to 4-wide SSE,
 // where AdamW's square root and divisions, not memory, set the pace.
 //
 // Each kernel does exactly the IEEE operations of its Swift twin, in the same order and
-// without fused multiply-adds, so the two give the same bits; the tests hold them to that.
+// without fused multiply-adds, so the two give the same bits (but for which NaN a NaN is:
+// LLVM may swap a Swift product's operands); the tests hold them to that.
 #ifndef PREFTUNE_CKERNELS_H
 #define PREFTUNE_CKERNELS_H
 
@@ -37,5 +38,11 @@ void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count);
 /// 8 float lanes (then the lanes in order, then the run's tail), the runs' totals added in
 /// double, in order. Runs are independent until then, so four are summed at once. AVX-512F.
 double preftune_sum_of_squares_avx512(const float *x, int64_t count);
+
+/// SiLU as Elementwise computes it (its own e^x, σ = 1/(1 + e^−x)), AVX-512F:
+/// out = a·σ(a) keeping σ; y = y·σ(y) in place; da = (dout·σ)·(1 + a·(1 − σ)).
+void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count);
+void preftune_silu_in_place_avx512(float *y, int64_t count);
+void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count);
 
 #endif
