@@ -1,5 +1,7 @@
 #include "CKernels.h"
 
+#if defined(__x86_64__)
+
 #include <immintrin.h>
 #include <math.h>
 
@@ -188,3 +190,21 @@ AVX512 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, 
         _mm512_mask_storeu_ps(d_a + i, lanes, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, d_out + i), s), slope));
     }
 }
+
+#else  // Not x86-64: no wide kernels. VectorKernel.fastest is .portable and BF16Shadow is never
+       // made, so none of these is called; they exist so that the module links.
+
+#include <stdlib.h>
+
+int preftune_kernels_have_avx512(void) { return 0; }
+int preftune_kernels_have_avx512_bf16(void) { return 0; }
+void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_t count, const preftune_adamw_coefficients *c) { abort(); }
+void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, uint16_t *p_bf16, int64_t count,
+                                       const preftune_adamw_coefficients *c) { abort(); }
+void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count) { abort(); }
+double preftune_sum_of_squares_avx512(const float *x, int64_t count) { abort(); }
+void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count) { abort(); }
+void preftune_silu_in_place_avx512(float *y, int64_t count) { abort(); }
+void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count) { abort(); }
+
+#endif

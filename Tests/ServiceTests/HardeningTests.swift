@@ -379,9 +379,8 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         while service.application.heavyWork.load == 0, waited < 200 { try await Task.sleep(for: .milliseconds(10)); waited += 1 }
         #expect(service.application.heavyWork.load == 1, "the sample is being drawn")
         client.close()
-        let left = Date()
-        while service.application.heavyWork.load > 0, Date().timeIntervalSince(left) < 20 { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(Date().timeIntervalSince(left) < 2, "drawing stopped \(Date().timeIntervalSince(left)) s after the client left")
+        let stopped = secondsUntil({ service.application.heavyWork.load == 0 }, atMost: 20)
+        #expect(stopped.map { $0 < 2 } == true, "drawing stopped \(stopped.map { "\($0) s" } ?? "not within 20 s") after the client left")
     }
 
     /// Over the arithmetic budget, a sample request is refused before it runs.

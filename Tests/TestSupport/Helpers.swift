@@ -19,6 +19,19 @@ public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120
     }
 }
 
+/// Seconds until `condition` holds (checked every `interval`), or nil after `seconds`. For timing
+/// how soon something happens: it polls on the calling thread, which it keeps, because a poll that
+/// sleeps with `Task.sleep` resumes on the cooperative pool, and under the full suite other suites'
+/// training can hold the pool's threads for seconds, timing the test instead of the event.
+public func secondsUntil(_ condition: () -> Bool, atMost seconds: Double, every interval: TimeInterval = 0.005) -> Double? {
+    let start = Date()
+    while !condition() {
+        guard Date().timeIntervalSince(start) < seconds else { return nil }
+        Thread.sleep(forTimeInterval: interval)
+    }
+    return Date().timeIntervalSince(start)
+}
+
 /// A path in the temporary directory no other test uses: `<prefix>-<uuid><suffix>`. Not created.
 public func temporaryPath(_ prefix: String, suffix: String = "") -> String {
     FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID())\(suffix)").path
