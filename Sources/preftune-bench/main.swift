@@ -279,8 +279,10 @@ func benchDROEndToEnd(_ bench: BenchConfig, steps: Int) -> Double {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preftune-bench-\(UUID())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let sink = StepClock()
-    let trainer = try! Trainer(job: TrainingJob(method: .dro, hyperparameters: hyperparameters, seed: 1, config: bench.config,
-                                           base: base, training: data), directory: directory, sink: sink)
+    var job = TrainingJob(method: .dro, hyperparameters: hyperparameters, seed: 1, config: bench.config, base: base, training: data)
+    // The trainer computes in its job's precision, whatever its thread's: the bench's must be the job's.
+    job.precision = MathPrecision.active
+    let trainer = try! Trainer(job: job, directory: directory, sink: sink)
     _ = try! trainer.run()
     let (first, last) = (sink.steps.first!, sink.steps.last!)
     return Double((last.step - first.step) * bench.batch) / (last.time - first.time)
