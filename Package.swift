@@ -37,7 +37,7 @@ let package = Package(
 
         // The jobs domain: records, statuses, errors, settings and the public representation,
         // shared by the store, the API and the workers.
-        .target(name: "Jobs", dependencies: ["Diffusion", "Training", "JSON"]),
+        .target(name: "Jobs", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
         // SQLite through the C API, with migrations from migrations/.
         .target(name: "Store", dependencies: ["CSQLite", "CPostgres", "JSON", "Jobs"]),
         // epoll and eventfd, which Swift's Glibc module does not export.

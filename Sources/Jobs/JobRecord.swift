@@ -1,4 +1,5 @@
 import Foundation
+import Numerics
 
 /// A list's bounds on creation time, as OpenAI's SDK sends them (`created_after`, `created_before`):
 /// strictly after / before, Unix seconds. Jobs, files and models take the same pair.
@@ -71,6 +72,8 @@ public struct JobRecord: Sendable, Equatable {
     public var startCheckpoint: String?
     /// The arithmetic of the job's matrix products: "fp32" or "bf16" (`MathPrecision`).
     public var precision = "fp32"
+    /// `precision` read; nil when the stored text is not one (a damaged row).
+    public var mathPrecision: MathPrecision? { MathPrecision(rawValue: precision) }
 
     public init(id: String, projectID: String, model: String, trainingFile: String, validationFile: String?, method: String,
                 hyperparameters: String, seed: Int, suffix: String?, metadata: String, webhookURL: String?, status: JobStatus,

@@ -45,6 +45,12 @@ public final class BF16Shadow: @unchecked Sendable {
         try ThreadMath.with(\.shadow, self, body)
     }
 
+    /// `shadow.using(body)` where there is a shadow (a bf16 job's θ), else `body()`.
+    public static func using<T>(_ shadow: BF16Shadow?, _ body: () throws -> T) rethrows -> T {
+        guard let shadow else { return try body() }
+        return try shadow.using(body)
+    }
+
     /// The bf16 copy of the value at `pointer`, when `pointer` is inside the weights.
     @inline(__always)
     func copy(of pointer: UnsafePointer<Float>) -> UnsafeMutableRawPointer? {

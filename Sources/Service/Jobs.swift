@@ -534,7 +534,7 @@ enum JobsAPI {
         guard let config = try? ModelFile.declaredConfig(artifacts.localPath(weights)) else {
             throw APIError(status: 409, message: "the base model of \(parent.id) is gone", param: "id", code: "model_unavailable")
         }
-        let precision = request.precision ?? MathPrecision(rawValue: parent.precision) ?? .fp32
+        let precision = request.precision ?? parent.mathPrecision ?? .fp32
         if let refusal = resources.settings.memoryBudget.trainingRefusal(config: config, method: method, hyperparameters: h, examples: training?.lines ?? 0,
                                                                          validationExamples: nil, precision: precision) {
             throw APIError(status: 400, message: refusal, param: "hyperparameters", code: "over_memory_budget")

@@ -27,7 +27,7 @@ extension Trainer {
             } else {
                 examples = prepareBatch(indices: indices, from: validation, random: &random)
             }
-            let result = withThetaInBF16 { objective.lossAndGradient(ObjectiveContext(
+            let result = BF16Shadow.using(thetaBF16) { objective.lossAndGradient(ObjectiveContext(
                 model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
                 targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: nil)) }
             sums["loss", default: 0] += result.loss * Double(examples)

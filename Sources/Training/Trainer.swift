@@ -212,12 +212,6 @@ public final class Trainer {
         try MathPrecision.with(job.precision) { try train(from: start, control: control, interrupt: interrupt) }
     }
 
-    /// Runs `body` with θ's products reading its bf16 copy, in a bf16 job where there is one.
-    func withThetaInBF16<T>(_ body: () throws -> T) rethrows -> T {
-        guard let thetaBF16 else { return try body() }
-        return try thetaBF16.using(body)
-    }
-
     /// Which library computes the products, and in what precision, for the log's first line.
     var mathDescription: String {
         job.precision == .fp32 ? MathBackend.description(of: MathBackend.active)
@@ -258,7 +252,7 @@ public final class Trainer {
             }
             for _ in 0..<h.gradientAccumulationSteps {
                 guard !interrupted(), let examples = prepareBatch(random: &batchRandom, shouldStop: interrupted) else { break }
-                let result = withThetaInBF16 { objective.lossAndGradient(ObjectiveContext(
+                let result = BF16Shadow.using(thetaBF16) { objective.lossAndGradient(ObjectiveContext(
                     model: model, theta: theta, reference: reference, workspace: workspace, examples: examples,
                     targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients)) }
                 loss += result.loss / Double(h.gradientAccumulationSteps)

@@ -140,7 +140,7 @@ final class SFTStepBench {
             ? PackedWeights(parameters, budget: 2 * PackedWeights.defaultBudget(parameters: parameters.count)).using {
                 SFTObjective().lossAndGradient(context).loss
             }
-            : withThetaInBF16(thetaBF16) { SFTObjective().lossAndGradient(context).loss }
+            : BF16Shadow.using(thetaBF16) { SFTObjective().lossAndGradient(context).loss }
         let norm = GradientClipping.globalNorm(gradients, sharingWith: scratch.companion)
         optimizer.update(parameters, gradients: gradients, learningRate: 1e-4,
                          gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion,
@@ -159,7 +159,7 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
         let (_, productSeconds) = ProductClock.measuring {
-            withThetaInBF16(s.thetaBF16) {
+            BF16Shadow.using(s.thetaBF16) {
                 s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
                 s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
                                  gradients: s.gradients); lap("backward")
@@ -222,7 +222,7 @@ final class ObjectiveStepBench {
     }
 
     func step() {
-        _ = withThetaInBF16(thetaBF16) {
+        _ = BF16Shadow.using(thetaBF16) {
             objective.lossAndGradient(ObjectiveContext(
                 model: model, theta: theta, reference: reference, workspace: workspace, examples: batch,
                 targets: targets.pointer, desirable: desirable, scratch: scratch, gradients: gradients))
@@ -232,12 +232,6 @@ final class ObjectiveStepBench {
                          gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: scratch.companion,
                          shadow: thetaBF16)
     }
-}
-
-/// `body` with θ's bf16 products reading `shadow`, when there is one (a bf16 step, as the trainer runs it).
-func withThetaInBF16<T>(_ shadow: BF16Shadow?, _ body: () -> T) -> T {
-    guard let shadow else { return body() }
-    return shadow.using(body)
 }
 
 /// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts.

@@ -3,9 +3,11 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import JSON
 import Numerics
 import TestSupport
 import Testing
+import Training
 
 /// `"precision": "bf16"` on jobs and sample requests: bf16 mixed precision in the products,
 /// shown on the job and the samples, and refused with a 400 where the CPU cannot compute it.
@@ -71,6 +73,26 @@ import Testing
 
     /// oneDNN's own switch, DNNL_MAX_CPU_ISA, makes this CPU one without bf16 instructions for a
     /// server: bf16 is then a 400 that says why, and fp32 goes on.
+    /// A bf16 job holds θ rounded to bf16 beside θ (`BF16Shadow`): the API's memory check counts
+    /// it. Under a budget between the fp32 and the bf16 job's needs, only the fp32 one is taken.
+    @Test func theMemoryCheckCountsABF16JobsCopyOfTheta() async throws {
+        try #require(MathPrecision.nativeBF16, "this CPU has no bf16 instructions")
+        let config = try ModelConfig.parse(String(decoding: try JSONSerialization.data(withJSONObject: ModelsTests.config), as: UTF8.self))
+        let h = try Hyperparameters.resolve(["n_steps": 4, "batch_size": 4], method: .sft)
+        let lines = 16  // WorkerFixtures.samples
+        let fp32 = MemoryEstimate.training(config: config, method: .sft, hyperparameters: h, examples: lines).total
+        let bf16 = MemoryEstimate.training(config: config, method: .sft, hyperparameters: h, examples: lines, precision: .bf16).total
+        #expect(bf16 > fp32)
+        let service = try LiveService(settings: ServiceHardeningTests.settings(budget: (fp32 + bf16) / 2))
+        let model = try await WorkerFixtures.baseModel(service)
+        let file = try await WorkerFixtures.upload(service, WorkerFixtures.samples)
+        let method: [String: Any] = ["type": "sft", "sft": ["hyperparameters": ["n_steps": 4, "batch_size": 4]]]
+        let refused = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": method, "precision": "bf16"])
+        #expect(refused.status == 400 && errorCode(refused.json) == "over_memory_budget", "\(refused.json)")
+        let taken = try await service.post("/v1/fine_tuning/jobs", ["model": model, "training_file": file, "method": method])
+        #expect(taken.status == 200, "\(taken.json)")
+    }
+
     @Test func aCPUWithoutBF16RefusesBF16WithA400() async throws {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }

@@ -40,8 +40,7 @@ struct BF16ShadowTests {
                     if spoil, let shadow { shadow.values.update(repeating: 0, count: theta.count) }
                     let context = ObjectiveContext(model: model, theta: theta, reference: nil, workspace: workspace, examples: batch,
                                                    targets: targets.pointer, scratch: scratch, gradients: gradients)
-                    _ = shadow.map { shadow in shadow.using { SFTObjective().lossAndGradient(context) } }
-                        ?? SFTObjective().lossAndGradient(context)
+                    _ = BF16Shadow.using(shadow) { SFTObjective().lossAndGradient(context) }
                     let norm = GradientClipping.globalNorm(gradients)
                     optimizer.update(theta, gradients: gradients, learningRate: 1e-3,
                                      gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), shadow: shadow)

@@ -146,7 +146,7 @@ public final class FileValidation: Sendable {
         let store = resources.jobs
         do {
             switch try Self.check(training: job.trainingFile, validation: job.validationFile, config: config, method: method,
-                              hyperparameters: hyperparameters, precision: MathPrecision(rawValue: job.precision) ?? .fp32,
+                              hyperparameters: hyperparameters, precision: job.mathPrecision ?? .fp32,
                               artifacts: resources.data.artifacts, budget: resources.settings.memoryBudget) {
             case let .failure(error):
                 return try fail(job, code: error.code, param: error.param ?? "training_file", message: error.message, store: store)

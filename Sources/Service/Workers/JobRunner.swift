@@ -95,7 +95,7 @@ struct JobRunner {
             return evaluation
         }
         // The API node checked its own CPU; in a fleet this worker's may differ.
-        guard let precision = MathPrecision(rawValue: job.precision) else {
+        guard let precision = job.mathPrecision else {
             throw Failure(code: "internal_error", message: "the job's stored precision \(job.precision) is not readable")
         }
         if precision == .bf16, let refusal = MathPrecision.bf16Refusal {
