@@ -187,7 +187,7 @@ func errorMessage(_ json: [String: Any]) -> String { (json["error"] as? [String:
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 2, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(firstPort)/hook"])
         _ = try await service.waitFor(id, ["succeeded"])
-        let failure = try? await poll("the webhook's failure event", seconds: 10, every: .milliseconds(50)) {
+        let failure = try? await poll("the webhook's failure event", seconds: 60, every: .milliseconds(50)) {
             try await service.events(id).compactMap { $0["message"] as? String }.first { $0.contains("Webhook fine_tuning.job.succeeded to 127.0.0.1 failed") }
         }
         #expect(failure?.contains("HTTP 307") == true, "\(failure ?? "no event")")

@@ -230,7 +230,7 @@ enum WorkerFixtures {
         let id = try await service.createJob(model: model, file: file, method: "sft", ["n_steps": 3, "batch_size": 4],
                                              extra: ["webhook_url": "http://127.0.0.1:\(closed)/hook"])
         #expect(try await service.waitFor(id, ["succeeded", "failed"])["status"] as? String == "succeeded")
-        let warning = try? await poll("the webhook's warning event", seconds: 10, every: .milliseconds(50)) {
+        let warning = try? await poll("the webhook's warning event", seconds: 60, every: .milliseconds(50)) {
             try await service.events(id).first { ($0["message"] as? String)?.contains("Webhook fine_tuning.job.succeeded to 127.0.0.1 failed after 3 attempts") == true }
         }
         #expect(warning?["level"] as? String == "warn", "three attempts, then a warning event")
