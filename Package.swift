@@ -49,14 +49,16 @@ let package = Package(
         .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux", "Threads"]),
 
         .executableTarget(name: "preftune", dependencies: ["CLinux", "Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service"]),
-        .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON"]),
+        // The machine's ceilings (FMA peak, AdamW's memory floor), measured by the bench beside its figures.
+        .target(name: "CCeilings"),
+        .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "CCeilings"]),
         .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "JSON"]),
 
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
         // What the test targets share: a raw loopback HTTP client, polling, temporary paths.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux", "TestSupport"]),
+        .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux", "CCeilings", "TestSupport"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),

@@ -1,3 +1,4 @@
+import CCeilings
 import Diffusion
 import Foundation
 import JSON
@@ -392,6 +393,66 @@ if wanted("sgemm/1024x1024x1024") {
     emit("sgemm/1024x1024x1024", benchSGEMM(m: 1024, n: 1024, k: 1024, transA: false, transB: false), "GFLOP/s",
          ["trans": ["NN"], "note": "reference shape, not used by the model"])
 }
+// MARK: The machine's ceilings, measured in the same run as the figures they bound
+
+/// The FMA units' peak with `threads` threads at once, in GFLOP/s: the best of three windows
+/// (a ceiling, so the most seen). nil where the CPU has no AVX-512.
+func benchFMAPeak(threads: Int) -> Double? {
+    guard preftune_ceilings_have_avx512() == 1 else { return nil }
+    let rounds: Int64 = quick ? 10_000_000 : 40_000_000  // 18 FMAs a round: about 0.1 s a window
+    var best = 0.0
+    for _ in 0..<3 {
+        let start = now()
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in _ = preftune_ceilings_fma_rounds(rounds) }
+        best = max(best, Double(threads) * Double(rounds) * 18 * 32 / (now() - start) / 1e9)
+    }
+    return best
+}
+
+/// One AdamW pass over `parameters` values of state, and the same memory traffic without the
+/// arithmetic (read p, g, m, v; write p, m, v, g), each split over two threads as the trainer
+/// splits AdamW: medians in milliseconds, taken in alternation so both see the same machine.
+func benchAdamWAgainstMemory(parameters count: Int, passes: Int) -> (adamw: Double, floor: Double) {
+    let companion = CompanionThread(name: "bench companion")
+    let parameters = FloatBuffer(count: count, value: 0.01), gradients = FloatBuffer(count: count)
+    let optimizer = try! AdamW(parameterCount: count)
+    let m = FloatBuffer(count: count), v = FloatBuffer(count: count)
+    let buffers = UncheckedSendable((parameters.pointer, gradients.pointer, m.pointer, v.pointer))
+    func traffic() {
+        Parallel.forEachChunk(count: count, sharingWith: companion) { range in
+            let (p, g, m, v) = buffers.value
+            preftune_ceilings_adamw_traffic(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
+                                            Int64(range.count))
+        }
+    }
+    func adamw() { optimizer.update(parameters, gradients: gradients, learningRate: 1e-4, sharingWith: companion) }
+    adamw(); traffic()
+    var adamwTimes: [Double] = [], floorTimes: [Double] = []
+    for _ in 0..<passes {
+        var start = now()
+        adamw()
+        adamwTimes.append(now() - start)
+        start = now()
+        traffic()
+        floorTimes.append(now() - start)
+    }
+    return (adamwTimes.sorted()[passes / 2] * 1e3, floorTimes.sorted()[passes / 2] * 1e3)
+}
+
+let fmaPeak = wanted("cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sft_step/products") ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
+if let fmaPeak, wanted("cpu/fma_peak") {
+    emit("cpu/fma_peak", fmaPeak, "GFLOP/s", ["threads": BLASRuntime.threadCount,
+         "note": "18 independent AVX-512 FMA chains a thread, operands in registers: the most any fp32 product can reach"])
+}
+if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("bench-m/adamw") {
+    let count = ResMLP(config: bench.config).parameterCount
+    let (adamw, floor) = benchAdamWAgainstMemory(parameters: count, passes: quick ? 5 : 21)
+    let bytes = Double(count) * 4 * 8  // four arrays read, four written
+    emit("bench-m/adamw", adamw, "ms", ["parameters": count, "note": "one AdamW pass alone, two threads"])
+    emit("bench-m/adamw_memory_floor", floor, "ms", ["parameters": count, "GB/s": (bytes / floor / 1e6).rounded(),
+         "note": "AdamW's memory traffic without its arithmetic, timed in alternation with bench-m/adamw"])
+}
+
 /// Every measurement below in one precision: fp32 names as they are, bf16 ones with `_bf16`
 /// after the name (`bench-m/sft_step_bf16`, `sgemm_bf16/256x512x2048`), as `make bench-pytorch`
 /// names its autocast runs.
@@ -429,11 +490,17 @@ func measureModels(_ precision: MathPrecision) {
             }
             if bench.name == "bench-m", wanted(usefulName) {
                 let useful = rate.median * usefulFLOPsPerRow(bench.config) / 1e9
-                emit(usefulName, useful, "GFLOP/s", [
+                var extra: [String: Any] = [
                     "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
                     "fraction_of_best_sgemm": (useful / bestModelSGEMM * 1000).rounded() / 1000,
                     "flops_per_row": usefulFLOPsPerRow(bench.config),
-                ])
+                ]
+                // The FMA peak bounds fp32 work; bf16 products run on AMX, which it does not measure.
+                if let fmaPeak, precision == .fp32 {
+                    extra["fma_peak"] = (fmaPeak * 10).rounded() / 10
+                    extra["fraction_of_fma_peak"] = (useful / fmaPeak * 1000).rounded() / 1000
+                }
+                emit(usefulName, useful, "GFLOP/s", extra)
             }
         }
         // Whether packing θ after every optimizer step would pay: the same step with θ packed afresh.
@@ -448,7 +515,14 @@ func measureModels(_ precision: MathPrecision) {
         if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {
             for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
             where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {
-                emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", ["batch": bench.batch])
+                var extra: [String: Any] = ["batch": bench.batch]
+                if phase == "products" {
+                    // The products' own rate: the step's useful work over the time spent inside them.
+                    let rate = Double(bench.batch) * usefulFLOPsPerRow(bench.config) / (milliseconds * 1e-3) / 1e9
+                    extra["GFLOP/s"] = rate.rounded()
+                    if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (rate / fmaPeak * 1000).rounded() / 1000 }
+                }
+                emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
             }
         }
         let objectives: [(String, any Objective, String)] = [
