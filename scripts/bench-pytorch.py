@@ -8,13 +8,15 @@ measures the same work with PyTorch here, so the two compare on one machine:
 - an sft step: forward, MSE to ε, backward, clip at 1.0, AdamW (rows/s);
 - a pair step as dpo, rpo and dro take it: forward and backward of both rows
   plus the frozen reference's forward of both rows (pairs/s);
+- a kto step: an sft-shaped step plus the frozen reference's forward of its rows, with
+  Diffusion-KTO's loss (rows/s);
 - dpmpp2m sampling, 20 steps, guidance 1 (samples/s);
 for bench-s and bench-m, in fp32 and under torch.autocast("cpu", dtype=torch.bfloat16)
 (the same names with a `_bf16` suffix: bf16 products, f32 master weights, optimizer and loss).
 Subnormals are flushed, as preftune flushes them: without it PyTorch's β 5000 dpo step runs
 about 2× slower on subnormal arithmetic, and every ratio would flatter preftune.
 Needs torch (not installed by make: it is large). One JSON object per line.
-BENCH_CONFIGS (e.g. "bench-m"), BENCH_ONLY (any of sft_step, pair_step, sample_dpmpp2m_20),
+BENCH_CONFIGS (e.g. "bench-m"), BENCH_ONLY (any of sft_step, pair_step, kto_step, sample_dpmpp2m_20),
 BENCH_PRECISIONS (fp32, bf16) and BENCH_SECONDS (per measurement, default 4) narrow a run;
 scripts/bench-ratios.py uses them to time each measurement right beside preftune's.
 """
@@ -100,7 +102,7 @@ def scaled_linear_alphas(T=1000, start=0.00085, end=0.012):
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONFIGS = set(os.environ.get("BENCH_CONFIGS", "bench-s,bench-m").split(","))
-ONLY = set(os.environ.get("BENCH_ONLY", "sft_step,pair_step,sample_dpmpp2m_20").split(","))
+ONLY = set(os.environ.get("BENCH_ONLY", "sft_step,pair_step,kto_step,sample_dpmpp2m_20").split(","))
 PRECISIONS = set(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))
 
 
@@ -161,6 +163,23 @@ def bench(name, config, batch, seconds=SECONDS, bf16=False):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
+    desirable = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(batch)])
+
+    def kto_step():
+        """Diffusion-KTO (SPEC §5, utility sigmoid, β 1000, λ 1): g = mse_ref − mse_θ per row,
+        z₀ = max(0, mean g) without gradient, L = mean(1 − σ(±β·(g − z₀)))."""
+        optimizer.zero_grad(set_to_none=True)
+        with precision():
+            out = model(x, t, ids).float()
+            with torch.no_grad():
+                ref = reference(x, t, ids).float()
+        g = ((ref - eps) ** 2).mean(dim=1) - ((out - eps) ** 2).mean(dim=1)
+        z0 = g.mean().detach().clamp(min=0)
+        loss = (1 - torch.sigmoid(desirable * 1000 * (g - z0))).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
     alphas = scaled_linear_alphas()
     grid = list(range(999, -1, -50))  # 20 steps, as the leading grid of 1000 train steps
 
@@ -195,6 +214,9 @@ def bench(name, config, batch, seconds=SECONDS, bf16=False):
     if "pair_step" in ONLY:
         print(json.dumps({"name": f"pytorch/{name}/pair_step{suffix}", "value": round(timed(pair_step, batch), 1), "unit": "pairs/s",
                           "note": "dpo, rpo, dro: forward and backward of both rows, the reference's forward of both"}))
+    if "kto_step" in ONLY:
+        print(json.dumps({"name": f"pytorch/{name}/kto_step{suffix}", "value": round(timed(kto_step, batch), 1), "unit": "rows/s",
+                          "note": "kto: forward and backward of each row, the reference's forward of each"}))
     if "sample_dpmpp2m_20" in ONLY:
         print(json.dumps({"name": f"pytorch/{name}/sample_dpmpp2m_20{suffix}", "value": round(timed(sample, batch), 1), "unit": "samples/s"}))
     sys.stdout.flush()

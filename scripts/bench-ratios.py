@@ -17,10 +17,10 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 CONFIGS = os.environ.get("BENCH_CONFIGS", "bench-m").split(",")
 BENCH = os.path.join(ROOT, ".build", "release", "preftune-bench")
 
-# preftune's measurement → PyTorch's measurement of the same work (a kto step is an sft-shaped step
-# plus the reference's forward; PyTorch's pair step is what dpo, rpo and dro do).
+# preftune's measurement → PyTorch's measurement of the same work (PyTorch's pair step is what dpo,
+# rpo and dro do; its kto step is an sft-shaped step plus the reference's forward).
 PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step", "rpo_step": "pair_step",
-         "kto_step": "sft_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
+         "kto_step": "kto_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
 
 
 def lines(command, env=None):
