@@ -53,54 +53,55 @@ public struct RPOObjective: Objective {
     /// condition vectors of the chosen rows; the identity for unconditional models.
     /// The cosines are symmetric, so each pair's dot product is taken once (i ≤ j), in Double
     /// with eight interleaved partial sums: B²/2 products of length H, which a single serial
-    /// chain of adds made a tenth of a bench-m rpo step.
+    /// chain of adds made a tenth of a bench-m rpo step. Each row's softmax runs in place.
     func contrastWeights(_ c: ObjectiveContext, examples B: Int, hidden H: Int) -> [Double] {
         var weights = [Double](repeating: 0, count: B * B)
         if c.model.config.condition == .none {
             for i in 0..<B { weights[i * B + i] = 1 }
             return weights
         }
-        let source = c.scratch.referenceCondition.pointer
-        let vectors = (0..<B * H).map { Double(source[$0]) }
-        var cosines = [Double](repeating: 0, count: B * B)
-        vectors.withUnsafeBufferPointer { vectors in
-            let v = vectors.baseAddress!
-            let norms = (0..<B).map { i in Self.dot(v + i * H, v + i * H, count: H).squareRoot() }
-            for i in 0..<B {
-                for j in i..<B {
-                    // torch.nn.functional.cosine_similarity, eps 1e−8.
-                    let cosine = Self.dot(v + i * H, v + j * H, count: H) / max(norms[i] * norms[j], 1e-8)
-                    cosines[i * B + j] = cosine
-                    cosines[j * B + i] = cosine
-                }
+        let v = UnsafePointer(c.scratch.referenceCondition.pointer)
+        let norms = (0..<B).map { i in Self.dot(v + i * H, v + i * H, count: H).squareRoot() }
+        for i in 0..<B {
+            for j in i..<B {
+                // torch.nn.functional.cosine_similarity, eps 1e−8; the logit is cosine / τ.
+                let cosine = Self.dot(v + i * H, v + j * H, count: H) / max(norms[i] * norms[j], 1e-8)
+                weights[i * B + j] = cosine / temperature
+                weights[j * B + i] = cosine / temperature
             }
         }
-        for i in 0..<B {
-            let logits = (0..<B).map { j in cosines[i * B + j] / temperature }
-            let largest = logits.max() ?? 0
-            let exps = logits.map { Foundation.exp($0 - largest) }
-            let total = exps.reduce(0, +)
-            for j in 0..<B { weights[i * B + j] = exps[j] / total }
+        weights.withUnsafeMutableBufferPointer { weights in
+            for i in 0..<B {
+                let row = UnsafeMutableBufferPointer(rebasing: weights[i * B..<(i + 1) * B])
+                let largest = row.max() ?? 0
+                var total = 0.0
+                for j in 0..<B {
+                    row[j] = Foundation.exp(row[j] - largest)
+                    total += row[j]
+                }
+                for j in 0..<B { row[j] /= total }
+            }
         }
         return weights
     }
 
-    /// Σ a·b in eight partial sums (lanes of two SIMD4s, then a serial tail), added in a fixed
-    /// order: the same bits for (a, b) and (b, a).
-    static func dot(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, count: Int) -> Double {
+    /// Σ a·b in Double, in eight partial sums (lanes of two SIMD4s, then a serial tail), added
+    /// in a fixed order: the same bits for (a, b) and (b, a).
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Double {
         var low = SIMD4<Double>(), high = SIMD4<Double>()
         let rawA = UnsafeRawPointer(a), rawB = UnsafeRawPointer(b)
+        @inline(__always) func lanes(_ raw: UnsafeRawPointer, _ offset: Int) -> SIMD4<Double> {
+            SIMD4<Double>(raw.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self))
+        }
         var k = 0
         while k + 8 <= count {
-            let offset = k * MemoryLayout<Double>.stride
-            low += rawA.loadUnaligned(fromByteOffset: offset, as: SIMD4<Double>.self)
-                * rawB.loadUnaligned(fromByteOffset: offset, as: SIMD4<Double>.self)
-            high += rawA.loadUnaligned(fromByteOffset: offset + 32, as: SIMD4<Double>.self)
-                * rawB.loadUnaligned(fromByteOffset: offset + 32, as: SIMD4<Double>.self)
+            let offset = k * MemoryLayout<Float>.stride
+            low += lanes(rawA, offset) * lanes(rawB, offset)
+            high += lanes(rawA, offset + 16) * lanes(rawB, offset + 16)
             k += 8
         }
         var tail = 0.0
-        while k < count { tail += a[k] * b[k]; k += 1 }
+        while k < count { tail += Double(a[k]) * Double(b[k]); k += 1 }
         return (low + high).sum() + tail
     }
 }
