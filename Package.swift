@@ -50,7 +50,7 @@ let package = Package(
 
         .executableTarget(name: "preftune", dependencies: ["CLinux", "Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service"]),
         // The machine's ceilings (FMA peak, AdamW's memory floor), measured by the bench beside its figures.
-        .target(name: "CCeilings"),
+        .target(name: "CCeilings", dependencies: ["CKernels"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "CCeilings"]),
         .executableTarget(name: "preftune-eval", dependencies: ["Numerics", "Diffusion", "Training", "DemoData", "JSON"]),
 

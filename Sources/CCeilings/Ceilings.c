@@ -1,13 +1,9 @@
 #include "CCeilings.h"
+#include "CKernels.h"
 
 #if defined(__x86_64__)
 
 #include <immintrin.h>
-
-int preftune_ceilings_have_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
 
 #define AVX512 __attribute__((target("avx512f")))
 
@@ -34,7 +30,8 @@ AVX512 float preftune_ceilings_fma_rounds(int64_t rounds) {
     return _mm512_reduce_add_ps(_mm512_add_ps(sum, _mm512_add_ps(c51, c52)));
 }
 
-AVX512 static void adamw_traffic_avx512(float *p, float *g, float *m, float *v, int64_t count) {
+/// 16 lanes at a time, as AdamW's AVX-512 pass moves them; the tail is left to the caller.
+AVX512 static int64_t adamw_traffic_avx512(float *p, float *g, float *m, float *v, int64_t count) {
     int64_t i = 0;
     for (; i + 16 <= count; i += 16) {
         __m512 gi = _mm512_loadu_ps(g + i);
@@ -43,25 +40,20 @@ AVX512 static void adamw_traffic_avx512(float *p, float *g, float *m, float *v, 
         _mm512_storeu_ps(v + i, _mm512_add_ps(_mm512_loadu_ps(v + i), gi));
         _mm512_storeu_ps(g + i, _mm512_setzero_ps());
     }
-    for (; i < count; i++) { p[i] += g[i]; m[i] += g[i]; v[i] += g[i]; g[i] = 0; }
+    return i;
 }
 
-void preftune_ceilings_adamw_traffic(float *p, float *g, float *m, float *v, int64_t count) {
-    if (preftune_ceilings_have_avx512()) {
-        adamw_traffic_avx512(p, g, m, v, count);
-        return;
-    }
-    for (int64_t i = 0; i < count; i++) { p[i] += g[i]; m[i] += g[i]; v[i] += g[i]; g[i] = 0; }
-}
-
-#else  // Not x86-64: no FMA probe (the bench leaves its line out); the traffic pass is plain C.
+#else  // Not x86-64: no FMA probe (the bench leaves its line out, as VectorKernel.fastest is portable).
 
 #include <stdlib.h>
 
-int preftune_ceilings_have_avx512(void) { return 0; }
 float preftune_ceilings_fma_rounds(int64_t rounds) { abort(); }
-void preftune_ceilings_adamw_traffic(float *p, float *g, float *m, float *v, int64_t count) {
-    for (int64_t i = 0; i < count; i++) { p[i] += g[i]; m[i] += g[i]; v[i] += g[i]; g[i] = 0; }
-}
+static int64_t adamw_traffic_avx512(float *p, float *g, float *m, float *v, int64_t count) { abort(); }
 
 #endif
+
+void preftune_ceilings_adamw_traffic(float *p, float *g, float *m, float *v, int64_t count) {
+    // The same CPU check as AdamW's own kernel choice (CKernels), so both passes move memory alike.
+    int64_t i = preftune_kernels_have_avx512() ? adamw_traffic_avx512(p, g, m, v, count) : 0;
+    for (; i < count; i++) { p[i] += g[i]; m[i] += g[i]; v[i] += g[i]; g[i] = 0; }
+}

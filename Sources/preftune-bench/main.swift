@@ -398,7 +398,7 @@ if wanted("sgemm/1024x1024x1024") {
 /// The FMA units' peak with `threads` threads at once, in GFLOP/s: the best of three windows
 /// (a ceiling, so the most seen). nil where the CPU has no AVX-512.
 func benchFMAPeak(threads: Int) -> Double? {
-    guard preftune_ceilings_have_avx512() == 1 else { return nil }
+    guard VectorKernel.fastest == .avx512 else { return nil }
     let rounds: Int64 = quick ? 10_000_000 : 40_000_000  // 18 FMAs a round: about 0.1 s a window
     var best = 0.0
     for _ in 0..<3 {

@@ -1,4 +1,5 @@
 import CCeilings
+import Numerics
 import Testing
 
 /// The probes `make bench` measures the machine's ceilings with do the work they claim, so the
@@ -22,7 +23,7 @@ import Testing
     /// Each of the probe's 18 × 16 lanes ran one fused multiply-add per round: its sum is what
     /// `rounds` FMAs of 10⁻³·10⁻³ into each lane give.
     @Test func theFMAProbeRunsEveryChainEveryRound() throws {
-        try #require(preftune_ceilings_have_avx512() == 1, "the FMA probe is AVX-512")
+        try #require(VectorKernel.fastest == .avx512, "the FMA probe is AVX-512")
         let x: Float = 1e-3
         for rounds in [1, 2, 1000] {
             var lane: Float = 0

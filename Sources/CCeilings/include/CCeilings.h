@@ -5,14 +5,11 @@
 
 #include <stdint.h>
 
-/// 1 when this CPU (and its OS) runs AVX-512F code, else 0.
-int preftune_ceilings_have_avx512(void);
-
 /// `rounds` rounds of 18 independent AVX-512 FMAs on operands held in registers: the most any
 /// fp32 matrix product can do on one core. The work is rounds × 18 × 32 flops; the return
 /// value is the accumulators' sum. An empty asm barrier keeps the compiler from folding the
 /// identical chains into one (which would count one chain's work eighteen times).
-/// AVX-512F: call only when preftune_ceilings_have_avx512() is 1.
+/// AVX-512F: call only when CKernels' preftune_kernels_have_avx512() is 1 (`VectorKernel.fastest`).
 float preftune_ceilings_fma_rounds(int64_t rounds);
 
 /// AdamW's memory traffic with next to no arithmetic: reads p, g, m and v, writes p, m, v and g,
