@@ -8,7 +8,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <pthread.h>
-#include <malloc.h>
 #include <spawn.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,8 +49,6 @@ int preftune_set_thread_nice(int tid, int nice) {
     if (tid == 0) tid = (int)syscall(SYS_gettid);
     return setpriority(PRIO_PROCESS, (id_t)tid, nice);
 }
-
-int preftune_release_free_memory(void) { return malloc_trim(0); }
 
 int preftune_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd) {
     posix_spawn_file_actions_t actions;

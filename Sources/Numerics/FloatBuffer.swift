@@ -9,6 +9,14 @@ import Glibc
 public final class FloatBuffer {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
+    /// The bytes of its own mapping, or 0 when it came from malloc.
+    private let mappedBytes: Int
+
+    /// From this size up, a buffer is a mapping of its own, and freeing it gives its pages back
+    /// to the system at once. In malloc's heap, a job's freed buffers would stay with the process
+    /// until `malloc_trim`, which walks every arena under its lock: run by a worker at nice 10,
+    /// it held up every other thread that freed memory for seconds.
+    public static let ownMappingBytes = 1 << 20
 
     /// Allocates `count` floats, or throws when the size overflows or the system refuses it:
     /// sizes that come from users go through here, so a failed allocation fails a job, not the process.
@@ -18,7 +26,17 @@ public final class FloatBuffer {
         }
         var raw: UnsafeMutableRawPointer?
         let bytes = max(64, size)
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
+        if bytes >= Self.ownMappingBytes {
+            // Page-aligned, so 64-byte aligned too.
+            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let mapped, mapped != UnsafeMutableRawPointer(bitPattern: -1) else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
+            raw = mapped
+            mappedBytes = bytes
+        } else {
+            guard posix_memalign(&raw, 64, bytes) == 0 else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
+            mappedBytes = 0
+        }
+        guard let raw else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
         self.count = count
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         pointer.initialize(repeating: value, count: count)
@@ -34,7 +52,9 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { free(pointer) }
+    deinit {
+        if mappedBytes > 0 { munmap(pointer, mappedBytes) } else { free(pointer) }
+    }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
     public var array: [Float] { Array(buffer) }

@@ -36,9 +36,6 @@ int preftune_name_current_thread(const char *name);
 /// setpriority for one thread (Linux: a thread id is a process id for PRIO_PROCESS); 0 is the calling thread.
 int preftune_set_thread_nice(int tid, int nice);
 
-/// Returns freed heap memory to the system (glibc's malloc_trim(0)).
-int preftune_release_free_memory(void);
-
 /// Starts `path` with `argv` and `envp` (NULL-terminated), its standard input, output and
 /// error on the given descriptors and no other descriptor of this process. The child's pid, or -1.
 int preftune_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);

@@ -1,7 +1,6 @@
 import Foundation
 import Synchronization
 import Threads
-import CLinux
 import Numerics
 import Store
 import Training
@@ -162,9 +161,6 @@ public final class WorkerPool: Sendable {
                                    changes: changes, telemetry: telemetry)
             runner.egress = configuration.egress
             let status = runner.run()
-            // The job's buffers are freed; glibc keeps freed heap pages unless asked, so a server
-            // that trained a large job would go on holding its memory while idle.
-            _ = preftune_release_free_memory()
             heartbeat.stop()
             telemetry?.jobStopped(job.id)
             state.withLock { $0.controls[job.id] = nil }
