@@ -57,7 +57,7 @@ let package = Package(
         // Golden reference files and the helpers that read them, shared by the test targets.
         .target(name: "GoldenFixtures", dependencies: ["Numerics", "Diffusion"], path: "Tests/GoldenFixtures"),
         // What the test targets share: a raw loopback HTTP client, polling, temporary paths.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CLinux"], path: "Tests/TestSupport"),
         .testTarget(name: "NumericsTests", dependencies: ["Numerics", "CLinux", "CCeilings", "TestSupport"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),

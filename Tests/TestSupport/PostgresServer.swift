@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -118,18 +119,17 @@ public struct PostgresServerError: Error, CustomStringConvertible {
 func runCommand(_ command: [String]) throws -> (Int32, String) {
     let path = temporaryPath("preftune-command", suffix: ".log")
     defer { unlink(path) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let input = open("/dev/null", O_RDONLY | O_CLOEXEC), log = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    defer { close(input); close(log) }
+    guard input >= 0, log >= 0 else { throw PostgresServerError("cannot open \(path): \(String(cString: strerror(errno)))") }
     let arguments = ["/usr/bin/env"] + command
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
-    var pid = pid_t()
-    let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
-    guard spawned == 0 else { throw PostgresServerError("cannot run \(command[0]): \(String(cString: strerror(spawned)))") }
+    // preftune_spawn passes the child no other descriptor of this process: a server started here
+    // would otherwise hold, for its whole life, the write end of any pipe another test had open
+    // at that moment, and that test's read would never end.
+    let pid = preftune_spawn("/usr/bin/env", argv, environ, input, log, log)
+    guard pid > 0 else { throw PostgresServerError("cannot run \(command[0]): \(String(cString: strerror(errno)))") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0, errno == EINTR {}
     let output = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
