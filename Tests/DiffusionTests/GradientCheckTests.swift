@@ -1,12 +1,13 @@
 import Diffusion
 import Numerics
+import TestSupport
 import Testing
 
 /// Central finite differences of L = Σ out·upstream against the hand-written
 /// backward pass, for every parameter of a tiny model of each cond kind. All
 /// parameters (including the zero-initialised ones) are randomised so that no
 /// gradient path is hidden behind a zero.
-@Suite struct GradientCheckTests {
+@Suite(.computeThread) struct GradientCheckTests {
     static let conditions: [ModelConfig.Condition] = [.text(vocab: 11, maxTokens: 4), .vector(dim: 3), .none]
 
     @Test("backward agrees with finite differences", arguments: conditions)

@@ -4,7 +4,7 @@ import Numerics
 import TestSupport
 import Testing
 
-@Suite struct ModelFileTests {
+@Suite(.computeThread) struct ModelFileTests {
     static let config = ModelConfig(sampleShape: [1, 4, 4], hidden: 16, depth: 2, mlpRatio: 2, timeFreqDim: 8,
                                     condition: .text(vocab: 32, maxTokens: 4))
 

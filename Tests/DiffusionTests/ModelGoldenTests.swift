@@ -2,11 +2,12 @@ import Diffusion
 import Foundation
 import GoldenFixtures
 import Numerics
+import TestSupport
 import Testing
 
 /// resmlp forward and backward against the PyTorch reference: outputs, the
 /// condition vector, the time features, and ∂ sum(out·upstream)/∂θ for every parameter.
-@Suite struct ModelGoldenTests {
+@Suite(.computeThread) struct ModelGoldenTests {
     struct Run {
         let file: SafeTensorsFile
         let model: ResMLP
@@ -105,7 +106,7 @@ extension ModelGoldenTests {
     }
 }
 
-@Suite struct TokenizerGoldenTests {
+@Suite(.computeThread) struct TokenizerGoldenTests {
     @Test("prompts tokenize as the reference", arguments: GoldenFixtures.files("tokenizer", extension: "json"))
     func cases(path: String) throws {
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
@@ -118,7 +119,7 @@ extension ModelGoldenTests {
     }
 }
 
-@Suite struct ScheduleGoldenTests {
+@Suite(.computeThread) struct ScheduleGoldenTests {
     @Test("ᾱ_t matches diffusers for every β schedule", arguments: GoldenFixtures.files("schedules"))
     func alphasCumprod(path: String) throws {
         let file = try SafeTensorsFile(contentsOf: path)

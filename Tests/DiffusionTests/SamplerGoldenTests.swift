@@ -2,11 +2,12 @@ import Diffusion
 import Foundation
 import GoldenFixtures
 import Numerics
+import TestSupport
 import Testing
 
 /// DDIM, DDPM and DPM-Solver++(2M) trajectories against diffusers' schedulers,
 /// with classifier-free guidance, from the same x_T (and, for DDPM, the same per-step noise).
-@Suite struct SamplerGoldenTests {
+@Suite(.computeThread) struct SamplerGoldenTests {
     @Test("trajectories match diffusers, on each math backend", arguments: GoldenFixtures.files("sampler_"), MathBackend.allCases)
     func trajectory(path: String, backend: MathBackend) throws {
         try MathBackend.withBackend(backend) {

@@ -1,11 +1,12 @@
 import Diffusion
 import Numerics
+import TestSupport
 import Testing
 
 /// Rows that share their timestep and condition (a DPO pair, DRO's expert and policy
 /// rows) may share the conditioning path: the output and every gradient must be the
 /// same as when each row computes its own, up to the order of float sums.
-@Suite struct SharedConditioningTests {
+@Suite(.computeThread) struct SharedConditioningTests {
     static let conditions: [ModelConfig.Condition] = [.text(vocab: 11, maxTokens: 4), .vector(dim: 3), .none]
 
     @Test("sharing the conditioning path changes neither output nor gradients", arguments: conditions)

@@ -1,9 +1,10 @@
 @testable import HTTP
+import TestSupport
 import Testing
 
 /// `ConnectionState` decides what a connection does next; `EventLoop` only does the IO. These
 /// tests drive it with parsed requests, as the loop does, and check its rules without a socket.
-@Suite struct ConnectionStateTests {
+@Suite(.ownThread) struct ConnectionStateTests {
     static let deadlines = ConnectionState.Deadlines(request: 10, minBodyBytesPerSecond: 100, idle: 60)
 
     /// The events a client's bytes parse into.

@@ -9,7 +9,7 @@ import Glibc
 
 /// What no client can do to the HTTP layer: grow it without bound, hold it with a trickle,
 /// take every connection, or get a reply that is not JSON.
-@Suite(.serialized) struct HTTPHardeningTests {
+@Suite(.serialized, .ownThread) struct HTTPHardeningTests {
     /// A client that pipelines requests and never reads the answers is no longer read once
     /// its answers queue up, instead of having every request handled and buffered.
     @Test func pipelinedRequestsThatAreNeverReadStopBeingRead() throws {
@@ -147,7 +147,7 @@ import Glibc
     }
 }
 
-@Suite struct StrictParsingTests {
+@Suite(.ownThread) struct StrictParsingTests {
     static func status(_ text: String) -> Int? {
         var parser = HTTPRequestParser()
         do { _ = try parser.feed(bytes(text)); return nil } catch let error as HTTPParseError { return error.status } catch { return -1 }

@@ -1,4 +1,5 @@
 import HTTP
+import TestSupport
 import Testing
 
 func multipart(_ body: [UInt8], boundary: String, cuts: [Int] = []) throws -> [MultipartEvent] {
@@ -17,7 +18,7 @@ func multipart(_ body: [UInt8], boundary: String, cuts: [Int] = []) throws -> [M
     return merged
 }
 
-@Suite struct MultipartParserTests {
+@Suite(.ownThread) struct MultipartParserTests {
     // As Python's httpx (the openai SDK's client) sends an upload.
     static let boundary = "a3f1c9e2b7d64f0c8e5a9b1d2c3e4f50"
     static let body = Array("""

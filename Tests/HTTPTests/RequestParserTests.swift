@@ -1,4 +1,5 @@
 import HTTP
+import TestSupport
 import Testing
 
 /// Feeds `bytes` in pieces split at `cuts`, merging consecutive body pieces so
@@ -26,7 +27,7 @@ func parse(_ bytes: [UInt8], cuts: [Int] = [], limits: HTTPRequestParser.Limits 
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
-@Suite struct RequestParserTests {
+@Suite(.ownThread) struct RequestParserTests {
     static let pipeline = bytes(
         "GET /v1/fine_tuning/jobs?limit=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n"
         + "POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\nhello world"

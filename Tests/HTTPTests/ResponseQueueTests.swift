@@ -1,7 +1,8 @@
 @testable import HTTP
+import TestSupport
 import Testing
 
-@Suite struct ResponseQueueTests {
+@Suite(.ownThread) struct ResponseQueueTests {
     static func response(_ status: Int) -> HTTPResponse { HTTPResponse(status: status, headers: [], body: .bytes([])) }
 
     @Test func pipelinedResponsesLeaveInRequestOrderWhateverOrderTheyComplete() {
@@ -72,7 +73,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
-@Suite struct ConnectionPhaseTests {
+@Suite(.ownThread) struct ConnectionPhaseTests {
     @Test func aConnectionOnlyMovesForward() {
         var phase = ConnectionPhase.open
         #expect(phase.isOpen && !phase.isLingering)

@@ -7,7 +7,7 @@ import TestSupport
 import Glibc
 #endif
 
-@Suite(.serialized) struct ServerTests {
+@Suite(.serialized, .ownThread) struct ServerTests {
     static func server(_ configure: (inout HTTPServer.Configuration) -> Void = { _ in },
                        handler: @escaping HTTPHandler) throws -> HTTPServer {
         var configuration = HTTPServer.Configuration()

@@ -7,7 +7,7 @@ import TestSupport
 import Glibc
 #endif
 
-@Suite(.serialized) struct StreamingBodyTests {
+@Suite(.serialized, .ownThread) struct StreamingBodyTests {
     @Test func aSlowHandlerSlowsTheUploadInsteadOfBufferingIt() throws {
         let peak = Mutex(0)
         var configuration = HTTPServer.Configuration()

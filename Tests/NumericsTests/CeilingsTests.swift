@@ -1,10 +1,11 @@
 import CCeilings
 import Numerics
+import TestSupport
 import Testing
 
 /// The probes `make bench` measures the machine's ceilings with do the work they claim, so the
 /// rates it reports are rates of that work.
-@Suite struct CeilingsTests {
+@Suite(.computeThread) struct CeilingsTests {
     /// AdamW's traffic pass reads p, g, m and v and writes p, m, v and g, every value, tail included.
     @Test func theTrafficPassTouchesEveryValueAsAdamWDoes() {
         let count = 16 * 5 + 7

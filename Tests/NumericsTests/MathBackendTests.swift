@@ -1,11 +1,12 @@
 import Foundation
 @testable import Numerics
+import TestSupport
 import Testing
 
 /// The two math backends compute the same products: every transpose, α and β the model
 /// uses, and strides wider than the matrices, on oneDNN's primitives (without falling back)
 /// against OpenBLAS's SGEMM.
-@Suite struct MathBackendTests {
+@Suite(.computeThread) struct MathBackendTests {
     struct Case: Sendable, CustomTestStringConvertible {
         let transA, transB: Bool
         let m, n, k: Int

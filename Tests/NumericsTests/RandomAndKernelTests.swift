@@ -1,9 +1,10 @@
 import Foundation
 import CLinux
 import Numerics
+import TestSupport
 import Testing
 
-@Suite struct PhiloxTests {
+@Suite(.computeThread) struct PhiloxTests {
     /// Known-answer test from the Random123 distribution (kat_vectors: philox4x32 10 rounds).
     @Test func matchesRandom123KnownAnswer() {
         let philox = Philox(seed: 0x299F_31D0_A409_3822, stream: 0x0370_7344_1319_8A2E)
@@ -39,7 +40,7 @@ import Testing
     }
 }
 
-@Suite struct ElementwiseTests {
+@Suite(.computeThread) struct ElementwiseTests {
     @Test func vectorExpIsAccurate() {
         for x in stride(from: Float(-80), through: 80, by: 0.37) {
             let expected = Foundation.exp(Double(x))
@@ -71,7 +72,7 @@ import Testing
     }
 }
 
-@Suite struct KernelSelectionTests {
+@Suite(.computeThread) struct KernelSelectionTests {
     @Test func picksAVX512KernelsWhenTheCPUHasThem() {
         let sapphireRapids = "processor : 0\nflags\t\t: fpu sse avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16\n"
         #expect(KernelSelection.preferredCoreType(cpuFlags: KernelSelection.cpuFlags(cpuinfo: sapphireRapids)) == "COOPERLAKE")
@@ -82,7 +83,7 @@ import Testing
     }
 }
 
-@Suite struct SideBySideTests {
+@Suite(.computeThread) struct SideBySideTests {
     /// Two chains of SGEMMs side by side (single-threaded OpenBLAS on each core) give
     /// the bits of the same chains run one after the other on all threads: a resumed
     /// run and an uninterrupted one must agree whichever way their steps ran.
@@ -116,7 +117,7 @@ import Testing
     }
 }
 
-@Suite struct CompanionThreadTests {
+@Suite(.computeThread) struct CompanionThreadTests {
     /// The companion takes its creator's CPU priority (a worker's nice 10: training stays
     /// below the request path) and its thread ends when the companion is released.
     /// Two jobs' single-threaded sections overlap: the first to end must not give

@@ -3,7 +3,7 @@ import Numerics
 import TestSupport
 import Testing
 
-@Suite struct SafeTensorsTests {
+@Suite(.ownThread) struct SafeTensorsTests {
     static func sampleFile() -> [UInt8] {
         var writer = SafeTensorsWriter(metadata: ["config": "{\"k\": \"v\\\"q\"}", "line": "a\nb"])
         writer.add("weights", shape: [2, 3], floats: [1, 2, 3, 4, 5, 6])
@@ -113,7 +113,7 @@ import Testing
 
 /// Files cross between preftune and the Python `safetensors` package in both
 /// directions. `make test` installs the package; without it this test fails and says so.
-@Suite struct PythonInteropTests {
+@Suite(.ownThread) struct PythonInteropTests {
     static var script: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/interop/safetensors_interop.py").path

@@ -120,7 +120,7 @@ final class LiveService {
 
 func errorCode(_ json: [String: Any]) -> String? { (json["error"] as? [String: Any])?["code"] as? String }
 
-@Suite struct ApplicationTests {
+@Suite(.ownThread) struct ApplicationTests {
     @Test func healthNeedsNoKeyButTheAPIDoes() async throws {
         let service = try LiveService()
         #expect(try await service.request("GET", "/healthz").status == 200)

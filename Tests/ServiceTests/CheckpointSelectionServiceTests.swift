@@ -12,7 +12,7 @@ import Testing
 
 /// Issue 15 through the API: validation metrics, early stopping and the best checkpoint,
 /// retention that keeps it, jobs that start from a checkpoint, forks, and graders.
-@Suite struct CheckpointSelectionServiceTests {
+@Suite(.ownThread) struct CheckpointSelectionServiceTests {
     static let terminal: Set<String> = ["succeeded", "failed", "cancelled"]
 
     /// A service with a worker on SQLite, or on a real PostgreSQL.

@@ -12,7 +12,7 @@ import Glibc
 
 /// The `preftune` executable as users run it: `swift build --build-tests` builds it
 /// beside the test bundle.
-@Suite(.serialized) struct ExecutableTests {
+@Suite(.serialized, .ownThread) struct ExecutableTests {
     static var binary: String {
         URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("preftune").path
     }
@@ -159,7 +159,7 @@ import Glibc
 }
 
 /// The executable refuses what it does not understand, and always stops when told to.
-@Suite(.serialized) struct ExecutableHardeningTests {
+@Suite(.serialized, .ownThread) struct ExecutableHardeningTests {
     @Test func unknownFlagsAndMissingValuesAreUsageErrors() throws {
         let data = ExecutableTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: data) }

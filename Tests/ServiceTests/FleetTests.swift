@@ -45,7 +45,7 @@ final class WorkerProcess {
 
 /// A fleet on one machine: two API servers and three workers, separate processes on
 /// loopback, sharing a real PostgreSQL and one data directory.
-@Suite(.serialized) struct FleetTests {
+@Suite(.serialized, .ownThread) struct FleetTests {
     static let methods = ["sft", "dpo", "kto", "dro", "rpo"]
 
     static func hyperparameters(_ method: String) -> [String: Any] {
@@ -328,7 +328,7 @@ final class WorkerProcess {
 }
 
 /// The API on PostgreSQL when the database cannot serve it: a clear 503 with Retry-After.
-@Suite struct DatabaseUnavailableTests {
+@Suite(.ownThread) struct DatabaseUnavailableTests {
     /// Every pooled connection held (a burst of slow requests): the next request waits the
     /// pool's timeout, then answers 503 — never a hang, never a 500.
     @Test func anExhaustedPoolAnswers503WithRetryAfter() async throws {
@@ -361,7 +361,7 @@ final class WorkerProcess {
 /// LISTEN/NOTIFY between two processes' relays (two in one test process, each with its own
 /// listening connection): what one posts reaches the other as `.fleet`, at once, and never
 /// comes back to the sender.
-@Suite struct FleetNotificationsTests {
+@Suite(.ownThread) struct FleetNotificationsTests {
     @Test func changesCrossOnceAndNeverEcho() async throws {
         let url = try PostgresServer.running().createDatabase()
         let (a, b) = (JobStatusChanges(), JobStatusChanges())

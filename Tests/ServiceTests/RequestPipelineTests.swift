@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 /// What the request pipeline promises about how requests are answered.
-@Suite struct RequestPipelineTests {
+@Suite(.ownThread) struct RequestPipelineTests {
     static func request(_ method: String, _ path: String, key: String?) -> HTTPRequest {
         var headers: [(name: String, value: String)] = [("Host", "127.0.0.1")]
         if let key { headers.append(("Authorization", "Bearer \(key)")) }
@@ -37,7 +37,7 @@ import TestSupport
 }
 
 /// The heavy-work pool: a bounded queue (past it, 429) and cancellation on stop.
-@Suite struct HeavyWorkTests {
+@Suite(.ownThread) struct HeavyWorkTests {
     @Test func aFullQueueIs429AndStopCancelsWhatWaitsAndRuns() async throws {
         let pool = HeavyWork(threads: 1, queueCapacity: 1)
         let started = DispatchSemaphore(value: 0)

@@ -4,7 +4,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-@Suite struct SHA256Tests {
+@Suite(.ownThread) struct SHA256Tests {
     /// FIPS 180-4 / NIST example vectors.
     @Test func knownAnswers() {
         #expect(SHA256.hex("".utf8) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
@@ -24,7 +24,7 @@ import Testing
 }
 
 /// On both engines: SQLite, and a real PostgreSQL.
-@Suite struct APIKeyTests {
+@Suite(.ownThread) struct APIKeyTests {
     static func keys(_ dialect: SQLDialect) throws -> APIKeys {
         let connection: any SQLConnection = switch dialect {
         case .sqlite: try SQLiteConnection(path: MigratorTests.temporaryDatabase())

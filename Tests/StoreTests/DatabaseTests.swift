@@ -1,8 +1,9 @@
 import Foundation
 @testable import Store
+import TestSupport
 import Testing
 
-@Suite struct DatabaseTests {
+@Suite(.ownThread) struct DatabaseTests {
     /// What `Router.addRead` relies on: the reads inside one read transaction share one reader
     /// and one snapshot, so a request's key and its resource cannot come from different states.
     @Test func readsInOneReadTransactionShareTheirSnapshot() throws {

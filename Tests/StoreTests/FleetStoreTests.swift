@@ -8,7 +8,7 @@ import Testing
 /// the lease history shows who held a job when, and writers racing on the same rows (many
 /// workers claiming, API nodes and a worker adding events, repeats of one Idempotency-Key)
 /// each get a consistent answer.
-@Suite struct FleetStoreTests {
+@Suite(.ownThread) struct FleetStoreTests {
     /// `body` on `count` threads at once; returns when all have finished.
     static func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let start = DispatchSemaphore(value: 0)

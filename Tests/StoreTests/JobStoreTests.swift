@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 /// Every store test runs on both engines: SQLite, and a real PostgreSQL (`PostgresServer`).
-@Suite struct JobStoreTests {
+@Suite(.ownThread) struct JobStoreTests {
     /// A migrated database of the dialect (PostgreSQL: a new database on the shared test server).
     static func database(_ dialect: SQLDialect) throws -> any StoreDatabase {
         let database: any StoreDatabase = switch dialect {
@@ -124,7 +124,7 @@ import Testing
     }
 }
 
-@Suite struct HardeningStoreTests {
+@Suite(.ownThread) struct HardeningStoreTests {
     @Test(arguments: SQLDialect.allCases)
     func claimsWithoutProgressEndInWorkerCrashed(dialect: SQLDialect) throws {
         let (store, _) = try JobStoreTests.store(dialect)

@@ -3,7 +3,7 @@ import Store
 import TestSupport
 import Testing
 
-@Suite struct MigratorTests {
+@Suite(.ownThread) struct MigratorTests {
     static func temporaryDatabase() -> String {
         temporaryPath("preftune", suffix: ".db")
     }

@@ -7,7 +7,7 @@ import Testing
 /// PostgreSQL through libpq, against a real server (`PostgresServer`): values round-trip
 /// exactly, errors carry their SQLSTATE, transactions roll back, and both dialects'
 /// migrations build the same schema.
-@Suite struct PostgresTests {
+@Suite(.ownThread) struct PostgresTests {
     static func connect() throws -> PostgresConnection {
         try PostgresConnection(url: try PostgresServer.running().createDatabase())
     }
@@ -117,7 +117,7 @@ import Testing
 
 /// The bounded pool: never more than its size open, a clear error when exhausted, and a
 /// broken connection replaced rather than handed out again.
-@Suite struct PostgresPoolTests {
+@Suite(.ownThread) struct PostgresPoolTests {
     static func backends(_ connection: PostgresConnection) throws -> Int64 {
         guard case let .integer(count)? = try connection.rows(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()", []).first?.first

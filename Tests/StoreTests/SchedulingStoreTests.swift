@@ -7,7 +7,7 @@ import TestSupport
 import Testing
 
 /// Priorities and the operator's per-project limits, on both engines.
-@Suite struct SchedulingStoreTests {
+@Suite(.ownThread) struct SchedulingStoreTests {
     static func insert(_ store: SQLJobStore, _ id: String, project: String = "p", createdAt: Int, priority: Int = 0) throws {
         var job = JobRecord(id: id, projectID: project, model: "m", trainingFile: "f", validationFile: nil, method: "{}", hyperparameters: "{}",
                             seed: 1, suffix: nil, metadata: "{}", webhookURL: nil, status: .queued, createdAt: createdAt)
@@ -65,7 +65,7 @@ import Testing
 }
 
 /// `estimated_start`: the queue played forward from the running jobs' finishes and measured rates.
-@Suite struct QueueOutlookTests {
+@Suite(.ownThread) struct QueueOutlookTests {
     @Test(arguments: SQLDialect.allCases)
     func queuedJobsStartAsTheWorkersFree(dialect: SQLDialect) throws {
         let (store, database) = try JobStoreTests.store(dialect)
@@ -98,7 +98,7 @@ import Testing
 }
 
 /// Fair share between projects, and which running job a waiting one displaces.
-@Suite struct FairShareStoreTests {
+@Suite(.ownThread) struct FairShareStoreTests {
     /// Records `seconds` of worker time for the project's job `id`, ended a minute ago.
     static func used(_ database: any StoreDatabase, _ id: String, seconds: Int) throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -156,7 +156,7 @@ import Testing
 }
 
 /// The job list's filters, on both engines.
-@Suite struct JobFilterStoreTests {
+@Suite(.ownThread) struct JobFilterStoreTests {
     @Test(arguments: SQLDialect.allCases)
     func filtersNarrowTheList(dialect: SQLDialect) throws {
         let (store, _) = try JobStoreTests.store(dialect)

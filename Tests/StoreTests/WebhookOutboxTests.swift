@@ -7,7 +7,7 @@ import Testing
 
 /// Webhooks are queued in the transaction that makes what they announce, and taken by one
 /// sender at a time, on both engines.
-@Suite struct WebhookOutboxTests {
+@Suite(.ownThread) struct WebhookOutboxTests {
     static func insert(_ store: SQLJobStore, _ id: String, webhook: String?) throws {
         try store.insert(JobRecord(id: id, projectID: "p", model: "m", trainingFile: "f", validationFile: nil, method: #"{"type":"sft"}"#,
                                    hyperparameters: "{}", seed: 1, suffix: nil, metadata: "{}", webhookURL: webhook, status: .queued,

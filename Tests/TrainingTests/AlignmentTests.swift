@@ -2,6 +2,7 @@ import DemoData
 import Diffusion
 import Foundation
 import Numerics
+import TestSupport
 import Testing
 import Training
 
@@ -9,7 +10,7 @@ import Training
 /// ShapeWorld distribution, fine-tuned with dro on expert demonstrations only
 /// (no labels), raises the reward of its samples over fixed seeds clearly, and
 /// still draws what the prompts ask for.
-@Suite struct AlignmentTests {
+@Suite(.computeThread) struct AlignmentTests {
     @Test func droRaisesTheRewardOverTheBase() throws {
         let world = ShapeWorld(size: 8)
         let pipeline = DemoPipeline(world: world, config: world.modelConfig(), examples: 3000)

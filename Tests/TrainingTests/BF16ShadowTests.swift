@@ -1,12 +1,13 @@
 import Diffusion
 import Foundation
 @testable import Numerics
+import TestSupport
 import Testing
 @testable import Training
 
 /// θ's bf16 copy (`BF16Shadow`) replaces the per-product conversion of θ in a bf16 job. It must
 /// change no result: its rounding must be oneDNN's, and AdamW must keep it equal to θ rounded.
-@Suite(.enabled(if: BF16Shadow.isAvailable, "bf16 products are emulated on this CPU: no shadow is read"))
+@Suite(.computeThread, .enabled(if: BF16Shadow.isAvailable, "bf16 products are emulated on this CPU: no shadow is read"))
 struct BF16ShadowTests {
     static let config = ModelConfig(sampleShape: [1, 8, 8], hidden: 64, depth: 2, mlpRatio: 2, timeFreqDim: 32,
                                     condition: .text(vocab: 64, maxTokens: 4))

@@ -7,7 +7,7 @@ import Testing
 @testable import Training
 
 /// Validation during training, the best checkpoint and early stopping, forks, and grading.
-@Suite struct CheckpointSelectionTests {
+@Suite(.computeThread) struct CheckpointSelectionTests {
     @Test("validation reports each method's own metrics every eval_every steps", arguments: TrainingMethod.allCases)
     func validationMetricsPerMethod(method: TrainingMethod) throws {
         var hyper: JSONObject = ["n_steps": 6, "batch_size": 4, "checkpoint_every": 6, "eval_every": 2, "log_every": 100]

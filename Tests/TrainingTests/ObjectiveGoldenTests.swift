@@ -2,11 +2,12 @@ import Diffusion
 import Foundation
 import GoldenFixtures
 import Numerics
+import TestSupport
 import Testing
 import Training
 
 /// Loss and ∂L/∂θ of each objective against the PyTorch transcription of the official code.
-@Suite struct ObjectiveGoldenTests {
+@Suite(.computeThread) struct ObjectiveGoldenTests {
     struct Case {
         let file: SafeTensorsFile
         let config: ModelConfig

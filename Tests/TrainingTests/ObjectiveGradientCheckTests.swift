@@ -1,12 +1,13 @@
 import Diffusion
 import Numerics
+import TestSupport
 import Testing
 import Training
 
 /// Central finite differences of each objective's loss against its analytic
 /// gradient, on a tiny model of each cond kind (the golden files cover text only).
 /// β is kept small so the losses stay in their smooth regime at the step size used.
-@Suite struct ObjectiveGradientCheckTests {
+@Suite(.computeThread) struct ObjectiveGradientCheckTests {
     struct Case: CustomTestStringConvertible, Sendable {
         let objective: String
         let condition: ModelConfig.Condition

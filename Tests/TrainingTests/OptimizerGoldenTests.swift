@@ -1,10 +1,11 @@
 import Foundation
 import GoldenFixtures
 import Numerics
+import TestSupport
 import Testing
 import Training
 
-@Suite struct OptimizerGoldenTests {
+@Suite(.computeThread) struct OptimizerGoldenTests {
     @Test("AdamW matches torch.optim.AdamW", arguments: GoldenFixtures.files("adamw"))
     func adamW(path: String) throws {
         let file = try SafeTensorsFile(contentsOf: path)
@@ -62,7 +63,7 @@ import Training
     }
 }
 
-@Suite struct ScheduleAndEMATests {
+@Suite(.computeThread) struct ScheduleAndEMATests {
     @Test func warmupRampsLinearlyThenHolds() {
         let schedule = LearningRateSchedule.constantWithWarmup
         #expect(schedule.multiplier(step: 0, warmupSteps: 4, totalSteps: 10) == 0)

@@ -1,9 +1,10 @@
+import TestSupport
 import Testing
 @testable import Training
 
 /// RPO's contrast weights take each pair's cosine once and mirror it, which is exact only if the
 /// dot product gives the same bits in either order.
-@Suite struct RPOContrastTests {
+@Suite(.computeThread) struct RPOContrastTests {
     @Test(arguments: [1, 7, 8, 9, 512, 515])
     func theDotProductIsSymmetricAndAccurate(count: Int) {
         let a = (0..<count).map { Float(($0 * 37) % 101) / 7 - 6.5 }

@@ -60,7 +60,7 @@ enum TinyJob {
     }
 }
 
-@Suite struct TrainerTests {
+@Suite(.computeThread) struct TrainerTests {
     @Test("a resumed run is bit-identical to one that never stopped, in fp32 and in bf16",
           arguments: [TrainingMethod.dro, .dpo], MathPrecision.allCases)
     func resumeIsBitIdentical(method: TrainingMethod, precision: MathPrecision) throws {
@@ -176,7 +176,7 @@ enum TinyJob {
     }
 }
 
-@Suite struct DatasetTests {
+@Suite(.computeThread) struct DatasetTests {
     static func error(_ text: String, _ method: TrainingMethod = .sft) -> String {
         do {
             _ = try Dataset.parse(Data(text.utf8), method: method, config: TinyJob.config)
@@ -219,7 +219,7 @@ enum TinyJob {
     }
 }
 
-@Suite struct HyperparameterTests {
+@Suite(.computeThread) struct HyperparameterTests {
     @Test func defaultsFollowTheSpec() throws {
         let dro = try Hyperparameters.resolve(["batch_size": 8], method: .dro)
         #expect(dro.margin == 1e-3 && dro.policySampler == .dpmpp2m && dro.policySteps == 20 && dro.policyGuidance == 1)
@@ -275,7 +275,7 @@ enum TinyJob {
 
 /// A pause or cancel inside a step (DRO's rollout, a micro-batch) stops the run at the step's
 /// start, and the resumed run is still bit-identical to one that never stopped.
-@Suite struct InterruptedStepTests {
+@Suite(.computeThread) struct InterruptedStepTests {
     @Test("a pause inside a rollout resumes bit-identically", arguments: [1, 2])
     func pauseInsideARollout(accumulation: Int) throws {
         let hyper: JSONObject = ["n_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 4, "policy_steps": 8,
@@ -305,7 +305,7 @@ enum TinyJob {
     }
 }
 
-@Suite struct MemoryEstimateTests {
+@Suite(.computeThread) struct MemoryEstimateTests {
     /// The estimate's activations come from the same per-row count the workspace allocates.
     @Test func theWorkspaceHoldsWhatTheEstimateCounts() {
         for config in [TinyJob.config,

@@ -1,11 +1,12 @@
 import Foundation
 @testable import Numerics
+import TestSupport
 import Testing
 @testable import Training
 
 /// CKernels' AVX-512 passes are transcriptions of the Swift loops, operation for operation:
 /// they must give the same bits, or a job's results would depend on the CPU it ran on.
-@Suite(.enabled(if: VectorKernel.fastest == .avx512, "this CPU has no AVX-512"))
+@Suite(.computeThread, .enabled(if: VectorKernel.fastest == .avx512, "this CPU has no AVX-512"))
 struct VectorKernelTests {
     /// Values that exercise every branch: ordinary, zero, subnormal, tiny enough to flush, huge, NaN.
     static func awkward(_ count: Int, seed: UInt64, scale: Float) -> [Float] {
