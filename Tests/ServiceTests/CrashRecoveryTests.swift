@@ -125,7 +125,7 @@ final class ServerProcess {
     }
 }
 
-@Suite(.serialized) struct CrashRecoveryTests {
+@Suite(.serialized, .ownThread) struct CrashRecoveryTests {
     /// `kill -9` mid-job, restart: the job resumes from its last training state and ends with
     /// the weights of a run that never stopped; its metric steps are strictly increasing, none twice.
     @Test func aJobSurvivesKillNineWithBitIdenticalWeights() async throws {
@@ -190,7 +190,7 @@ final class ServerProcess {
 /// Training runs in worker processes, below the request path's CPU priority: the worker thread
 /// and OpenBLAS's threads at nice 10; the server's HTTP loop and handler threads at 0, and no
 /// worker thread in it — read from /proc of the real processes.
-@Suite struct CPUPriorityTests {
+@Suite(.ownThread) struct CPUPriorityTests {
     @Test func workersAndBLASThreadsRunBelowTheRequestPath() async throws {
         let data = ExecutableTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: data) }
@@ -204,7 +204,12 @@ final class ServerProcess {
         // The worker says how many OpenBLAS threads it lowered once it has.
         _ = try await poll("the worker's banner", seconds: 30) { server.output.contains("OpenBLAS threads") ? true : nil }
         let worker = try #require(server.workerPIDs.first, "\(server.output)")
-        let workerThreads = try ServerProcess.threads(of: worker)
+        // The banner comes just before the pool starts its threads, which lower themselves as they start.
+        let lowered = try? await poll("the worker thread at nice 10", seconds: 30) {
+            let threads = try ServerProcess.threads(of: worker)
+            return threads.contains { $0.name == "worker-0" && $0.nice == 10 } ? threads : nil
+        }
+        let workerThreads = try lowered ?? ServerProcess.threads(of: worker)
         #expect(workerThreads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(workerThreads)")
         let blas = Int(server.output.components(separatedBy: "with ").last?.split(separator: " ").first ?? "") ?? -1
         #expect(workerThreads.filter { $0.nice == 10 }.count == 1 + blas, "the worker and the \(blas) OpenBLAS threads: \(workerThreads)\n\(server.output)")
@@ -214,7 +219,7 @@ final class ServerProcess {
 /// A worker process that dies mid-job (here kill -9; in life, the OOM killer or a crash) takes
 /// nothing else with it: the API keeps answering, the supervisor starts a new worker, the job's
 /// log keeps the dead worker's last lines, and the job resumes from its last training state.
-@Suite(.serialized) struct WorkerProcessTests {
+@Suite(.serialized, .ownThread) struct WorkerProcessTests {
     @Test func aWorkerThatDiesLeavesItsLastLinesAndTheJobResumes() async throws {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }
@@ -280,7 +285,7 @@ extension ServerProcess {
 
 /// The command-line client against a real server: upload, create a model and a job,
 /// follow its log to the end, list, sample.
-@Suite(.serialized) struct CommandLineClientTests {
+@Suite(.serialized, .ownThread) struct CommandLineClientTests {
     @Test func aJobFromTheCommandLineIsFollowedToItsEnd() async throws {
         let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
         defer { try? FileManager.default.removeItem(atPath: data) }

@@ -49,6 +49,8 @@ import Testing
         func delivered() throws -> Int { try (0..<burst).flatMap { try store.webhookDeliveries("ftjob-burst\($0)") }.filter(\.delivered).count }
         _ = try? await poll("every delivery recorded", seconds: 30) { try delivered() == burst ? () : nil }
         #expect(await gate.most == Webhooks.maxInFlight, "the sender fills its bound and goes no further")
-        #expect(try delivered() == burst)
+        let unsent = try (0..<burst).flatMap { try store.webhookDeliveries("ftjob-burst\($0)") }.filter { !$0.delivered }
+        let warnings = try (0..<burst).flatMap { try store.events("ftjob-burst\($0)", before: nil, limit: 10) }.filter { $0.level == "warn" }
+        #expect(try delivered() == burst, "not delivered: \(unsent); warnings: \(warnings.map(\.message))")
     }
 }

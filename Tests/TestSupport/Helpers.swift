@@ -19,17 +19,25 @@ public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120
     }
 }
 
-/// Seconds until `condition` holds (checked every `interval`), or nil after `seconds`. For timing
-/// how soon something happens: it polls on the calling thread, which it keeps, because a poll that
-/// sleeps with `Task.sleep` resumes on the cooperative pool, and under the full suite other suites'
-/// training can hold the pool's threads for seconds, timing the test instead of the event.
-public func secondsUntil(_ condition: () -> Bool, atMost seconds: Double, every interval: TimeInterval = 0.005) -> Double? {
+/// Seconds until `condition` holds (checked every `interval`), or nil when it does not within
+/// `seconds`. For timing how soon something happens. The watching is done on a thread of its
+/// own, which takes the time when it sees the condition: a poll that sleeps with `Task.sleep`
+/// resumes on the cooperative pool, which other suites' work can hold for a second or more under
+/// the full suite, timing the test instead of the event (and blocking a pool thread starves them).
+public func secondsUntil(_ condition: @escaping @Sendable () -> Bool, atMost seconds: Double,
+                         every interval: TimeInterval = 0.005) async -> Double? {
     let start = Date()
-    while !condition() {
-        guard Date().timeIntervalSince(start) < seconds else { return nil }
-        Thread.sleep(forTimeInterval: interval)
+    return await withCheckedContinuation { continuation in
+        let watcher = Thread {
+            while !condition() {
+                guard Date().timeIntervalSince(start) < seconds else { return continuation.resume(returning: nil) }
+                Thread.sleep(forTimeInterval: interval)
+            }
+            continuation.resume(returning: Date().timeIntervalSince(start))
+        }
+        watcher.name = "secondsUntil"
+        watcher.start()
     }
-    return Date().timeIntervalSince(start)
 }
 
 /// A path in the temporary directory no other test uses: `<prefix>-<uuid><suffix>`. Not created.
