@@ -335,7 +335,12 @@ final class WorkerProcess {
         let database = PostgresDatabase(url: try PostgresServer.running().createDatabase(), connections: 1, timeout: 0.3)
         let service = try LiveService(database: database)
         let key = service.adminKey
-        #expect(try await service.request("GET", "/v1/models", key: key).status == 200)
+        // The service's own background work (validation, claims, webhooks) shares the one
+        // connection too: under load a request may meet it busy, and is answered 503 as designed.
+        func servesAgain() async -> Bool {
+            (try? await poll("a 200 from GET /v1/models", seconds: 30) { try await service.request("GET", "/v1/models", key: key).status == 200 ? true : nil }) != nil
+        }
+        #expect(await servesAgain())
         let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
         let holder = Thread {
             _ = try? database.pool.withConnection { _ in
@@ -354,7 +359,7 @@ final class WorkerProcess {
         #expect(headers.contains { $0.name == "Retry-After" })
         if case let .bytes(body) = response.body { #expect(String(decoding: body, as: UTF8.self).contains("database_unavailable")) }
         while !holder.isFinished { usleep(1_000) }
-        #expect(try await service.request("GET", "/v1/models", key: key).status == 200, "and serves again once a connection is free")
+        #expect(await servesAgain(), "and serves again once a connection is free")
     }
 }
 
