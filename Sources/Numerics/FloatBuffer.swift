@@ -24,17 +24,15 @@ public final class FloatBuffer {
         guard count >= 0, let size = count.multipliedChecked(by: MemoryLayout<Float>.stride) else {
             throw AllocationError(bytes: nil, what: "\(count) floats")
         }
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(64, size)
-        if bytes >= Self.ownMappingBytes {
-            // Page-aligned, so 64-byte aligned too.
+        mappedBytes = bytes >= Self.ownMappingBytes ? bytes : 0
+        var raw: UnsafeMutableRawPointer?
+        if mappedBytes > 0 {
+            // Page-aligned, so 64-byte aligned too; MAP_FAILED is all ones.
             let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-            guard let mapped, mapped != UnsafeMutableRawPointer(bitPattern: -1) else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
-            raw = mapped
-            mappedBytes = bytes
-        } else {
-            guard posix_memalign(&raw, 64, bytes) == 0 else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
-            mappedBytes = 0
+            raw = mapped == UnsafeMutableRawPointer(bitPattern: -1) ? nil : mapped
+        } else if posix_memalign(&raw, 64, bytes) != 0 {
+            raw = nil
         }
         guard let raw else { throw AllocationError(bytes: bytes, what: "\(count) floats") }
         self.count = count
