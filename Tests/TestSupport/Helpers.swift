@@ -1,4 +1,5 @@
 import Foundation
+import Threads
 
 /// A test's expectation that was not met in time (or a response it could not read).
 public struct HTTPTestFailure: Error, CustomStringConvertible {
@@ -27,16 +28,16 @@ public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120
 public func secondsUntil(_ condition: @escaping @Sendable () -> Bool, atMost seconds: Double,
                          every interval: TimeInterval = 0.005) async -> Double? {
     let start = Date()
+    let watcher = DedicatedThreads(threads: 1, name: "secondsUntil")
+    defer { watcher.stop() }
     return await withCheckedContinuation { continuation in
-        let watcher = Thread {
+        watcher.run {
             while !condition() {
                 guard Date().timeIntervalSince(start) < seconds else { return continuation.resume(returning: nil) }
                 Thread.sleep(forTimeInterval: interval)
             }
             continuation.resume(returning: Date().timeIntervalSince(start))
         }
-        watcher.name = "secondsUntil"
-        watcher.start()
     }
 }
 

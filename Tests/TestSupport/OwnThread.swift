@@ -1,5 +1,7 @@
 import Foundation
+import Synchronization
 import Testing
+import Threads
 
 /// Runs each test it marks on a thread of its own rather than on Swift's cooperative pool.
 ///
@@ -22,12 +24,19 @@ public struct OwnThread: TestTrait, SuiteTrait, TestScoping {
 
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         if computes { await ComputeSlots.shared.acquire() }
-        let executor = ThreadExecutor(name: computes ? "test-compute" : "test", nice: computes ? 10 : 0)
-        defer {
-            executor.finish()
-            if computes { Task { await ComputeSlots.shared.release() } }
+        let thread = DedicatedThreads(threads: 1, name: computes ? "test-compute" : "test", nice: computes ? 10 : 0)
+        // Signals go elsewhere, as they skip the pool's threads: Foundation's Process catches
+        // SIGCHLD, and a blocking read that one interrupts here fails (FileHandle traps on EINTR).
+        thread.run {
+            var all = sigset_t()
+            sigfillset(&all)
+            pthread_sigmask(SIG_BLOCK, &all, nil)
         }
-        try await withTaskExecutorPreference(executor) { try await function() }
+        defer {
+            thread.stop()
+            if computes { ComputeSlots.shared.release() }
+        }
+        try await withTaskExecutorPreference(thread) { try await function() }
     }
 }
 
@@ -42,70 +51,28 @@ extension Trait where Self == OwnThread {
 }
 
 /// Places for long computations, one per core; waiting for one holds no thread.
-actor ComputeSlots {
+final class ComputeSlots: Sendable {
     static let shared = ComputeSlots(count: ProcessInfo.processInfo.activeProcessorCount)
-    private var free: Int
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
 
-    init(count: Int) { free = max(1, count) }
+    init(count: Int) { state = Mutex((max(1, count), [])) }
 
     func acquire() async {
-        if free > 0 { free -= 1; return }
-        await withCheckedContinuation { waiting.append($0) }
+        await withCheckedContinuation { continuation in
+            let granted = state.withLock { slots in
+                if slots.free > 0 { slots.free -= 1; return true }
+                slots.waiting.append(continuation)
+                return false
+            }
+            if granted { continuation.resume() }
+        }
     }
 
     func release() {
-        if waiting.isEmpty { free += 1 } else { waiting.removeFirst().resume() }
-    }
-}
-
-/// A task executor with one thread, which runs the jobs enqueued on it in order.
-final class ThreadExecutor: TaskExecutor, @unchecked Sendable {
-    private let condition = NSCondition()
-    private var jobs: [UnownedJob] = []
-    private var finished = false
-
-    /// With `nice`, the thread runs at that niceness: tests that compute for long run below the
-    /// service's request path, as the service's own training threads do.
-    init(name: String, nice: Int32 = 0) {
-        let thread = Thread { [self] in
-            // Linux applies a process-wide call with id 0 to the calling thread alone.
-            if nice != 0 { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
-            // Signals go elsewhere, as they skip the pool's threads: Foundation's Process catches
-            // SIGCHLD, and a blocking read that one interrupts here fails (FileHandle traps on EINTR).
-            var all = sigset_t()
-            sigfillset(&all)
-            pthread_sigmask(SIG_BLOCK, &all, nil)
-            run()
+        let next = state.withLock { slots -> CheckedContinuation<Void, Never>? in
+            if slots.waiting.isEmpty { slots.free += 1; return nil }
+            return slots.waiting.removeFirst()
         }
-        thread.name = name
-        thread.start()
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        condition.lock()
-        jobs.append(job)
-        condition.signal()
-        condition.unlock()
-    }
-
-    /// Ends the thread once the jobs enqueued so far have run.
-    func finish() {
-        condition.lock()
-        finished = true
-        condition.signal()
-        condition.unlock()
-    }
-
-    private func run() {
-        while true {
-            condition.lock()
-            while jobs.isEmpty && !finished { condition.wait() }
-            if jobs.isEmpty { condition.unlock(); return }
-            let job = jobs.removeFirst()
-            condition.unlock()
-            job.runSynchronously(on: asUnownedTaskExecutor())
-        }
+        next?.resume()
     }
 }
