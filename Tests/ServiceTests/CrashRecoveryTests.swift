@@ -206,8 +206,9 @@ final class ServerProcess {
         let worker = try #require(server.workerPIDs.first, "\(server.output)")
         // The banner comes just before the pool starts its threads, which lower themselves as they start.
         let lowered = try? await poll("the worker thread at nice 10", seconds: 30) {
-            let threads = try ServerProcess.threads(of: worker)
-            return threads.contains { $0.name == "worker-0" && $0.nice == 10 } ? threads : nil
+            // A thread may end between the listing and the reading of its files: look again.
+            let threads = try? ServerProcess.threads(of: worker)
+            return threads?.contains { $0.name == "worker-0" && $0.nice == 10 } == true ? threads : nil
         }
         let workerThreads = try lowered ?? ServerProcess.threads(of: worker)
         #expect(workerThreads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(workerThreads)")

@@ -2,7 +2,7 @@ import CLinux
 import Foundation
 
 /// Training runs at a lower CPU priority than the API, so that requests stay fast
-/// while jobs train: each worker thread lowers itself to `nice` 10, and so do
+/// while jobs train: each worker thread runs at `nice` 10 (set as it starts), and so do
 /// OpenBLAS's threads, which do most of a training step's arithmetic. The request
 /// path — the HTTP loop (`preftune-http`) and the handler threads (`http-handler-N`),
 /// where log followers run too — keeps its priority.
@@ -20,6 +20,4 @@ public enum CPUPriority {
     static func lower(_ threads: [Int32]) {
         for thread in threads { _ = preftune_set_thread_nice(thread, trainingNice) }
     }
-
-    static func lowerCurrentThread() { _ = preftune_set_thread_nice(0, trainingNice) }
 }

@@ -83,8 +83,8 @@ public final class WorkerPool: Sendable {
         }
         telemetry?.workersStarted(configuration.workers)
         guard configuration.workers > 0 else { return }
-        // A thread each, named after its worker.
-        let threads = (0..<configuration.workers).map { DedicatedThreads(threads: 1, name: "worker-\($0)") }
+        // A thread each, named after its worker, below the request path from its first instruction.
+        let threads = (0..<configuration.workers).map { DedicatedThreads(threads: 1, name: "worker-\($0)", nice: CPUPriority.trainingNice) }
         state.withLock { $0.threads = threads }
         for (index, thread) in threads.enumerated() {
             thread.run { [self] in work(name: "\(identity)/worker-\(index)") }
@@ -126,7 +126,6 @@ public final class WorkerPool: Sendable {
     // MARK: - A worker
 
     private func work(name: String) {
-        CPUPriority.lowerCurrentThread()
         var failing = false
         while !state.withLock({ $0.stopping }) {
             let claimed: JobRecord?
