@@ -14,6 +14,10 @@ import Testing
         var testDescription: String { "\(transA ? "Aᵀ" : "A")·\(transB ? "Bᵀ" : "B") \(m)×\(n)×\(k) α \(alpha) β \(beta)" }
     }
 
+    /// The precisions this CPU computes natively: bf16 only with AVX512-BF16 or AMX. Elsewhere a bf16
+    /// product is emulated, which `layerEpiloguesAgreeOnBothBackends` covers on every CPU.
+    static let nativePrecisions: [MathPrecision] = OneDNN.supportsBF16 ? [.fp32, .bf16] : [.fp32]
+
     static let cases: [Case] = [
         Case(transA: false, transB: true, m: 64, n: 256, k: 128, alpha: 1, beta: 1),    // Y += X·Wᵀ (a linear layer)
         Case(transA: true, transB: false, m: 128, n: 96, k: 64, alpha: 1, beta: 1),     // dW += dYᵀ·X
@@ -22,9 +26,8 @@ import Testing
         Case(transA: false, transB: false, m: 1, n: 1, k: 1, alpha: 1, beta: 0),
     ]
 
-    @Test(arguments: cases)
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"), arguments: cases)
     func oneDNNMatchesOpenBLAS(_ c: Case) throws {
-        try #require(OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)")
         // Row strides wider than the rows: the products must honour lda, ldb and ldc.
         let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 5)
         let expected = start.copy(), actual = start.copy()
@@ -103,9 +106,8 @@ import Testing
 
     /// A native bf16 product (AVX512-BF16 / AMX kernels) and the emulation (operands rounded, an
     /// fp32 product) agree up to the order of the fp32 sums; both differ from fp32's.
-    @Test(arguments: cases)
+    @Test(.enabled(if: OneDNN.supportsBF16, "no bf16 instructions on \(OneDNN.isaName)"), arguments: cases)
     func bf16KernelsMatchTheirEmulation(_ c: Case) throws {
-        try #require(OneDNN.supportsBF16, "no bf16 instructions on \(OneDNN.isaName)")
         let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 7)
         let native = start.copy(), emulated = start.copy(), fp32 = start.copy()
         let shape = OneDNN.ProductShape(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, lda: lda, ldb: ldb, ldc: ldc,
@@ -132,9 +134,8 @@ import Testing
 
     /// Products of packed weights give the unpacked results, make each packed copy once, and keep
     /// to the budget (past it they pack per call, still correct).
-    @Test(arguments: [MathPrecision.fp32, .bf16])
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"), arguments: nativePrecisions)
     func packedWeightsAreMadeOnceAndGiveTheSameProducts(_ precision: MathPrecision) throws {
-        try #require(precision == .fp32 ? OneDNN.supportsCPU : OneDNN.supportsBF16)
         let c = Case(transA: false, transB: true, m: 64, n: 256, k: 128, alpha: 1, beta: 1)
         let (a, b, start, lda, ldb, ldc) = Self.operands(c, seed: 11)
         func product(_ packed: PackedWeights?) -> FloatBuffer {
@@ -165,10 +166,10 @@ import Testing
     }
 
     /// A layer's epilogues — bias, bias and SiLU, bias and residual sum — give the same numbers as
-    /// post-ops on oneDNN as in passes of their own on OpenBLAS; in bf16, natively and emulated.
-    @Test(arguments: [MathPrecision.fp32, .bf16])
+    /// post-ops on oneDNN as in passes of their own on OpenBLAS; in bf16, natively and emulated
+    /// (on a CPU without bf16 instructions, both sides are the emulation).
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"), arguments: [MathPrecision.fp32, .bf16])
     func layerEpiloguesAgreeOnBothBackends(_ precision: MathPrecision) throws {
-        try #require(precision == .fp32 ? OneDNN.supportsCPU : OneDNN.supportsBF16)
         let rows = 48, inputs = 96, outputs = 80
         var random = Philox(seed: 13)
         let x = FloatBuffer(count: rows * inputs), weight = FloatBuffer(count: outputs * inputs), bias = FloatBuffer(count: outputs)
@@ -206,19 +207,21 @@ import Testing
 
     /// Products too small to repay a oneDNN call stay on OpenBLAS (in bf16: the emulation) on the
     /// process's backend; a thread's own choice holds at every size.
-    @Test func smallProductsStayOffOneDNNUnlessAThreadChoseIt() throws {
-        try #require(OneDNN.supportsBF16 && OneDNN.supportsCPU)
+    /// On a CPU without bf16 instructions, every bf16 product is emulated, whatever its size or route.
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"))
+    func smallProductsStayOffOneDNNUnlessAThreadChoseIt() throws {
+        let native = OneDNN.supportsBF16
         let weights = FloatBuffer(count: 1)
         let small = BLAS.Route.smallestForOneDNN, large = small + 1
         #expect(BLAS.Route(b: weights.pointer, work: large).onOneDNN == (MathBackend.current == .onednn))
         #expect(!BLAS.Route(b: weights.pointer, work: small).onOneDNN)
         MathPrecision.with(.bf16) {
-            #expect(BLAS.Route(b: weights.pointer, work: large).onOneDNN)
+            #expect(BLAS.Route(b: weights.pointer, work: large).onOneDNN == native)
             #expect(!BLAS.Route(b: weights.pointer, work: small).onOneDNN, "a small bf16 product is emulated")
         }
         MathBackend.withBackend(.onednn) {
             #expect(BLAS.Route(b: weights.pointer, work: 1).onOneDNN)
-            MathPrecision.with(.bf16) { #expect(BLAS.Route(b: weights.pointer, work: 1).onOneDNN) }
+            MathPrecision.with(.bf16) { #expect(BLAS.Route(b: weights.pointer, work: 1).onOneDNN == native) }
         }
         MathBackend.withBackend(.openblas) { #expect(!BLAS.Route(b: weights.pointer, work: large).onOneDNN) }
     }

@@ -12,8 +12,8 @@ import Training
 /// `"precision": "bf16"` on jobs and sample requests: bf16 mixed precision in the products,
 /// shown on the job and the samples, and refused with a 400 where the CPU cannot compute it.
 @Suite struct PrecisionTests {
-    @Test func aBF16JobTrainsAndItsForkKeepsItsPrecision() async throws {
-        try #require(MathPrecision.nativeBF16, "this CPU has no bf16 instructions")
+    @Test(.enabled(if: MathPrecision.nativeBF16, "this CPU has no bf16 instructions: aCPUWithoutBF16RefusesBF16WithA400 covers it"))
+    func aBF16JobTrainsAndItsForkKeepsItsPrecision() async throws {
         let service = try LiveService(workers: 1)
         let model = try await WorkerFixtures.baseModel(service)
         let file = try await WorkerFixtures.upload(service, WorkerFixtures.pairs)
@@ -75,8 +75,8 @@ import Training
     /// server: bf16 is then a 400 that says why, and fp32 goes on.
     /// A bf16 job holds θ rounded to bf16 beside θ (`BF16Shadow`): the API's memory check counts
     /// it. Under a budget between the fp32 and the bf16 job's needs, only the fp32 one is taken.
-    @Test func theMemoryCheckCountsABF16JobsCopyOfTheta() async throws {
-        try #require(MathPrecision.nativeBF16, "this CPU has no bf16 instructions")
+    @Test(.enabled(if: MathPrecision.nativeBF16, "this CPU has no bf16 instructions: aCPUWithoutBF16RefusesBF16WithA400 covers it"))
+    func theMemoryCheckCountsABF16JobsCopyOfTheta() async throws {
         let config = try ModelConfig.parse(String(decoding: try JSONSerialization.data(withJSONObject: ModelsTests.config), as: UTF8.self))
         let h = try Hyperparameters.resolve(["n_steps": 4, "batch_size": 4], method: .sft)
         let lines = 16  // WorkerFixtures.samples
