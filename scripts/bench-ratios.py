@@ -35,11 +35,17 @@ def lines(command, env=None):
     return values
 
 
+# bf16 only where the CPU computes it natively: elsewhere preftune-bench refuses it, saying why.
+probe = subprocess.run([BENCH, "--precision", "bf16", "--only", "no-measurement", "--exact"], cwd=ROOT, capture_output=True, text=True)
+PRECISIONS = (("", "fp32"), ("_bf16", "bf16")) if probe.returncode == 0 else (("", "fp32"),)
+if probe.returncode != 0:
+    print(json.dumps({"name": "bench-ratios/bf16_skipped", "reason": probe.stderr.strip()}), file=sys.stderr)
+
 ratios = {}
 for round_number in range(ROUNDS):
     for config in CONFIGS:
         ours, theirs = {}, {}
-        for suffix, precision in (("", "fp32"), ("_bf16", "bf16")):
+        for suffix, precision in PRECISIONS:
             for name, their_name in PAIRS.items():
                 ours.update(lines([BENCH, "--quick", "--only", f"{config}/{name}{suffix}", "--exact", "--precision", precision]))
                 theirs.update(lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
