@@ -116,7 +116,7 @@ public struct PostgresServerError: Error, CustomStringConvertible {
 /// (posix_spawn, waitpid) with its output in a file: `runuser` and `pg_ctl start` leave a
 /// server running that may keep inherited descriptors, so neither a pipe nor Foundation's
 /// `Process` (which never saw `runuser` exit) can tell when they are done.
-func runCommand(_ command: [String]) throws -> (Int32, String) {
+public func runCommand(_ command: [String]) throws -> (Int32, String) {
     let path = temporaryPath("preftune-command", suffix: ".log")
     defer { unlink(path) }
     let input = open("/dev/null", O_RDONLY | O_CLOEXEC), log = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
