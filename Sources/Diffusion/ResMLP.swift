@@ -205,7 +205,11 @@ public struct ResMLP: Sendable {
     ///
     /// Without `keepingActivations` (sampling, the reference model, validation: no backward pass
     /// follows) the SiLU layers keep only their output, and on oneDNN each SiLU is its product's
-    /// post-op rather than a pass of its own.
+    /// post-op rather than a pass of its own. Such a pass also finds for itself the rows whose
+    /// timestep and condition vector are the same bits (a sample request's n samples of a prompt,
+    /// classifier-free guidance's null rows, a rollout's repeated prompts) and runs the
+    /// conditioning path once for each: the time MLP and the modulation products are a fifth of
+    /// a bench-m row's FLOPs. Each row's numbers are those it would get alone.
     public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int, conditionRows: Int? = nil,
                         keepingActivations: Bool = true) {
         precondition(parameters.count == layout.totalCount, "parameters do not match this model")
@@ -219,28 +223,42 @@ public struct ResMLP: Sendable {
         let B = batch, H = config.hidden, F = config.timeFreqDim, D = config.sampleSize, M = config.mlpHidden
         let modWidth = 2 * H * config.depth
 
+        // The conditioning path runs on U rows, and row b reads modulation row ws.modulationRows[b]:
+        // b mod G, or (a pass with no backward) its first row of the same timestep and condition.
+        conditionForward(p, ws, batch: G)
+        let U = G == B && !keepingActivations ? ws.findSharedConditioning(batch: B, hidden: H) : ws.shareConditioning(batch: B, conditionRows: G)
+        let shared = U < G
+
         // 1–2. Time embedding e.
-        timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: G)
+        if shared {
+            for k in 0..<U { ws.conditioningTimesteps[k] = ws.timesteps[ws.conditioningSources[k]] }
+            ws.conditioningTimesteps.withUnsafeBufferPointer { timeFeatures($0.baseAddress!, into: ws.timeFeatures.pointer, batch: U) }
+        } else {
+            timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: U)
+        }
         linearSiLU(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, preActivation: ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer,
-                   output: ws.time0Activation.pointer, outputs: H, batch: G, keepingActivations: keepingActivations)
-        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: G)
+                   output: ws.time0Activation.pointer, outputs: H, batch: U, keepingActivations: keepingActivations)
+        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: U)
 
         // 3. s = SiLU(e + c).
-        conditionForward(p, ws, batch: G)
-        Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: G * H)
-        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: G * H)
+        if shared {
+            for k in 0..<U { Elementwise.add(ws.condition.pointer + ws.conditioningSources[k] * H, into: ws.conditioned.pointer + k * H, count: H) }
+        } else {
+            Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: U * H)
+        }
+        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: U * H)
 
         // 4. h = in_proj(x).
         linear(p, offsets.inProj, input: ws.x.pointer, inputs: D, output: ws.h.pointer, outputs: H, batch: B)
 
         // 5. Blocks; the modulation of all blocks in one GEMM.
-        linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: G)
+        linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: U)
         for (i, block) in offsets.blocks.enumerated() {
             let a = ws.blocks[i]
             LayerNorm.forward(ws.h.pointer, gamma: p + block.norm.weight, beta: p + block.norm.bias,
                               normalized: a.normalized.pointer, rstd: a.rstd.pointer, out: a.normOut.pointer, rows: B, width: H)
             modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer,
-                     batch: B, conditionRows: G)
+                     batch: B, rows: ws.modulationRows)
             linearSiLU(p, block.fc1, input: a.u.pointer, inputs: H, preActivation: a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer,
                        output: a.fc1Activation.pointer, outputs: M, batch: B, keepingActivations: keepingActivations)
             // h += fc2(…): the product accumulates straight into the residual stream.
@@ -291,12 +309,12 @@ public struct ResMLP: Sendable {
     }
 
     /// u = y·(1 + scale) + shift, with [scale | shift] a row slice of the modulation matrix
-    /// (row b mod G: rows share their conditioning's modulation).
+    /// (row `rows[b]`: rows share their conditioning's modulation).
     func modulate(_ y: UnsafePointer<Float>, modulation: UnsafePointer<Float>, stride: Int, into u: UnsafeMutablePointer<Float>,
-                  batch: Int, conditionRows G: Int) {
+                  batch: Int, rows: [Int32]) {
         let H = config.hidden
         for b in 0..<batch {
-            let scale = modulation + (b % G) * stride, shift = scale + H
+            let scale = modulation + Int(rows[b]) * stride, shift = scale + H
             let yr = y + b * H, ur = u + b * H
             for j in 0..<H { ur[j] = yr[j] * (1 + scale[j]) + shift[j] }
         }
@@ -423,6 +441,11 @@ public final class ResMLPWorkspace {
     var tokenCounts: [Int]
     /// G of the last forward pass: the rows whose conditioning path was computed.
     var conditionRows = 1
+    /// The modulation row each row of the last forward pass read, [B].
+    var modulationRows: [Int32]
+    /// For a pass that found rows sharing their conditioning: the row each conditioning row was
+    /// computed for, and its timestep, [U]; and a hash table of row indices (-1 empty).
+    var conditioningSources: [Int], conditioningTimesteps: [Float], conditioningTable: [Int32]
     let h: FloatBuffer, modulation: FloatBuffer
     let blocks: [BlockActivations]
     let outNormalized: FloatBuffer, outRstd: FloatBuffer, outNormOut: FloatBuffer
@@ -438,10 +461,11 @@ public final class ResMLPWorkspace {
         return 3 * D + 1 + conditionInput + F + 14 * H + 2 * (2 * H * depth) + depth * block + 1 + max(M, H)
     }
 
-    /// Bytes per row: the floats, token ids, null flags and token counts.
+    /// Bytes per row: the floats, token ids, null flags, token counts, and the conditioning's row map
+    /// (modulation row, source row and timestep, and at most four hash slots).
     public static func bytesPerRow(_ config: ModelConfig) -> Int {
         let tokens = if case let .text(_, maxTokens) = config.condition { maxTokens } else { 0 }
-        return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride
+        return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride + 4 + MemoryLayout<Int>.stride + 4 + 4 * 4
     }
 
     public init(config: ModelConfig, maxBatch: Int) {
@@ -474,6 +498,10 @@ public final class ResMLPWorkspace {
         conditionedSigmoid = FloatBuffer(count: B * H)
         s = FloatBuffer(count: B * H)
         tokenCounts = [Int](repeating: 0, count: B)
+        modulationRows = [Int32](repeating: 0, count: B)
+        conditioningSources = [Int](repeating: 0, count: B)
+        conditioningTimesteps = [Float](repeating: 0, count: B)
+        conditioningTable = [Int32](repeating: -1, count: Self.tableSize(rows: B))
         h = FloatBuffer(count: B * H)
         modulation = FloatBuffer(count: B * modWidth)
         blocks = (0..<config.depth).map { _ in
@@ -511,8 +539,60 @@ public final class ResMLPWorkspace {
         }
     }
 
-    /// The time features φ(t) of the last forward pass, [B, F].
+    /// The time features φ(t) of the last forward pass's conditioning rows, [U, F] (every row's,
+    /// [B, F], in a pass that keeps activations for a backward one).
     public var lastTimeFeatures: FloatBuffer { timeFeatures }
+
+    /// Row b reads modulation row b mod G (the conditioning path ran on the first G rows).
+    /// Returns G.
+    func shareConditioning(batch: Int, conditionRows G: Int) -> Int {
+        for b in 0..<batch { modulationRows[b] = Int32(b % G) }
+        return G
+    }
+
+    /// Finds the rows whose timestep and condition vector c (already computed, [B, H]) are the
+    /// same bits as an earlier row's: each row's modulation row is its first such row's index
+    /// among the distinct ones (in order of first appearance), and `conditioningSources` lists
+    /// the row of each. Returns U, the number of distinct rows.
+    func findSharedConditioning(batch: Int, hidden H: Int) -> Int {
+        let mask = conditioningTable.count - 1
+        for i in conditioningTable.indices { conditioningTable[i] = -1 }
+        var distinct = 0
+        let c = UnsafePointer(condition.pointer)
+        for b in 0..<batch {
+            let row = c + b * H
+            // FNV-1a over t and 16 of c's values: rows equal in both collide, others rarely; a
+            // collision is settled by comparing the whole rows.
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            hash = (hash ^ UInt64(timesteps[b].bitPattern)) &* 0x100_0000_01B3
+            for j in stride(from: 0, to: H, by: max(1, H / 16)) { hash = (hash ^ UInt64(row[j].bitPattern)) &* 0x100_0000_01B3 }
+            var slot = Int(truncatingIfNeeded: hash ^ (hash >> 29)) & mask
+            while true {
+                let seen = conditioningTable[slot]
+                if seen < 0 {
+                    conditioningTable[slot] = Int32(distinct)
+                    conditioningSources[distinct] = b
+                    modulationRows[b] = Int32(distinct)
+                    distinct += 1
+                    break
+                }
+                let source = conditioningSources[Int(seen)]
+                if timesteps[source].bitPattern == timesteps[b].bitPattern && memcmp(c + source * H, row, H * 4) == 0 {
+                    modulationRows[b] = seen
+                    break
+                }
+                slot = (slot + 1) & mask
+            }
+        }
+        return distinct
+    }
+
+    /// Slots of the hash table for `rows` rows: a power of two at least twice the rows.
+    static func tableSize(rows: Int) -> Int {
+        var size = 2
+        while size < 2 * rows { size *= 2 }
+        return size
+    }
 
     /// Whether every row r < batch has the timestep and condition inputs of row r mod G.
     func rowsShareConditioning(batch: Int, conditionRows G: Int, config: ModelConfig) -> Bool {

@@ -235,19 +235,22 @@ final class ObjectiveStepBench {
     }
 }
 
-/// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts.
-func benchSampling(_ bench: BenchConfig, seconds: Double) -> (median: Double, low: Double, high: Double) {
+/// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts. With
+/// `samplesPerPrompt` and `guidance`, as `/v1/samples` draws: n samples of each prompt, and
+/// classifier-free guidance's null rows beside them.
+func benchSampling(_ bench: BenchConfig, seconds: Double, samplesPerPrompt: Int = 1, guidance: Float = 1)
+    -> (median: Double, low: Double, high: Double) {
     let model = ResMLP(config: bench.config)
     var random = Philox(seed: 5)
     let parameters = model.initialParameters(seed: 0)
     random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
     let sampler = Sampler(model: model, kind: .dpmpp2m, maxBatch: bench.batch)
     let x = FloatBuffer(count: bench.batch * bench.config.sampleSize)
-    let prompts = (0..<bench.batch).map { "prompt number \($0) with some words" }
+    let prompts = (0..<bench.batch).map { "prompt number \($0 / samplesPerPrompt) with some words" }
     let conditions = Conditions.prompts(prompts, config: bench.config)
     return measure(windows: 3, seconds: seconds, warmup: 1, work: Double(bench.batch)) {
         random.fillNormal(x.pointer, count: x.count)
-        sampler.sample(parameters: parameters, x: x.pointer, batch: bench.batch, conditions: conditions, guidance: 1, steps: 20)
+        sampler.sample(parameters: parameters, x: x.pointer, batch: bench.batch, conditions: conditions, guidance: guidance, steps: 20)
     }
 }
 
@@ -537,6 +540,12 @@ func measureModels(_ precision: MathPrecision) {
         if wanted("\(bench.name)/sample_dpmpp2m_20\(suffix)") {
             let sampling = benchSampling(bench, seconds: window)
             emit("\(bench.name)/sample_dpmpp2m_20\(suffix)", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
+        }
+        if wanted("\(bench.name)/sample_dpmpp2m_20_request\(suffix)") {
+            let sampling = benchSampling(bench, seconds: window, samplesPerPrompt: 4, guidance: 7.5)
+            emit("\(bench.name)/sample_dpmpp2m_20_request\(suffix)", sampling.median, "samples/s",
+                 ["batch": bench.batch, "samples_per_prompt": 4, "guidance": 7.5,
+                  "note": "as /v1/samples draws: n = 4 of each prompt, with classifier-free guidance (a forward pass of 2 rows a sample)"])
         }
         if wanted("\(bench.name)/dro_train_end_to_end\(suffix)") {
             let endToEnd = benchDROEndToEnd(bench, steps: quick ? 4 : 10)

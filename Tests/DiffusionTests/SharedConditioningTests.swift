@@ -1,4 +1,4 @@
-import Diffusion
+@testable import Diffusion
 import Numerics
 import TestSupport
 import Testing
@@ -69,5 +69,72 @@ extension SharedConditioningTests {
             workspace.timesteps[1] = 11
             model.forward(model.initialParameters(seed: 1), workspace, batch: 2, conditionRows: 1)
         }
+    }
+}
+
+/// A pass with no backward (sampling, the reference model) finds for itself the rows that share
+/// their timestep and condition, and runs their conditioning path once.
+@Suite(.computeThread) struct FoundSharedConditioningTests {
+    @Test("a pass that finds shared rows gives each row the numbers it gets alone", arguments: SharedConditioningTests.conditions)
+    func foundSharingChangesNoRow(condition: ModelConfig.Condition) {
+        let config = ModelConfig(sampleShape: [1, 2, 3], hidden: 16, depth: 2, mlpRatio: 2, timeFreqDim: 8, condition: condition)
+        let model = ResMLP(config: config)
+        var random = Philox(seed: 12)
+        let parameters = FloatBuffer(count: model.parameterCount)
+        random.fillUniform(parameters.pointer, count: parameters.count, low: -0.5, high: 0.5)
+        // Eight rows as a guided sample request lays them out: two prompts × two samples, then
+        // their null rows; the last sample of the second prompt at another timestep.
+        let rows = 8, D = config.sampleSize
+        let workspace = model.makeWorkspace(maxBatch: rows)
+        random.fillNormal(workspace.x.pointer, count: rows * D)
+        for row in 0..<rows { workspace.timesteps[row] = row == 3 ? 250 : 500 }
+        let prompt = [0, 0, 1, 1, -1, -1, -1, -1]  // -1: the null condition
+        switch condition {
+        case .text:
+            let tokens: [[Int32]] = [[3, 5, 3, 0], [9, 2, 0, 0]]
+            workspace.tokens = prompt.flatMap { $0 < 0 ? [0, 0, 0, 0] : tokens[$0] }
+        case let .vector(dim):
+            var vectors = [Float](repeating: 0, count: 2 * dim)
+            vectors.withUnsafeMutableBufferPointer { random.fillNormal($0.baseAddress!, count: $0.count) }
+            for (row, which) in prompt.enumerated() where which >= 0 {
+                for k in 0..<dim { workspace.conditionInput[row * dim + k] = vectors[which * dim + k] }
+            }
+            workspace.conditionIsNull = prompt.map { $0 < 0 ? 1 : 0 }
+        case .none: break
+        }
+        // A pass that keeps activations computes every row's conditioning on its own.
+        model.forward(parameters, workspace, batch: rows, keepingActivations: true)
+        let alone = Array(UnsafeBufferPointer(start: workspace.output.pointer, count: rows * D))
+        model.forward(parameters, workspace, batch: rows, keepingActivations: false)
+        let found = Array(UnsafeBufferPointer(start: workspace.output.pointer, count: rows * D))
+        let distinct = Set(workspace.modulationRows.prefix(rows)).count
+        // text and vector: (500, prompt 0), (500, prompt 1), (250, prompt 1), (500, null); none: t alone.
+        #expect(distinct == (condition == .none ? 2 : 4), "\(workspace.modulationRows.prefix(rows))")
+        for i in 0..<alone.count {
+            #expect(abs(found[i] - alone[i]) <= 1e-6 * max(1, abs(alone[i])), "\(condition): output \(i) \(found[i]) against \(alone[i])")
+        }
+    }
+
+    /// Rows are shared only when t and the whole condition vector are the same bits, whatever
+    /// part of c the hash looks at.
+    @Test func rowsDifferingAnywhereAreNotShared() {
+        let config = ModelConfig(sampleShape: [1, 2, 2], hidden: 64, depth: 1, mlpRatio: 2, timeFreqDim: 8, condition: .vector(dim: 2))
+        let workspace = ResMLP(config: config).makeWorkspace(maxBatch: 5)
+        let H = config.hidden
+        for row in 0..<5 {
+            workspace.timesteps[row] = 7
+            for j in 0..<H { workspace.condition[row * H + j] = Float(j) }
+        }
+        workspace.condition[1 * H + 1] = 0.5        // every value but one the same as row 0's
+        workspace.condition[2 * H] = -Float(0)          // −0 where row 0 has 0: equal values, different bits
+        workspace.condition[3 * H + H - 1] = Float(H - 1) + 1e-5
+        workspace.timesteps[4] = 8
+        #expect(workspace.findSharedConditioning(batch: 5, hidden: H) == 5)
+        workspace.condition[1 * H + 1] = 1
+        workspace.condition[3 * H + H - 1] = Float(H - 1)
+        workspace.timesteps[4] = 7
+        #expect(workspace.findSharedConditioning(batch: 5, hidden: H) == 2)  // row 2's −0 keeps it apart
+        #expect(Array(workspace.modulationRows.prefix(5)) == [0, 0, 1, 0, 0])
+        #expect(workspace.conditioningSources.prefix(2) == [0, 2])
     }
 }
