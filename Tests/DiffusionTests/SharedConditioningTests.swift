@@ -9,13 +9,21 @@ import Testing
 @Suite(.computeThread) struct SharedConditioningTests {
     static let conditions: [ModelConfig.Condition] = [.text(vocab: 11, maxTokens: 4), .vector(dim: 3), .none]
 
-    @Test("sharing the conditioning path changes neither output nor gradients", arguments: conditions)
-    func sharedRowsMatchIndependentRows(condition: ModelConfig.Condition) {
+    /// A small model of the given conditioning with parameters drawn from U(−0.5, 0.5), and the
+    /// generator that drew them, for the inputs.
+    static func randomModel(_ condition: ModelConfig.Condition, seed: UInt64)
+        -> (config: ModelConfig, model: ResMLP, parameters: FloatBuffer, random: Philox) {
         let config = ModelConfig(sampleShape: [1, 2, 3], hidden: 16, depth: 2, mlpRatio: 2, timeFreqDim: 8, condition: condition)
         let model = ResMLP(config: config)
-        var random = Philox(seed: 11)
+        var random = Philox(seed: seed)
         let parameters = FloatBuffer(count: model.parameterCount)
         random.fillUniform(parameters.pointer, count: parameters.count, low: -0.5, high: 0.5)
+        return (config, model, parameters, random)
+    }
+
+    @Test("sharing the conditioning path changes neither output nor gradients", arguments: conditions)
+    func sharedRowsMatchIndependentRows(condition: ModelConfig.Condition) {
+        var (config, model, parameters, random) = Self.randomModel(condition, seed: 11)
         let examples = 3, rows = 2 * examples, D = config.sampleSize
         let workspace = model.makeWorkspace(maxBatch: rows)
         // Each example's two rows: different x, the same t and condition.
@@ -77,11 +85,7 @@ extension SharedConditioningTests {
 @Suite(.computeThread) struct FoundSharedConditioningTests {
     @Test("a pass that finds shared rows gives each row the numbers it gets alone", arguments: SharedConditioningTests.conditions)
     func foundSharingChangesNoRow(condition: ModelConfig.Condition) {
-        let config = ModelConfig(sampleShape: [1, 2, 3], hidden: 16, depth: 2, mlpRatio: 2, timeFreqDim: 8, condition: condition)
-        let model = ResMLP(config: config)
-        var random = Philox(seed: 12)
-        let parameters = FloatBuffer(count: model.parameterCount)
-        random.fillUniform(parameters.pointer, count: parameters.count, low: -0.5, high: 0.5)
+        var (config, model, parameters, random) = SharedConditioningTests.randomModel(condition, seed: 12)
         // Eight rows as a guided sample request lays them out: two prompts × two samples, then
         // their null rows; the last sample of the second prompt at another timestep.
         let rows = 8, D = config.sampleSize
