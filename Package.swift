@@ -48,7 +48,7 @@ let package = Package(
         // The API: routes, auth and the error envelope over Store and HTTP.
         .target(name: "Service", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "Jobs", "Store", "HTTP", "CLinux", "Threads"]),
 
-        .executableTarget(name: "preftune", dependencies: ["CLinux", "Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service"]),
+        .executableTarget(name: "preftune", dependencies: ["CLinux", "Numerics", "Diffusion", "Training", "JSON", "Store", "HTTP", "Service", "Threads"]),
         // The machine's ceilings (FMA peak, AdamW's memory floor), measured by the bench beside its figures.
         .target(name: "CCeilings", dependencies: ["CKernels"]),
         .executableTarget(name: "preftune-bench", dependencies: ["Numerics", "Diffusion", "Training", "JSON", "CCeilings"]),

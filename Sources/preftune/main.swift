@@ -5,6 +5,7 @@ import HTTP
 import Numerics
 import Service
 import Store
+import Threads
 import Training
 
 // OpenBLAS reads its core type when it loads: pick the fastest kernels before anything else.
@@ -108,7 +109,29 @@ func databaseURL(_ arguments: [String]) -> String? {
     return url
 }
 
+/// SIGTERM and SIGINT ask the process to stop: each signals `stopRequested`. Called before a
+/// command starts anything. A stop sent while the command starts up is kept for it: a process
+/// that inherited the signals blocked (as a child of a thread that blocks them does) holds one
+/// sent early as pending, and ignoring the signal, which a dispatch source needs, would discard
+/// it; so a pending one is counted first. (Set up after the server listened, a SIGTERM sent as
+/// soon as it answered was lost that way, and the server never stopped.)
+func catchStopSignals(_ stopRequested: DispatchSemaphore) -> [DispatchSourceSignal] {
+    var pending = sigset_t()
+    sigpending(&pending)
+    return [SIGTERM, SIGINT].map { signalNumber in
+        let wasPending = sigismember(&pending, signalNumber) == 1
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler { stopRequested.signal() }
+        source.resume()
+        if wasPending { stopRequested.signal() }
+        return source
+    }
+}
+
 func serve(_ arguments: [String]) -> Never {
+    let stopRequested = DispatchSemaphore(value: 0)
+    let stopSignals = catchStopSignals(stopRequested)
     let listen = option("--listen", in: arguments) ?? "127.0.0.1:8080"
     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
         fail("--listen takes HOST:PORT, e.g. 127.0.0.1:8080", status: 2)
@@ -186,27 +209,24 @@ func serve(_ arguments: [String]) -> Never {
     supervisor.start()
     // SIGTERM and SIGINT stop gracefully: no new connections, in-flight requests finish,
     // running jobs write a training state and go back to the queue.
-    var sources: [DispatchSourceSignal] = []
-    for signalNumber in [SIGTERM, SIGINT] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            print("stopping: finishing requests in flight; running jobs save their state (at most \(Int(grace)) s)")
+    let stopping = DedicatedThreads(threads: 1, name: "stop")
+    stopping.run {
+        stopRequested.wait()
+        print("stopping: finishing requests in flight; running jobs save their state (at most \(Int(grace)) s)")
+        fflush(nil)
+        // Past the grace period the process ends regardless: a stop must never hang.
+        DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+            print("stopping: the grace period of \(Int(grace)) s ran out; exiting now")
             fflush(nil)
-            // Past the grace period the process ends regardless: a stop must never hang.
-            DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
-                print("stopping: the grace period of \(Int(grace)) s ran out; exiting now")
-                fflush(nil)
-                _exit(1)
-            }
-            application.stop()
-            server.shutdown()
-            supervisor.stop()
+            _exit(1)
         }
-        source.resume()
-        sources.append(source)
+        application.stop()
+        server.shutdown()
+        supervisor.stop()
     }
+    stopping.stop()
     server.wait()
+    withExtendedLifetime(stopSignals) {}
     supervisor.stop()
     print("stopped")
     fflush(nil)
@@ -289,6 +309,7 @@ func worker(_ arguments: [String]) -> Never {
     configuration.egress = EgressPolicy(allowed: webhookAllow(arguments) ?? [])
     let supervised = arguments.contains("--supervised")
     let stopRequested = DispatchSemaphore(value: 0)
+    let stopSignals = catchStopSignals(stopRequested)
     if supervised, preftune_terminate_with_parent(SIGTERM, getppid()) != 0 { fail("the server that started this worker is gone") }
     if let value = option("--lease-seconds", in: arguments) {
         guard let seconds = Int(value), (3...3600).contains(seconds) else { fail("--lease-seconds takes seconds, 3-3600", status: 2) }
@@ -306,19 +327,12 @@ func worker(_ arguments: [String]) -> Never {
     let window = fairShareWindow(arguments) ?? 3600
     let pool = WorkerPool(data: data, store: SQLJobStore(database: data.database, fairShareWindowSeconds: window), changes: changes, configuration: configuration,
                           telemetry: channel)
-    for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
-    let sources = [SIGTERM, SIGINT].map { signalNumber in
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler { stopRequested.signal() }
-        source.resume()
-        return source
-    }
     FileHandle.standardError.write(Data("preftune: worker pid \(getpid()): \(configuration.threadsPerJob) threads per job (math: \(MathBackend.description)), at nice 10 with \(blasThreads.count) OpenBLAS threads; memory per job at most \(ByteCount.describe(configuration.memoryBudget.bytes))\n".utf8))
     pool.start()
     stopRequested.wait()
     // A running job writes its training state and goes back to the queue.
     pool.stop()
-    withExtendedLifetime(sources) {}
+    withExtendedLifetime(stopSignals) {}
     _exit(0)
 }
 

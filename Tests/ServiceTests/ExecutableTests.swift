@@ -229,6 +229,38 @@ import Glibc
         #expect(text.contains("stopping:"), "\(text)")
     }
 
+    /// A stop sent while the server starts up is not lost. The SIGTERM here is pending when
+    /// `preftune serve` begins (its parent blocked SIGTERM, signalled itself and exec'd it, and a
+    /// blocked signal stays pending across exec): it stops as soon as it can, without another.
+    /// This is the window a SIGTERM sent right after the server first answered used to fall in:
+    /// setting the signal's disposition discarded it, and the server never stopped.
+    @Test func aStopPendingAtStartUpIsNotLost() async throws {
+        let data = ExecutableTests.temporaryDirectory(), port = ExecutableTests.freePort()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let python = """
+            import os, signal, sys
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
+        process.arguments = ["python3", "-c", python, ExecutableTests.binary, "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", data,
+                             "--workers", "1"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let started = Date()
+        while process.isRunning, Date().timeIntervalSince(started) < 60 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning, "the server did not stop within 60 s of a SIGTERM pending at start-up")
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0 && text.contains("stopping:") && text.contains("stopped"), "\(process.terminationStatus): \(text)")
+    }
+
     /// Out of descriptors, the server stops accepting for a moment instead of spinning on accept,
     /// and serves again once connections close.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs util-linux's prlimit"))
