@@ -28,4 +28,12 @@ import Glibc
     @Test func otherTestsRunOnThePool() {
         #expect(!Self.currentThread().name.hasPrefix("test"))
     }
+
+    /// Signals go to other threads than a test's own: a SIGCHLD for Foundation's Process would
+    /// interrupt a blocking read there, and FileHandle traps on EINTR.
+    @Test(.ownThread) func aTestThreadBlocksSignals() {
+        var blocked = sigset_t()
+        #expect(pthread_sigmask(SIG_BLOCK, nil, &blocked) == 0)
+        #expect(sigismember(&blocked, SIGCHLD) == 1 && sigismember(&blocked, SIGTERM) == 1)
+    }
 }
