@@ -209,7 +209,8 @@ public struct ResMLP: Sendable {
     /// timestep and condition vector are the same bits (a sample request's n samples of a prompt,
     /// classifier-free guidance's null rows, a rollout's repeated prompts) and runs the
     /// conditioning path once for each: the time MLP and the modulation products are a fifth of
-    /// a bench-m row's FLOPs. Each row's numbers are those it would get alone.
+    /// a bench-m row's FLOPs. Each row's output is the one it would get alone, up to how the
+    /// products round over fewer rows.
     public func forward(_ parameters: FloatBuffer, _ ws: ResMLPWorkspace, batch: Int, conditionRows: Int? = nil,
                         keepingActivations: Bool = true) {
         precondition(parameters.count == layout.totalCount, "parameters do not match this model")
@@ -461,11 +462,12 @@ public final class ResMLPWorkspace {
         return 3 * D + 1 + conditionInput + F + 14 * H + 2 * (2 * H * depth) + depth * block + 1 + max(M, H)
     }
 
-    /// Bytes per row: the floats, token ids, null flags, token counts, and the conditioning's row map
-    /// (modulation row, source row and timestep, and at most four hash slots).
+    /// Bytes per row: the floats, token ids, null flags, token counts, and the conditioning's row map.
     public static func bytesPerRow(_ config: ModelConfig) -> Int {
         let tokens = if case let .text(_, maxTokens) = config.condition { maxTokens } else { 0 }
-        return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride + 4 + MemoryLayout<Int>.stride + 4 + 4 * 4
+        // modulationRows, conditioningSources, conditioningTimesteps, and at most four hash slots.
+        let rowMap = 4 + MemoryLayout<Int>.stride + 4 + 4 * 4
+        return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride + rowMap
     }
 
     public init(config: ModelConfig, maxBatch: Int) {

@@ -252,9 +252,8 @@ import Glibc
         process.standardError = output
         try process.run()
         defer { if process.isRunning { process.terminate() } }
-        let started = Date()
-        while process.isRunning, Date().timeIntervalSince(started) < 60 { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(!process.isRunning, "the server did not stop within 60 s of a SIGTERM pending at start-up")
+        let stopped = await secondsUntil({ !process.isRunning }, atMost: 60)
+        #expect(stopped != nil, "the server did not stop within 60 s of a SIGTERM pending at start-up")
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
