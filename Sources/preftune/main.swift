@@ -111,7 +111,7 @@ func databaseURL(_ arguments: [String]) -> String? {
 
 /// SIGTERM and SIGINT ask the process to stop: each signals `stopRequested`. Called before a
 /// command starts anything. A stop sent while the command starts up is kept for it: a process
-/// that inherited the signals blocked (as a child of a thread that blocks them does) holds one
+/// that started with the signals blocked (children in the test process have) holds one
 /// sent early as pending, and ignoring the signal, which a dispatch source needs, would discard
 /// it; so a pending one is counted first. (Set up after the server listened, a SIGTERM sent as
 /// soon as it answered was lost that way, and the server never stopped.)
