@@ -111,9 +111,9 @@ func databaseURL(_ arguments: [String]) -> String? {
 
 /// SIGTERM and SIGINT ask the process to stop: each signals `stopRequested`. Called before a
 /// command starts anything. A stop sent while the command starts up is kept for it: a process
-/// that started with the signals blocked (children in the test process have) holds one
-/// sent early as pending, and ignoring the signal, which a dispatch source needs, would discard
-/// it; so a pending one is counted first. (Set up after the server listened, a SIGTERM sent as
+/// that started with the signals blocked (as a child spawned from a libdispatch thread does: it
+/// inherits that thread's mask) holds one sent early as pending, and ignoring the signal, which
+/// a dispatch source needs, would discard it; so a pending one is counted first. (Set up after the server listened, a SIGTERM sent as
 /// soon as it answered was lost that way, and the server never stopped.)
 func catchStopSignals(_ stopRequested: DispatchSemaphore) -> [DispatchSourceSignal] {
     var pending = sigset_t()

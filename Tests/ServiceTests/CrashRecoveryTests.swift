@@ -27,7 +27,7 @@ final class ServerProcess {
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log
-        try process.run()
+        try process.runWithSignalsUnblocked()
         for _ in 0..<400 {
             if (try? await URLSession.shared.data(from: URL(string: "\(base)/healthz")!)) != nil { return }
             try await Task.sleep(for: .milliseconds(25))
@@ -205,12 +205,14 @@ final class ServerProcess {
         _ = try await poll("the worker's banner", seconds: 30) { server.output.contains("OpenBLAS threads") ? true : nil }
         let worker = try #require(server.workerPIDs.first, "\(server.output)")
         // The banner comes just before the pool starts its threads, which lower themselves as they start.
-        let lowered = try? await poll("the worker thread at nice 10", seconds: 30) {
+        // A failed wait throws, saying what the threads were then (a run once saw this wait end
+        // within half a second, for a reason its `try?` hid).
+        let workerThreads = try await poll("the worker thread at nice 10 (threads: \((try? ServerProcess.threads(of: worker)).map { "\($0)" } ?? "none"))",
+                                           seconds: 30) {
             // A thread may end between the listing and the reading of its files: look again.
             let threads = try? ServerProcess.threads(of: worker)
             return threads?.contains { $0.name == "worker-0" && $0.nice == 10 } == true ? threads : nil
         }
-        let workerThreads = try lowered ?? ServerProcess.threads(of: worker)
         #expect(workerThreads.contains { $0.name == "worker-0" && $0.nice == 10 }, "\(workerThreads)")
         let blas = Int(server.output.components(separatedBy: "with ").last?.split(separator: " ").first ?? "") ?? -1
         #expect(workerThreads.filter { $0.nice == 10 }.count == 1 + blas, "the worker and the \(blas) OpenBLAS threads: \(workerThreads)\n\(server.output)")

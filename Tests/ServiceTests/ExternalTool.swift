@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// Runs a command (through env, so PATH finds python3 and schemathesis) and returns its exit status and output.
 func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
@@ -8,7 +9,7 @@ func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
-    try process.run()
+    try process.runWithSignalsUnblocked()
     let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
     return (process.terminationStatus, text)

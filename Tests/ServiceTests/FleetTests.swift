@@ -26,7 +26,7 @@ final class WorkerProcess {
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log
-        try process.run()
+        try process.runWithSignalsUnblocked()
     }
 
     deinit {

@@ -104,7 +104,7 @@ import Training
         process.environment = ProcessInfo.processInfo.environment.merging(["DNNL_MAX_CPU_ISA": "AVX512_CORE"]) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try process.runWithSignalsUnblocked()
         defer { if process.isRunning { process.terminate() } }
         #expect(try await ExecutableTests.waitHealthy(port: port))
         let key = try String(contentsOfFile: "\(data)/admin.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -45,3 +45,19 @@ public func secondsUntil(_ condition: @escaping @Sendable () -> Bool, atMost sec
 public func temporaryPath(_ prefix: String, suffix: String = "") -> String {
     FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID())\(suffix)").path
 }
+
+extension Process {
+    /// `run()`, with no signal blocked in the child. posix_spawn, under Foundation's `Process`,
+    /// gives the child the calling thread's signal mask, and a test's threads block nearly every
+    /// signal: libdispatch's worker threads, which carry Swift's cooperative pool, block all but
+    /// the synchronous ones, and `.ownThread`'s block all. A child started from them would not
+    /// hear `terminate()`, nor a SIGTERM a test sends it. The calling thread unblocks them only
+    /// for the spawn; Foundation learns of the child's exit from a socket, not from SIGCHLD.
+    public func runWithSignalsUnblocked() throws {
+        var none = sigset_t(), previous = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        try run()
+    }
+}

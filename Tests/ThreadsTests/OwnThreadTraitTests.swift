@@ -36,4 +36,32 @@ import Glibc
         #expect(pthread_sigmask(SIG_BLOCK, nil, &blocked) == 0)
         #expect(sigismember(&blocked, SIGCHLD) == 1 && sigismember(&blocked, SIGTERM) == 1)
     }
+
+    /// What a child started from a test's thread has blocked, as /proc shows it (hex).
+    static func signalsBlockedInAChild(unblocked: Bool) throws -> String {
+        let process = Process()
+        // sed itself, not through sh: dash clears the mask for the commands it runs.
+        process.executableURL = URL(fileURLWithPath: "/bin/sed")
+        process.arguments = ["-n", "s/^SigBlk:[[:space:]]*//p", "/proc/self/status"]
+        let output = Pipe()
+        process.standardOutput = output
+        if unblocked { try process.runWithSignalsUnblocked() } else { try process.run() }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A child hears signals though the test's thread blocks them all. `run()` alone passes the
+    /// thread's mask on: the reason `runWithSignalsUnblocked` exists (and, should Foundation ever
+    /// reset the mask itself, the sign that it need not).
+    @Test(.ownThread) func aChildOfATestThreadStartsWithNoSignalBlocked() throws {
+        #expect(try Self.signalsBlockedInAChild(unblocked: true) == "0000000000000000")
+        #expect(try Self.signalsBlockedInAChild(unblocked: false) != "0000000000000000")
+    }
+
+    /// The same on the cooperative pool, whose libdispatch threads block all but the synchronous signals.
+    @Test func aChildOfAPoolThreadStartsWithNoSignalBlocked() throws {
+        #expect(try Self.signalsBlockedInAChild(unblocked: true) == "0000000000000000")
+        #expect(try Self.signalsBlockedInAChild(unblocked: false) != "0000000000000000")
+    }
 }
