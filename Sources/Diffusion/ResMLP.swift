@@ -321,17 +321,23 @@ public struct ResMLP: Sendable {
         }
     }
 
-    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du. Rows sharing a modulation
-    /// row add into it: the first G rows write it, the others accumulate.
+    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du. Row b read modulation row
+    /// `rows[b]` (the forward pass's map); rows sharing one add into it: the first to read it
+    /// writes it, the others accumulate. Both maps number the rows in order of first appearance.
     func modulateBackward(_ dU: UnsafePointer<Float>, y: UnsafePointer<Float>, modulation: UnsafePointer<Float>,
                           dModulation: UnsafeMutablePointer<Float>, stride: Int, dY: UnsafeMutablePointer<Float>,
-                          batch: Int, conditionRows G: Int) {
+                          batch: Int, rows: [Int32]) {
         let H = config.hidden
+        var written: Int32 = 0
         for b in 0..<batch {
-            let scale = modulation + (b % G) * stride
-            let dScale = dModulation + (b % G) * stride, dShift = dScale + H
+            let row = rows[b]
+            precondition(row <= written, "modulation rows are numbered in order of first appearance")
+            let first = row == written
+            if first { written += 1 }
+            let scale = modulation + Int(row) * stride
+            let dScale = dModulation + Int(row) * stride, dShift = dScale + H
             let du = dU + b * H, yr = y + b * H, dy = dY + b * H
-            if b < G {
+            if first {
                 for j in 0..<H {
                     dy[j] = du[j] * (1 + scale[j])
                     dScale[j] = du[j] * yr[j]
@@ -381,7 +387,7 @@ public struct ResMLP: Sendable {
                            dInput: ws.dU.pointer, batch: B)
             modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
                              dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm,
-                             batch: B, conditionRows: G)
+                             batch: B, rows: ws.modulationRows)
             LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
                                gamma: p + block.norm.weight, dX: dH,
                                dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
