@@ -16,7 +16,7 @@ public enum BLAS {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
         if m == 0 || n == 0 { return }
         let started = ProductClock.start()
-        defer { ProductClock.stop(started) }
+        defer { ProductClock.stop(started, m: m, n: n, k: k) }
         let route = Route(b: b, work: m * n * k)
         if k > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
@@ -37,7 +37,7 @@ public enum BLAS {
         precondition(!(accumulate && silu), "SiLU of an accumulated output is not a layer")
         if rows == 0 || outputs == 0 { return }
         let started = ProductClock.start()
-        defer { ProductClock.stop(started) }
+        defer { ProductClock.stop(started, m: rows, n: outputs, k: inputs) }
         let route = Route(b: weight, work: rows * outputs * inputs)
         if inputs > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: false, transB: true, m: rows, n: outputs, k: inputs, lda: inputs, ldb: inputs, ldc: outputs,

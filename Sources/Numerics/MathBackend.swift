@@ -76,8 +76,8 @@ final class ThreadMath {
     var threads: Int32 = 0
     /// Operands converted to bf16 for the product at hand (grown to the largest seen).
     var scratch = ConversionScratch()
-    /// Nanoseconds inside products since `ProductClock.measuring` began; nil when it is not running.
-    var productNanoseconds: UInt64?
+    /// Time and work inside products since `ProductClock.measuring` began; nil when it is not running.
+    var productTally: ProductClock.Tally?
 
     /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using`, `BF16Shadow.using`
     /// or `ProductClock.measuring` now: while there are none, no

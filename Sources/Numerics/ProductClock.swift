@@ -1,28 +1,44 @@
 import Foundation
 
-/// Time this thread spends inside matrix products while the clock runs: how a bench splits a
-/// training step into products and everything else. Off, it costs a product nothing beyond
-/// the relaxed load every product already makes (`ThreadMath.anyOverrides`).
+/// Time this thread spends inside matrix products while the clock runs, and the work they do:
+/// how a bench splits a training step or a sampling into products and everything else, and
+/// what rate the products ran at there. Off, it costs a product nothing beyond the relaxed
+/// load every product already makes (`ThreadMath.anyOverrides`).
 public enum ProductClock {
-    /// Runs `body` with this thread's clock on; returns its result and the seconds its products took.
-    public static func measuring<T>(_ body: () throws -> T) rethrows -> (T, seconds: Double) {
-        var nanoseconds: UInt64 = 0
-        let result = try ThreadMath.with(\.productNanoseconds, 0) {
-            defer { nanoseconds = ThreadMath.context.productNanoseconds ?? 0 }
+    /// What this thread's products took while the clock ran.
+    public struct Tally: Sendable {
+        public var nanoseconds: UInt64 = 0
+        /// Floating-point operations: 2·m·n·k for each product.
+        public var flops: Double = 0
+        public var seconds: Double { Double(nanoseconds) / 1e9 }
+        /// GFLOP/s inside the products (0 when none ran).
+        public var rate: Double { nanoseconds == 0 ? 0 : flops / Double(nanoseconds) }
+
+        public init() {}
+    }
+
+    /// Runs `body` with this thread's clock on; returns its result and what its products took.
+    public static func measuring<T>(_ body: () throws -> T) rethrows -> (T, Tally) {
+        var tally = Tally()
+        let result = try ThreadMath.with(\.productTally, Tally()) {
+            defer { tally = ThreadMath.context.productTally ?? Tally() }
             return try body()
         }
-        return (result, Double(nanoseconds) / 1e9)
+        return (result, tally)
     }
 
     @inline(__always)
     static func start() -> UInt64 {
-        guard ThreadMath.anyOverrides, ThreadMath.context.productNanoseconds != nil else { return 0 }
+        guard ThreadMath.anyOverrides, ThreadMath.context.productTally != nil else { return 0 }
         return DispatchTime.now().uptimeNanoseconds
     }
 
+    /// Ends a product of m·n·k multiply-adds that `start` began.
     @inline(__always)
-    static func stop(_ started: UInt64) {
+    static func stop(_ started: UInt64, m: Int, n: Int, k: Int) {
         guard started != 0 else { return }
-        ThreadMath.context.productNanoseconds? += DispatchTime.now().uptimeNanoseconds - started
+        let elapsed = DispatchTime.now().uptimeNanoseconds - started
+        ThreadMath.context.productTally?.nanoseconds += elapsed
+        ThreadMath.context.productTally?.flops += 2 * Double(m) * Double(n) * Double(k)
     }
 }

@@ -159,14 +159,14 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
     for _ in 0..<steps {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
-        let (_, productSeconds) = ProductClock.measuring {
+        let (_, products) = ProductClock.measuring {
             BF16Shadow.using(s.thetaBF16) {
                 s.model.forward(s.parameters, s.workspace, batch: s.batch); lap("forward")
                 s.model.backward(s.parameters, s.workspace, batch: s.batch, dOutput: s.workspace.outputGradient.pointer,
                                  gradients: s.gradients); lap("backward")
             }
         }
-        totals["products", default: 0] += productSeconds
+        totals["products", default: 0] += products.seconds
         let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
                            gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion,
@@ -238,20 +238,56 @@ final class ObjectiveStepBench {
 /// Policy sampling as DRO does it: dpmpp2m, 20 steps, guidance 1, a batch of prompts. With
 /// `samplesPerPrompt` and `guidance`, as `/v1/samples` draws: n samples of each prompt, and
 /// classifier-free guidance's null rows beside them.
-func benchSampling(_ bench: BenchConfig, seconds: Double, samplesPerPrompt: Int = 1, guidance: Float = 1)
-    -> (median: Double, low: Double, high: Double) {
-    let model = ResMLP(config: bench.config)
+final class SamplingBench {
+    let bench: BenchConfig
+    let guidance: Float
+    let parameters: FloatBuffer
+    let sampler: Sampler
+    let x: FloatBuffer
+    let conditions: Conditions
     var random = Philox(seed: 5)
-    let parameters = model.initialParameters(seed: 0)
-    random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
-    let sampler = Sampler(model: model, kind: .dpmpp2m, maxBatch: bench.batch)
-    let x = FloatBuffer(count: bench.batch * bench.config.sampleSize)
-    let prompts = (0..<bench.batch).map { "prompt number \($0 / samplesPerPrompt) with some words" }
-    let conditions = Conditions.prompts(prompts, config: bench.config)
-    return measure(windows: 3, seconds: seconds, warmup: 1, work: Double(bench.batch)) {
+
+    init(_ bench: BenchConfig, samplesPerPrompt: Int = 1, guidance: Float = 1) {
+        self.bench = bench
+        self.guidance = guidance
+        let model = ResMLP(config: bench.config)
+        parameters = model.initialParameters(seed: 0)
+        random.fillUniform(parameters.pointer, count: parameters.count, low: -0.05, high: 0.05)
+        sampler = Sampler(model: model, kind: .dpmpp2m, maxBatch: bench.batch)
+        x = FloatBuffer(count: bench.batch * bench.config.sampleSize)
+        let prompts = (0..<bench.batch).map { "prompt number \($0 / samplesPerPrompt) with some words" }
+        conditions = Conditions.prompts(prompts, config: bench.config)
+    }
+
+    /// One batch of samples from fresh noise.
+    func sample() {
         random.fillNormal(x.pointer, count: x.count)
         sampler.sample(parameters: parameters, x: x.pointer, batch: bench.batch, conditions: conditions, guidance: guidance, steps: 20)
     }
+}
+
+func benchSampling(_ bench: BenchConfig, seconds: Double, samplesPerPrompt: Int = 1, guidance: Float = 1)
+    -> (median: Double, low: Double, high: Double) {
+    let sampling = SamplingBench(bench, samplesPerPrompt: samplesPerPrompt, guidance: guidance)
+    return measure(windows: 3, seconds: seconds, warmup: 1, work: Double(bench.batch)) { sampling.sample() }
+}
+
+/// Where a sampling's time goes: milliseconds per batch in all and inside matrix products, and
+/// the products' work (`ProductClock`), over `calls` batches after one to warm up.
+func samplingProducts(_ bench: BenchConfig, calls: Int) -> (totalMilliseconds: Double, products: ProductClock.Tally) {
+    let sampling = SamplingBench(bench)
+    sampling.sample()
+    var total = 0.0, products = ProductClock.Tally()
+    for _ in 0..<calls {
+        let start = now()
+        let (_, tally) = ProductClock.measuring { sampling.sample() }
+        total += now() - start
+        products.nanoseconds += tally.nanoseconds
+        products.flops += tally.flops
+    }
+    products.nanoseconds /= UInt64(calls)
+    products.flops /= Double(calls)
+    return (total * 1000 / Double(calls), products)
 }
 
 /// DRO training end to end with the default buffer settings: every micro-step samples
@@ -442,7 +478,7 @@ func benchAdamWAgainstMemory(parameters count: Int, passes: Int) -> (adamw: Doub
     return (adamwTimes.sorted()[passes / 2] * 1e3, floorTimes.sorted()[passes / 2] * 1e3)
 }
 
-let fmaPeak = wanted("cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sft_step/products") ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
+let fmaPeak = wanted("cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sft_step/products", "bench-m/sample_dpmpp2m_20/products") ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
 if let fmaPeak, wanted("cpu/fma_peak") {
     emit("cpu/fma_peak", fmaPeak, "GFLOP/s", ["threads": BLASRuntime.threadCount,
          "note": "18 independent AVX-512 FMA chains a thread, operands in registers: the most any fp32 product can reach"])
@@ -464,8 +500,9 @@ func measureModels(_ precision: MathPrecision) {
     let gemm = precision == .fp32 ? "sgemm" : "sgemm_\(precision.rawValue)"
     var bestModelSGEMM = 0.0
     var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
-    // The best model-shape rate is the yardstick of bench-m/sft_step_useful, so it is measured for that too.
-    for bench in benchConfigs where wanted("\(gemm)/") || wanted("bench-m/sft_step_useful\(suffix)") {
+    // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of sampling's
+    // products, so it is measured for those too.
+    for bench in benchConfigs where wanted("\(gemm)/", "bench-m/sft_step_useful\(suffix)", "bench-m/sample_dpmpp2m_20\(suffix)/products") {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
             let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
             bestModelSGEMM = max(bestModelSGEMM, rate)
@@ -540,6 +577,22 @@ func measureModels(_ precision: MathPrecision) {
         if wanted("\(bench.name)/sample_dpmpp2m_20\(suffix)") {
             let sampling = benchSampling(bench, seconds: window)
             emit("\(bench.name)/sample_dpmpp2m_20\(suffix)", sampling.median, "samples/s", ["batch": bench.batch, "guidance": 1])
+        }
+        let samplingProductsName = "\(bench.name)/sample_dpmpp2m_20\(suffix)/products"
+        if bench.name == "bench-m", wanted(samplingProductsName) {
+            // Sampling is nearly all products: their rate inside it, against the best the bench
+            // measured warm at the same shapes, bounds how fast it can go in this precision.
+            let (total, products) = samplingProducts(bench, calls: quick ? 2 : 6)
+            let productMilliseconds = products.seconds * 1000
+            var extra: [String: Any] = [
+                "batch": bench.batch, "total_ms": (total * 10).rounded() / 10,
+                "share": (productMilliseconds / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
+                "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
+                // Everything else as it is, and the products at that best rate.
+                "samples_per_s_at_best_rate": (Double(bench.batch) / ((total - productMilliseconds) / 1000 + products.flops / (bestModelSGEMM * 1e9))).rounded(),
+            ]
+            if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
+            emit(samplingProductsName, productMilliseconds, "ms", extra)
         }
         if wanted("\(bench.name)/sample_dpmpp2m_20_request\(suffix)") {
             let sampling = benchSampling(bench, seconds: window, samplesPerPrompt: 4, guidance: 7.5)
