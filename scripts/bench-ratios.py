@@ -7,6 +7,10 @@ more about the minute than the code. This times each measurement right beside it
 counterpart — `preftune-bench --quick --only <name> --exact`, then `bench-pytorch.py` narrowed to
 the same work, seconds apart — for every measurement and precision, in ROUNDS rounds (default 3),
 and reports each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
+For bench-m sampling it also reports the ceiling beside the ratio (`ceiling/...`): the ratio
+sampling would reach with its products at the best warm rate the same run measured, everything
+else as it was (`preftune-bench`'s `sample_dpmpp2m_20/products` line), over PyTorch's sampling
+and, for bf16, over our own fp32 sampling.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -23,16 +27,20 @@ PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step
          "kto_step": "kto_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
 
 
-def lines(command, env=None):
+def records(command, env=None):
     result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
-    values = {}
+    found = {}
     for line in result.stdout.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        values[record["name"].removeprefix("pytorch/")] = record["value"]
-    return values
+        found[record["name"].removeprefix("pytorch/")] = record
+    return found
+
+
+def lines(command, env=None):
+    return {name: record["value"] for name, record in records(command, env).items()}
 
 
 # bf16 only where the CPU computes it natively: elsewhere preftune-bench refuses it, saying why.
@@ -54,9 +62,21 @@ for round_number in range(ROUNDS):
                 mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
                 if mine and other:
                     ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)
+                # The ceiling beside the ratio: sampling with its products at the best warm rate
+                # the same run measured (bench-m only), over PyTorch's sampling just timed.
+                if config == "bench-m" and name == "sample_dpmpp2m_20":
+                    bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
+                    best = bound.get(f"{config}/{name}{suffix}/products", {}).get("samples_per_s_at_best_rate")
+                    if best:
+                        ours[f"{config}/{name}{suffix}/at_best_rate"] = best
+                        if other:
+                            ratios.setdefault(f"ceiling/{config}/{name}{suffix}", []).append(best / other)
         for name in ("sft_step", "sample_dpmpp2m_20"):
             if ours.get(f"{config}/{name}_bf16") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ratio/{config}/{name}_bf16_over_fp32", []).append(ours[f"{config}/{name}_bf16"] / ours[f"{config}/{name}"])
+        if ours.get(f"{config}/sample_dpmpp2m_20_bf16/at_best_rate") and ours.get(f"{config}/sample_dpmpp2m_20"):
+            ratios.setdefault(f"ceiling/{config}/sample_dpmpp2m_20_bf16_over_fp32", []).append(
+                ours[f"{config}/sample_dpmpp2m_20_bf16/at_best_rate"] / ours[f"{config}/sample_dpmpp2m_20"])
         print(json.dumps({"name": f"round/{round_number + 1}/{config}", "preftune": ours, "pytorch": theirs}), file=sys.stderr)
 
 for name, values in ratios.items():
