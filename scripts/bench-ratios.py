@@ -7,10 +7,10 @@ more about the minute than the code. This times each measurement right beside it
 counterpart — `preftune-bench --quick --only <name> --exact`, then `bench-pytorch.py` narrowed to
 the same work, seconds apart — for every measurement and precision, in ROUNDS rounds (default 3),
 and reports each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
-For bench-m sampling it also reports the ceiling beside the ratio (`ceiling/...`): the ratio
-sampling would reach with its products at the best warm rate the same run measured, everything
-else as it was (`preftune-bench`'s `sample_dpmpp2m_20/products` line), over PyTorch's sampling
-and, for bf16, over our own fp32 sampling.
+For the bench-m sft step and sampling it also reports the ceiling beside the ratio (`ceiling/...`):
+the ratio they would reach with their products at the best warm rate the same run measured,
+everything else as it was (`preftune-bench`'s `sft_step/products` and `sample_dpmpp2m_20/products`
+lines), over PyTorch's and, for bf16, over our own fp32.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -26,6 +26,9 @@ BENCH = os.path.join(ROOT, ".build", "release", "preftune-bench")
 PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step", "rpo_step": "pair_step",
          "kto_step": "kto_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
 
+# The measurements whose `/products` line carries a bound: the rate with the products at the best
+# warm rate the bench measured in that precision, everything else as it was.
+BOUNDS = {"sft_step": "rows_per_s_at_best_rate", "sample_dpmpp2m_20": "samples_per_s_at_best_rate"}
 
 def records(command, env=None):
     result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
@@ -62,11 +65,11 @@ for round_number in range(ROUNDS):
                 mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
                 if mine and other:
                     ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)
-                # The ceiling beside the ratio: sampling with its products at the best warm rate
-                # the same run measured (bench-m only), over PyTorch's sampling just timed.
-                if config == "bench-m" and name == "sample_dpmpp2m_20":
+                # The ceiling beside the ratio: the sft step or sampling with its products at the
+                # best warm rate the same run measured (bench-m only), over PyTorch's just timed.
+                if config == "bench-m" and name in BOUNDS:
                     bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
-                    best = bound.get(f"{config}/{name}{suffix}/products", {}).get("samples_per_s_at_best_rate")
+                    best = bound.get(f"{config}/{name}{suffix}/products", {}).get(BOUNDS[name])
                     if best:
                         ours[f"{config}/{name}{suffix}/at_best_rate"] = best
                         if other:
@@ -74,9 +77,10 @@ for round_number in range(ROUNDS):
         for name in ("sft_step", "sample_dpmpp2m_20"):
             if ours.get(f"{config}/{name}_bf16") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ratio/{config}/{name}_bf16_over_fp32", []).append(ours[f"{config}/{name}_bf16"] / ours[f"{config}/{name}"])
-        if ours.get(f"{config}/sample_dpmpp2m_20_bf16/at_best_rate") and ours.get(f"{config}/sample_dpmpp2m_20"):
-            ratios.setdefault(f"ceiling/{config}/sample_dpmpp2m_20_bf16_over_fp32", []).append(
-                ours[f"{config}/sample_dpmpp2m_20_bf16/at_best_rate"] / ours[f"{config}/sample_dpmpp2m_20"])
+        for name in BOUNDS:
+            if ours.get(f"{config}/{name}_bf16/at_best_rate") and ours.get(f"{config}/{name}"):
+                ratios.setdefault(f"ceiling/{config}/{name}_bf16_over_fp32", []).append(
+                    ours[f"{config}/{name}_bf16/at_best_rate"] / ours[f"{config}/{name}"])
         print(json.dumps({"name": f"round/{round_number + 1}/{config}", "preftune": ours, "pytorch": theirs}), file=sys.stderr)
 
 for name, values in ratios.items():

@@ -151,11 +151,12 @@ final class SFTStepBench {
 }
 
 /// Where a step's time goes, in milliseconds per step: forward, backward, clip_norm and adamw in
-/// turn, and `products`, the part of forward and backward spent inside matrix products.
-func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
+/// turn, and `products`, the part of forward and backward spent inside matrix products; and the
+/// products' work per step.
+func phases(_ bench: BenchConfig, steps: Int) -> (milliseconds: [String: Double], productFlops: Double) {
     let s = SFTStepBench(bench)
     for _ in 0..<3 { _ = s.step() }
-    var totals: [String: Double] = [:]
+    var totals: [String: Double] = [:], productFlops = 0.0
     for _ in 0..<steps {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
@@ -167,12 +168,13 @@ func phases(_ bench: BenchConfig, steps: Int) -> [String: Double] {
             }
         }
         totals["products", default: 0] += products.seconds
+        productFlops += products.flops
         let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
                            gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion,
                            shadow: s.thetaBF16); lap("adamw")
     }
-    return totals.mapValues { $0 * 1000 / Double(steps) }
+    return (totals.mapValues { $0 * 1000 / Double(steps) }, productFlops / Double(steps))
 }
 
 /// A training step of any objective as SPEC §7: the reference forward where the
@@ -500,9 +502,10 @@ func measureModels(_ precision: MathPrecision) {
     let gemm = precision == .fp32 ? "sgemm" : "sgemm_\(precision.rawValue)"
     var bestModelSGEMM = 0.0
     var shapeRates: [(name: String, config: String, layouts: [String: Double], flops: Double)] = []
-    // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of sampling's
-    // products, so it is measured for those too.
-    for bench in benchConfigs where wanted("\(gemm)/", "bench-m/sft_step_useful\(suffix)", "bench-m/sample_dpmpp2m_20\(suffix)/products") {
+    // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
+    // the products lines, so it is measured for those too.
+    for bench in benchConfigs where wanted("\(gemm)/", "bench-m/sft_step_useful\(suffix)", "bench-m/sft_step\(suffix)/products",
+                                           "bench-m/sample_dpmpp2m_20\(suffix)/products") {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
             let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
             bestModelSGEMM = max(bestModelSGEMM, rate)
@@ -553,7 +556,8 @@ func measureModels(_ precision: MathPrecision) {
         }
         let phaseNames = ["forward", "backward", "products", "clip_norm", "adamw"]
         if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {
-            for (phase, milliseconds) in phases(bench, steps: quick ? 5 : 20).sorted(by: { $0.key < $1.key })
+            let (split, productFlops) = phases(bench, steps: quick ? 5 : 20)
+            for (phase, milliseconds) in split.sorted(by: { $0.key < $1.key })
             where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {
                 var extra: [String: Any] = ["batch": bench.batch]
                 if phase == "products" {
@@ -561,6 +565,15 @@ func measureModels(_ precision: MathPrecision) {
                     let rate = Double(bench.batch) * usefulFLOPsPerRow(bench.config) / (milliseconds * 1e-3) / 1e9
                     extra["GFLOP/s"] = rate.rounded()
                     if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (rate / fmaPeak * 1000).rounded() / 1000 }
+                    if bench.name == "bench-m", bestModelSGEMM > 0 {
+                        // The step with everything else as it is and the products at the best warm
+                        // rate measured in this precision: the bound of the step's targets.
+                        let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
+                        let bound = (step - milliseconds) / 1000 + productFlops / (bestModelSGEMM * 1e9)
+                        extra["step_ms"] = (step * 10).rounded() / 10
+                        extra["best_model_sgemm"] = (bestModelSGEMM * 10).rounded() / 10
+                        extra["rows_per_s_at_best_rate"] = (Double(bench.batch) / bound).rounded()
+                    }
                 }
                 emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
             }
