@@ -12,10 +12,11 @@ public struct HTTPTestFailure: Error, CustomStringConvertible {
 /// throws, saying what was awaited. The one polling loop of the service tests.
 public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120, every interval: Duration = .milliseconds(20),
                         _ probe: () async throws -> Value?) async throws -> Value {
-    let deadline = Date(timeIntervalSinceNow: seconds)
+    // On the monotonic clock: a step of the wall clock would end the wait early or stretch it.
+    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while true {
         if let value = try await probe() { return value }
-        guard Date() < deadline else { throw HTTPTestFailure("timed out after \(seconds) s waiting for \(what())") }
+        guard ContinuousClock.now < deadline else { throw HTTPTestFailure("timed out after \(seconds) s waiting for \(what())") }
         try await Task.sleep(for: interval)
     }
 }
@@ -27,16 +28,20 @@ public func poll<Value>(_ what: @autoclosure () -> String, seconds: Double = 120
 /// the full suite, timing the test instead of the event (and blocking a pool thread starves them).
 public func secondsUntil(_ condition: @escaping @Sendable () -> Bool, atMost seconds: Double,
                          every interval: TimeInterval = 0.005) async -> Double? {
-    let start = Date()
+    let start = ContinuousClock.now
+    @Sendable func elapsed() -> Double {
+        let duration = ContinuousClock.now - start
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+    }
     let watcher = DedicatedThreads(threads: 1, name: "secondsUntil")
     defer { watcher.stop() }
     return await withCheckedContinuation { continuation in
         watcher.run {
             while !condition() {
-                guard Date().timeIntervalSince(start) < seconds else { return continuation.resume(returning: nil) }
+                guard elapsed() < seconds else { return continuation.resume(returning: nil) }
                 Thread.sleep(forTimeInterval: interval)
             }
-            continuation.resume(returning: Date().timeIntervalSince(start))
+            continuation.resume(returning: elapsed())
         }
     }
 }
