@@ -230,20 +230,27 @@ public struct ResMLP: Sendable {
         let U = G == B && !keepingActivations ? ws.findSharedConditioning(batch: B, hidden: H) : ws.shareConditioning(batch: B, conditionRows: G)
         let shared = U < G
 
-        // 1–2. Time embedding e.
+        // 1–2. Time embedding e. Shared rows run the time MLP once for each distinct timestep
+        // among them (a sampler step has one), row k's being row timeRows[k] of its output.
+        let T = shared ? ws.findSharedTimesteps(conditioningRows: U) : U
         if shared {
-            for k in 0..<U { ws.conditioningTimesteps[k] = ws.timesteps[ws.conditioningSources[k]] }
-            ws.conditioningTimesteps.withUnsafeBufferPointer { timeFeatures($0.baseAddress!, into: ws.timeFeatures.pointer, batch: U) }
+            ws.conditioningTimesteps.withUnsafeBufferPointer { timeFeatures($0.baseAddress!, into: ws.timeFeatures.pointer, batch: T) }
         } else {
             timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: U)
         }
         linearSiLU(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, preActivation: ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer,
-                   output: ws.time0Activation.pointer, outputs: H, batch: U, keepingActivations: keepingActivations)
-        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: U)
+                   output: ws.time0Activation.pointer, outputs: H, batch: T, keepingActivations: keepingActivations)
+        linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: T)
 
         // 3. s = SiLU(e + c).
         if shared {
-            for k in 0..<U { Elementwise.add(ws.condition.pointer + ws.conditioningSources[k] * H, into: ws.conditioned.pointer + k * H, count: H) }
+            // Each row's e in place, last row first: row k reads row timeRows[k] ≤ k, which no
+            // row after it has overwritten.
+            for k in stride(from: U - 1, through: 0, by: -1) {
+                let row = ws.conditioned.pointer + k * H, timeRow = Int(ws.timeRows[k])
+                if timeRow != k { row.update(from: ws.conditioned.pointer + timeRow * H, count: H) }
+                Elementwise.add(ws.condition.pointer + ws.conditioningSources[k] * H, into: row, count: H)
+            }
         } else {
             Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: U * H)
         }
@@ -453,6 +460,8 @@ public final class ResMLPWorkspace {
     /// For a pass that found rows sharing their conditioning: the row each conditioning row was
     /// computed for, and its timestep, [U]; and a hash table of row indices (-1 empty).
     var conditioningSources: [Int], conditioningTimesteps: [Float], conditioningTable: [Int32]
+    /// For each of the U conditioning rows, its timestep's row among the distinct ones.
+    var timeRows: [Int32]
     let h: FloatBuffer, modulation: FloatBuffer
     let blocks: [BlockActivations]
     let outNormalized: FloatBuffer, outRstd: FloatBuffer, outNormOut: FloatBuffer
@@ -471,8 +480,8 @@ public final class ResMLPWorkspace {
     /// Bytes per row: the floats, token ids, null flags, token counts, and the conditioning's row map.
     public static func bytesPerRow(_ config: ModelConfig) -> Int {
         let tokens = if case let .text(_, maxTokens) = config.condition { maxTokens } else { 0 }
-        // modulationRows, conditioningSources, conditioningTimesteps, and at most four hash slots.
-        let rowMap = 4 + MemoryLayout<Int>.stride + 4 + 4 * 4
+        // modulationRows, conditioningSources, conditioningTimesteps, timeRows, and at most four hash slots.
+        let rowMap = 4 + MemoryLayout<Int>.stride + 4 + 4 + 4 * 4
         return 4 * floatsPerRow(config) + 4 * tokens + 1 + MemoryLayout<Int>.stride + rowMap
     }
 
@@ -509,6 +518,7 @@ public final class ResMLPWorkspace {
         modulationRows = [Int32](repeating: 0, count: B)
         conditioningSources = [Int](repeating: 0, count: B)
         conditioningTimesteps = [Float](repeating: 0, count: B)
+        timeRows = [Int32](repeating: 0, count: B)
         conditioningTable = [Int32](repeating: -1, count: Self.tableSize(rows: B))
         h = FloatBuffer(count: B * H)
         modulation = FloatBuffer(count: B * modWidth)
@@ -548,7 +558,8 @@ public final class ResMLPWorkspace {
     }
 
     /// The time features φ(t) of the last forward pass's conditioning rows, [U, F] (every row's,
-    /// [B, F], in a pass that keeps activations for a backward one).
+    /// [B, F], in a pass that keeps activations for a backward one; one for each distinct
+    /// timestep, in a pass that found rows sharing them).
     public var lastTimeFeatures: FloatBuffer { timeFeatures }
 
     /// Row b reads modulation row b mod G (the conditioning path ran on the first G rows).
@@ -594,6 +605,35 @@ public final class ResMLPWorkspace {
         }
         return distinct
     }
+
+    /// The distinct timesteps (bits) among the first U conditioning rows, into
+    /// `conditioningTimesteps` in order of first appearance; each row's index among them in
+    /// `timeRows`. Returns their count. Each row scans those found so far: a sampler step has
+    /// one timestep. Past `mostDistinctTimesteps` (random timesteps, as in validation) the scan
+    /// would cost more than it saves, and every row keeps its own.
+    func findSharedTimesteps(conditioningRows U: Int) -> Int {
+        var distinct = 0
+        for k in 0..<U {
+            let t = timesteps[conditioningSources[k]]
+            var j = 0
+            while j < distinct && conditioningTimesteps[j].bitPattern != t.bitPattern { j += 1 }
+            if j == distinct {
+                guard distinct < Self.mostDistinctTimesteps else {
+                    for row in 0..<U {
+                        conditioningTimesteps[row] = timesteps[conditioningSources[row]]
+                        timeRows[row] = Int32(row)
+                    }
+                    return U
+                }
+                conditioningTimesteps[distinct] = t
+                distinct += 1
+            }
+            timeRows[k] = Int32(j)
+        }
+        return distinct
+    }
+
+    static let mostDistinctTimesteps = 16
 
     /// Slots of the hash table for `rows` rows: a power of two at least twice the rows.
     static func tableSize(rows: Int) -> Int {

@@ -119,6 +119,38 @@ extension SharedConditioningTests {
         }
     }
 
+    /// The time MLP runs once for each distinct timestep among the shared rows, and for each
+    /// row past `mostDistinctTimesteps` of them (random timesteps, as in validation): both give
+    /// each row the numbers it gets alone.
+    @Test func sharedRowsRunTheTimeMLPOnceForEachTimestep() {
+        var (config, model, parameters, random) = SharedConditioningTests.randomModel(.vector(dim: 3), seed: 21)
+        let D = config.sampleSize, dim = 3
+        for timesteps in [2, ResMLPWorkspace.mostDistinctTimesteps + 4] {
+            // Rows in pairs of the same timestep and condition; conditions all differ.
+            let rows = 2 * (timesteps + 3)
+            let workspace = model.makeWorkspace(maxBatch: rows)
+            random.fillNormal(workspace.x.pointer, count: rows * D)
+            var vectors = [Float](repeating: 0, count: rows / 2 * dim)
+            vectors.withUnsafeMutableBufferPointer { random.fillNormal($0.baseAddress!, count: $0.count) }
+            for row in 0..<rows {
+                let pair = row / 2
+                workspace.timesteps[row] = Float(100 + 37 * (pair % timesteps))
+                for k in 0..<dim { workspace.conditionInput[row * dim + k] = vectors[pair * dim + k] }
+            }
+            workspace.conditionIsNull = [UInt8](repeating: 0, count: rows)
+            model.forward(parameters, workspace, batch: rows, keepingActivations: true)
+            let alone = Array(UnsafeBufferPointer(start: workspace.output.pointer, count: rows * D))
+            model.forward(parameters, workspace, batch: rows, keepingActivations: false)
+            let found = Array(UnsafeBufferPointer(start: workspace.output.pointer, count: rows * D))
+            let U = rows / 2
+            let expectedTimeRows = timesteps < ResMLPWorkspace.mostDistinctTimesteps ? (0..<U).map { Int32($0 % timesteps) } : (0..<U).map { Int32($0) }
+            #expect(Array(workspace.timeRows.prefix(U)) == expectedTimeRows, "\(timesteps) timesteps")
+            for i in 0..<alone.count {
+                #expect(abs(found[i] - alone[i]) <= 1e-6 * max(1, abs(alone[i])), "\(timesteps) timesteps: output \(i) \(found[i]) against \(alone[i])")
+            }
+        }
+    }
+
     /// Rows are shared only when t and the whole condition vector are the same bits, whatever
     /// part of c the hash looks at.
     @Test func rowsDifferingAnywhereAreNotShared() {
