@@ -15,6 +15,20 @@ public enum ProductClock {
         public var rate: Double { nanoseconds == 0 ? 0 : flops / Double(nanoseconds) }
 
         public init() {}
+
+        /// Adds another run's time and work to these.
+        public mutating func add(_ other: Tally) {
+            nanoseconds += other.nanoseconds
+            flops += other.flops
+        }
+
+        /// The mean of `runs` runs these add up.
+        public func perRun(_ runs: Int) -> Tally {
+            var mean = Tally()
+            mean.nanoseconds = nanoseconds / UInt64(runs)
+            mean.flops = flops / Double(runs)
+            return mean
+        }
     }
 
     /// Runs `body` with this thread's clock on; returns its result and what its products took.

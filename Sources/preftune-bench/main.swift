@@ -155,12 +155,12 @@ final class SFTStepBench {
 }
 
 /// Where a step's time goes, in milliseconds per step: forward, backward, clip_norm and adamw in
-/// turn, and `products`, the part of forward and backward spent inside matrix products; and the
-/// products' work per step.
-func phases(_ bench: BenchConfig, steps: Int) -> (milliseconds: [String: Double], productFlops: Double) {
+/// turn, and `products`, the part of forward and backward spent inside matrix products; and what
+/// the products took per step.
+func phases(_ bench: BenchConfig, steps: Int) -> (milliseconds: [String: Double], products: ProductClock.Tally) {
     let s = SFTStepBench(bench)
     for _ in 0..<3 { _ = s.step() }
-    var totals: [String: Double] = [:], productFlops = 0.0
+    var totals: [String: Double] = [:], tally = ProductClock.Tally()
     for _ in 0..<steps {
         var mark = now()
         func lap(_ name: String) { let t = now(); totals[name, default: 0] += t - mark; mark = t }
@@ -172,13 +172,13 @@ func phases(_ bench: BenchConfig, steps: Int) -> (milliseconds: [String: Double]
             }
         }
         totals["products", default: 0] += products.seconds
-        productFlops += products.flops
+        tally.add(products)
         let norm = GradientClipping.globalNorm(s.gradients, sharingWith: s.scratch.companion); lap("clip_norm")
         s.optimizer.update(s.parameters, gradients: s.gradients, learningRate: 1e-4,
                            gradientScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), sharingWith: s.scratch.companion,
                            shadow: s.thetaBF16); lap("adamw")
     }
-    return (totals.mapValues { $0 * 1000 / Double(steps) }, productFlops / Double(steps))
+    return (totals.mapValues { $0 * 1000 / Double(steps) }, tally.perRun(steps))
 }
 
 /// A training step of any objective as SPEC §7: the reference forward where the
@@ -288,12 +288,9 @@ func samplingProducts(_ bench: BenchConfig, calls: Int) -> (totalMilliseconds: D
         let start = now()
         let (_, tally) = ProductClock.measuring { sampling.sample() }
         total += now() - start
-        products.nanoseconds += tally.nanoseconds
-        products.flops += tally.flops
+        products.add(tally)
     }
-    products.nanoseconds /= UInt64(calls)
-    products.flops /= Double(calls)
-    return (total * 1000 / Double(calls), products)
+    return (total * 1000 / Double(calls), products.perRun(calls))
 }
 
 /// DRO training end to end with the default buffer settings: every micro-step samples
@@ -498,6 +495,13 @@ if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("benc
          "note": "AdamW's memory traffic without its arithmetic, timed in alternation with bench-m/adamw"])
 }
 
+/// Items a second with everything but the products taking what it took, and the products'
+/// work done at `bestRate` GFLOP/s: the bound the `/products` lines give a pass's targets.
+func rateAtBestProducts(items: Int, milliseconds: Double, products: ProductClock.Tally, bestRate: Double) -> Double {
+    let seconds = milliseconds / 1000 - products.seconds + products.flops / (bestRate * 1e9)
+    return (Double(items) / seconds).rounded()
+}
+
 /// Every measurement below in one precision: fp32 names as they are, bf16 ones with `_bf16`
 /// after the name (`bench-m/sft_step_bf16`, `sgemm_bf16/256x512x2048`), as `make bench-pytorch`
 /// names its autocast runs.
@@ -507,28 +511,31 @@ func measureModels(_ precision: MathPrecision) {
     var bestModelSGEMM = 0.0
     var shapeRates: [(name: String, config: String, layouts: [String: Double], packed: [String: Double], flops: Double)] = []
     // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
-    // the products lines, so it is measured for those too: the best of B read as it is and B
-    // packed once, so that no product inside a pass can beat it by reading packed weights.
+    // the products lines, so it is measured for those too: the best of B read as it is and, where
+    // B is a weight, packed once, so that no product inside a pass can beat it by reading packed weights.
     for bench in benchConfigs where wanted("\(gemm)/", "bench-m/sft_step_useful\(suffix)", "bench-m/sft_step\(suffix)/products",
                                            "bench-m/sample_dpmpp2m_20\(suffix)/products") {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
             let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
-            let packedRate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true)
-            bestModelSGEMM = max(bestModelSGEMM, rate, packedRate)
+            // B is a weight matrix in y = x·Wᵀ and dx = dy·W, which may be read packed; in
+            // dW = dyᵀ·x (transA) it is activations, which never are.
+            let packedRate = transA ? nil : benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true)
+            bestModelSGEMM = max(bestModelSGEMM, rate, packedRate ?? 0)
             let name = "\(gemm)/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
             if let i = shapeRates.firstIndex(where: { $0.name == name }) {
                 shapeRates[i].layouts[layout] = rate
                 shapeRates[i].packed[layout] = packedRate
             } else {
-                shapeRates.append((name, bench.name, [layout: rate], [layout: packedRate], 2 * Double(m * n * k)))
+                shapeRates.append((name, bench.name, [layout: rate], packedRate.map { [layout: $0] } ?? [:], 2 * Double(m * n * k)))
             }
         }
     }
     for shape in shapeRates where wanted(shape.name) {
         // The same work in each layout: the combined rate is the harmonic mean.
         let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
-        emit(shape.name, combined, "GFLOP/s", ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 },
-                                               "packed_b_by_trans": shape.packed.mapValues { ($0 * 10).rounded() / 10 }])
+        var extra: [String: Any] = ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }]
+        if !shape.packed.isEmpty { extra["packed_b_by_trans"] = shape.packed.mapValues { ($0 * 10).rounded() / 10 } }
+        emit(shape.name, combined, "GFLOP/s", extra)
     }
 
     for bench in benchConfigs {
@@ -564,23 +571,20 @@ func measureModels(_ precision: MathPrecision) {
         }
         let phaseNames = ["forward", "backward", "products", "clip_norm", "adamw"]
         if phaseNames.contains(where: { wanted("\(bench.name)/sft_step\(suffix)/\($0)") }) {
-            let (split, productFlops) = phases(bench, steps: quick ? 5 : 20)
+            let (split, products) = phases(bench, steps: quick ? 5 : 20)
             for (phase, milliseconds) in split.sorted(by: { $0.key < $1.key })
             where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {
                 var extra: [String: Any] = ["batch": bench.batch]
                 if phase == "products" {
-                    // The products' own rate: the step's useful work over the time spent inside them.
-                    let rate = Double(bench.batch) * usefulFLOPsPerRow(bench.config) / (milliseconds * 1e-3) / 1e9
-                    extra["GFLOP/s"] = rate.rounded()
-                    if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (rate / fmaPeak * 1000).rounded() / 1000 }
+                    // The products' own rate: their work over the time spent inside them.
+                    extra["GFLOP/s"] = products.rate.rounded()
+                    if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
                     if bench.name == "bench-m", bestModelSGEMM > 0 {
-                        // The step with everything else as it is and the products at the best warm
-                        // rate measured in this precision: the bound of the step's targets.
                         let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
-                        let bound = (step - milliseconds) / 1000 + productFlops / (bestModelSGEMM * 1e9)
                         extra["step_ms"] = (step * 10).rounded() / 10
                         extra["best_model_sgemm"] = (bestModelSGEMM * 10).rounded() / 10
-                        extra["rows_per_s_at_best_rate"] = (Double(bench.batch) / bound).rounded()
+                        extra["rows_per_s_at_best_rate"] = rateAtBestProducts(items: bench.batch, milliseconds: step, products: products,
+                                                                              bestRate: bestModelSGEMM)
                     }
                 }
                 emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
@@ -609,8 +613,7 @@ func measureModels(_ precision: MathPrecision) {
                 "batch": bench.batch, "total_ms": (total * 10).rounded() / 10,
                 "share": (productMilliseconds / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
                 "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-                // Everything else as it is, and the products at that best rate.
-                "samples_per_s_at_best_rate": (Double(bench.batch) / ((total - productMilliseconds) / 1000 + products.flops / (bestModelSGEMM * 1e9))).rounded(),
+                "samples_per_s_at_best_rate": rateAtBestProducts(items: bench.batch, milliseconds: total, products: products, bestRate: bestModelSGEMM),
             ]
             if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
             emit(samplingProductsName, productMilliseconds, "ms", extra)
