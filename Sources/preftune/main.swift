@@ -113,8 +113,9 @@ func databaseURL(_ arguments: [String]) -> String? {
 /// command starts anything. A stop sent while the command starts up is kept for it: a process
 /// that started with the signals blocked (as a child spawned from a libdispatch thread does: it
 /// inherits that thread's mask) holds one sent early as pending, and ignoring the signal, which
-/// a dispatch source needs, would discard it; so a pending one is counted first. (Set up after the server listened, a SIGTERM sent as
-/// soon as it answered was lost that way, and the server never stopped.)
+/// a dispatch source needs, would discard it; so a pending one is counted first. (Set up after
+/// the server listened, a SIGTERM sent as soon as it answered was lost that way, and the server
+/// never stopped.)
 func catchStopSignals(_ stopRequested: DispatchSemaphore) -> [DispatchSourceSignal] {
     var pending = sigset_t()
     sigpending(&pending)
@@ -224,7 +225,7 @@ func serve(_ arguments: [String]) -> Never {
         server.shutdown()
         supervisor.stop()
     }
-    stopping.stop()
+    stopping.stop()  // does not wait: the thread ends once the stop above has run
     server.wait()
     withExtendedLifetime(stopSignals) {}
     supervisor.stop()
