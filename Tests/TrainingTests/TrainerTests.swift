@@ -322,6 +322,36 @@ enum TinyJob {
         }
     }
 
+    /// `bytesPerRow`, what memory budgets are computed from, counts the workspace's other per-row
+    /// arrays too: token ids, null flags, token counts and the conditioning's row maps; its hash
+    /// table at most four slots (16 bytes) a row.
+    @Test func theEstimateCountsEveryArrayOfTheWorkspace() {
+        let tableBytesPerRow = 16
+        for config in [TinyJob.config,
+                       ModelConfig(sampleShape: [3, 8, 8], hidden: 32, depth: 3, mlpRatio: 4, timeFreqDim: 16, condition: .vector(dim: 5)),
+                       ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 2, mlpRatio: 1, timeFreqDim: 4, condition: .none)] {
+            for rows in [1, 3, 8] {
+                let workspace = ResMLPWorkspace(config: config, maxBatch: rows)
+                var bytes = 0, tableBytes = 0
+                func count(_ value: Any, label: String?) {
+                    switch value {
+                    case let buffer as FloatBuffer: bytes += 4 * buffer.count
+                    case let array as [Int32] where label == "conditioningTable": tableBytes += 4 * array.count
+                    case let array as [Int32]: bytes += 4 * array.count
+                    case let array as [Float]: bytes += 4 * array.count
+                    case let array as [Int]: bytes += MemoryLayout<Int>.stride * array.count
+                    case let array as [UInt8]: bytes += array.count
+                    default: for child in Mirror(reflecting: value).children { count(child.value, label: child.label) }
+                    }
+                }
+                count(workspace, label: nil)
+                let perRow = ResMLPWorkspace.bytesPerRow(config)
+                #expect(bytes == rows * (perRow - tableBytesPerRow), "\(config), \(rows) rows")
+                #expect(tableBytes <= rows * tableBytesPerRow, "\(config), \(rows) rows")
+            }
+        }
+    }
+
     @Test func sizesThatOverflowSaturateInsteadOfTrapping() throws {
         var h = try Hyperparameters.resolve(["buffer_size": 1_000_000, "policy_steps": 1000], method: .dro)
         h.batchSize = 4096
