@@ -7,10 +7,10 @@ more about the minute than the code. This times each measurement right beside it
 counterpart — `preftune-bench --quick --only <name> --exact`, then `bench-pytorch.py` narrowed to
 the same work, seconds apart — for every measurement and precision, in ROUNDS rounds (default 3),
 and reports each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
-For the bench-m sft step and sampling it also reports the ceiling beside the ratio (`ceiling/...`):
+For every bench-m step and sampling it also reports the ceiling beside the ratio (`ceiling/...`):
 the ratio they would reach with their products at the best warm rate the same run measured,
-everything else as it was (`preftune-bench`'s `sft_step/products` and `sample_dpmpp2m_20/products`
-lines), over PyTorch's and, for bf16, over our own fp32.
+everything else as it was (`preftune-bench`'s `<step>/products` and `sample_dpmpp2m_20/products`
+lines), over PyTorch's and, for the sft step and sampling in bf16, over our own fp32.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -26,9 +26,13 @@ BENCH = os.path.join(ROOT, ".build", "release", "preftune-bench")
 PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step", "rpo_step": "pair_step",
          "kto_step": "kto_step", "sample_dpmpp2m_20": "sample_dpmpp2m_20"}
 
-# The measurements whose `/products` line carries a bound: the rate with the products at the best
-# warm rate the bench measured in that precision, everything else as it was.
-BOUNDS = {"sft_step": "rows_per_s_at_best_rate", "sample_dpmpp2m_20": "samples_per_s_at_best_rate"}
+# The measurements whose `/products` line carries a bound, and its field: the rate with the products
+# at the best warm rate the bench measured in that precision, everything else as it was.
+BOUNDS = {"sft_step": "rows_per_s_at_best_rate", "dpo_step": "pairs_per_s_at_best_rate",
+          "dro_step": "pairs_per_s_at_best_rate", "rpo_step": "pairs_per_s_at_best_rate",
+          "kto_step": "rows_per_s_at_best_rate", "sample_dpmpp2m_20": "samples_per_s_at_best_rate"}
+# The measurements with a bf16 target over our own fp32 (SPEC §7: 3× on AMX).
+BF16_TARGETS = ("sft_step", "sample_dpmpp2m_20")
 
 def records(command, env=None):
     result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
@@ -65,8 +69,8 @@ for round_number in range(ROUNDS):
                 mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
                 if mine and other:
                     ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)
-                # The ceiling beside the ratio: the sft step or sampling with its products at the
-                # best warm rate the same run measured (bench-m only), over PyTorch's just timed.
+                # The ceiling beside the ratio: the step or sampling with its products at the best
+                # warm rate the same run measured (bench-m only), over PyTorch's just timed.
                 if config == "bench-m" and name in BOUNDS:
                     bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
                     best = bound.get(f"{config}/{name}{suffix}/products", {}).get(BOUNDS[name])
@@ -74,10 +78,10 @@ for round_number in range(ROUNDS):
                         ours[f"{config}/{name}{suffix}/at_best_rate"] = best
                         if other:
                             ratios.setdefault(f"ceiling/{config}/{name}{suffix}", []).append(best / other)
-        for name in ("sft_step", "sample_dpmpp2m_20"):
+        for name in BF16_TARGETS:
             if ours.get(f"{config}/{name}_bf16") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ratio/{config}/{name}_bf16_over_fp32", []).append(ours[f"{config}/{name}_bf16"] / ours[f"{config}/{name}"])
-        for name in BOUNDS:
+        for name in BF16_TARGETS:
             if ours.get(f"{config}/{name}_bf16/at_best_rate") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ceiling/{config}/{name}_bf16_over_fp32", []).append(
                     ours[f"{config}/{name}_bf16/at_best_rate"] / ours[f"{config}/{name}"])

@@ -280,17 +280,18 @@ func benchSampling(_ bench: BenchConfig, seconds: Double, samplesPerPrompt: Int 
 
 /// Where a sampling's time goes: milliseconds per batch in all and inside matrix products, and
 /// the products' work (`ProductClock`), over `calls` batches after one to warm up.
-func samplingProducts(_ bench: BenchConfig, calls: Int) -> (totalMilliseconds: Double, products: ProductClock.Tally) {
-    let sampling = SamplingBench(bench)
-    sampling.sample()
+/// `run` timed `runs` times after one unmeasured run: the milliseconds of a run, and the time and
+/// work of its products (`ProductClock`), a run's worth.
+func timedWithProducts(runs: Int, _ run: () -> Void) -> (totalMilliseconds: Double, products: ProductClock.Tally) {
+    run()
     var total = 0.0, products = ProductClock.Tally()
-    for _ in 0..<calls {
+    for _ in 0..<runs {
         let start = now()
-        let (_, tally) = ProductClock.measuring { sampling.sample() }
+        let (_, tally) = ProductClock.measuring(run)
         total += now() - start
         products.add(tally)
     }
-    return (total * 1000 / Double(calls), products.perRun(calls))
+    return (total * 1000 / Double(runs), products.perRun(runs))
 }
 
 /// DRO training end to end with the default buffer settings: every micro-step samples
@@ -421,7 +422,8 @@ let window = quick ? 0.5 : 2.0
 let exact = arguments.contains("--exact")
 let only = arguments.firstIndex(of: "--only").flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
 /// Whether any of the measurements named was asked for.
-func wanted(_ names: String...) -> Bool {
+func wanted(_ names: String...) -> Bool { wanted(names) }
+func wanted(_ names: [String]) -> Bool {
     guard let only else { return true }
     return names.contains { exact ? $0 == only : $0.contains(only) }
 }
@@ -481,7 +483,9 @@ func benchAdamWAgainstMemory(parameters count: Int, passes: Int) -> (adamw: Doub
     return (adamwTimes.sorted()[passes / 2] * 1e3, floorTimes.sorted()[passes / 2] * 1e3)
 }
 
-let fmaPeak = wanted("cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sft_step/products", "bench-m/sample_dpmpp2m_20/products") ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
+let fmaPeak = wanted(["cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sample_dpmpp2m_20/products"]
+                     + ["sft", "dpo", "kto", "dro", "rpo"].map { "bench-m/\($0)_step/products" })
+    ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
 if let fmaPeak, wanted("cpu/fma_peak") {
     emit("cpu/fma_peak", fmaPeak, "GFLOP/s", ["threads": BLASRuntime.threadCount,
          "note": "18 independent AVX-512 FMA chains a thread, operands in registers: the most any fp32 product can reach"])
@@ -513,8 +517,9 @@ func measureModels(_ precision: MathPrecision) {
     // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
     // the products lines, so it is measured for those too: the best of B read as it is and, where
     // B is a weight, packed once, so that no product inside a pass can beat it by reading packed weights.
-    for bench in benchConfigs where wanted("\(gemm)/", "bench-m/sft_step_useful\(suffix)", "bench-m/sft_step\(suffix)/products",
-                                           "bench-m/sample_dpmpp2m_20\(suffix)/products") {
+    let boundedPasses = ["sft", "dpo", "kto", "dro", "rpo"].map { "bench-m/\($0)_step\(suffix)/products" }
+        + ["bench-m/sample_dpmpp2m_20\(suffix)/products"]
+    for bench in benchConfigs where wanted(["\(gemm)/", "bench-m/sft_step_useful\(suffix)"] + boundedPasses) {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
             let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
             // B is a weight matrix in y = x·Wᵀ and dx = dy·W, which may be read packed; in
@@ -594,10 +599,29 @@ func measureModels(_ precision: MathPrecision) {
             ("dpo", defaultObjective(.dpo), "pairs/s"), ("kto", defaultObjective(.kto), "rows/s"),
             ("dro", defaultObjective(.dro), "pairs/s"), ("rpo", defaultObjective(.rpo), "pairs/s"),
         ]
-        for (name, objective, unit) in objectives where wanted("\(bench.name)/\(name)_step\(suffix)") {
-            let step = ObjectiveStepBench(bench, objective: objective)
-            let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
-            emit("\(bench.name)/\(name)_step\(suffix)", rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+        for (name, objective, unit) in objectives {
+            let stepName = "\(bench.name)/\(name)_step\(suffix)", productsName = "\(stepName)/products"
+            if wanted(stepName) {
+                let step = ObjectiveStepBench(bench, objective: objective)
+                let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
+                emit(stepName, rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
+            }
+            if bench.name == "bench-m", wanted(productsName) {
+                // As for the sft step: the time inside products, and the step's bound with them at
+                // the best warm rate ("pairs_per_s_at_best_rate", or rows for kto).
+                let step = ObjectiveStepBench(bench, objective: objective)
+                let (total, products) = timedWithProducts(runs: quick ? 5 : 20) { step.step() }
+                let items = unit.replacingOccurrences(of: "/", with: "_per_")
+                var extra: [String: Any] = [
+                    "batch": bench.batch, "step_ms": (total * 10).rounded() / 10,
+                    "share": (products.seconds * 1000 / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
+                    "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
+                    "\(items)_at_best_rate": rateAtBestProducts(items: bench.batch, milliseconds: total, products: products,
+                                                                bestRate: bestModelSGEMM),
+                ]
+                if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
+                emit(productsName, products.seconds * 1000, "ms", extra)
+            }
         }
         if wanted("\(bench.name)/sample_dpmpp2m_20\(suffix)") {
             let sampling = benchSampling(bench, seconds: window)
@@ -607,7 +631,8 @@ func measureModels(_ precision: MathPrecision) {
         if bench.name == "bench-m", wanted(samplingProductsName) {
             // Sampling is nearly all products: their rate inside it, against the best the bench
             // measured warm at the same shapes, bounds how fast it can go in this precision.
-            let (total, products) = samplingProducts(bench, calls: quick ? 2 : 6)
+            let sampling = SamplingBench(bench)
+            let (total, products) = timedWithProducts(runs: quick ? 2 : 6) { sampling.sample() }
             let productMilliseconds = products.seconds * 1000
             var extra: [String: Any] = [
                 "batch": bench.batch, "total_ms": (total * 10).rounded() / 10,
