@@ -10,7 +10,9 @@ and reports each ratio per round and its median, plus bf16 over fp32 within pref
 For every bench-m step and sampling it also reports the ceiling beside the ratio (`ceiling/...`):
 the ratio they would reach with their products at the best warm rate the same run measured,
 everything else as it was (`preftune-bench`'s `<step>/products` and `sample_dpmpp2m_20/products`
-lines), over PyTorch's and, for the sft step and sampling in bf16, over our own fp32.
+lines), over PyTorch's and, for the sft step and sampling in bf16, over our own fp32; and
+`of_ceiling/...`, how close each is to its ceiling: its rate over its bound, both taken in the
+same runs of the products line, so PyTorch's drift and ours between two runs do not enter it.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -73,7 +75,10 @@ for round_number in range(ROUNDS):
                 # warm rate the same run measured (bench-m only), over PyTorch's just timed.
                 if config == "bench-m" and name in BOUNDS:
                     bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
-                    best = bound.get(f"{config}/{name}{suffix}/products", {}).get(BOUNDS[name])
+                    line = bound.get(f"{config}/{name}{suffix}/products", {})
+                    best = line.get(BOUNDS[name])
+                    if line.get("fraction_of_bound"):
+                        ratios.setdefault(f"of_ceiling/{config}/{name}{suffix}", []).append(line["fraction_of_bound"])
                     if best:
                         ours[f"{config}/{name}{suffix}/at_best_rate"] = best
                         if other:

@@ -499,11 +499,17 @@ if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("benc
          "note": "AdamW's memory traffic without its arithmetic, timed in alternation with bench-m/adamw"])
 }
 
-/// Items a second with everything but the products taking what it took, and the products'
-/// work done at `bestRate` GFLOP/s: the bound the `/products` lines give a pass's targets.
-func rateAtBestProducts(items: Int, milliseconds: Double, products: ProductClock.Tally, bestRate: Double) -> Double {
+/// The bound a `/products` line gives its pass's targets: items a second with everything but the
+/// products taking what it took, and the products' work done at `bestRate` GFLOP/s, as
+/// `<unit>_at_best_rate` ("rows/s" gives `rows_per_s_at_best_rate`). Beside it, the pass's own
+/// rate in the same runs over that bound, `fraction_of_bound`: how close it is, free of the
+/// machine's drift between one run and the next.
+func boundAtBestProducts(unit: String, items: Int, milliseconds: Double, products: ProductClock.Tally,
+                         bestRate: Double) -> [String: Any] {
     let seconds = milliseconds / 1000 - products.seconds + products.flops / (bestRate * 1e9)
-    return (Double(items) / seconds).rounded()
+    let bound = Double(items) / seconds, rate = Double(items) * 1000 / milliseconds
+    return ["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_rate": bound.rounded(),
+            "fraction_of_bound": (rate / bound * 1000).rounded() / 1000]
 }
 
 /// Every measurement below in one precision: fp32 names as they are, bf16 ones with `_bf16`
@@ -588,8 +594,8 @@ func measureModels(_ precision: MathPrecision) {
                         let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
                         extra["step_ms"] = (step * 10).rounded() / 10
                         extra["best_model_sgemm"] = (bestModelSGEMM * 10).rounded() / 10
-                        extra["rows_per_s_at_best_rate"] = rateAtBestProducts(items: bench.batch, milliseconds: step, products: products,
-                                                                              bestRate: bestModelSGEMM)
+                        extra.merge(boundAtBestProducts(unit: "rows/s", items: bench.batch, milliseconds: step, products: products,
+                                                        bestRate: bestModelSGEMM)) { $1 }
                     }
                 }
                 emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
@@ -611,14 +617,13 @@ func measureModels(_ precision: MathPrecision) {
                 // the best warm rate ("pairs_per_s_at_best_rate", or rows for kto).
                 let step = ObjectiveStepBench(bench, objective: objective)
                 let (total, products) = timedWithProducts(runs: quick ? 5 : 20) { step.step() }
-                let items = unit.replacingOccurrences(of: "/", with: "_per_")
                 var extra: [String: Any] = [
                     "batch": bench.batch, "step_ms": (total * 10).rounded() / 10,
                     "share": (products.seconds * 1000 / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
                     "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-                    "\(items)_at_best_rate": rateAtBestProducts(items: bench.batch, milliseconds: total, products: products,
-                                                                bestRate: bestModelSGEMM),
                 ]
+                extra.merge(boundAtBestProducts(unit: unit, items: bench.batch, milliseconds: total, products: products,
+                                                bestRate: bestModelSGEMM)) { $1 }
                 if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
                 emit(productsName, products.seconds * 1000, "ms", extra)
             }
@@ -638,8 +643,9 @@ func measureModels(_ precision: MathPrecision) {
                 "batch": bench.batch, "total_ms": (total * 10).rounded() / 10,
                 "share": (productMilliseconds / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
                 "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-                "samples_per_s_at_best_rate": rateAtBestProducts(items: bench.batch, milliseconds: total, products: products, bestRate: bestModelSGEMM),
             ]
+            extra.merge(boundAtBestProducts(unit: "samples/s", items: bench.batch, milliseconds: total, products: products,
+                                            bestRate: bestModelSGEMM)) { $1 }
             if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
             emit(samplingProductsName, productMilliseconds, "ms", extra)
         }
