@@ -11,8 +11,9 @@ For every bench-m step and sampling it also reports the ceiling beside the ratio
 the ratio they would reach with their products at the best warm rate the same run measured,
 everything else as it was (`preftune-bench`'s `<step>/products` and `sample_dpmpp2m_20/products`
 lines), over PyTorch's and, for the sft step and sampling in bf16, over our own fp32; and
-`of_ceiling/...`, how close each is to its ceiling: its rate over its bound, both taken in the
-same runs of the products line, so PyTorch's drift and ours between two runs do not enter it.
+`of_ceiling/...`, how close each is to its ceiling: its rate over its bound, both from the same
+steps of the products line, so PyTorch's drift does not enter it (the yardstick is measured in the
+same process seconds before, and the machine's drift in between does).
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """

@@ -502,8 +502,8 @@ if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("benc
 /// The bound a `/products` line gives its pass's targets: items a second with everything but the
 /// products taking what it took, and the products' work done at `bestRate` GFLOP/s, as
 /// `<unit>_at_best_rate` ("rows/s" gives `rows_per_s_at_best_rate`). Beside it, the pass's own
-/// rate in the same runs over that bound, `fraction_of_bound`: how close it is, free of the
-/// machine's drift between one run and the next.
+/// rate in the same runs over that bound, `fraction_of_bound`: how close it is, with no PyTorch
+/// run in it. The yardstick is measured seconds before, so the machine's drift in between still is.
 func boundAtBestProducts(unit: String, items: Int, milliseconds: Double, products: ProductClock.Tally,
                          bestRate: Double) -> [String: Any] {
     let seconds = milliseconds / 1000 - products.seconds + products.flops / (bestRate * 1e9)
