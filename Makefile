@@ -45,7 +45,7 @@ bench: deps
 bench-pytorch:
 	@python3 scripts/bench-pytorch.py
 
-# The same ratios taken without the machine's drift: each measurement timed right beside PyTorch's
+# The same ratios taken without the machine's drift: each measurement timed between two of PyTorch's
 # (ROUNDS=3, BENCH_CONFIGS=bench-m), each ratio per round and its median (JSON lines; needs torch).
 bench-ratios:
 	$(SWIFT) build -c release --product preftune-bench

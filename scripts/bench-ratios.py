@@ -4,8 +4,9 @@
 The project's machine changes speed by up to 2x within minutes (a shared host: memory bandwidth and
 clocks move together), so a ratio of `make bench` to a `make bench-pytorch` run minutes later says
 more about the minute than the code. This times each measurement right beside its PyTorch
-counterpart — `preftune-bench --quick --only <name> --exact`, then `bench-pytorch.py` narrowed to
-the same work, seconds apart — for every measurement and precision, in ROUNDS rounds (default 3),
+counterparts — `bench-pytorch.py` narrowed to the same work, then `preftune-bench --quick --only
+<name> --exact`, then `bench-pytorch.py` again, seconds apart, our rate taken over the mean of
+PyTorch's two — for every measurement and precision, in ROUNDS rounds (default 3),
 and reports each ratio per round and its median, plus bf16 over fp32 within preftune's own runs.
 For every bench-m step and sampling it also reports the ceiling beside the ratio (`ceiling/...`):
 the ratio they would reach with their products at the best warm rate the same run measured,
@@ -65,15 +66,23 @@ for round_number in range(ROUNDS):
         ours, theirs = {}, {}
         for suffix, precision in PRECISIONS:
             for name, their_name in PAIRS.items():
+                # PyTorch just before and just after ours, and their mean: a drift that runs one
+                # way through the three measurements moves both sides alike.
+                def pytorch():
+                    return lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
+                                 {"BENCH_CONFIGS": config, "BENCH_ONLY": their_name, "BENCH_PRECISIONS": precision,
+                                  "BENCH_SECONDS": "1.5"}).get(f"{config}/{their_name}{suffix}")
+                before = pytorch()
                 ours.update(lines([BENCH, "--quick", "--only", f"{config}/{name}{suffix}", "--exact", "--precision", precision]))
-                theirs.update(lines([sys.executable, os.path.join(ROOT, "scripts", "bench-pytorch.py")],
-                                    {"BENCH_CONFIGS": config, "BENCH_ONLY": their_name, "BENCH_PRECISIONS": precision,
-                                     "BENCH_SECONDS": "1.5"}))
-                mine, other = ours.get(f"{config}/{name}{suffix}"), theirs.get(f"{config}/{their_name}{suffix}")
+                after = pytorch()
+                timed = [rate for rate in (before, after) if rate]
+                other = statistics.mean(timed) if timed else None
+                theirs[f"{config}/{name}{suffix}"] = {"pytorch": f"{config}/{their_name}{suffix}", "before_and_after": timed}
+                mine = ours.get(f"{config}/{name}{suffix}")
                 if mine and other:
                     ratios.setdefault(f"ratio/{config}/{name}{suffix}", []).append(mine / other)
                 # The ceiling beside the ratio: the step or sampling with its products at the best
-                # warm rate the same run measured (bench-m only), over PyTorch's just timed.
+                # warm rate the same run measured (bench-m only), over PyTorch's mean just taken.
                 if config == "bench-m" and name in BOUNDS:
                     bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
                     line = bound.get(f"{config}/{name}{suffix}/products", {})
