@@ -278,8 +278,6 @@ func benchSampling(_ bench: BenchConfig, seconds: Double, samplesPerPrompt: Int 
     return measure(windows: 3, seconds: seconds, warmup: 1, work: Double(bench.batch)) { sampling.sample() }
 }
 
-/// Where a sampling's time goes: milliseconds per batch in all and inside matrix products, and
-/// the products' work (`ProductClock`), over `calls` batches after one to warm up.
 /// `run` timed `runs` times after one unmeasured run: the milliseconds of a run, and the time and
 /// work of its products (`ProductClock`), a run's worth.
 func timedWithProducts(runs: Int, _ run: () -> Void) -> (totalMilliseconds: Double, products: ProductClock.Tally) {
@@ -483,9 +481,12 @@ func benchAdamWAgainstMemory(parameters count: Int, passes: Int) -> (adamw: Doub
     return (adamwTimes.sorted()[passes / 2] * 1e3, floorTimes.sorted()[passes / 2] * 1e3)
 }
 
-let fmaPeak = wanted(["cpu/fma_peak", "bench-m/sft_step_useful", "bench-m/sample_dpmpp2m_20/products"]
-                     + ["sft", "dpo", "kto", "dro", "rpo"].map { "bench-m/\($0)_step/products" })
-    ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
+/// The passes whose `/products` line bounds them (bench-m): every training step, and sampling.
+func boundedPasses(_ suffix: String) -> [String] {
+    ["sft", "dpo", "kto", "dro", "rpo"].map { "bench-m/\($0)_step\(suffix)/products" } + ["bench-m/sample_dpmpp2m_20\(suffix)/products"]
+}
+
+let fmaPeak = wanted(["cpu/fma_peak", "bench-m/sft_step_useful"] + boundedPasses("")) ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
 if let fmaPeak, wanted("cpu/fma_peak") {
     emit("cpu/fma_peak", fmaPeak, "GFLOP/s", ["threads": BLASRuntime.threadCount,
          "note": "18 independent AVX-512 FMA chains a thread, operands in registers: the most any fp32 product can reach"])
@@ -523,9 +524,7 @@ func measureModels(_ precision: MathPrecision) {
     // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
     // the products lines, so it is measured for those too: the best of B read as it is and, where
     // B is a weight, packed once, so that no product inside a pass can beat it by reading packed weights.
-    let boundedPasses = ["sft", "dpo", "kto", "dro", "rpo"].map { "bench-m/\($0)_step\(suffix)/products" }
-        + ["bench-m/sample_dpmpp2m_20\(suffix)/products"]
-    for bench in benchConfigs where wanted(["\(gemm)/", "bench-m/sft_step_useful\(suffix)"] + boundedPasses) {
+    for bench in benchConfigs where wanted(["\(gemm)/", "bench-m/sft_step_useful\(suffix)"] + boundedPasses(suffix)) {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
             let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
             // B is a weight matrix in y = x·Wᵀ and dx = dy·W, which may be read packed; in
