@@ -22,6 +22,13 @@ public enum ProductClock {
             flops += other.flops
         }
 
+        /// Items a second in a run of `seconds` that held these products, had they run at
+        /// `rate` GFLOP/s and everything else taken what it took: the bound the bench puts on a
+        /// pass from the best rate its products reach at the same shapes.
+        public func itemsPerSecond(_ items: Int, inRunOf seconds: Double, productsAt rate: Double) -> Double {
+            Double(items) / (seconds - self.seconds + flops / (rate * 1e9))
+        }
+
         /// The mean of `runs` runs these add up.
         public func perRun(_ runs: Int) -> Tally {
             var mean = Tally()

@@ -77,6 +77,20 @@ import Testing
         #expect(outside.nanoseconds == 0 && outside.flops == 0)
     }
 
+    /// The bench's bounds: a run with its products' work done at another rate, the rest unchanged.
+    @Test func aTallyGivesTheRateOfARunWithItsProductsAtAnotherRate() {
+        var tally = ProductClock.Tally()
+        tally.nanoseconds = 500_000_000
+        tally.flops = 100e9
+        #expect(tally.rate == 200, "100 GFLOP in half a second")
+        // 1 s in all, 0.5 s of it in products; at 400 GFLOP/s they take 0.25 s: 150 items in 0.75 s.
+        #expect(tally.itemsPerSecond(150, inRunOf: 1, productsAt: 400) == 200)
+        // At the rate they ran at, the bound is the run's own rate.
+        #expect(abs(tally.itemsPerSecond(150, inRunOf: 1, productsAt: 200) - 150) < 1e-9)
+        let twice = { var sum = tally; sum.add(tally); return sum }()
+        #expect(twice.perRun(2).nanoseconds == tally.nanoseconds && twice.perRun(2).flops == tally.flops)
+    }
+
     @Test func aThreadMayUseTheOtherBackendForAWhile() {
         let process = MathBackend.current
         let other: MathBackend = process == .onednn ? .openblas : .onednn
