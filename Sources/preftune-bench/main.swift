@@ -500,17 +500,25 @@ if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("benc
          "note": "AdamW's memory traffic without its arithmetic, timed in alternation with bench-m/adamw"])
 }
 
-/// The bound a `/products` line gives its pass's targets: items a second with everything but the
-/// products taking what it took, and the products' work done at `bestRate` GFLOP/s, as
-/// `<unit>_at_best_rate` ("rows/s" gives `rows_per_s_at_best_rate`). Beside it, the pass's own
-/// rate in the same runs over that bound, `fraction_of_bound`: how close it is, with no PyTorch
-/// run in it. The yardstick is measured seconds before, so the machine's drift in between still is.
-func boundAtBestProducts(unit: String, items: Int, milliseconds: Double, products: ProductClock.Tally,
-                         bestRate: Double) -> [String: Any] {
-    let seconds = milliseconds / 1000 - products.seconds + products.flops / (bestRate * 1e9)
-    let bound = Double(items) / seconds, rate = Double(items) * 1000 / milliseconds
-    return ["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_rate": bound.rounded(),
-            "fraction_of_bound": (rate / bound * 1000).rounded() / 1000]
+/// What every `/products` line carries about a pass of `milliseconds` that held `products`: their
+/// rate, share and fraction of the FMA peak (fp32), and on bench-m, with the yardstick `bestRate`,
+/// the pass's bound: items a second with the products at that rate and the rest as it was, as
+/// `<unit>_at_best_rate` ("rows/s" gives `rows_per_s_at_best_rate`). Beside it `fraction_of_bound`,
+/// the pass's own rate in the same runs over that bound: how close it is, with no PyTorch run in
+/// it. The yardstick is measured seconds before, so the machine's drift in between still is.
+func productsFields(unit: String, items: Int, milliseconds: Double, products: ProductClock.Tally,
+                    precision: MathPrecision, bestRate: Double?) -> [String: Any] {
+    var fields: [String: Any] = ["GFLOP/s": products.rate.rounded(),
+                                 "share": (products.seconds * 1000 / milliseconds * 1000).rounded() / 1000]
+    if let fmaPeak, precision == .fp32 { fields["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
+    if let bestRate, bestRate > 0 {
+        let bound = products.itemsPerSecond(items, inRunOf: milliseconds / 1000, productsAt: bestRate)
+        let rate = Double(items) * 1000 / milliseconds
+        fields["best_model_sgemm"] = (bestRate * 10).rounded() / 10
+        fields["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_rate"] = bound.rounded()
+        fields["fraction_of_bound"] = (rate / bound * 1000).rounded() / 1000
+    }
+    return fields
 }
 
 /// Every measurement below in one precision: fp32 names as they are, bf16 ones with `_bf16`
@@ -586,16 +594,10 @@ func measureModels(_ precision: MathPrecision) {
             where phaseNames.contains(phase) && wanted("\(bench.name)/sft_step\(suffix)/\(phase)") {
                 var extra: [String: Any] = ["batch": bench.batch]
                 if phase == "products" {
-                    // The products' own rate: their work over the time spent inside them.
-                    extra["GFLOP/s"] = products.rate.rounded()
-                    if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
-                    if bench.name == "bench-m", bestModelSGEMM > 0 {
-                        let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
-                        extra["step_ms"] = (step * 10).rounded() / 10
-                        extra["best_model_sgemm"] = (bestModelSGEMM * 10).rounded() / 10
-                        extra.merge(boundAtBestProducts(unit: "rows/s", items: bench.batch, milliseconds: step, products: products,
-                                                        bestRate: bestModelSGEMM)) { $1 }
-                    }
+                    let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
+                    extra["step_ms"] = (step * 10).rounded() / 10
+                    extra.merge(productsFields(unit: "rows/s", items: bench.batch, milliseconds: step, products: products,
+                                               precision: precision, bestRate: bench.name == "bench-m" ? bestModelSGEMM : nil)) { $1 }
                 }
                 emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
             }
@@ -606,24 +608,20 @@ func measureModels(_ precision: MathPrecision) {
         ]
         for (name, objective, unit) in objectives {
             let stepName = "\(bench.name)/\(name)_step\(suffix)", productsName = "\(stepName)/products"
+            let wantsProducts = bench.name == "bench-m" && wanted(productsName)
+            guard wanted(stepName) || wantsProducts else { continue }
+            let step = ObjectiveStepBench(bench, objective: objective)
             if wanted(stepName) {
-                let step = ObjectiveStepBench(bench, objective: objective)
                 let rate = measure(seconds: window, work: Double(bench.batch)) { step.step() }
                 emit(stepName, rate.median, unit, ["batch": bench.batch, "low": rate.low.rounded(), "high": rate.high.rounded()])
             }
-            if bench.name == "bench-m", wanted(productsName) {
+            if wantsProducts {
                 // As for the sft step: the time inside products, and the step's bound with them at
                 // the best warm rate ("pairs_per_s_at_best_rate", or rows for kto).
-                let step = ObjectiveStepBench(bench, objective: objective)
                 let (total, products) = timedWithProducts(runs: quick ? 5 : 20) { step.step() }
-                var extra: [String: Any] = [
-                    "batch": bench.batch, "step_ms": (total * 10).rounded() / 10,
-                    "share": (products.seconds * 1000 / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
-                    "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-                ]
-                extra.merge(boundAtBestProducts(unit: unit, items: bench.batch, milliseconds: total, products: products,
-                                                bestRate: bestModelSGEMM)) { $1 }
-                if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
+                var extra: [String: Any] = ["batch": bench.batch, "step_ms": (total * 10).rounded() / 10]
+                extra.merge(productsFields(unit: unit, items: bench.batch, milliseconds: total, products: products,
+                                           precision: precision, bestRate: bestModelSGEMM)) { $1 }
                 emit(productsName, products.seconds * 1000, "ms", extra)
             }
         }
@@ -637,16 +635,10 @@ func measureModels(_ precision: MathPrecision) {
             // measured warm at the same shapes, bounds how fast it can go in this precision.
             let sampling = SamplingBench(bench)
             let (total, products) = timedWithProducts(runs: quick ? 2 : 6) { sampling.sample() }
-            let productMilliseconds = products.seconds * 1000
-            var extra: [String: Any] = [
-                "batch": bench.batch, "total_ms": (total * 10).rounded() / 10,
-                "share": (productMilliseconds / total * 1000).rounded() / 1000, "GFLOP/s": products.rate.rounded(),
-                "best_model_sgemm": (bestModelSGEMM * 10).rounded() / 10,
-            ]
-            extra.merge(boundAtBestProducts(unit: "samples/s", items: bench.batch, milliseconds: total, products: products,
-                                            bestRate: bestModelSGEMM)) { $1 }
-            if let fmaPeak, precision == .fp32 { extra["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
-            emit(samplingProductsName, productMilliseconds, "ms", extra)
+            var extra: [String: Any] = ["batch": bench.batch, "total_ms": (total * 10).rounded() / 10]
+            extra.merge(productsFields(unit: "samples/s", items: bench.batch, milliseconds: total, products: products,
+                                       precision: precision, bestRate: bestModelSGEMM)) { $1 }
+            emit(samplingProductsName, products.seconds * 1000, "ms", extra)
         }
         if wanted("\(bench.name)/sample_dpmpp2m_20_request\(suffix)") {
             let sampling = benchSampling(bench, seconds: window, samplesPerPrompt: 4, guidance: 7.5)
