@@ -191,6 +191,158 @@ AVX512 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, 
     }
 }
 
+// MARK: LayerNorm and modulation
+
+/// Rows whose reductions run together: each row's sums are one chain of dependent adds, in
+/// LayerNorm's order; four rows' chains side by side keep the adder busy without changing a bit.
+enum { ROW_GROUP = 4 };
+
+/// Σ x over one row as LayerNorm sums it: 8-float lanes, the lanes in order, then the tail.
+#define LANES_THEN_TAIL(lanes, tail_expression)                                                  \
+    ({ float total_ = lanes_sum(lanes);                                                           \
+       for (int64_t j_ = width8; j_ < width; j_++) total_ += (tail_expression);                   \
+       total_; })
+
+AVX512 void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta,
+                                              float *normalized, float *rstd, float *out,
+                                              const float *modulation, int64_t modulation_stride,
+                                              const int32_t *modulation_rows, float *modulated,
+                                              int64_t rows, int64_t width) {
+    const int64_t width8 = width - width % 8;
+    const float epsilon = 1e-5f;
+    for (int64_t first = 0; first < rows; first += ROW_GROUP) {
+        const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
+        float mean[ROW_GROUP], inverse[ROW_GROUP];
+        __m256 sums[ROW_GROUP], squares[ROW_GROUP];
+        for (int r = 0; r < ROW_GROUP; r++) sums[r] = squares[r] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < width8; i += 8)
+            for (int r = 0; r < group; r++) sums[r] = _mm256_add_ps(sums[r], _mm256_loadu_ps(x + (first + r) * width + i));
+        for (int r = 0; r < group; r++) {
+            const float *xr = x + (first + r) * width;
+            mean[r] = LANES_THEN_TAIL(sums[r], xr[j_]) / (float)width;
+        }
+        for (int64_t i = 0; i < width8; i += 8)
+            for (int r = 0; r < group; r++) {
+                __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + (first + r) * width + i), _mm256_set1_ps(mean[r]));
+                squares[r] = _mm256_add_ps(squares[r], _mm256_mul_ps(d, d));
+            }
+        for (int r = 0; r < group; r++) {
+            const float *xr = x + (first + r) * width;
+            float variance = LANES_THEN_TAIL(squares[r], (xr[j_] - mean[r]) * (xr[j_] - mean[r]));
+            inverse[r] = 1.0f / sqrtf(variance / (float)width + epsilon);
+            if (rstd) rstd[first + r] = inverse[r];
+        }
+        for (int r = 0; r < group; r++) {
+            const int64_t row = first + r;
+            const float *xr = x + row * width;
+            const float *scale = modulation ? modulation + (int64_t)modulation_rows[row] * modulation_stride : 0;
+            const __m512 m = _mm512_set1_ps(mean[r]), v = _mm512_set1_ps(inverse[r]), one = _mm512_set1_ps(1.0f);
+            for (int64_t i = 0; i < width; i += 16) {
+                __mmask16 lanes = TAIL_LANES(width, i);
+                __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, xr + i), m), v);
+                if (normalized) _mm512_mask_storeu_ps(normalized + row * width + i, lanes, n);
+                __m512 y = _mm512_add_ps(_mm512_mul_ps(n, _mm512_maskz_loadu_ps(lanes, gamma + i)), _mm512_maskz_loadu_ps(lanes, beta + i));
+                if (out) _mm512_mask_storeu_ps(out + row * width + i, lanes, y);
+                if (scale) {
+                    // y·(1 + scale) + shift
+                    __m512 u = _mm512_add_ps(_mm512_mul_ps(y, _mm512_add_ps(one, _mm512_maskz_loadu_ps(lanes, scale + i))),
+                                             _mm512_maskz_loadu_ps(lanes, scale + width + i));
+                    _mm512_mask_storeu_ps(modulated + row * width + i, lanes, u);
+                }
+            }
+        }
+    }
+}
+
+AVX512 void preftune_layernorm_backward_avx512(const float *d_out, const float *normalized, const float *rstd,
+                                               const float *gamma, float *dx, float *d_gamma, float *d_beta,
+                                               const float *modulation, int64_t modulation_stride,
+                                               const int32_t *modulation_rows, const float *y, float *d_modulation,
+                                               int64_t rows, int64_t width) {
+    const int64_t width8 = width - width % 8;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int32_t written = 0;
+    for (int64_t first = 0; first < rows; first += ROW_GROUP) {
+        const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
+        float mean_g[ROW_GROUP], mean_gn[ROW_GROUP];
+        __m256 sum_g[ROW_GROUP], sum_gn[ROW_GROUP];
+        const float *scales[ROW_GROUP];
+        for (int r = 0; r < ROW_GROUP; r++) {
+            sum_g[r] = sum_gn[r] = _mm256_setzero_ps();
+            scales[r] = modulation && r < group ? modulation + (int64_t)modulation_rows[first + r] * modulation_stride : 0;
+        }
+        // g = dy·γ, with dy = du·(1 + scale) when the normalised row was modulated.
+#define DY8(r, i) (scales[r] ? _mm256_mul_ps(_mm256_loadu_ps(d_out + (first + (r)) * width + (i)),                   \
+                                             _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_loadu_ps(scales[r] + (i)))) \
+                             : _mm256_loadu_ps(d_out + (first + (r)) * width + (i)))
+        for (int64_t i = 0; i < width8; i += 8)
+            for (int r = 0; r < group; r++) {
+                __m256 g = _mm256_mul_ps(DY8(r, i), _mm256_loadu_ps(gamma + i));
+                sum_g[r] = _mm256_add_ps(sum_g[r], g);
+                sum_gn[r] = _mm256_add_ps(sum_gn[r], _mm256_mul_ps(g, _mm256_loadu_ps(normalized + (first + r) * width + i)));
+            }
+#undef DY8
+        for (int r = 0; r < group; r++) {
+            const int64_t row = first + r;
+            const float *du = d_out + row * width, *n = normalized + row * width, *scale = scales[r];
+            float total_g = lanes_sum(sum_g[r]), total_gn = lanes_sum(sum_gn[r]);
+            for (int64_t j = width8; j < width; j++) {
+                float g = (scale ? du[j] * (1 + scale[j]) : du[j]) * gamma[j];
+                total_g += g;
+                total_gn += g * n[j];
+            }
+            mean_g[r] = total_g / (float)width;
+            mean_gn[r] = total_gn / (float)width;
+        }
+        // Rows in order: dγ, dβ and the modulation's gradient accumulate over them.
+        for (int r = 0; r < group; r++) {
+            const int64_t row = first + r;
+            const float *du = d_out + row * width, *n = normalized + row * width, *scale = scales[r];
+            float *d_scale = 0;
+            int accumulate = 0;
+            if (scale) {
+                int32_t shared = modulation_rows[row];
+                accumulate = shared != written;
+                if (!accumulate) written++;
+                d_scale = d_modulation + (int64_t)shared * modulation_stride;
+            }
+            const __m512 r_ = _mm512_set1_ps(rstd[row]), mg = _mm512_set1_ps(mean_g[r]), mgn = _mm512_set1_ps(mean_gn[r]);
+            for (int64_t i = 0; i < width; i += 16) {
+                __mmask16 lanes = TAIL_LANES(width, i);
+                __m512 d = _mm512_maskz_loadu_ps(lanes, du + i), nn = _mm512_maskz_loadu_ps(lanes, n + i);
+                if (scale) {
+                    // dscale = du·y, dshift = du; then dy = du·(1 + scale).
+                    __m512 ds = _mm512_mul_ps(d, _mm512_maskz_loadu_ps(lanes, y + row * width + i));
+                    if (accumulate) {
+                        ds = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, d_scale + i), ds);
+                        _mm512_mask_storeu_ps(d_scale + width + i, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, d_scale + width + i), d));
+                    } else {
+                        _mm512_mask_storeu_ps(d_scale + width + i, lanes, d);
+                    }
+                    _mm512_mask_storeu_ps(d_scale + i, lanes, ds);
+                    d = _mm512_mul_ps(d, _mm512_add_ps(one, _mm512_maskz_loadu_ps(lanes, scale + i)));
+                }
+                __m512 g = _mm512_mul_ps(d, _mm512_maskz_loadu_ps(lanes, gamma + i));
+                // dx + r·(g − meanG − x̂·meanGN)
+                __m512 step = _mm512_mul_ps(r_, _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(nn, mgn)));
+                _mm512_mask_storeu_ps(dx + row * width + i, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, dx + row * width + i), step));
+                _mm512_mask_storeu_ps(d_gamma + i, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, d_gamma + i), _mm512_mul_ps(d, nn)));
+                _mm512_mask_storeu_ps(d_beta + i, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, d_beta + i), d));
+            }
+        }
+    }
+}
+
+AVX512 void preftune_accumulate_column_sums_avx512(const float *x, int64_t rows, int64_t columns, int64_t stride, float *sums) {
+    for (int64_t row = 0; row < rows; row++) {
+        const float *xr = x + row * stride;
+        for (int64_t i = 0; i < columns; i += 16) {
+            __mmask16 lanes = TAIL_LANES(columns, i);
+            _mm512_mask_storeu_ps(sums + i, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, sums + i), _mm512_maskz_loadu_ps(lanes, xr + i)));
+        }
+    }
+}
+
 #else  // Not x86-64: no wide kernels. VectorKernel.fastest is .portable and BF16Shadow is never
        // made, so none of these is called; they exist so that the module links.
 
@@ -206,5 +358,13 @@ double preftune_sum_of_squares_avx512(const float *x, int64_t count) { abort(); 
 void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count) { abort(); }
 void preftune_silu_in_place_avx512(float *y, int64_t count) { abort(); }
 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count) { abort(); }
+void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta, float *normalized, float *rstd,
+                                      float *out, const float *modulation, int64_t modulation_stride,
+                                      const int32_t *modulation_rows, float *modulated, int64_t rows, int64_t width) { abort(); }
+void preftune_layernorm_backward_avx512(const float *d_out, const float *normalized, const float *rstd, const float *gamma,
+                                       float *dx, float *d_gamma, float *d_beta, const float *modulation,
+                                       int64_t modulation_stride, const int32_t *modulation_rows, const float *y,
+                                       float *d_modulation, int64_t rows, int64_t width) { abort(); }
+void preftune_accumulate_column_sums_avx512(const float *x, int64_t rows, int64_t columns, int64_t stride, float *sums) { abort(); }
 
 #endif

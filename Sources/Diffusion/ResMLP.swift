@@ -263,10 +263,14 @@ public struct ResMLP: Sendable {
         linear(p, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H, output: ws.modulation.pointer, outputs: modWidth, batch: U)
         for (i, block) in offsets.blocks.enumerated() {
             let a = ws.blocks[i]
-            LayerNorm.forward(ws.h.pointer, gamma: p + block.norm.weight, beta: p + block.norm.bias,
-                              normalized: a.normalized.pointer, rstd: a.rstd.pointer, out: a.normOut.pointer, rows: B, width: H)
-            modulate(a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H, stride: modWidth, into: a.u.pointer,
-                     batch: B, rows: ws.modulationRows)
+            // u = LN(h)·(1 + scale) + shift in one pass; x̂, rstd and LN(h) are kept only for a backward pass.
+            ws.modulationRows.withUnsafeBufferPointer { rows in
+                LayerNorm.forward(ws.h.pointer, gamma: p + block.norm.weight, beta: p + block.norm.bias,
+                                  normalized: keepingActivations ? a.normalized.pointer : nil,
+                                  rstd: keepingActivations ? a.rstd.pointer : nil, out: keepingActivations ? a.normOut.pointer : nil,
+                                  modulation: .init(scaleShift: ws.modulation.pointer + i * 2 * H, stride: modWidth, rows: rows.baseAddress!),
+                                  modulated: a.u.pointer, rows: B, width: H)
+            }
             linearSiLU(p, block.fc1, input: a.u.pointer, inputs: H, preActivation: a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer,
                        output: a.fc1Activation.pointer, outputs: M, batch: B, keepingActivations: keepingActivations)
             // h += fc2(…): the product accumulates straight into the residual stream.
@@ -276,7 +280,8 @@ public struct ResMLP: Sendable {
 
         // 6. out = out_proj(LN(h)).
         LayerNorm.forward(ws.h.pointer, gamma: p + offsets.outNorm.weight, beta: p + offsets.outNorm.bias,
-                          normalized: ws.outNormalized.pointer, rstd: ws.outRstd.pointer, out: ws.outNormOut.pointer, rows: B, width: H)
+                          normalized: keepingActivations ? ws.outNormalized.pointer : nil,
+                          rstd: keepingActivations ? ws.outRstd.pointer : nil, out: ws.outNormOut.pointer, rows: B, width: H)
         linear(p, offsets.outProj, input: ws.outNormOut.pointer, inputs: H, output: ws.output.pointer, outputs: D, batch: B)
     }
 
@@ -316,50 +321,6 @@ public struct ResMLP: Sendable {
         }
     }
 
-    /// u = y·(1 + scale) + shift, with [scale | shift] a row slice of the modulation matrix
-    /// (row `rows[b]`: rows share their conditioning's modulation).
-    func modulate(_ y: UnsafePointer<Float>, modulation: UnsafePointer<Float>, stride: Int, into u: UnsafeMutablePointer<Float>,
-                  batch: Int, rows: [Int32]) {
-        let H = config.hidden
-        for b in 0..<batch {
-            let scale = modulation + Int(rows[b]) * stride, shift = scale + H
-            let yr = y + b * H, ur = u + b * H
-            for j in 0..<H { ur[j] = yr[j] * (1 + scale[j]) + shift[j] }
-        }
-    }
-
-    /// From du: dy = du·(1 + scale), dscale = du·y, dshift = du. Row b read modulation row
-    /// `rows[b]` (the forward pass's map); rows sharing one add into it: the first to read it
-    /// writes it, the others accumulate. Both maps number the rows in order of first appearance.
-    func modulateBackward(_ dU: UnsafePointer<Float>, y: UnsafePointer<Float>, modulation: UnsafePointer<Float>,
-                          dModulation: UnsafeMutablePointer<Float>, stride: Int, dY: UnsafeMutablePointer<Float>,
-                          batch: Int, rows: [Int32]) {
-        let H = config.hidden
-        var written: Int32 = 0
-        for b in 0..<batch {
-            let row = rows[b]
-            precondition(row <= written, "modulation rows are numbered in order of first appearance")
-            let first = row == written
-            if first { written += 1 }
-            let scale = modulation + Int(row) * stride
-            let dScale = dModulation + Int(row) * stride, dShift = dScale + H
-            let du = dU + b * H, yr = y + b * H, dy = dY + b * H
-            if first {
-                for j in 0..<H {
-                    dy[j] = du[j] * (1 + scale[j])
-                    dScale[j] = du[j] * yr[j]
-                    dShift[j] = du[j]
-                }
-            } else {
-                for j in 0..<H {
-                    dy[j] = du[j] * (1 + scale[j])
-                    dScale[j] += du[j] * yr[j]
-                    dShift[j] += du[j]
-                }
-            }
-        }
-    }
-
     // MARK: - Backward
 
     /// Adds ∂L/∂θ to `gradients`, given ∂L/∂out for the batch of the last `forward`
@@ -392,12 +353,13 @@ public struct ResMLP: Sendable {
             Elementwise.siluBackward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, dOut: ws.dWide.pointer, dA: ws.dWide.pointer, count: B * M)
             linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
                            dInput: ws.dU.pointer, batch: B)
-            modulateBackward(ws.dU.pointer, y: a.normOut.pointer, modulation: ws.modulation.pointer + i * 2 * H,
-                             dModulation: ws.dModulation.pointer + i * 2 * H, stride: modWidth, dY: dNorm,
-                             batch: B, rows: ws.modulationRows)
-            LayerNorm.backward(dOut: dNorm, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
-                               gamma: p + block.norm.weight, dX: dH,
-                               dGamma: g + block.norm.weight, dBeta: g + block.norm.bias, rows: B, width: H)
+            // From ∂L/∂u through the modulation (into its gradient rows) and the norm, in one pass.
+            ws.modulationRows.withUnsafeBufferPointer { rows in
+                LayerNorm.backward(dOut: ws.dU.pointer, normalized: a.normalized.pointer, rstd: a.rstd.pointer,
+                                   gamma: p + block.norm.weight, dX: dH, dGamma: g + block.norm.weight, dBeta: g + block.norm.bias,
+                                   modulation: .init(scaleShift: ws.modulation.pointer + i * 2 * H, stride: modWidth, rows: rows.baseAddress!),
+                                   y: a.normOut.pointer, dModulation: ws.dModulation.pointer + i * 2 * H, rows: B, width: H)
+            }
         }
         linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
                        dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: G)

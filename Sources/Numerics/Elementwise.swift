@@ -78,7 +78,8 @@ public enum Elementwise {
 
     /// sums[:] += Σ_r x[r, :] — the gradient of a broadcast bias.
     public static func accumulateColumnSums(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int,
-                                            into sums: UnsafeMutablePointer<Float>) {
+                                            into sums: UnsafeMutablePointer<Float>, kernel: VectorKernel = .fastest) {
+        if kernel == .avx512 { return preftune_accumulate_column_sums_avx512(x, Int64(rows), Int64(columns), Int64(stride), sums) }
         for row in 0..<rows { add(x + row * stride, into: sums, count: columns) }
     }
 

@@ -80,4 +80,102 @@ struct VectorKernelTests {
         let wide = Elementwise.sumOfSquares(x.pointer, count: count, kernel: .avx512)
         #expect(portable.bitPattern == wide.bitPattern, "\(count) values: \(portable) against \(wide)")
     }
+    /// Rows for the LayerNorm tests: a group of four and a partial one, rows sharing modulation
+    /// rows as a pair batch does (numbered in order of first appearance).
+    static let modulationRows: [Int32] = [0, 1, 0, 2, 1, 3, 3]
+
+    /// `awkward` without NaN or the huge values that overflow a norm: zeros, subnormals and all.
+    static func finite(_ count: Int, seed: UInt64, scale: Float) -> FloatBuffer {
+        FloatBuffer(awkward(count, seed: seed, scale: scale).map { $0.isNaN || abs($0) > 1e10 ? 0.5 : $0 })
+    }
+
+    @Test("LayerNorm forward, plain and modulated: the AVX-512 pass gives the portable loop's bits",
+          arguments: [1, 8, 13, 16, 37, 512])
+    func layerNormForwardSameBits(width: Int) {
+        let rows = Self.modulationRows.count, stride = 4 * width + 3
+        let x = Self.finite(rows * width, seed: 31, scale: 3)
+        let gamma = Self.finite(width, seed: 32, scale: 1), beta = Self.finite(width, seed: 33, scale: 1)
+        let modulation = Self.finite(4 * stride, seed: 34, scale: 0.5)
+        var results: [VectorKernel: [[Float]]] = [:]
+        for kernel in [VectorKernel.portable, .avx512] {
+            let normalized = FloatBuffer(count: rows * width), rstd = FloatBuffer(count: rows), out = FloatBuffer(count: rows * width)
+            let u = FloatBuffer(count: rows * width), plain = FloatBuffer(count: rows * width), uAlone = FloatBuffer(count: rows * width)
+            Self.modulationRows.withUnsafeBufferPointer { map in
+                let m = LayerNorm.Modulation(scaleShift: modulation.pointer + 1, stride: stride, rows: map.baseAddress!)
+                LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: normalized.pointer, rstd: rstd.pointer,
+                                  out: out.pointer, modulation: m, modulated: u.pointer, rows: rows, width: width, kernel: kernel)
+                // A pass with no backward writes u alone.
+                LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: nil, rstd: nil, out: nil,
+                                  modulation: m, modulated: uAlone.pointer, rows: rows, width: width, kernel: kernel)
+            }
+            LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: nil, rstd: nil, out: plain.pointer,
+                              rows: rows, width: width, kernel: kernel)
+            #expect(uAlone.array.map(\.bitPattern) == u.array.map(\.bitPattern), "\(kernel): u alone, width \(width)")
+            #expect(plain.array.map(\.bitPattern) == out.array.map(\.bitPattern), "\(kernel): y alone, width \(width)")
+            results[kernel] = [normalized.array, rstd.array, out.array, u.array]
+        }
+        for (name, (portable, wide)) in zip(["x̂", "rstd", "y", "u"], zip(results[.portable]!, results[.avx512]!)) {
+            #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(name), width \(width)")
+        }
+        // And the norm is a norm: each row of x̂ has mean 0 and variance 1 (up to eps).
+        if width >= 8 {
+            let n = results[.portable]![0]
+            for row in 0..<rows {
+                let values = n[row * width..<(row + 1) * width].map(Double.init)
+                let mean = values.reduce(0, +) / Double(width)
+                #expect(abs(mean) < 1e-4, "row \(row) mean \(mean)")
+            }
+        }
+    }
+
+    @Test("LayerNorm backward, plain and through the modulation: the AVX-512 pass gives the portable loop's bits",
+          arguments: [1, 8, 13, 16, 37, 512])
+    func layerNormBackwardSameBits(width: Int) {
+        let rows = Self.modulationRows.count, stride = 4 * width + 3
+        let x = Self.finite(rows * width, seed: 41, scale: 3)
+        let gamma = Self.finite(width, seed: 42, scale: 1), beta = Self.finite(width, seed: 43, scale: 1)
+        let modulation = Self.finite(4 * stride, seed: 44, scale: 0.5)
+        let dOut = Self.finite(rows * width, seed: 45, scale: 1)
+        let normalized = FloatBuffer(count: rows * width), rstd = FloatBuffer(count: rows), y = FloatBuffer(count: rows * width)
+        LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: normalized.pointer, rstd: rstd.pointer,
+                          out: y.pointer, rows: rows, width: width, kernel: .portable)
+        var results: [VectorKernel: [[Float]]] = [:]
+        for kernel in [VectorKernel.portable, .avx512] {
+            let dX = Self.finite(rows * width, seed: 46, scale: 0.1)
+            let dGamma = FloatBuffer(count: width), dBeta = FloatBuffer(count: width)
+            let dModulation = FloatBuffer(Array(repeating: Float.nan, count: 4 * stride))  // every row read is written first
+            Self.modulationRows.withUnsafeBufferPointer { map in
+                LayerNorm.backward(dOut: dOut.pointer, normalized: normalized.pointer, rstd: rstd.pointer, gamma: gamma.pointer,
+                                   dX: dX.pointer, dGamma: dGamma.pointer, dBeta: dBeta.pointer,
+                                   modulation: .init(scaleShift: modulation.pointer + 1, stride: stride, rows: map.baseAddress!),
+                                   y: y.pointer, dModulation: dModulation.pointer + 1, rows: rows, width: width, kernel: kernel)
+            }
+            // The plain norm, as the model's last one: gradients accumulate onto the first pass's.
+            LayerNorm.backward(dOut: dOut.pointer, normalized: normalized.pointer, rstd: rstd.pointer, gamma: gamma.pointer,
+                               dX: dX.pointer, dGamma: dGamma.pointer, dBeta: dBeta.pointer, rows: rows, width: width, kernel: kernel)
+            let all = dModulation.array
+            var written: [Float] = []
+            for r in 0..<4 {
+                let start = 1 + r * stride
+                written += all[start..<start + 2 * width]
+            }
+            #expect(!written.contains { $0.isNaN }, "\(kernel) writes every modulation row's gradient, width \(width)")
+            results[kernel] = [dX.array, dGamma.array, dBeta.array, written]
+        }
+        for (name, (portable, wide)) in zip(["dx", "dγ", "dβ", "d[scale | shift]"], zip(results[.portable]!, results[.avx512]!)) {
+            #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(name), width \(width)")
+        }
+    }
+
+    @Test("Column sums: the AVX-512 pass gives the portable loop's bits", arguments: [1, 16, 37, 2048])
+    func columnSumsSameBits(columns: Int) {
+        let rows = 9, stride = columns + 5
+        let x = FloatBuffer(Self.awkward(rows * stride, seed: 51, scale: 2))
+        let start = Self.awkward(columns, seed: 52, scale: 1)
+        let portable = FloatBuffer(start), wide = FloatBuffer(start)
+        Elementwise.accumulateColumnSums(x.pointer, rows: rows, columns: columns, stride: stride, into: portable.pointer, kernel: .portable)
+        Elementwise.accumulateColumnSums(x.pointer, rows: rows, columns: columns, stride: stride, into: wide.pointer, kernel: .avx512)
+        let differing = zip(portable.array, wide.array).filter { $0.0.bitPattern != $0.1.bitPattern && !($0.0.isNaN && $0.1.isNaN) }
+        #expect(differing.isEmpty, "\(columns) columns: \(differing.prefix(3))")
+    }
 }

@@ -45,4 +45,29 @@ void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, in
 void preftune_silu_in_place_avx512(float *y, int64_t count);
 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count);
 
+/// LayerNorm over `rows` rows of `width` (eps 1e−5), as LayerNorm.forward computes it: the mean
+/// and the variance each summed in 8-float lanes, the lanes in order, then the tail. Any of
+/// `normalized` (x̂), `rstd` and `out` (y = x̂·γ + β) may be NULL when not wanted. With
+/// `modulation`, also `modulated` = y·(1 + scale) + shift, [scale | shift] being row
+/// `modulation_rows[r]` of a matrix with row stride `modulation_stride`. AVX-512F.
+void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta,
+                                       float *normalized, float *rstd, float *out,
+                                       const float *modulation, int64_t modulation_stride,
+                                       const int32_t *modulation_rows, float *modulated,
+                                       int64_t rows, int64_t width);
+
+/// LayerNorm.backward: dx += rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·γ; dγ += Σ dy·x̂,
+/// dβ += Σ dy. With `modulation`, `d_out` is the gradient of the modulated rows: then
+/// dy = du·(1 + scale), and d_modulation's [dscale | dshift] row takes du·y and du (`y` the
+/// LayerNorm's output), written by the first row that reads it and accumulated by the others.
+/// AVX-512F.
+void preftune_layernorm_backward_avx512(const float *d_out, const float *normalized, const float *rstd,
+                                        const float *gamma, float *dx, float *d_gamma, float *d_beta,
+                                        const float *modulation, int64_t modulation_stride,
+                                        const int32_t *modulation_rows, const float *y, float *d_modulation,
+                                        int64_t rows, int64_t width);
+
+/// sums[j] += Σ_r x[r·stride + j], rows in order. AVX-512F.
+void preftune_accumulate_column_sums_avx512(const float *x, int64_t rows, int64_t columns, int64_t stride, float *sums);
+
 #endif
