@@ -163,12 +163,14 @@ AVX512 static inline __m512 sigmoid_lanes(__m512 x) {
     return _mm512_div_ps(one, _mm512_add_ps(one, exp_lanes(negated)));
 }
 
-AVX512 void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count) {
+AVX512 void preftune_silu_forward_avx512(const float *a, float *slope, float *out, int64_t count) {
+    const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t i = 0; i < count; i += 16) {
         __mmask16 lanes = TAIL_LANES(count, i);
         __m512 x = _mm512_maskz_loadu_ps(lanes, a + i), s = sigmoid_lanes(x);
-        _mm512_mask_storeu_ps(sigmoid + i, lanes, s);
         _mm512_mask_storeu_ps(out + i, lanes, _mm512_mul_ps(x, s));
+        // σ·(1 + a·(1 − σ))
+        _mm512_mask_storeu_ps(slope + i, lanes, _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s)))));
     }
 }
 
@@ -177,17 +179,6 @@ AVX512 void preftune_silu_in_place_avx512(float *y, int64_t count) {
         __mmask16 lanes = TAIL_LANES(count, i);
         __m512 x = _mm512_maskz_loadu_ps(lanes, y + i);
         _mm512_mask_storeu_ps(y + i, lanes, _mm512_mul_ps(x, sigmoid_lanes(x)));
-    }
-}
-
-AVX512 void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < count; i += 16) {
-        __mmask16 lanes = TAIL_LANES(count, i);
-        __m512 s = _mm512_maskz_loadu_ps(lanes, sigmoid + i), x = _mm512_maskz_loadu_ps(lanes, a + i);
-        // (dout·σ)·(1 + a·(1 − σ))
-        __m512 slope = _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s)));
-        _mm512_mask_storeu_ps(d_a + i, lanes, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, d_out + i), s), slope));
     }
 }
 
@@ -355,9 +346,8 @@ void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, u
                                        const preftune_adamw_coefficients *c) { abort(); }
 void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count) { abort(); }
 double preftune_sum_of_squares_avx512(const float *x, int64_t count) { abort(); }
-void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count) { abort(); }
+void preftune_silu_forward_avx512(const float *a, float *slope, float *out, int64_t count) { abort(); }
 void preftune_silu_in_place_avx512(float *y, int64_t count) { abort(); }
-void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count) { abort(); }
 void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta, float *normalized, float *rstd,
                                       float *out, const float *modulation, int64_t modulation_stride,
                                       const int32_t *modulation_rows, float *modulated, int64_t rows, int64_t width) { abort(); }

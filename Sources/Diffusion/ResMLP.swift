@@ -238,7 +238,7 @@ public struct ResMLP: Sendable {
         } else {
             timeFeatures(ws.timesteps.pointer, into: ws.timeFeatures.pointer, batch: U)
         }
-        linearSiLU(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, preActivation: ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer,
+        linearSiLU(p, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, slope: ws.time0Slope.pointer,
                    output: ws.time0Activation.pointer, outputs: H, batch: T, keepingActivations: keepingActivations)
         linear(p, offsets.time2, input: ws.time0Activation.pointer, inputs: H, output: ws.conditioned.pointer, outputs: H, batch: T)
 
@@ -254,7 +254,7 @@ public struct ResMLP: Sendable {
         } else {
             Elementwise.add(ws.condition.pointer, into: ws.conditioned.pointer, count: U * H)
         }
-        Elementwise.siluForward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, out: ws.s.pointer, count: U * H)
+        Elementwise.siluForward(ws.conditioned.pointer, slope: ws.conditionedSlope.pointer, out: ws.s.pointer, count: U * H)
 
         // 4. h = in_proj(x).
         linear(p, offsets.inProj, input: ws.x.pointer, inputs: D, output: ws.h.pointer, outputs: H, batch: B)
@@ -271,7 +271,7 @@ public struct ResMLP: Sendable {
                                   modulation: .init(scaleShift: ws.modulation.pointer + i * 2 * H, stride: modWidth, rows: rows.baseAddress!),
                                   modulated: a.u.pointer, rows: B, width: H)
             }
-            linearSiLU(p, block.fc1, input: a.u.pointer, inputs: H, preActivation: a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer,
+            linearSiLU(p, block.fc1, input: a.u.pointer, inputs: H, slope: a.fc1Slope.pointer,
                        output: a.fc1Activation.pointer, outputs: M, batch: B, keepingActivations: keepingActivations)
             // h += fc2(…): the product accumulates straight into the residual stream.
             BLAS.linear(a.fc1Activation.pointer, rows: B, inputs: M, weight: p + block.fc2.weight, bias: p + block.fc2.bias, outputs: H,
@@ -292,32 +292,35 @@ public struct ResMLP: Sendable {
         BLAS.linear(input, rows: batch, inputs: inputs, weight: p + offsets.weight, bias: p + offsets.bias, outputs: outputs, into: output)
     }
 
-    /// SiLU(x·Wᵀ + b): for a backward pass the pre-activation and its sigmoid are kept too;
-    /// without one, only the output, the SiLU fused into the product.
+    /// SiLU(x·Wᵀ + b): for a backward pass SiLU's slope at the pre-activation is kept too (the
+    /// product writes the pre-activation into `slope`, which the SiLU pass turns into the slope
+    /// in place); without one, only the output, the SiLU fused into the product.
     @inline(__always)
     func linearSiLU(_ p: UnsafePointer<Float>, _ offsets: (weight: Int, bias: Int), input: UnsafePointer<Float>, inputs: Int,
-                    preActivation: UnsafeMutablePointer<Float>, sigmoid: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
+                    slope: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
                     outputs: Int, batch: Int, keepingActivations: Bool) {
         if keepingActivations {
-            linear(p, offsets, input: input, inputs: inputs, output: preActivation, outputs: outputs, batch: batch)
-            Elementwise.siluForward(preActivation, sigmoid: sigmoid, out: output, count: batch * outputs)
+            linear(p, offsets, input: input, inputs: inputs, output: slope, outputs: outputs, batch: batch)
+            Elementwise.siluForward(slope, slope: slope, out: output, count: batch * outputs)
         } else {
             BLAS.linear(input, rows: batch, inputs: inputs, weight: p + offsets.weight, bias: p + offsets.bias, outputs: outputs,
                         into: output, silu: true)
         }
     }
 
-    /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W.
+    /// dW += dYᵀ·X, db += Σ dY, and (when `dInput` is given) dX = dY·W — or, when X is a
+    /// SiLU's output, straight through it: ∂L/∂a = (dY·W) ⊙ SiLU′(a), with `slopeOfInput` kept
+    /// by the forward pass.
     @inline(__always)
     func linearBackward(_ p: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ offsets: (weight: Int, bias: Int),
                         input: UnsafePointer<Float>, inputs: Int, dOutput: UnsafePointer<Float>, outputs: Int,
-                        dInput: UnsafeMutablePointer<Float>?, batch: Int) {
+                        dInput: UnsafeMutablePointer<Float>?, slopeOfInput: UnsafePointer<Float>? = nil, batch: Int) {
         BLAS.sgemm(transA: true, m: outputs, n: inputs, k: batch, a: dOutput, lda: outputs, b: input, ldb: inputs,
                    beta: 1, c: g + offsets.weight, ldc: inputs)
         Elementwise.accumulateColumnSums(dOutput, rows: batch, columns: outputs, stride: outputs, into: g + offsets.bias)
         if let dInput {
             BLAS.sgemm(m: batch, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p + offsets.weight, ldb: inputs,
-                       c: dInput, ldc: inputs)
+                       c: dInput, ldc: inputs, multipliedBy: slopeOfInput)
         }
     }
 
@@ -348,9 +351,9 @@ public struct ResMLP: Sendable {
         // 5. Blocks in reverse; dH carries the residual gradient through each.
         for (i, block) in offsets.blocks.enumerated().reversed() {
             let a = ws.blocks[i]
+            // Into fc1's pre-activation, through the SiLU, in the product.
             linearBackward(p, g, block.fc2, input: a.fc1Activation.pointer, inputs: M, dOutput: dH, outputs: H,
-                           dInput: ws.dWide.pointer, batch: B)
-            Elementwise.siluBackward(a.fc1.pointer, sigmoid: a.fc1Sigmoid.pointer, dOut: ws.dWide.pointer, dA: ws.dWide.pointer, count: B * M)
+                           dInput: ws.dWide.pointer, slopeOfInput: a.fc1Slope.pointer, batch: B)
             linearBackward(p, g, block.fc1, input: a.u.pointer, inputs: H, dOutput: ws.dWide.pointer, outputs: M,
                            dInput: ws.dU.pointer, batch: B)
             // From ∂L/∂u through the modulation (into its gradient rows) and the norm, in one pass.
@@ -361,21 +364,20 @@ public struct ResMLP: Sendable {
                                    y: a.normOut.pointer, dModulation: ws.dModulation.pointer + i * 2 * H, rows: B, width: H)
             }
         }
+        // Through s = SiLU(e + c) in the product: dS holds ∂L/∂(e + c).
         linearBackward(p, g, (offsets.modWeight, offsets.modBias), input: ws.s.pointer, inputs: H,
-                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer, batch: G)
+                       dOutput: ws.dModulation.pointer, outputs: modWidth, dInput: ws.dS.pointer,
+                       slopeOfInput: ws.conditionedSlope.pointer, batch: G)
 
         // 4. in_proj: x needs no gradient.
         linearBackward(p, g, offsets.inProj, input: ws.x.pointer, inputs: D, dOutput: dH, outputs: H, dInput: nil, batch: B)
 
-        // 3. s = SiLU(e + c): the same gradient reaches e and c.
-        Elementwise.siluBackward(ws.conditioned.pointer, sigmoid: ws.conditionedSigmoid.pointer, dOut: ws.dS.pointer,
-                                 dA: ws.dS.pointer, count: G * H)
+        // 3. e + c: the same gradient reaches e and c; into time_mlp.0's pre-activation through its SiLU.
         linearBackward(p, g, offsets.time2, input: ws.time0Activation.pointer, inputs: H, dOutput: ws.dS.pointer, outputs: H,
-                       dInput: ws.dU.pointer, batch: G)
+                       dInput: ws.dU.pointer, slopeOfInput: ws.time0Slope.pointer, batch: G)
         conditionBackward(ws.dS.pointer, ws, batch: G, gradients: g)
 
         // 2. time_mlp.0: φ(t) needs no gradient.
-        Elementwise.siluBackward(ws.time0.pointer, sigmoid: ws.time0Sigmoid.pointer, dOut: ws.dU.pointer, dA: ws.dU.pointer, count: G * H)
         linearBackward(p, g, offsets.time0, input: ws.timeFeatures.pointer, inputs: F, dOutput: ws.dU.pointer, outputs: H,
                        dInput: nil, batch: G)
     }
@@ -408,12 +410,13 @@ public final class ResMLPWorkspace {
 
     struct BlockActivations {
         let normalized: FloatBuffer, rstd: FloatBuffer, normOut: FloatBuffer, u: FloatBuffer
-        let fc1: FloatBuffer, fc1Sigmoid: FloatBuffer, fc1Activation: FloatBuffer
+        /// fc1's pre-activation, made SiLU's slope there by the forward pass; SiLU's output.
+        let fc1Slope: FloatBuffer, fc1Activation: FloatBuffer
     }
 
-    let timeFeatures: FloatBuffer, time0: FloatBuffer, time0Sigmoid: FloatBuffer, time0Activation: FloatBuffer
-    /// e + c, then its sigmoid and s = SiLU(e + c).
-    let conditioned: FloatBuffer, conditionedSigmoid: FloatBuffer, s: FloatBuffer
+    let timeFeatures: FloatBuffer, time0Slope: FloatBuffer, time0Activation: FloatBuffer
+    /// e + c, then SiLU's slope there and s = SiLU(e + c).
+    let conditioned: FloatBuffer, conditionedSlope: FloatBuffer, s: FloatBuffer
     var tokenCounts: [Int]
     /// G of the last forward pass: the rows whose conditioning path was computed.
     var conditionRows = 1
@@ -435,8 +438,8 @@ public final class ResMLPWorkspace {
     public static func floatsPerRow(_ config: ModelConfig) -> Int {
         let H = config.hidden, D = config.sampleSize, M = config.mlpHidden, F = config.timeFreqDim, depth = config.depth
         let conditionInput = if case let .vector(dim) = config.condition { dim } else { 0 }
-        let block = 3 * H + 1 + 3 * M
-        return 3 * D + 1 + conditionInput + F + 14 * H + 2 * (2 * H * depth) + depth * block + 1 + max(M, H)
+        let block = 3 * H + 1 + 2 * M
+        return 3 * D + 1 + conditionInput + F + 13 * H + 2 * (2 * H * depth) + depth * block + 1 + max(M, H)
     }
 
     /// Bytes per row: the floats, token ids, null flags, token counts, and the conditioning's row map.
@@ -470,11 +473,10 @@ public final class ResMLPWorkspace {
         condition = FloatBuffer(count: B * H)
         outputGradient = FloatBuffer(count: B * D)
         timeFeatures = FloatBuffer(count: B * F)
-        time0 = FloatBuffer(count: B * H)
-        time0Sigmoid = FloatBuffer(count: B * H)
+        time0Slope = FloatBuffer(count: B * H)
         time0Activation = FloatBuffer(count: B * H)
         conditioned = FloatBuffer(count: B * H)
-        conditionedSigmoid = FloatBuffer(count: B * H)
+        conditionedSlope = FloatBuffer(count: B * H)
         s = FloatBuffer(count: B * H)
         tokenCounts = [Int](repeating: 0, count: B)
         modulationRows = [Int32](repeating: 0, count: B)
@@ -487,8 +489,7 @@ public final class ResMLPWorkspace {
         blocks = (0..<config.depth).map { _ in
             BlockActivations(normalized: FloatBuffer(count: B * H), rstd: FloatBuffer(count: B),
                              normOut: FloatBuffer(count: B * H), u: FloatBuffer(count: B * H),
-                             fc1: FloatBuffer(count: B * M), fc1Sigmoid: FloatBuffer(count: B * M),
-                             fc1Activation: FloatBuffer(count: B * M))
+                             fc1Slope: FloatBuffer(count: B * M), fc1Activation: FloatBuffer(count: B * M))
         }
         outNormalized = FloatBuffer(count: B * H)
         outRstd = FloatBuffer(count: B)

@@ -4,27 +4,34 @@ import Synchronization
 /// Matrix products: on oneDNN or OpenBLAS (`MathBackend`). All matrices are row-major.
 public enum BLAS {
     /// C[m,n] = alpha · op(A)·op(B) + beta · C, where op(A) is [m,k] and op(B) is [k,n].
-    /// `lda`, `ldb`, `ldc` are the row strides of A, B and C as stored.
+    /// `lda`, `ldb`, `ldc` are the row strides of A, B and C as stored. With `multipliedBy`
+    /// (β = 0 only), C is then multiplied element by element by that matrix, which has C's
+    /// strides: on oneDNN as the product's post-op, each value rounded as the product then the
+    /// multiply would round it.
     @inline(__always)
     public static func sgemm(
         transA: Bool = false, transB: Bool = false,
         m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int,
-        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int,
+        multipliedBy multiplier: UnsafePointer<Float>? = nil
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension")
+        precondition(multiplier == nil || beta == 0, "sgemm: a multiplied output does not accumulate")
         if m == 0 || n == 0 { return }
         let started = ProductClock.start()
         defer { ProductClock.stop(started, m: m, n: n, k: k) }
         let route = Route(b: b, work: m * n * k)
         if k > 0, route.onOneDNN,
            OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
-                              bf16: route.bf16, packedB: route.packed != nil), a: a, b: b, c: c, packed: route.packed) {
+                              bf16: route.bf16, packedB: route.packed != nil, multiplied: multiplier != nil),
+                        a: a, b: b, c: c, multiplier: multiplier, packed: route.packed) {
             return
         }
         fallback(bf16: k > 0 && route.bf16, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                  b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        if let multiplier { Elementwise.multiply(c, by: multiplier, rows: m, columns: n, stride: ldc) }
     }
 
     /// A layer: Y = X·Wᵀ + bias, then SiLU when `silu`, or Y += X·Wᵀ + bias when `accumulate`

@@ -34,14 +34,16 @@ public enum Elementwise {
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
-    /// SiLU forward: out = a·σ(a); σ(a) is kept for the backward pass.
-    public static func siluForward(_ a: UnsafePointer<Float>, sigmoid: UnsafeMutablePointer<Float>,
+    /// SiLU forward: out = a·σ(a), keeping for the backward pass its slope
+    /// SiLU′(a) = σ·(1 + a·(1 − σ)), so that the backward is one multiply (a product's post-op
+    /// on oneDNN) and a itself need not be kept: `slope` may be `a`'s own buffer.
+    public static func siluForward(_ a: UnsafePointer<Float>, slope: UnsafeMutablePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, count: Int, kernel: VectorKernel = .fastest) {
-        if kernel == .avx512 { return preftune_silu_forward_avx512(a, sigmoid, out, Int64(count)) }
+        if kernel == .avx512 { return preftune_silu_forward_avx512(a, slope, out, Int64(count)) }
         for i in 0..<count {
-            let s = Self.sigmoid(a[i])
-            sigmoid[i] = s
-            out[i] = a[i] * s
+            let x = a[i], s = Self.sigmoid(x)
+            out[i] = x * s
+            slope[i] = s * (1 + x * (1 - s))
         }
     }
 
@@ -51,14 +53,14 @@ public enum Elementwise {
         for i in 0..<count { y[i] = y[i] * Self.sigmoid(y[i]) }
     }
 
-    /// SiLU backward: da = dout · σ(a)·(1 + a·(1 − σ(a))).
-    public static func siluBackward(_ a: UnsafePointer<Float>, sigmoid: UnsafePointer<Float>,
-                                    dOut: UnsafePointer<Float>, dA: UnsafeMutablePointer<Float>, count: Int,
-                                    kernel: VectorKernel = .fastest) {
-        if kernel == .avx512 { return preftune_silu_backward_avx512(a, sigmoid, dOut, dA, Int64(count)) }
-        for i in 0..<count {
-            let s = sigmoid[i]
-            dA[i] = dOut[i] * s * (1 + a[i] * (1 - s))
+    /// y[r, :] ⊙= m[r, :] for `rows` rows of `columns`, both with row stride `stride`: SiLU's
+    /// backward (∂L/∂a = ∂L/∂out · slope) where a product could not do it as its post-op.
+    public static func multiply(_ y: UnsafeMutablePointer<Float>, by m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int) {
+        for row in 0..<rows {
+            let yr = y + row * stride, mr = m + row * stride
+            var i = 0
+            while i + 8 <= columns { store(load(yr + i) * load(mr + i), yr + i); i += 8 }
+            while i < columns { yr[i] *= mr[i]; i += 1 }
         }
     }
 

@@ -59,6 +59,9 @@ enum OneDNN {
         /// (swish with α 1) applied last.
         var bias = false
         var silu = false
+        /// The output multiplied element by element by a matrix of its shape and strides (a binary
+        /// post-op, the only one: SiLU's backward, ∂L/∂a = (∂L/∂out)·slope, written with the product).
+        var multiplied = false
 
         /// The stored extent of op(A) and op(B): rows × columns before any transpose.
         var aStored: (rows: Int, columns: Int) { transA ? (k, m) : (m, k) }
@@ -123,12 +126,13 @@ enum OneDNN {
                 var alpha = s.alpha
                 guard ok(dnnl_primitive_attr_set_output_scales(attributes, 1, 0, &alpha)) else { return nil }
             }
-            if s.beta != 0 || s.silu {
+            if s.beta != 0 || s.silu || s.multiplied {
                 var postOps: dnnl_post_ops_t?
                 guard ok(dnnl_post_ops_create(&postOps)) else { return nil }
                 defer { dnnl_post_ops_destroy(postOps) }
                 if s.beta != 0 { guard ok(dnnl_post_ops_append_sum(postOps, s.beta)) else { return nil } }
                 if s.silu { guard ok(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_swish, 1, 0)) else { return nil } }
+                if s.multiplied { guard ok(dnnl_post_ops_append_binary(postOps, dnnl_binary_mul, &c)) else { return nil } }
                 guard ok(dnnl_primitive_attr_set_post_ops(attributes, postOps)) else { return nil }
             }
             var descriptor: dnnl_primitive_desc_t?
@@ -190,8 +194,10 @@ enum OneDNN {
     /// from `packed` when given; false when oneDNN cannot (the caller then uses OpenBLAS, or in
     /// bf16 the emulation).
     static func sgemm(_ shape: ProductShape, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
-                      bias: UnsafePointer<Float>? = nil, packed: PackedWeights? = nil) -> Bool {
+                      bias: UnsafePointer<Float>? = nil, multiplier: UnsafePointer<Float>? = nil, packed: PackedWeights? = nil) -> Bool {
         precondition(shape.bias == (bias != nil), "a bias pointer goes with a shape that has one")
+        precondition(shape.multiplied == (multiplier != nil), "a multiplier goes with a shape that has one")
+        precondition(!shape.multiplied || (shape.beta == 0 && !shape.silu), "the multiply is a product's only post-op")
         let context = ThreadMath.context
         // The team size follows BLASRuntime's (one thread inside `singleThreaded` sections).
         let threads = Int32(BLASRuntime.effectiveThreadCount)
@@ -276,6 +282,12 @@ enum OneDNN {
             guard let biasMemory = memory(&product.bias, UnsafeMutableRawPointer(mutating: bias)) else { return false }
             memories.append(biasMemory)
             arguments.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: biasMemory))
+        }
+        if let multiplier {
+            guard let multiplierMemory = memory(&product.c, UnsafeMutableRawPointer(mutating: multiplier)) else { return false }
+            memories.append(multiplierMemory)
+            // DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1 (function-like macros do not reach Swift).
+            arguments.append(dnnl_exec_arg_t(arg: DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE | DNNL_ARG_SRC_1, memory: multiplierMemory))
         }
         guard dnnl_primitive_execute(product.primitive, stream, Int32(arguments.count), &arguments) == dnnl_success else { return false }
         return dnnl_stream_wait(stream) == dnnl_success

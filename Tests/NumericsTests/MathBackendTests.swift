@@ -220,6 +220,46 @@ import Testing
         }
     }
 
+    /// A product multiplied by a matrix of its output's shape (SiLU's backward) gives on oneDNN, as
+    /// the product's post-op, what the product and a multiply pass give: with strides wider than
+    /// the rows, in fp32 and in bf16 (natively or emulated), on both backends.
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"), arguments: [MathPrecision.fp32, .bf16])
+    func aMultipliedProductAgreesOnBothBackends(_ precision: MathPrecision) throws {
+        let m = 40, n = 72, k = 56, lda = k + 3, ldb = n + 5, ldc = n + 7
+        var random = Philox(seed: 17)
+        let a = FloatBuffer(count: m * lda), b = FloatBuffer(count: k * ldb), multiplier = FloatBuffer(count: m * ldc)
+        for buffer in [a, b, multiplier] { random.fillUniform(buffer.pointer, count: buffer.count, low: -1, high: 1) }
+        func product(_ backend: MathBackend, fused: Bool) -> FloatBuffer {
+            let c = FloatBuffer(Array(repeating: 7, count: m * ldc))
+            MathBackend.withBackend(backend) {
+                MathPrecision.with(precision) {
+                    BLAS.sgemm(m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, c: c.pointer, ldc: ldc,
+                               multipliedBy: fused ? UnsafePointer(multiplier.pointer) : nil)
+                }
+            }
+            if !fused { Elementwise.multiply(c.pointer, by: multiplier.pointer, rows: m, columns: n, stride: ldc) }
+            return c
+        }
+        let oneDNN = product(.onednn, fused: true), openBLAS = product(.openblas, fused: true)
+        let oneDNNThenPass = product(.onednn, fused: false)
+        for row in 0..<m {
+            for column in n..<ldc { #expect(oneDNN[row * ldc + column] == 7 && openBLAS[row * ldc + column] == 7, "padding kept") }
+        }
+        #expect(Self.largestDifference(oneDNN, oneDNNThenPass) <= 1e-6, "the post-op rounds as a product, then a multiply")
+        #expect(Self.largestDifference(oneDNN, openBLAS) <= 1e-4, "oneDNN against OpenBLAS")
+        // Against Σ in Double over the operands as the precision rounds them, times the multiplier.
+        let round: (Float) -> Float = precision == .bf16 ? BFloat16.round : { $0 }
+        var worst: Float = 0
+        for row in 0..<m {
+            for column in 0..<n {
+                var sum = 0.0
+                for i in 0..<k { sum += Double(round(a[row * lda + i])) * Double(round(b[i * ldb + column])) }
+                worst = max(worst, abs(oneDNN[row * ldc + column] - Float(sum) * multiplier[row * ldc + column]))
+            }
+        }
+        #expect(worst <= 1e-4, "oneDNN off by \(worst)")
+    }
+
     /// Products too small to repay a oneDNN call stay on OpenBLAS (in bf16: the emulation) on the
     /// process's backend; a thread's own choice holds at every size.
     /// On a CPU without bf16 instructions, every bf16 product is emulated, whatever its size or route.

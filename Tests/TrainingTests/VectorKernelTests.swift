@@ -43,32 +43,42 @@ struct VectorKernelTests {
         }
     }
 
-    @Test("SiLU forward, in place and backward: the AVX-512 passes give the portable loops' bits",
+    @Test("SiLU forward (keeping its slope, in a buffer of its own or in place) and SiLU in place: the AVX-512 passes give the portable loops' bits",
           arguments: [1, 16, 33, 4099])
     func siluSameBits(count: Int) {
         // Past e^x's clamps (±88.3, −87.3) and through zero, infinities and NaN.
         var a = Self.awkward(count, seed: 21, scale: 30)
         let edges: [Float] = [88.3, -88.3, 87.3, -87.3, 89, -90, .infinity, -.infinity, 0, -0.0, 1e-30]
         for (i, edge) in edges.enumerated() where i * 3 < count { a[i * 3] = edge }
-        let dOut = FloatBuffer(Self.awkward(count, seed: 22, scale: 1))
         var results: [VectorKernel: [[Float]]] = [:]
         for kernel in [VectorKernel.portable, .avx512] {
-            let input = FloatBuffer(a), sigmoid = FloatBuffer(count: count), out = FloatBuffer(count: count)
-            Elementwise.siluForward(input.pointer, sigmoid: sigmoid.pointer, out: out.pointer, count: count, kernel: kernel)
+            let input = FloatBuffer(a), slope = FloatBuffer(count: count), out = FloatBuffer(count: count)
+            Elementwise.siluForward(input.pointer, slope: slope.pointer, out: out.pointer, count: count, kernel: kernel)
+            // The slope written over the pre-activation, as a layer keeps it.
+            let overwritten = FloatBuffer(a), outAgain = FloatBuffer(count: count)
+            Elementwise.siluForward(overwritten.pointer, slope: overwritten.pointer, out: outAgain.pointer, count: count, kernel: kernel)
             let inPlace = FloatBuffer(a)
             Elementwise.siluInPlace(inPlace.pointer, count: count, kernel: kernel)
-            // In place over dOut, as the backward pass calls it.
-            let dA = dOut.copy()
-            Elementwise.siluBackward(input.pointer, sigmoid: sigmoid.pointer, dOut: dA.pointer, dA: dA.pointer, count: count, kernel: kernel)
-            results[kernel] = [sigmoid.array, out.array, inPlace.array, dA.array]
+            results[kernel] = [slope.array, out.array, overwritten.array, outAgain.array, inPlace.array]
         }
-        for (name, (portable, wide)) in zip(["σ", "out", "in place", "da"], zip(results[.portable]!, results[.avx512]!)) {
+        for (name, (portable, wide)) in zip(["slope", "out", "slope over a", "out beside it", "in place"],
+                                            zip(results[.portable]!, results[.avx512]!)) {
             // Which NaN comes out of an operation on two NaNs depends on its operands' order, which
             // LLVM may swap in the Swift loop; a NaN is all a result needs to be there.
             let differing = zip(portable, wide).enumerated().filter {
                 $0.element.0.bitPattern != $0.element.1.bitPattern && !($0.element.0.isNaN && $0.element.1.isNaN)
             }
             #expect(differing.isEmpty, "\(name), \(count) values: \(differing.prefix(5).map { "[\($0.offset)] a \(a[$0.offset]) → \($0.element.0) against \($0.element.1)" })")
+        }
+        let portable = results[.portable]!
+        let sameBits = { (x: [Float], y: [Float]) in zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) } }
+        #expect(sameBits(portable[0], portable[2]) && sameBits(portable[1], portable[3]), "in place or not, the same slope and output")
+        // The slope is SiLU's derivative: against a central difference where a is moderate.
+        for i in 0..<count where abs(a[i]) < 8 && abs(a[i]) > 1e-3 {
+            let x = Double(a[i]), h = 1e-4
+            func silu(_ v: Double) -> Double { v / (1 + Foundation.exp(-v)) }
+            let numeric = (silu(x + h) - silu(x - h)) / (2 * h)
+            #expect(abs(Double(portable[0][i]) - numeric) < 1e-4, "slope at \(x): \(portable[0][i]) against \(numeric)")
         }
     }
 

@@ -1,4 +1,4 @@
-// Passes over whole vectors — AdamW, the gradient norm, SiLU — written for the CPU's wide
+// Passes over whole vectors — AdamW, the gradient norm, SiLU, LayerNorm — written for the CPU's wide
 // vector units and chosen at run time. Swift's baseline x86-64 build compiles its loops to 4-wide SSE,
 // where AdamW's square root and divisions, not memory, set the pace.
 //
@@ -39,11 +39,10 @@ void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count);
 /// double, in order. Runs are independent until then, so four are summed at once. AVX-512F.
 double preftune_sum_of_squares_avx512(const float *x, int64_t count);
 
-/// SiLU as Elementwise computes it (its own e^x, σ = 1/(1 + e^−x)), AVX-512F:
-/// out = a·σ(a) keeping σ; y = y·σ(y) in place; da = (dout·σ)·(1 + a·(1 − σ)).
-void preftune_silu_forward_avx512(const float *a, float *sigmoid, float *out, int64_t count);
+/// SiLU as Elementwise computes it (its own e^x, σ = 1/(1 + e^−x)), AVX-512F: out = a·σ(a)
+/// keeping the slope σ·(1 + a·(1 − σ)) (`slope` may be `a`); y = y·σ(y) in place.
+void preftune_silu_forward_avx512(const float *a, float *slope, float *out, int64_t count);
 void preftune_silu_in_place_avx512(float *y, int64_t count);
-void preftune_silu_backward_avx512(const float *a, const float *sigmoid, const float *d_out, float *d_a, int64_t count);
 
 /// LayerNorm over `rows` rows of `width` (eps 1e−5), as LayerNorm.forward computes it: the mean
 /// and the variance each summed in 8-float lanes, the lanes in order, then the tail. Any of
