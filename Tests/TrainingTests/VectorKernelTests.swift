@@ -99,13 +99,19 @@ struct VectorKernelTests {
         FloatBuffer(awkward(count, seed: seed, scale: scale).map { $0.isNaN || abs($0) > 1e10 ? 0.5 : $0 })
     }
 
+    /// A norm's rows x, its γ and β, and a modulation matrix of four rows whose stride is wider
+    /// than the [scale | shift] slice read from it.
+    static func normOperands(width: Int, seed: UInt64)
+        -> (x: FloatBuffer, gamma: FloatBuffer, beta: FloatBuffer, modulation: FloatBuffer, stride: Int) {
+        let stride = 4 * width + 3
+        return (finite(modulationRows.count * width, seed: seed, scale: 3), finite(width, seed: seed + 1, scale: 1),
+                finite(width, seed: seed + 2, scale: 1), finite(4 * stride, seed: seed + 3, scale: 0.5), stride)
+    }
+
     @Test("LayerNorm forward, plain and modulated: the AVX-512 pass gives the portable loop's bits",
           arguments: [1, 8, 13, 16, 37, 512])
     func layerNormForwardSameBits(width: Int) {
-        let rows = Self.modulationRows.count, stride = 4 * width + 3
-        let x = Self.finite(rows * width, seed: 31, scale: 3)
-        let gamma = Self.finite(width, seed: 32, scale: 1), beta = Self.finite(width, seed: 33, scale: 1)
-        let modulation = Self.finite(4 * stride, seed: 34, scale: 0.5)
+        let rows = Self.modulationRows.count, (x, gamma, beta, modulation, stride) = Self.normOperands(width: width, seed: 31)
         var results: [VectorKernel: [[Float]]] = [:]
         for kernel in [VectorKernel.portable, .avx512] {
             let normalized = FloatBuffer(count: rows * width), rstd = FloatBuffer(count: rows), out = FloatBuffer(count: rows * width)
@@ -141,10 +147,7 @@ struct VectorKernelTests {
     @Test("LayerNorm backward, plain and through the modulation: the AVX-512 pass gives the portable loop's bits",
           arguments: [1, 8, 13, 16, 37, 512])
     func layerNormBackwardSameBits(width: Int) {
-        let rows = Self.modulationRows.count, stride = 4 * width + 3
-        let x = Self.finite(rows * width, seed: 41, scale: 3)
-        let gamma = Self.finite(width, seed: 42, scale: 1), beta = Self.finite(width, seed: 43, scale: 1)
-        let modulation = Self.finite(4 * stride, seed: 44, scale: 0.5)
+        let rows = Self.modulationRows.count, (x, gamma, beta, modulation, stride) = Self.normOperands(width: width, seed: 41)
         let dOut = Self.finite(rows * width, seed: 45, scale: 1)
         let normalized = FloatBuffer(count: rows * width), rstd = FloatBuffer(count: rows), y = FloatBuffer(count: rows * width)
         LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: normalized.pointer, rstd: rstd.pointer,
