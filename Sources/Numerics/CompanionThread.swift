@@ -24,7 +24,11 @@ public final class CompanionThread: Sendable {
     /// single-threaded OpenBLAS; returns when both have finished. The two must not
     /// write memory the other reads.
     public func sideBySide(_ mine: () -> Void, _ theirs: @escaping () -> Void) {
-        BLASRuntime.singleThreaded { together(mine, theirs) }
+        // Each side has a core: the product clock counts half of each product's time.
+        BLASRuntime.singleThreaded {
+            together({ ThreadMath.with(\.threadsSharingTheCores, 2, mine) },
+                     { ThreadMath.with(\.threadsSharingTheCores, 2, theirs) })
+        }
     }
 
     /// Runs `mine` here and `theirs` on the companion at the same time (no BLAS in
@@ -33,13 +37,20 @@ public final class CompanionThread: Sendable {
         // `theirs` touches this thread's buffers, which is safe because this call waits for it.
         // It computes its products on this thread's backend (a test may have chosen one) and in
         // this thread's precision (a bf16 job's).
+        // While this thread's product clock runs, the companion's products count in it too.
         let work = UncheckedSendable(theirs), backend = MathBackend.chosenByThisThread, precision = MathPrecision.active
+        let theirTally = UncheckedSendable(UnsafeMutablePointer<ProductClock.Tally?>.allocate(capacity: 1))
+        theirTally.value.initialize(to: nil)
+        defer { theirTally.value.deallocate() }
+        let clocked = ProductClock.isRunning
         thread.run {
             MathPrecision.with(precision) {
-                if let backend { MathBackend.withBackend(backend) { work.value() } } else { work.value() }
+                let run = { if let backend { MathBackend.withBackend(backend) { work.value() } } else { work.value() } }
+                if clocked { theirTally.value.pointee = ProductClock.measuring(run).1 } else { run() }
             }
         }
         mine()
         thread.waitUntilIdle()
+        if let tally = theirTally.value.pointee { ProductClock.add(tally) }
     }
 }

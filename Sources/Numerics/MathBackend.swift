@@ -78,9 +78,12 @@ final class ThreadMath {
     var scratch = ConversionScratch()
     /// Time and work inside products since `ProductClock.measuring` began; nil when it is not running.
     var productTally: ProductClock.Tally?
+    /// Threads of one job whose products run at once, one core each (2 inside
+    /// `CompanionThread.sideBySide`): the product clock counts 1/n of each product's time.
+    var threadsSharingTheCores = 1
 
-    /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using`, `BF16Shadow.using`
-    /// or `ProductClock.measuring` now: while there are none, no
+    /// Threads inside `withBackend`, `MathPrecision.with`, `PackedWeights.using`, `BF16Shadow.using`,
+    /// `ProductClock.measuring` or `CompanionThread.sideBySide` now: while there are none, no
     /// product looks at its thread's context (one relaxed load per product).
     static let overrides = Atomic<Int>(0)
     static var anyOverrides: Bool { overrides.load(ordering: .relaxed) != 0 }

@@ -4,9 +4,18 @@ import Foundation
 /// how a bench splits a training step or a sampling into products and everything else, and
 /// what rate the products ran at there. Off, it costs a product nothing beyond the relaxed
 /// load every product already makes (`ThreadMath.anyOverrides`).
+///
+/// Time is counted in the cores' terms: a product counts its elapsed time, but one of the two run
+/// side by side, a core each (the job's thread and its companion running the reference's and
+/// θ's forward passes, `CompanionThread.sideBySide`), half of it, since the other core works
+/// meanwhile. The
+/// companion's products count in the tally of the thread that handed it the work
+/// (`CompanionThread.together`). So a step's products add up to the wall time they filled, and
+/// their rate compares with a product's on all the cores.
 public enum ProductClock {
     /// What this thread's products took while the clock ran.
     public struct Tally: Sendable {
+        /// Nanoseconds inside products, a product run side by side with another counting half.
         public var nanoseconds: UInt64 = 0
         /// Floating-point operations: 2·m·n·k for each product.
         public var flops: Double = 0
@@ -38,6 +47,14 @@ public enum ProductClock {
         }
     }
 
+    /// Whether this thread's clock is running (a companion given work then runs its own).
+    static var isRunning: Bool { ThreadMath.anyOverrides && ThreadMath.context.productTally != nil }
+
+    /// Adds another thread's tally to this thread's, when its clock is running.
+    static func add(_ other: Tally) {
+        ThreadMath.context.productTally?.add(other)
+    }
+
     /// Runs `body` with this thread's clock on; returns its result and what its products took.
     public static func measuring<T>(_ body: () throws -> T) rethrows -> (T, Tally) {
         var tally = Tally()
@@ -59,7 +76,8 @@ public enum ProductClock {
     static func stop(_ started: UInt64, m: Int, n: Int, k: Int) {
         guard started != 0 else { return }
         let elapsed = DispatchTime.now().uptimeNanoseconds - started
-        ThreadMath.context.productTally?.nanoseconds += elapsed
-        ThreadMath.context.productTally?.flops += 2 * Double(m) * Double(n) * Double(k)
+        let context = ThreadMath.context
+        context.productTally?.nanoseconds += elapsed / UInt64(context.threadsSharingTheCores)
+        context.productTally?.flops += 2 * Double(m) * Double(n) * Double(k)
     }
 }

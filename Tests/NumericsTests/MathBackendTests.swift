@@ -77,6 +77,30 @@ import Testing
         #expect(outside.nanoseconds == 0 && outside.flops == 0)
     }
 
+    /// A job's thread and its companion run the reference's and θ's forward passes side by side, one
+    /// core each. The companion's products count in the tally of the thread that gave it the work,
+    /// and each product on one of the two cores counts half its time, so the tally fills no more than
+    /// the wall time and its rate compares with a product on both cores (the bench's pair-step bounds).
+    @Test func aCompanionsProductsCountInItsCallersTallyAtTheirShareOfTheCores() {
+        let n = 192, calls = 12
+        let mine = (0..<3).map { _ in FloatBuffer(count: n * n) }, theirs = (0..<3).map { _ in FloatBuffer(count: n * n) }
+        let companion = CompanionThread(name: "clock-test")
+        func products(_ m: [FloatBuffer]) {
+            for _ in 0..<calls { BLAS.sgemm(m: n, n: n, k: n, a: m[0].pointer, lda: n, b: m[1].pointer, ldb: n, c: m[2].pointer, ldc: n) }
+        }
+        let operands = UncheckedSendable(theirs)
+        let started = DispatchTime.now().uptimeNanoseconds
+        let (_, tally) = ProductClock.measuring {
+            companion.sideBySide({ products(mine) }, { products(operands.value) })
+        }
+        let wall = DispatchTime.now().uptimeNanoseconds - started
+        #expect(tally.flops == 2 * Double(calls) * 2 * Double(n * n * n), "both threads' products, 2·m·n·k each")
+        #expect(tally.nanoseconds > 0 && tally.nanoseconds <= wall, "\(tally.nanoseconds) ns counted in \(wall) ns")
+        // Outside a side-by-side section a product has both cores, and counts all its time.
+        let (_, alone) = ProductClock.measuring { products(mine) }
+        #expect(alone.flops == Double(calls) * 2 * Double(n * n * n))
+    }
+
     /// The bench's bounds: a run with its products' work done at another rate, the rest unchanged.
     @Test func aTallyGivesTheRateOfARunWithItsProductsAtAnotherRate() {
         var tally = ProductClock.Tally()
