@@ -37,20 +37,23 @@ public final class CompanionThread: Sendable {
         // `theirs` touches this thread's buffers, which is safe because this call waits for it.
         // It computes its products on this thread's backend (a test may have chosen one) and in
         // this thread's precision (a bf16 job's).
-        // While this thread's product clock runs, the companion's products count in it too.
+        // While this thread's product clock runs, the companion's products count in it too: the
+        // companion writes its tally into this frame's variable, read after the wait (no allocation
+        // per call: AdamW and the norm come through here every step).
         let work = UncheckedSendable(theirs), backend = MathBackend.chosenByThisThread, precision = MathPrecision.active
-        let theirTally = UncheckedSendable(UnsafeMutablePointer<ProductClock.Tally?>.allocate(capacity: 1))
-        theirTally.value.initialize(to: nil)
-        defer { theirTally.value.deallocate() }
         let clocked = ProductClock.isRunning
-        thread.run {
-            MathPrecision.with(precision) {
-                let run = { if let backend { MathBackend.withBackend(backend) { work.value() } } else { work.value() } }
-                if clocked { theirTally.value.pointee = ProductClock.measuring(run).1 } else { run() }
+        var theirTally = ProductClock.Tally()
+        withUnsafeMutablePointer(to: &theirTally) { tally in
+            let tally = UncheckedSendable(tally)
+            thread.run {
+                MathPrecision.with(precision) {
+                    let run = { if let backend { MathBackend.withBackend(backend) { work.value() } } else { work.value() } }
+                    if clocked { tally.value.pointee = ProductClock.measuring(run).1 } else { run() }
+                }
             }
+            mine()
+            thread.waitUntilIdle()
         }
-        mine()
-        thread.waitUntilIdle()
-        if let tally = theirTally.value.pointee { ProductClock.add(tally) }
+        if clocked { ProductClock.add(theirTally) }
     }
 }

@@ -8,8 +8,7 @@ import Foundation
 /// Time is counted in the cores' terms: a product counts its elapsed time, but one of the two run
 /// side by side, a core each (the job's thread and its companion running the reference's and
 /// θ's forward passes, `CompanionThread.sideBySide`), half of it, since the other core works
-/// meanwhile. The
-/// companion's products count in the tally of the thread that handed it the work
+/// meanwhile. The companion's products count in the tally of the thread that handed it the work
 /// (`CompanionThread.together`). So a step's products add up to the wall time they filled, and
 /// their rate compares with a product's on all the cores.
 public enum ProductClock {
