@@ -23,15 +23,35 @@ public enum BLAS {
         let started = ProductClock.start()
         defer { ProductClock.stop(started, m: m, n: n, k: k) }
         let route = Route(b: b, work: m * n * k)
-        if k > 0, route.onOneDNN,
-           OneDNN.sgemm(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta,
-                              bf16: route.bf16, packedB: route.packed != nil, multiplied: multiplier != nil),
-                        a: a, b: b, c: c, multiplier: multiplier, packed: route.packed) {
-            return
+        if k > 0, route.onOneDNN {
+            var shape = OneDNN.ProductShape(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha,
+                                            beta: beta, bf16: route.bf16, packedB: route.packed != nil, multiplied: multiplier != nil)
+            if OneDNN.sgemm(shape, a: a, b: b, c: c, multiplier: multiplier, packed: route.packed) { return }
+            // A CPU whose kernels refuse the post-op: the product on oneDNN still, the multiply a pass.
+            if let multiplier {
+                shape.multiplied = false
+                if OneDNN.sgemm(shape, a: a, b: b, c: c, packed: route.packed) {
+                    Elementwise.multiply(c, by: multiplier, rows: m, columns: n, stride: ldc)
+                    return
+                }
+            }
         }
         fallback(bf16: k > 0 && route.bf16, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                  b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         if let multiplier { Elementwise.multiply(c, by: multiplier, rows: m, columns: n, stride: ldc) }
+    }
+
+    /// What runs this thread's dense product of these dimensions (rows contiguous) reading B:
+    /// oneDNN's kernel by its name ("brg:avx512_core", "brg:avx512_core_amx_bf16"), else
+    /// "openblas" or, in bf16, "bf16 emulation". The bench reports it beside each product's rate.
+    public static func kernel(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, b: UnsafePointer<Float>) -> String {
+        let route = Route(b: b, work: m * n * k)
+        if k > 0, route.onOneDNN,
+           let name = OneDNN.kernel(for: .init(transA: transA, transB: transB, m: m, n: n, k: k, lda: transA ? m : k, ldb: transB ? k : n,
+                                               ldc: n, alpha: 1, beta: 0, bf16: route.bf16, packedB: route.packed != nil)) {
+            return name
+        }
+        return route.bf16 ? "bf16 emulation" : "openblas"
     }
 
     /// A layer: Y = X·Wᵀ + bias, then SiLU when `silu`, or Y += X·Wᵀ + bias when `accumulate`

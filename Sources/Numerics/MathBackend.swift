@@ -72,6 +72,8 @@ final class ThreadMath {
     var shadow: BF16Shadow?
     var stream: dnnl_stream_t?
     var primitives: [OneDNN.ProductShape: OneDNN.Product] = [:]
+    /// Shapes oneDNN refused on this thread (`OneDNN.Product`): their products take the fallback.
+    var refusedShapes: Set<OneDNN.ProductShape> = []
     /// The OpenMP team size this thread last set, so a change costs one call.
     var threads: Int32 = 0
     /// Operands converted to bf16 for the product at hand (grown to the largest seen).

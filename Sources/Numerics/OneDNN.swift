@@ -72,6 +72,9 @@ enum OneDNN {
     /// that makes their copy.
     final class Product {
         let primitive: dnnl_primitive_t
+        /// The kernel oneDNN chose, as its verbose mode names it: "brg:avx512_core",
+        /// "brg:avx512_core_amx_bf16", "gemm:jit".
+        let implementation: String
         /// The caller's operands as stored (fp32, strided).
         var a = dnnl_memory_desc_t(), b = dnnl_memory_desc_t(), c = dnnl_memory_desc_t()
         /// The bias row, [1, n].
@@ -138,6 +141,13 @@ enum OneDNN {
             var descriptor: dnnl_primitive_desc_t?
             guard ok(dnnl_primitive_desc_create(&descriptor, &description, attributes, OneDNN.engine.handle, nil)) else { return nil }
             defer { dnnl_primitive_desc_destroy(descriptor) }
+            var name: UnsafePointer<CChar>?
+            guard ok(dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &name)), let name else { return nil }
+            implementation = String(cString: name)
+            // oneDNN's reference kernel ("ref:any") takes any layout and post-op, as a plain loop that
+            // runs one to two orders of magnitude below its JIT kernels: such a product is refused,
+            // and takes the caller's fallback.
+            guard !Self.isReference(implementation) else { return nil }
             var primitive: dnnl_primitive_t?
             guard ok(dnnl_primitive_create(&primitive, descriptor)), let primitive else { return nil }
             self.primitive = primitive
@@ -174,6 +184,8 @@ enum OneDNN {
             }
         }
 
+        static func isReference(_ implementation: String) -> Bool { implementation.hasPrefix("ref") }
+
         private static func reorder(from source: inout dnnl_memory_desc_t, to target: dnnl_memory_desc_t) -> dnnl_primitive_t? {
             var target = target
             var descriptor: dnnl_primitive_desc_t?
@@ -188,6 +200,31 @@ enum OneDNN {
             dnnl_primitive_destroy(primitive)
             for made in [packB, convertA, convertB] { if let made { dnnl_primitive_destroy(made) } }
         }
+    }
+
+    /// This thread's primitive for the shape, made on first use; nil when oneDNN refuses the shape
+    /// (remembered, so a refused shape costs one descriptor, not one a call).
+    private static func product(for shape: ProductShape, in context: ThreadMath) -> Product? {
+        if let cached = context.primitives[shape] { return cached }
+        if context.refusedShapes.contains(shape) { return nil }
+        // Bounded caches: a process that met thousands of shapes starts over rather than grow.
+        if context.primitives.count + context.refusedShapes.count >= 512 {
+            for old in context.primitives.values { old.release() }
+            context.primitives.removeAll()
+            context.refusedShapes.removeAll()
+        }
+        guard let made = Product(shape) else {
+            context.refusedShapes.insert(shape)
+            return nil
+        }
+        context.primitives[shape] = made
+        return made
+    }
+
+    /// The kernel that runs this thread's products of the shape, as oneDNN names it; nil when
+    /// oneDNN refuses the shape, or would serve it only with its reference kernel.
+    static func kernel(for shape: ProductShape) -> String? {
+        product(for: shape, in: ThreadMath.context)?.implementation
     }
 
     /// C = α·op(A)·op(B) + β·C on this thread's primitive for the shape, with B's packed copy
@@ -210,19 +247,7 @@ enum OneDNN {
             guard dnnl_stream_create(&stream, engine.handle, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
             context.stream = stream
         }
-        let product: Product
-        if let cached = context.primitives[shape] {
-            product = cached
-        } else {
-            guard let made = Product(shape) else { return false }
-            // A bounded cache: a process that met thousands of shapes starts over rather than grow.
-            if context.primitives.count >= 512 {
-                for old in context.primitives.values { old.release() }
-                context.primitives.removeAll()
-            }
-            context.primitives[shape] = made
-            product = made
-        }
+        guard let product = product(for: shape, in: context) else { return false }
         let stream = context.stream
         func memory(_ descriptor: inout dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer) -> dnnl_memory_t? {
             var memory: dnnl_memory_t?

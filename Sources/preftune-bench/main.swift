@@ -73,6 +73,11 @@ func gemmShapes(_ c: ModelConfig, batch B: Int) -> [(Int, Int, Int, Bool, Bool)]
 }
 
 func benchSGEMM(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, packedB: Bool = false) -> Double {
+    benchSGEMMWithKernel(m: m, n: n, k: k, transA: transA, transB: transB, packedB: packedB).rate
+}
+
+/// A product's best rate (GFLOP/s), and the kernel that ran it (`BLAS.kernel`).
+func benchSGEMMWithKernel(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, packedB: Bool = false) -> (rate: Double, kernel: String) {
     let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
     var random = Philox(seed: 1)
     random.fillUniform(a.pointer, count: a.count, low: -1, high: 1)
@@ -85,7 +90,8 @@ func benchSGEMM(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, packedB: Boo
     }
     // With `packedB`, B is packed once (and in bf16, converted once), as sampling and the
     // reference model read their weights (`PackedWeights`); without, per call, as θ is read.
-    return packedB ? PackedWeights(b).using { rate() } : rate()
+    func measured() -> (Double, String) { (rate(), BLAS.kernel(transA: transA, transB: transB, m: m, n: n, k: k, b: b.pointer)) }
+    return packedB ? PackedWeights(b).using { measured() } : measured()
 }
 
 /// One SFT training step as SPEC §7: draw a batch, noise it, forward, backward, clip at 1.0, AdamW.
@@ -528,13 +534,14 @@ func measureModels(_ precision: MathPrecision) {
     let suffix = precision == .fp32 ? "" : "_\(precision.rawValue)"
     let gemm = precision == .fp32 ? "sgemm" : "sgemm_\(precision.rawValue)"
     var bestModelSGEMM = 0.0
-    var shapeRates: [(name: String, config: String, layouts: [String: Double], packed: [String: Double], flops: Double)] = []
+    var shapeRates: [(name: String, config: String, layouts: [String: Double], packed: [String: Double], kernels: [String: String],
+                      flops: Double)] = []
     // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
     // the products lines, so it is measured for those too: the best of B read as it is and, where
     // B is a weight, packed once, so that no product inside a pass can beat it by reading packed weights.
     for bench in benchConfigs where wanted(["\(gemm)/", "bench-m/sft_step_useful\(suffix)"] + boundedPasses(suffix)) {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
-            let rate = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB)
+            let (rate, kernel) = benchSGEMMWithKernel(m: m, n: n, k: k, transA: transA, transB: transB)
             // B is a weight matrix in y = x·Wᵀ and dx = dy·W, which may be read packed; in
             // dW = dyᵀ·x (transA) it is activations, which never are.
             let packedRate = transA ? nil : benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true)
@@ -543,15 +550,18 @@ func measureModels(_ precision: MathPrecision) {
             if let i = shapeRates.firstIndex(where: { $0.name == name }) {
                 shapeRates[i].layouts[layout] = rate
                 shapeRates[i].packed[layout] = packedRate
+                shapeRates[i].kernels[layout] = kernel
             } else {
-                shapeRates.append((name, bench.name, [layout: rate], packedRate.map { [layout: $0] } ?? [:], 2 * Double(m * n * k)))
+                shapeRates.append((name, bench.name, [layout: rate], packedRate.map { [layout: $0] } ?? [:], [layout: kernel],
+                                   2 * Double(m * n * k)))
             }
         }
     }
     for shape in shapeRates where wanted(shape.name) {
         // The same work in each layout: the combined rate is the harmonic mean.
         let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
-        var extra: [String: Any] = ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 }]
+        var extra: [String: Any] = ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 },
+                                    "kernel_by_trans": shape.kernels]
         if !shape.packed.isEmpty { extra["packed_b_by_trans"] = shape.packed.mapValues { ($0 * 10).rounded() / 10 } }
         emit(shape.name, combined, "GFLOP/s", extra)
     }
