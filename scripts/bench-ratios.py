@@ -14,7 +14,10 @@ everything else as it was (`preftune-bench`'s `<step>/products` and `sample_dpmp
 lines), over PyTorch's and, for the sft step and sampling in bf16, over our own fp32; and
 `of_ceiling/...`, how close each is to its ceiling: its rate over its bound, both from the same
 steps of the products line, so PyTorch's drift does not enter it (the yardstick is measured in the
-same process seconds before, and the machine's drift in between does).
+same process seconds before, and the machine's drift in between does). `ceiling_cold/...` and
+`of_ceiling_cold/...` are the same with the products at the best rate they reach on cold operands
+(each cycled through copies that outgrow the L3), which is what a pass over more weights and
+gradients than the caches hold can have.
 One JSON object per line: {"name": "ratio/bench-m/sft_step", "value": median, "unit": "x", "rounds": [...]}.
 Needs torch (see make bench-pytorch).
 """
@@ -85,12 +88,19 @@ for round_number in range(ROUNDS):
                     bound = records([BENCH, "--quick", "--only", f"{config}/{name}{suffix}/products", "--exact", "--precision", precision])
                     line = bound.get(f"{config}/{name}{suffix}/products", {})
                     best = next((value for field, value in line.items() if field.endswith("_at_best_rate")), None)
+                    best_cold = next((value for field, value in line.items() if field.endswith("_at_best_cold_rate")), None)
                     if line.get("fraction_of_bound"):
                         ratios.setdefault(f"of_ceiling/{config}/{name}{suffix}", []).append(line["fraction_of_bound"])
+                    if line.get("fraction_of_cold_bound"):
+                        ratios.setdefault(f"of_ceiling_cold/{config}/{name}{suffix}", []).append(line["fraction_of_cold_bound"])
                     if best:
                         ours[f"{config}/{name}{suffix}/at_best_rate"] = best
                         if other:
                             ratios.setdefault(f"ceiling/{config}/{name}{suffix}", []).append(best / other)
+                    if best_cold:
+                        ours[f"{config}/{name}{suffix}/at_best_cold_rate"] = best_cold
+                        if other:
+                            ratios.setdefault(f"ceiling_cold/{config}/{name}{suffix}", []).append(best_cold / other)
         for name in BF16_TARGETS:
             if ours.get(f"{config}/{name}_bf16") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ratio/{config}/{name}_bf16_over_fp32", []).append(ours[f"{config}/{name}_bf16"] / ours[f"{config}/{name}"])
@@ -98,6 +108,9 @@ for round_number in range(ROUNDS):
             if ours.get(f"{config}/{name}_bf16/at_best_rate") and ours.get(f"{config}/{name}"):
                 ratios.setdefault(f"ceiling/{config}/{name}_bf16_over_fp32", []).append(
                     ours[f"{config}/{name}_bf16/at_best_rate"] / ours[f"{config}/{name}"])
+            if ours.get(f"{config}/{name}_bf16/at_best_cold_rate") and ours.get(f"{config}/{name}"):
+                ratios.setdefault(f"ceiling_cold/{config}/{name}_bf16_over_fp32", []).append(
+                    ours[f"{config}/{name}_bf16/at_best_cold_rate"] / ours[f"{config}/{name}"])
         print(json.dumps({"name": f"round/{round_number + 1}/{config}", "preftune": ours, "pytorch": theirs}), file=sys.stderr)
 
 for name, values in ratios.items():

@@ -94,6 +94,35 @@ func benchSGEMMWithKernel(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, pa
     return packedB ? PackedWeights(b).using { measured() } : measured()
 }
 
+/// The last-level cache's bytes (64 MB when the system does not say).
+let lastLevelCacheBytes: Int = {
+    let reported = sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))
+    return reported > 0 ? reported : 64 << 20
+}()
+
+/// A product's rate with every operand cold, as a pass over more data than the caches hold meets
+/// its products: A, B and C each cycled through copies that together outgrow the L3 twice over
+/// (the warm rate's yardstick reads the same operands every call). With `packedB`, each B copy is
+/// read packed, as sampling and the reference read their weights.
+func benchSGEMMCold(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, packedB: Bool = false) -> Double {
+    let bytes = 4 * (m * k + k * n + m * n)
+    let copies = max(2, min(64, (2 * lastLevelCacheBytes + bytes - 1) / bytes))
+    // Written, not only allocated: untouched pages all read the one zero page, which stays cached.
+    let a = (0..<copies).map { _ in FloatBuffer(count: m * k, value: 0.01) }, b = (0..<copies).map { _ in FloatBuffer(count: k * n, value: 0.02) }
+    let c = (0..<copies).map { _ in FloatBuffer(count: m * n, value: 0) }
+    let packs = packedB ? b.map { PackedWeights($0) } : nil
+    var i = 0
+    // The first pass over the copies makes the packed ones; it is warmup.
+    return measure(windows: 3, seconds: 0.15, warmup: copies + 1, work: 2 * Double(m * n * k) / 1e9) {
+        i = (i + 1) % copies
+        let product = {
+            BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a[i].pointer, lda: transA ? m : k,
+                       b: b[i].pointer, ldb: transB ? k : n, c: c[i].pointer, ldc: n)
+        }
+        if let packs { packs[i].using(product) } else { product() }
+    }.median
+}
+
 /// One SFT training step as SPEC §7: draw a batch, noise it, forward, backward, clip at 1.0, AdamW.
 final class SFTStepBench {
     let model: ResMLP
@@ -513,7 +542,7 @@ if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("benc
 /// the pass's own rate in the same runs over that bound: how close it is, with no PyTorch run in
 /// it. The yardstick is measured seconds before, so the machine's drift in between still is.
 func productsFields(unit: String, items: Int, milliseconds: Double, products: ProductClock.Tally,
-                    precision: MathPrecision, bestRate: Double?) -> [String: Any] {
+                    precision: MathPrecision, bestRate: Double?, bestColdRate: Double? = nil) -> [String: Any] {
     var fields: [String: Any] = ["GFLOP/s": products.rate.rounded(),
                                  "share": (products.seconds * 1000 / milliseconds * 1000).rounded() / 1000]
     if let fmaPeak, precision == .fp32 { fields["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
@@ -524,6 +553,15 @@ func productsFields(unit: String, items: Int, milliseconds: Double, products: Pr
         fields["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_rate"] = bound.rounded()
         fields["fraction_of_bound"] = (rate / bound * 1000).rounded() / 1000
     }
+    // The same with the products at the best rate they reach on cold operands, which is all a pass
+    // over more weights and gradients than the caches hold can have.
+    if let bestColdRate, bestColdRate > 0 {
+        let bound = products.itemsPerSecond(items, inRunOf: milliseconds / 1000, productsAt: bestColdRate)
+        let rate = Double(items) * 1000 / milliseconds
+        fields["best_model_sgemm_cold"] = (bestColdRate * 10).rounded() / 10
+        fields["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_cold_rate"] = bound.rounded()
+        fields["fraction_of_cold_bound"] = (rate / bound * 1000).rounded() / 1000
+    }
     return fields
 }
 
@@ -533,36 +571,48 @@ func productsFields(unit: String, items: Int, milliseconds: Double, products: Pr
 func measureModels(_ precision: MathPrecision) {
     let suffix = precision == .fp32 ? "" : "_\(precision.rawValue)"
     let gemm = precision == .fp32 ? "sgemm" : "sgemm_\(precision.rawValue)"
-    var bestModelSGEMM = 0.0
-    var shapeRates: [(name: String, config: String, layouts: [String: Double], packed: [String: Double], kernels: [String: String],
-                      flops: Double)] = []
+    var bestModelSGEMM = 0.0, bestModelSGEMMCold = 0.0
+    /// One model shape's rates (GFLOP/s) by layout ("NT", "TN", "NN"): warm with B as it is and
+    /// packed, cold likewise (bench-m), and the kernel that ran it.
+    struct ShapeRates {
+        let name, config: String
+        var warm: [String: Double] = [:], packed: [String: Double] = [:], cold: [String: Double] = [:], coldPacked: [String: Double] = [:]
+        var kernels: [String: String] = [:]
+    }
+    var shapeRates: [ShapeRates] = []
     // The best model-shape rate is the yardstick of bench-m/sft_step_useful and of the bounds on
     // the products lines, so it is measured for those too: the best of B read as it is and, where
-    // B is a weight, packed once, so that no product inside a pass can beat it by reading packed weights.
+    // B is a weight, packed once, so that no product inside a pass can beat it by reading packed
+    // weights. The bench-m bounds have a second yardstick, the best rate on cold operands.
     for bench in benchConfigs where wanted(["\(gemm)/", "bench-m/sft_step_useful\(suffix)"] + boundedPasses(suffix)) {
         for (m, n, k, transA, transB) in gemmShapes(bench.config, batch: bench.batch) {
+            let name = "\(gemm)/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
+            if !shapeRates.contains(where: { $0.name == name }) { shapeRates.append(ShapeRates(name: name, config: bench.name)) }
+            let i = shapeRates.firstIndex { $0.name == name }!
             let (rate, kernel) = benchSGEMMWithKernel(m: m, n: n, k: k, transA: transA, transB: transB)
+            shapeRates[i].warm[layout] = rate
+            shapeRates[i].kernels[layout] = kernel
             // B is a weight matrix in y = x·Wᵀ and dx = dy·W, which may be read packed; in
             // dW = dyᵀ·x (transA) it is activations, which never are.
-            let packedRate = transA ? nil : benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true)
-            bestModelSGEMM = max(bestModelSGEMM, rate, packedRate ?? 0)
-            let name = "\(gemm)/\(m)x\(n)x\(k)", layout = (transA ? "T" : "N") + (transB ? "T" : "N")
-            if let i = shapeRates.firstIndex(where: { $0.name == name }) {
-                shapeRates[i].layouts[layout] = rate
-                shapeRates[i].packed[layout] = packedRate
-                shapeRates[i].kernels[layout] = kernel
-            } else {
-                shapeRates.append((name, bench.name, [layout: rate], packedRate.map { [layout: $0] } ?? [:], [layout: kernel],
-                                   2 * Double(m * n * k)))
+            if !transA { shapeRates[i].packed[layout] = benchSGEMM(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true) }
+            if bench.name == "bench-m", wanted(["\(gemm)/"] + boundedPasses(suffix)) {
+                shapeRates[i].cold[layout] = benchSGEMMCold(m: m, n: n, k: k, transA: transA, transB: transB)
+                if !transA {
+                    shapeRates[i].coldPacked[layout] = benchSGEMMCold(m: m, n: n, k: k, transA: transA, transB: transB, packedB: true)
+                }
             }
+            bestModelSGEMM = max(bestModelSGEMM, rate, shapeRates[i].packed[layout] ?? 0)
+            bestModelSGEMMCold = max(bestModelSGEMMCold, shapeRates[i].cold[layout] ?? 0, shapeRates[i].coldPacked[layout] ?? 0)
         }
     }
     for shape in shapeRates where wanted(shape.name) {
         // The same work in each layout: the combined rate is the harmonic mean.
-        let combined = Double(shape.layouts.count) / shape.layouts.values.reduce(0) { $0 + 1 / $1 }
-        var extra: [String: Any] = ["config": shape.config, "by_trans": shape.layouts.mapValues { ($0 * 10).rounded() / 10 },
-                                    "kernel_by_trans": shape.kernels]
-        if !shape.packed.isEmpty { extra["packed_b_by_trans"] = shape.packed.mapValues { ($0 * 10).rounded() / 10 } }
+        let combined = Double(shape.warm.count) / shape.warm.values.reduce(0) { $0 + 1 / $1 }
+        func rounded(_ rates: [String: Double]) -> [String: Double] { rates.mapValues { ($0 * 10).rounded() / 10 } }
+        var extra: [String: Any] = ["config": shape.config, "by_trans": rounded(shape.warm), "kernel_by_trans": shape.kernels]
+        if !shape.packed.isEmpty { extra["packed_b_by_trans"] = rounded(shape.packed) }
+        if !shape.cold.isEmpty { extra["cold_by_trans"] = rounded(shape.cold) }
+        if !shape.coldPacked.isEmpty { extra["cold_packed_b_by_trans"] = rounded(shape.coldPacked) }
         emit(shape.name, combined, "GFLOP/s", extra)
     }
 
@@ -607,7 +657,8 @@ func measureModels(_ precision: MathPrecision) {
                     let step = ["forward", "backward", "clip_norm", "adamw"].reduce(0) { $0 + (split[$1] ?? 0) }
                     extra["step_ms"] = (step * 10).rounded() / 10
                     extra.merge(productsFields(unit: "rows/s", items: bench.batch, milliseconds: step, products: products,
-                                               precision: precision, bestRate: bench.name == "bench-m" ? bestModelSGEMM : nil)) { $1 }
+                                               precision: precision, bestRate: bench.name == "bench-m" ? bestModelSGEMM : nil,
+                                               bestColdRate: bench.name == "bench-m" ? bestModelSGEMMCold : nil)) { $1 }
                 }
                 emit("\(bench.name)/sft_step\(suffix)/\(phase)", milliseconds, "ms", extra)
             }
@@ -631,7 +682,7 @@ func measureModels(_ precision: MathPrecision) {
                 let (total, products) = timedWithProducts(runs: quick ? 5 : 20) { step.step() }
                 var extra: [String: Any] = ["batch": bench.batch, "step_ms": (total * 10).rounded() / 10]
                 extra.merge(productsFields(unit: unit, items: bench.batch, milliseconds: total, products: products,
-                                           precision: precision, bestRate: bestModelSGEMM)) { $1 }
+                                           precision: precision, bestRate: bestModelSGEMM, bestColdRate: bestModelSGEMMCold)) { $1 }
                 emit(productsName, products.seconds * 1000, "ms", extra)
             }
         }
@@ -647,7 +698,7 @@ func measureModels(_ precision: MathPrecision) {
             let (total, products) = timedWithProducts(runs: quick ? 2 : 6) { sampling.sample() }
             var extra: [String: Any] = ["batch": bench.batch, "total_ms": (total * 10).rounded() / 10]
             extra.merge(productsFields(unit: "samples/s", items: bench.batch, milliseconds: total, products: products,
-                                       precision: precision, bestRate: bestModelSGEMM)) { $1 }
+                                       precision: precision, bestRate: bestModelSGEMM, bestColdRate: bestModelSGEMMCold)) { $1 }
             emit(samplingProductsName, products.seconds * 1000, "ms", extra)
         }
         if wanted("\(bench.name)/sample_dpmpp2m_20_request\(suffix)") {
