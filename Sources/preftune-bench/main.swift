@@ -473,15 +473,17 @@ if wanted("sgemm/1024x1024x1024") {
 // MARK: The machine's ceilings, measured in the same run as the figures they bound
 
 /// The FMA units' peak with `threads` threads at once, in GFLOP/s: the best of three windows
-/// (a ceiling, so the most seen). nil where the CPU has no AVX-512.
+/// (a ceiling, so the most seen), in the widest FMA the CPU has. nil where it has no FMA.
 func benchFMAPeak(threads: Int) -> Double? {
-    guard VectorKernel.fastest == .avx512 else { return nil }
-    let rounds: Int64 = quick ? 10_000_000 : 40_000_000  // 18 FMAs a round: about 0.1 s a window
+    let flopsPerRound = Double(preftune_ceilings_fma_flops_per_round())
+    guard flopsPerRound > 0 else { return nil }
+    // About 0.1 s a window (18 AVX-512 FMAs a round; half as many rounds' worth of time in AVX2).
+    let rounds: Int64 = (quick ? 10_000_000 : 40_000_000) * (flopsPerRound < 576 ? 2 : 1)
     var best = 0.0
     for _ in 0..<3 {
         let start = now()
         DispatchQueue.concurrentPerform(iterations: threads) { _ in _ = preftune_ceilings_fma_rounds(rounds) }
-        best = max(best, Double(threads) * Double(rounds) * 18 * 32 / (now() - start) / 1e9)
+        best = max(best, Double(threads) * Double(rounds) * flopsPerRound / (now() - start) / 1e9)
     }
     return best
 }
@@ -524,7 +526,8 @@ func boundedPasses(_ suffix: String) -> [String] {
 let fmaPeak = wanted(["cpu/fma_peak", "bench-m/sft_step_useful"] + boundedPasses("")) ? benchFMAPeak(threads: BLASRuntime.threadCount) : nil
 if let fmaPeak, wanted("cpu/fma_peak") {
     emit("cpu/fma_peak", fmaPeak, "GFLOP/s", ["threads": BLASRuntime.threadCount,
-         "note": "18 independent AVX-512 FMA chains a thread, operands in registers: the most any fp32 product can reach"])
+         "isa": preftune_ceilings_fma_flops_per_round() == 576 ? "avx512" : "avx2",
+         "note": "independent FMA chains a thread (18 in AVX-512, 9 in AVX2), operands in registers: the most any fp32 product can reach"])
 }
 if let bench = benchConfigs.first(where: { $0.name == "bench-m" }), wanted("bench-m/adamw") {
     let count = ResMLP(config: bench.config).parameterCount

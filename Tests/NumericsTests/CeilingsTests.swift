@@ -21,16 +21,19 @@ import Testing
         #expect(g.allSatisfy { $0 == 0 })
     }
 
-    /// Each of the probe's 18 × 16 lanes ran one fused multiply-add per round: its sum is what
-    /// `rounds` FMAs of 10⁻³·10⁻³ into each lane give.
-    @Test func theFMAProbeRunsEveryChainEveryRound() throws {
-        try #require(VectorKernel.fastest == .avx512, "the FMA probe is AVX-512")
+    /// Each of the probe's lanes ran one fused multiply-add per round: its sum is what `rounds` FMAs of
+    /// 10⁻³·10⁻³ into each lane give, summed as the probe sums its accumulators.
+    @Test(.enabled(if: preftune_ceilings_fma_flops_per_round() > 0, "this CPU has no FMA"))
+    func theFMAProbeRunsEveryChainEveryRound() throws {
+        let avx512 = preftune_ceilings_fma_flops_per_round() == 18 * 16 * 2
+        #expect(avx512 == (VectorKernel.fastest == .avx512), "the probe uses the widest vectors the kernels do")
         let x: Float = 1e-3
         for rounds in [1, 2, 1000] {
             var lane: Float = 0
             for _ in 0..<rounds { lane = lane.addingProduct(x, x) }  // fused, as VFMADD
-            // The probe adds its 18 equal accumulators as 16 + 2, then 16 equal lanes (exact doublings).
-            let expected = 16 * (16 * lane + 2 * lane)
+            // AVX-512: 18 equal accumulators added as 16 + 2, then 16 equal lanes (exact doublings).
+            // AVX2: 9 accumulators added as 8 + 1, then 8 equal lanes.
+            let expected = avx512 ? 16 * (16 * lane + 2 * lane) : 8 * (8 * lane + lane)
             #expect(preftune_ceilings_fma_rounds(Int64(rounds)) == expected, "\(rounds) rounds")
         }
     }

@@ -5,12 +5,17 @@
 
 #include <stdint.h>
 
-/// `rounds` rounds of 18 independent AVX-512 FMAs on operands held in registers: the most any
-/// fp32 matrix product can do on one core. The work is rounds × 18 × 32 flops; the return
-/// value is the accumulators' sum. An empty asm barrier keeps the compiler from folding the
-/// identical chains into one (which would count one chain's work eighteen times).
-/// AVX-512F: call only when CKernels' preftune_kernels_have_avx512() is 1 (`VectorKernel.fastest`).
+/// `rounds` rounds of independent FMAs on operands held in registers, in the widest FMA this CPU
+/// has: 18 AVX-512 FMAs a round, or 9 AVX2 (FMA3) ones. The most any fp32 matrix product can do on
+/// one core. The work is rounds × preftune_ceilings_fma_flops_per_round() flops; the return value
+/// is the accumulators' sum. An empty asm barrier keeps the compiler from folding the identical
+/// chains into one (which would count one chain's work many times).
+/// Call only when preftune_ceilings_fma_flops_per_round() is not 0.
 float preftune_ceilings_fma_rounds(int64_t rounds);
+
+/// Flops one round of preftune_ceilings_fma_rounds does on this CPU: 576 (AVX-512), 144 (AVX2 with
+/// FMA3), or 0 where it has neither and the probe is not run.
+int64_t preftune_ceilings_fma_flops_per_round(void);
 
 /// AdamW's memory traffic with next to no arithmetic: reads p, g, m and v, writes p, m, v and g,
 /// as one AdamW pass does (p += g, m += g, v += g, g = 0).
