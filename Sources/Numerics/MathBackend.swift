@@ -10,10 +10,11 @@ public enum MathBackend: String, CaseIterable, Sendable {
     case onednn
     case openblas
 
-    /// oneDNN wherever it runs (x86-64 with AVX2 or better): with packed weights for models that
-    /// do not change and fused epilogues it is the faster of the two on the project's machine
-    /// (docs/numerics.md, "Math backends"); OpenBLAS elsewhere.
-    public static var preferred: MathBackend { OneDNN.supportsCPU ? .onednn : .openblas }
+    /// oneDNN where it runs its AVX-512 kernels: with packed weights for models that do not change
+    /// and fused epilogues it is the faster of the two there. OpenBLAS elsewhere, AVX2-only CPUs
+    /// included: oneDNN 2.6 has no AVX2 brgemm for fp32, and its `gemm:jit` ran every bench-m step
+    /// 1.2–1.6× slower than OpenBLAS on a Zen 3 (docs/numerics.md, "Math backends").
+    public static var preferred: MathBackend { OneDNN.offersAVX512 ? .onednn : .openblas }
 
     private static let chosen = Atomic<UInt8>(0)  // 0: not chosen yet; 1 + index in allCases
 

@@ -15,6 +15,10 @@ enum OneDNN {
     /// Whether oneDNN runs here at all (x86-64 with AVX2 or better).
     static let supportsCPU = offers(dnnl_cpu_isa_avx2)
 
+    /// Whether oneDNN runs its AVX-512 kernels here (brgemm); below that, oneDNN 2.6's fp32 products
+    /// fall back to its AVX2 `gemm:jit`, which OpenBLAS outruns (MathBackend.preferred).
+    static let offersAVX512 = offers(dnnl_cpu_isa_avx512_core)
+
     /// Whether oneDNN computes bf16 products on this CPU with bf16 instructions (AVX512-BF16 or AMX).
     /// Read once: the ISA oneDNN uses is fixed when it first looks (`DNNL_MAX_CPU_ISA` caps it).
     static let supportsBF16 = offers(dnnl_cpu_isa_avx512_core_bf16)
