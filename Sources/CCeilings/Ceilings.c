@@ -86,6 +86,19 @@ AVX512 static int64_t adamw_traffic_avx512(float *p, float *g, float *m, float *
     return i;
 }
 
+/// 8 lanes at a time, as AdamW's AVX2 pass moves them; the tail is left to the caller.
+AVX2_FMA static int64_t adamw_traffic_avx2(float *p, float *g, float *m, float *v, int64_t count) {
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 gi = _mm256_loadu_ps(g + i);
+        _mm256_storeu_ps(p + i, _mm256_add_ps(_mm256_loadu_ps(p + i), gi));
+        _mm256_storeu_ps(m + i, _mm256_add_ps(_mm256_loadu_ps(m + i), gi));
+        _mm256_storeu_ps(v + i, _mm256_add_ps(_mm256_loadu_ps(v + i), gi));
+        _mm256_storeu_ps(g + i, _mm256_setzero_ps());
+    }
+    return i;
+}
+
 #else  // Not x86-64: no FMA probe (the bench leaves its line out: no flops per round).
 
 #include <stdlib.h>
@@ -93,11 +106,14 @@ AVX512 static int64_t adamw_traffic_avx512(float *p, float *g, float *m, float *
 int64_t preftune_ceilings_fma_flops_per_round(void) { return 0; }
 float preftune_ceilings_fma_rounds(int64_t rounds) { abort(); }
 static int64_t adamw_traffic_avx512(float *p, float *g, float *m, float *v, int64_t count) { abort(); }
+static int64_t adamw_traffic_avx2(float *p, float *g, float *m, float *v, int64_t count) { abort(); }
 
 #endif
 
 void preftune_ceilings_adamw_traffic(float *p, float *g, float *m, float *v, int64_t count) {
     // The same CPU check as AdamW's own kernel choice (CKernels), so both passes move memory alike.
-    int64_t i = preftune_kernels_have_avx512() ? adamw_traffic_avx512(p, g, m, v, count) : 0;
+    int64_t i = preftune_kernels_have_avx512() ? adamw_traffic_avx512(p, g, m, v, count)
+              : preftune_kernels_have_avx2()   ? adamw_traffic_avx2(p, g, m, v, count)
+                                               : 0;
     for (; i < count; i++) { p[i] += g[i]; m[i] += g[i]; v[i] += g[i]; g[i] = 0; }
 }

@@ -39,7 +39,11 @@ public enum Elementwise {
     /// on oneDNN) and a itself need not be kept: `slope` may be `a`'s own buffer.
     public static func siluForward(_ a: UnsafePointer<Float>, slope: UnsafeMutablePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, count: Int, kernel: VectorKernel = .fastest) {
-        if kernel == .avx512 { return preftune_silu_forward_avx512(a, slope, out, Int64(count)) }
+        switch kernel {
+        case .avx512: return preftune_silu_forward_avx512(a, slope, out, Int64(count))
+        case .avx2: return preftune_silu_forward_avx2(a, slope, out, Int64(count))
+        case .portable: break
+        }
         for i in 0..<count {
             let x = a[i], s = Self.sigmoid(x)
             out[i] = x * s
@@ -49,7 +53,11 @@ public enum Elementwise {
 
     /// SiLU in place, σ not kept (a forward pass no backward pass follows).
     public static func siluInPlace(_ y: UnsafeMutablePointer<Float>, count: Int, kernel: VectorKernel = .fastest) {
-        if kernel == .avx512 { return preftune_silu_in_place_avx512(y, Int64(count)) }
+        switch kernel {
+        case .avx512: return preftune_silu_in_place_avx512(y, Int64(count))
+        case .avx2: return preftune_silu_in_place_avx2(y, Int64(count))
+        case .portable: break
+        }
         for i in 0..<count { y[i] = y[i] * Self.sigmoid(y[i]) }
     }
 
@@ -81,7 +89,11 @@ public enum Elementwise {
     /// sums[:] += Σ_r x[r, :] — the gradient of a broadcast bias.
     public static func accumulateColumnSums(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int,
                                             into sums: UnsafeMutablePointer<Float>, kernel: VectorKernel = .fastest) {
-        if kernel == .avx512 { return preftune_accumulate_column_sums_avx512(x, Int64(rows), Int64(columns), Int64(stride), sums) }
+        switch kernel {
+        case .avx512: return preftune_accumulate_column_sums_avx512(x, Int64(rows), Int64(columns), Int64(stride), sums)
+        case .avx2: return preftune_accumulate_column_sums_avx2(x, Int64(rows), Int64(columns), Int64(stride), sums)
+        case .portable: break
+        }
         for row in 0..<rows { add(x + row * stride, into: sums, count: columns) }
     }
 
@@ -126,10 +138,14 @@ public enum Elementwise {
     }
 
     /// One chunk's Σ x²: runs of 1024 values, each summed in Float32 lanes (keeping the loop
-    /// vectorised), the runs' totals added in Float64 (keeping precision). CKernels' AVX-512
-    /// version sums four runs at once, one chain of adds each, and adds their totals in order.
+    /// vectorised), the runs' totals added in Float64 (keeping precision). CKernels' AVX-512 and AVX2
+    /// versions sum four runs at once, one chain of adds each, and adds their totals in order.
     static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, kernel: VectorKernel) -> Double {
-        if kernel == .avx512 { return preftune_sum_of_squares_avx512(x, Int64(count)) }
+        switch kernel {
+        case .avx512: return preftune_sum_of_squares_avx512(x, Int64(count))
+        case .avx2: return preftune_sum_of_squares_avx2(x, Int64(count))
+        case .portable: break
+        }
         var total = 0.0
         var i = 0
         while i < count {

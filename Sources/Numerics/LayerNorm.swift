@@ -37,10 +37,16 @@ public enum LayerNorm {
         rows: Int, width: Int, kernel: VectorKernel = .fastest
     ) {
         precondition((modulation == nil) == (modulated == nil), "a modulation needs somewhere to write")
-        if kernel == .avx512 {
+        switch kernel {
+        case .avx512:
             return preftune_layernorm_forward_avx512(x, gamma, beta, normalized, rstd, out, modulation?.scaleShift,
                                                      Int64(modulation?.stride ?? 0), modulation?.rows, modulated,
                                                      Int64(rows), Int64(width))
+        case .avx2:
+            return preftune_layernorm_forward_avx2(x, gamma, beta, normalized, rstd, out, modulation?.scaleShift,
+                                                   Int64(modulation?.stride ?? 0), modulation?.rows, modulated,
+                                                   Int64(rows), Int64(width))
+        case .portable: break
         }
         typealias V = Elementwise.Vector
         for row in 0..<rows {
@@ -92,10 +98,16 @@ public enum LayerNorm {
                 if modulation.rows[row] == written { written += 1 }
             }
         }
-        if kernel == .avx512 {
+        switch kernel {
+        case .avx512:
             return preftune_layernorm_backward_avx512(dOut, normalized, rstd, gamma, dX, dGamma, dBeta, modulation?.scaleShift,
                                                       Int64(modulation?.stride ?? 0), modulation?.rows, y, dModulation,
                                                       Int64(rows), Int64(width))
+        case .avx2:
+            return preftune_layernorm_backward_avx2(dOut, normalized, rstd, gamma, dX, dGamma, dBeta, modulation?.scaleShift,
+                                                    Int64(modulation?.stride ?? 0), modulation?.rows, y, dModulation,
+                                                    Int64(rows), Int64(width))
+        case .portable: break
         }
         typealias V = Elementwise.Vector
         var written: Int32 = 0

@@ -71,8 +71,8 @@ public final class AdamW {
         }
     }
 
-    /// One chunk's pass, by the portable loop below or its AVX-512 transcription in CKernels
-    /// (about 2× faster on a bench-m step: the SSE loop is bound by its divisions).
+    /// One chunk's pass, by the portable loop below or its AVX-512 or AVX2 transcription in CKernels
+    /// (about 2× faster on a bench-m step with AVX-512: the SSE loop is bound by its divisions).
     static func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>,
                        _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
                        shadow: UnsafeMutablePointer<UInt16>? = nil, count: Int, _ c: Coefficients, kernel: VectorKernel) {
@@ -81,16 +81,25 @@ public final class AdamW {
             update(p, g, m, v, count: count, c)
             // A shadow exists only where the CPU rounds to bf16 in AVX-512 (`BF16Shadow.isAvailable`).
             if let shadow { preftune_convert_to_bf16(p, shadow, Int64(count)) }
+        case .avx2:
+            // No bf16 conversion in AVX2, and so no shadow (`BF16Shadow.isAvailable` needs AVX512-BF16).
+            precondition(shadow == nil, "a bf16 shadow needs AVX512-BF16")
+            var constants = Self.constants(c)
+            preftune_adamw_update_avx2(p, g, m, v, Int64(count), &constants)
         case .avx512:
-            var constants = preftune_adamw_coefficients(
-                decay: c.decay, one_minus_beta1: c.oneMinusBeta1, beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2,
-                step_size: c.stepSize, correction2: c.correction2, epsilon: c.epsilon, gradient_scale: c.gradientScale)
+            var constants = Self.constants(c)
             if let shadow {
                 preftune_adamw_update_avx512_bf16(p, g, m, v, shadow, Int64(count), &constants)
             } else {
                 preftune_adamw_update_avx512(p, g, m, v, Int64(count), &constants)
             }
         }
+    }
+
+    static func constants(_ c: Coefficients) -> preftune_adamw_coefficients {
+        preftune_adamw_coefficients(
+            decay: c.decay, one_minus_beta1: c.oneMinusBeta1, beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2,
+            step_size: c.stepSize, correction2: c.correction2, epsilon: c.epsilon, gradient_scale: c.gradientScale)
     }
 
     /// Moments below the smallest normal Float32 become zero, as under

@@ -4,10 +4,14 @@ import TestSupport
 import Testing
 @testable import Training
 
-/// CKernels' AVX-512 passes are transcriptions of the Swift loops, operation for operation:
-/// they must give the same bits, or a job's results would depend on the CPU it ran on.
-@Suite(.computeThread, .enabled(if: VectorKernel.fastest == .avx512, "this CPU has no AVX-512"))
+/// CKernels' AVX-512 and AVX2 passes are transcriptions of the Swift loops, operation for
+/// operation: they must give the same bits, or a job's results would depend on the CPU it ran on.
+/// Each test holds every wide kernel this CPU runs to the Swift loop.
+@Suite(.computeThread, .enabled(if: VectorKernel.available.count > 1, "this CPU has neither AVX2 nor AVX-512"))
 struct VectorKernelTests {
+    /// The CPU's wide kernels (AVX2, and AVX-512 where it has it).
+    static let wide = Array(VectorKernel.available.dropFirst())
+
     /// Values that exercise every branch: ordinary, zero, subnormal, tiny enough to flush, huge, NaN.
     static func awkward(_ count: Int, seed: UInt64, scale: Float) -> [Float] {
         var random = Philox(seed: seed)
@@ -19,7 +23,7 @@ struct VectorKernelTests {
         return values
     }
 
-    @Test("AdamW: the AVX-512 pass gives the portable loop's bits", arguments: [0, 1, 15, 16, 17, 1000, 4099])
+    @Test("AdamW: each wide pass gives the portable loop's bits", arguments: [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099])
     func adamWSameBits(count: Int) {
         let coefficientsPerStep: [AdamW.Coefficients] = [
             .init(decay: 0.999999, oneMinusBeta1: 0.1, beta2: 0.999, oneMinusBeta2: 0.001, stepSize: 1e-3,
@@ -28,7 +32,7 @@ struct VectorKernelTests {
                   correction2: 0.5, epsilon: 1e-6, gradientScale: 0.0371),
         ]
         var state: [VectorKernel: [[Float]]] = [:]
-        for kernel in [VectorKernel.portable, .avx512] {
+        for kernel in VectorKernel.available {
             let p = FloatBuffer(Self.awkward(count, seed: 1, scale: 0.05)), m = FloatBuffer(Self.awkward(count, seed: 2, scale: 1e-3))
             let v = FloatBuffer(Self.awkward(count, seed: 3, scale: 1e-3).map { abs($0) })
             for (step, c) in coefficientsPerStep.enumerated() {
@@ -38,20 +42,22 @@ struct VectorKernelTests {
             }
             state[kernel] = [p.array, m.array, v.array]
         }
-        for (name, (portable, wide)) in zip(["p", "m", "v"], zip(state[.portable]!, state[.avx512]!)) {
-            #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(name), \(count) values")
+        for kernel in Self.wide {
+            for (name, (portable, wide)) in zip(["p", "m", "v"], zip(state[.portable]!, state[kernel]!)) {
+                #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(kernel): \(name), \(count) values")
+            }
         }
     }
 
-    @Test("SiLU forward (keeping its slope, in a buffer of its own or in place) and SiLU in place: the AVX-512 passes give the portable loops' bits",
-          arguments: [1, 16, 33, 4099])
+    @Test("SiLU forward (keeping its slope, in a buffer of its own or in place) and SiLU in place: the wide passes give the portable loops' bits",
+          arguments: [1, 7, 9, 16, 33, 4099])
     func siluSameBits(count: Int) {
         // Past e^x's clamps (±88.3, −87.3) and through zero, infinities and NaN.
         var a = Self.awkward(count, seed: 21, scale: 30)
         let edges: [Float] = [88.3, -88.3, 87.3, -87.3, 89, -90, .infinity, -.infinity, 0, -0.0, 1e-30]
         for (i, edge) in edges.enumerated() where i * 3 < count { a[i * 3] = edge }
         var results: [VectorKernel: [[Float]]] = [:]
-        for kernel in [VectorKernel.portable, .avx512] {
+        for kernel in VectorKernel.available {
             let input = FloatBuffer(a), slope = FloatBuffer(count: count), out = FloatBuffer(count: count)
             Elementwise.siluForward(input.pointer, slope: slope.pointer, out: out.pointer, count: count, kernel: kernel)
             // The slope written over the pre-activation, as a layer keeps it.
@@ -61,14 +67,16 @@ struct VectorKernelTests {
             Elementwise.siluInPlace(inPlace.pointer, count: count, kernel: kernel)
             results[kernel] = [slope.array, out.array, overwritten.array, outAgain.array, inPlace.array]
         }
-        for (name, (portable, wide)) in zip(["slope", "out", "slope over a", "out beside it", "in place"],
-                                            zip(results[.portable]!, results[.avx512]!)) {
-            // Which NaN comes out of an operation on two NaNs depends on its operands' order, which
-            // LLVM may swap in the Swift loop; a NaN is all a result needs to be there.
-            let differing = zip(portable, wide).enumerated().filter {
-                $0.element.0.bitPattern != $0.element.1.bitPattern && !($0.element.0.isNaN && $0.element.1.isNaN)
+        for kernel in Self.wide {
+            for (name, (portable, wide)) in zip(["slope", "out", "slope over a", "out beside it", "in place"],
+                                                zip(results[.portable]!, results[kernel]!)) {
+                // Which NaN comes out of an operation on two NaNs depends on its operands' order, which
+                // LLVM may swap in the Swift loop; a NaN is all a result needs to be there.
+                let differing = zip(portable, wide).enumerated().filter {
+                    $0.element.0.bitPattern != $0.element.1.bitPattern && !($0.element.0.isNaN && $0.element.1.isNaN)
+                }
+                #expect(differing.isEmpty, "\(kernel): \(name), \(count) values: \(differing.prefix(5).map { "[\($0.offset)] a \(a[$0.offset]) → \($0.element.0) against \($0.element.1)" })")
             }
-            #expect(differing.isEmpty, "\(name), \(count) values: \(differing.prefix(5).map { "[\($0.offset)] a \(a[$0.offset]) → \($0.element.0) against \($0.element.1)" })")
         }
         let portable = results[.portable]!
         let sameBits = { (x: [Float], y: [Float]) in zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) } }
@@ -82,13 +90,15 @@ struct VectorKernelTests {
         }
     }
 
-    @Test("Σ x²: the AVX-512 pass gives the portable loop's bits",
+    @Test("Σ x²: each wide pass gives the portable loop's bits",
           arguments: [0, 7, 8, 1023, 1024, 1029, 4 * 1024, 4 * 1024 + 3, 9 * 1024 + 13, Parallel.chunkSize])
     func sumOfSquaresSameBits(count: Int) {
         let x = FloatBuffer(Self.awkward(count, seed: 7, scale: 0.02).map { $0.isNaN || abs($0) > 1e10 ? 1 : $0 })
         let portable = Elementwise.sumOfSquares(x.pointer, count: count, kernel: .portable)
-        let wide = Elementwise.sumOfSquares(x.pointer, count: count, kernel: .avx512)
-        #expect(portable.bitPattern == wide.bitPattern, "\(count) values: \(portable) against \(wide)")
+        for kernel in Self.wide {
+            let wide = Elementwise.sumOfSquares(x.pointer, count: count, kernel: kernel)
+            #expect(portable.bitPattern == wide.bitPattern, "\(kernel): \(count) values: \(portable) against \(wide)")
+        }
     }
     /// Rows for the LayerNorm tests: a group of four and a partial one, rows sharing modulation
     /// rows as a pair batch does (numbered in order of first appearance).
@@ -108,12 +118,12 @@ struct VectorKernelTests {
                 finite(width, seed: seed + 2, scale: 1), finite(4 * stride, seed: seed + 3, scale: 0.5), stride)
     }
 
-    @Test("LayerNorm forward, plain and modulated: the AVX-512 pass gives the portable loop's bits",
+    @Test("LayerNorm forward, plain and modulated: each wide pass gives the portable loop's bits",
           arguments: [1, 8, 13, 16, 37, 512])
     func layerNormForwardSameBits(width: Int) {
         let rows = Self.modulationRows.count, (x, gamma, beta, modulation, stride) = Self.normOperands(width: width, seed: 31)
         var results: [VectorKernel: [[Float]]] = [:]
-        for kernel in [VectorKernel.portable, .avx512] {
+        for kernel in VectorKernel.available {
             let normalized = FloatBuffer(count: rows * width), rstd = FloatBuffer(count: rows), out = FloatBuffer(count: rows * width)
             let u = FloatBuffer(count: rows * width), plain = FloatBuffer(count: rows * width), uAlone = FloatBuffer(count: rows * width)
             Self.modulationRows.withUnsafeBufferPointer { map in
@@ -130,8 +140,10 @@ struct VectorKernelTests {
             #expect(plain.array.map(\.bitPattern) == out.array.map(\.bitPattern), "\(kernel): y alone, width \(width)")
             results[kernel] = [normalized.array, rstd.array, out.array, u.array]
         }
-        for (name, (portable, wide)) in zip(["x̂", "rstd", "y", "u"], zip(results[.portable]!, results[.avx512]!)) {
-            #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(name), width \(width)")
+        for kernel in Self.wide {
+            for (name, (portable, wide)) in zip(["x̂", "rstd", "y", "u"], zip(results[.portable]!, results[kernel]!)) {
+                #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(kernel): \(name), width \(width)")
+            }
         }
         // And the norm is a norm: each row of x̂ has mean 0 and variance 1 (up to eps).
         if width >= 8 {
@@ -144,7 +156,7 @@ struct VectorKernelTests {
         }
     }
 
-    @Test("LayerNorm backward, plain and through the modulation: the AVX-512 pass gives the portable loop's bits",
+    @Test("LayerNorm backward, plain and through the modulation: each wide pass gives the portable loop's bits",
           arguments: [1, 8, 13, 16, 37, 512])
     func layerNormBackwardSameBits(width: Int) {
         let rows = Self.modulationRows.count, (x, gamma, beta, modulation, stride) = Self.normOperands(width: width, seed: 41)
@@ -153,7 +165,7 @@ struct VectorKernelTests {
         LayerNorm.forward(x.pointer, gamma: gamma.pointer, beta: beta.pointer, normalized: normalized.pointer, rstd: rstd.pointer,
                           out: y.pointer, rows: rows, width: width, kernel: .portable)
         var results: [VectorKernel: [[Float]]] = [:]
-        for kernel in [VectorKernel.portable, .avx512] {
+        for kernel in VectorKernel.available {
             let dX = Self.finite(rows * width, seed: 46, scale: 0.1)
             let dGamma = FloatBuffer(count: width), dBeta = FloatBuffer(count: width)
             let dModulation = FloatBuffer(Array(repeating: Float.nan, count: 4 * stride))  // every row read is written first
@@ -175,20 +187,25 @@ struct VectorKernelTests {
             #expect(!written.contains { $0.isNaN }, "\(kernel) writes every modulation row's gradient, width \(width)")
             results[kernel] = [dX.array, dGamma.array, dBeta.array, written]
         }
-        for (name, (portable, wide)) in zip(["dx", "dγ", "dβ", "d[scale | shift]"], zip(results[.portable]!, results[.avx512]!)) {
-            #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(name), width \(width)")
+        for kernel in Self.wide {
+            for (name, (portable, wide)) in zip(["dx", "dγ", "dβ", "d[scale | shift]"], zip(results[.portable]!, results[kernel]!)) {
+                #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "\(kernel): \(name), width \(width)")
+            }
         }
     }
 
-    @Test("Column sums: the AVX-512 pass gives the portable loop's bits", arguments: [1, 16, 37, 2048])
+    @Test("Column sums: each wide pass gives the portable loop's bits", arguments: [1, 7, 16, 37, 2048])
     func columnSumsSameBits(columns: Int) {
         let rows = 9, stride = columns + 5
         let x = FloatBuffer(Self.awkward(rows * stride, seed: 51, scale: 2))
         let start = Self.awkward(columns, seed: 52, scale: 1)
-        let portable = FloatBuffer(start), wide = FloatBuffer(start)
+        let portable = FloatBuffer(start)
         Elementwise.accumulateColumnSums(x.pointer, rows: rows, columns: columns, stride: stride, into: portable.pointer, kernel: .portable)
-        Elementwise.accumulateColumnSums(x.pointer, rows: rows, columns: columns, stride: stride, into: wide.pointer, kernel: .avx512)
-        let differing = zip(portable.array, wide.array).filter { $0.0.bitPattern != $0.1.bitPattern && !($0.0.isNaN && $0.1.isNaN) }
-        #expect(differing.isEmpty, "\(columns) columns: \(differing.prefix(3))")
+        for kernel in Self.wide {
+            let wide = FloatBuffer(start)
+            Elementwise.accumulateColumnSums(x.pointer, rows: rows, columns: columns, stride: stride, into: wide.pointer, kernel: kernel)
+            let differing = zip(portable.array, wide.array).filter { $0.0.bitPattern != $0.1.bitPattern && !($0.0.isNaN && $0.1.isNaN) }
+            #expect(differing.isEmpty, "\(kernel): \(columns) columns: \(differing.prefix(3))")
+        }
     }
 }

@@ -69,4 +69,27 @@ void preftune_layernorm_backward_avx512(const float *d_out, const float *normali
 /// sums[j] += Σ_r x[r·stride + j], rows in order. AVX-512F.
 void preftune_accumulate_column_sums_avx512(const float *x, int64_t rows, int64_t columns, int64_t stride, float *sums);
 
+// MARK: AVX2 (KernelsAVX2.c)
+// Each pass above but the bf16 ones, in 8-lane AVX2 for CPUs without AVX-512, with the same
+// operations in the same order, so the same bits. Call only when preftune_kernels_have_avx2() is 1.
+
+/// 1 when this CPU (and its OS) runs AVX2 code, else 0.
+int preftune_kernels_have_avx2(void);
+
+void preftune_adamw_update_avx2(float *p, float *g, float *m, float *v, int64_t count, const preftune_adamw_coefficients *c);
+double preftune_sum_of_squares_avx2(const float *x, int64_t count);
+void preftune_silu_forward_avx2(const float *a, float *slope, float *out, int64_t count);
+void preftune_silu_in_place_avx2(float *y, int64_t count);
+void preftune_layernorm_forward_avx2(const float *x, const float *gamma, const float *beta,
+                                     float *normalized, float *rstd, float *out,
+                                     const float *modulation, int64_t modulation_stride,
+                                     const int32_t *modulation_rows, float *modulated,
+                                     int64_t rows, int64_t width);
+void preftune_layernorm_backward_avx2(const float *d_out, const float *normalized, const float *rstd,
+                                      const float *gamma, float *dx, float *d_gamma, float *d_beta,
+                                      const float *modulation, int64_t modulation_stride,
+                                      const int32_t *modulation_rows, const float *y, float *d_modulation,
+                                      int64_t rows, int64_t width);
+void preftune_accumulate_column_sums_avx2(const float *x, int64_t rows, int64_t columns, int64_t stride, float *sums);
+
 #endif
