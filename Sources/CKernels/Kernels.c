@@ -2,11 +2,7 @@
 
 #if defined(__x86_64__)
 
-#include <immintrin.h>
-#include <math.h>
-
-// Every multiply and add rounds on its own, as in the Swift loops these mirror.
-#pragma clang fp contract(off)
+#include "Reductions.h"
 
 int preftune_kernels_have_avx512(void) {
     __builtin_cpu_init();
@@ -83,56 +79,6 @@ AVX512_BF16 void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int6
     }
 }
 
-/// The sum of 8 lanes in index order, as Swift's SIMD8<Float>.sum().
-AVX512 static inline float lanes_sum(__m256 lanes) {
-    float values[8];
-    _mm256_storeu_ps(values, lanes);
-    float total = -0.0f;
-    for (int j = 0; j < 8; j++) total += values[j];
-    return total;
-}
-
-/// One run as Elementwise.sumOfSquares sums it: 8-float lanes, then the lanes, plus the tail.
-AVX512 static inline double run_total(__m256 lanes, const float *tail, int64_t tail_count) {
-    float run = 0;
-    for (int64_t i = 0; i < tail_count; i++) run += tail[i] * tail[i];
-    return (double)lanes_sum(lanes) + (double)run;
-}
-
-AVX512 double preftune_sum_of_squares_avx512(const float *x, int64_t count) {
-    enum { RUN = 1024 };
-    double total = 0;
-    int64_t start = 0;
-    // Four full runs at a time, one accumulator each: four independent chains of adds.
-    for (; start + 4 * RUN <= count; start += 4 * RUN) {
-        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps(), c = _mm256_setzero_ps(), d = _mm256_setzero_ps();
-        const float *xa = x + start, *xb = xa + RUN, *xc = xb + RUN, *xd = xc + RUN;
-        for (int64_t i = 0; i < RUN; i += 8) {
-            __m256 va = _mm256_loadu_ps(xa + i), vb = _mm256_loadu_ps(xb + i);
-            __m256 vc = _mm256_loadu_ps(xc + i), vd = _mm256_loadu_ps(xd + i);
-            a = _mm256_add_ps(a, _mm256_mul_ps(va, va));
-            b = _mm256_add_ps(b, _mm256_mul_ps(vb, vb));
-            c = _mm256_add_ps(c, _mm256_mul_ps(vc, vc));
-            d = _mm256_add_ps(d, _mm256_mul_ps(vd, vd));
-        }
-        total += run_total(a, 0, 0);
-        total += run_total(b, 0, 0);
-        total += run_total(c, 0, 0);
-        total += run_total(d, 0, 0);
-    }
-    // The last runs, one at a time; the final one may be short, with a tail under 8.
-    for (; start < count; start += RUN) {
-        int64_t end = start + RUN < count ? start + RUN : count, i = start;
-        __m256 lanes = _mm256_setzero_ps();
-        for (; i + 8 <= end; i += 8) {
-            __m256 value = _mm256_loadu_ps(x + i);
-            lanes = _mm256_add_ps(lanes, _mm256_mul_ps(value, value));
-        }
-        total += run_total(lanes, x + i, end - i);
-    }
-    return total;
-}
-
 // MARK: SiLU
 
 /// e^x as Elementwise.exp computes it: clamped, 2^n·p(r) with n by the 1.5·2^23 rounding trick.
@@ -184,45 +130,15 @@ AVX512 void preftune_silu_in_place_avx512(float *y, int64_t count) {
 
 // MARK: LayerNorm and modulation
 
-/// Rows whose reductions run together: each row's sums are one chain of dependent adds, in
-/// LayerNorm's order; four rows' chains side by side keep the adder busy without changing a bit.
-enum { ROW_GROUP = 4 };
-
-/// Σ x over one row as LayerNorm sums it: 8-float lanes, the lanes in order, then the tail.
-#define LANES_THEN_TAIL(lanes, tail_expression)                                                  \
-    ({ float total_ = lanes_sum(lanes);                                                           \
-       for (int64_t j_ = width8; j_ < width; j_++) total_ += (tail_expression);                   \
-       total_; })
-
 AVX512 void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta,
                                               float *normalized, float *rstd, float *out,
                                               const float *modulation, int64_t modulation_stride,
                                               const int32_t *modulation_rows, float *modulated,
                                               int64_t rows, int64_t width) {
-    const int64_t width8 = width - width % 8;
-    const float epsilon = 1e-5f;
     for (int64_t first = 0; first < rows; first += ROW_GROUP) {
         const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
         float mean[ROW_GROUP], inverse[ROW_GROUP];
-        __m256 sums[ROW_GROUP], squares[ROW_GROUP];
-        for (int r = 0; r < ROW_GROUP; r++) sums[r] = squares[r] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) sums[r] = _mm256_add_ps(sums[r], _mm256_loadu_ps(x + (first + r) * width + i));
-        for (int r = 0; r < group; r++) {
-            const float *xr = x + (first + r) * width;
-            mean[r] = LANES_THEN_TAIL(sums[r], xr[j_]) / (float)width;
-        }
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) {
-                __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + (first + r) * width + i), _mm256_set1_ps(mean[r]));
-                squares[r] = _mm256_add_ps(squares[r], _mm256_mul_ps(d, d));
-            }
-        for (int r = 0; r < group; r++) {
-            const float *xr = x + (first + r) * width;
-            float variance = LANES_THEN_TAIL(squares[r], (xr[j_] - mean[r]) * (xr[j_] - mean[r]));
-            inverse[r] = 1.0f / sqrtf(variance / (float)width + epsilon);
-            if (rstd) rstd[first + r] = inverse[r];
-        }
+        layernorm_group_statistics(x, first, group, width, mean, inverse, rstd);
         for (int r = 0; r < group; r++) {
             const int64_t row = first + r;
             const float *xr = x + row * width;
@@ -250,41 +166,15 @@ AVX512 void preftune_layernorm_backward_avx512(const float *d_out, const float *
                                                const float *modulation, int64_t modulation_stride,
                                                const int32_t *modulation_rows, const float *y, float *d_modulation,
                                                int64_t rows, int64_t width) {
-    const int64_t width8 = width - width % 8;
     const __m512 one = _mm512_set1_ps(1.0f);
     int32_t written = 0;
     for (int64_t first = 0; first < rows; first += ROW_GROUP) {
         const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
         float mean_g[ROW_GROUP], mean_gn[ROW_GROUP];
-        __m256 sum_g[ROW_GROUP], sum_gn[ROW_GROUP];
         const float *scales[ROW_GROUP];
-        for (int r = 0; r < ROW_GROUP; r++) {
-            sum_g[r] = sum_gn[r] = _mm256_setzero_ps();
+        for (int r = 0; r < ROW_GROUP; r++)
             scales[r] = modulation && r < group ? modulation + (int64_t)modulation_rows[first + r] * modulation_stride : 0;
-        }
-        // g = dy·γ, with dy = du·(1 + scale) when the normalised row was modulated.
-#define DY8(r, i) (scales[r] ? _mm256_mul_ps(_mm256_loadu_ps(d_out + (first + (r)) * width + (i)),                   \
-                                             _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_loadu_ps(scales[r] + (i)))) \
-                             : _mm256_loadu_ps(d_out + (first + (r)) * width + (i)))
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) {
-                __m256 g = _mm256_mul_ps(DY8(r, i), _mm256_loadu_ps(gamma + i));
-                sum_g[r] = _mm256_add_ps(sum_g[r], g);
-                sum_gn[r] = _mm256_add_ps(sum_gn[r], _mm256_mul_ps(g, _mm256_loadu_ps(normalized + (first + r) * width + i)));
-            }
-#undef DY8
-        for (int r = 0; r < group; r++) {
-            const int64_t row = first + r;
-            const float *du = d_out + row * width, *n = normalized + row * width, *scale = scales[r];
-            float total_g = lanes_sum(sum_g[r]), total_gn = lanes_sum(sum_gn[r]);
-            for (int64_t j = width8; j < width; j++) {
-                float g = (scale ? du[j] * (1 + scale[j]) : du[j]) * gamma[j];
-                total_g += g;
-                total_gn += g * n[j];
-            }
-            mean_g[r] = total_g / (float)width;
-            mean_gn[r] = total_gn / (float)width;
-        }
+        layernorm_group_gradient_means(d_out, normalized, gamma, scales, first, group, width, mean_g, mean_gn);
         // Rows in order: dγ, dβ and the modulation's gradient accumulate over them.
         for (int r = 0; r < group; r++) {
             const int64_t row = first + r;
@@ -345,7 +235,6 @@ void preftune_adamw_update_avx512(float *p, float *g, float *m, float *v, int64_
 void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, uint16_t *p_bf16, int64_t count,
                                        const preftune_adamw_coefficients *c) { abort(); }
 void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count) { abort(); }
-double preftune_sum_of_squares_avx512(const float *x, int64_t count) { abort(); }
 void preftune_silu_forward_avx512(const float *a, float *slope, float *out, int64_t count) { abort(); }
 void preftune_silu_in_place_avx512(float *y, int64_t count) { abort(); }
 void preftune_layernorm_forward_avx512(const float *x, const float *gamma, const float *beta, float *normalized, float *rstd,

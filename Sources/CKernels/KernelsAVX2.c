@@ -9,10 +9,7 @@
 
 #if defined(__x86_64__)
 
-#include <immintrin.h>
-#include <math.h>
-
-#pragma clang fp contract(off)
+#include "Reductions.h"
 
 #define AVX2 __attribute__((target("avx2")))
 
@@ -87,15 +84,6 @@ AVX2 void preftune_adamw_update_avx2(float *p, float *g, float *m, float *v, int
 }
 
 // MARK: Σ x²
-
-/// The sum of 8 lanes in index order, as Swift's SIMD8<Float>.sum().
-AVX2 static inline float lanes_sum(__m256 lanes) {
-    float values[8];
-    _mm256_storeu_ps(values, lanes);
-    float total = -0.0f;
-    for (int j = 0; j < 8; j++) total += values[j];
-    return total;
-}
 
 /// One run as Elementwise.sumOfSquares sums it: 8-float lanes, then the lanes, plus the tail.
 AVX2 static inline double run_total(__m256 lanes, const float *tail, int64_t tail_count) {
@@ -190,15 +178,6 @@ AVX2 void preftune_silu_in_place_avx2(float *y, int64_t count) {
 
 // MARK: LayerNorm and modulation
 
-/// Rows whose reductions run together (one chain of dependent adds each, in LayerNorm's order).
-enum { ROW_GROUP = 4 };
-
-/// Σ over one row as LayerNorm sums it: 8-float lanes, the lanes in order, then the tail.
-#define LANES_THEN_TAIL(lanes, tail_expression)                                                  \
-    ({ float total_ = lanes_sum(lanes);                                                           \
-       for (int64_t j_ = width8; j_ < width; j_++) total_ += (tail_expression);                   \
-       total_; })
-
 /// One row's x̂, y and u at i (each written where its pointer is not NULL).
 INLINE void layernorm_forward_row_lanes(const float *xr, const float *gamma, const float *beta, float mean, float inverse,
                                         const float *scale, float *normalized, float *out, float *modulated, int64_t width,
@@ -220,30 +199,10 @@ AVX2 void preftune_layernorm_forward_avx2(const float *x, const float *gamma, co
                                           const float *modulation, int64_t modulation_stride,
                                           const int32_t *modulation_rows, float *modulated,
                                           int64_t rows, int64_t width) {
-    const int64_t width8 = width - width % 8;
-    const float epsilon = 1e-5f;
     for (int64_t first = 0; first < rows; first += ROW_GROUP) {
         const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
         float mean[ROW_GROUP], inverse[ROW_GROUP];
-        __m256 sums[ROW_GROUP], squares[ROW_GROUP];
-        for (int r = 0; r < ROW_GROUP; r++) sums[r] = squares[r] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) sums[r] = _mm256_add_ps(sums[r], _mm256_loadu_ps(x + (first + r) * width + i));
-        for (int r = 0; r < group; r++) {
-            const float *xr = x + (first + r) * width;
-            mean[r] = LANES_THEN_TAIL(sums[r], xr[j_]) / (float)width;
-        }
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) {
-                __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + (first + r) * width + i), _mm256_set1_ps(mean[r]));
-                squares[r] = _mm256_add_ps(squares[r], _mm256_mul_ps(d, d));
-            }
-        for (int r = 0; r < group; r++) {
-            const float *xr = x + (first + r) * width;
-            float variance = LANES_THEN_TAIL(squares[r], (xr[j_] - mean[r]) * (xr[j_] - mean[r]));
-            inverse[r] = 1.0f / sqrtf(variance / (float)width + epsilon);
-            if (rstd) rstd[first + r] = inverse[r];
-        }
+        layernorm_group_statistics(x, first, group, width, mean, inverse, rstd);
         for (int r = 0; r < group; r++) {
             const int64_t row = first + r;
             const float *xr = x + row * width;
@@ -287,39 +246,14 @@ AVX2 void preftune_layernorm_backward_avx2(const float *d_out, const float *norm
                                            const float *modulation, int64_t modulation_stride,
                                            const int32_t *modulation_rows, const float *y, float *d_modulation,
                                            int64_t rows, int64_t width) {
-    const int64_t width8 = width - width % 8;
-    const __m256 one = _mm256_set1_ps(1.0f);
     int32_t written = 0;
     for (int64_t first = 0; first < rows; first += ROW_GROUP) {
         const int64_t group = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
         float mean_g[ROW_GROUP], mean_gn[ROW_GROUP];
-        __m256 sum_g[ROW_GROUP], sum_gn[ROW_GROUP];
         const float *scales[ROW_GROUP];
-        for (int r = 0; r < ROW_GROUP; r++) {
-            sum_g[r] = sum_gn[r] = _mm256_setzero_ps();
+        for (int r = 0; r < ROW_GROUP; r++)
             scales[r] = modulation && r < group ? modulation + (int64_t)modulation_rows[first + r] * modulation_stride : 0;
-        }
-        // g = dy·γ, with dy = du·(1 + scale) when the normalised row was modulated.
-        for (int64_t i = 0; i < width8; i += 8)
-            for (int r = 0; r < group; r++) {
-                __m256 dy = _mm256_loadu_ps(d_out + (first + r) * width + i);
-                if (scales[r]) dy = _mm256_mul_ps(dy, _mm256_add_ps(one, _mm256_loadu_ps(scales[r] + i)));
-                __m256 g = _mm256_mul_ps(dy, _mm256_loadu_ps(gamma + i));
-                sum_g[r] = _mm256_add_ps(sum_g[r], g);
-                sum_gn[r] = _mm256_add_ps(sum_gn[r], _mm256_mul_ps(g, _mm256_loadu_ps(normalized + (first + r) * width + i)));
-            }
-        for (int r = 0; r < group; r++) {
-            const int64_t row = first + r;
-            const float *du = d_out + row * width, *n = normalized + row * width, *scale = scales[r];
-            float total_g = lanes_sum(sum_g[r]), total_gn = lanes_sum(sum_gn[r]);
-            for (int64_t j = width8; j < width; j++) {
-                float g = (scale ? du[j] * (1 + scale[j]) : du[j]) * gamma[j];
-                total_g += g;
-                total_gn += g * n[j];
-            }
-            mean_g[r] = total_g / (float)width;
-            mean_gn[r] = total_gn / (float)width;
-        }
+        layernorm_group_gradient_means(d_out, normalized, gamma, scales, first, group, width, mean_g, mean_gn);
         // Rows in order: dγ, dβ and the modulation's gradient accumulate over them.
         for (int r = 0; r < group; r++) {
             const int64_t row = first + r;

@@ -138,12 +138,11 @@ public enum Elementwise {
     }
 
     /// One chunk's Σ x²: runs of 1024 values, each summed in Float32 lanes (keeping the loop
-    /// vectorised), the runs' totals added in Float64 (keeping precision). CKernels' AVX-512 and AVX2
-    /// versions sum four runs at once, one chain of adds each, and adds their totals in order.
+    /// vectorised), the runs' totals added in Float64 (keeping precision). CKernels' version (8-lane AVX2,
+    /// on AVX-512 CPUs too) sums four runs at once, one chain of adds each, and adds their totals in order.
     static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, kernel: VectorKernel) -> Double {
         switch kernel {
-        case .avx512: return preftune_sum_of_squares_avx512(x, Int64(count))
-        case .avx2: return preftune_sum_of_squares_avx2(x, Int64(count))
+        case .avx512, .avx2: return preftune_sum_of_squares_avx2(x, Int64(count))
         case .portable: break
         }
         var total = 0.0

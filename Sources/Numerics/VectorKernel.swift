@@ -11,10 +11,6 @@ public enum VectorKernel: Sendable, CaseIterable {
     /// Its transcription in CKernels, in AVX-512.
     case avx512
 
-    /// The widest this CPU runs: AVX-512, else AVX2, else the Swift loop.
-    public static let fastest: VectorKernel =
-        preftune_kernels_have_avx512() != 0 ? .avx512 : preftune_kernels_have_avx2() != 0 ? .avx2 : .portable
-
     /// Every kernel this CPU runs, the Swift loop first (the one the others are held to).
     public static let available: [VectorKernel] = allCases.filter {
         switch $0 {
@@ -23,4 +19,7 @@ public enum VectorKernel: Sendable, CaseIterable {
         case .avx512: preftune_kernels_have_avx512() != 0
         }
     }
+
+    /// The widest this CPU runs: AVX-512, else AVX2, else the Swift loop.
+    public static let fastest = available.last!
 }

@@ -549,21 +549,18 @@ func productsFields(unit: String, items: Int, milliseconds: Double, products: Pr
     var fields: [String: Any] = ["GFLOP/s": products.rate.rounded(),
                                  "share": (products.seconds * 1000 / milliseconds * 1000).rounded() / 1000]
     if let fmaPeak, precision == .fp32 { fields["fraction_of_fma_peak"] = (products.rate / fmaPeak * 1000).rounded() / 1000 }
-    if let bestRate, bestRate > 0 {
-        let bound = products.itemsPerSecond(items, inRunOf: milliseconds / 1000, productsAt: bestRate)
-        let rate = Double(items) * 1000 / milliseconds
-        fields["best_model_sgemm"] = (bestRate * 10).rounded() / 10
-        fields["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_rate"] = bound.rounded()
-        fields["fraction_of_bound"] = (rate / bound * 1000).rounded() / 1000
-    }
-    // The same with the products at the best rate they reach on cold operands, which is all a pass
-    // over more weights and gradients than the caches hold can have.
-    if let bestColdRate, bestColdRate > 0 {
-        let bound = products.itemsPerSecond(items, inRunOf: milliseconds / 1000, productsAt: bestColdRate)
-        let rate = Double(items) * 1000 / milliseconds
-        fields["best_model_sgemm_cold"] = (bestColdRate * 10).rounded() / 10
-        fields["\(unit.replacingOccurrences(of: "/", with: "_per_"))_at_best_cold_rate"] = bound.rounded()
-        fields["fraction_of_cold_bound"] = (rate / bound * 1000).rounded() / 1000
+    // The bound with the products at the best warm rate, and with them at the best rate they reach
+    // on cold operands, which is all a pass over more weights and gradients than the caches hold can have.
+    let rate = Double(items) * 1000 / milliseconds, perUnit = unit.replacingOccurrences(of: "/", with: "_per_")
+    for (best, sgemmField, boundField, fractionField) in [
+        (bestRate, "best_model_sgemm", "\(perUnit)_at_best_rate", "fraction_of_bound"),
+        (bestColdRate, "best_model_sgemm_cold", "\(perUnit)_at_best_cold_rate", "fraction_of_cold_bound"),
+    ] {
+        guard let best, best > 0 else { continue }
+        let bound = products.itemsPerSecond(items, inRunOf: milliseconds / 1000, productsAt: best)
+        fields[sgemmField] = (best * 10).rounded() / 10
+        fields[boundField] = bound.rounded()
+        fields[fractionField] = (rate / bound * 1000).rounded() / 1000
     }
     return fields
 }

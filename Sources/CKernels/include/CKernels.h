@@ -34,11 +34,6 @@ void preftune_adamw_update_avx512_bf16(float *p, float *g, float *m, float *v, u
 /// x rounded to bf16, as preftune_adamw_update_avx512_bf16 rounds parameters. AVX512-BF16.
 void preftune_convert_to_bf16(const float *x, uint16_t *x_bf16, int64_t count);
 
-/// Σ x², as Elementwise.sumOfSquares sums one chunk: runs of 1024 values, each summed in
-/// 8 float lanes (then the lanes in order, then the run's tail), the runs' totals added in
-/// double, in order. Runs are independent until then, so four are summed at once. AVX-512F.
-double preftune_sum_of_squares_avx512(const float *x, int64_t count);
-
 /// SiLU as Elementwise computes it (its own e^x, σ = 1/(1 + e^−x)), AVX-512F: out = a·σ(a)
 /// keeping the slope σ·(1 + a·(1 − σ)) (`slope` may be `a`); y = y·σ(y) in place.
 void preftune_silu_forward_avx512(const float *a, float *slope, float *out, int64_t count);
@@ -77,6 +72,10 @@ void preftune_accumulate_column_sums_avx512(const float *x, int64_t rows, int64_
 int preftune_kernels_have_avx2(void);
 
 void preftune_adamw_update_avx2(float *p, float *g, float *m, float *v, int64_t count, const preftune_adamw_coefficients *c);
+/// Σ x², as Elementwise.sumOfSquares sums one chunk: runs of 1024 values, each summed in
+/// 8 float lanes (then the lanes in order, then the run's tail), the runs' totals added in
+/// double, in order. Runs are independent until then, so four are summed at once. 8-lane
+/// sums are the Swift loop's own, so AVX-512 CPUs run this one too.
 double preftune_sum_of_squares_avx2(const float *x, int64_t count);
 void preftune_silu_forward_avx2(const float *a, float *slope, float *out, int64_t count);
 void preftune_silu_in_place_avx2(float *y, int64_t count);
