@@ -112,9 +112,18 @@ import Glibc
         let version = try runTool([Self.binary, "--version"])
         #expect(version.status == 0 && version.output.contains("blas: OpenBLAS"))
         // The math backend in use, and how to choose the other.
-        // oneDNN is the default where it runs (AVX2 or better), OpenBLAS elsewhere.
+        // oneDNN is the default where it runs AVX-512 kernels, OpenBLAS elsewhere (AVX2 included).
         let expected = MathBackend.preferred == .onednn ? "math: oneDNN 2." : "math: OpenBLAS ("
         #expect(version.output.contains(expected) && version.output.contains("onednn: oneDNN 2."), "\(version.output)")
+        // oneDNN capped at AVX2, as on a Zen 3, whatever this CPU has: OpenBLAS by default, oneDNN on request.
+        let oneDNNLine = version.output.split(separator: "\n").first { $0.hasPrefix("onednn:") } ?? ""
+        if oneDNNLine.contains("(avx2)") || oneDNNLine.contains("(avx512") {
+            let avx2 = try runTool(["DNNL_MAX_CPU_ISA=AVX2", Self.binary, "--version"])
+            #expect(avx2.output.contains("math: OpenBLAS (") && avx2.output.contains("(avx2), OpenMP"), "\(avx2.output)")
+            let avx2OnRequest = try runTool(["DNNL_MAX_CPU_ISA=AVX2", "PREFTUNE_MATH=onednn", Self.binary, "--version"])
+            #expect(avx2OnRequest.output.contains("math: oneDNN 2.") && avx2OnRequest.output.contains("(avx2) (of onednn"),
+                    "\(avx2OnRequest.output)")
+        }
         let openblas = try runTool(["PREFTUNE_MATH=openblas", Self.binary, "--version"])
         #expect(openblas.output.contains("math: OpenBLAS ("), "\(openblas.output)")
         // libgomp's threads sleep between products unless the environment says otherwise.
