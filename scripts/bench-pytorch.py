@@ -15,16 +15,20 @@ for bench-s and bench-m, in fp32 and under torch.autocast("cpu", dtype=torch.bfl
 (the same names with a `_bf16` suffix: bf16 products, f32 master weights, optimizer and loss).
 Subnormals are flushed, as preftune flushes them: without it PyTorch's β 5000 dpo step runs
 about 2× slower on subnormal arithmetic, and every ratio would flatter preftune.
-Needs torch (not installed by make: it is large). One JSON object per line.
+Needs torch and safetensors (not installed by make: torch is large; `pip install torch safetensors`). One JSON object per line.
 BENCH_CONFIGS (e.g. "bench-m"), BENCH_ONLY (any of sft_step, pair_step, kto_step, sample_dpmpp2m_20),
 BENCH_PRECISIONS (fp32, bf16) and BENCH_SECONDS (per measurement, default 4) narrow a run;
 scripts/bench-ratios.py uses them to time each measurement right beside preftune's.
 """
 import json, math, os, sys, time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import safetensors  # the golden check below reads the reference model's weights with it
+except ImportError as missing:
+    sys.exit(f"bench-pytorch: {missing.name} is not installed (pip install torch safetensors)")
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 torch.set_flush_denormal(True)

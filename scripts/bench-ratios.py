@@ -40,7 +40,10 @@ PAIRS = {"sft_step": "sft_step", "dpo_step": "pair_step", "dro_step": "pair_step
 BF16_TARGETS = ("sft_step", "sample_dpmpp2m_20")
 
 def records(command, env=None):
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"bench-ratios: {os.path.basename(command[-1] if command[0] == sys.executable else command[0])} "
+                 f"failed (exit {result.returncode}):\n{result.stderr.strip()}")
     found = {}
     for line in result.stdout.splitlines():
         try:
