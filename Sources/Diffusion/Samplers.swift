@@ -35,7 +35,9 @@ public final class Sampler {
     public let kind: SamplerKind
     public let schedule: NoiseSchedule
     public let maxBatch: Int
+    /// The rows of a step in one forward pass, or in two halves (`CoreHalves`), one per core.
     let workspace: ResMLPWorkspace
+    let halves: CoreHalves?
     let guided: FloatBuffer
     /// x̂₀ of the previous step (DPM-Solver++ keeps one model output of history).
     let previousPrediction: FloatBuffer
@@ -43,13 +45,26 @@ public final class Sampler {
     let stepNoise: FloatBuffer
     var rowTimesteps: [Float]
 
-    public init(model: ResMLP, kind: SamplerKind, maxBatch: Int) {
+    /// A sampler of at least `CoreHalves.fewestRows` rows runs its forward passes in two halves,
+    /// one per core where the process's products use two threads or more.
+    public convenience init(model: ResMLP, kind: SamplerKind, maxBatch: Int) {
+        self.init(model: model, kind: kind, maxBatch: maxBatch, inCoreHalves: maxBatch >= CoreHalves.fewestRows)
+    }
+
+    init(model: ResMLP, kind: SamplerKind, maxBatch: Int, inCoreHalves: Bool) {
         self.model = model
         self.kind = kind
         self.schedule = NoiseSchedule(model.config.schedule)
         self.maxBatch = maxBatch
-        workspace = model.makeWorkspace(maxBatch: 2 * maxBatch)
         let D = model.config.sampleSize
+        if inCoreHalves {
+            // Two workspaces of maxBatch rows hold what one of 2·maxBatch would.
+            halves = CoreHalves(model: model, maxBatch: maxBatch)
+            workspace = halves!.first
+        } else {
+            halves = nil
+            workspace = model.makeWorkspace(maxBatch: 2 * maxBatch)
+        }
         guided = FloatBuffer(count: maxBatch * D)
         previousPrediction = FloatBuffer(count: maxBatch * D)
         current = FloatBuffer(count: maxBatch * D)
@@ -103,30 +118,41 @@ public final class Sampler {
         let rows = guidance == 1 ? batch : 2 * batch
         let grid = grid ?? Array(repeating: timesteps(steps: steps), count: batch).flatMap { $0 }
         precondition(grid.count == batch * steps, "the timestep grid must be [B, steps]")
-        conditions.write(into: workspace, at: 0, config: config)
-        if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
+        if let halves {
+            halves.write(conditions, rows: rows, config: config)
+        } else {
+            conditions.write(into: workspace, at: 0, config: config)
+            if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
+        }
         // The weights do not change during a sampling: their products read them packed once
         // (`PackedWeights`; counted in the memory estimates as one more copy of the parameters).
-        return PackedWeights(parameters).using {
-            denoise(parameters: parameters, x: x, batch: batch, rows: rows, guidance: guidance, steps: steps, grid: grid,
+        let packed = PackedWeights(parameters)
+        return packed.using {
+            denoise(parameters: parameters, packed: packed, x: x, batch: batch, rows: rows, guidance: guidance, steps: steps, grid: grid,
                     fillNoise: fillNoise, observe: observe, shouldStop: shouldStop)
         }
     }
 
     private func denoise(
-        parameters: FloatBuffer, x: UnsafeMutablePointer<Float>, batch: Int, rows: Int, guidance: Float, steps: Int, grid: [Int],
-        fillNoise: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)?, observe: ((SamplerStep) -> Void)?, shouldStop: () -> Bool
+        parameters: FloatBuffer, packed: PackedWeights, x: UnsafeMutablePointer<Float>, batch: Int, rows: Int, guidance: Float,
+        steps: Int, grid: [Int], fillNoise: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)?, observe: ((SamplerStep) -> Void)?,
+        shouldStop: () -> Bool
     ) -> Bool {
         let D = model.config.sampleSize
         for step in 0..<steps {
             if shouldStop() { return false }
             for b in 0..<batch { rowTimesteps[b] = Float(grid[b * steps + step]) }
-            for copy in stride(from: 0, to: rows, by: batch) {
-                (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
-                for b in 0..<batch { workspace.timesteps[copy + b] = rowTimesteps[b] }
+            let conditional: UnsafePointer<Float>
+            if let halves {
+                conditional = halves.forward(model, parameters, packed: packed, x: x, timesteps: rowTimesteps, batch: batch, rows: rows)
+            } else {
+                for copy in stride(from: 0, to: rows, by: batch) {
+                    (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
+                    for b in 0..<batch { workspace.timesteps[copy + b] = rowTimesteps[b] }
+                }
+                model.forward(parameters, workspace, batch: rows, keepingActivations: false)
+                conditional = UnsafePointer(workspace.output.pointer)
             }
-            model.forward(parameters, workspace, batch: rows, keepingActivations: false)
-            let conditional = workspace.output.pointer
             if rows > batch {
                 let unconditional = conditional + batch * D
                 for i in 0..<(batch * D) { guided[i] = unconditional[i] + guidance * (conditional[i] - unconditional[i]) }
@@ -238,5 +264,64 @@ public final class Sampler {
             }
         }
         history.update(from: prediction, count: width)
+    }
+}
+
+/// A sampling step's rows in two halves, each half's forward pass on a core of its own with
+/// single-threaded products (`CompanionThread.sideBySide`). At a sampler's batch (128 rows on
+/// bench-m) the products run faster as two 64-row products, one per core, than as one product
+/// whose rows oneDNN's OpenMP team of two splits: no team to wake at each product, and the
+/// element-wise passes between products run on both cores instead of one.
+/// Logical row r (0 ..< rows, the conditional rows then guidance's null rows) is row r of the
+/// first half, or row r − firstRows of the second.
+///
+/// The split depends on the batch alone, never on the thread count: with one thread the halves
+/// run one after the other, so a sampling (a DRO rollout, say) draws the same bits whatever the
+/// worker's `--threads-per-job`. A row's bits can differ from one pass over all the rows (the
+/// products round over fewer rows), within the golden tolerance (`SamplerHalvesTests`).
+final class CoreHalves {
+    /// Fewer rows than this run as one pass on the process's threads.
+    static let fewestRows = 32
+    let first: ResMLPWorkspace, second: ResMLPWorkspace
+    let companion = BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "sampler-companion") : nil
+    /// Both halves' outputs, [rows, D], in logical row order.
+    let output: FloatBuffer
+
+    init(model: ResMLP, maxBatch: Int) {
+        first = model.makeWorkspace(maxBatch: maxBatch)
+        second = model.makeWorkspace(maxBatch: maxBatch)
+        output = FloatBuffer(count: 2 * maxBatch * model.config.sampleSize)
+    }
+
+    static func firstRows(_ rows: Int) -> Int { (rows + 1) / 2 }
+
+    /// The conditions of logical rows: row r < batch has `conditions`' row r, the rest the null condition.
+    func write(_ conditions: Conditions, rows: Int, config: ModelConfig) {
+        let batch = conditions.count, split = Self.firstRows(rows)
+        for (workspace, range) in [(first, 0..<split), (second, split..<rows)] where !range.isEmpty {
+            let conditional = range.clamped(to: 0..<batch), null = range.clamped(to: batch..<rows)
+            if !conditional.isEmpty { conditions.selecting(Array(conditional), config: config).write(into: workspace, at: 0, config: config) }
+            if !null.isEmpty { Conditions.null(count: null.count, config: config).write(into: workspace, at: null.lowerBound - range.lowerBound, config: config) }
+        }
+    }
+
+    /// Each half's forward pass on x (row r reads x's row r mod batch) at the rows' timesteps;
+    /// returns the outputs, [rows, D].
+    func forward(_ model: ResMLP, _ parameters: FloatBuffer, packed: PackedWeights, x: UnsafePointer<Float>, timesteps: [Float],
+                 batch: Int, rows: Int) -> UnsafePointer<Float> {
+        let D = model.config.sampleSize, split = Self.firstRows(rows)
+        for (workspace, range) in [(first, 0..<split), (second, split..<rows)] {
+            for r in range {
+                (workspace.x.pointer + (r - range.lowerBound) * D).update(from: x + (r % batch) * D, count: D)
+                workspace.timesteps[r - range.lowerBound] = timesteps[r % batch]
+            }
+        }
+        let second = self.second, secondRows = rows - split
+        let runFirst = { [first] in model.forward(parameters, first, batch: split, keepingActivations: false) }
+        let runSecond = { if secondRows > 0 { packed.using { model.forward(parameters, second, batch: secondRows, keepingActivations: false) } } }
+        if let companion { companion.sideBySide(runFirst, runSecond) } else { runFirst(); runSecond() }
+        output.pointer.update(from: first.output.pointer, count: split * D)
+        (output.pointer + split * D).update(from: second.output.pointer, count: secondRows * D)
+        return UnsafePointer(output.pointer)
     }
 }

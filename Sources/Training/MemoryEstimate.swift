@@ -74,7 +74,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             let undo = min(capacity, rollout.multipliedChecked(by: h.gradientAccumulationSteps) ?? Int.max)
             estimate.add("replay buffer undo log", 2, undo, steps, D, float)
             estimate.add("policy sampler (\(rollout) rows, guided)", 2, rollout, rowBytes)
-            estimate.add("policy sampler buffers", 5, rollout, D, float)
+            estimate.add("policy sampler buffers", 7, rollout, D, float)
             if validationExamples != nil {
                 estimate.add("validation rollouts", 2, h.batchSize, steps, D, float)
                 estimate.add("validation sampler", 2, h.batchSize, rowBytes)
@@ -127,7 +127,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         let P = ParameterLayout(config).totalCount, D = config.sampleSize
         estimate.add("model and its file", 2, P, 4)
         estimate.add("sampler activations (\(count) rows, guided)", 2, count, ResMLPWorkspace.bytesPerRow(config))
-        estimate.add("sampler buffers", 5, count, D, 4)
+        // x, the guided prediction, DPM-Solver++'s two, DDPM's noise, and two rows a sample of the halves' outputs (`CoreHalves`).
+        estimate.add("sampler buffers", 7, count, D, 4)
         estimate.add("packed weights", PackedWeights.defaultBudget(parameters: P))
         estimate.add("product operands converted (2 threads)", 2, productScratchBytes(config: config, rows: 2 * count))
         estimate.add("answer (JSON text)", count, D, 24)

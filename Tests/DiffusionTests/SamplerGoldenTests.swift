@@ -1,4 +1,4 @@
-import Diffusion
+@testable import Diffusion
 import Foundation
 import GoldenFixtures
 import Numerics
@@ -8,8 +8,13 @@ import Testing
 /// DDIM, DDPM and DPM-Solver++(2M) trajectories against diffusers' schedulers,
 /// with classifier-free guidance, from the same x_T (and, for DDPM, the same per-step noise).
 @Suite(.computeThread) struct SamplerGoldenTests {
-    @Test("trajectories match diffusers, on each math backend", arguments: GoldenFixtures.files("sampler_"), MathBackend.allCases)
+    @Test("trajectories match diffusers, on each math backend, in one pass and in two halves",
+          arguments: GoldenFixtures.files("sampler_"), MathBackend.allCases)
     func trajectory(path: String, backend: MathBackend) throws {
+        for inCoreHalves in [false, true] { try trajectory(path: path, backend: backend, inCoreHalves: inCoreHalves) }
+    }
+
+    func trajectory(path: String, backend: MathBackend, inCoreHalves: Bool) throws {
         try MathBackend.withBackend(backend) {
             let file = try SafeTensorsFile(contentsOf: path)
             let config = try GoldenFixtures.config(file)
@@ -24,7 +29,7 @@ import Testing
             let xT = try file.floats("x_T")
             let batch = xT.count / D
             let trajectory = try file.floats("trajectory", shape: [steps + 1, batch, D])
-            let sampler = Sampler(model: model, kind: kind, maxBatch: batch)
+            let sampler = Sampler(model: model, kind: kind, maxBatch: batch, inCoreHalves: inCoreHalves)
             #expect(sampler.timesteps(steps: steps) == (try file.integers("timesteps", shape: [steps])), "\(kind) grid")
 
             let workspace = model.makeWorkspace(maxBatch: batch)
@@ -49,13 +54,13 @@ import Testing
                                let expected = Array(trajectory[(step.index * batch * D)..<((step.index + 1) * batch * D)])
                                let actual = Array(UnsafeBufferPointer(start: step.x, count: batch * D))
                                let mismatch = GoldenFixtures.forwardMismatch(actual, expected, relative: 1e-4, absolute: 1e-5)
-                               #expect(mismatch == nil, "\(kind) input of step \(step.index): \(mismatch ?? "")")
+                               #expect(mismatch == nil, "\(kind)\(inCoreHalves ? " in halves" : "") input of step \(step.index): \(mismatch ?? "")")
                                visited.append(step.index)
                            })
             #expect(visited == Array(0..<steps))
             let final = Array(trajectory[(steps * batch * D)...])
             let mismatch = GoldenFixtures.forwardMismatch(x.array, final, relative: 1e-4, absolute: 1e-5)
-            #expect(mismatch == nil, "\(kind) final sample: \(mismatch ?? "")")
+            #expect(mismatch == nil, "\(kind)\(inCoreHalves ? " in halves" : "") final sample: \(mismatch ?? "")")
         }
     }
 }
