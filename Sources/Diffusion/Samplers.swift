@@ -280,8 +280,10 @@ public final class Sampler {
 /// worker's `--threads-per-job`. A row's bits can differ from one pass over all the rows (the
 /// products round over fewer rows), within the golden tolerance (`SamplerHalvesTests`).
 final class CoreHalves {
-    /// Fewer rows than this run as one pass on the process's threads.
-    static let fewestRows = 32
+    /// Fewer rows than this run as one pass on the process's threads. Alternated runs with the
+    /// split on and off (2026-12-02): at 16 rows halves won on bench-s (1,393-1,702 against
+    /// 608-890) and bench-m (573-652 against 501-634); at 8 rows bench-s was even.
+    static let fewestRows = 16
     let first: ResMLPWorkspace, second: ResMLPWorkspace
     let companion = BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "sampler-companion") : nil
     /// Both halves' outputs, [rows, D], in logical row order.
