@@ -35,9 +35,8 @@ public final class Sampler {
     public let kind: SamplerKind
     public let schedule: NoiseSchedule
     public let maxBatch: Int
-    /// The rows of a step in one forward pass, or in two halves (`CoreHalves`), one per core.
-    let workspace: ResMLPWorkspace
-    let halves: CoreHalves?
+    /// A step's forward passes: its rows in one, or in two halves, one per core.
+    let passes: StepPasses
     let guided: FloatBuffer
     /// x̂₀ of the previous step (DPM-Solver++ keeps one model output of history).
     let previousPrediction: FloatBuffer
@@ -45,26 +44,20 @@ public final class Sampler {
     let stepNoise: FloatBuffer
     var rowTimesteps: [Float]
 
-    /// A sampler of at least `CoreHalves.fewestRows` rows runs its forward passes in two halves,
-    /// one per core where the process's products use two threads or more.
+    /// A sampler of at least `StepPasses.fewestRowsToSplit` rows runs its forward passes in two
+    /// halves, one per core where the process's products use two threads or more.
     public convenience init(model: ResMLP, kind: SamplerKind, maxBatch: Int) {
-        self.init(model: model, kind: kind, maxBatch: maxBatch, inCoreHalves: maxBatch >= CoreHalves.fewestRows)
+        self.init(model: model, kind: kind, maxBatch: maxBatch, inHalves: maxBatch >= StepPasses.fewestRowsToSplit)
     }
 
-    init(model: ResMLP, kind: SamplerKind, maxBatch: Int, inCoreHalves: Bool) {
+    /// `sideBySide`: the halves on two cores (else one after the other, with the same bits).
+    init(model: ResMLP, kind: SamplerKind, maxBatch: Int, inHalves: Bool, sideBySide: Bool = BLASRuntime.configuredThreadCount >= 2) {
         self.model = model
         self.kind = kind
         self.schedule = NoiseSchedule(model.config.schedule)
         self.maxBatch = maxBatch
         let D = model.config.sampleSize
-        if inCoreHalves {
-            // Two workspaces of maxBatch rows hold what one of 2·maxBatch would.
-            halves = CoreHalves(model: model, maxBatch: maxBatch)
-            workspace = halves!.first
-        } else {
-            halves = nil
-            workspace = model.makeWorkspace(maxBatch: 2 * maxBatch)
-        }
+        passes = StepPasses(model: model, maxBatch: maxBatch, inHalves: inHalves, sideBySide: sideBySide)
         guided = FloatBuffer(count: maxBatch * D)
         previousPrediction = FloatBuffer(count: maxBatch * D)
         current = FloatBuffer(count: maxBatch * D)
@@ -118,12 +111,7 @@ public final class Sampler {
         let rows = guidance == 1 ? batch : 2 * batch
         let grid = grid ?? Array(repeating: timesteps(steps: steps), count: batch).flatMap { $0 }
         precondition(grid.count == batch * steps, "the timestep grid must be [B, steps]")
-        if let halves {
-            halves.write(conditions, rows: rows, config: config)
-        } else {
-            conditions.write(into: workspace, at: 0, config: config)
-            if rows > batch { Conditions.null(count: batch, config: config).write(into: workspace, at: batch, config: config) }
-        }
+        passes.write(conditions, rows: rows, config: config)
         // The weights do not change during a sampling: their products read them packed once
         // (`PackedWeights`; counted in the memory estimates as one more copy of the parameters).
         let packed = PackedWeights(parameters)
@@ -142,17 +130,7 @@ public final class Sampler {
         for step in 0..<steps {
             if shouldStop() { return false }
             for b in 0..<batch { rowTimesteps[b] = Float(grid[b * steps + step]) }
-            let conditional: UnsafePointer<Float>
-            if let halves {
-                conditional = halves.forward(model, parameters, packed: packed, x: x, timesteps: rowTimesteps, batch: batch, rows: rows)
-            } else {
-                for copy in stride(from: 0, to: rows, by: batch) {
-                    (workspace.x.pointer + copy * D).update(from: x, count: batch * D)
-                    for b in 0..<batch { workspace.timesteps[copy + b] = rowTimesteps[b] }
-                }
-                model.forward(parameters, workspace, batch: rows, keepingActivations: false)
-                conditional = UnsafePointer(workspace.output.pointer)
-            }
+            let conditional = passes.forward(model, parameters, packed: packed, x: x, timesteps: rowTimesteps, batch: batch, rows: rows)
             if rows > batch {
                 let unconditional = conditional + batch * D
                 for i in 0..<(batch * D) { guided[i] = unconditional[i] + guidance * (conditional[i] - unconditional[i]) }
@@ -267,63 +245,82 @@ public final class Sampler {
     }
 }
 
-/// A sampling step's rows in two halves, each half's forward pass on a core of its own with
-/// single-threaded products (`CompanionThread.sideBySide`). At a sampler's batch (128 rows on
-/// bench-m) the products run faster as two 64-row products, one per core, than as one product
-/// whose rows oneDNN's OpenMP team of two splits: no team to wake at each product, and the
-/// element-wise passes between products run on both cores instead of one.
-/// Logical row r (0 ..< rows, the conditional rows then guidance's null rows) is row r of the
-/// first half, or row r − firstRows of the second.
+/// A sampling step's forward passes over its rows — the conditional rows, then guidance's null
+/// rows, row r reading x's row r mod batch — in one pass, or in two halves, each half's pass on a
+/// core of its own with single-threaded products (`CompanionThread.sideBySide`). At a sampler's
+/// batch (128 rows on bench-m) the products run faster as two 64-row products, one per core, than
+/// as one product whose rows oneDNN's OpenMP team of two splits: no team to wake at each product,
+/// and the element-wise passes between products run on both cores instead of one.
 ///
 /// The split depends on the batch alone, never on the thread count: with one thread the halves
 /// run one after the other, so a sampling (a DRO rollout, say) draws the same bits whatever the
 /// worker's `--threads-per-job`. A row's bits can differ from one pass over all the rows (the
 /// products round over fewer rows), within the golden tolerance (`SamplerHalvesTests`).
-final class CoreHalves {
+final class StepPasses {
     /// Fewer rows than this run as one pass on the process's threads. Alternated runs with the
     /// split on and off (2026-12-02): at 16 rows halves won on bench-s (1,393-1,702 against
     /// 608-890) and bench-m (573-652 against 501-634); at 8 rows bench-s was even.
-    static let fewestRows = 16
-    let first: ResMLPWorkspace, second: ResMLPWorkspace
-    let companion = BLASRuntime.configuredThreadCount >= 2 ? CompanionThread(name: "sampler-companion") : nil
-    /// Both halves' outputs, [rows, D], in logical row order.
-    let output: FloatBuffer
+    static let fewestRowsToSplit = 16
+    /// One workspace of 2·maxBatch rows, or two of maxBatch (the same memory) for the halves.
+    let first: ResMLPWorkspace, second: ResMLPWorkspace?
+    let companion: CompanionThread?
+    /// The halves' outputs, [rows, D], in row order (one pass leaves them in its workspace).
+    let joinedOutput: FloatBuffer?
 
-    init(model: ResMLP, maxBatch: Int) {
-        first = model.makeWorkspace(maxBatch: maxBatch)
-        second = model.makeWorkspace(maxBatch: maxBatch)
-        output = FloatBuffer(count: 2 * maxBatch * model.config.sampleSize)
+    init(model: ResMLP, maxBatch: Int, inHalves: Bool, sideBySide: Bool) {
+        first = model.makeWorkspace(maxBatch: inHalves ? maxBatch : 2 * maxBatch)
+        second = inHalves ? model.makeWorkspace(maxBatch: maxBatch) : nil
+        companion = inHalves && sideBySide ? CompanionThread(name: "sampler-companion") : nil
+        joinedOutput = inHalves ? FloatBuffer(count: 2 * maxBatch * model.config.sampleSize) : nil
     }
 
-    static func firstRows(_ rows: Int) -> Int { (rows + 1) / 2 }
+    /// The rows of the first half.
+    private func firstHalf(_ rows: Int) -> Int { (rows + 1) / 2 }
 
-    /// The conditions of logical rows: row r < batch has `conditions`' row r, the rest the null condition.
+    /// Each pass's workspace and the rows it runs.
+    private func forEachPass(rows: Int, _ body: (ResMLPWorkspace, Range<Int>) -> Void) {
+        guard let second else { return body(first, 0..<rows) }
+        let split = firstHalf(rows)
+        body(first, 0..<split)
+        body(second, split..<rows)
+    }
+
+    /// The rows' conditions: row r < batch has `conditions`' row r, the rest the null condition.
     func write(_ conditions: Conditions, rows: Int, config: ModelConfig) {
-        let batch = conditions.count, split = Self.firstRows(rows)
-        for (workspace, range) in [(first, 0..<split), (second, split..<rows)] where !range.isEmpty {
+        let batch = conditions.count
+        forEachPass(rows: rows) { workspace, range in
             let conditional = range.clamped(to: 0..<batch), null = range.clamped(to: batch..<rows)
-            if !conditional.isEmpty { conditions.selecting(Array(conditional), config: config).write(into: workspace, at: 0, config: config) }
-            if !null.isEmpty { Conditions.null(count: null.count, config: config).write(into: workspace, at: null.lowerBound - range.lowerBound, config: config) }
+            if !conditional.isEmpty {
+                let part = conditional == 0..<batch ? conditions : conditions.selecting(Array(conditional), config: config)
+                part.write(into: workspace, at: 0, config: config)
+            }
+            if !null.isEmpty {
+                Conditions.null(count: null.count, config: config).write(into: workspace, at: null.lowerBound - range.lowerBound, config: config)
+            }
         }
     }
 
-    /// Each half's forward pass on x (row r reads x's row r mod batch) at the rows' timesteps;
-    /// returns the outputs, [rows, D].
+    /// The forward passes on x at the rows' timesteps; returns the outputs, [rows, D].
     func forward(_ model: ResMLP, _ parameters: FloatBuffer, packed: PackedWeights, x: UnsafePointer<Float>, timesteps: [Float],
                  batch: Int, rows: Int) -> UnsafePointer<Float> {
-        let D = model.config.sampleSize, split = Self.firstRows(rows)
-        for (workspace, range) in [(first, 0..<split), (second, split..<rows)] {
+        let D = model.config.sampleSize
+        forEachPass(rows: rows) { workspace, range in
             for r in range {
                 (workspace.x.pointer + (r - range.lowerBound) * D).update(from: x + (r % batch) * D, count: D)
                 workspace.timesteps[r - range.lowerBound] = timesteps[r % batch]
             }
         }
-        let second = self.second, secondRows = rows - split
-        let runFirst = { [first] in model.forward(parameters, first, batch: split, keepingActivations: false) }
+        guard let second, let joinedOutput else {
+            model.forward(parameters, first, batch: rows, keepingActivations: false)
+            return UnsafePointer(first.output.pointer)
+        }
+        let first = self.first, split = firstHalf(rows), secondRows = rows - split
+        let runFirst = { model.forward(parameters, first, batch: split, keepingActivations: false) }
+        // The companion reads the weights' packed copies too (`using` is per thread).
         let runSecond = { if secondRows > 0 { packed.using { model.forward(parameters, second, batch: secondRows, keepingActivations: false) } } }
         if let companion { companion.sideBySide(runFirst, runSecond) } else { runFirst(); runSecond() }
-        output.pointer.update(from: first.output.pointer, count: split * D)
-        (output.pointer + split * D).update(from: second.output.pointer, count: secondRows * D)
-        return UnsafePointer(output.pointer)
+        joinedOutput.pointer.update(from: first.output.pointer, count: split * D)
+        (joinedOutput.pointer + split * D).update(from: second.output.pointer, count: secondRows * D)
+        return UnsafePointer(joinedOutput.pointer)
     }
 }

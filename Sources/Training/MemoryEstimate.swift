@@ -127,7 +127,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         let P = ParameterLayout(config).totalCount, D = config.sampleSize
         estimate.add("model and its file", 2, P, 4)
         estimate.add("sampler activations (\(count) rows, guided)", 2, count, ResMLPWorkspace.bytesPerRow(config))
-        // x, the guided prediction, DPM-Solver++'s two, DDPM's noise, and two rows a sample of the halves' outputs (`CoreHalves`).
+        // x, the guided prediction, DPM-Solver++'s two, DDPM's noise, and two rows a sample of the halves' outputs (`StepPasses`).
         estimate.add("sampler buffers", 7, count, D, 4)
         estimate.add("packed weights", PackedWeights.defaultBudget(parameters: P))
         estimate.add("product operands converted (2 threads)", 2, productScratchBytes(config: config, rows: 2 * count))

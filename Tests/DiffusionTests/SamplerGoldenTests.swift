@@ -11,10 +11,10 @@ import Testing
     @Test("trajectories match diffusers, on each math backend, in one pass and in two halves",
           arguments: GoldenFixtures.files("sampler_"), MathBackend.allCases)
     func trajectory(path: String, backend: MathBackend) throws {
-        for inCoreHalves in [false, true] { try trajectory(path: path, backend: backend, inCoreHalves: inCoreHalves) }
+        for inHalves in [false, true] { try trajectory(path: path, backend: backend, inHalves: inHalves) }
     }
 
-    func trajectory(path: String, backend: MathBackend, inCoreHalves: Bool) throws {
+    func trajectory(path: String, backend: MathBackend, inHalves: Bool) throws {
         try MathBackend.withBackend(backend) {
             let file = try SafeTensorsFile(contentsOf: path)
             let config = try GoldenFixtures.config(file)
@@ -29,7 +29,7 @@ import Testing
             let xT = try file.floats("x_T")
             let batch = xT.count / D
             let trajectory = try file.floats("trajectory", shape: [steps + 1, batch, D])
-            let sampler = Sampler(model: model, kind: kind, maxBatch: batch, inCoreHalves: inCoreHalves)
+            let sampler = Sampler(model: model, kind: kind, maxBatch: batch, inHalves: inHalves)
             #expect(sampler.timesteps(steps: steps) == (try file.integers("timesteps", shape: [steps])), "\(kind) grid")
 
             let workspace = model.makeWorkspace(maxBatch: batch)
@@ -54,13 +54,13 @@ import Testing
                                let expected = Array(trajectory[(step.index * batch * D)..<((step.index + 1) * batch * D)])
                                let actual = Array(UnsafeBufferPointer(start: step.x, count: batch * D))
                                let mismatch = GoldenFixtures.forwardMismatch(actual, expected, relative: 1e-4, absolute: 1e-5)
-                               #expect(mismatch == nil, "\(kind)\(inCoreHalves ? " in halves" : "") input of step \(step.index): \(mismatch ?? "")")
+                               #expect(mismatch == nil, "\(kind)\(inHalves ? " in halves" : "") input of step \(step.index): \(mismatch ?? "")")
                                visited.append(step.index)
                            })
             #expect(visited == Array(0..<steps))
             let final = Array(trajectory[(steps * batch * D)...])
             let mismatch = GoldenFixtures.forwardMismatch(x.array, final, relative: 1e-4, absolute: 1e-5)
-            #expect(mismatch == nil, "\(kind)\(inCoreHalves ? " in halves" : "") final sample: \(mismatch ?? "")")
+            #expect(mismatch == nil, "\(kind)\(inHalves ? " in halves" : "") final sample: \(mismatch ?? "")")
         }
     }
 }

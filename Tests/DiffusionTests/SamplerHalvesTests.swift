@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 /// A sampler that splits each step's rows into two halves, one forward pass per core
-/// (`CoreHalves`), draws what one pass over all the rows draws: every row keeps its own noise,
+/// (`StepPasses`), draws what one pass over all the rows draws: every row keeps its own noise,
 /// timestep and condition, guidance's null rows included, whichever half they land in.
 @Suite(.computeThread) struct SamplerHalvesTests {
     static let config = ModelConfig(sampleShape: [1, 4, 4], hidden: 32, depth: 2, mlpRatio: 2, timeFreqDim: 16,
@@ -24,18 +24,21 @@ import Testing
         let xT = FloatBuffer(count: batch * D)
         random.fillNormal(xT.pointer, count: xT.count)
 
-        func draw(inCoreHalves: Bool) -> [Float] {
+        func draw(inHalves: Bool, sideBySide: Bool = true) -> [Float] {
             let x = FloatBuffer(xT.array)
-            let sampler = Sampler(model: model, kind: kind, maxBatch: batch, inCoreHalves: inCoreHalves)
+            let sampler = Sampler(model: model, kind: kind, maxBatch: batch, inHalves: inHalves, sideBySide: sideBySide)
             // Each row on a grid of its own, as DRO's rollouts are.
             let grid = (0..<batch).flatMap { b in sampler.timesteps(steps: 6).map { max(0, $0 - 3 * b) } }
             sampler.sample(parameters: theta, x: x.pointer, batch: batch, conditions: conditions, guidance: shape.guidance, steps: 6,
                            grid: grid, fillNoise: DDPMNoise(seed: 7).fill)
             return x.array
         }
-        let whole = draw(inCoreHalves: false), halves = draw(inCoreHalves: true)
+        let whole = draw(inHalves: false), halves = draw(inHalves: true)
         #expect(whole.contains { $0 != 0 } && whole != xT.array)
         let mismatch = GoldenFixtures.forwardMismatch(halves, whole, relative: 1e-5, absolute: 1e-6)
         #expect(mismatch == nil, "\(kind), batch \(batch), guidance \(shape.guidance): \(mismatch ?? "")")
+        // With one thread the halves run in turn: the same bits, so a rollout does not depend on
+        // the worker's thread count.
+        #expect(draw(inHalves: true, sideBySide: false) == halves, "\(kind), batch \(batch): halves in turn differ from side by side")
     }
 }
