@@ -520,6 +520,65 @@ public final class ResMLPWorkspace {
         }
     }
 
+    /// Runs `body` (a backward pass) on the last forward pass narrowed to the examples in
+    /// `kept`, ascending, as if that pass had run on them alone. The pass kept its activations
+    /// and had `examples` conditioning rows, example b's rows being b, b + examples, …; example
+    /// kept[j]'s rows are then j, j + kept.count, … and its conditioning row j. The activations
+    /// are left narrowed; the inputs `backward` reads (x, tokens, condition vectors) are put back
+    /// where they were after `body`, so the workspace's inputs stay the caller's. An example whose
+    /// rows all have ∂L/∂output = 0 (a DRO pair whose hinge is inactive) adds nothing to any
+    /// gradient, and its backward pass can be skipped.
+    public func narrowed(to kept: [Int], of examples: Int, rowsPerExample: Int, _ body: () -> Void) {
+        precondition(!kept.isEmpty, "no example to keep")
+        precondition(conditionRows == examples, "the last forward pass had \(conditionRows) conditioning rows, not \(examples)")
+        precondition(examples * rowsPerExample <= maxBatch, "\(examples) examples of \(rowsPerExample) rows do not fit the workspace")
+        precondition(zip(kept, kept.dropFirst()).allSatisfy { $0 < $1 } && kept.allSatisfy { (0..<examples).contains($0) },
+                     "kept examples must ascend within 0..<\(examples)")
+        let count = kept.count
+        // Row c·examples + b goes to c·count + j, taken in that order: every destination lies below
+        // every row still to go, so activations simply move down, in place. Inputs swap with what
+        // lies there, and the same swaps in reverse order put them back.
+        func forEachMove(copies: Int, reversed: Bool = false, _ move: (_ to: Int, _ from: Int) -> Void) {
+            let last = copies * count - 1
+            for index in reversed ? stride(from: last, through: 0, by: -1) : stride(from: 0, through: last, by: 1) {
+                let copy = index / count, j = index % count
+                let to = copy * count + j, from = copy * examples + kept[j]
+                if to != from { move(to, from) }
+            }
+        }
+        func narrow(_ buffer: FloatBuffer, copies: Int) {
+            let width = buffer.count / maxBatch, base = buffer.pointer
+            forEachMove(copies: copies) { to, from in (base + to * width).update(from: base + from * width, count: width) }
+        }
+        func swapRows<T>(_ base: UnsafeMutablePointer<T>, width: Int, copies: Int, reversed: Bool) {
+            guard width > 0 else { return }
+            forEachMove(copies: copies, reversed: reversed) { to, from in
+                for i in 0..<width { swap(&base[to * width + i], &base[from * width + i]) }
+            }
+        }
+        func swapInputs(reversed: Bool) {
+            swapRows(x.pointer, width: x.count / maxBatch, copies: rowsPerExample, reversed: reversed)
+            swapRows(conditionInput.pointer, width: conditionInput.count / maxBatch, copies: 1, reversed: reversed)
+            let tokensPerRow = tokens.count / maxBatch
+            tokens.withUnsafeMutableBufferPointer { swapRows($0.baseAddress!, width: tokensPerRow, copies: 1, reversed: reversed) }
+            conditionIsNull.withUnsafeMutableBufferPointer { swapRows($0.baseAddress!, width: 1, copies: 1, reversed: reversed) }
+        }
+
+        swapInputs(reversed: false)
+        for buffer in [outNormOut, outNormalized, outRstd] { narrow(buffer, copies: rowsPerExample) }
+        for a in blocks {
+            for buffer in [a.normalized, a.rstd, a.normOut, a.u, a.fc1Slope, a.fc1Activation] { narrow(buffer, copies: rowsPerExample) }
+        }
+        for buffer in [modulation, s, conditionedSlope, time0Activation, time0Slope, timeFeatures] { narrow(buffer, copies: 1) }
+        tokenCounts.withUnsafeMutableBufferPointer { counts in
+            forEachMove(copies: 1) { to, from in counts[to] = counts[from] }
+        }
+        _ = shareConditioning(batch: count * rowsPerExample, conditionRows: count)
+        conditionRows = count
+        body()
+        swapInputs(reversed: true)
+    }
+
     /// The time features φ(t) of the last forward pass's conditioning rows, [U, F] (every row's,
     /// [B, F], in a pass that keeps activations for a backward one; one for each distinct
     /// timestep, in a pass that found rows sharing them).
