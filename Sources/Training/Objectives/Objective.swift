@@ -134,7 +134,7 @@ extension ObjectiveContext {
     /// Backpropagates ∂L/∂mse_θ (in `scratch.dMSE`) through θ:
     /// ∂L/∂out_ij = ∂L/∂mse_i · 2(out_ij − target_ij)/D.
     /// Examples whose rows all have ∂L/∂mse = 0 add nothing to the gradient — a DRO pair whose
-    /// hinge is inactive, a quarter to a third of the pairs in ShapeWorld fine-tuning — so the
+    /// hinge is inactive, 19–38 % of the pairs in ShapeWorld fine-tuning — so the
     /// backward pass runs on the others alone (`ResMLPWorkspace.narrowed`): the same sums
     /// without their zero terms, rounded as products over fewer rows round.
     func backpropagateMSE(rows: Int) {
