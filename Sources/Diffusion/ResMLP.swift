@@ -432,6 +432,9 @@ public final class ResMLPWorkspace {
     let outNormalized: FloatBuffer, outRstd: FloatBuffer, outNormOut: FloatBuffer
     // Backward scratch.
     let dH: FloatBuffer, dNorm: FloatBuffer, dU: FloatBuffer, dWide: FloatBuffer, dModulation: FloatBuffer, dS: FloatBuffer
+    /// The activations `backward` reads, by the rows they have: one per row, one per conditioning
+    /// row (`narrowed` moves them; listed once, so a step builds no list).
+    let activationsByRow: [FloatBuffer], activationsByConditioningRow: [FloatBuffer]
 
     /// Floats a workspace holds per row, as `init` allocates them (a test keeps the two in step);
     /// with `bytesPerRow`, what memory budgets are computed from.
@@ -500,6 +503,8 @@ public final class ResMLPWorkspace {
         dWide = FloatBuffer(count: B * max(M, H))
         dModulation = FloatBuffer(count: B * modWidth)
         dS = FloatBuffer(count: B * H)
+        activationsByRow = [outNormOut, outNormalized, outRstd] + blocks.flatMap { [$0.normalized, $0.rstd, $0.normOut, $0.u, $0.fc1Slope, $0.fc1Activation] }
+        activationsByConditioningRow = [modulation, s, conditionedSlope, time0Activation, time0Slope, timeFeatures]
     }
 
     /// Copies the inputs of the first `rows` rows (x_t, t, condition) from another
@@ -565,11 +570,8 @@ public final class ResMLPWorkspace {
         }
 
         swapInputs(reversed: false)
-        for buffer in [outNormOut, outNormalized, outRstd] { narrow(buffer, copies: rowsPerExample) }
-        for a in blocks {
-            for buffer in [a.normalized, a.rstd, a.normOut, a.u, a.fc1Slope, a.fc1Activation] { narrow(buffer, copies: rowsPerExample) }
-        }
-        for buffer in [modulation, s, conditionedSlope, time0Activation, time0Slope, timeFeatures] { narrow(buffer, copies: 1) }
+        for buffer in activationsByRow { narrow(buffer, copies: rowsPerExample) }
+        for buffer in activationsByConditioningRow { narrow(buffer, copies: 1) }
         tokenCounts.withUnsafeMutableBufferPointer { counts in
             forEachMove(copies: 1) { to, from in counts[to] = counts[from] }
         }

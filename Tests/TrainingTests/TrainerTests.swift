@@ -312,9 +312,13 @@ enum TinyJob {
                        ModelConfig(sampleShape: [3, 8, 8], hidden: 32, depth: 3, mlpRatio: 4, timeFreqDim: 16, condition: .vector(dim: 5)),
                        ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 2, mlpRatio: 1, timeFreqDim: 4, condition: .none)] {
             let workspace = ResMLPWorkspace(config: config, maxBatch: 3)
-            var floats = 0
+            var floats = 0, seen = Set<ObjectIdentifier>()
             func count(_ value: Any) {
-                if let buffer = value as? FloatBuffer { floats += buffer.count; return }
+                // A buffer held twice (the workspace's lists of activations) is memory once.
+                if let buffer = value as? FloatBuffer {
+                    if seen.insert(ObjectIdentifier(buffer)).inserted { floats += buffer.count }
+                    return
+                }
                 for child in Mirror(reflecting: value).children { count(child.value) }
             }
             count(workspace)
@@ -332,10 +336,10 @@ enum TinyJob {
                        ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 2, mlpRatio: 1, timeFreqDim: 4, condition: .none)] {
             for rows in [1, 3, 8] {
                 let workspace = ResMLPWorkspace(config: config, maxBatch: rows)
-                var bytes = 0, tableBytes = 0
+                var bytes = 0, tableBytes = 0, seen = Set<ObjectIdentifier>()
                 func count(_ value: Any, label: String?) {
                     switch value {
-                    case let buffer as FloatBuffer: bytes += 4 * buffer.count
+                    case let buffer as FloatBuffer: if seen.insert(ObjectIdentifier(buffer)).inserted { bytes += 4 * buffer.count }
                     case let array as [Int32] where label == "conditioningTable": tableBytes += 4 * array.count
                     case let array as [Int32]: bytes += 4 * array.count
                     case let array as [Float]: bytes += 4 * array.count
