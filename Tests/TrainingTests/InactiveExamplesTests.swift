@@ -14,26 +14,12 @@ import Testing
         ModelConfig(sampleShape: [1, 2, 2], hidden: 8, depth: 2, mlpRatio: 2, timeFreqDim: 4, condition: condition)
     }
 
-    /// Inputs of `examples` examples of `rowsPerExample` rows (example b's rows at b, b + examples, …,
-    /// sharing their timestep and condition, as the trainer fills them).
     static func inputs(_ model: ResMLP, rowsPerExample: Int, random: inout Philox) -> ResMLPWorkspace {
-        let rows = examples * rowsPerExample, D = model.config.sampleSize
-        let ws = model.makeWorkspace(maxBatch: rows)
-        random.fillNormal(ws.x.pointer, count: rows * D)
-        for row in 0..<rows { ws.timesteps[row] = Float([40, 400, 900, 7, 650, 222][row % examples]) }
-        switch model.config.condition {
-        case .text:
-            let prompts: [[Int32]] = [[1, 5, 5], [0, 0, 0], [7, 2, 0], [3, 0, 0], [10, 9, 8], [4, 4, 0]]
-            ws.tokens = (0..<rows).flatMap { prompts[$0 % examples] }
-        case let .vector(dim):
-            random.fillNormal(ws.conditionInput.pointer, count: examples * dim)
-            for row in examples..<rows {
-                (ws.conditionInput.pointer + row * dim).update(from: ws.conditionInput.pointer + (row % examples) * dim, count: dim)
-            }
-            ws.conditionIsNull = (0..<rows).map { $0 % examples == 1 ? 1 : 0 }
-        case .none: break
-        }
-        return ws
+        let workspace = model.makeWorkspace(maxBatch: examples * rowsPerExample)
+        fillPairedInputs(workspace, config: model.config, examples: examples, rowsPerExample: rowsPerExample,
+                         timesteps: [40, 400, 900, 7, 650, 222],
+                         prompts: [[1, 5, 5], [0, 0, 0], [7, 2, 0], [3, 0, 0], [10, 9, 8], [4, 4, 0]], random: &random)
+        return workspace
     }
 
     static func maxAbs(_ buffer: FloatBuffer) -> Float { (0..<buffer.count).reduce(0) { max($0, abs(buffer[$1])) } }

@@ -40,22 +40,9 @@ import Training
         let objective = Self.objective(testCase.objective)
         let examples = 3, rows = examples * objective.rowsPerExample, D = config.sampleSize
         let workspace = model.makeWorkspace(maxBatch: rows)
-        random.fillNormal(workspace.x.pointer, count: rows * D)
-        for row in 0..<rows { workspace.timesteps[row] = Float([40, 400, 900][row % examples]) }
-        switch testCase.condition {
-        case .text:
-            // Varied prompts, one of them empty (the null condition).
-            let prompts: [[Int32]] = [[1, 5, 5], [0, 0, 0], [7, 2, 0]]
-            workspace.tokens = (0..<rows).flatMap { prompts[$0 % examples] }
-        case let .vector(dim):
-            // An example's rows (a pair) share their condition, as the trainer fills them.
-            random.fillNormal(workspace.conditionInput.pointer, count: examples * dim)
-            for row in examples..<rows {
-                (workspace.conditionInput.pointer + row * dim).update(from: workspace.conditionInput.pointer + (row % examples) * dim, count: dim)
-            }
-            workspace.conditionIsNull = (0..<rows).map { $0 % examples == 1 ? 1 : 0 }
-        case .none: break
-        }
+        // Varied prompts, one of them empty (the null condition).
+        fillPairedInputs(workspace, config: config, examples: examples, rowsPerExample: objective.rowsPerExample,
+                         timesteps: [40, 400, 900], prompts: [[1, 5, 5], [0, 0, 0], [7, 2, 0]], random: &random)
         let targets = FloatBuffer(count: rows * D)
         random.fillNormal(targets.pointer, count: targets.count)
         if testCase.objective == "kto" {
