@@ -57,7 +57,7 @@ enum OneDNN {
         /// (Reorders into oneDNN's blocked layouts at every call cost as much as the products.)
         var bf16 = false
         /// B in the layout the primitive chooses (fp32, or bf16 in AMX's pairs), made by a
-        /// reorder once per `PackedWeights` and shape.
+        /// reorder once per `PackedWeights`, matrix and layout.
         var packedB = false
         /// Epilogues fused as the primitive's own: a bias row added (before any sum), and SiLU
         /// (swish with α 1) applied last.
@@ -284,14 +284,14 @@ enum OneDNN {
             bPointer = scratch + product.aBytes
         }
         if let pack = product.packB {
-            // Packed once per `PackedWeights` and shape where B is such weights, else here, per call.
+            // Packed once per `PackedWeights`, matrix and layout where B is such weights, else here, per call.
             guard let source = memory(&product.b, bPointer) else { return false }
             memories.append(source)
             var packedDescriptor = product.bRead
             func packB(into target: UnsafeMutableRawPointer) -> Bool {
                 run(pack, from: source, into: target, as: &packedDescriptor) && dnnl_stream_wait(stream) == dnnl_success
             }
-            if let kept = packed?.copy(of: b, shape: shape, bytes: product.bPackedBytes, pack: packB) {
+            if let kept = packed?.copy(of: b, shape: shape, layout: product.bRead, bytes: product.bPackedBytes, pack: packB) {
                 bPointer = kept
             } else {
                 let perCall = context.scratch.reserveSecond(product.bPackedBytes)

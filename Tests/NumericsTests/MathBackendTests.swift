@@ -204,6 +204,36 @@ import Testing
         #expect(starved.bytesHeld == 0)
     }
 
+    /// Products of the same weights over different numbers of rows (a sampler's halves, the
+    /// modulation's distinct (t, c) rows) share one packed copy when oneDNN packs them alike, so
+    /// a sampling's copies stay within the budget and no product packs at every call.
+    @Test(.enabled(if: OneDNN.supportsCPU, "oneDNN needs AVX2: \(OneDNN.isaName)"), arguments: nativePrecisions)
+    func productsOverOtherRowCountsShareThePackedCopy(_ precision: MathPrecision) throws {
+        let n = 256, k = 128
+        let widest = Case(transA: false, transB: true, m: 64, n: n, k: k, alpha: 1, beta: 0)
+        let (a, b, _, lda, ldb, ldc) = Self.operands(widest, seed: 17)
+        let packed = PackedWeights(b)
+        for m in [64, 61, 32, 63] {
+            func product(_ packed: PackedWeights?) -> FloatBuffer {
+                let result = FloatBuffer(count: m * ldc)
+                MathBackend.withBackend(.onednn) {
+                    MathPrecision.with(precision) {
+                        let run = {
+                            BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer, ldb: ldb,
+                                       beta: 0, c: result.pointer, ldc: ldc)
+                        }
+                        if let packed { packed.using(run) } else { run() }
+                    }
+                }
+                return result
+            }
+            let unpacked = product(nil)
+            let fromCopy = product(packed)
+            #expect(Self.largestDifference(fromCopy, unpacked) <= 1e-5 * Float(k), "\(m) rows: the shared copy gave other numbers")
+            #expect(packed.copiesHeld == 1, "\(m) rows: \(packed.copiesHeld) copies of one matrix")
+        }
+    }
+
     /// A layer's epilogues — bias, bias and SiLU, bias and residual sum — give the same numbers as
     /// post-ops on oneDNN as in passes of their own on OpenBLAS; in bf16, natively and emulated
     /// (on a CPU without bf16 instructions, both sides are the emulation).
